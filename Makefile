@@ -1,0 +1,32 @@
+# Strata: thin wrapper over CMake. `make demo` and `make test` work on a fresh Debian 12 machine.
+BUILD_DIR   ?= build
+BUILD_TYPE  ?= Release
+STRATA_CUDA ?= AUTO
+CMAKE_ARGS  ?=
+DEMO_MODEL  ?= tests/data/models/llama3-tiny
+DEMO_PROMPT ?= The quick brown fox
+
+.PHONY: all deps configure build demo test bench clean
+
+all: build
+
+deps:
+	@bash deploy/install-deps.sh
+
+configure: deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSTRATA_CUDA=$(STRATA_CUDA) $(CMAKE_ARGS)
+
+build: configure
+	cmake --build $(BUILD_DIR)
+
+demo: build
+	$(BUILD_DIR)/bin/strata generate --model $(DEMO_MODEL) --prompt "$(DEMO_PROMPT)" --max-new-tokens 32 --stats
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure
+
+bench: build
+	$(BUILD_DIR)/bin/strata_cpu_engine_bench
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of Strata from Debian 12 packages.
+# Idempotent: when everything is present it only checks (no apt-get update, no network), so a second
+# run takes well under a second. Runs as root, or through sudo when it is available.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libabsl-dev            # Status/StatusOr, containers, synchronization, strings
+  libssl-dev             # SHA-256 (libcrypto) for fingerprints and block keys
+  libopenblas-dev        # CPU backend GEMMs
+  libpcre2-dev           # tokenizer pre-tokenizer regex (\p{L}, lookahead)
+  libicu-dev             # NFC normalizer of tokenizers that ask for it (Qwen2)
+  nlohmann-json3-dev     # config.json, tokenizer.json, safetensors headers
+  libcli11-dev           # command-line parsing in the thin mains
+  libgtest-dev libgmock-dev
+  libbenchmark-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo_cmd=(sudo)
+  else
+    echo "install-deps: error=not_root missing packages: ${missing[*]}; run as root or install sudo" >&2
+    exit 1
+  fi
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,42 @@
+// Reference outputs of Hugging Face transformers (tests/data/models/*/golden.json) and the measures
+// used to compare against them.
+#ifndef STRATA_TESTS_TESTING_GOLDEN_H_
+#define STRATA_TESTS_TESTING_GOLDEN_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace strata::testing {
+
+// Results of one transformers run (float32) on one device.
+struct DeviceGolden {
+  std::vector<std::vector<float>> last_logits;         // logits of the last 4 prompt positions
+  std::map<int64_t, std::vector<float>> logits_at;      // position -> logits
+  std::vector<int32_t> greedy_ids;                     // 24 greedy tokens, KV cache on
+  double greedy_margin_min = 0;                        // smallest top-1/top-2 gap along that path
+};
+
+struct ModelGolden {
+  std::string model;
+  std::vector<int32_t> prompt_ids;
+  DeviceGolden cpu;
+  DeviceGolden cuda;
+};
+
+absl::StatusOr<ModelGolden> LoadModelGolden(const std::filesystem::path& path);
+
+// ‖a − b‖₂ / ‖b‖₂.
+double RelativeL2(absl::Span<const float> a, absl::Span<const float> b);
+
+// tests/data of the source tree.
+std::filesystem::path TestDataDir();
+
+}  // namespace strata::testing
+
+#endif  // STRATA_TESTS_TESTING_GOLDEN_H_

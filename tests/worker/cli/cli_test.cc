@@ -1,0 +1,147 @@
+// The `strata` binary, run as a separate process on the tiny models.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/golden.h"
+
+namespace strata {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string Slurp(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs `strata` with `args` (each single-quoted for the shell) and captures both streams.
+ProcessResult Strata(const std::vector<std::string>& args) {
+  static int counter = 0;
+  const std::filesystem::path base = std::filesystem::path(::testing::TempDir()) / ("cli-" + std::to_string(counter++));
+  std::string command = std::string("'") + STRATA_CLI_PATH + "'";
+  for (const std::string& arg : args) command += " '" + arg + "'";
+  command += " >'" + base.string() + ".out' 2>'" + base.string() + ".err' </dev/null";
+  const int status = std::system(command.c_str());
+  ProcessResult run;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  run.out = Slurp(base.string() + ".out");
+  run.err = Slurp(base.string() + ".err");
+  return run;
+}
+
+const std::string kLlama = (testing::TestDataDir() / "models" / "llama3-tiny").string();
+
+TEST(StrataCli, GenerateJsonReproducesTheGreedyGolden) {
+  auto golden = testing::LoadModelGolden(testing::TestDataDir() / "models/llama3-tiny/golden.json");
+  ASSERT_TRUE(golden.ok());
+  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt-ids", absl::StrJoin(golden->prompt_ids, ","),
+                          "--max-new-tokens", "24", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j.at("prompt_ids").get<std::vector<int32_t>>(), golden->prompt_ids);
+  EXPECT_EQ(j.at("output_ids").get<std::vector<int32_t>>(), golden->cpu.greedy_ids);
+  EXPECT_TRUE(j.at("text").is_string());
+  EXPECT_EQ(j.at("finish_reason"), "length");
+}
+
+TEST(StrataCli, GenerateFromTextAddsBeginOfTextAndPrintsTheText) {
+  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5",
+                          "--json", "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "11"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j.at("prompt_ids").get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{0, 41, 70, 77, 337, 13, 331, 273, 77, 69, 2}));
+  EXPECT_LE(j.at("output_ids").size(), 5u);
+  // Same seed, same tokens.
+  const ProcessResult again = Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5",
+                            "--json", "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "11"});
+  EXPECT_EQ(nlohmann::json::parse(again.out).at("output_ids"), j.at("output_ids"));
+}
+
+TEST(StrataCli, GenerateStatsPrintIdsAndTokensPerSecond) {
+  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt", "The quick brown fox", "--max-new-tokens", "8",
+                          "--ignore-eos", "--stats"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("prompt_ids: [0, "));
+  EXPECT_THAT(run.out, HasSubstr("output_ids: ["));
+  EXPECT_THAT(run.out, HasSubstr("tokens/s"));
+}
+
+TEST(StrataCli, TokenizeJsonGivesTheGoldenIds) {
+  const ProcessResult run = Strata({"tokenize", "--model", kLlama, "--text", "Hello, world!", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(nlohmann::json::parse(run.out).at("ids").get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{0, 41, 70, 77, 337, 13, 331, 273, 77, 69, 2}));
+  const ProcessResult plain = Strata({"tokenize", "--tokenizer", (testing::TestDataDir() / "tokenizer/tokenizer.json").string(),
+                            "--text", "Hello, world!", "--no-special"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.out, "41 70 77 337 13 331 273 77 69 2\n");
+}
+
+TEST(StrataCli, InspectDescribesTheModel) {
+  const ProcessResult run = Strata({"inspect", kLlama});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("LlamaForCausalLM"));
+  EXPECT_THAT(run.out, HasSubstr("fingerprint:"));
+  const ProcessResult json = Strata({"inspect", kLlama, "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto j = nlohmann::json::parse(json.out);
+  // 512x64 embeddings and LM head, 3 layers of (64 + 64x64 + 2x32x64 + 64x64 + 64 + 3x160x64), final norm.
+  EXPECT_EQ(j.at("parameters"), 2 * 512 * 64 + 3 * (64 + 4096 + 2 * 2048 + 4096 + 64 + 3 * 10240) + 64);
+  EXPECT_EQ(j.at("kv_bytes_per_token").at("f32"), 2 * 3 * 32 * 4);
+  EXPECT_EQ(j.at("fingerprint").get<std::string>().size(), 64u);
+}
+
+TEST(StrataCli, BadInputExitsNonZeroWithOneLineError) {
+  const ProcessResult missing = Strata({"generate", "--model", "/nonexistent/model", "--prompt", "x"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, StartsWith("strata: error: /nonexistent/model: not a model directory"));
+
+  const ProcessResult bad_ids = Strata({"generate", "--model", kLlama, "--prompt-ids", "1,x,3"});
+  EXPECT_NE(bad_ids.exit_code, 0);
+  EXPECT_THAT(bad_ids.err, HasSubstr("--prompt-ids: 'x' is not a token id"));
+
+  const ProcessResult out_of_vocab = Strata({"generate", "--model", kLlama, "--prompt-ids", "1,9999"});
+  EXPECT_NE(out_of_vocab.exit_code, 0);
+  EXPECT_THAT(out_of_vocab.err, HasSubstr("token id 9999 at index 1 is outside the vocabulary"));
+
+  const ProcessResult two_prompts = Strata({"generate", "--model", kLlama, "--prompt", "a", "--prompt-ids", "1"});
+  EXPECT_NE(two_prompts.exit_code, 0);
+
+  const ProcessResult no_prompt = Strata({"generate", "--model", kLlama});
+  EXPECT_NE(no_prompt.exit_code, 0);
+  EXPECT_THAT(no_prompt.err, HasSubstr("give exactly one of --prompt, --prompt-ids, --prompt-ids-file"));
+
+  const ProcessResult bad_top_p = Strata({"generate", "--model", kLlama, "--prompt", "a", "--top-p", "0"});
+  EXPECT_NE(bad_top_p.exit_code, 0);
+  EXPECT_THAT(bad_top_p.err, HasSubstr("top_p must be in (0, 1]"));
+}
+
+TEST(StrataCli, HelpExitsZero) {
+  for (const char* command : {"generate", "tokenize", "inspect"}) {
+    const ProcessResult run = Strata({command, "--help"});
+    EXPECT_EQ(run.exit_code, 0) << command;
+    EXPECT_THAT(run.out, HasSubstr("--json")) << command;
+  }
+}
+
+}  // namespace
+}  // namespace strata

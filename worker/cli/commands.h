@@ -1,0 +1,59 @@
+// The `strata` command's subcommands, each an Options struct and a Run function. main.cc maps flags
+// onto the structs 1:1; everything else lives here.
+#ifndef STRATA_WORKER_CLI_COMMANDS_H_
+#define STRATA_WORKER_CLI_COMMANDS_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "worker/engine/sampler.h"
+
+namespace strata::cli {
+
+enum class OutputFormat { kText, kJson };
+
+struct GenerateCommand {
+  std::filesystem::path model_dir;
+  // Exactly one prompt source.
+  std::optional<std::string> prompt;
+  std::optional<std::string> prompt_ids;                  // "1,2,3"
+  std::optional<std::filesystem::path> prompt_ids_file;   // ids separated by commas or whitespace
+  int64_t max_new_tokens = 32;
+  engine::SamplingOptions sampling;
+  bool ignore_eos = false;               // keep going past the model's end-of-sequence tokens
+  int64_t mini_sequence_tokens = 1024;
+  int threads = 0;                       // 0: one per core
+  bool stats = false;                    // text mode: also print ids and tokens/s
+  OutputFormat format = OutputFormat::kText;
+};
+
+struct TokenizeCommand {
+  std::optional<std::filesystem::path> model_dir;   // uses model_dir/tokenizer.json
+  std::optional<std::filesystem::path> tokenizer_file;
+  std::string text;
+  bool add_special_tokens = true;
+  OutputFormat format = OutputFormat::kText;
+};
+
+struct InspectCommand {
+  std::filesystem::path model_dir;
+  OutputFormat format = OutputFormat::kText;
+};
+
+// Each writes its result to `out` (generated text is streamed as it is produced) and returns an error
+// with a one-line message on bad input.
+absl::Status RunGenerate(const GenerateCommand& command, std::ostream& out);
+absl::Status RunTokenize(const TokenizeCommand& command, std::ostream& out);
+absl::Status RunInspect(const InspectCommand& command, std::ostream& out);
+
+// Parses "1, 2,3" or "[1 2 3]" into token ids; `source` names the input in errors.
+absl::StatusOr<std::vector<int32_t>> ParseTokenIds(std::string_view text, std::string_view source);
+
+}  // namespace strata::cli
+
+#endif  // STRATA_WORKER_CLI_COMMANDS_H_

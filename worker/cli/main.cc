@@ -1,0 +1,79 @@
+// strata: command-line front end of the engine. Flags map 1:1 onto the commands' option structs.
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "worker/cli/commands.h"
+
+namespace {
+
+int Finish(const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::cerr << "strata: error: " << status.message() << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using strata::cli::OutputFormat;
+  CLI::App app{"Strata: long-context LLM inference over a tiered KV cache"};
+  app.require_subcommand(1);
+
+  strata::cli::GenerateCommand generate;
+  bool generate_json = false;
+  std::string prompt, prompt_ids, prompt_ids_file;
+  CLI::App* gen = app.add_subcommand("generate", "Generate text from a prompt");
+  gen->add_option("--model", generate.model_dir, "Hugging Face model directory")->required();
+  auto* prompt_opt = gen->add_option("--prompt", prompt, "Prompt text (tokenized with the model's tokenizer)");
+  auto* ids_opt = gen->add_option("--prompt-ids", prompt_ids, "Prompt token ids, comma-separated");
+  auto* file_opt = gen->add_option("--prompt-ids-file", prompt_ids_file, "File of prompt token ids");
+  prompt_opt->excludes(ids_opt)->excludes(file_opt);
+  ids_opt->excludes(file_opt);
+  gen->add_option("--max-new-tokens", generate.max_new_tokens, "Tokens to generate at most")->capture_default_str();
+  gen->add_option("--temperature", generate.sampling.temperature, "0 = greedy")->capture_default_str();
+  gen->add_option("--top-k", generate.sampling.top_k, "0 = off")->capture_default_str();
+  gen->add_option("--top-p", generate.sampling.top_p, "1 = off")->capture_default_str();
+  gen->add_option("--seed", generate.sampling.seed, "Random seed for sampling")->capture_default_str();
+  gen->add_flag("--ignore-eos", generate.ignore_eos, "Do not stop at the model's end-of-sequence tokens");
+  gen->add_option("--mini-sequence", generate.mini_sequence_tokens, "Prefill mini-sequence length in tokens")
+      ->capture_default_str();
+  gen->add_option("--threads", generate.threads, "CPU threads (0 = one per core)")->capture_default_str();
+  gen->add_flag("--stats", generate.stats, "Also print the ids and tokens/s");
+  gen->add_flag("--json", generate_json, "Print one JSON object");
+
+  strata::cli::TokenizeCommand tokenize;
+  bool tokenize_json = false, no_special = false;
+  std::string tokenize_model, tokenizer_file;
+  CLI::App* tok = app.add_subcommand("tokenize", "Turn text into token ids");
+  auto* tok_model = tok->add_option("--model", tokenize_model, "Model directory (uses its tokenizer.json)");
+  auto* tok_file = tok->add_option("--tokenizer", tokenizer_file, "A tokenizer.json file");
+  tok_model->excludes(tok_file);
+  tok->add_option("--text", tokenize.text, "Text to tokenize")->required();
+  tok->add_flag("--no-special", no_special, "Do not add special tokens (BOS)");
+  tok->add_flag("--json", tokenize_json, "Print {\"ids\": [...], \"tokens\": [...]}");
+
+  strata::cli::InspectCommand inspect;
+  bool inspect_json = false;
+  CLI::App* ins = app.add_subcommand("inspect", "Describe a model directory");
+  ins->add_option("model", inspect.model_dir, "Hugging Face model directory")->required();
+  ins->add_flag("--json", inspect_json, "Print JSON");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (gen->parsed()) {
+    if (!prompt_opt->empty()) generate.prompt = prompt;
+    if (!ids_opt->empty()) generate.prompt_ids = prompt_ids;
+    if (!file_opt->empty()) generate.prompt_ids_file = prompt_ids_file;
+    generate.format = generate_json ? OutputFormat::kJson : OutputFormat::kText;
+    return Finish(strata::cli::RunGenerate(generate, std::cout));
+  }
+  if (tok->parsed()) {
+    if (!tok_model->empty()) tokenize.model_dir = tokenize_model;
+    if (!tok_file->empty()) tokenize.tokenizer_file = tokenizer_file;
+    tokenize.add_special_tokens = !no_special;
+    tokenize.format = tokenize_json ? OutputFormat::kJson : OutputFormat::kText;
+    return Finish(strata::cli::RunTokenize(tokenize, std::cout));
+  }
+  inspect.format = inspect_json ? OutputFormat::kJson : OutputFormat::kText;
+  return Finish(strata::cli::RunInspect(inspect, std::cout));
+}

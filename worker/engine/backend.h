@@ -1,0 +1,79 @@
+// Backend: the operations of a Llama-family forward pass, implemented once per device (CPU here, CUDA
+// next). The forward graph (forward.cc) is written once against this interface.
+#ifndef STRATA_WORKER_ENGINE_BACKEND_H_
+#define STRATA_WORKER_ENGINE_BACKEND_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "worker/engine/tensor.h"
+#include "worker/model/safetensors.h"
+
+namespace strata::engine {
+
+// K and V of one layer for one sequence, head-major as in a block payload: row (head * capacity + t)
+// of `k` holds the key of token t for KV head `head`, `head_dim` wide. Head-major keeps one head's
+// keys contiguous, so head-wise offload moves slices, not gathers.
+struct KvLayer {
+  Tensor k;  // [num_kv_heads * capacity_tokens, head_dim]
+  Tensor v;  // same shape
+  int64_t num_kv_heads = 0;
+  int64_t capacity_tokens = 0;
+};
+
+struct AttentionParams {
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  float scale = 1.0f;          // applied to q·k, usually 1/sqrt(head_dim)
+  int64_t first_position = 0;  // position of query row 0; row i is at first_position + i
+  int64_t window = 0;          // 0: full causal; else a query at p sees keys (p - window, p]
+};
+
+// Every call is ordered after the previous calls on the same backend. Shapes are checked by each call
+// (a mismatch returns InvalidArgument); tensors passed in must come from this backend. Not thread-safe:
+// one backend per thread of control.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const = 0;
+  // Element type of activations and the KV cache on this backend.
+  virtual DType activation_dtype() const = 0;
+
+  // Memory.
+  virtual absl::StatusOr<Tensor> Allocate(DType dtype, int64_t rows, int64_t cols) = 0;
+  virtual absl::StatusOr<Tensor> Upload(absl::Span<const float> values, int64_t rows, int64_t cols) = 0;
+  // A checkpoint tensor viewed as [rows, cols] in the layout the ops expect: used in place where the
+  // backend can read the bytes as they are, converted otherwise. Keeps `info.mapping` alive as needed.
+  virtual absl::StatusOr<Tensor> LoadWeight(const model::TensorInfo& info, int64_t rows, int64_t cols) = 0;
+  // Copies `src` into host floats; waits for the work that produces it.
+  virtual absl::Status CopyToHost(const Tensor& src, absl::Span<float> dst) = 0;
+
+  // out[i] = table[ids[i]]. Ids are checked against the table.
+  virtual absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) = 0;
+  // out = x / rms(x) * weight, per row, with rms over the row plus `eps`.
+  virtual absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  // out = x · weightᵀ (+ bias): x [n, in], weight [out, in] (the Hugging Face layout), bias [1, out] or empty.
+  virtual absl::Status Linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) = 0;
+  // Rotates each head_dim-wide head of each row of x in place (rotate-half RoPE); row i is at position
+  // first_position + i; inv_freq is [1, head_dim / 2].
+  virtual absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& x) = 0;
+  // Writes rows of k and v ([n, num_kv_heads * head_dim]) at positions first_position.. into `layer`.
+  virtual absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) = 0;
+  // Causal grouped-query attention of q [n, num_heads * head_dim] over the keys at positions
+  // [0, first_position + n) of `layer`; out has q's shape.
+  virtual absl::Status Attention(const Tensor& q, const KvLayer& layer, const AttentionParams& params,
+                                 Tensor& out) = 0;
+  // out = silu(gate) * up, elementwise.
+  virtual absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // x += delta, elementwise.
+  virtual absl::Status Add(const Tensor& delta, Tensor& x) = 0;
+};
+
+}  // namespace strata::engine
+
+#endif  // STRATA_WORKER_ENGINE_BACKEND_H_

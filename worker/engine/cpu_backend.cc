@@ -1,0 +1,291 @@
+#include "worker/engine/cpu_backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "common/strings.h"
+
+namespace strata::engine {
+namespace {
+
+constexpr size_t kAlignmentBytes = 64;  // one cache line; also what AVX-512 loads like
+// Below this many elements an op runs on one thread: spawning a team costs more than it saves.
+constexpr int64_t kParallelElements = 1 << 14;
+
+absl::Status ExpectF32(const Tensor& tensor, std::string_view what) {
+  if (tensor.empty()) return absl::InvalidArgumentError(StrCat(what, ": no tensor"));
+  if (tensor.dtype() != DType::kF32) {
+    return absl::InvalidArgumentError(StrCat(what, ": the CPU backend computes in F32, got ",
+                                             DTypeName(tensor.dtype())));
+  }
+  return absl::OkStatus();
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuBackendOptions& options)
+      : threads_(options.threads > 0 ? options.threads : omp_get_num_procs()) {
+    openblas_set_num_threads(threads_);
+  }
+
+  std::string_view name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::kF32; }
+
+  absl::StatusOr<Tensor> Allocate(DType dtype, int64_t rows, int64_t cols) override {
+    if (rows < 0 || cols < 0) {
+      return absl::InvalidArgumentError(StrCat("Allocate: negative shape [", rows, ", ", cols, "]"));
+    }
+    const size_t bytes = static_cast<size_t>(rows * cols) * DTypeSize(dtype);
+    const size_t rounded = (std::max<size_t>(bytes, 1) + kAlignmentBytes - 1) / kAlignmentBytes * kAlignmentBytes;
+    void* data = std::aligned_alloc(kAlignmentBytes, rounded);
+    if (data == nullptr) {
+      return absl::ResourceExhaustedError(StrCat("Allocate: out of host memory for ", bytes, " bytes"));
+    }
+    std::shared_ptr<const void> owner(data, [](const void* p) { std::free(const_cast<void*>(p)); });
+    return Tensor(dtype, rows, cols, data, std::move(owner));
+  }
+
+  absl::StatusOr<Tensor> Upload(absl::Span<const float> values, int64_t rows, int64_t cols) override {
+    if (static_cast<int64_t>(values.size()) != rows * cols) {
+      return absl::InvalidArgumentError(
+          StrCat("Upload: ", values.size(), " values do not fill [", rows, ", ", cols, "]"));
+    }
+    STRATA_ASSIGN_OR_RETURN(Tensor out, Allocate(DType::kF32, rows, cols));
+    std::memcpy(out.data(), values.data(), values.size() * sizeof(float));
+    return out;
+  }
+
+  absl::StatusOr<Tensor> LoadWeight(const model::TensorInfo& info, int64_t rows, int64_t cols) override {
+    const int64_t elements = rows * cols;
+    if (info.num_elements() != elements) {
+      return absl::InvalidArgumentError(StrCat(info.file, ": tensor '", info.name, "' has ", info.num_elements(),
+                                               " elements, expected [", rows, ", ", cols, "]"));
+    }
+    const auto* src = info.bytes.data();
+    if (info.dtype == DType::kF32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0) {
+      // Used in place: the mapping is read-only and no op writes to its inputs.
+      return Tensor(DType::kF32, rows, cols, const_cast<std::byte*>(src), info.mapping);
+    }
+    STRATA_ASSIGN_OR_RETURN(Tensor out, Allocate(DType::kF32, rows, cols));
+    constexpr int64_t kChunk = 1 << 16;
+    const size_t element_bytes = DTypeSize(info.dtype);
+#pragma omp parallel for schedule(static) num_threads(threads_) if (elements > kParallelElements)
+    for (int64_t begin = 0; begin < elements; begin += kChunk) {
+      const int64_t count = std::min(kChunk, elements - begin);
+      ConvertToF32(info.dtype, src + begin * element_bytes, absl::MakeSpan(out.data<float>() + begin, count));
+    }
+    return out;
+  }
+
+  absl::Status CopyToHost(const Tensor& src, absl::Span<float> dst) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(src, "CopyToHost"));
+    if (static_cast<int64_t>(dst.size()) != src.elements()) {
+      return absl::InvalidArgumentError(
+          StrCat("CopyToHost: destination holds ", dst.size(), " floats, source ", src.elements()));
+    }
+    std::memcpy(dst.data(), src.data(), src.bytes());
+    return absl::OkStatus();
+  }
+
+  absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(table, "Embed table"));
+    STRATA_RETURN_IF_ERROR(
+        ExpectShape(out, DType::kF32, static_cast<int64_t>(ids.size()), table.cols(), "Embed out"));
+    const int64_t width = table.cols();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= table.rows()) {
+        return absl::InvalidArgumentError(
+            StrCat("token id ", ids[i], " at index ", i, " is outside the vocabulary [0, ", table.rows(), ")"));
+      }
+      std::memcpy(out.data<float>() + i * width, table.data<float>() + ids[i] * width, width * sizeof(float));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(x, "RmsNorm x"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(weight, DType::kF32, 1, x.cols(), "RmsNorm weight"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(out, DType::kF32, x.rows(), x.cols(), "RmsNorm out"));
+    const int64_t width = x.cols();
+    const float* w = weight.data<float>();
+#pragma omp parallel for schedule(static) num_threads(threads_) if (x.elements() > kParallelElements)
+    for (int64_t row = 0; row < x.rows(); ++row) {
+      const float* in = x.data<float>() + row * width;
+      float* o = out.data<float>() + row * width;
+      double sum_squares = 0.0;
+#pragma omp simd reduction(+ : sum_squares)
+      for (int64_t i = 0; i < width; ++i) sum_squares += static_cast<double>(in[i]) * in[i];
+      const float inv_rms = 1.0f / std::sqrt(static_cast<float>(sum_squares / width) + eps);
+      for (int64_t i = 0; i < width; ++i) o[i] = w[i] * (in[i] * inv_rms);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(x, "Linear x"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(weight, DType::kF32, weight.rows(), x.cols(), "Linear weight"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(out, DType::kF32, x.rows(), weight.rows(), "Linear out"));
+    if (!bias.empty()) STRATA_RETURN_IF_ERROR(ExpectShape(bias, DType::kF32, 1, weight.rows(), "Linear bias"));
+    const int64_t n = x.rows(), in = x.cols(), width = weight.rows();
+    if (n == 0) return absl::OkStatus();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, width, in, 1.0f, x.data<float>(), in,
+                weight.data<float>(), in, 0.0f, out.data<float>(), width);
+    if (!bias.empty()) {
+      const float* b = bias.data<float>();
+      for (int64_t row = 0; row < n; ++row) {
+        float* o = out.data<float>() + row * width;
+        for (int64_t i = 0; i < width; ++i) o[i] += b[i];
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& x) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(inv_freq, "Rope inv_freq"));
+    STRATA_RETURN_IF_ERROR(ExpectF32(x, "Rope x"));
+    const int64_t half = inv_freq.cols(), head_dim = 2 * half;
+    if (inv_freq.rows() != 1 || x.cols() % head_dim != 0) {
+      return absl::InvalidArgumentError(StrCat("Rope: row width ", x.cols(), " is not a multiple of head_dim ",
+                                               head_dim));
+    }
+    const int64_t heads = x.cols() / head_dim;
+    const float* freq = inv_freq.data<float>();
+#pragma omp parallel for schedule(static) num_threads(threads_) if (x.elements() > kParallelElements)
+    for (int64_t row = 0; row < x.rows(); ++row) {
+      // As transformers does: the angle is a float32 product, its cosine and sine rounded to float32.
+      const float position = static_cast<float>(first_position + row);
+      std::vector<float> cos(half), sin(half);
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = position * freq[i];
+        cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+        sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x.data<float>() + row * x.cols() + h * head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          v[i] = a * cos[i] - b * sin[i];
+          v[i + half] = b * cos[i] + a * sin[i];
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) override {
+    const int64_t head_dim = layer.k.cols(), width = layer.num_kv_heads * head_dim, n = k.rows();
+    STRATA_RETURN_IF_ERROR(ExpectShape(k, DType::kF32, n, width, "WriteKv k"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(v, DType::kF32, n, width, "WriteKv v"));
+    if (first_position < 0 || first_position + n > layer.capacity_tokens) {
+      return absl::OutOfRangeError(StrCat("WriteKv: positions [", first_position, ", ", first_position + n,
+                                          ") exceed the KV capacity of ", layer.capacity_tokens, " tokens"));
+    }
+    for (int64_t head = 0; head < layer.num_kv_heads; ++head) {
+      float* k_dst = layer.k.data<float>() + (head * layer.capacity_tokens + first_position) * head_dim;
+      float* v_dst = layer.v.data<float>() + (head * layer.capacity_tokens + first_position) * head_dim;
+      for (int64_t t = 0; t < n; ++t) {
+        std::memcpy(k_dst + t * head_dim, k.data<float>() + t * width + head * head_dim, head_dim * sizeof(float));
+        std::memcpy(v_dst + t * head_dim, v.data<float>() + t * width + head * head_dim, head_dim * sizeof(float));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // One (query row, head) pair per iteration: scores over the visible keys, a max-subtracted softmax in
+  // float32, then the weighted sum of values. O(n · keys · head_dim) per head; parallel over pairs.
+  absl::Status Attention(const Tensor& q, const KvLayer& layer, const AttentionParams& p, Tensor& out) override {
+    const int64_t n = q.rows(), head_dim = p.head_dim;
+    STRATA_RETURN_IF_ERROR(ExpectShape(q, DType::kF32, n, p.num_heads * head_dim, "Attention q"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(out, DType::kF32, n, p.num_heads * head_dim, "Attention out"));
+    if (p.num_kv_heads != layer.num_kv_heads || head_dim != layer.k.cols() || p.num_heads % p.num_kv_heads != 0) {
+      return absl::InvalidArgumentError(StrCat("Attention: ", p.num_heads, " query heads over ", p.num_kv_heads,
+                                               " KV heads of width ", head_dim, " do not fit a KV layer of ",
+                                               layer.num_kv_heads, " heads of width ", layer.k.cols()));
+    }
+    if (p.first_position < 0 || p.first_position + n > layer.capacity_tokens) {
+      return absl::OutOfRangeError(StrCat("Attention: positions up to ", p.first_position + n,
+                                          " exceed the KV capacity of ", layer.capacity_tokens, " tokens"));
+    }
+    const int64_t group = p.num_heads / p.num_kv_heads;
+#pragma omp parallel num_threads(threads_) if (n * p.num_heads > 1)
+    {
+      std::vector<float> scores;
+#pragma omp for collapse(2) schedule(dynamic, 4)
+      for (int64_t row = 0; row < n; ++row) {
+        for (int64_t head = 0; head < p.num_heads; ++head) {
+          const int64_t position = p.first_position + row;
+          const int64_t first_key = p.window > 0 ? std::max<int64_t>(0, position - p.window + 1) : 0;
+          const int64_t kv_head = head / group;
+          const float* query = q.data<float>() + row * q.cols() + head * head_dim;
+          const float* keys = layer.k.data<float>() + kv_head * layer.capacity_tokens * head_dim;
+          const float* values = layer.v.data<float>() + kv_head * layer.capacity_tokens * head_dim;
+          scores.resize(position - first_key + 1);
+          float max_score = -INFINITY;
+          for (int64_t j = first_key; j <= position; ++j) {
+            const float* key = keys + j * head_dim;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < head_dim; ++d) dot += query[d] * key[d];
+            scores[j - first_key] = dot * p.scale;
+            max_score = std::max(max_score, scores[j - first_key]);
+          }
+          float total = 0.0f;
+          for (float& s : scores) {
+            s = std::exp(s - max_score);
+            total += s;
+          }
+          float* o = out.data<float>() + row * out.cols() + head * head_dim;
+          std::fill(o, o + head_dim, 0.0f);
+          const float inv_total = 1.0f / total;
+          for (int64_t j = first_key; j <= position; ++j) {
+            const float weight = scores[j - first_key] * inv_total;
+            const float* value = values + j * head_dim;
+#pragma omp simd
+            for (int64_t d = 0; d < head_dim; ++d) o[d] += weight * value[d];
+          }
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(gate, "SwiGlu gate"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(up, DType::kF32, gate.rows(), gate.cols(), "SwiGlu up"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(out, DType::kF32, gate.rows(), gate.cols(), "SwiGlu out"));
+    const float* g = gate.data<float>();
+    const float* u = up.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel for simd schedule(static) num_threads(threads_) if (gate.elements() > kParallelElements)
+    for (int64_t i = 0; i < gate.elements(); ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    return absl::OkStatus();
+  }
+
+  absl::Status Add(const Tensor& delta, Tensor& x) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(x, "Add x"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(delta, DType::kF32, x.rows(), x.cols(), "Add delta"));
+    const float* d = delta.data<float>();
+    float* o = x.data<float>();
+#pragma omp parallel for simd schedule(static) num_threads(threads_) if (x.elements() > kParallelElements)
+    for (int64_t i = 0; i < x.elements(); ++i) o[i] += d[i];
+    return absl::OkStatus();
+  }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
+
+}  // namespace strata::engine

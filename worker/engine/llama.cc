@@ -1,0 +1,182 @@
+#include "worker/engine/llama.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/strings.h"
+#include "worker/engine/rope.h"
+#include "worker/model/weight_layout.h"
+
+namespace strata::engine {
+namespace {
+
+// Scratch activations of one mini-sequence of up to `rows` tokens, reused across layers.
+struct Scratch {
+  Tensor normed, q, k, v, attn, projected, gate, up;
+
+  static absl::StatusOr<Scratch> Allocate(Backend& backend, const model::ModelConfig& c, int64_t rows) {
+    const DType dtype = backend.activation_dtype();
+    Scratch s;
+    STRATA_ASSIGN_OR_RETURN(s.normed, backend.Allocate(dtype, rows, c.hidden_size));
+    STRATA_ASSIGN_OR_RETURN(s.q, backend.Allocate(dtype, rows, c.q_dim()));
+    STRATA_ASSIGN_OR_RETURN(s.k, backend.Allocate(dtype, rows, c.kv_dim()));
+    STRATA_ASSIGN_OR_RETURN(s.v, backend.Allocate(dtype, rows, c.kv_dim()));
+    STRATA_ASSIGN_OR_RETURN(s.attn, backend.Allocate(dtype, rows, c.q_dim()));
+    STRATA_ASSIGN_OR_RETURN(s.projected, backend.Allocate(dtype, rows, c.hidden_size));
+    STRATA_ASSIGN_OR_RETURN(s.gate, backend.Allocate(dtype, rows, c.intermediate_size));
+    STRATA_ASSIGN_OR_RETURN(s.up, backend.Allocate(dtype, rows, c.intermediate_size));
+    return s;
+  }
+
+  // The first `rows` rows of every buffer.
+  Scratch Prefix(int64_t rows) const {
+    return Scratch{normed.Rows(0, rows), q.Rows(0, rows),         k.Rows(0, rows),    v.Rows(0, rows),
+                   attn.Rows(0, rows),   projected.Rows(0, rows), gate.Rows(0, rows), up.Rows(0, rows)};
+  }
+};
+
+class WeightBinder {
+ public:
+  WeightBinder(const model::Checkpoint& checkpoint, Backend& backend) : checkpoint_(checkpoint), backend_(backend) {}
+
+  // Vectors load as [1, n]; matrices as stored, [out, in].
+  absl::StatusOr<Tensor> Bind(const std::string& name) {
+    const model::TensorInfo* info = checkpoint_.Find(name);
+    if (info == nullptr) return absl::NotFoundError(StrCat("tensor '", name, "' is missing"));
+    const int64_t rows = info->shape.size() == 2 ? info->shape[0] : 1;
+    const int64_t cols = info->shape.back();
+    return backend_.LoadWeight(*info, rows, cols);
+  }
+
+  absl::StatusOr<Tensor> BindIf(bool present, const std::string& name) {
+    if (!present) return Tensor();
+    return Bind(name);
+  }
+
+ private:
+  const model::Checkpoint& checkpoint_;
+  Backend& backend_;
+};
+
+}  // namespace
+
+absl::StatusOr<LlamaModel> LlamaModel::Load(const model::ModelConfig& config, const model::Checkpoint& checkpoint,
+                                            Backend& backend) {
+  LlamaModel m;
+  m.config_ = config;
+  WeightBinder bind(checkpoint, backend);
+  STRATA_ASSIGN_OR_RETURN(m.embed_, bind.Bind(model::kEmbedTokens));
+  STRATA_ASSIGN_OR_RETURN(m.final_norm_, bind.Bind(model::kFinalNorm));
+  if (config.tie_word_embeddings) {
+    m.lm_head_ = m.embed_;
+  } else {
+    STRATA_ASSIGN_OR_RETURN(m.lm_head_, bind.Bind(model::kLmHead));
+  }
+  const std::vector<float> inv_freq = RopeInverseFrequencies(config.rope, config.head_dim);
+  STRATA_ASSIGN_OR_RETURN(m.rope_inv_freq_, backend.Upload(inv_freq, 1, static_cast<int64_t>(inv_freq.size())));
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    const model::LayerTensorNames n = model::LayerNames(i);
+    LlamaLayerWeights w;
+    STRATA_ASSIGN_OR_RETURN(w.attn_norm, bind.Bind(n.attn_norm));
+    STRATA_ASSIGN_OR_RETURN(w.q, bind.Bind(n.q));
+    STRATA_ASSIGN_OR_RETURN(w.k, bind.Bind(n.k));
+    STRATA_ASSIGN_OR_RETURN(w.v, bind.Bind(n.v));
+    STRATA_ASSIGN_OR_RETURN(w.o, bind.Bind(n.o));
+    STRATA_ASSIGN_OR_RETURN(w.q_bias, bind.BindIf(config.qkv_bias, n.q_bias));
+    STRATA_ASSIGN_OR_RETURN(w.k_bias, bind.BindIf(config.qkv_bias, n.k_bias));
+    STRATA_ASSIGN_OR_RETURN(w.v_bias, bind.BindIf(config.qkv_bias, n.v_bias));
+    STRATA_ASSIGN_OR_RETURN(w.o_bias, bind.BindIf(config.o_bias, n.o_bias));
+    STRATA_ASSIGN_OR_RETURN(w.mlp_norm, bind.Bind(n.mlp_norm));
+    STRATA_ASSIGN_OR_RETURN(w.gate, bind.Bind(n.gate));
+    STRATA_ASSIGN_OR_RETURN(w.up, bind.Bind(n.up));
+    STRATA_ASSIGN_OR_RETURN(w.down, bind.Bind(n.down));
+    STRATA_ASSIGN_OR_RETURN(w.gate_bias, bind.BindIf(config.mlp_bias, n.gate_bias));
+    STRATA_ASSIGN_OR_RETURN(w.up_bias, bind.BindIf(config.mlp_bias, n.up_bias));
+    STRATA_ASSIGN_OR_RETURN(w.down_bias, bind.BindIf(config.mlp_bias, n.down_bias));
+    m.layers_.push_back(std::move(w));
+  }
+  return m;
+}
+
+absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::Span<const int32_t> ids,
+                                                       int64_t first_position, absl::Span<KvLayer> kv,
+                                                       absl::Span<const int64_t> logit_rows,
+                                                       int64_t mini_sequence_tokens) const {
+  const model::ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (static_cast<int64_t>(kv.size()) != c.num_layers) {
+    return absl::InvalidArgumentError(StrCat("Forward: ", kv.size(), " KV layers for a ", c.num_layers, "-layer model"));
+  }
+  if (mini_sequence_tokens <= 0) {
+    return absl::InvalidArgumentError(StrCat("Forward: mini_sequence_tokens must be positive, got ",
+                                             mini_sequence_tokens));
+  }
+  for (int64_t row : logit_rows) {
+    if (row < 0 || row >= n) {
+      return absl::InvalidArgumentError(StrCat("Forward: logit row ", row, " is outside the ", n, " new tokens"));
+    }
+  }
+  const int64_t chunk = std::min(n, mini_sequence_tokens);
+  STRATA_ASSIGN_OR_RETURN(Scratch scratch, Scratch::Allocate(backend, c, std::max<int64_t>(chunk, 1)));
+
+  // The residual stream of every new token lives across layers; everything else is per mini-sequence.
+  STRATA_ASSIGN_OR_RETURN(Tensor hidden, backend.Allocate(backend.activation_dtype(), n, c.hidden_size));
+  STRATA_RETURN_IF_ERROR(backend.Embed(embed_, ids, hidden));
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const LlamaLayerWeights& w = layers_[layer];
+    const AttentionParams attention{.num_heads = c.num_heads,
+                                    .num_kv_heads = c.num_kv_heads,
+                                    .head_dim = c.head_dim,
+                                    .scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+                                    .window = c.layer_window[layer]};
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t rows = std::min(chunk, n - begin);
+      const int64_t position = first_position + begin;
+      Scratch s = scratch.Prefix(rows);
+      Tensor h = hidden.Rows(begin, rows);
+
+      STRATA_RETURN_IF_ERROR(backend.RmsNorm(h, w.attn_norm, eps, s.normed));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.q, w.q_bias, s.q));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.k, w.k_bias, s.k));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.v, w.v_bias, s.v));
+      STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, s.q));
+      STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, s.k));
+      STRATA_RETURN_IF_ERROR(backend.WriteKv(s.k, s.v, position, kv[layer]));
+      AttentionParams chunk_attention = attention;
+      chunk_attention.first_position = position;
+      STRATA_RETURN_IF_ERROR(backend.Attention(s.q, kv[layer], chunk_attention, s.attn));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.attn, w.o, w.o_bias, s.projected));
+      STRATA_RETURN_IF_ERROR(backend.Add(s.projected, h));
+
+      STRATA_RETURN_IF_ERROR(backend.RmsNorm(h, w.mlp_norm, eps, s.normed));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.gate, w.gate_bias, s.gate));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.up, w.up_bias, s.up));
+      STRATA_RETURN_IF_ERROR(backend.SwiGlu(s.gate, s.up, s.gate));
+      STRATA_RETURN_IF_ERROR(backend.Linear(s.gate, w.down, w.down_bias, s.projected));
+      STRATA_RETURN_IF_ERROR(backend.Add(s.projected, h));
+    }
+  }
+
+  // Final norm and LM head over the requested rows only, a mini-sequence at a time.
+  const int64_t vocab = c.vocab_size;
+  std::vector<float> logits(logit_rows.size() * vocab);
+  if (logit_rows.empty()) return logits;
+  const int64_t head_rows = std::min<int64_t>(static_cast<int64_t>(logit_rows.size()), mini_sequence_tokens);
+  STRATA_ASSIGN_OR_RETURN(Tensor head_in, backend.Allocate(backend.activation_dtype(), head_rows, c.hidden_size));
+  STRATA_ASSIGN_OR_RETURN(Tensor head_out, backend.Allocate(backend.activation_dtype(), head_rows, vocab));
+  for (size_t begin = 0; begin < logit_rows.size(); begin += head_rows) {
+    const int64_t rows = std::min<int64_t>(head_rows, static_cast<int64_t>(logit_rows.size() - begin));
+    for (int64_t i = 0; i < rows; ++i) {
+      Tensor normed_row = head_in.Rows(i, 1);
+      STRATA_RETURN_IF_ERROR(backend.RmsNorm(hidden.Rows(logit_rows[begin + i], 1), final_norm_, eps, normed_row));
+    }
+    Tensor out = head_out.Rows(0, rows);
+    STRATA_RETURN_IF_ERROR(backend.Linear(head_in.Rows(0, rows), lm_head_, Tensor(), out));
+    STRATA_RETURN_IF_ERROR(backend.CopyToHost(out, absl::MakeSpan(logits.data() + begin * vocab, rows * vocab)));
+  }
+  return logits;
+}
+
+}  // namespace strata::engine

@@ -1,0 +1,46 @@
+// The Llama-family decoder (Llama 2/3, Qwen2, Mistral) as a graph of backend ops: its weights on a
+// backend and the layer-by-layer, mini-sequence forward pass over them. Private to the engine.
+#ifndef STRATA_WORKER_ENGINE_LLAMA_H_
+#define STRATA_WORKER_ENGINE_LLAMA_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "worker/engine/backend.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/config.h"
+
+namespace strata::engine {
+
+struct LlamaLayerWeights {
+  Tensor attn_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;  // biases empty when absent
+  Tensor mlp_norm, gate, up, down, gate_bias, up_bias, down_bias;
+};
+
+class LlamaModel {
+ public:
+  // Binds every tensor of `checkpoint` (already checked against `config`) on `backend`.
+  static absl::StatusOr<LlamaModel> Load(const model::ModelConfig& config, const model::Checkpoint& checkpoint,
+                                         Backend& backend);
+
+  // Runs `ids` at positions first_position.. through every layer, writing their K/V into `kv` (one
+  // KvLayer per layer). The projections, the MLP and the LM head see at most `mini_sequence_tokens` rows
+  // at a time; only the rows of `logit_rows` (indices into `ids`) reach the LM head. Returns those
+  // logits, row-major [logit_rows.size(), vocab].
+  absl::StatusOr<std::vector<float>> Forward(Backend& backend, absl::Span<const int32_t> ids,
+                                             int64_t first_position, absl::Span<KvLayer> kv,
+                                             absl::Span<const int64_t> logit_rows,
+                                             int64_t mini_sequence_tokens) const;
+
+  const model::ModelConfig& config() const { return config_; }
+
+ private:
+  model::ModelConfig config_;
+  Tensor embed_, final_norm_, lm_head_, rope_inv_freq_;
+  std::vector<LlamaLayerWeights> layers_;
+};
+
+}  // namespace strata::engine
+
+#endif  // STRATA_WORKER_ENGINE_LLAMA_H_

@@ -1,0 +1,66 @@
+// Tensor: a 2-D row-major array in a backend's memory, with shared ownership of that memory.
+#ifndef STRATA_WORKER_ENGINE_TENSOR_H_
+#define STRATA_WORKER_ENGINE_TENSOR_H_
+
+#include <cstdint>
+#include <memory>
+
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "common/dtype.h"
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace strata::engine {
+
+// A handle, cheap to copy: copies and row views share the memory and keep it alive. Rows are dense
+// (row stride == cols). Where the memory lives (host, GPU) is the creating backend's business; only
+// that backend dereferences it. A const Tensor& is an input, a Tensor& an output.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, int64_t rows, int64_t cols, void* data, std::shared_ptr<const void> owner)
+      : dtype_(dtype), rows_(rows), cols_(cols), data_(data), owner_(std::move(owner)) {}
+
+  DType dtype() const { return dtype_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t elements() const { return rows_ * cols_; }
+  size_t bytes() const { return static_cast<size_t>(elements()) * DTypeSize(dtype_); }
+  bool empty() const { return data_ == nullptr; }
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* data() const { return static_cast<T*>(data_); }
+
+  // Rows [begin, begin + count) as a tensor sharing this one's memory.
+  Tensor Rows(int64_t begin, int64_t count) const {
+    STRATA_CHECK(begin >= 0 && count >= 0 && begin + count <= rows_);
+    return Tensor(dtype_, count, cols_, static_cast<std::byte*>(data_) + begin * cols_ * DTypeSize(dtype_),
+                  owner_);
+  }
+
+ private:
+  DType dtype_ = DType::kF32;
+  int64_t rows_ = 0;
+  int64_t cols_ = 0;
+  void* data_ = nullptr;
+  std::shared_ptr<const void> owner_;
+};
+
+// OK when `tensor` is [rows, cols] of `dtype`; otherwise InvalidArgument naming `what` and both shapes.
+inline absl::Status ExpectShape(const Tensor& tensor, DType dtype, int64_t rows, int64_t cols,
+                                std::string_view what) {
+  if (tensor.empty() || tensor.dtype() != dtype || tensor.rows() != rows || tensor.cols() != cols) {
+    return absl::InvalidArgumentError(StrCat(
+        what, ": expected ", DTypeName(dtype), "[", rows, ", ", cols, "], got ",
+        tensor.empty() ? std::string("no tensor")
+                       : StrCat(DTypeName(tensor.dtype()), "[", tensor.rows(), ", ", tensor.cols(), "]")));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace strata::engine
+
+#endif  // STRATA_WORKER_ENGINE_TENSOR_H_
