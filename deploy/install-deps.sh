@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev            # Status/StatusOr, containers, synchronization, strings
   libssl-dev             # SHA-256 (libcrypto) for fingerprints and block keys
-  libopenblas-dev        # CPU backend GEMMs
+  libopenblas-openmp-dev # CPU backend GEMMs (the OpenMP build: the backend uses OpenMP too)
   libpcre2-dev           # tokenizer pre-tokenizer regex (\p{L}, lookahead)
   libicu-dev             # NFC normalizer of tokenizers that ask for it (Qwen2)
   nlohmann-json3-dev     # config.json, tokenizer.json, safetensors headers

@@ -135,8 +135,13 @@ class CpuBackend final : public Backend {
     if (!bias.empty()) STRATA_RETURN_IF_ERROR(ExpectShape(bias, DType::kF32, 1, weight.rows(), "Linear bias"));
     const int64_t n = x.rows(), in = x.cols(), width = weight.rows();
     if (n == 0) return absl::OkStatus();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, width, in, 1.0f, x.data<float>(), in,
-                weight.data<float>(), in, 0.0f, out.data<float>(), width);
+    if (n == 1) {  // a decode step: OpenBLAS's gemv streams the weight better than its gemm does at M=1
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, width, in, 1.0f, weight.data<float>(), in, x.data<float>(), 1, 0.0f,
+                  out.data<float>(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, width, in, 1.0f, x.data<float>(), in,
+                  weight.data<float>(), in, 0.0f, out.data<float>(), width);
+    }
     if (!bias.empty()) {
       const float* b = bias.data<float>();
       for (int64_t row = 0; row < n; ++row) {

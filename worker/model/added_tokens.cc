@@ -59,9 +59,8 @@ AddedTokenMatcher::AddedTokenMatcher(std::vector<AddedToken> tokens) : tokens_(s
     by_first_byte_[static_cast<unsigned char>(tokens_[i].content[0])].push_back(i);
   }
   for (std::vector<size_t>& candidates : by_first_byte_) {
-    std::stable_sort(candidates.begin(), candidates.end(), [this](size_t a, size_t b) {
-      return tokens_[a].content.size() > tokens_[b].content.size();
-    });
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [this](size_t a, size_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
   }
 }
 

@@ -3,9 +3,9 @@
 #include <queue>
 #include <utility>
 
-#include "common/strings.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "worker/model/byte_level.h"
 
 namespace strata::model {
@@ -20,7 +20,9 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseMergeEntry(const nlohma
                                                                     const JsonLocation& where) {
   if (entry.is_string()) {
     const std::vector<std::string> parts = absl::StrSplit(entry.get<std::string>(), ' ');
-    if (parts.size() != 2) return where.Error(strata::StrCat("is '", entry.get<std::string>(), "', not two tokens separated by one space"));
+    if (parts.size() != 2) {
+      return where.Error(strata::StrCat("is '", entry.get<std::string>(), "', not two tokens separated by one space"));
+    }
     return std::make_pair(parts[0], parts[1]);
   }
   if (entry.is_array() && entry.size() == 2 && entry[0].is_string() && entry[1].is_string()) {
@@ -37,13 +39,16 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const nlohmann::json& config, const 
     return where.Field("type").Error(strata::StrCat("is '", type, "', which Strata does not support (supported: BPE)"));
   }
   STRATA_ASSIGN_OR_RETURN(const nlohmann::json* dropout, OptionalField(config, "dropout", where));
-  if (dropout != nullptr) return where.Field("dropout").Error("is set, which Strata does not support (it must be null)");
+  if (dropout != nullptr) {
+    return where.Field("dropout").Error("is set, which Strata does not support (it must be null)");
+  }
   STRATA_ASSIGN_OR_RETURN(const bool byte_fallback, OptionalBool(config, "byte_fallback", false, where));
   if (byte_fallback) return where.Field("byte_fallback").Error("is true, which Strata does not support");
   for (const char* affix : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     STRATA_ASSIGN_OR_RETURN(const std::string value, OptionalString(config, affix, where));
     if (!value.empty()) {
-      return where.Field(affix).Error(strata::StrCat("is '", value, "', which Strata does not support (it must be null)"));
+      return where.Field(affix).Error(
+          strata::StrCat("is '", value, "', which Strata does not support (it must be null)"));
     }
   }
 
@@ -127,7 +132,8 @@ void BpeModel::Encode(std::string_view piece, std::vector<int32_t>& ids) const {
   const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
   if (cacheable) {
     absl::ReaderMutexLock lock(&cache_->mutex);
-    if (const auto it = cache_->ids_by_piece.find(absl::string_view(piece.data(), piece.size())); it != cache_->ids_by_piece.end()) {
+    if (const auto it = cache_->ids_by_piece.find(absl::string_view(piece.data(), piece.size()));
+        it != cache_->ids_by_piece.end()) {
       ids.insert(ids.end(), it->second.begin(), it->second.end());
       return;
     }

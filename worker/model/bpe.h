@@ -52,10 +52,10 @@ class BpeModel {
   const Merge* FindMerge(int32_t left, int32_t right) const;
   void EncodeUncached(std::string_view piece, std::vector<int32_t>& ids) const;
 
-  absl::flat_hash_map<std::string, int32_t> vocab_;           // byte-level alphabet -> id
-  absl::flat_hash_map<std::string, int32_t> ids_by_bytes_;    // raw bytes -> id
-  std::array<int32_t, 256> byte_ids_{};                       // id of each single byte, -1 if none
-  absl::flat_hash_map<uint64_t, Merge> merges_;               // PairKey(left, right) -> merge
+  absl::flat_hash_map<std::string, int32_t> vocab_;         // byte-level alphabet -> id
+  absl::flat_hash_map<std::string, int32_t> ids_by_bytes_;  // raw bytes -> id
+  std::array<int32_t, 256> byte_ids_{};                     // id of each single byte, -1 if none
+  absl::flat_hash_map<uint64_t, Merge> merges_;             // PairKey(left, right) -> merge
   std::optional<int32_t> unk_id_;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;

@@ -2,8 +2,8 @@
 
 #include <cstdint>
 
-#include "common/strings.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "unicode/bytestream.h"
 #include "unicode/stringpiece.h"
 #include "unicode/utypes.h"
@@ -38,7 +38,7 @@ absl::Status Normalizer::Append(const nlohmann::json& config, const JsonLocation
     form = icu::Normalizer2::getNFKDInstance(error);
   } else {
     return where.Error(strata::StrCat("has type '", type,
-                                    "', which Strata does not support (supported: NFC, NFD, NFKC, NFKD, Sequence)"));
+                                      "', which Strata does not support (supported: NFC, NFD, NFKC, NFKD, Sequence)"));
   }
   if (U_FAILURE(error) || form == nullptr) {
     return where.Error(strata::StrCat("type ", type, ": ICU has no such normalizer: ", u_errorName(error)));
@@ -51,8 +51,7 @@ absl::StatusOr<std::string> Normalizer::Apply(std::string_view text) const {
   std::string current(text);
   for (const icu::Normalizer2* form : forms_) {
     if (current.size() > static_cast<size_t>(INT32_MAX)) {  // ICU counts bytes in int32_t
-      return absl::InvalidArgumentError(
-          strata::StrCat("text of ", current.size(), " bytes is too long to normalize"));
+      return absl::InvalidArgumentError(strata::StrCat("text of ", current.size(), " bytes is too long to normalize"));
     }
     UErrorCode error = U_ZERO_ERROR;
     const icu::StringPiece piece(current.data(), static_cast<int32_t>(current.size()));

@@ -6,8 +6,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "common/strings.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "worker/model/byte_level.h"
 #include "worker/model/utf8.h"
 
@@ -35,8 +35,8 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, Syntax syntax) {
   const uint32_t options = syntax == Syntax::kLiteral ? (PCRE2_UTF | PCRE2_LITERAL) : (PCRE2_UTF | PCRE2_UCP);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options,
-                                   &error_code, &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error_code,
+                                   &error_offset, nullptr);
   if (code == nullptr) {
     return absl::InvalidArgumentError(
         strata::StrCat("does not compile at offset ", error_offset, ": ", Pcre2ErrorMessage(error_code)));
@@ -49,8 +49,7 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, Syntax syntax) {
 }
 
 absl::Status Regex::SplitIsolated(std::string_view text, std::vector<std::string>& pieces) const {
-  std::unique_ptr<pcre2_match_data, MatchDataDeleter> match(
-      pcre2_match_data_create_from_pattern(code_.get(), nullptr));
+  std::unique_ptr<pcre2_match_data, MatchDataDeleter> match(pcre2_match_data_create_from_pattern(code_.get(), nullptr));
   if (match == nullptr) return absl::ResourceExhaustedError("out of memory for PCRE2 match data");
   const auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t gap_start = 0;  // end of the last match
@@ -60,8 +59,8 @@ absl::Status Regex::SplitIsolated(std::string_view text, std::vector<std::string
     int rc = pcre2_match(code_.get(), subject, text.size(), offset, PCRE2_NO_UTF_CHECK, match.get(), nullptr);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
       // The JIT's 32 KiB machine stack can run out on long runs; the interpreter keeps its frames on the heap.
-      rc = pcre2_match(code_.get(), subject, text.size(), offset, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                       match.get(), nullptr);
+      rc = pcre2_match(code_.get(), subject, text.size(), offset, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, match.get(),
+                       nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
@@ -102,11 +101,13 @@ absl::Status PreTokenizer::Append(const nlohmann::json& config, const JsonLocati
   }
   if (type == "Split") {
     // Strata keeps pieces as raw bytes; a Split after ByteLevel would have to see the byte-level alphabet.
-    if (has_byte_level_) return where.Error("is a Split after a ByteLevel pre-tokenizer, which Strata does not support");
+    if (has_byte_level_) {
+      return where.Error("is a Split after a ByteLevel pre-tokenizer, which Strata does not support");
+    }
     STRATA_ASSIGN_OR_RETURN(const std::string behavior, RequiredString(config, "behavior", where));
     if (behavior != "Isolated") {
-      return where.Field("behavior").Error(
-          strata::StrCat("is '", behavior, "', which Strata does not support (supported: Isolated)"));
+      return where.Field("behavior")
+          .Error(strata::StrCat("is '", behavior, "', which Strata does not support (supported: Isolated)"));
     }
     STRATA_ASSIGN_OR_RETURN(const bool invert, OptionalBool(config, "invert", false, where));
     if (invert) return where.Field("invert").Error("is true, which Strata does not support");
@@ -145,8 +146,8 @@ absl::Status PreTokenizer::Append(const nlohmann::json& config, const JsonLocati
     has_byte_level_ = true;
     return absl::OkStatus();
   }
-  return where.Error(strata::StrCat("has type '", type,
-                                  "', which Strata does not support (supported: Split, ByteLevel, Sequence)"));
+  return where.Error(
+      strata::StrCat("has type '", type, "', which Strata does not support (supported: Split, ByteLevel, Sequence)"));
 }
 
 absl::Status PreTokenizer::Split(std::string_view text, std::vector<std::string>& pieces) const {

@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
-#include "common/strings.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/added_tokens.h"
 #include "worker/model/bpe.h"
@@ -40,18 +40,24 @@ absl::Status ParseTemplateProcessing(const nlohmann::json& config, const JsonLoc
   for (size_t i = 0; i < single->size(); ++i) {
     const JsonLocation item_where = single_where.Element(i);
     const nlohmann::json& item = (*single)[i];
-    if (!item.is_object() || item.size() != 1) return item_where.Error("must be an object with one field, SpecialToken or Sequence");
+    if (!item.is_object() || item.size() != 1) {
+      return item_where.Error("must be an object with one field, SpecialToken or Sequence");
+    }
     const auto field = item.begin();
     const std::string& kind = field.key();
     const nlohmann::json& body = field.value();
     STRATA_ASSIGN_OR_RETURN(const std::string name, RequiredString(body, "id", item_where.Field(kind)));
     if (kind == "Sequence") {
-      if (name != "A") return item_where.Field(kind).Field("id").Error(strata::StrCat("is '", name, "'; a single-sequence template can only use A"));
+      if (name != "A") {
+        return item_where.Field(kind).Field("id").Error(
+            strata::StrCat("is '", name, "'; a single-sequence template can only use A"));
+      }
       items.push_back(TemplateItem{.is_sequence = true, .ids = {}});
     } else if (kind == "SpecialToken") {
       const JsonLocation token_where = where.Field("special_tokens").Field(name);
       if (special_tokens == nullptr || !special_tokens->is_object() || !special_tokens->contains(name)) {
-        return item_where.Error(strata::StrCat("names special token '", name, "', which special_tokens does not define"));
+        return item_where.Error(
+            strata::StrCat("names special token '", name, "', which special_tokens does not define"));
       }
       STRATA_ASSIGN_OR_RETURN(const nlohmann::json* ids, RequiredField(special_tokens->at(name), "ids", token_where));
       if (!ids->is_array()) return token_where.Field("ids").Error("must be an array of ids");
@@ -84,8 +90,8 @@ absl::Status ParsePostProcessor(const nlohmann::json& config, const JsonLocation
   }
   if (type == "ByteLevel") return absl::OkStatus();  // trims offsets only; ids are unchanged
   if (type == "TemplateProcessing") return ParseTemplateProcessing(config, where, templates);
-  return where.Error(strata::StrCat("has type '", type,
-                                  "', which Strata does not support (supported: TemplateProcessing, ByteLevel, Sequence)"));
+  return where.Error(strata::StrCat(
+      "has type '", type, "', which Strata does not support (supported: TemplateProcessing, ByteLevel, Sequence)"));
 }
 
 absl::Status CheckDecoder(const nlohmann::json& config, const JsonLocation& where) {
@@ -137,9 +143,9 @@ struct Tokenizer::Impl {
   Normalizer normalizer;
   PreTokenizer pre_tokenizer;
   BpeModel model;
-  AddedTokenMatcher raw_added_tokens;         // added tokens with normalized = false
-  AddedTokenMatcher normalized_added_tokens;  // the others, their content normalized
-  std::vector<Template> templates;            // applied in order with SpecialTokens::kAdd
+  AddedTokenMatcher raw_added_tokens;                         // added tokens with normalized = false
+  AddedTokenMatcher normalized_added_tokens;                  // the others, their content normalized
+  std::vector<Template> templates;                            // applied in order with SpecialTokens::kAdd
   absl::flat_hash_map<std::string, int32_t> added_token_ids;  // content -> id
 
   // Indexed by id, vocab_size entries.
@@ -218,8 +224,8 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
       return root_where.Field("pre_tokenizer").Error("has no ByteLevel step; Strata supports byte-level BPE only");
     }
     STRATA_RETURN_IF_ERROR(CheckDecoder(section("decoder"), root_where.Field("decoder")));
-    STRATA_RETURN_IF_ERROR(ParsePostProcessor(section("post_processor"), root_where.Field("post_processor"),
-                                              impl->templates));
+    STRATA_RETURN_IF_ERROR(
+        ParsePostProcessor(section("post_processor"), root_where.Field("post_processor"), impl->templates));
     STRATA_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(root, root_where));
 
     // Id tables: the model vocabulary first, then added tokens, which win where both name an id.
@@ -246,7 +252,9 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
       impl->tokens[token.id] = token.content;
       impl->token_bytes[token.id] = token.content;
       impl->added_token_ids.insert_or_assign(token.content, token.id);
-      if (token.normalized && !impl->normalizer.is_identity()) {
+      // As in `tokenizers`, tokens matched in the raw text are cut out first, the others afterwards in
+      // the normalized remainder (in normalized form).
+      if (token.normalized) {
         STRATA_ASSIGN_OR_RETURN(token.content, impl->normalizer.Apply(token.content));
         normalized_tokens.push_back(std::move(token));
       } else {
@@ -264,7 +272,8 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, SpecialTokens special) const {
   if (const size_t bad = FindInvalidUtf8(text); bad != std::string_view::npos) {
-    return absl::InvalidArgumentError(strata::StrCat("Encode: text is not valid UTF-8 at byte ", bad, " of ", text.size()));
+    return absl::InvalidArgumentError(
+        strata::StrCat("Encode: text is not valid UTF-8 at byte ", bad, " of ", text.size()));
   }
   std::vector<int32_t> ids;
   std::vector<TextSegment> segments;
@@ -295,8 +304,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, Sp
 }
 
 void Tokenizer::AppendTokenBytes(int32_t id, bool skip_special_tokens, std::string& bytes) const {
-  const bool known = id >= 0 && static_cast<size_t>(id) < impl_->id_kinds.size() &&
-                     impl_->id_kinds[id] != Impl::IdKind::kNone;
+  const bool known =
+      id >= 0 && static_cast<size_t>(id) < impl_->id_kinds.size() && impl_->id_kinds[id] != Impl::IdKind::kNone;
   if (!known) {
     bytes.append(kUtf8ReplacementCharacter);
     return;
@@ -316,8 +325,12 @@ std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_t
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_kinds.size()); }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
-  if (const auto it = impl_->added_token_ids.find(absl::string_view(token.data(), token.size())); it != impl_->added_token_ids.end()) return it->second;
-  if (const auto it = impl_->model.vocab().find(absl::string_view(token.data(), token.size())); it != impl_->model.vocab().end()) return it->second;
+  if (const auto it = impl_->added_token_ids.find(absl::string_view(token.data(), token.size()));
+      it != impl_->added_token_ids.end())
+    return it->second;
+  if (const auto it = impl_->model.vocab().find(absl::string_view(token.data(), token.size()));
+      it != impl_->model.vocab().end())
+    return it->second;
   return std::nullopt;
 }
 

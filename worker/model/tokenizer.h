@@ -51,8 +51,7 @@ class Tokenizer {
   // The ids of `text`, as Hugging Face `tokenizers` gives them. Added tokens (e.g. "<|end_of_text|>")
   // in the text map to their ids with either `special` mode. InvalidArgumentError when `text` is not
   // valid UTF-8.
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
-                                              SpecialTokens special = SpecialTokens::kAdd) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, SpecialTokens special = SpecialTokens::kAdd) const;
 
   // The text of `ids`. Added tokens give their content, and special ones are left out when
   // `skip_special_tokens`. Bytes that do not form valid UTF-8 become U+FFFD (one per maximal ill-formed

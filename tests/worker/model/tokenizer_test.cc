@@ -199,8 +199,13 @@ TEST(Tokenizer, HonorsLstripAndRstripOfAddedTokens) {
 
 TEST(Tokenizer, SingleWordAddedTokenMatchesOnlyWholeWords) {
   nlohmann::json config = nlohmann::json::parse(ReadFile(kTokenizerJson));
-  config["added_tokens"].push_back({{"id", 512}, {"content", "cat"}, {"single_word", true}, {"lstrip", false},
-                                    {"rstrip", false}, {"normalized", false}, {"special", false}});
+  config["added_tokens"].push_back({{"id", 512},
+                                    {"content", "cat"},
+                                    {"single_word", true},
+                                    {"lstrip", false},
+                                    {"rstrip", false},
+                                    {"normalized", false},
+                                    {"special", false}});
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(config.dump(), "single_word");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ(tokenizer->vocab_size(), 513);
@@ -320,8 +325,10 @@ TEST(StreamingDecoder, EqualsDecodeOnRandomIdSequences) {
 TEST(Tokenizer, RoundTripsRandomUnicodeText) {
   const Tokenizer tokenizer = LoadTestTokenizer();
   std::mt19937 random(7);
-  const std::vector<std::string> alphabet = {"a", "Z", "7", " ", "  ", "\n", "\t", "'s", "!", "\u00e9", "\u6771",
-                                             "\U0001F642", "\u0301", "\u00a0", "<|end_of_text|>", "_", "\r\n"};
+  const std::vector<std::string> alphabet = {"a",      "Z",          "7",      " ",      "  ",
+                                             "\n",     "\t",         "'s",     "!",      "\u00e9",
+                                             "\u6771", "\U0001F642", "\u0301", "\u00a0", "<|end_of_text|>",
+                                             "_",      "\r\n"};
   std::uniform_int_distribution<size_t> pick(0, alphabet.size() - 1);
   for (int round = 0; round < 300; ++round) {
     std::string text;
@@ -374,7 +381,8 @@ TEST(TokenizerLoad, RejectsAnUnknownModelType) {
 
 TEST(TokenizerLoad, RejectsAMergeNamingATokenNotInTheVocab) {
   const absl::Status status = LoadError(TestTokenizerJsonWith("/model/merges/3"_json_pointer, {"zz", "q"}));
-  EXPECT_THAT(status.message(), HasSubstr("bad/tokenizer.json: model.merges[3] names 'zz', which is not in model.vocab"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("bad/tokenizer.json: model.merges[3] names 'zz', which is not in model.vocab"));
   EXPECT_THAT(LoadError(TestTokenizerJsonWith("/model/merges/0"_json_pointer, "a b c")).message(),
               HasSubstr("model.merges[0] is 'a b c', not two tokens"));
 }
@@ -391,9 +399,9 @@ TEST(TokenizerLoad, RejectsUnsupportedComponents) {
               HasSubstr("bad/tokenizer.json: normalizer has type 'Lowercase', which Strata does not support"));
   EXPECT_THAT(LoadError(TestTokenizerJsonWith("/decoder"_json_pointer, {{"type", "WordPiece"}})).message(),
               HasSubstr("bad/tokenizer.json: decoder has type 'WordPiece', which Strata does not support"));
-  EXPECT_THAT(LoadError(TestTokenizerJsonWith("/pre_tokenizer/pretokenizers/0/behavior"_json_pointer, "Removed"))
-                  .message(),
-              HasSubstr("pre_tokenizer.pretokenizers[0].behavior is 'Removed', which Strata does not support"));
+  EXPECT_THAT(
+      LoadError(TestTokenizerJsonWith("/pre_tokenizer/pretokenizers/0/behavior"_json_pointer, "Removed")).message(),
+      HasSubstr("pre_tokenizer.pretokenizers[0].behavior is 'Removed', which Strata does not support"));
   EXPECT_THAT(LoadError(TestTokenizerJsonWith("/pre_tokenizer"_json_pointer, {{"type", "Whitespace"}})).message(),
               HasSubstr("pre_tokenizer has type 'Whitespace', which Strata does not support"));
   EXPECT_THAT(LoadError(TestTokenizerJsonWith("/model/byte_fallback"_json_pointer, true)).message(),
@@ -424,10 +432,12 @@ TEST(TokenizerLoad, AcceptsMergesWrittenAsStringsAndSequencePostProcessor) {
     merge = merge[0].get<std::string>() + " " + merge[1].get<std::string>();
   }
   // As Llama 3.1 ships it.
-  config["post_processor"] = {{"type", "Sequence"},
-                              {"processors", nlohmann::json::array({{{"type", "ByteLevel"}, {"add_prefix_space", true},
-                                                                     {"trim_offsets", false}, {"use_regex", true}},
-                                                                    config["post_processor"]})}};
+  config["post_processor"] = {
+      {"type", "Sequence"},
+      {"processors",
+       nlohmann::json::array(
+           {{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}},
+            config["post_processor"]})}};
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(config.dump(), "string-merges");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   for (const GoldenCase& c : LoadGolden()) {
