@@ -31,7 +31,7 @@ absl::StatusOr<ModelGolden> LoadModelGolden(const std::filesystem::path& path) {
     golden.model = j.at("model").get<std::string>();
     golden.prompt_ids = j.at("prompt_ids").get<std::vector<int32_t>>();
     golden.cpu = ParseDevice(j.at("cpu"));
-    golden.cuda = ParseDevice(j.at("cuda"));
+    if (j.contains("cuda")) golden.cuda = ParseDevice(j.at("cuda"));
     return golden;
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(StrCat(path.string(), ": ", e.what()));

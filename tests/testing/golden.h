@@ -26,7 +26,7 @@ struct ModelGolden {
   std::string model;
   std::vector<int32_t> prompt_ids;
   DeviceGolden cpu;
-  DeviceGolden cuda;
+  DeviceGolden cuda;  // empty for fixtures made on the CPU only (tests/data/tools/make_tiny_golden.py)
 };
 
 absl::StatusOr<ModelGolden> LoadModelGolden(const std::filesystem::path& path);

@@ -72,7 +72,11 @@ TEST_P(GoldenTest, GreedyDecodingMatchesTransformers) {
   EXPECT_EQ(result->finish_reason, FinishReason::kLength);
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest, ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-tiny"),
+// The shared fixtures, plus two made by tests/data/tools/make_tiny_golden.py: a sliding window (64) shorter
+// than the prompt, and Llama with o_proj and MLP biases.
+INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest,
+                         ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-tiny", "mistral-window-tiny",
+                                           "llama-bias-tiny"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
