@@ -1,11 +1,10 @@
 #include "worker/cli/commands.h"
 
 #include <charconv>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "absl/strings/str_join.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
@@ -20,12 +19,10 @@ namespace {
 
 using nlohmann::json;
 
-absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(path.string(), ": cannot open"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// One line (or `indent`ed) of JSON; strings that are not UTF-8 (a path, say) get U+FFFD rather than
+// an exception.
+std::string Dump(const json& j, int indent = -1) {
+  return j.dump(indent, ' ', /*ensure_ascii=*/false, json::error_handler_t::replace);
 }
 
 absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateCommand& c, const model::Model& model) {
@@ -93,7 +90,7 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   }
   const model::Tokenizer* tokenizer = model.tokenizer ? &*model.tokenizer : nullptr;
   std::optional<model::StreamingDecoder> stream;
-  if (tokenizer != nullptr && c.format == OutputFormat::kText) stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
+  if (tokenizer != nullptr && c.format == OutputFormat::kText) stream.emplace(*tokenizer, model::SpecialTokens::kSkip);
   STRATA_ASSIGN_OR_RETURN(engine::GenerateResult result,
                           engine::Generate(*engine, prompt, options, [&](int32_t token) {
                             if (stream) out << stream->Push(token) << std::flush;
@@ -107,14 +104,14 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
         {"model_fingerprint", model.fingerprint.Hex()},
         {"prompt_ids", prompt},
         {"output_ids", result.output_ids},
-        {"text", tokenizer ? json(tokenizer->Decode(result.output_ids, /*skip_special_tokens=*/true)) : json(nullptr)},
+        {"text", tokenizer ? json(tokenizer->Decode(result.output_ids, model::SpecialTokens::kSkip)) : json(nullptr)},
         {"finish_reason", finish},
         {"prefill_seconds", result.prefill_seconds},
         {"decode_seconds", result.decode_seconds},
         {"prefill_tokens_per_second", PerSecond(static_cast<double>(prompt.size()), result.prefill_seconds)},
         {"decode_tokens_per_second", PerSecond(decode_tokens, result.decode_seconds)},
     };
-    out << j.dump() << "\n";
+    out << Dump(j) << "\n";
     return absl::OkStatus();
   }
   if (stream) out << stream->Finish() << "\n";
@@ -140,11 +137,11 @@ absl::Status RunTokenize(const TokenizeCommand& c, std::ostream& out) {
   STRATA_ASSIGN_OR_RETURN(model::Tokenizer tokenizer, model::Tokenizer::FromFile(path));
   STRATA_ASSIGN_OR_RETURN(
       std::vector<int32_t> ids,
-      tokenizer.Encode(c.text, c.add_special_tokens ? model::SpecialTokens::kAdd : model::SpecialTokens::kOmit));
+      tokenizer.Encode(c.text, c.special));
   if (c.format == OutputFormat::kJson) {
     std::vector<std::string> tokens;
     for (int32_t id : ids) tokens.emplace_back(tokenizer.IdToToken(id));
-    out << json{{"ids", ids}, {"tokens", tokens}}.dump() << "\n";
+    out << Dump(json{{"ids", ids}, {"tokens", tokens}}) << "\n";
   } else {
     out << absl::StrJoin(ids, " ") << "\n";
   }
@@ -177,10 +174,12 @@ absl::Status RunInspect(const InspectCommand& c, std::ostream& out) {
       {"weight_files", model.checkpoint.files().size()},
       {"tensors_by_dtype", tensors_by_dtype},
       {"kv_bytes_per_token", {{"f32", cfg.KvBytesPerToken(4)}, {"bf16", cfg.KvBytesPerToken(2)}}},
-      {"fingerprint", model.fingerprint.Hex()},
+      {"bos_token_id", cfg.bos_token_id},
+      {"eos_token_ids", cfg.eos_token_ids},
+      {"model_fingerprint", model.fingerprint.Hex()},
   };
   if (c.format == OutputFormat::kJson) {
-    out << j.dump(2) << "\n";
+    out << Dump(j, 2) << "\n";
     return absl::OkStatus();
   }
   std::vector<std::string> dtypes;

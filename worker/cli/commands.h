@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "worker/engine/sampler.h"
+#include "worker/model/tokenizer.h"
 
 namespace strata::cli {
 
@@ -36,7 +37,7 @@ struct TokenizeCommand {
   std::optional<std::filesystem::path> model_dir;   // uses model_dir/tokenizer.json
   std::optional<std::filesystem::path> tokenizer_file;
   std::string text;
-  bool add_special_tokens = true;
+  model::SpecialTokens special = model::SpecialTokens::kInclude;
   OutputFormat format = OutputFormat::kText;
 };
 

@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   if (tok->parsed()) {
     if (!tok_model->empty()) tokenize.model_dir = tokenize_model;
     if (!tok_file->empty()) tokenize.tokenizer_file = tokenizer_file;
-    tokenize.add_special_tokens = !no_special;
+    tokenize.special = no_special ? strata::model::SpecialTokens::kSkip : strata::model::SpecialTokens::kInclude;
     tokenize.format = tokenize_json ? OutputFormat::kJson : OutputFormat::kText;
     return Finish(strata::cli::RunTokenize(tokenize, std::cout));
   }

@@ -39,11 +39,13 @@ class CpuBackend final : public Backend {
   DType activation_dtype() const override { return DType::kF32; }
 
   absl::StatusOr<Tensor> Allocate(DType dtype, int64_t rows, int64_t cols) override {
-    if (rows < 0 || cols < 0) {
-      return absl::InvalidArgumentError(StrCat("Allocate: negative shape [", rows, ", ", cols, "]"));
+    int64_t elements = 0, bytes = 0;
+    if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) ||
+        __builtin_mul_overflow(elements, static_cast<int64_t>(DTypeSize(dtype)), &bytes)) {
+      return absl::InvalidArgumentError(StrCat("Allocate: no tensor has shape [", rows, ", ", cols, "]"));
     }
-    const size_t bytes = static_cast<size_t>(rows * cols) * DTypeSize(dtype);
-    const size_t rounded = (std::max<size_t>(bytes, 1) + kAlignmentBytes - 1) / kAlignmentBytes * kAlignmentBytes;
+    const size_t rounded =
+        (std::max<size_t>(static_cast<size_t>(bytes), 1) + kAlignmentBytes - 1) / kAlignmentBytes * kAlignmentBytes;
     void* data = std::aligned_alloc(kAlignmentBytes, rounded);
     if (data == nullptr) {
       return absl::ResourceExhaustedError(StrCat("Allocate: out of host memory for ", bytes, " bytes"));
@@ -53,7 +55,8 @@ class CpuBackend final : public Backend {
   }
 
   absl::StatusOr<Tensor> Upload(absl::Span<const float> values, int64_t rows, int64_t cols) override {
-    if (static_cast<int64_t>(values.size()) != rows * cols) {
+    if (rows < 0 || cols < 0 || (cols != 0 && rows > static_cast<int64_t>(values.size()) / cols) ||
+        static_cast<int64_t>(values.size()) != rows * cols) {
       return absl::InvalidArgumentError(
           StrCat("Upload: ", values.size(), " values do not fill [", rows, ", ", cols, "]"));
     }
@@ -63,8 +66,8 @@ class CpuBackend final : public Backend {
   }
 
   absl::StatusOr<Tensor> LoadWeight(const model::TensorInfo& info, int64_t rows, int64_t cols) override {
-    const int64_t elements = rows * cols;
-    if (info.num_elements() != elements) {
+    int64_t elements = 0;
+    if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) || info.num_elements() != elements) {
       return absl::InvalidArgumentError(StrCat(info.file, ": tensor '", info.name, "' has ", info.num_elements(),
                                                " elements, expected [", rows, ", ", cols, "]"));
     }

@@ -17,8 +17,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::Model& model
 
 absl::StatusOr<Sequence> Engine::NewSequence(int64_t capacity_tokens) {
   const model::ModelConfig& c = config();
-  if (capacity_tokens <= 0) {
-    return absl::InvalidArgumentError(StrCat("sequence capacity must be positive, got ", capacity_tokens));
+  if (capacity_tokens <= 0 || capacity_tokens > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(StrCat("sequence capacity must be in [1, ", c.max_position_embeddings,
+                                             "] (max_position_embeddings), got ", capacity_tokens));
   }
   Sequence sequence;
   sequence.capacity_ = capacity_tokens;

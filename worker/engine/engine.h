@@ -53,7 +53,6 @@ class Engine {
                                              absl::Span<const int64_t> logit_rows);
 
   const model::ModelConfig& config() const { return model_.config(); }
-  Backend& backend() { return *backend_; }
 
  private:
   Engine(std::unique_ptr<Backend> backend, LlamaModel model, const EngineOptions& options)

@@ -25,15 +25,22 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t
   GenerateResult result;
   if (options.max_new_tokens == 0) return result;
 
+  // As vLLM does, generation stops at the model's context length rather than failing up front.
   const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
-  STRATA_ASSIGN_OR_RETURN(Sequence sequence, engine.NewSequence(prompt_tokens + options.max_new_tokens));
+  const int64_t context = engine.config().max_position_embeddings;
+  if (prompt_tokens >= context) {
+    return absl::InvalidArgumentError(StrCat("the prompt has ", prompt_tokens, " tokens; the model's context is ",
+                                             context, " (max_position_embeddings)"));
+  }
+  const int64_t max_new_tokens = std::min(options.max_new_tokens, context - prompt_tokens);
+  STRATA_ASSIGN_OR_RETURN(Sequence sequence, engine.NewSequence(prompt_tokens + max_new_tokens));
   Sampler sampler(options.sampling);
   auto start = std::chrono::steady_clock::now();
   const int64_t last_row = prompt_tokens - 1;
   STRATA_ASSIGN_OR_RETURN(std::vector<float> logits, engine.Forward(sequence, prompt, {&last_row, 1}));
   const int64_t first_row = 0;
   while (true) {
-    const int32_t token = sampler.Sample(logits);
+    STRATA_ASSIGN_OR_RETURN(const int32_t token, sampler.Sample(logits));
     result.output_ids.push_back(token);
     if (on_token) on_token(token);
     if (result.output_ids.size() == 1) {
@@ -45,7 +52,7 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t
       result.finish_reason = FinishReason::kStopToken;
       break;
     }
-    if (static_cast<int64_t>(result.output_ids.size()) == options.max_new_tokens) break;
+    if (static_cast<int64_t>(result.output_ids.size()) == max_new_tokens) break;
     STRATA_ASSIGN_OR_RETURN(logits, engine.Forward(sequence, {&token, 1}, {&first_row, 1}));
   }
   if (result.output_ids.size() > 1) result.decode_seconds = SecondsSince(start);

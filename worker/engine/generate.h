@@ -14,6 +14,7 @@
 namespace strata::engine {
 
 struct GenerateOptions {
+  // At most this many tokens; fewer when the model's context (max_position_embeddings) ends first.
   int64_t max_new_tokens = 32;
   SamplingOptions sampling;
   // Generation ends after emitting any of these (the stop token is part of the output, as in transformers).

@@ -43,6 +43,7 @@ class WeightBinder {
   absl::StatusOr<Tensor> Bind(const std::string& name) {
     const model::TensorInfo* info = checkpoint_.Find(name);
     if (info == nullptr) return absl::NotFoundError(StrCat("tensor '", name, "' is missing"));
+    STRATA_CHECK(info->shape.size() == 1 || info->shape.size() == 2);  // CheckTensors has seen every shape
     const int64_t rows = info->shape.size() == 2 ? info->shape[0] : 1;
     const int64_t cols = info->shape.back();
     return backend_.LoadWeight(*info, rows, cols);

@@ -20,7 +20,8 @@ struct LlamaLayerWeights {
 
 class LlamaModel {
  public:
-  // Binds every tensor of `checkpoint` (already checked against `config`) on `backend`.
+  // Binds every tensor of `checkpoint` on `backend`.
+  // REQUIRES: model::CheckTensors(config, checkpoint) is OK (model::OpenModel checks it).
   static absl::StatusOr<LlamaModel> Load(const model::ModelConfig& config, const model::Checkpoint& checkpoint,
                                          Backend& backend);
 

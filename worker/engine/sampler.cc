@@ -22,8 +22,11 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& options) {
 
 double Sampler::Uniform() { return static_cast<double>(random_() >> 11) * 0x1.0p-53; }
 
-int32_t Sampler::Sample(absl::Span<const float> logits) {
+absl::StatusOr<int32_t> Sampler::Sample(absl::Span<const float> logits) {
   STRATA_CHECK(!logits.empty());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (std::isnan(logits[i])) return absl::InvalidArgumentError(StrCat("the logit of token ", i, " is NaN"));
+  }
   if (options_.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
@@ -32,13 +35,14 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   std::iota(order_.begin(), order_.end(), 0);
   // Most likely first; ties by id so that the order (and the draw) is deterministic.
   auto more_likely = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  int64_t kept = vocab;
   if (options_.top_k > 0 && options_.top_k < vocab) {
-    kept = options_.top_k;
-    std::partial_sort(order_.begin(), order_.begin() + kept, order_.end(), more_likely);
-  } else {
-    std::sort(order_.begin(), order_.end(), more_likely);
+    // Everything at least as likely as the k-th token survives, ties included (TopKLogitsWarper).
+    std::nth_element(order_.begin(), order_.begin() + (options_.top_k - 1), order_.end(), more_likely);
+    const float kth = logits[order_[options_.top_k - 1]];
+    std::erase_if(order_, [&](int32_t id) { return logits[id] < kth; });
   }
+  std::sort(order_.begin(), order_.end(), more_likely);
+  int64_t kept = static_cast<int64_t>(order_.size());
   const double inv_temperature = 1.0 / options_.temperature;
   const double max_logit = logits[order_[0]] * inv_temperature;
   weights_.resize(kept);

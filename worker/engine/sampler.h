@@ -15,7 +15,7 @@ namespace strata::engine {
 struct SamplingOptions {
   // 0: greedy (argmax, lowest id on ties). Otherwise logits are divided by it before softmax.
   float temperature = 0.0f;
-  // Keep only the k most likely tokens; 0 keeps all.
+  // Keep the k most likely tokens (and any tied with the k-th, as transformers does); 0 keeps all.
   int64_t top_k = 0;
   // Keep the smallest set of most likely tokens whose probability reaches top_p; 1 keeps all.
   float top_p = 1.0f;
@@ -32,7 +32,9 @@ class Sampler {
  public:
   explicit Sampler(const SamplingOptions& options) : options_(options), random_(options.seed) {}
 
-  int32_t Sample(absl::Span<const float> logits);
+  // The next token. InvalidArgument when a logit is NaN (broken weights or activations: sampling from
+  // them would be noise that looks like output).
+  absl::StatusOr<int32_t> Sample(absl::Span<const float> logits);
 
  private:
   double Uniform();  // in [0, 1), the same on every platform (not std::uniform_real_distribution)

@@ -14,7 +14,7 @@ namespace strata::model {
 struct AddedToken {
   std::string content;
   int32_t id = 0;
-  bool special = false;      // skipped by Decode(skip_special_tokens = true)
+  bool special = false;      // left out by Decode(..., SpecialTokens::kSkip)
   bool lstrip = false;       // the match also takes the whitespace on its left
   bool rstrip = false;       // the match also takes the whitespace on its right
   bool single_word = false;  // only matches where neither neighbour is a word character (regex \w)

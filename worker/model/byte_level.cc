@@ -35,12 +35,6 @@ constexpr std::array<int16_t, kAlphabetEnd> kCharacterToByte = [] {
 
 }  // namespace
 
-std::string ByteLevelCharacter(unsigned char byte) {
-  std::string out;
-  AppendUtf8Character(kByteToCharacter[byte], out);
-  return out;
-}
-
 std::optional<std::string> ByteLevelToBytes(std::string_view token) {
   std::string bytes;
   bytes.reserve(token.size());

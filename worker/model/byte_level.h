@@ -14,9 +14,6 @@ namespace strata::model {
 inline constexpr std::string_view kGpt2SplitPattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-// The character that stands for `byte`, UTF-8 encoded (e.g. 0x20 -> "Ġ").
-std::string ByteLevelCharacter(unsigned char byte);
-
 // The raw bytes that `token` (written in the byte-level alphabet) stands for, or nullopt when `token`
 // is not valid UTF-8 or some character of it is outside the alphabet.
 std::optional<std::string> ByteLevelToBytes(std::string_view token);

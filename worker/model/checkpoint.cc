@@ -12,7 +12,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/file.h"
 #include "common/status.h"
+#include "worker/model/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace strata::model {
@@ -20,27 +22,11 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::string Quoted(absl::string_view text) { return absl::StrCat("'", absl::CEscape(text), "'"); }
-
-// nlohmann's parse error, made safe for a one-line message: it quotes the input it last read.
-std::string DescribeJsonError(const Json::exception& e) {
-  constexpr size_t kMaxChars = 300;
-  return absl::CEscape(absl::string_view(e.what()).substr(0, kMaxChars));
-}
-
 absl::StatusOr<bool> Exists(const std::filesystem::path& path) {
   std::error_code error;
   const bool exists = std::filesystem::exists(path, error);
   if (error) return absl::UnknownError(absl::StrCat(path.string(), ": cannot stat: ", error.message()));
   return exists;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path.string(), ": read failed"));
-  return text;
 }
 
 // A shard name from the index must stay inside the model directory.

@@ -1,18 +1,22 @@
 #include "worker/model/config.h"
 
-#include <fstream>
+#include <charconv>
 #include <optional>
-#include <sstream>
 
 #include "common/strings.h"
 #include "absl/strings/str_join.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/json_errors.h"
 
 namespace strata::model {
 namespace {
 
 using nlohmann::json;
+
+constexpr int64_t kMaxSize = int64_t{1} << 24;  // 16M: above any real vocabulary, width or context
+constexpr int64_t kMaxLayers = 1024;
 
 // Reads typed fields of one JSON object, turning every type or range problem into an error that
 // names the file and the key.
@@ -33,12 +37,14 @@ class ConfigReader {
     return value.get<int64_t>();
   }
 
+  // In [1, kMaxSize]: sizes past it are corrupt files, and bounding them keeps every product of two
+  // sizes (vocab x hidden, heads x head_dim) far from overflow.
   absl::StatusOr<int64_t> PositiveInt(std::string_view key,
                                       std::optional<int64_t> fallback = std::nullopt) const {
     STRATA_ASSIGN_OR_RETURN(int64_t value, Int(key, fallback));
-    if (value <= 0) {
+    if (value <= 0 || value > kMaxSize) {
       return absl::InvalidArgumentError(
-          StrCat(source_, ": '", prefix_, key, "' must be positive, got ", value));
+          StrCat(source_, ": '", prefix_, key, "' must be in [1, ", kMaxSize, "], got ", value));
     }
     return value;
   }
@@ -219,6 +225,11 @@ absl::StatusOr<std::vector<int64_t>> ParseLayerWindows(const json& root, const C
     STRATA_ASSIGN_OR_RETURN(bool use_sliding, reader.Bool("use_sliding_window", false));
     if (!use_sliding) return windows;
     STRATA_ASSIGN_OR_RETURN(first_sliding_layer, reader.Int("max_window_layers", num_layers));
+    if (first_sliding_layer < 0) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": 'max_window_layers' must be >= 0, got ", first_sliding_layer));
+    }
+    first_sliding_layer = std::min(first_sliding_layer, num_layers);
   }
   for (int64_t i = first_sliding_layer; i < num_layers; ++i) windows[i] = sliding_window;
   return windows;
@@ -233,6 +244,10 @@ absl::StatusOr<ModelConfig> ParseRoot(const json& root, std::string_view source)
   STRATA_ASSIGN_OR_RETURN(config.hidden_size, reader.PositiveInt("hidden_size"));
   STRATA_ASSIGN_OR_RETURN(config.intermediate_size, reader.PositiveInt("intermediate_size"));
   STRATA_ASSIGN_OR_RETURN(config.num_layers, reader.PositiveInt("num_hidden_layers"));
+  if (config.num_layers > kMaxLayers) {
+    return absl::InvalidArgumentError(StrCat(source, ": 'num_hidden_layers' must be at most ", kMaxLayers,
+                                             ", got ", config.num_layers));
+  }
   STRATA_ASSIGN_OR_RETURN(config.num_heads, reader.PositiveInt("num_attention_heads"));
   STRATA_ASSIGN_OR_RETURN(config.num_kv_heads, reader.PositiveInt("num_key_value_heads", config.num_heads));
   if (config.hidden_size % config.num_heads != 0 && !reader.Has("head_dim")) {
@@ -280,7 +295,25 @@ absl::StatusOr<ModelConfig> ParseRoot(const json& root, std::string_view source)
   STRATA_ASSIGN_OR_RETURN(config.max_position_embeddings, reader.PositiveInt("max_position_embeddings", 4096));
   STRATA_ASSIGN_OR_RETURN(config.bos_token_id, reader.Int("bos_token_id", -1));
   STRATA_ASSIGN_OR_RETURN(config.eos_token_ids, reader.IntList("eos_token_id"));
+  for (int64_t id : config.eos_token_ids) {
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(StrCat(source, ": eos_token_id ", id, " is outside the vocabulary [0, ",
+                                               config.vocab_size, ")"));
+    }
+  }
+  if (config.bos_token_id >= config.vocab_size || config.bos_token_id < -1) {
+    return absl::InvalidArgumentError(StrCat(source, ": bos_token_id ", config.bos_token_id,
+                                             " is outside the vocabulary [0, ", config.vocab_size, ")"));
+  }
   return config;
+}
+
+// Shortest text that reads back as exactly `value`: StrCat keeps only 6 digits, and two configs that
+// differ in the 7th digit of rope_theta must not share a fingerprint.
+std::string ExactDouble(double value) {
+  char buffer[32];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, result.ptr);
 }
 
 }  // namespace
@@ -299,9 +332,9 @@ std::string ModelConfig::Canonical() const {
   return StrCat(
       "arch=", ArchitectureName(architecture), ";vocab=", vocab_size, ";hidden=", hidden_size,
       ";intermediate=", intermediate_size, ";layers=", num_layers, ";heads=", num_heads,
-      ";kv_heads=", num_kv_heads, ";head_dim=", head_dim, ";rms_eps=", rms_norm_eps,
-      ";rope=", rope.type == RopeType::kLlama3 ? "llama3" : "default", ";rope_theta=", rope.theta,
-      ";rope_factor=", rope.factor, ";rope_low=", rope.low_freq_factor, ";rope_high=", rope.high_freq_factor,
+      ";kv_heads=", num_kv_heads, ";head_dim=", head_dim, ";rms_eps=", ExactDouble(rms_norm_eps),
+      ";rope=", rope.type == RopeType::kLlama3 ? "llama3" : "default", ";rope_theta=", ExactDouble(rope.theta),
+      ";rope_factor=", ExactDouble(rope.factor), ";rope_low=", ExactDouble(rope.low_freq_factor), ";rope_high=", ExactDouble(rope.high_freq_factor),
       ";rope_original_max=", rope.original_max_position_embeddings, ";tied=", tie_word_embeddings,
       ";qkv_bias=", qkv_bias, ";o_bias=", o_bias, ";mlp_bias=", mlp_bias,
       ";windows=", absl::StrJoin(layer_window, ","));
@@ -312,18 +345,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, std::string_
   try {
     root = json::parse(text);
   } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(StrCat(source, ": not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(StrCat(source, ": not valid JSON: ", DescribeJsonError(e)));
   }
   return ParseRoot(root, source);
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(path.string(), ": cannot open"));
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(StrCat(path.string(), ": read failed"));
-  return ParseModelConfig(text.str(), path.string());
+  STRATA_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  return ParseModelConfig(text, path.string());
 }
 
 }  // namespace strata::model

@@ -17,8 +17,11 @@ absl::StatusOr<Model> OpenModel(const std::filesystem::path& dir) {
     return absl::Status(status.code(), StrCat(dir.string(), ": ", status.message()));
   }
   std::optional<Tokenizer> tokenizer;
-  if (std::filesystem::exists(dir / "tokenizer.json", error)) {
-    STRATA_ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromFile(dir / "tokenizer.json"));
+  absl::StatusOr<Tokenizer> loaded = Tokenizer::FromFile(dir / "tokenizer.json");
+  if (loaded.ok()) {
+    tokenizer = *std::move(loaded);
+  } else if (loaded.status().code() != absl::StatusCode::kNotFound) {
+    return loaded.status();  // present but unreadable or malformed: say so, do not run without it
   }
   ModelFingerprint fingerprint = ComputeFingerprint(config.Canonical(), checkpoint);
   return Model{.dir = dir,

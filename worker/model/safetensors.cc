@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
+#include "worker/model/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace strata::model {
@@ -69,16 +70,6 @@ absl::StatusOr<MappedFile> MapFile(const std::filesystem::path& path) {
   out.data = static_cast<const std::byte*>(address);
   out.size = size;
   return out;
-}
-
-// A tensor name for a one-line message: quoted, control characters escaped.
-std::string Quoted(absl::string_view name) { return absl::StrCat("'", absl::CEscape(name), "'"); }
-
-// nlohmann's parse error, made safe for a one-line message: it quotes the input it last read, which
-// in a corrupt file may be long or not UTF-8.
-std::string DescribeJsonError(const Json::exception& e) {
-  constexpr size_t kMaxChars = 300;
-  return absl::CEscape(absl::string_view(e.what()).substr(0, kMaxChars));
 }
 
 // Parses one header entry into `info` (all but `bytes`, `mapping`, `file`) and its [begin, end)

@@ -1,17 +1,17 @@
 #include "worker/model/tokenizer.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/added_tokens.h"
 #include "worker/model/bpe.h"
 #include "worker/model/byte_level.h"
+#include "worker/model/json_errors.h"
 #include "worker/model/normalizer.h"
 #include "worker/model/pre_tokenizer.h"
 #include "worker/model/tokenizer_json.h"
@@ -145,7 +145,7 @@ struct Tokenizer::Impl {
   BpeModel model;
   AddedTokenMatcher raw_added_tokens;                         // added tokens with normalized = false
   AddedTokenMatcher normalized_added_tokens;                  // the others, their content normalized
-  std::vector<Template> templates;                            // applied in order with SpecialTokens::kAdd
+  std::vector<Template> templates;                            // applied in order with SpecialTokens::kInclude
   absl::flat_hash_map<std::string, int32_t> added_token_ids;  // content -> id
 
   // Indexed by id, vocab_size entries.
@@ -188,12 +188,8 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::filesystem::path& tokenizer_json) {
-  std::ifstream file(tokenizer_json, std::ios::binary);
-  if (!file) return absl::NotFoundError(strata::StrCat(tokenizer_json.string(), ": cannot open for reading"));
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return absl::DataLossError(strata::StrCat(tokenizer_json.string(), ": read failed"));
-  return FromJson(contents.str(), tokenizer_json.string());
+  STRATA_ASSIGN_OR_RETURN(const std::string contents, ReadFile(tokenizer_json));
+  return FromJson(contents, tokenizer_json.string());
 }
 
 absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string_view source_name) {
@@ -202,7 +198,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
   try {
     root = nlohmann::json::parse(json);
   } catch (const nlohmann::json::exception& e) {
-    return root_where.Error(strata::StrCat("invalid JSON: ", e.what()));
+    return root_where.Error(strata::StrCat("invalid JSON: ", DescribeJsonError(e)));
   }
   if (!root.is_object()) return root_where.Error(strata::StrCat("must hold a JSON object, not ", root.type_name()));
 
@@ -247,7 +243,8 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
     }
     std::vector<AddedToken> raw_tokens;
     std::vector<AddedToken> normalized_tokens;
-    for (AddedToken& token : added) {
+    for (size_t i = 0; i < added.size(); ++i) {
+      AddedToken& token = added[i];
       impl->id_kinds[token.id] = token.special ? Impl::IdKind::kSpecial : Impl::IdKind::kAdded;
       impl->tokens[token.id] = token.content;
       impl->token_bytes[token.id] = token.content;
@@ -255,17 +252,32 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
       // As in `tokenizers`, tokens matched in the raw text are cut out first, the others afterwards in
       // the normalized remainder (in normalized form).
       if (token.normalized) {
-        STRATA_ASSIGN_OR_RETURN(token.content, impl->normalizer.Apply(token.content));
+        absl::StatusOr<std::string> normalized = impl->normalizer.Apply(token.content);
+        if (!normalized.ok()) {
+          return root_where.Field("added_tokens").Element(i).Error(
+              strata::StrCat("cannot be normalized: ", normalized.status().message()));
+        }
+        token.content = *std::move(normalized);
         normalized_tokens.push_back(std::move(token));
       } else {
         raw_tokens.push_back(std::move(token));
+      }
+    }
+    for (const Template& items : impl->templates) {
+      for (const TemplateItem& item : items) {
+        for (const int32_t id : item.ids) {
+          if (static_cast<size_t>(id) >= vocab_size || impl->id_kinds[id] == Impl::IdKind::kNone) {
+            return root_where.Field("post_processor").Error(
+                strata::StrCat("adds token id ", id, ", which neither model.vocab nor added_tokens defines"));
+          }
+        }
       }
     }
     impl->raw_added_tokens = AddedTokenMatcher(std::move(raw_tokens));
     impl->normalized_added_tokens = AddedTokenMatcher(std::move(normalized_tokens));
   } catch (const nlohmann::json::exception& e) {
     // The accessors above check types first; this is a backstop so that no exception leaves the library.
-    return root_where.Error(e.what());
+    return root_where.Error(DescribeJsonError(e));
   }
   return Tokenizer(std::move(impl));
 }
@@ -289,7 +301,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, Sp
       STRATA_RETURN_IF_ERROR(impl_->EncodeText(segment.text, ids));
     }
   }
-  if (special == SpecialTokens::kAdd) {
+  if (special == SpecialTokens::kInclude) {
     for (const Template& items : impl_->templates) {
       std::vector<int32_t> wrapped;
       wrapped.reserve(ids.size() + items.size());
@@ -303,20 +315,20 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, Sp
   return ids;
 }
 
-void Tokenizer::AppendTokenBytes(int32_t id, bool skip_special_tokens, std::string& bytes) const {
+void Tokenizer::AppendTokenBytes(int32_t id, SpecialTokens special, std::string& bytes) const {
   const bool known =
       id >= 0 && static_cast<size_t>(id) < impl_->id_kinds.size() && impl_->id_kinds[id] != Impl::IdKind::kNone;
   if (!known) {
     bytes.append(kUtf8ReplacementCharacter);
     return;
   }
-  if (skip_special_tokens && impl_->id_kinds[id] == Impl::IdKind::kSpecial) return;
+  if (special == SpecialTokens::kSkip && impl_->id_kinds[id] == Impl::IdKind::kSpecial) return;
   bytes.append(impl_->token_bytes[id]);
 }
 
-std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const {
+std::string Tokenizer::Decode(absl::Span<const int32_t> ids, SpecialTokens special) const {
   std::string bytes;
-  for (const int32_t id : ids) AppendTokenBytes(id, skip_special_tokens, bytes);
+  for (const int32_t id : ids) AppendTokenBytes(id, special, bytes);
   std::string text;
   AppendUtf8Lossy(bytes, text);
   return text;
@@ -339,11 +351,11 @@ std::string_view Tokenizer::IdToToken(int32_t id) const {
   return impl_->tokens[id];
 }
 
-StreamingDecoder::StreamingDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
-    : tokenizer_(&tokenizer), skip_special_tokens_(skip_special_tokens) {}
+StreamingDecoder::StreamingDecoder(const Tokenizer& tokenizer, SpecialTokens special)
+    : tokenizer_(&tokenizer), special_(special) {}
 
 std::string StreamingDecoder::Push(int32_t id) {
-  tokenizer_->AppendTokenBytes(id, skip_special_tokens_, pending_bytes_);
+  tokenizer_->AppendTokenBytes(id, special_, pending_bytes_);
   // Everything but a character that the next token could still complete is final: lossy decoding never
   // looks past the end of a complete or ill-formed sequence.
   const size_t held = TruncatedUtf8TailLength(pending_bytes_);

@@ -3,7 +3,7 @@
 //
 // Pipeline of Encode: added tokens are cut out of the raw text (leftmost-longest), the rest is
 // normalized (NFC etc.), pre-tokenized (regex Split, ByteLevel), and each piece is BPE-encoded over raw
-// bytes; with SpecialTokens::kAdd the post-processor template then adds tokens such as BOS.
+// bytes; with SpecialTokens::kInclude the post-processor template then adds tokens such as BOS.
 //
 // Supported in tokenizer.json (anything else is refused at load with InvalidArgumentError):
 //   normalizer:     null, NFC, NFD, NFKC, NFKD, Sequence of those
@@ -30,9 +30,10 @@
 
 namespace strata::model {
 
-// Whether Encode runs the post-processor template (e.g. prepends <|begin_of_text|>).
-// kOmit is `add_special_tokens=False` in Hugging Face `tokenizers`.
-enum class SpecialTokens { kAdd, kOmit };
+// Special tokens in Encode: kInclude runs the post-processor template (e.g. prepends
+// <|begin_of_text|>); kSkip is `add_special_tokens=False` in Hugging Face `tokenizers`.
+// In Decode: kInclude writes special tokens' text; kSkip leaves them out (`skip_special_tokens=True`).
+enum class SpecialTokens { kInclude, kSkip };
 
 // Movable, not copyable. Encode and Decode are const and thread-safe (the BPE cache inside is guarded by
 // a mutex).
@@ -51,13 +52,13 @@ class Tokenizer {
   // The ids of `text`, as Hugging Face `tokenizers` gives them. Added tokens (e.g. "<|end_of_text|>")
   // in the text map to their ids with either `special` mode. InvalidArgumentError when `text` is not
   // valid UTF-8.
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, SpecialTokens special = SpecialTokens::kAdd) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, SpecialTokens special = SpecialTokens::kInclude) const;
 
-  // The text of `ids`. Added tokens give their content, and special ones are left out when
-  // `skip_special_tokens`. Bytes that do not form valid UTF-8 become U+FFFD (one per maximal ill-formed
+  // The text of `ids`. Added tokens give their content; special ones are left out with
+  // SpecialTokens::kSkip. Bytes that do not form valid UTF-8 become U+FFFD (one per maximal ill-formed
   // subsequence, as Hugging Face does). An id that names no token (negative, >= vocab_size(), or a hole
   // in the vocabulary) gives U+FFFD, where Hugging Face would drop it silently.
-  std::string Decode(absl::Span<const int32_t> ids, bool skip_special_tokens = false) const;
+  std::string Decode(absl::Span<const int32_t> ids, SpecialTokens special = SpecialTokens::kInclude) const;
 
   // Number of ids: the largest id of the model vocabulary and the added tokens, plus one.
   int32_t vocab_size() const;
@@ -74,18 +75,18 @@ class Tokenizer {
 
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   // Appends the raw bytes of token `id` to `bytes` (see Decode).
-  void AppendTokenBytes(int32_t id, bool skip_special_tokens, std::string& bytes) const;
+  void AppendTokenBytes(int32_t id, SpecialTokens special, std::string& bytes) const;
 
   std::unique_ptr<Impl> impl_;
 };
 
 // Incremental Decode for streaming output. Bytes of a character split over several tokens are held back
 // until the character completes, so no chunk ends inside a character; concatenating every Push() and
-// the final Finish() equals tokenizer.Decode(all ids, skip_special_tokens).
+// the final Finish() equals tokenizer.Decode(all ids, special).
 // REQUIRES: `tokenizer` outlives the decoder. Not thread-safe: one decoder per stream.
 class StreamingDecoder {
  public:
-  explicit StreamingDecoder(const Tokenizer& tokenizer, bool skip_special_tokens = false);
+  explicit StreamingDecoder(const Tokenizer& tokenizer, SpecialTokens special = SpecialTokens::kInclude);
 
   // The text that `id` completes; may be "" while a character is incomplete.
   std::string Push(int32_t id);
@@ -94,7 +95,7 @@ class StreamingDecoder {
 
  private:
   const Tokenizer* tokenizer_;
-  bool skip_special_tokens_;
+  SpecialTokens special_;
   std::string pending_bytes_;  // a truncated UTF-8 character, at most 3 bytes, between calls
 };
 

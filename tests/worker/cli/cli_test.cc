@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/golden.h"
+#include "tests/testing/safetensors_writer.h"
 
 namespace strata {
 namespace {
@@ -32,18 +33,21 @@ std::string Slurp(const std::filesystem::path& path) {
   return s.str();
 }
 
-// Runs `strata` with `args` (each single-quoted for the shell) and captures both streams.
+// Runs `strata` with `args` (each single-quoted for the shell) and captures both streams, in a scratch
+// directory of its own so that tests running in parallel never share files.
 ProcessResult Strata(const std::vector<std::string>& args) {
-  static int counter = 0;
-  const std::filesystem::path base = std::filesystem::path(::testing::TempDir()) / ("cli-" + std::to_string(counter++));
+  auto scratch = testing::ScratchDir::Create(::testing::TempDir(), "cli");
+  EXPECT_TRUE(scratch.ok()) << scratch.status();
+  if (!scratch.ok()) return {};
+  const std::filesystem::path out = scratch->path() / "out", err = scratch->path() / "err";
   std::string command = std::string("'") + STRATA_CLI_PATH + "'";
   for (const std::string& arg : args) command += " '" + arg + "'";
-  command += " >'" + base.string() + ".out' 2>'" + base.string() + ".err' </dev/null";
+  command += " >'" + out.string() + "' 2>'" + err.string() + "' </dev/null";
   const int status = std::system(command.c_str());
   ProcessResult run;
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.out = Slurp(base.string() + ".out");
-  run.err = Slurp(base.string() + ".err");
+  run.out = Slurp(out);
+  run.err = Slurp(err);
   return run;
 }
 
@@ -107,7 +111,7 @@ TEST(StrataCli, InspectDescribesTheModel) {
   // 512x64 embeddings and LM head, 3 layers of (64 + 64x64 + 2x32x64 + 64x64 + 64 + 3x160x64), final norm.
   EXPECT_EQ(j.at("parameters"), 2 * 512 * 64 + 3 * (64 + 4096 + 2 * 2048 + 4096 + 64 + 3 * 10240) + 64);
   EXPECT_EQ(j.at("kv_bytes_per_token").at("f32"), 2 * 3 * 32 * 4);
-  EXPECT_EQ(j.at("fingerprint").get<std::string>().size(), 64u);
+  EXPECT_EQ(j.at("model_fingerprint").get<std::string>().size(), 64u);
 }
 
 TEST(StrataCli, BadInputExitsNonZeroWithOneLineError) {
@@ -133,6 +137,27 @@ TEST(StrataCli, BadInputExitsNonZeroWithOneLineError) {
   const ProcessResult bad_top_p = Strata({"generate", "--model", kLlama, "--prompt", "a", "--top-p", "0"});
   EXPECT_NE(bad_top_p.exit_code, 0);
   EXPECT_THAT(bad_top_p.err, HasSubstr("top_p must be in (0, 1]"));
+}
+
+TEST(StrataCli, GenerationStopsAtTheModelsContextLength) {
+  // 2^61 new tokens would overflow a naive capacity computation; the context (8192) ends it first.
+  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt-ids", "0,5", "--max-new-tokens",
+                                    "2305843009213693952", "--ignore-eos", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j.at("output_ids").size(), 8192u - 2);
+  EXPECT_EQ(j.at("finish_reason"), "length");
+}
+
+TEST(StrataCli, JsonOutputSurvivesAPathThatIsNotUtf8) {
+  auto scratch = testing::ScratchDir::Create(::testing::TempDir(), "cli-path");
+  ASSERT_TRUE(scratch.ok());
+  const std::filesystem::path dir = scratch->path() / "model-\xff";
+  std::filesystem::copy(kLlama, dir);
+  const ProcessResult run = Strata({"generate", "--model", dir.string(), "--prompt-ids", "0,5", "--max-new-tokens",
+                                    "2", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(nlohmann::json::parse(run.out).at("model").get<std::string>(), HasSubstr("model-\uFFFD"));
 }
 
 TEST(StrataCli, HelpExitsZero) {

@@ -85,12 +85,13 @@ TEST(ModelConfig, Qwen2SlidingWindowOnlyWhenEnabledAndFromMaxWindowLayers) {
   EXPECT_EQ(listed->layer_window, (std::vector<int64_t>{64, 0, 0}));
 }
 
-TEST(ModelConfig, CanonicalTextChangesWithRopeTheta) {
-  auto a = LoadModelConfig(testing::TestDataDir() / "models/mistral-tiny/config.json");
+TEST(ModelConfig, CanonicalTextChangesWithTheLastDigitOfRopeTheta) {
+  auto a = LoadModelConfig(testing::TestDataDir() / "models/qwen2-tiny/config.json");
   ASSERT_TRUE(a.ok());
   ModelConfig b = *a;
-  b.rope.theta = 20000.0;
+  b.rope.theta = 1000001.0;  // 1e6 in the file: equal to 6 significant digits
   EXPECT_NE(a->Canonical(), b.Canonical());
+  EXPECT_EQ(a->Canonical(), a->Canonical());
 }
 
 struct BadConfig {
@@ -119,7 +120,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{R"({"model_type": "llama", "vocab_size": 10})", "required key 'hidden_size' is missing"},
         BadConfig{R"({"model_type": "llama", "vocab_size": "big"})", "'vocab_size' must be an integer"},
         BadConfig{R"({"model_type": "llama", )" STRATA_BASE R"("num_attention_heads": 0})",
-                  "'num_attention_heads' must be positive"},
+                  "'num_attention_heads' must be in [1, 16777216], got 0"},
         BadConfig{R"({"model_type": "llama", )" STRATA_BASE R"("num_attention_heads": 4, "num_key_value_heads": 3})",
                   "not a multiple of num_key_value_heads"},
         BadConfig{R"({"model_type": "llama", )" STRATA_BASE R"("num_attention_heads": 2, "hidden_act": "gelu"})",
@@ -131,7 +132,18 @@ INSTANTIATE_TEST_SUITE_P(
                   R"("num_attention_heads": 2, "rope_parameters": {"rope_type": "llama3", "factor": 8.0}})",
                   "required key 'rope_parameters.low_freq_factor' is missing"},
         BadConfig{R"({"model_type": "mistral", )" STRATA_BASE R"("num_attention_heads": 2, "sliding_window": -5})",
-                  "'sliding_window' must be positive"}));
+                  "'sliding_window' must be in [1, 16777216], got -5"},
+        BadConfig{R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                    "num_hidden_layers": 1000000000000000, "num_attention_heads": 2})",
+                  "'num_hidden_layers' must be in [1, 16777216]"},
+        BadConfig{R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                    "num_hidden_layers": 5000, "num_attention_heads": 2})",
+                  "'num_hidden_layers' must be at most 1024"},
+        BadConfig{R"({"model_type": "qwen2", )" STRATA_BASE
+                  R"("num_attention_heads": 2, "sliding_window": 4, "use_sliding_window": true, "max_window_layers": -3})",
+                  "'max_window_layers' must be >= 0, got -3"},
+        BadConfig{R"({"model_type": "llama", )" STRATA_BASE R"("num_attention_heads": 2, "eos_token_id": [1, 10]})",
+                  "eos_token_id 10 is outside the vocabulary [0, 10)"}));
 #undef STRATA_BASE
 
 }  // namespace

@@ -53,7 +53,7 @@ Tokenizer LoadTestTokenizer() {
 }
 
 std::vector<int32_t> EncodeOk(const Tokenizer& tokenizer, std::string_view text,
-                              SpecialTokens special = SpecialTokens::kAdd) {
+                              SpecialTokens special = SpecialTokens::kInclude) {
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text, special);
   EXPECT_TRUE(ids.ok()) << ids.status();
   return ids.ok() ? *ids : std::vector<int32_t>{};
@@ -104,7 +104,7 @@ TEST(Tokenizer, EncodesGoldenTextsAsHuggingFaceDoes) {
   ASSERT_EQ(cases.size(), 50u);
   for (const GoldenCase& c : cases) {
     EXPECT_EQ(EncodeOk(tokenizer, c.text), c.ids) << "text: '" << c.text << "'";
-    EXPECT_EQ(EncodeOk(tokenizer, c.text, SpecialTokens::kOmit), c.ids_no_special) << "text: '" << c.text << "'";
+    EXPECT_EQ(EncodeOk(tokenizer, c.text, SpecialTokens::kSkip), c.ids_no_special) << "text: '" << c.text << "'";
   }
 }
 
@@ -112,7 +112,7 @@ TEST(Tokenizer, DecodesGoldenIdsBackToTheirText) {
   const Tokenizer tokenizer = LoadTestTokenizer();
   for (const GoldenCase& c : LoadGolden()) {
     EXPECT_EQ(tokenizer.Decode(c.ids_no_special), c.text) << "text: '" << c.text << "'";
-    EXPECT_EQ(tokenizer.Decode(c.ids, /*skip_special_tokens=*/true), c.text) << "text: '" << c.text << "'";
+    EXPECT_EQ(tokenizer.Decode(c.ids, SpecialTokens::kSkip), c.text) << "text: '" << c.text << "'";
     EXPECT_EQ(tokenizer.Decode(c.ids), "<|begin_of_text|>" + c.text) << "text: '" << c.text << "'";
   }
 }
@@ -141,7 +141,7 @@ TEST(Tokenizer, RoundTripsLongRunsOfWhitespaceAndLetters) {
   // One pre-tokenized piece of 200,000 bytes each: exercises the regex engine's limits and the BPE heap.
   for (const std::string& text : {std::string(200000, ' ') + "x", std::string(200000, 'a'),
                                   std::string(100000, '\n') + "\t \t" + std::string(1000, '!')}) {
-    const std::vector<int32_t> ids = EncodeOk(tokenizer, text, SpecialTokens::kOmit);
+    const std::vector<int32_t> ids = EncodeOk(tokenizer, text, SpecialTokens::kSkip);
     EXPECT_FALSE(ids.empty());
     EXPECT_EQ(tokenizer.Decode(ids), text);
   }
@@ -166,19 +166,19 @@ TEST(Tokenizer, IgnoreMergesEmitsAWholeVocabularyPieceDirectly) {
 
 TEST(Tokenizer, MapsAddedTokensInTheTextToTheirIds) {
   const Tokenizer tokenizer = LoadTestTokenizer();
-  const std::vector<int32_t> hello = EncodeOk(tokenizer, "Hello", SpecialTokens::kOmit);
-  const std::vector<int32_t> world = EncodeOk(tokenizer, " world", SpecialTokens::kOmit);
+  const std::vector<int32_t> hello = EncodeOk(tokenizer, "Hello", SpecialTokens::kSkip);
+  const std::vector<int32_t> world = EncodeOk(tokenizer, " world", SpecialTokens::kSkip);
   std::vector<int32_t> expected = hello;
   expected.push_back(1);  // <|end_of_text|>
   expected.insert(expected.end(), world.begin(), world.end());
 
-  EXPECT_EQ(EncodeOk(tokenizer, "Hello<|end_of_text|> world", SpecialTokens::kOmit), expected);
+  EXPECT_EQ(EncodeOk(tokenizer, "Hello<|end_of_text|> world", SpecialTokens::kSkip), expected);
   expected.insert(expected.begin(), 0);  // <|begin_of_text|> from the template
   EXPECT_EQ(EncodeOk(tokenizer, "Hello<|end_of_text|> world"), expected);
-  EXPECT_THAT(EncodeOk(tokenizer, "<|begin_of_text|><|end_of_text|>", SpecialTokens::kOmit), ElementsAre(0, 1));
+  EXPECT_THAT(EncodeOk(tokenizer, "<|begin_of_text|><|end_of_text|>", SpecialTokens::kSkip), ElementsAre(0, 1));
   EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, "Hello<|end_of_text|> world")),
             "<|begin_of_text|>Hello<|end_of_text|> world");
-  EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, "Hello<|end_of_text|> world"), /*skip_special_tokens=*/true),
+  EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, "Hello<|end_of_text|> world"), SpecialTokens::kSkip),
             "Hello world");
 }
 
@@ -190,11 +190,11 @@ TEST(Tokenizer, HonorsLstripAndRstripOfAddedTokens) {
   ASSERT_TRUE(stripping.ok()) << stripping.status();
   const Tokenizer plain = LoadTestTokenizer();
 
-  std::vector<int32_t> expected = EncodeOk(plain, "a", SpecialTokens::kOmit);
+  std::vector<int32_t> expected = EncodeOk(plain, "a", SpecialTokens::kSkip);
   expected.push_back(1);
-  const std::vector<int32_t> b = EncodeOk(plain, "b", SpecialTokens::kOmit);
+  const std::vector<int32_t> b = EncodeOk(plain, "b", SpecialTokens::kSkip);
   expected.insert(expected.end(), b.begin(), b.end());
-  EXPECT_EQ(EncodeOk(*stripping, "a  <|end_of_text|>\t b", SpecialTokens::kOmit), expected);
+  EXPECT_EQ(EncodeOk(*stripping, "a  <|end_of_text|>\t b", SpecialTokens::kSkip), expected);
 }
 
 TEST(Tokenizer, SingleWordAddedTokenMatchesOnlyWholeWords) {
@@ -209,8 +209,8 @@ TEST(Tokenizer, SingleWordAddedTokenMatchesOnlyWholeWords) {
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(config.dump(), "single_word");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ(tokenizer->vocab_size(), 513);
-  EXPECT_THAT(EncodeOk(*tokenizer, "cat", SpecialTokens::kOmit), ElementsAre(512));
-  const std::vector<int32_t> in_word = EncodeOk(*tokenizer, "concat", SpecialTokens::kOmit);
+  EXPECT_THAT(EncodeOk(*tokenizer, "cat", SpecialTokens::kSkip), ElementsAre(512));
+  const std::vector<int32_t> in_word = EncodeOk(*tokenizer, "concat", SpecialTokens::kSkip);
   EXPECT_EQ(std::count(in_word.begin(), in_word.end(), 512), 0);
 }
 
@@ -261,11 +261,11 @@ TEST(Tokenizer, MapsTokensAndIdsBothWays) {
 
 TEST(Tokenizer, DecodesUnknownIdsAndBrokenUtf8AsReplacementCharacters) {
   const Tokenizer tokenizer = LoadTestTokenizer();
-  const std::vector<int32_t> a = EncodeOk(tokenizer, "a", SpecialTokens::kOmit);
+  const std::vector<int32_t> a = EncodeOk(tokenizer, "a", SpecialTokens::kSkip);
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(tokenizer.Decode({a[0], -5, 512, 1 << 30, a[0]}), "a\uFFFD\uFFFD\uFFFDa");
   // The first byte of an emoji alone is a truncated character.
-  const std::vector<int32_t> emoji = EncodeOk(tokenizer, "\U0001F642", SpecialTokens::kOmit);
+  const std::vector<int32_t> emoji = EncodeOk(tokenizer, "\U0001F642", SpecialTokens::kSkip);
   ASSERT_GT(emoji.size(), 1u);
   EXPECT_EQ(tokenizer.Decode({emoji[0], a[0]}), "\uFFFDa");
 }
@@ -273,7 +273,7 @@ TEST(Tokenizer, DecodesUnknownIdsAndBrokenUtf8AsReplacementCharacters) {
 TEST(StreamingDecoder, ConcatenatedChunksEqualTheGoldenText) {
   const Tokenizer tokenizer = LoadTestTokenizer();
   for (const GoldenCase& c : LoadGolden()) {
-    StreamingDecoder decoder(tokenizer, /*skip_special_tokens=*/true);
+    StreamingDecoder decoder(tokenizer, SpecialTokens::kSkip);
     std::string text;
     for (const int32_t id : c.ids) text += decoder.Push(id);
     text += decoder.Finish();
@@ -283,8 +283,8 @@ TEST(StreamingDecoder, ConcatenatedChunksEqualTheGoldenText) {
 
 TEST(StreamingDecoder, HoldsBackACharacterSplitOverTokens) {
   const Tokenizer tokenizer = LoadTestTokenizer();
-  const std::vector<int32_t> ids = EncodeOk(tokenizer, "ok \U0001F642!", SpecialTokens::kOmit);
-  const std::vector<int32_t> emoji = EncodeOk(tokenizer, "\U0001F642", SpecialTokens::kOmit);
+  const std::vector<int32_t> ids = EncodeOk(tokenizer, "ok \U0001F642!", SpecialTokens::kSkip);
+  const std::vector<int32_t> emoji = EncodeOk(tokenizer, "\U0001F642", SpecialTokens::kSkip);
   ASSERT_GT(emoji.size(), 1u) << "the test needs an emoji that takes several tokens";
 
   StreamingDecoder decoder(tokenizer);
@@ -312,12 +312,12 @@ TEST(StreamingDecoder, EqualsDecodeOnRandomIdSequences) {
   for (int round = 0; round < 500; ++round) {
     std::vector<int32_t> ids(round % 40);
     for (int32_t& id : ids) id = id_distribution(random);
-    for (const bool skip_special_tokens : {false, true}) {
-      StreamingDecoder decoder(tokenizer, skip_special_tokens);
+    for (const SpecialTokens special : {SpecialTokens::kInclude, SpecialTokens::kSkip}) {
+      StreamingDecoder decoder(tokenizer, special);
       std::string text;
       for (const int32_t id : ids) text += decoder.Push(id);
       text += decoder.Finish();
-      ASSERT_EQ(text, tokenizer.Decode(ids, skip_special_tokens)) << "round " << round;
+      ASSERT_EQ(text, tokenizer.Decode(ids, special)) << "round " << round;
     }
   }
 }
@@ -333,13 +333,13 @@ TEST(Tokenizer, RoundTripsRandomUnicodeText) {
   for (int round = 0; round < 300; ++round) {
     std::string text;
     for (int i = 0; i < round % 60; ++i) text += alphabet[pick(random)];
-    EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, text), /*skip_special_tokens=*/false), "<|begin_of_text|>" + text);
+    EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, text), SpecialTokens::kInclude), "<|begin_of_text|>" + text);
   }
 }
 
 TEST(StreamingDecoder, FinishFlushesATruncatedCharacterAsReplacement) {
   const Tokenizer tokenizer = LoadTestTokenizer();
-  const std::vector<int32_t> emoji = EncodeOk(tokenizer, "\U0001F642", SpecialTokens::kOmit);
+  const std::vector<int32_t> emoji = EncodeOk(tokenizer, "\U0001F642", SpecialTokens::kSkip);
   ASSERT_GT(emoji.size(), 1u);
   StreamingDecoder decoder(tokenizer);
   EXPECT_EQ(decoder.Push(emoji[0]), "");
@@ -385,6 +385,13 @@ TEST(TokenizerLoad, RejectsAMergeNamingATokenNotInTheVocab) {
               HasSubstr("bad/tokenizer.json: model.merges[3] names 'zz', which is not in model.vocab"));
   EXPECT_THAT(LoadError(TestTokenizerJsonWith("/model/merges/0"_json_pointer, "a b c")).message(),
               HasSubstr("model.merges[0] is 'a b c', not two tokens"));
+}
+
+TEST(TokenizerLoad, RejectsATemplateTokenIdThatNamesNoToken) {
+  const absl::Status status = LoadError(
+      TestTokenizerJsonWith("/post_processor/special_tokens/<|begin_of_text|>/ids/0"_json_pointer, 9999));
+  EXPECT_THAT(status.message(), HasSubstr("bad/tokenizer.json: post_processor adds token id 9999, which neither "
+                                          "model.vocab nor added_tokens defines"));
 }
 
 TEST(TokenizerLoad, RejectsABadRegex) {

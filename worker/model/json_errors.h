@@ -1,0 +1,28 @@
+// Pieces of one-line error messages about JSON files (config.json, tokenizer.json, safetensors
+// headers, shard indexes). Private to worker/model.
+#ifndef STRATA_WORKER_MODEL_JSON_ERRORS_H_
+#define STRATA_WORKER_MODEL_JSON_ERRORS_H_
+
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace strata::model {
+
+// `text` in single quotes with control and non-ASCII bytes escaped: a name read from a file can hold
+// anything.
+inline std::string Quoted(absl::string_view text) { return absl::StrCat("'", absl::CEscape(text), "'"); }
+
+// nlohmann's error, safe for a one-line message: it quotes the input it last read, which in a corrupt
+// file may be long or not UTF-8.
+inline std::string DescribeJsonError(const nlohmann::json::exception& e) {
+  constexpr size_t kMaxChars = 300;
+  return absl::CEscape(absl::string_view(e.what()).substr(0, kMaxChars));
+}
+
+}  // namespace strata::model
+
+#endif  // STRATA_WORKER_MODEL_JSON_ERRORS_H_
