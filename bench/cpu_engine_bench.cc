@@ -4,6 +4,7 @@
 //
 //   build/bin/strata_cpu_engine_bench [--benchmark_filter=...]
 #include <cblas.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -65,11 +66,21 @@ double MeasuredCopyBandwidth() {
   return bandwidth;
 }
 
+// The synthetic model is written once per shape and reused by later runs: the directory is named by
+// the shape and appears (by rename) only once complete.
 std::filesystem::path ModelDir(const std::string& name) {
   if (name != "synthetic") return std::filesystem::path(STRATA_TEST_DATA_DIR) / "models" / name;
-  const auto dir = std::filesystem::temp_directory_path() / "strata-bench-synthetic-llama-57m";
-  if (!std::filesystem::exists(dir / "model.safetensors")) {
-    STRATA_CHECK(testing::WriteSyntheticModel(dir, kSyntheticShape, DType::kF32, /*seed=*/1).ok());
+  const testing::SyntheticModelShape& s = kSyntheticShape;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("strata-bench-llama-v" + std::to_string(s.vocab_size) + "-h" + std::to_string(s.hidden_size) +
+                    "-i" + std::to_string(s.intermediate_size) + "-l" + std::to_string(s.num_layers) + "-q" +
+                    std::to_string(s.num_heads) + "-kv" + std::to_string(s.num_kv_heads));
+  if (!std::filesystem::exists(dir)) {
+    const auto partial = dir.string() + ".partial-" + std::to_string(::getpid());
+    STRATA_CHECK(testing::WriteSyntheticModel(partial, s, DType::kF32, /*seed=*/1).ok());
+    std::error_code error;
+    std::filesystem::rename(partial, dir, error);
+    if (error) std::filesystem::remove_all(partial);  // another run finished first
   }
   return dir;
 }

@@ -10,7 +10,8 @@
 namespace strata::engine {
 
 struct CpuBackendOptions {
-  // Threads for GEMMs (OpenBLAS) and the other ops (OpenMP). 0: one per core.
+  // Threads for GEMMs (OpenBLAS) and the other ops (OpenMP). 0: one per core. OpenBLAS's count is
+  // process-wide: the last backend created sets it for every backend in the process.
   int threads = 0;
 };
 
