@@ -96,8 +96,8 @@ LoadedModel& Load(const std::string& name, int64_t mini_sequence_tokens) {
   if (!slot) {
     auto model = model::OpenModel(ModelDir(name));
     STRATA_CHECK(model.ok());
-    auto engine = engine::Engine::Create(*model, engine::CreateCpuBackend(),
-                                         {.mini_sequence_tokens = mini_sequence_tokens});
+    auto engine =
+        engine::Engine::Create(*model, engine::CreateCpuBackend(), {.mini_sequence_tokens = mini_sequence_tokens});
     STRATA_CHECK(engine.ok());
     slot = std::make_unique<LoadedModel>(LoadedModel{*std::move(model), *std::move(engine)});
   }
@@ -141,7 +141,8 @@ void BM_Prefill(benchmark::State& state, const std::string& name) {
     benchmark::DoNotOptimize(logits->data());
   }
   const double flops = PrefillFlops(m.model.config, tokens);
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["sgemm_GFLOP/s"] = MeasuredSgemmFlops() * 1e-9;
   state.counters["floor_ms"] = flops / MeasuredSgemmFlops() * 1e3;

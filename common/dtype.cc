@@ -8,9 +8,12 @@ namespace strata {
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
   }
   STRATA_CHECK(false);
   return 0;
@@ -18,9 +21,12 @@ size_t DTypeSize(DType dtype) {
 
 std::string_view DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   STRATA_CHECK(false);
   return "";
@@ -44,7 +50,7 @@ float F16ToF32(uint16_t bits) {
     out = sign | ((exponent + 112) << 23) | (mantissa << 13);
   } else if (mantissa == 0) {
     out = sign;
-  } else {  // subnormal: renormalize
+  } else {                                        // subnormal: renormalize
     int shift = std::countl_zero(mantissa) - 21;  // leading zeros within the 10-bit field, plus one
     mantissa = (mantissa << shift) & 0x3ffu;
     out = sign | static_cast<uint32_t>(113 - shift) << 23 | (mantissa << 13);
@@ -56,9 +62,9 @@ uint16_t F32ToF16(float value) {
   const uint32_t bits = std::bit_cast<uint32_t>(value);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;     // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;    // rounds to inf
-  if (abs < 0x33000001u) return sign;               // rounds to zero
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to inf
+  if (abs < 0x33000001u) return sign;             // rounds to zero
   const int exponent = static_cast<int>(abs >> 23);
   if (exponent < 113) {  // subnormal half
     const uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;

@@ -17,10 +17,10 @@
 #define STRATA_INTERNAL_CONCAT(a, b) STRATA_INTERNAL_CONCAT_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define STRATA_RETURN_IF_ERROR(expr)                   \
-  do {                                                 \
-    ::absl::Status strata_status_ = (expr);            \
-    if (!strata_status_.ok()) return strata_status_;   \
+#define STRATA_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::absl::Status strata_status_ = (expr);          \
+    if (!strata_status_.ok()) return strata_status_; \
   } while (false)
 
 // `lhs` = value of `expr` (an absl::StatusOr<T>), or returns its error from the enclosing function.
@@ -34,12 +34,12 @@
 
 // Crashes with the failed condition and its location when `cond` is false. For invariants whose
 // violation is a bug in Strata; never for bad input or a failing environment (those return Status).
-#define STRATA_CHECK(cond)                                                                        \
-  do {                                                                                            \
-    if (!(cond)) {                                                                                \
-      std::fprintf(stderr, "%s:%d: STRATA_CHECK failed: %s\n", __FILE__, __LINE__, #cond);        \
-      std::abort();                                                                               \
-    }                                                                                             \
+#define STRATA_CHECK(cond)                                                                 \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
+      std::fprintf(stderr, "%s:%d: STRATA_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                        \
+    }                                                                                      \
   } while (false)
 
 #endif  // STRATA_COMMON_STATUS_H_

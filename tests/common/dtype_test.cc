@@ -32,9 +32,9 @@ TEST(DType, Bf16ConversionRoundsToNearestEven) {
 TEST(DType, F16ConversionCoversNormalsSubnormalsAndInfinities) {
   EXPECT_EQ(F16ToF32(0x3c00), 1.0f);
   EXPECT_EQ(F16ToF32(0xc000), -2.0f);
-  EXPECT_EQ(F16ToF32(0x7bff), 65504.0f);                 // largest normal
-  EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));    // smallest subnormal
-  EXPECT_EQ(F16ToF32(0x0200), std::ldexp(1.0f, -15));    // a subnormal with a high mantissa bit
+  EXPECT_EQ(F16ToF32(0x7bff), 65504.0f);               // largest normal
+  EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(F16ToF32(0x0200), std::ldexp(1.0f, -15));  // a subnormal with a high mantissa bit
   EXPECT_TRUE(std::isinf(F16ToF32(0x7c00)));
   EXPECT_TRUE(std::isnan(F16ToF32(0x7e00)));
   // Every finite half survives a round trip through float.
@@ -43,8 +43,8 @@ TEST(DType, F16ConversionCoversNormalsSubnormalsAndInfinities) {
     if ((half & 0x7c00) == 0x7c00) continue;
     ASSERT_EQ(F32ToF16(F16ToF32(half)), half) << std::hex << bits;
   }
-  EXPECT_EQ(F32ToF16(1e6f), 0x7c00);                    // overflows to inf
-  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -26)), 0x0000);   // underflows to zero
+  EXPECT_EQ(F32ToF16(1e6f), 0x7c00);                   // overflows to inf
+  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -26)), 0x0000);  // underflows to zero
 }
 
 TEST(DType, ConvertToF32ReadsUnalignedBytes) {

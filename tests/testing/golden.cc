@@ -1,8 +1,10 @@
 #include "tests/testing/golden.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
+#include "common/status.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 
@@ -49,5 +51,17 @@ double RelativeL2(absl::Span<const float> a, absl::Span<const float> b) {
 }
 
 std::filesystem::path TestDataDir() { return STRATA_TEST_DATA_DIR; }
+
+absl::StatusOr<TinyModel> LoadTinyModel(const std::string& name) {
+  const std::filesystem::path dir = TestDataDir() / "models" / name;
+  STRATA_ASSIGN_OR_RETURN(ModelGolden golden, LoadModelGolden(dir / "golden.json"));
+  STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(dir));
+  return TinyModel{std::move(model), std::move(golden)};
+}
+
+std::string TestNameOf(std::string model_name) {
+  std::replace(model_name.begin(), model_name.end(), '-', '_');
+  return model_name;
+}
 
 }  // namespace strata::testing

@@ -11,15 +11,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "worker/model/model.h"
 
 namespace strata::testing {
 
 // Results of one transformers run (float32) on one device.
 struct DeviceGolden {
-  std::vector<std::vector<float>> last_logits;         // logits of the last 4 prompt positions
-  std::map<int64_t, std::vector<float>> logits_at;      // position -> logits
-  std::vector<int32_t> greedy_ids;                     // 24 greedy tokens, KV cache on
-  double greedy_margin_min = 0;                        // smallest top-1/top-2 gap along that path
+  std::vector<std::vector<float>> last_logits;      // logits of the last 4 prompt positions
+  std::map<int64_t, std::vector<float>> logits_at;  // position -> logits
+  std::vector<int32_t> greedy_ids;                  // 24 greedy tokens, KV cache on
+  double greedy_margin_min = 0;                     // smallest top-1/top-2 gap along that path
 };
 
 struct ModelGolden {
@@ -30,6 +31,16 @@ struct ModelGolden {
 };
 
 absl::StatusOr<ModelGolden> LoadModelGolden(const std::filesystem::path& path);
+
+// A fixture model of tests/data/models/ with its goldens.
+struct TinyModel {
+  model::Model model;
+  ModelGolden golden;
+};
+absl::StatusOr<TinyModel> LoadTinyModel(const std::string& name);
+
+// A gtest parameter name for a fixture model name ("llama3-tiny" -> "llama3_tiny").
+std::string TestNameOf(std::string model_name);
 
 // ‖a − b‖₂ / ‖b‖₂.
 double RelativeL2(absl::Span<const float> a, absl::Span<const float> b);

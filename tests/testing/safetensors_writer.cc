@@ -31,8 +31,7 @@ void AppendLe16(std::string& out, uint16_t value) {
   out.push_back(static_cast<char>(value >> 8));
 }
 
-absl::Status FromErrorCode(const std::error_code& error, std::string_view what,
-                           const std::filesystem::path& path) {
+absl::Status FromErrorCode(const std::error_code& error, std::string_view what, const std::filesystem::path& path) {
   return absl::UnknownError(absl::StrCat(path.string(), ": ", std::string(what), ": ", error.message()));
 }
 
@@ -50,8 +49,12 @@ std::string EncodeTensorBytes(DType dtype, absl::Span<const float> values) {
         AppendLe16(out, static_cast<uint16_t>(bits >> 16));
         break;
       }
-      case DType::kF16: AppendLe16(out, F32ToF16(value)); break;
-      case DType::kBF16: AppendLe16(out, F32ToBf16(value)); break;
+      case DType::kF16:
+        AppendLe16(out, F32ToF16(value));
+        break;
+      case DType::kBF16:
+        AppendLe16(out, F32ToBf16(value));
+        break;
     }
   }
   return out;
@@ -72,8 +75,7 @@ absl::Status WriteSafetensors(const std::filesystem::path& path, const std::vect
                                                      elements * DTypeSize(tensor.dtype)));
     }
     if (!names.insert(tensor.name).second || tensor.name == "__metadata__") {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path.string(), ": tensor name '", tensor.name, "' repeated"));
+      return absl::InvalidArgumentError(absl::StrCat(path.string(), ": tensor name '", tensor.name, "' repeated"));
     }
     header[tensor.name] = {{"dtype", std::string(DTypeName(tensor.dtype))},
                            {"shape", tensor.shape},
@@ -94,8 +96,8 @@ absl::Status ShardCheckpoint(const std::filesystem::path& src_dir, const std::fi
                           model::SafetensorsFile::Open(src_dir / "model.safetensors"));
   const absl::Span<const model::TensorInfo> tensors = source.tensors();
   if (num_shards < 1 || static_cast<size_t>(num_shards) > tensors.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("ShardCheckpoint: cannot split ", tensors.size(),
-                                                   " tensors into ", num_shards, " shards"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ShardCheckpoint: cannot split ", tensors.size(), " tensors into ", num_shards, " shards"));
   }
   std::error_code error;
   std::filesystem::create_directories(dst_dir, error);
@@ -110,9 +112,8 @@ absl::Status ShardCheckpoint(const std::filesystem::path& src_dir, const std::fi
     std::vector<TensorToWrite> shard_tensors;
     for (size_t i = begin; i < end; ++i) {
       const model::TensorInfo& tensor = tensors[i];
-      shard_tensors.push_back(
-          {tensor.name, tensor.dtype, tensor.shape,
-           std::string(reinterpret_cast<const char*>(tensor.bytes.data()), tensor.bytes.size())});
+      shard_tensors.push_back({tensor.name, tensor.dtype, tensor.shape,
+                               std::string(reinterpret_cast<const char*>(tensor.bytes.data()), tensor.bytes.size())});
       weight_map[tensor.name] = shard_name;
       total_bytes += tensor.bytes.size();
     }
@@ -123,8 +124,8 @@ absl::Status ShardCheckpoint(const std::filesystem::path& src_dir, const std::fi
 
   for (const char* name : {"config.json", "tokenizer.json"}) {
     if (!std::filesystem::exists(src_dir / name)) continue;
-    std::filesystem::copy_file(src_dir / name, dst_dir / name,
-                               std::filesystem::copy_options::overwrite_existing, error);
+    std::filesystem::copy_file(src_dir / name, dst_dir / name, std::filesystem::copy_options::overwrite_existing,
+                               error);
     if (error) return FromErrorCode(error, "cannot copy", src_dir / name);
   }
   return absl::OkStatus();

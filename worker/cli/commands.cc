@@ -36,8 +36,8 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateCommand& c, const m
     return ParseTokenIds(text, c.prompt_ids_file->string());
   }
   if (!model.tokenizer) {
-    return absl::InvalidArgumentError(StrCat((model.dir / "tokenizer.json").string(),
-                                             " does not exist: pass --prompt-ids instead of --prompt"));
+    return absl::InvalidArgumentError(
+        StrCat((model.dir / "tokenizer.json").string(), " does not exist: pass --prompt-ids instead of --prompt"));
   }
   return model.tokenizer->Encode(*c.prompt);
 }
@@ -79,10 +79,9 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   STRATA_RETURN_IF_ERROR(engine::ValidateSamplingOptions(c.sampling));
   STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(c.model_dir));
   STRATA_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(c, model));
-  STRATA_ASSIGN_OR_RETURN(
-      std::unique_ptr<engine::Engine> engine,
-      engine::Engine::Create(model, engine::CreateCpuBackend({.threads = c.threads}),
-                             {.mini_sequence_tokens = c.mini_sequence_tokens}));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
+                          engine::Engine::Create(model, engine::CreateCpuBackend({.threads = c.threads}),
+                                                 {.mini_sequence_tokens = c.mini_sequence_tokens}));
 
   engine::GenerateOptions options{.max_new_tokens = c.max_new_tokens, .sampling = c.sampling};
   if (!c.ignore_eos) {
@@ -91,8 +90,7 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   const model::Tokenizer* tokenizer = model.tokenizer ? &*model.tokenizer : nullptr;
   std::optional<model::StreamingDecoder> stream;
   if (tokenizer != nullptr && c.format == OutputFormat::kText) stream.emplace(*tokenizer, model::SpecialTokens::kSkip);
-  STRATA_ASSIGN_OR_RETURN(engine::GenerateResult result,
-                          engine::Generate(*engine, prompt, options, [&](int32_t token) {
+  STRATA_ASSIGN_OR_RETURN(engine::GenerateResult result, engine::Generate(*engine, prompt, options, [&](int32_t token) {
                             if (stream) out << stream->Push(token) << std::flush;
                           }));
   const double decode_tokens = static_cast<double>(result.output_ids.size()) - 1;
@@ -135,9 +133,7 @@ absl::Status RunTokenize(const TokenizeCommand& c, std::ostream& out) {
   }
   const std::filesystem::path path = c.tokenizer_file ? *c.tokenizer_file : *c.model_dir / "tokenizer.json";
   STRATA_ASSIGN_OR_RETURN(model::Tokenizer tokenizer, model::Tokenizer::FromFile(path));
-  STRATA_ASSIGN_OR_RETURN(
-      std::vector<int32_t> ids,
-      tokenizer.Encode(c.text, c.special));
+  STRATA_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer.Encode(c.text, c.special));
   if (c.format == OutputFormat::kJson) {
     std::vector<std::string> tokens;
     for (int32_t id : ids) tokens.emplace_back(tokenizer.IdToToken(id));

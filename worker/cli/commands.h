@@ -22,19 +22,19 @@ struct GenerateCommand {
   std::filesystem::path model_dir;
   // Exactly one prompt source.
   std::optional<std::string> prompt;
-  std::optional<std::string> prompt_ids;                  // "1,2,3"
-  std::optional<std::filesystem::path> prompt_ids_file;   // ids separated by commas or whitespace
+  std::optional<std::string> prompt_ids;                 // "1,2,3"
+  std::optional<std::filesystem::path> prompt_ids_file;  // ids separated by commas or whitespace
   int64_t max_new_tokens = 32;
   engine::SamplingOptions sampling;
-  bool ignore_eos = false;               // keep going past the model's end-of-sequence tokens
+  bool ignore_eos = false;  // keep going past the model's end-of-sequence tokens
   int64_t mini_sequence_tokens = 1024;
-  int threads = 0;                       // 0: one per core
-  bool stats = false;                    // text mode: also print ids and tokens/s
+  int threads = 0;     // 0: one per core
+  bool stats = false;  // text mode: also print ids and tokens/s
   OutputFormat format = OutputFormat::kText;
 };
 
 struct TokenizeCommand {
-  std::optional<std::filesystem::path> model_dir;   // uses model_dir/tokenizer.json
+  std::optional<std::filesystem::path> model_dir;  // uses model_dir/tokenizer.json
   std::optional<std::filesystem::path> tokenizer_file;
   std::string text;
   model::SpecialTokens special = model::SpecialTokens::kInclude;

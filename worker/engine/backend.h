@@ -66,8 +66,7 @@ class Backend {
   virtual absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) = 0;
   // Causal grouped-query attention of q [n, num_heads * head_dim] over the keys at positions
   // [0, first_position + n) of `layer`; out has q's shape.
-  virtual absl::Status Attention(const Tensor& q, const KvLayer& layer, const AttentionParams& params,
-                                 Tensor& out) = 0;
+  virtual absl::Status Attention(const Tensor& q, const KvLayer& layer, const AttentionParams& params, Tensor& out) = 0;
   // out = silu(gate) * up, elementwise.
   virtual absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // x += delta, elementwise.

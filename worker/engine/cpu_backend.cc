@@ -22,8 +22,8 @@ constexpr int64_t kParallelElements = 1 << 14;
 absl::Status ExpectF32(const Tensor& tensor, std::string_view what) {
   if (tensor.empty()) return absl::InvalidArgumentError(StrCat(what, ": no tensor"));
   if (tensor.dtype() != DType::kF32) {
-    return absl::InvalidArgumentError(StrCat(what, ": the CPU backend computes in F32, got ",
-                                             DTypeName(tensor.dtype())));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": the CPU backend computes in F32, got ", DTypeName(tensor.dtype())));
   }
   return absl::OkStatus();
 }
@@ -99,8 +99,7 @@ class CpuBackend final : public Backend {
 
   absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) override {
     STRATA_RETURN_IF_ERROR(ExpectF32(table, "Embed table"));
-    STRATA_RETURN_IF_ERROR(
-        ExpectShape(out, DType::kF32, static_cast<int64_t>(ids.size()), table.cols(), "Embed out"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(out, DType::kF32, static_cast<int64_t>(ids.size()), table.cols(), "Embed out"));
     const int64_t width = table.cols();
     for (size_t i = 0; i < ids.size(); ++i) {
       if (ids[i] < 0 || ids[i] >= table.rows()) {
@@ -160,8 +159,8 @@ class CpuBackend final : public Backend {
     STRATA_RETURN_IF_ERROR(ExpectF32(x, "Rope x"));
     const int64_t half = inv_freq.cols(), head_dim = 2 * half;
     if (inv_freq.rows() != 1 || x.cols() % head_dim != 0) {
-      return absl::InvalidArgumentError(StrCat("Rope: row width ", x.cols(), " is not a multiple of head_dim ",
-                                               head_dim));
+      return absl::InvalidArgumentError(
+          StrCat("Rope: row width ", x.cols(), " is not a multiple of head_dim ", head_dim));
     }
     const int64_t heads = x.cols() / head_dim;
     const float* freq = inv_freq.data<float>();

@@ -38,12 +38,12 @@ absl::StatusOr<std::vector<float>> Engine::Forward(Sequence& sequence, absl::Spa
   if (ids.empty()) return absl::InvalidArgumentError("Forward: no tokens");
   const int64_t end = sequence.length_ + static_cast<int64_t>(ids.size());
   if (end > sequence.capacity_) {
-    return absl::OutOfRangeError(StrCat("Forward: ", end, " tokens exceed the sequence capacity of ",
-                                        sequence.capacity_));
+    return absl::OutOfRangeError(
+        StrCat("Forward: ", end, " tokens exceed the sequence capacity of ", sequence.capacity_));
   }
   STRATA_ASSIGN_OR_RETURN(std::vector<float> logits,
-                          model_.Forward(*backend_, ids, sequence.length_, absl::MakeSpan(sequence.layers_),
-                                         logit_rows, options_.mini_sequence_tokens));
+                          model_.Forward(*backend_, ids, sequence.length_, absl::MakeSpan(sequence.layers_), logit_rows,
+                                         options_.mini_sequence_tokens));
   sequence.length_ = end;
   return logits;
 }

@@ -25,8 +25,8 @@ struct EngineOptions {
 // Engine::NewSequence.
 class Sequence {
  public:
-  int64_t length() const { return length_; }            // tokens whose KV is cached
-  int64_t capacity() const { return capacity_; }        // tokens the cache can hold
+  int64_t length() const { return length_; }      // tokens whose KV is cached
+  int64_t capacity() const { return capacity_; }  // tokens the cache can hold
 
  private:
   friend class Engine;

@@ -15,8 +15,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t> prompt,
-                                        const GenerateOptions& options,
-                                        const std::function<void(int32_t)>& on_token) {
+                                        const GenerateOptions& options, const std::function<void(int32_t)>& on_token) {
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   if (options.max_new_tokens < 0) {
     return absl::InvalidArgumentError(StrCat("max_new_tokens must be >= 0, got ", options.max_new_tokens));

@@ -26,8 +26,8 @@ enum class FinishReason { kLength, kStopToken };
 struct GenerateResult {
   std::vector<int32_t> output_ids;  // new tokens only
   FinishReason finish_reason = FinishReason::kLength;
-  double prefill_seconds = 0;       // prompt forward pass and the first token
-  double decode_seconds = 0;        // every later token
+  double prefill_seconds = 0;  // prompt forward pass and the first token
+  double decode_seconds = 0;   // every later token
 };
 
 // Runs `prompt` through `engine` in a fresh sequence and generates. `on_token`, when set, sees each new

@@ -106,11 +106,12 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
   const model::ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(ids.size());
   if (static_cast<int64_t>(kv.size()) != c.num_layers) {
-    return absl::InvalidArgumentError(StrCat("Forward: ", kv.size(), " KV layers for a ", c.num_layers, "-layer model"));
+    return absl::InvalidArgumentError(
+        StrCat("Forward: ", kv.size(), " KV layers for a ", c.num_layers, "-layer model"));
   }
   if (mini_sequence_tokens <= 0) {
-    return absl::InvalidArgumentError(StrCat("Forward: mini_sequence_tokens must be positive, got ",
-                                             mini_sequence_tokens));
+    return absl::InvalidArgumentError(
+        StrCat("Forward: mini_sequence_tokens must be positive, got ", mini_sequence_tokens));
   }
   for (int64_t row : logit_rows) {
     if (row < 0 || row >= n) {

@@ -29,9 +29,8 @@ class LlamaModel {
   // KvLayer per layer). The projections, the MLP and the LM head see at most `mini_sequence_tokens` rows
   // at a time; only the rows of `logit_rows` (indices into `ids`) reach the LM head. Returns those
   // logits, row-major [logit_rows.size(), vocab].
-  absl::StatusOr<std::vector<float>> Forward(Backend& backend, absl::Span<const int32_t> ids,
-                                             int64_t first_position, absl::Span<KvLayer> kv,
-                                             absl::Span<const int64_t> logit_rows,
+  absl::StatusOr<std::vector<float>> Forward(Backend& backend, absl::Span<const int32_t> ids, int64_t first_position,
+                                             absl::Span<KvLayer> kv, absl::Span<const int64_t> logit_rows,
                                              int64_t mini_sequence_tokens) const;
 
   const model::ModelConfig& config() const { return config_; }

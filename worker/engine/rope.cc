@@ -25,8 +25,8 @@ std::vector<float> RopeInverseFrequencies(const model::RopeConfig& rope, int64_t
     if (wavelen > low_freq_wavelen) {
       f = static_cast<float>(f / rope.factor);
     } else if (wavelen >= high_freq_wavelen) {
-      const double smooth = (old_context / wavelen - rope.low_freq_factor) /
-                            (rope.high_freq_factor - rope.low_freq_factor);
+      const double smooth =
+          (old_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
       f = static_cast<float>((1.0 - smooth) * f / rope.factor + smooth * f);
     }
   }

@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <memory>
-
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -32,13 +31,14 @@ class Tensor {
 
   void* data() const { return data_; }
   template <typename T>
-  T* data() const { return static_cast<T*>(data_); }
+  T* data() const {
+    return static_cast<T*>(data_);
+  }
 
   // Rows [begin, begin + count) as a tensor sharing this one's memory.
   Tensor Rows(int64_t begin, int64_t count) const {
     STRATA_CHECK(begin >= 0 && count >= 0 && begin + count <= rows_);
-    return Tensor(dtype_, count, cols_, static_cast<std::byte*>(data_) + begin * cols_ * DTypeSize(dtype_),
-                  owner_);
+    return Tensor(dtype_, count, cols_, static_cast<std::byte*>(data_) + begin * cols_ * DTypeSize(dtype_), owner_);
   }
 
  private:
@@ -50,13 +50,12 @@ class Tensor {
 };
 
 // OK when `tensor` is [rows, cols] of `dtype`; otherwise InvalidArgument naming `what` and both shapes.
-inline absl::Status ExpectShape(const Tensor& tensor, DType dtype, int64_t rows, int64_t cols,
-                                std::string_view what) {
+inline absl::Status ExpectShape(const Tensor& tensor, DType dtype, int64_t rows, int64_t cols, std::string_view what) {
   if (tensor.empty() || tensor.dtype() != dtype || tensor.rows() != rows || tensor.cols() != cols) {
-    return absl::InvalidArgumentError(StrCat(
-        what, ": expected ", DTypeName(dtype), "[", rows, ", ", cols, "], got ",
-        tensor.empty() ? std::string("no tensor")
-                       : StrCat(DTypeName(tensor.dtype()), "[", tensor.rows(), ", ", tensor.cols(), "]")));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": expected ", DTypeName(dtype), "[", rows, ", ", cols, "], got ",
+               tensor.empty() ? std::string("no tensor")
+                              : StrCat(DTypeName(tensor.dtype()), "[", tensor.rows(), ", ", tensor.cols(), "]")));
   }
   return absl::OkStatus();
 }

@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
 #include "common/status.h"
-#include "worker/model/json_errors.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/json_errors.h"
 
 namespace strata::model {
 namespace {
@@ -52,8 +52,7 @@ absl::StatusOr<std::map<std::string, std::string>> ParseWeightMap(const std::fil
   if (!index.is_object()) return absl::InvalidArgumentError(absl::StrCat(name, ": not a JSON object"));
   const auto it = index.find("weight_map");
   if (it == index.end()) return absl::InvalidArgumentError(absl::StrCat(name, ": has no 'weight_map'"));
-  if (!it->is_object())
-    return absl::InvalidArgumentError(absl::StrCat(name, ": 'weight_map' is not an object"));
+  if (!it->is_object()) return absl::InvalidArgumentError(absl::StrCat(name, ": 'weight_map' is not an object"));
   std::map<std::string, std::string> weight_map;
   for (const auto& [tensor, shard] : it->items()) {
     if (!shard.is_string()) {
@@ -62,9 +61,9 @@ absl::StatusOr<std::map<std::string, std::string>> ParseWeightMap(const std::fil
     }
     const auto& shard_name = shard.get_ref<const std::string&>();
     if (!IsSafeShardName(shard_name)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": weight_map maps tensor ", Quoted(tensor), " to ", Quoted(shard_name),
-                       ", which is not a file name inside the model directory"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": weight_map maps tensor ", Quoted(tensor), " to ",
+                                                     Quoted(shard_name),
+                                                     ", which is not a file name inside the model directory"));
     }
     weight_map.emplace(tensor, shard_name);
   }
@@ -86,8 +85,8 @@ absl::Status OpenSharded(const std::filesystem::path& model_dir, std::vector<Ten
     const std::filesystem::path shard_path = model_dir / shard;
     absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(shard_path);
     if (absl::IsNotFound(file.status())) {
-      return absl::NotFoundError(absl::StrCat(index_name, ": lists shard ", Quoted(shard), " but ",
-                                              shard_path.string(), " does not exist"));
+      return absl::NotFoundError(
+          absl::StrCat(index_name, ": lists shard ", Quoted(shard), " but ", shard_path.string(), " does not exist"));
     }
     if (!file.ok()) return file.status();
     for (const TensorInfo& tensor : file->tensors()) {
@@ -98,9 +97,8 @@ absl::Status OpenSharded(const std::filesystem::path& model_dir, std::vector<Ten
                                                        Quoted(shard)));
       }
       if (!weight_map.contains(tensor.name)) {
-        return absl::InvalidArgumentError(absl::StrCat(index_name, ": shard ", Quoted(shard),
-                                                       " holds tensor ", Quoted(tensor.name),
-                                                       ", which the weight_map does not list"));
+        return absl::InvalidArgumentError(absl::StrCat(index_name, ": shard ", Quoted(shard), " holds tensor ",
+                                                       Quoted(tensor.name), ", which the weight_map does not list"));
       }
       tensors.push_back(tensor);
     }
@@ -110,8 +108,7 @@ absl::Status OpenSharded(const std::filesystem::path& model_dir, std::vector<Ten
     const auto it = shard_of.find(tensor);
     if (it == shard_of.end() || *it->second != shard) {
       return absl::InvalidArgumentError(absl::StrCat(index_name, ": weight_map puts tensor ", Quoted(tensor),
-                                                     " in shard ", Quoted(shard),
-                                                     ", which does not hold it"));
+                                                     " in shard ", Quoted(shard), ", which does not hold it"));
     }
   }
   return absl::OkStatus();
@@ -132,8 +129,7 @@ absl::StatusOr<Checkpoint> Checkpoint::Open(const std::filesystem::path& model_d
   std::vector<std::filesystem::path> files;
   if (has_index) {
     STRATA_RETURN_IF_ERROR(OpenSharded(model_dir, tensors, files));
-    std::sort(tensors.begin(), tensors.end(),
-              [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+    std::sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
     return Checkpoint(std::move(tensors), std::move(files));
   }
   STRATA_ASSIGN_OR_RETURN(const bool has_single, Exists(single_path));

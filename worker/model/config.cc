@@ -3,10 +3,10 @@
 #include <charconv>
 #include <optional>
 
-#include "common/strings.h"
 #include "absl/strings/str_join.h"
 #include "common/file.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/json_errors.h"
 
@@ -39,8 +39,7 @@ class ConfigReader {
 
   // In [1, kMaxSize]: sizes past it are corrupt files, and bounding them keeps every product of two
   // sizes (vocab x hidden, heads x head_dim) far from overflow.
-  absl::StatusOr<int64_t> PositiveInt(std::string_view key,
-                                      std::optional<int64_t> fallback = std::nullopt) const {
+  absl::StatusOr<int64_t> PositiveInt(std::string_view key, std::optional<int64_t> fallback = std::nullopt) const {
     STRATA_ASSIGN_OR_RETURN(int64_t value, Int(key, fallback));
     if (value <= 0 || value > kMaxSize) {
       return absl::InvalidArgumentError(
@@ -95,8 +94,8 @@ class ConfigReader {
   }
 
   absl::Status WrongType(std::string_view key, std::string_view expected, const json& value) const {
-    return absl::InvalidArgumentError(StrCat(source_, ": '", prefix_, key, "' must be ", expected,
-                                                   ", got ", value.dump()));
+    return absl::InvalidArgumentError(
+        StrCat(source_, ": '", prefix_, key, "' must be ", expected, ", got ", value.dump()));
   }
 
   const json& object_;
@@ -130,9 +129,9 @@ absl::StatusOr<Architecture> ParseArchitecture(const json& root, std::string_vie
     return absl::InvalidArgumentError(
         StrCat(source, ": neither 'architectures' nor 'model_type' says what the model is"));
   }
-  return absl::InvalidArgumentError(StrCat(
-      source, ": architecture '", named,
-      "' is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)"));
+  return absl::InvalidArgumentError(
+      StrCat(source, ": architecture '", named,
+             "' is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)"));
 }
 
 // RoPE settings live in `rope_parameters` (transformers 5.x) or in top-level `rope_theta` plus an
@@ -173,8 +172,8 @@ absl::StatusOr<RopeConfig> ParseRope(const json& root, std::string_view source) 
   }
   if (type == "default") return rope;
   if (type != "llama3") {
-    return absl::InvalidArgumentError(StrCat(
-        source, ": rope type '", type, "' is not supported (supported: default, llama3)"));
+    return absl::InvalidArgumentError(
+        StrCat(source, ": rope type '", type, "' is not supported (supported: default, llama3)"));
   }
   rope.type = RopeType::kLlama3;
   STRATA_ASSIGN_OR_RETURN(rope.factor, reader.Number("factor"));
@@ -183,18 +182,17 @@ absl::StatusOr<RopeConfig> ParseRope(const json& root, std::string_view source) 
   STRATA_ASSIGN_OR_RETURN(rope.original_max_position_embeddings,
                           reader.PositiveInt("original_max_position_embeddings"));
   if (!(rope.factor > 0) || !(rope.low_freq_factor > 0) || !(rope.high_freq_factor > rope.low_freq_factor)) {
-    return absl::InvalidArgumentError(StrCat(
-        source, ": llama3 rope scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0, got factor ",
-        rope.factor, ", low_freq_factor ", rope.low_freq_factor, ", high_freq_factor ", rope.high_freq_factor));
+    return absl::InvalidArgumentError(
+        StrCat(source, ": llama3 rope scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0, got factor ",
+               rope.factor, ", low_freq_factor ", rope.low_freq_factor, ", high_freq_factor ", rope.high_freq_factor));
   }
   return rope;
 }
 
 // Per-layer sliding windows. transformers 5.x lists `layer_types`; 4.x derives them: Mistral applies
 // `sliding_window` to every layer, Qwen2 only with `use_sliding_window` and from `max_window_layers` on.
-absl::StatusOr<std::vector<int64_t>> ParseLayerWindows(const json& root, const ConfigReader& reader,
-                                                       Architecture arch, int64_t num_layers,
-                                                       std::string_view source) {
+absl::StatusOr<std::vector<int64_t>> ParseLayerWindows(const json& root, const ConfigReader& reader, Architecture arch,
+                                                       int64_t num_layers, std::string_view source) {
   std::vector<int64_t> windows(num_layers, 0);
   if (arch == Architecture::kLlama) return windows;
   int64_t sliding_window = 0;
@@ -203,8 +201,8 @@ absl::StatusOr<std::vector<int64_t>> ParseLayerWindows(const json& root, const C
   }
   if (auto it = root.find("layer_types"); it != root.end() && !it->is_null()) {
     if (!it->is_array() || static_cast<int64_t>(it->size()) != num_layers) {
-      return absl::InvalidArgumentError(StrCat(
-          source, ": 'layer_types' must list one type for each of the ", num_layers, " layers"));
+      return absl::InvalidArgumentError(
+          StrCat(source, ": 'layer_types' must list one type for each of the ", num_layers, " layers"));
     }
     for (int64_t i = 0; i < num_layers; ++i) {
       const json& type = (*it)[i];
@@ -213,9 +211,9 @@ absl::StatusOr<std::vector<int64_t>> ParseLayerWindows(const json& root, const C
         windows[i] = sliding_window;
         continue;
       }
-      return absl::InvalidArgumentError(StrCat(
-          source, ": layer_types[", i, "] is ", type.dump(),
-          type == "sliding_attention" ? " but 'sliding_window' is not set" : ", which is not supported"));
+      return absl::InvalidArgumentError(
+          StrCat(source, ": layer_types[", i, "] is ", type.dump(),
+                 type == "sliding_attention" ? " but 'sliding_window' is not set" : ", which is not supported"));
     }
     return windows;
   }
@@ -245,21 +243,20 @@ absl::StatusOr<ModelConfig> ParseRoot(const json& root, std::string_view source)
   STRATA_ASSIGN_OR_RETURN(config.intermediate_size, reader.PositiveInt("intermediate_size"));
   STRATA_ASSIGN_OR_RETURN(config.num_layers, reader.PositiveInt("num_hidden_layers"));
   if (config.num_layers > kMaxLayers) {
-    return absl::InvalidArgumentError(StrCat(source, ": 'num_hidden_layers' must be at most ", kMaxLayers,
-                                             ", got ", config.num_layers));
+    return absl::InvalidArgumentError(
+        StrCat(source, ": 'num_hidden_layers' must be at most ", kMaxLayers, ", got ", config.num_layers));
   }
   STRATA_ASSIGN_OR_RETURN(config.num_heads, reader.PositiveInt("num_attention_heads"));
   STRATA_ASSIGN_OR_RETURN(config.num_kv_heads, reader.PositiveInt("num_key_value_heads", config.num_heads));
   if (config.hidden_size % config.num_heads != 0 && !reader.Has("head_dim")) {
     return absl::InvalidArgumentError(StrCat(source, ": hidden_size ", config.hidden_size,
-                                                   " is not a multiple of num_attention_heads ",
-                                                   config.num_heads, " and 'head_dim' is not given"));
+                                             " is not a multiple of num_attention_heads ", config.num_heads,
+                                             " and 'head_dim' is not given"));
   }
   STRATA_ASSIGN_OR_RETURN(config.head_dim, reader.PositiveInt("head_dim", config.hidden_size / config.num_heads));
   if (config.num_heads % config.num_kv_heads != 0) {
     return absl::InvalidArgumentError(StrCat(source, ": num_attention_heads ", config.num_heads,
-                                                   " is not a multiple of num_key_value_heads ",
-                                                   config.num_kv_heads));
+                                             " is not a multiple of num_key_value_heads ", config.num_kv_heads));
   }
   if (config.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(StrCat(source, ": head_dim must be even for RoPE, got ", config.head_dim));
@@ -267,13 +264,12 @@ absl::StatusOr<ModelConfig> ParseRoot(const json& root, std::string_view source)
   STRATA_ASSIGN_OR_RETURN(config.rms_norm_eps, reader.Number("rms_norm_eps", 1e-6));
   STRATA_ASSIGN_OR_RETURN(std::string act, reader.String("hidden_act", std::string("silu")));
   if (act != "silu") {
-    return absl::InvalidArgumentError(
-        StrCat(source, ": hidden_act '", act, "' is not supported (supported: silu)"));
+    return absl::InvalidArgumentError(StrCat(source, ": hidden_act '", act, "' is not supported (supported: silu)"));
   }
   STRATA_ASSIGN_OR_RETURN(double partial_rotary, reader.Number("partial_rotary_factor", 1.0));
   if (partial_rotary != 1.0) {
-    return absl::InvalidArgumentError(StrCat(
-        source, ": partial_rotary_factor ", partial_rotary, " is not supported (only 1.0)"));
+    return absl::InvalidArgumentError(
+        StrCat(source, ": partial_rotary_factor ", partial_rotary, " is not supported (only 1.0)"));
   }
   STRATA_ASSIGN_OR_RETURN(config.rope, ParseRope(root, source));
   STRATA_ASSIGN_OR_RETURN(config.tie_word_embeddings, reader.Bool("tie_word_embeddings", false));
@@ -297,8 +293,8 @@ absl::StatusOr<ModelConfig> ParseRoot(const json& root, std::string_view source)
   STRATA_ASSIGN_OR_RETURN(config.eos_token_ids, reader.IntList("eos_token_id"));
   for (int64_t id : config.eos_token_ids) {
     if (id < 0 || id >= config.vocab_size) {
-      return absl::InvalidArgumentError(StrCat(source, ": eos_token_id ", id, " is outside the vocabulary [0, ",
-                                               config.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          StrCat(source, ": eos_token_id ", id, " is outside the vocabulary [0, ", config.vocab_size, ")"));
     }
   }
   if (config.bos_token_id >= config.vocab_size || config.bos_token_id < -1) {
@@ -320,24 +316,27 @@ std::string ExactDouble(double value) {
 
 std::string_view ArchitectureName(Architecture arch) {
   switch (arch) {
-    case Architecture::kLlama: return "LlamaForCausalLM";
-    case Architecture::kQwen2: return "Qwen2ForCausalLM";
-    case Architecture::kMistral: return "MistralForCausalLM";
+    case Architecture::kLlama:
+      return "LlamaForCausalLM";
+    case Architecture::kQwen2:
+      return "Qwen2ForCausalLM";
+    case Architecture::kMistral:
+      return "MistralForCausalLM";
   }
   STRATA_CHECK(false);
   return "";
 }
 
 std::string ModelConfig::Canonical() const {
-  return StrCat(
-      "arch=", ArchitectureName(architecture), ";vocab=", vocab_size, ";hidden=", hidden_size,
-      ";intermediate=", intermediate_size, ";layers=", num_layers, ";heads=", num_heads,
-      ";kv_heads=", num_kv_heads, ";head_dim=", head_dim, ";rms_eps=", ExactDouble(rms_norm_eps),
-      ";rope=", rope.type == RopeType::kLlama3 ? "llama3" : "default", ";rope_theta=", ExactDouble(rope.theta),
-      ";rope_factor=", ExactDouble(rope.factor), ";rope_low=", ExactDouble(rope.low_freq_factor), ";rope_high=", ExactDouble(rope.high_freq_factor),
-      ";rope_original_max=", rope.original_max_position_embeddings, ";tied=", tie_word_embeddings,
-      ";qkv_bias=", qkv_bias, ";o_bias=", o_bias, ";mlp_bias=", mlp_bias,
-      ";windows=", absl::StrJoin(layer_window, ","));
+  return StrCat("arch=", ArchitectureName(architecture), ";vocab=", vocab_size, ";hidden=", hidden_size,
+                ";intermediate=", intermediate_size, ";layers=", num_layers, ";heads=", num_heads,
+                ";kv_heads=", num_kv_heads, ";head_dim=", head_dim, ";rms_eps=", ExactDouble(rms_norm_eps),
+                ";rope=", rope.type == RopeType::kLlama3 ? "llama3" : "default",
+                ";rope_theta=", ExactDouble(rope.theta), ";rope_factor=", ExactDouble(rope.factor),
+                ";rope_low=", ExactDouble(rope.low_freq_factor), ";rope_high=", ExactDouble(rope.high_freq_factor),
+                ";rope_original_max=", rope.original_max_position_embeddings, ";tied=", tie_word_embeddings,
+                ";qkv_bias=", qkv_bias, ";o_bias=", o_bias, ";mlp_bias=", mlp_bias,
+                ";windows=", absl::StrJoin(layer_window, ","));
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, std::string_view source) {

@@ -34,19 +34,19 @@ struct ModelConfig {
   int64_t intermediate_size = 0;
   int64_t num_layers = 0;
   int64_t num_heads = 0;
-  int64_t num_kv_heads = 0;           // == num_heads when the config omits it
-  int64_t head_dim = 0;               // hidden_size / num_heads when the config omits it
+  int64_t num_kv_heads = 0;  // == num_heads when the config omits it
+  int64_t head_dim = 0;      // hidden_size / num_heads when the config omits it
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;              // Qwen2 always; Llama when `attention_bias`
-  bool o_bias = false;                // Llama when `attention_bias`
-  bool mlp_bias = false;              // Llama when `mlp_bias`
+  bool qkv_bias = false;  // Qwen2 always; Llama when `attention_bias`
+  bool o_bias = false;    // Llama when `attention_bias`
+  bool mlp_bias = false;  // Llama when `mlp_bias`
   // Attention window of each layer in tokens; 0 = full causal attention. A query at position p sees
   // keys at positions (p - window, p].
   std::vector<int64_t> layer_window;
   int64_t max_position_embeddings = 0;
-  int64_t bos_token_id = -1;          // -1 when absent
+  int64_t bos_token_id = -1;  // -1 when absent
   std::vector<int64_t> eos_token_ids;
 
   int64_t q_dim() const { return num_heads * head_dim; }

@@ -43,8 +43,7 @@ ModelFingerprint ComputeFingerprint(std::string_view config_canonical, const Che
   const absl::Span<const TensorInfo> tensors = checkpoint.tensors();
 
   std::vector<Piece> pieces;
-  std::vector<size_t> first_piece(tensors.size() +
-                                  1);  // pieces of tensor t: [first_piece[t], first_piece[t+1])
+  std::vector<size_t> first_piece(tensors.size() + 1);  // pieces of tensor t: [first_piece[t], first_piece[t+1])
   for (size_t t = 0; t < tensors.size(); ++t) {
     first_piece[t] = pieces.size();
     const absl::Span<const std::byte> bytes = tensors[t].bytes;

@@ -16,7 +16,7 @@ namespace strata::model {
 struct Model {
   std::filesystem::path dir;
   ModelConfig config;
-  Checkpoint checkpoint;              // memory-mapped weights, checked against `config`
+  Checkpoint checkpoint;               // memory-mapped weights, checked against `config`
   std::optional<Tokenizer> tokenizer;  // absent when the directory has no tokenizer.json
   ModelFingerprint fingerprint;
 };

@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
-#include "worker/model/json_errors.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/json_errors.h"
 
 namespace strata::model {
 namespace {
@@ -65,8 +65,7 @@ absl::StatusOr<MappedFile> MapFile(const std::filesystem::path& path) {
   void* address = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (address == MAP_FAILED) return absl::ErrnoToStatus(errno, absl::StrCat(name, ": cannot mmap"));
   MappedFile out;
-  out.mapping =
-      std::shared_ptr<const void>(address, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+  out.mapping = std::shared_ptr<const void>(address, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
   out.data = static_cast<const std::byte*>(address);
   out.size = size;
   return out;
@@ -98,8 +97,7 @@ absl::Status ParseEntry(const std::string& where, const Json& entry, uint64_t da
   for (size_t i = 0; i < shape_it->size(); ++i) {
     const Json& dim = (*shape_it)[i];
     if (!dim.is_number_integer()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, " has shape dimension ", i, " that is not an integer"));
+      return absl::InvalidArgumentError(absl::StrCat(where, " has shape dimension ", i, " that is not an integer"));
     }
     // nlohmann stores non-negative integers as unsigned and negative ones as signed.
     if (!dim.is_number_unsigned()) {
@@ -115,8 +113,7 @@ absl::Status ParseEntry(const std::string& where, const Json& entry, uint64_t da
   }
 
   const auto offsets_it = entry.find("data_offsets");
-  if (offsets_it == entry.end())
-    return absl::InvalidArgumentError(absl::StrCat(where, " has no 'data_offsets'"));
+  if (offsets_it == entry.end()) return absl::InvalidArgumentError(absl::StrCat(where, " has no 'data_offsets'"));
   if (!offsets_it->is_array() || offsets_it->size() != 2 || !(*offsets_it)[0].is_number_unsigned() ||
       !(*offsets_it)[1].is_number_unsigned()) {
     return absl::InvalidArgumentError(
@@ -136,8 +133,8 @@ absl::Status ParseEntry(const std::string& where, const Json& entry, uint64_t da
   if (__builtin_mul_overflow(num_elements, static_cast<int64_t>(DTypeSize(info.dtype)), &expected_bytes) ||
       static_cast<uint64_t>(expected_bytes) != end - begin) {
     return absl::InvalidArgumentError(absl::StrCat(where, " has ", end - begin, " bytes but shape [",
-                                                   absl::StrJoin(info.shape, ", "), "] of ", dtype_name,
-                                                   " needs ", num_elements, " x ", DTypeSize(info.dtype)));
+                                                   absl::StrJoin(info.shape, ", "), "] of ", dtype_name, " needs ",
+                                                   num_elements, " x ", DTypeSize(info.dtype)));
   }
   return absl::OkStatus();
 }
@@ -147,8 +144,7 @@ absl::Status CheckMetadata(const std::string& name, const Json& metadata) {
   if (ok) {
     for (const auto& [key, value] : metadata.items()) ok = ok && value.is_string();
   }
-  if (!ok)
-    return absl::InvalidArgumentError(absl::StrCat(name, ": '__metadata__' is not an object of strings"));
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat(name, ": '__metadata__' is not an object of strings"));
   return absl::OkStatus();
 }
 
@@ -164,9 +160,9 @@ absl::Status CheckTiling(const std::string& name, const std::vector<TensorInfo>&
   for (size_t i : order) {
     const auto [begin, end] = ranges[i];
     if (begin < covered) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": tensor ", Quoted(tensors[i].name), " at bytes [", begin, ", ", end,
-                       ") overlaps tensor ", Quoted(previous->name), " which ends at byte ", covered));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": tensor ", Quoted(tensors[i].name), " at bytes [", begin,
+                                                     ", ", end, ") overlaps tensor ", Quoted(previous->name),
+                                                     " which ends at byte ", covered));
     }
     if (begin > covered) {
       return absl::InvalidArgumentError(
@@ -176,27 +172,25 @@ absl::Status CheckTiling(const std::string& name, const std::vector<TensorInfo>&
     previous = &tensors[i];
   }
   if (covered != data_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": bytes [", covered, ", ", data_bytes,
-                                                   ") of the data section belong to no tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": bytes [", covered, ", ", data_bytes, ") of the data section belong to no tensor"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<TensorInfo>> ParseTensors(const std::filesystem::path& path,
-                                                     const MappedFile& file) {
+absl::StatusOr<std::vector<TensorInfo>> ParseTensors(const std::filesystem::path& path, const MappedFile& file) {
   const std::string name = path.string();
   uint64_t header_bytes = 0;
   for (size_t i = 0; i < kHeaderLengthBytes; ++i) {
     header_bytes |= static_cast<uint64_t>(file.data[i]) << (8 * i);
   }
   if (header_bytes > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": header length ", header_bytes,
-                                                   " exceeds the limit of ", kMaxSafetensorsHeaderBytes,
-                                                   " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": header length ", header_bytes, " exceeds the limit of ",
+                                                   kMaxSafetensorsHeaderBytes, " bytes"));
   }
   if (header_bytes > file.size - kHeaderLengthBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": header length ", header_bytes, " reaches past the end of the file (", file.size, " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": header length ", header_bytes,
+                                                   " reaches past the end of the file (", file.size, " bytes)"));
   }
   const auto* header_begin = reinterpret_cast<const char*>(file.data + kHeaderLengthBytes);
   const std::byte* data = file.data + kHeaderLengthBytes + header_bytes;
@@ -206,11 +200,9 @@ absl::StatusOr<std::vector<TensorInfo>> ParseTensors(const std::filesystem::path
   try {
     header = Json::parse(header_begin, header_begin + header_bytes);
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": header is not valid JSON: ", DescribeJsonError(e)));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": header is not valid JSON: ", DescribeJsonError(e)));
   }
-  if (!header.is_object())
-    return absl::InvalidArgumentError(absl::StrCat(name, ": header is not a JSON object"));
+  if (!header.is_object()) return absl::InvalidArgumentError(absl::StrCat(name, ": header is not a JSON object"));
 
   const std::string file_name = path.filename().string();
   std::vector<TensorInfo> tensors;
@@ -237,8 +229,7 @@ absl::StatusOr<std::vector<TensorInfo>> ParseTensors(const std::filesystem::path
   STRATA_RETURN_IF_ERROR(CheckTiling(name, tensors, ranges, data_bytes));
   // The JSON object's keys are unique and std::map-ordered, but sort explicitly rather than rely on
   // nlohmann's container choice.
-  std::sort(tensors.begin(), tensors.end(),
-            [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  std::sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
   return tensors;
 }
 
@@ -256,9 +247,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::filesystem::pat
   return SafetensorsFile(path, std::move(tensors));
 }
 
-const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
-  return FindTensorByName(tensors_, name);
-}
+const TensorInfo* SafetensorsFile::Find(std::string_view name) const { return FindTensorByName(tensors_, name); }
 
 const TensorInfo* FindTensorByName(absl::Span<const TensorInfo> tensors, std::string_view name) {
   const auto it = std::lower_bound(tensors.begin(), tensors.end(), name,

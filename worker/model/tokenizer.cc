@@ -254,8 +254,9 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
       if (token.normalized) {
         absl::StatusOr<std::string> normalized = impl->normalizer.Apply(token.content);
         if (!normalized.ok()) {
-          return root_where.Field("added_tokens").Element(i).Error(
-              strata::StrCat("cannot be normalized: ", normalized.status().message()));
+          return root_where.Field("added_tokens")
+              .Element(i)
+              .Error(strata::StrCat("cannot be normalized: ", normalized.status().message()));
         }
         token.content = *std::move(normalized);
         normalized_tokens.push_back(std::move(token));
@@ -267,8 +268,8 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
       for (const TemplateItem& item : items) {
         for (const int32_t id : item.ids) {
           if (static_cast<size_t>(id) >= vocab_size || impl->id_kinds[id] == Impl::IdKind::kNone) {
-            return root_where.Field("post_processor").Error(
-                strata::StrCat("adds token id ", id, ", which neither model.vocab nor added_tokens defines"));
+            return root_where.Field("post_processor")
+                .Error(strata::StrCat("adds token id ", id, ", which neither model.vocab nor added_tokens defines"));
           }
         }
       }

@@ -52,7 +52,8 @@ class Tokenizer {
   // The ids of `text`, as Hugging Face `tokenizers` gives them. Added tokens (e.g. "<|end_of_text|>")
   // in the text map to their ids with either `special` mode. InvalidArgumentError when `text` is not
   // valid UTF-8.
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, SpecialTokens special = SpecialTokens::kInclude) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
+                                              SpecialTokens special = SpecialTokens::kInclude) const;
 
   // The text of `ids`. Added tokens give their content; special ones are left out with
   // SpecialTokens::kSkip. Bytes that do not form valid UTF-8 become U+FFFD (one per maximal ill-formed

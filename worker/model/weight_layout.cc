@@ -69,9 +69,9 @@ absl::Status CheckTensors(const ModelConfig& config, const Checkpoint& checkpoin
     expected.insert(spec.name);
     const TensorInfo* info = checkpoint.Find(spec.name);
     if (info == nullptr) {
-      return absl::InvalidArgumentError(StrCat(
-          "tensor '", spec.name, "' is missing from the checkpoint (", ArchitectureName(config.architecture),
-          " with ", config.num_layers, " layers needs it)"));
+      return absl::InvalidArgumentError(StrCat("tensor '", spec.name, "' is missing from the checkpoint (",
+                                               ArchitectureName(config.architecture), " with ", config.num_layers,
+                                               " layers needs it)"));
     }
     if (info->shape != spec.shape) {
       return absl::InvalidArgumentError(StrCat(info->file, ": tensor '", spec.name, "' has shape [",
@@ -85,8 +85,8 @@ absl::Status CheckTensors(const ModelConfig& config, const Checkpoint& checkpoin
       continue;
     }
     return absl::InvalidArgumentError(StrCat(info.file, ": unexpected tensor '", info.name, "' (not part of ",
-                                             ArchitectureName(config.architecture), " with ",
-                                             config.num_layers, " layers)"));
+                                             ArchitectureName(config.architecture), " with ", config.num_layers,
+                                             " layers)"));
   }
   return absl::OkStatus();
 }

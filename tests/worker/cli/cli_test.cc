@@ -56,8 +56,8 @@ const std::string kLlama = (testing::TestDataDir() / "models" / "llama3-tiny").s
 TEST(StrataCli, GenerateJsonReproducesTheGreedyGolden) {
   auto golden = testing::LoadModelGolden(testing::TestDataDir() / "models/llama3-tiny/golden.json");
   ASSERT_TRUE(golden.ok());
-  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt-ids", absl::StrJoin(golden->prompt_ids, ","),
-                          "--max-new-tokens", "24", "--json"});
+  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt-ids",
+                                    absl::StrJoin(golden->prompt_ids, ","), "--max-new-tokens", "24", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const auto j = nlohmann::json::parse(run.out);
   EXPECT_EQ(j.at("prompt_ids").get<std::vector<int32_t>>(), golden->prompt_ids);
@@ -67,22 +67,24 @@ TEST(StrataCli, GenerateJsonReproducesTheGreedyGolden) {
 }
 
 TEST(StrataCli, GenerateFromTextAddsBeginOfTextAndPrintsTheText) {
-  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5",
-                          "--json", "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "11"});
+  const ProcessResult run =
+      Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5", "--json",
+              "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "11"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const auto j = nlohmann::json::parse(run.out);
   EXPECT_EQ(j.at("prompt_ids").get<std::vector<int32_t>>(),
             (std::vector<int32_t>{0, 41, 70, 77, 337, 13, 331, 273, 77, 69, 2}));
   EXPECT_LE(j.at("output_ids").size(), 5u);
   // Same seed, same tokens.
-  const ProcessResult again = Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5",
-                            "--json", "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "11"});
+  const ProcessResult again =
+      Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5", "--json",
+              "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "11"});
   EXPECT_EQ(nlohmann::json::parse(again.out).at("output_ids"), j.at("output_ids"));
 }
 
 TEST(StrataCli, GenerateStatsPrintIdsAndTokensPerSecond) {
-  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt", "The quick brown fox", "--max-new-tokens", "8",
-                          "--ignore-eos", "--stats"});
+  const ProcessResult run = Strata({"generate", "--model", kLlama, "--prompt", "The quick brown fox",
+                                    "--max-new-tokens", "8", "--ignore-eos", "--stats"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("prompt_ids: [0, "));
   EXPECT_THAT(run.out, HasSubstr("output_ids: ["));
@@ -94,8 +96,9 @@ TEST(StrataCli, TokenizeJsonGivesTheGoldenIds) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(nlohmann::json::parse(run.out).at("ids").get<std::vector<int32_t>>(),
             (std::vector<int32_t>{0, 41, 70, 77, 337, 13, 331, 273, 77, 69, 2}));
-  const ProcessResult plain = Strata({"tokenize", "--tokenizer", (testing::TestDataDir() / "tokenizer/tokenizer.json").string(),
-                            "--text", "Hello, world!", "--no-special"});
+  const ProcessResult plain =
+      Strata({"tokenize", "--tokenizer", (testing::TestDataDir() / "tokenizer/tokenizer.json").string(), "--text",
+              "Hello, world!", "--no-special"});
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_EQ(plain.out, "41 70 77 337 13 331 273 77 69 2\n");
 }
@@ -154,8 +157,8 @@ TEST(StrataCli, JsonOutputSurvivesAPathThatIsNotUtf8) {
   ASSERT_TRUE(scratch.ok());
   const std::filesystem::path dir = scratch->path() / "model-\xff";
   std::filesystem::copy(kLlama, dir);
-  const ProcessResult run = Strata({"generate", "--model", dir.string(), "--prompt-ids", "0,5", "--max-new-tokens",
-                                    "2", "--json"});
+  const ProcessResult run =
+      Strata({"generate", "--model", dir.string(), "--prompt-ids", "0,5", "--max-new-tokens", "2", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(nlohmann::json::parse(run.out).at("model").get<std::string>(), HasSubstr("model-\uFFFD"));
 }

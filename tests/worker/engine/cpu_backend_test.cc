@@ -125,19 +125,24 @@ TEST_P(AttentionTest, MatchesNaiveAttention) {
   const AttentionCase c = GetParam();
   const int64_t total = c.cached + c.n, kv_width = c.kv_heads * c.head_dim;
   const Tensor k = Random(total, kv_width), v = Random(total, kv_width), q = Random(c.n, c.heads * c.head_dim);
-  KvLayer layer{.k = Poisoned(c.kv_heads * (total + 3), c.head_dim), .v = Poisoned(c.kv_heads * (total + 3), c.head_dim),
-                .num_kv_heads = c.kv_heads, .capacity_tokens = total + 3};
+  KvLayer layer{.k = Poisoned(c.kv_heads * (total + 3), c.head_dim),
+                .v = Poisoned(c.kv_heads * (total + 3), c.head_dim),
+                .num_kv_heads = c.kv_heads,
+                .capacity_tokens = total + 3};
   ASSERT_TRUE(backend_->WriteKv(k.Rows(0, c.cached), v.Rows(0, c.cached), 0, layer).ok());
   ASSERT_TRUE(backend_->WriteKv(k.Rows(c.cached, c.n), v.Rows(c.cached, c.n), c.cached, layer).ok());
-  const AttentionParams params{.num_heads = c.heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim,
-                               .scale = 1.0f / std::sqrt(float(c.head_dim)), .first_position = c.cached,
+  const AttentionParams params{.num_heads = c.heads,
+                               .num_kv_heads = c.kv_heads,
+                               .head_dim = c.head_dim,
+                               .scale = 1.0f / std::sqrt(float(c.head_dim)),
+                               .first_position = c.cached,
                                .window = c.window};
   Tensor out = Poisoned(c.n, c.heads * c.head_dim);
   ASSERT_TRUE(backend_->Attention(q, layer, params, out).ok());
-  const std::vector<float> expected = NaiveAttention(
-      std::vector<float>(q.data<float>(), q.data<float>() + q.elements()),
-      std::vector<float>(k.data<float>(), k.data<float>() + k.elements()),
-      std::vector<float>(v.data<float>(), v.data<float>() + v.elements()), c.n, c.cached, params);
+  const std::vector<float> expected =
+      NaiveAttention(std::vector<float>(q.data<float>(), q.data<float>() + q.elements()),
+                     std::vector<float>(k.data<float>(), k.data<float>() + k.elements()),
+                     std::vector<float>(v.data<float>(), v.data<float>() + v.elements()), c.n, c.cached, params);
   for (size_t i = 0; i < expected.size(); ++i) ASSERT_NEAR(out.data<float>()[i], expected[i], 1e-4) << "at " << i;
 }
 
@@ -152,7 +157,8 @@ TEST_F(CpuBackendTest, EmbedRejectsIdsOutsideTheVocabulary) {
   const Tensor table = Random(10, 4);
   Tensor out = Poisoned(2, 4);
   const std::vector<int32_t> ids = {3, 10};
-  EXPECT_THAT(backend_->Embed(table, ids, out).message(), HasSubstr("token id 10 at index 1 is outside the vocabulary"));
+  EXPECT_THAT(backend_->Embed(table, ids, out).message(),
+              HasSubstr("token id 10 at index 1 is outside the vocabulary"));
 }
 
 TEST_F(CpuBackendTest, WriteKvRejectsPositionsPastCapacity) {

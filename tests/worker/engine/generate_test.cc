@@ -15,13 +15,10 @@ using ::testing::HasSubstr;
 class GenerateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const auto dir = testing::TestDataDir() / "models" / "llama3-tiny";
-    auto golden = testing::LoadModelGolden(dir / "golden.json");
-    ASSERT_TRUE(golden.ok()) << golden.status();
-    golden_ = *std::move(golden);
-    auto model = model::OpenModel(dir);
-    ASSERT_TRUE(model.ok()) << model.status();
-    auto engine = Engine::Create(*model, CreateCpuBackend());
+    auto tiny = testing::LoadTinyModel("llama3-tiny");
+    ASSERT_TRUE(tiny.ok()) << tiny.status();
+    golden_ = std::move(tiny->golden);
+    auto engine = Engine::Create(tiny->model, CreateCpuBackend());
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = *std::move(engine);
   }

@@ -1,9 +1,10 @@
 // The CPU engine against Hugging Face transformers' float32 outputs for the three tiny checkpoints.
+#include "tests/testing/golden.h"
+
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/golden.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
@@ -17,13 +18,10 @@ constexpr double kLogitTolerance = 1e-4;  // relative L2, float32 vs float32
 class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    const auto dir = testing::TestDataDir() / "models" / GetParam();
-    auto golden = testing::LoadModelGolden(dir / "golden.json");
-    ASSERT_TRUE(golden.ok()) << golden.status();
-    golden_ = *std::move(golden);
-    auto model = model::OpenModel(dir);
-    ASSERT_TRUE(model.ok()) << model.status();
-    auto engine = Engine::Create(*model, CreateCpuBackend());
+    auto tiny = testing::LoadTinyModel(GetParam());
+    ASSERT_TRUE(tiny.ok()) << tiny.status();
+    golden_ = std::move(tiny->golden);
+    auto engine = Engine::Create(tiny->model, CreateCpuBackend());
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = *std::move(engine);
   }
@@ -77,11 +75,7 @@ TEST_P(GoldenTest, GreedyDecodingMatchesTransformers) {
 INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest,
                          ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-tiny", "mistral-window-tiny",
                                            "llama-bias-tiny"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         [](const auto& info) { return testing::TestNameOf(info.param); });
 
 }  // namespace
 }  // namespace strata::engine

@@ -3,8 +3,8 @@
 #include <optional>
 #include <string>
 
-#include "gtest/gtest.h"
 #include "common/status.h"
+#include "gtest/gtest.h"
 #include "tests/testing/golden.h"
 #include "tests/testing/safetensors_writer.h"
 #include "worker/engine/cpu_backend.h"
@@ -30,13 +30,10 @@ absl::StatusOr<std::vector<float>> AllLogits(const model::Model& model, absl::Sp
 class MiniSequenceTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    const auto dir = testing::TestDataDir() / "models" / GetParam();
-    auto golden = testing::LoadModelGolden(dir / "golden.json");
-    ASSERT_TRUE(golden.ok()) << golden.status();
-    prompt_ = golden->prompt_ids;
-    auto model = model::OpenModel(dir);
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_.emplace(*std::move(model));
+    auto tiny = testing::LoadTinyModel(GetParam());
+    ASSERT_TRUE(tiny.ok()) << tiny.status();
+    prompt_ = tiny->golden.prompt_ids;
+    model_.emplace(std::move(tiny->model));
     auto one_shot = AllLogits(*model_, prompt_, static_cast<int64_t>(prompt_.size()));
     ASSERT_TRUE(one_shot.ok()) << one_shot.status();
     one_shot_ = *std::move(one_shot);
@@ -112,12 +109,9 @@ TEST_P(MiniSequenceTest, ShardedCheckpointGivesTheSameFingerprintAndLogits) {
   EXPECT_EQ(*logits, one_shot_);
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyModels, MiniSequenceTest, ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-tiny"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(TinyModels, MiniSequenceTest,
+                         ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-tiny", "mistral-window-tiny"),
+                         [](const auto& info) { return testing::TestNameOf(info.param); });
 
 }  // namespace
 }  // namespace strata::engine

@@ -84,9 +84,8 @@ TEST(Checkpoint, OpensEveryTinyModel) {
 TEST(Checkpoint, RejectsDirectoryWithoutWeightsAsNotFound) {
   const auto checkpoint = Checkpoint::Open("/nonexistent/model");
   EXPECT_EQ(checkpoint.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(
-      std::string(checkpoint.status().message()),
-      HasSubstr("/nonexistent/model: has neither model.safetensors nor model.safetensors.index.json"));
+  EXPECT_THAT(std::string(checkpoint.status().message()),
+              HasSubstr("/nonexistent/model: has neither model.safetensors nor model.safetensors.index.json"));
 }
 
 TEST_F(CheckpointTest, ShardedCheckpointHasTheSameTensorsAndBytesAsTheSingleFile) {
@@ -196,8 +195,7 @@ TEST_F(CheckpointTest, ReportsMalformedShardByItsFileName) {
   WriteIndex(R"({"weight_map": {"a": "s1.safetensors"}})");
   const auto checkpoint = Checkpoint::Open(dir());
   EXPECT_EQ(checkpoint.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(checkpoint.status().message()),
-              HasSubstr("s1.safetensors: header is not a JSON object"));
+  EXPECT_THAT(std::string(checkpoint.status().message()), HasSubstr("s1.safetensors: header is not a JSON object"));
 }
 
 TEST_F(CheckpointTest, ShardCheckpointRefusesMoreShardsThanTensors) {

@@ -113,8 +113,7 @@ TEST_P(BadConfigTest, IsRejectedWithAMessageNamingTheProblem) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
-        BadConfig{"{not json", "not valid JSON"},
-        BadConfig{"[1, 2]", "must hold a JSON object"},
+        BadConfig{"{not json", "not valid JSON"}, BadConfig{"[1, 2]", "must hold a JSON object"},
         BadConfig{R"({"architectures": ["GPT2LMHeadModel"]})", "architecture 'GPT2LMHeadModel' is not supported"},
         BadConfig{R"({"vocab_size": 3})", "neither 'architectures' nor 'model_type'"},
         BadConfig{R"({"model_type": "llama", "vocab_size": 10})", "required key 'hidden_size' is missing"},
@@ -139,9 +138,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
                     "num_hidden_layers": 5000, "num_attention_heads": 2})",
                   "'num_hidden_layers' must be at most 1024"},
-        BadConfig{R"({"model_type": "qwen2", )" STRATA_BASE
-                  R"("num_attention_heads": 2, "sliding_window": 4, "use_sliding_window": true, "max_window_layers": -3})",
-                  "'max_window_layers' must be >= 0, got -3"},
+        BadConfig{
+            R"({"model_type": "qwen2", )" STRATA_BASE
+            R"("num_attention_heads": 2, "sliding_window": 4, "use_sliding_window": true, "max_window_layers": -3})",
+            "'max_window_layers' must be >= 0, got -3"},
         BadConfig{R"({"model_type": "llama", )" STRATA_BASE R"("num_attention_heads": 2, "eos_token_id": [1, 10]})",
                   "eos_token_id 10 is outside the vocabulary [0, 10)"}));
 #undef STRATA_BASE

@@ -113,8 +113,8 @@ TEST_F(FingerprintTest, MatchesTheDocumentedSchemeForMultiPieceTensors) {
   std::string big(kElements * 4, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + (i >> 20));
   const std::string small = testing::EncodeTensorBytes(DType::kBF16, {0.5f});
-  const ModelFingerprint actual = FingerprintOf(
-      "big", {{"small", DType::kBF16, {}, small}, {"big", DType::kF32, {kElements}, big}}, "cfg");
+  const ModelFingerprint actual =
+      FingerprintOf("big", {{"small", DType::kBF16, {}, small}, {"big", DType::kF32, {kElements}, big}}, "cfg");
 
   auto update_string = [](Sha256& hasher, std::string_view text) {
     hasher.UpdateLe64(text.size());

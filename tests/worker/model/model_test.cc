@@ -5,9 +5,9 @@
 #include <fstream>
 #include <functional>
 
+#include "common/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/status.h"
 #include "tests/testing/golden.h"
 #include "tests/testing/safetensors_writer.h"
 #include "worker/model/safetensors.h"
@@ -30,8 +30,8 @@ class EditedModel {
     STRATA_CHECK(file.ok());
     std::vector<testing::TensorToWrite> tensors;
     for (const TensorInfo& t : file->tensors()) {
-      tensors.push_back({t.name, t.dtype, t.shape,
-                         std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
+      tensors.push_back(
+          {t.name, t.dtype, t.shape, std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
     }
     edit(tensors);
     STRATA_CHECK(testing::WriteSafetensors(path() / "model.safetensors", tensors).ok());

@@ -147,11 +147,10 @@ TEST_F(SafetensorsTest, RoundTripsF16AndBf16Bytes) {
   const std::vector<float> values = {1.0f, -2.5f, 0.333f, 65504.0f, -0.0f, 1e-3f};
   const std::string f16 = testing::EncodeTensorBytes(DType::kF16, values);
   const std::string bf16 = testing::EncodeTensorBytes(DType::kBF16, values);
-  ASSERT_TRUE(
-      testing::WriteSafetensors(Path("model.safetensors"),
-                                {{"half", DType::kF16, {2, 3}, f16}, {"brain", DType::kBF16, {6}, bf16}},
-                                {{"format", "pt"}})
-          .ok());
+  ASSERT_TRUE(testing::WriteSafetensors(Path("model.safetensors"),
+                                        {{"half", DType::kF16, {2, 3}, f16}, {"brain", DType::kBF16, {6}, bf16}},
+                                        {{"format", "pt"}})
+                  .ok());
   const auto file = SafetensorsFile::Open(Path("model.safetensors"));
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_EQ(file->tensors().size(), 2u);
@@ -180,11 +179,10 @@ TEST_F(SafetensorsTest, RoundTripsF16AndBf16Bytes) {
 TEST_F(SafetensorsTest, AcceptsTensorsMisalignedForTheirDtype) {
   // A 1-element F16 first puts the F32 tensor at data offset 2.
   const std::string f32 = testing::EncodeTensorBytes(DType::kF32, {3.5f, -1.0f});
-  ASSERT_TRUE(
-      testing::WriteSafetensors(Path("model.safetensors"),
-                                {{"a", DType::kF16, {1}, testing::EncodeTensorBytes(DType::kF16, {1.0f})},
-                                 {"b", DType::kF32, {2}, f32}})
-          .ok());
+  ASSERT_TRUE(testing::WriteSafetensors(Path("model.safetensors"),
+                                        {{"a", DType::kF16, {1}, testing::EncodeTensorBytes(DType::kF16, {1.0f})},
+                                         {"b", DType::kF32, {2}, f32}})
+                  .ok());
   const auto file = SafetensorsFile::Open(Path("model.safetensors"));
   ASSERT_TRUE(file.ok()) << file.status();
   const TensorInfo* b = file->Find("b");
@@ -227,8 +225,7 @@ TEST_F(SafetensorsTest, RejectsHeaderPastEndOfFile) {
   ASSERT_TRUE(testing::WriteRawFile(Path("model.safetensors"), raw).ok());
   const auto file = SafetensorsFile::Open(Path("model.safetensors"));
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(file.status().message()),
-              HasSubstr("header length 100 reaches past the end of the file"));
+  EXPECT_THAT(std::string(file.status().message()), HasSubstr("header length 100 reaches past the end of the file"));
   EXPECT_THAT(std::string(file.status().message()), HasSubstr("model.safetensors"));
 }
 
@@ -294,14 +291,12 @@ TEST_F(SafetensorsTest, RejectsNegativeDimension) {
 TEST_F(SafetensorsTest, RejectsUnsupportedDtypeNamingTheSupportedOnes) {
   ExpectRejected(R"({"w": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}})", "abcdefgh",
                  "tensor 'w' has unsupported dtype 'F64' (supported: F32, F16, BF16)");
-  ExpectRejected(R"({"w": {"dtype": "I8", "shape": [1], "data_offsets": [0, 1]}})", "a",
-                 "unsupported dtype 'I8'");
+  ExpectRejected(R"({"w": {"dtype": "I8", "shape": [1], "data_offsets": [0, 1]}})", "a", "unsupported dtype 'I8'");
 }
 
 TEST_F(SafetensorsTest, RejectsTensorEndingPastTheDataSection) {
-  ExpectRejected(
-      R"({"model.layers.3.mlp.up_proj.weight": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}})",
-      "abcdefgh", "tensor 'model.layers.3.mlp.up_proj.weight' ends at byte 12 but the data section has 8");
+  ExpectRejected(R"({"model.layers.3.mlp.up_proj.weight": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}})",
+                 "abcdefgh", "tensor 'model.layers.3.mlp.up_proj.weight' ends at byte 12 but the data section has 8");
 }
 
 TEST_F(SafetensorsTest, RejectsBeginPastEnd) {
@@ -323,8 +318,8 @@ TEST_F(SafetensorsTest, RejectsShapesWhoseSizeOverflows) {
                  "abcd", "element count overflows");
   ExpectRejected(R"({"w": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 4]}})", "abcd",
                  "tensor 'w' has 4 bytes but shape [4611686018427387904] of F32");
-  ExpectRejected(R"({"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 4]}})",
-                 "abcd", "element count overflows");
+  ExpectRejected(R"({"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 4]}})", "abcd",
+                 "element count overflows");
 }
 
 TEST_F(SafetensorsTest, RejectsOverlappingTensors) {

@@ -178,8 +178,7 @@ TEST(Tokenizer, MapsAddedTokensInTheTextToTheirIds) {
   EXPECT_THAT(EncodeOk(tokenizer, "<|begin_of_text|><|end_of_text|>", SpecialTokens::kSkip), ElementsAre(0, 1));
   EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, "Hello<|end_of_text|> world")),
             "<|begin_of_text|>Hello<|end_of_text|> world");
-  EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, "Hello<|end_of_text|> world"), SpecialTokens::kSkip),
-            "Hello world");
+  EXPECT_EQ(tokenizer.Decode(EncodeOk(tokenizer, "Hello<|end_of_text|> world"), SpecialTokens::kSkip), "Hello world");
 }
 
 TEST(Tokenizer, HonorsLstripAndRstripOfAddedTokens) {
@@ -388,8 +387,8 @@ TEST(TokenizerLoad, RejectsAMergeNamingATokenNotInTheVocab) {
 }
 
 TEST(TokenizerLoad, RejectsATemplateTokenIdThatNamesNoToken) {
-  const absl::Status status = LoadError(
-      TestTokenizerJsonWith("/post_processor/special_tokens/<|begin_of_text|>/ids/0"_json_pointer, 9999));
+  const absl::Status status =
+      LoadError(TestTokenizerJsonWith("/post_processor/special_tokens/<|begin_of_text|>/ids/0"_json_pointer, 9999));
   EXPECT_THAT(status.message(), HasSubstr("bad/tokenizer.json: post_processor adds token id 9999, which neither "
                                           "model.vocab nor added_tokens defines"));
 }
