@@ -23,7 +23,7 @@ demo: build
 	$(BUILD_DIR)/bin/strata generate --model $(DEMO_MODEL) --prompt "$(DEMO_PROMPT)" --max-new-tokens 32 --stats
 
 test: build
-	ctest --test-dir $(BUILD_DIR) --output-on-failure
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(shell nproc)
 
 bench: build
 	$(BUILD_DIR)/bin/strata_cpu_engine_bench

@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include "common/strings.h"
+#include "worker/engine/llama.h"
 
 namespace strata::engine {
 
@@ -12,8 +13,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::Model& model
         StrCat("mini_sequence_tokens must be positive, got ", options.mini_sequence_tokens));
   }
   STRATA_ASSIGN_OR_RETURN(LlamaModel llama, LlamaModel::Load(model.config, model.checkpoint, *backend));
-  return std::unique_ptr<Engine>(new Engine(std::move(backend), std::move(llama), options));
+  return std::unique_ptr<Engine>(
+      new Engine(std::move(backend), std::make_unique<LlamaModel>(std::move(llama)), options));
 }
+
+Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<LlamaModel> model, const EngineOptions& options)
+    : backend_(std::move(backend)), model_(std::move(model)), options_(options) {}
+
+Engine::~Engine() = default;
+
+const model::ModelConfig& Engine::config() const { return model_->config(); }
 
 absl::StatusOr<Sequence> Engine::NewSequence(int64_t capacity_tokens) {
   const model::ModelConfig& c = config();
@@ -42,7 +51,7 @@ absl::StatusOr<std::vector<float>> Engine::Forward(Sequence& sequence, absl::Spa
         StrCat("Forward: ", end, " tokens exceed the sequence capacity of ", sequence.capacity_));
   }
   STRATA_ASSIGN_OR_RETURN(std::vector<float> logits,
-                          model_.Forward(*backend_, ids, sequence.length_, absl::MakeSpan(sequence.layers_), logit_rows,
+                          model_->Forward(*backend_, ids, sequence.length_, absl::MakeSpan(sequence.layers_), logit_rows,
                                          options_.mini_sequence_tokens));
   sequence.length_ = end;
   return logits;

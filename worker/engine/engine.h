@@ -10,10 +10,11 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/engine/backend.h"
-#include "worker/engine/llama.h"
 #include "worker/model/model.h"
 
 namespace strata::engine {
+
+class LlamaModel;  // llama.h, private to the engine
 
 struct EngineOptions {
   // Rows that the projections, the MLP and the LM head see at once during prefill (MsT / MOM
@@ -52,14 +53,15 @@ class Engine {
   absl::StatusOr<std::vector<float>> Forward(Sequence& sequence, absl::Span<const int32_t> ids,
                                              absl::Span<const int64_t> logit_rows);
 
-  const model::ModelConfig& config() const { return model_.config(); }
+  const model::ModelConfig& config() const;
+
+  ~Engine();
 
  private:
-  Engine(std::unique_ptr<Backend> backend, LlamaModel model, const EngineOptions& options)
-      : backend_(std::move(backend)), model_(std::move(model)), options_(options) {}
+  Engine(std::unique_ptr<Backend> backend, std::unique_ptr<LlamaModel> model, const EngineOptions& options);
 
   std::unique_ptr<Backend> backend_;
-  LlamaModel model_;
+  std::unique_ptr<LlamaModel> model_;  // declared after backend_: weights are released first
   EngineOptions options_;
 };
 
