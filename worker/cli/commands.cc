@@ -93,7 +93,8 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   STRATA_ASSIGN_OR_RETURN(engine::GenerateResult result, engine::Generate(*engine, prompt, options, [&](int32_t token) {
                             if (stream) out << stream->Push(token) << std::flush;
                           }));
-  const double decode_tokens = static_cast<double>(result.output_ids.size()) - 1;
+  // The first new token comes from the prefill; the rest are decode steps.
+  const double decode_tokens = result.output_ids.empty() ? 0.0 : static_cast<double>(result.output_ids.size() - 1);
   const std::string finish = result.finish_reason == engine::FinishReason::kStopToken ? "stop" : "length";
 
   if (c.format == OutputFormat::kJson) {

@@ -8,6 +8,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/golden.h"
+#include "tests/testing/safetensors_writer.h"
+#include "worker/model/safetensors.h"
 
 namespace strata::engine {
 namespace {
@@ -152,6 +155,32 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                                            AttentionCase{8, 1, 64, 0, 1, 0},    // GQA 8, one token
                                            AttentionCase{4, 2, 8, 20, 7, 6},    // sliding window
                                            AttentionCase{4, 2, 8, 0, 30, 1}));  // window of one: itself only
+
+TEST_F(CpuBackendTest, AlignedF32WeightsAreUsedInPlaceAndHalfWeightsConverted) {
+  auto file = model::SafetensorsFile::Open(testing::TestDataDir() / "models/llama3-tiny/model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  const model::TensorInfo* info = file->Find("model.layers.0.mlp.up_proj.weight");
+  ASSERT_NE(info, nullptr);
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(info->bytes.data()) % alignof(float), 0u);
+  auto weight = backend_->LoadWeight(*info, 160, 64);
+  ASSERT_TRUE(weight.ok()) << weight.status();
+  EXPECT_EQ(weight->data(), static_cast<const void*>(info->bytes.data()));  // no copy
+
+  // The same values as BF16, at an odd address: converted into memory of the backend's own.
+  std::vector<float> values(info->num_elements());
+  ConvertToF32(DType::kF32, info->bytes.data(), absl::MakeSpan(values));
+  std::string bf16(1, ' ');  // one byte of padding puts the data at an odd address
+  bf16 += testing::EncodeTensorBytes(DType::kBF16, values);
+  model::TensorInfo half = *info;
+  half.dtype = DType::kBF16;
+  half.bytes = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(bf16.data()) + 1, bf16.size() - 1);
+  auto converted = backend_->LoadWeight(half, 160, 64);
+  ASSERT_TRUE(converted.ok()) << converted.status();
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(converted->data<float>()[i], Bf16ToF32(F32ToBf16(values[i]))) << i;
+  }
+  EXPECT_THAT(backend_->LoadWeight(*info, 64, 64).status().message(), HasSubstr("has 10240 elements"));
+}
 
 TEST_F(CpuBackendTest, EmbedRejectsIdsOutsideTheVocabulary) {
   const Tensor table = Random(10, 4);
