@@ -346,7 +346,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, std::string_
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(StrCat(source, ": not valid JSON: ", DescribeJsonError(e)));
   }
-  return ParseRoot(root, source);
+  absl::StatusOr<ModelConfig> config = ParseRoot(root, source);
+  if (!config.ok()) return absl::Status(config.status().code(), OneLine(config.status().message()));
+  return config;
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& path) {

@@ -31,8 +31,11 @@ void Regex::CodeDeleter::operator()(pcre2_real_code_8* code) const { pcre2_code_
 
 absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, Syntax syntax) {
   // PCRE2_LITERAL admits UTF but not UCP; UCP makes \s, \w, \d and POSIX classes follow Unicode
-  // properties, as Oniguruma (which `tokenizers` uses) does.
-  const uint32_t options = syntax == Syntax::kLiteral ? (PCRE2_UTF | PCRE2_LITERAL) : (PCRE2_UTF | PCRE2_UCP);
+  // properties, as Oniguruma (which `tokenizers` uses) does, and MULTILINE makes ^ and $ line anchors as
+  // in Oniguruma's Ruby syntax. Known difference: PCRE2 10.42 still counts U+180E (Mongolian vowel
+  // separator) as \s, Oniguruma does not; Llama 3's and Qwen2's patterns split such text differently.
+  const uint32_t options =
+      syntax == Syntax::kLiteral ? (PCRE2_UTF | PCRE2_LITERAL) : (PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error_code,

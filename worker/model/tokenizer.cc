@@ -21,7 +21,9 @@ namespace strata::model {
 namespace {
 
 // Ids index dense tables; real vocabularies stay far below this (Llama 3: 128,256).
-constexpr int32_t kMaxVocabSize = 1 << 24;
+// Ids index dense tables: a bound keeps a corrupt id from costing gigabytes (the largest vocabularies
+// published hold about 256K tokens).
+constexpr int32_t kMaxVocabSize = 1 << 21;
 
 // One item of a TemplateProcessing `single` template: the encoded text, or fixed special-token ids.
 struct TemplateItem {
@@ -207,6 +209,12 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json, std::string
     STRATA_ASSIGN_OR_RETURN(const nlohmann::json* model, RequiredField(root, "model", root_where));
     STRATA_ASSIGN_OR_RETURN(impl->model, BpeModel::FromJson(*model, root_where.Field("model")));
 
+    // Truncation and padding change the ids; running without them would give wrong ids silently.
+    for (const char* unsupported : {"truncation", "padding"}) {
+      if (auto it = root.find(unsupported); it != root.end() && !it->is_null()) {
+        return root_where.Field(unsupported).Error("is set, which Strata does not support (it must be null)");
+      }
+    }
     const auto section = [&root](const char* key) -> const nlohmann::json& {
       static const nlohmann::json kNull;
       const auto it = root.find(key);

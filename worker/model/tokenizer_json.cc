@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common/strings.h"
+#include "worker/model/json_errors.h"
 
 namespace strata::model {
 
@@ -16,8 +17,9 @@ JsonLocation JsonLocation::Element(size_t index) const {
 }
 
 absl::Status JsonLocation::Error(std::string_view problem) const {
-  if (path_.empty()) return absl::InvalidArgumentError(strata::StrCat(source_, ": ", problem));
-  return absl::InvalidArgumentError(strata::StrCat(source_, ": ", path_, " ", problem));
+  // Paths and problems quote tokens from the file, which may hold any character.
+  if (path_.empty()) return absl::InvalidArgumentError(OneLine(strata::StrCat(source_, ": ", problem)));
+  return absl::InvalidArgumentError(OneLine(strata::StrCat(source_, ": ", path_, " ", problem)));
 }
 
 absl::StatusOr<const nlohmann::json*> OptionalField(const nlohmann::json& object, std::string_view key,

@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "common/strings.h"
+#include "worker/model/json_errors.h"
 
 namespace strata::model {
 
@@ -84,7 +85,7 @@ absl::Status CheckTensors(const ModelConfig& config, const Checkpoint& checkpoin
         (config.tie_word_embeddings && info.name == kLmHead)) {
       continue;
     }
-    return absl::InvalidArgumentError(StrCat(info.file, ": unexpected tensor '", info.name, "' (not part of ",
+    return absl::InvalidArgumentError(StrCat(info.file, ": unexpected tensor ", Quoted(info.name), " (not part of ",
                                              ArchitectureName(config.architecture), " with ", config.num_layers,
                                              " layers)"));
   }

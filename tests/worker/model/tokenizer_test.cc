@@ -393,6 +393,24 @@ TEST(TokenizerLoad, RejectsATemplateTokenIdThatNamesNoToken) {
                                           "model.vocab nor added_tokens defines"));
 }
 
+TEST(TokenizerLoad, RejectsTruncationAndPadding) {
+  EXPECT_THAT(LoadError(TestTokenizerJsonWith("/truncation"_json_pointer, {{"max_length", 4}})).message(),
+              HasSubstr("bad/tokenizer.json: truncation is set, which Strata does not support"));
+  EXPECT_THAT(LoadError(TestTokenizerJsonWith("/padding"_json_pointer, {{"length", 8}})).message(),
+              HasSubstr("bad/tokenizer.json: padding is set, which Strata does not support"));
+}
+
+TEST(TokenizerLoad, ErrorsQuotingTheFileStayOnOneLine) {
+  const absl::Status status = LoadError(TestTokenizerJsonWith("/model/merges/3"_json_pointer, "a\nb c"));
+  EXPECT_THAT(status.message(), HasSubstr("model.merges[3] names 'a\\nb', which is not in model.vocab"));
+  EXPECT_EQ(std::string(status.message()).find('\n'), std::string::npos);
+}
+
+TEST(TokenizerLoad, RejectsAnAbsurdTokenId) {
+  EXPECT_THAT(LoadError(TestTokenizerJsonWith("/added_tokens/0/id"_json_pointer, 16777215)).message(),
+              HasSubstr("uses token id 16777215; Strata supports ids below 2097152"));
+}
+
 TEST(TokenizerLoad, RejectsABadRegex) {
   const absl::Status status =
       LoadError(TestTokenizerJsonWith("/pre_tokenizer/pretokenizers/0/pattern/Regex"_json_pointer, "(a|b"));
