@@ -22,8 +22,10 @@ build: configure
 demo: build
 	$(BUILD_DIR)/bin/strata generate --model $(DEMO_MODEL) --prompt "$(DEMO_PROMPT)" --max-new-tokens 32 --stats
 
+# Serial on purpose: every engine test uses all cores through OpenMP, and two at once (ctest -j2 on
+# 2 cores) ran 7x slower, their spinning thread pools fighting over the cores.
 test: build
-	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(shell nproc)
+	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
 bench: build
 	$(BUILD_DIR)/bin/strata_cpu_engine_bench
