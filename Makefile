@@ -20,6 +20,8 @@ build: configure
 	cmake --build $(BUILD_DIR)
 
 demo: build
+	@echo "strata generate on $(DEMO_MODEL): a tiny Llama with random weights, so the text is noise;"
+	@echo "its tokens are the ones Hugging Face transformers computes (see tests/data). Prompt: $(DEMO_PROMPT)"
 	$(BUILD_DIR)/bin/strata generate --model $(DEMO_MODEL) --prompt "$(DEMO_PROMPT)" --max-new-tokens 32 --stats
 
 # Serial on purpose: every engine test uses all cores through OpenMP, and two at once (ctest -j2 on
