@@ -59,9 +59,10 @@ class Backend {
   virtual absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   // out = x · weightᵀ (+ bias): x [n, in], weight [out, in] (the Hugging Face layout), bias [1, out] or empty.
   virtual absl::Status Linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) = 0;
-  // Rotates each head_dim-wide head of each row of x in place (rotate-half RoPE); row i is at position
-  // first_position + i; inv_freq is [1, head_dim / 2].
-  virtual absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& x) = 0;
+  // Rotates each head_dim-wide head of each row of q and of k in place (rotate-half RoPE); row i of both
+  // is at position first_position + i, so the angles are computed once for the two; inv_freq is
+  // [1, head_dim / 2].
+  virtual absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& q, Tensor& k) = 0;
   // Writes rows of k and v ([n, num_kv_heads * head_dim]) at positions first_position.. into `layer`.
   virtual absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) = 0;
   // Causal grouped-query attention of q [n, num_heads * head_dim] over the keys at positions

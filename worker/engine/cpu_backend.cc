@@ -154,32 +154,37 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& x) override {
+  absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& q, Tensor& k) override {
     STRATA_RETURN_IF_ERROR(ExpectF32(inv_freq, "Rope inv_freq"));
-    STRATA_RETURN_IF_ERROR(ExpectF32(x, "Rope x"));
+    STRATA_RETURN_IF_ERROR(ExpectF32(q, "Rope q"));
+    STRATA_RETURN_IF_ERROR(ExpectF32(k, "Rope k"));
     const int64_t half = inv_freq.cols(), head_dim = 2 * half;
-    if (inv_freq.rows() != 1 || x.cols() % head_dim != 0) {
-      return absl::InvalidArgumentError(
-          StrCat("Rope: row width ", x.cols(), " is not a multiple of head_dim ", head_dim));
+    if (inv_freq.rows() != 1 || q.cols() % head_dim != 0 || k.cols() % head_dim != 0 || q.rows() != k.rows()) {
+      return absl::InvalidArgumentError(StrCat("Rope: q [", q.rows(), ", ", q.cols(), "] and k [", k.rows(), ", ",
+                                               k.cols(), "] are not rows of heads of width ", head_dim));
     }
-    const int64_t heads = x.cols() / head_dim;
     const float* freq = inv_freq.data<float>();
-#pragma omp parallel for schedule(static) num_threads(threads_) if (x.elements() > kParallelElements)
-    for (int64_t row = 0; row < x.rows(); ++row) {
-      // As transformers does: the angle is a float32 product, its cosine and sine rounded to float32.
-      const float position = static_cast<float>(first_position + row);
-      std::vector<float> cos(half), sin(half);
-      for (int64_t i = 0; i < half; ++i) {
-        const float angle = position * freq[i];
-        cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
-      }
-      for (int64_t h = 0; h < heads; ++h) {
-        float* v = x.data<float>() + row * x.cols() + h * head_dim;
+#pragma omp parallel num_threads(threads_) if (q.elements() > kParallelElements)
+    {
+      std::vector<float> cos(half), sin(half);  // one row's angles, reused across rows
+#pragma omp for schedule(static)
+      for (int64_t row = 0; row < q.rows(); ++row) {
+        // As transformers does: the angle is a float32 product, its cosine and sine rounded to float32.
+        const float position = static_cast<float>(first_position + row);
         for (int64_t i = 0; i < half; ++i) {
-          const float a = v[i], b = v[i + half];
-          v[i] = a * cos[i] - b * sin[i];
-          v[i + half] = b * cos[i] + a * sin[i];
+          const float angle = position * freq[i];
+          cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+          sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+        }
+        for (Tensor* x : {&q, &k}) {
+          for (int64_t h = 0; h < x->cols() / head_dim; ++h) {
+            float* v = x->data<float>() + row * x->cols() + h * head_dim;
+            for (int64_t i = 0; i < half; ++i) {
+              const float a = v[i], b = v[i + half];
+              v[i] = a * cos[i] - b * sin[i];
+              v[i + half] = b * cos[i] + a * sin[i];
+            }
+          }
         }
       }
     }

@@ -143,8 +143,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.q, w.q_bias, s.q));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.k, w.k_bias, s.k));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.v, w.v_bias, s.v));
-      STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, s.q));
-      STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, s.k));
+      STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, s.q, s.k));
       STRATA_RETURN_IF_ERROR(backend.WriteKv(s.k, s.v, position, kv[layer]));
       AttentionParams chunk_attention = attention;
       chunk_attention.first_position = position;

@@ -65,25 +65,31 @@ TEST_F(CpuBackendTest, RmsNormMatchesDefinition) {
   }
 }
 
-TEST_F(CpuBackendTest, RopeRotatesPairsHalfAHeadApart) {
-  const int64_t head_dim = 8, heads = 2;
-  const Tensor x = Random(3, heads * head_dim);
-  const std::vector<float> before(x.data<float>(), x.data<float>() + x.elements());
+TEST_F(CpuBackendTest, RopeRotatesPairsHalfAHeadApartInQAndK) {
+  const int64_t head_dim = 8, rows = 3;
+  Tensor q = Random(rows, 4 * head_dim), k = Random(rows, 2 * head_dim);  // GQA: k has fewer heads
+  const std::vector<float> q_before(q.data<float>(), q.data<float>() + q.elements());
+  const std::vector<float> k_before(k.data<float>(), k.data<float>() + k.elements());
   const std::vector<float> inv_freq = {1.0f, 0.1f, 0.01f, 0.001f};
   auto freq = backend_->Upload(inv_freq, 1, 4);
   ASSERT_TRUE(freq.ok());
-  Tensor rotated = x;
-  ASSERT_TRUE(backend_->Rope(*freq, 5, rotated).ok());
-  for (int row = 0; row < 3; ++row) {
-    for (int h = 0; h < heads; ++h) {
-      for (int i = 0; i < 4; ++i) {
-        const double angle = (5 + row) * double{inv_freq[i]};
-        const float a = before[row * 16 + h * 8 + i], b = before[row * 16 + h * 8 + i + 4];
-        EXPECT_NEAR(rotated.data<float>()[row * 16 + h * 8 + i], a * std::cos(angle) - b * std::sin(angle), 1e-5);
-        EXPECT_NEAR(rotated.data<float>()[row * 16 + h * 8 + i + 4], b * std::cos(angle) + a * std::sin(angle), 1e-5);
+  ASSERT_TRUE(backend_->Rope(*freq, 5, q, k).ok());
+  for (auto [rotated, before] : {std::pair{&q, &q_before}, std::pair{&k, &k_before}}) {
+    const int64_t width = rotated->cols();
+    for (int64_t row = 0; row < rows; ++row) {
+      for (int64_t h = 0; h < width / head_dim; ++h) {
+        for (int64_t i = 0; i < 4; ++i) {
+          const double angle = (5 + row) * double{inv_freq[i]};
+          const int64_t at = row * width + h * head_dim + i;
+          const float a = (*before)[at], b = (*before)[at + 4];
+          EXPECT_NEAR(rotated->data<float>()[at], a * std::cos(angle) - b * std::sin(angle), 1e-5);
+          EXPECT_NEAR(rotated->data<float>()[at + 4], b * std::cos(angle) + a * std::sin(angle), 1e-5);
+        }
       }
     }
   }
+  Tensor short_k = Random(rows - 1, 2 * head_dim);
+  EXPECT_THAT(backend_->Rope(*freq, 0, q, short_k).message(), HasSubstr("are not rows of heads of width 8"));
 }
 
 // Naive grouped-query attention over explicit K/V rows [tokens, kv_heads * head_dim].
