@@ -15,6 +15,14 @@ packages=(
   libcli11-dev           # command-line parsing in the thin mains
   libgtest-dev libgmock-dev
   libbenchmark-dev
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev  # control planes
+  libucx-dev ucx-utils   # kvstore data plane (ucx_perftest is the raw-UCX baseline)
+  librocksdb-dev         # kvstore SSD tier
+  libxxhash-dev          # xxh3 block payload checksums
+  libcpp-httplib-dev     # /metrics endpoints and the OpenAI-compatible front door
+  liburing-dev           # SSD reads of the long-context engine
+  redis-server libhiredis-dev  # the Redis baseline of the kvstore benchmark
+  gnuplot-nox fio        # replay plots; the SSD baseline of the kvstore benchmark
 )
 
 missing=()
