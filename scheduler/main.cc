@@ -1,0 +1,143 @@
+// strata-scheduler: `serve` (the default) runs the daemon; `replay` runs a trace against a simulated
+// cluster. Flags map 1:1 onto scheduler::Options and replay::ReplayOptions; no logic lives here.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_split.h"
+#include "common/daemon.h"
+#include "common/log.h"
+#include "common/strings.h"
+#include "scheduler/options.h"
+#include "scheduler/replay/replay.h"
+#include "scheduler/service.h"
+
+namespace {
+
+using strata::StrCat;
+namespace sched = strata::scheduler;
+namespace replay = strata::scheduler::replay;
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "strata-scheduler: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int Serve(const sched::Options& options) {
+  strata::BlockShutdownSignals();
+  absl::StatusOr<std::unique_ptr<sched::SchedulerServer>> server = sched::SchedulerServer::Start(options);
+  if (!server.ok()) return Fail(server.status());
+  const int signal_number = strata::WaitForShutdownSignal();
+  strata::LogInfo(StrCat("event=shutdown_signal signal=", signal_number));
+  (*server)->Shutdown(absl::Seconds(5));
+  return 0;
+}
+
+absl::StatusOr<std::vector<sched::Policy>> ParsePolicies(const std::string& list) {
+  std::vector<sched::Policy> out;
+  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    std::optional<sched::Policy> policy = sched::PolicyFromName(std::string_view(name.data(), name.size()));
+    if (!policy) {
+      return absl::InvalidArgumentError(StrCat("--policies: unknown policy '", std::string(name),
+                                               "' (round-robin, least-loaded, cache-aware)"));
+    }
+    out.push_back(*policy);
+  }
+  if (out.empty()) return absl::InvalidArgumentError("--policies: none given");
+  return out;
+}
+
+int Replay(const std::string& trace_path, replay::ReplayOptions options, const std::string& policies_list,
+           const std::string& sweep_list, const std::string& plot_path, bool json) {
+  absl::StatusOr<std::vector<sched::Policy>> policies = ParsePolicies(policies_list);
+  if (!policies.ok()) return Fail(policies.status());
+  absl::StatusOr<std::vector<replay::TraceRequest>> trace = replay::ReadMooncakeTrace(trace_path, options.block_tokens);
+  if (!trace.ok()) return Fail(trace.status());
+  if (!sweep_list.empty()) {
+    std::vector<replay::SweepPoint> sweep;
+    for (absl::string_view item : absl::StrSplit(sweep_list, ',', absl::SkipEmpty())) {
+      replay::SweepPoint point;
+      if (!absl::SimpleAtod(item, &point.time_scale) || !(point.time_scale > 0)) {
+        return Fail(absl::InvalidArgumentError(StrCat("--sweep: '", std::string(item), "' is not a load factor > 0")));
+      }
+      options.time_scale = point.time_scale;
+      absl::StatusOr<replay::ReplayReport> report = replay::RunPolicies(*trace, options, *policies);
+      if (!report.ok()) return Fail(report.status());
+      point.results = report->results;
+      sweep.push_back(std::move(point));
+    }
+    std::printf("%s", replay::FormatSweepTable(sweep).c_str());
+    if (!plot_path.empty()) {
+      absl::Status plotted = replay::PlotSweep(sweep, plot_path);
+      if (!plotted.ok()) return Fail(plotted);
+      std::printf("plot: %s\n", plot_path.c_str());
+    }
+    return 0;
+  }
+  absl::StatusOr<replay::ReplayReport> report = replay::RunPolicies(*trace, options, *policies);
+  if (!report.ok()) return Fail(report.status());
+  std::printf("%s\n", json ? replay::FormatJson(*report).c_str() : replay::FormatTable(*report).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"strata-scheduler: cluster registry, global block index and cache-aware placement"};
+  app.require_subcommand(0, 1);
+
+  sched::Options options;
+  CLI::App* serve = app.add_subcommand("serve", "Run the scheduler daemon (the default)");
+  int64_t lease_ms = 5000, heartbeat_ms = 1000, tie_window_ms = 5;
+  std::string policy_name = "cache-aware";
+  serve->add_option("--grpc-address", options.grpc_address, "gRPC listen address")->capture_default_str();
+  serve->add_option("--metrics-host", options.metrics_host, "/metrics and /healthz host")->capture_default_str();
+  serve->add_option("--metrics-port", options.metrics_port, "/metrics port (0: any free)")->capture_default_str();
+  serve->add_option("--lease-ms", lease_ms, "lease of a holder without heartbeats")->capture_default_str();
+  serve->add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval told to holders")->capture_default_str();
+  serve->add_option("--index-capacity-blocks", options.index_capacity_blocks, "index bound")->capture_default_str();
+  serve->add_option("--policy", policy_name, "round-robin | least-loaded | cache-aware")->capture_default_str();
+  serve->add_option("--tie-window-ms", tie_window_ms, "estimates this close are ties")->capture_default_str();
+
+  replay::ReplayOptions replay_options;
+  std::string trace_path, policies = "round-robin,least-loaded,cache-aware", sweep, plot;
+  bool json = false;
+  CLI::App* rep = app.add_subcommand("replay", "Replay a Mooncake-format trace against a simulated cluster");
+  rep->add_option("--trace", trace_path, "JSONL trace (timestamp, input_length, output_length, hash_ids)")
+      ->required();
+  rep->add_option("--workers", replay_options.workers, "simulated workers")->capture_default_str();
+  rep->add_option("--gpu-blocks", replay_options.gpu_blocks_per_worker, "tier G per worker, blocks")
+      ->capture_default_str();
+  rep->add_option("--host-blocks", replay_options.host_blocks_per_worker, "tier H per worker, blocks")
+      ->capture_default_str();
+  rep->add_option("--kvstores", replay_options.kvstores, "simulated kvstores")->capture_default_str();
+  rep->add_option("--kvstore-dram-blocks", replay_options.kvstore_dram_blocks, "tier S per kvstore, blocks")
+      ->capture_default_str();
+  rep->add_option("--kvstore-ssd-blocks", replay_options.kvstore_ssd_blocks, "tier D per kvstore, blocks")
+      ->capture_default_str();
+  rep->add_option("--time-scale", replay_options.time_scale, "load: trace time compressed by this")
+      ->capture_default_str();
+  rep->add_option("--slo-ttft-s", replay_options.slo_ttft_s, "TTFT SLO, seconds")->capture_default_str();
+  rep->add_option("--max-requests", replay_options.max_requests, "first N requests only (0: all)")
+      ->capture_default_str();
+  rep->add_option("--policies", policies, "comma-separated policies")->capture_default_str();
+  rep->add_option("--sweep", sweep, "comma-separated loads, e.g. 1,2,4,8,16: TTFT p90 per policy per load");
+  rep->add_option("--plot", plot, "with --sweep: write this PNG (gnuplot)");
+  rep->add_flag("--json", json, "print the table as one JSON object");
+
+  CLI11_PARSE(app, argc, argv);
+  if (rep->parsed()) return Replay(trace_path, replay_options, policies, sweep, plot, json);
+
+  std::optional<sched::Policy> policy = sched::PolicyFromName(policy_name);
+  if (!policy) return Fail(absl::InvalidArgumentError(StrCat("--policy: unknown policy '", policy_name, "'")));
+  if (lease_ms <= 0 || heartbeat_ms <= 0 || heartbeat_ms * 2 > lease_ms || tie_window_ms < 0) {
+    return Fail(absl::InvalidArgumentError("--lease-ms and --heartbeat-ms must be > 0 with at least two heartbeats "
+                                           "per lease; --tie-window-ms >= 0"));
+  }
+  options.default_policy = *policy;
+  options.lease = absl::Milliseconds(lease_ms);
+  options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);
+  options.tie_window = absl::Milliseconds(tie_window_ms);
+  return Serve(options);
+}

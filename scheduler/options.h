@@ -1,0 +1,44 @@
+// The scheduler's options: one struct, flags of `strata-scheduler serve` map onto it 1:1.
+#ifndef STRATA_SCHEDULER_OPTIONS_H_
+#define STRATA_SCHEDULER_OPTIONS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/time/time.h"
+
+namespace strata::scheduler {
+
+enum class Policy : uint8_t { kRoundRobin, kLeastLoaded, kCacheAware };
+
+std::string_view PolicyName(Policy policy);                      // "round-robin", ...
+std::optional<Policy> PolicyFromName(std::string_view name);     // inverse; nullopt for anything else
+
+struct Options {
+  // A holder whose last heartbeat is older than this leaves placement and the index. Default 5 s.
+  absl::Duration lease = absl::Seconds(5);
+  // What holders are told to heartbeat at (a third of the lease or less). Default 1 s.
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  // Index capacity in blocks. An entry costs ~60-100 bytes (16-byte key, 32-byte holder sets, table
+  // slack), so the default 4Mi blocks stays under ~400 MiB. When full, STORED events for new keys are
+  // dropped and counted (existing keys still gain and lose holders): the index is a hint, and the
+  // blocks already in it are the older, more shared prefixes.
+  uint64_t index_capacity_blocks = uint64_t{4} << 20;
+  Policy default_policy = Policy::kCacheAware;
+  // Candidates whose estimates are within this of the best one are ties, broken in rotation so that
+  // equal workers do not herd onto one. Default 5 ms.
+  absl::Duration tie_window = absl::Milliseconds(5);
+  // Listen addresses of the daemon.
+  std::string grpc_address = "0.0.0.0:50070";
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 9470;
+  // A live holder that has sent no KV event for this long while its heartbeat says it sent some is
+  // logged (silence is a bug). Default 30 s.
+  absl::Duration silence_warning = absl::Seconds(30);
+};
+
+}  // namespace strata::scheduler
+
+#endif  // STRATA_SCHEDULER_OPTIONS_H_
