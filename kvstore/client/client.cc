@@ -1,0 +1,414 @@
+#include "kvstore/client/client.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "kvstore/checksum.h"
+#include "kvstore/ucx_status.h"
+
+namespace strata::kvstore {
+namespace {
+
+void OnEndpointError(void* arg, ucp_ep_h, ucs_status_t status) {
+  *static_cast<bool*>(arg) = true;
+  LogWarning(StrCat("event=kvstore_endpoint_failed status=", ucs_status_string(status)));
+}
+
+
+}  // namespace
+
+KvStoreClient::KvStoreClient(const ClientOptions& options)
+    : options_(options), batch_keys_(std::max<uint32_t>(1, options.max_batch_keys)) {}
+
+absl::StatusOr<std::unique_ptr<KvStoreClient>> KvStoreClient::Connect(const ClientOptions& options) {
+  if (options.address.empty()) return absl::InvalidArgumentError("kvstore client: no address");
+  std::unique_ptr<KvStoreClient> client(new KvStoreClient(options));
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(64 << 20);
+  client->stub_ = proto::KvStore::NewStub(
+      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), arguments));
+  ucp_config_t* config = nullptr;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_RMA;
+  const ucs_status_t init = ucp_init(&params, config, &client->context_);
+  ucp_config_release(config);
+  STRATA_UCX_RETURN_IF_ERROR(init);
+  ucp_worker_params_t worker_params{};
+  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // guarded by ucx_mutex_
+  absl::MutexLock lock(&client->ucx_mutex_);
+  STRATA_UCX_RETURN_IF_ERROR(ucp_worker_create(client->context_, &worker_params, &client->worker_));
+  STRATA_RETURN_IF_ERROR(client->EnsureConnected());
+  return client;
+}
+
+KvStoreClient::~KvStoreClient() {
+  absl::MutexLock lock(&ucx_mutex_);
+  Disconnect();
+  for (const Region& region : regions_) ucp_mem_unmap(context_, region.memh);
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (context_ != nullptr) ucp_cleanup(context_);
+}
+
+absl::Status KvStoreClient::EnsureConnected() {
+  if (ep_ != nullptr && !ep_failed_) return absl::OkStatus();
+  Disconnect();
+  grpc::ClientContext context;
+  SetDeadline(context, options_.rpc_timeout);
+  proto::ConnectResponse response;
+  STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->Connect(&context, proto::ConnectRequest(), &response)));
+  if (response.max_batch() > 0) batch_keys_ = std::min(batch_keys_.load(), response.max_batch());
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  params.address = reinterpret_cast<const ucp_address_t*>(response.worker_address().data());
+  params.err_mode = UCP_ERR_HANDLING_MODE_PEER;  // a dead daemon fails requests instead of hanging them
+  params.err_handler.cb = OnEndpointError;
+  params.err_handler.arg = &ep_failed_;
+  ep_failed_ = false;
+  STRATA_RETURN_IF_ERROR(FromUcsStatus(ucp_ep_create(worker_, &params, &ep_),
+                                       StrCat("ucp_ep_create to kvstore ", options_.address)));
+  return absl::OkStatus();
+}
+
+void KvStoreClient::Disconnect() {
+  if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
+  rkey_ = nullptr;
+  rkey_packed_.clear();
+  if (ep_ == nullptr) return;
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  param.flags = UCP_EP_CLOSE_FLAG_FORCE;  // every transfer on it has completed or failed already
+  void* request = ucp_ep_close_nbx(ep_, &param);
+  if (UCS_PTR_IS_PTR(request)) {
+    while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+    ucp_request_free(request);
+  }
+  ep_ = nullptr;
+}
+
+absl::StatusOr<ucp_rkey_h> KvStoreClient::Rkey(const std::string& packed) {
+  if (rkey_ != nullptr && packed == rkey_packed_) return rkey_;
+  if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
+  rkey_ = nullptr;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_ep_rkey_unpack(ep_, packed.data(), &rkey_));
+  rkey_packed_ = packed;
+  return rkey_;
+}
+
+absl::Status KvStoreClient::RegisterMemory(void* data, uint64_t bytes) {
+  if (data == nullptr || bytes == 0) return absl::InvalidArgumentError("RegisterMemory: empty region");
+  absl::MutexLock lock(&ucx_mutex_);
+  ucp_mem_map_params_t params{};
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  params.address = data;
+  params.length = bytes;
+  ucp_mem_h memh = nullptr;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_mem_map(context_, &params, &memh));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+  regions_.push_back({begin, begin + bytes, memh});
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreClient::UnregisterMemory(void* data) {
+  absl::MutexLock lock(&ucx_mutex_);
+  auto it = std::find_if(regions_.begin(), regions_.end(),
+                         [&](const Region& region) { return region.begin == reinterpret_cast<uintptr_t>(data); });
+  if (it == regions_.end()) return absl::NotFoundError("UnregisterMemory: not a registered region");
+  ucp_mem_unmap(context_, it->memh);
+  regions_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ucp_mem_h> KvStoreClient::FindMemh(const void* data, uint64_t bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+  for (const Region& region : regions_) {
+    if (begin >= region.begin && begin + bytes <= region.end) return region.memh;
+  }
+  return absl::InvalidArgumentError(
+      StrCat("buffer at ", begin, " (", bytes, " bytes) is not inside memory registered with RegisterMemory"));
+}
+
+absl::Status KvStoreClient::WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms) {
+  const auto start = std::chrono::steady_clock::now();
+  auto renewed = start;
+  const auto renew_every = std::chrono::milliseconds(std::max<uint32_t>(1, lease_ttl_ms / 3));
+  absl::Status status = absl::OkStatus();
+  size_t done = 0;
+  while (done < requests.size()) {
+    ucp_worker_progress(worker_);
+    done = 0;
+    for (void*& request : requests) {
+      if (request == nullptr) {
+        ++done;
+        continue;
+      }
+      const ucs_status_t state = ucp_request_check_status(request);
+      if (state == UCS_INPROGRESS) continue;
+      if (state != UCS_OK && status.ok()) status = FromUcsStatus(state, "kvstore RMA transfer");
+      ucp_request_free(request);
+      request = nullptr;
+      ++done;
+    }
+    if (done == requests.size()) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - start > options_.transfer_timeout) {
+      // Closing the endpoint completes every outstanding request (with an error).
+      ep_failed_ = true;
+      Disconnect();
+      for (void*& request : requests) {
+        if (request == nullptr) continue;
+        while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+        ucp_request_free(request);
+        request = nullptr;
+      }
+      return absl::DeadlineExceededError(StrCat("kvstore transfer took over ", options_.transfer_timeout.count(),
+                                                " ms; endpoint closed"));
+    }
+    if (lease_id != 0 && now - renewed > renew_every) {
+      grpc::ClientContext context;
+      SetDeadline(context, options_.rpc_timeout);
+      proto::RenewLeaseRequest request;
+      request.set_lease_id(lease_id);
+      proto::RenewLeaseResponse response;
+      (void)stub_->RenewLease(&context, request, &response);  // a failure shows at EndGet
+      renewed = now;
+    }
+  }
+  if (ep_failed_ && status.ok()) status = absl::UnavailableError("kvstore endpoint failed during the transfer");
+  return status;
+}
+
+absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::Put(absl::Span<const PutBlock> blocks) {
+  std::vector<PutOutcome> outcomes;
+  outcomes.reserve(blocks.size());
+  const size_t batch = batch_keys_;
+  for (size_t begin = 0; begin < blocks.size(); begin += batch) {
+    const size_t count = std::min(batch, blocks.size() - begin);
+    STRATA_ASSIGN_OR_RETURN(std::vector<PutOutcome> part, PutBatch(blocks.subspan(begin, count)));
+    outcomes.insert(outcomes.end(), part.begin(), part.end());
+  }
+  return outcomes;
+}
+
+absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::Get(absl::Span<const GetBlock> blocks) {
+  std::vector<GetOutcome> outcomes;
+  outcomes.reserve(blocks.size());
+  const size_t batch = batch_keys_;
+  for (size_t begin = 0; begin < blocks.size(); begin += batch) {
+    const size_t count = std::min(batch, blocks.size() - begin);
+    STRATA_ASSIGN_OR_RETURN(std::vector<GetOutcome> part, GetBatch(blocks.subspan(begin, count)));
+    outcomes.insert(outcomes.end(), part.begin(), part.end());
+  }
+  return outcomes;
+}
+
+absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::PutBatch(absl::Span<const PutBlock> blocks) {
+  if (blocks.empty()) return std::vector<PutOutcome>();
+  absl::MutexLock lock(&ucx_mutex_);
+  std::vector<ucp_mem_h> memhs;
+  for (const PutBlock& block : blocks) {
+    STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, FindMemh(block.data, block.size_bytes));
+    memhs.push_back(memh);
+  }
+  STRATA_RETURN_IF_ERROR(EnsureConnected());
+  proto::BeginPutRequest begin;
+  for (const PutBlock& block : blocks) {
+    proto::PutItem* item = begin.add_items();
+    item->set_key(block.key.ToBytes());
+    item->set_size_bytes(block.size_bytes);
+    if (block.parent) item->set_parent_key(block.parent->ToBytes());
+  }
+  proto::BeginPutResponse reservation;
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->BeginPut(&context, begin, &reservation)));
+  }
+  if (reservation.slots_size() != static_cast<int>(blocks.size())) {
+    return absl::InternalError("kvstore BeginPut: reply does not match the request");
+  }
+  std::vector<PutOutcome> outcomes(blocks.size(), PutOutcome::kAlreadyPresent);
+  if (reservation.put_id() == 0) return outcomes;
+  auto abort = [&](absl::Status status) {
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    proto::AbortPutRequest request;
+    request.set_put_id(reservation.put_id());
+    proto::AbortPutResponse response;
+    (void)stub_->AbortPut(&context, request, &response);  // else the daemon's put TTL frees it
+    return status;
+  };
+  absl::StatusOr<ucp_rkey_h> rkey = Rkey(reservation.rkey());
+  if (!rkey.ok()) return abort(rkey.status());
+  std::vector<void*> requests;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (!reservation.slots(i).reserved()) continue;
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+    param.memh = memhs[i];
+    void* request = ucp_put_nbx(ep_, blocks[i].data, blocks[i].size_bytes, reservation.slots(i).remote_address(),
+                                *rkey, &param);
+    if (UCS_PTR_IS_ERR(request)) {
+      WaitAll(requests, 0, 0).IgnoreError();
+      return abort(FromUcsStatus(UCS_PTR_STATUS(request), "ucp_put_nbx"));
+    }
+    requests.push_back(request);
+  }
+  ucp_request_param_t flush_param{};
+  void* flush = ucp_ep_flush_nbx(ep_, &flush_param);  // remote completion of every put above
+  if (UCS_PTR_IS_ERR(flush)) {
+    WaitAll(requests, 0, 0).IgnoreError();
+    return abort(FromUcsStatus(UCS_PTR_STATUS(flush), "ucp_ep_flush_nbx"));
+  }
+  requests.push_back(flush);
+  // Checksums while the transfers run.
+  proto::CommitPutRequest commit;
+  commit.set_put_id(reservation.put_id());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (!reservation.slots(i).reserved()) continue;
+    commit.add_checksums(BlockChecksum(blocks[i].data, blocks[i].size_bytes));
+    outcomes[i] = PutOutcome::kStored;
+  }
+  if (absl::Status waited = WaitAll(requests, 0, 0); !waited.ok()) return abort(waited);
+  grpc::ClientContext context;
+  SetDeadline(context, options_.rpc_timeout);
+  proto::CommitPutResponse committed;
+  STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->CommitPut(&context, commit, &committed)));
+  return outcomes;
+}
+
+absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const GetBlock> blocks) {
+  if (blocks.empty()) return std::vector<GetOutcome>();
+  absl::MutexLock lock(&ucx_mutex_);
+  std::vector<ucp_mem_h> memhs;
+  for (const GetBlock& block : blocks) {
+    STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, FindMemh(block.data, block.capacity_bytes));
+    memhs.push_back(memh);
+  }
+  STRATA_RETURN_IF_ERROR(EnsureConnected());
+  proto::BeginGetRequest begin;
+  for (const GetBlock& block : blocks) begin.add_keys(block.key.ToBytes());
+  proto::BeginGetResponse lease;
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->BeginGet(&context, begin, &lease)));
+  }
+  if (lease.slots_size() != static_cast<int>(blocks.size())) {
+    return absl::InternalError("kvstore BeginGet: reply does not match the request");
+  }
+  std::vector<GetOutcome> outcomes(blocks.size());
+  if (lease.lease_id() == 0) return outcomes;
+  auto end_get = [&]() {
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    proto::EndGetRequest request;
+    request.set_lease_id(lease.lease_id());
+    proto::EndGetResponse response;
+    return FromGrpcStatus(stub_->EndGet(&context, request, &response));
+  };
+  absl::Status status = absl::OkStatus();
+  for (size_t i = 0; i < blocks.size() && status.ok(); ++i) {
+    if (lease.slots(i).present() && lease.slots(i).size_bytes() > blocks[i].capacity_bytes) {
+      status = absl::InvalidArgumentError(StrCat("block ", blocks[i].key.Hex(), " has ", lease.slots(i).size_bytes(),
+                                                 " bytes; the buffer holds ", blocks[i].capacity_bytes));
+    }
+  }
+  absl::StatusOr<ucp_rkey_h> rkey = Rkey(lease.rkey());
+  if (status.ok() && !rkey.ok()) status = rkey.status();
+  if (!status.ok()) {
+    end_get().IgnoreError();
+    return status;
+  }
+  std::vector<void*> requests;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const proto::GetSlot& slot = lease.slots(i);
+    if (!slot.present()) continue;
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+    param.memh = memhs[i];
+    void* request = ucp_get_nbx(ep_, blocks[i].data, slot.size_bytes(), slot.remote_address(), *rkey, &param);
+    if (UCS_PTR_IS_ERR(request)) {
+      status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_get_nbx");
+      break;
+    }
+    requests.push_back(request);
+  }
+  const absl::Status waited = WaitAll(requests, lease.lease_id(), lease.lease_ttl_ms());
+  if (status.ok()) status = waited;
+  const absl::Status ended = end_get();
+  if (!status.ok()) return status;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const proto::GetSlot& slot = lease.slots(i);
+    if (!slot.present()) continue;
+    if (options_.verify_reads && BlockChecksum(blocks[i].data, slot.size_bytes()) != slot.checksum()) {
+      LogWarning(StrCat("event=kvstore_read_checksum_mismatch key=", blocks[i].key.Hex(), " action=miss"));
+      continue;
+    }
+    outcomes[i] = GetOutcome{true, slot.tier(), slot.size_bytes()};
+  }
+  // An expired lease means the daemon may have reused the memory mid-read; unverified bytes are unusable.
+  if (!ended.ok() && !options_.verify_reads) return ended;
+  return outcomes;
+}
+
+std::future<absl::StatusOr<std::vector<PutOutcome>>> KvStoreClient::PutAsync(std::vector<PutBlock> blocks) {
+  return std::async(std::launch::async, [this, blocks = std::move(blocks)] { return Put(blocks); });
+}
+
+std::future<absl::StatusOr<std::vector<GetOutcome>>> KvStoreClient::GetAsync(std::vector<GetBlock> blocks) {
+  return std::async(std::launch::async, [this, blocks = std::move(blocks)] { return Get(blocks); });
+}
+
+absl::StatusOr<proto::LookupResponse> KvStoreClient::Lookup(absl::Span<const BlockKey> keys) {
+  proto::LookupResponse all;
+  bool prefix_unbroken = true;
+  const size_t batch = batch_keys_;
+  for (size_t begin = 0; begin < keys.size(); begin += batch) {
+    proto::LookupRequest request;
+    for (const BlockKey& key : keys.subspan(begin, std::min(batch, keys.size() - begin))) {
+      request.add_keys(key.ToBytes());
+    }
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    proto::LookupResponse response;
+    STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->Lookup(&context, request, &response)));
+    if (prefix_unbroken) all.set_longest_present_prefix(all.longest_present_prefix() + response.longest_present_prefix());
+    prefix_unbroken = prefix_unbroken && response.longest_present_prefix() == static_cast<uint32_t>(request.keys_size());
+    for (proto::BlockInfo& info : *response.mutable_blocks()) *all.add_blocks() = std::move(info);
+  }
+  return all;
+}
+
+absl::StatusOr<uint32_t> KvStoreClient::Delete(absl::Span<const BlockKey> keys) {
+  uint32_t deleted = 0;
+  const size_t batch = batch_keys_;
+  for (size_t begin = 0; begin < keys.size(); begin += batch) {
+    proto::DeleteRequest request;
+    for (const BlockKey& key : keys.subspan(begin, std::min(batch, keys.size() - begin))) {
+      request.add_keys(key.ToBytes());
+    }
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    proto::DeleteResponse response;
+    STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->Delete(&context, request, &response)));
+    deleted += response.deleted();
+  }
+  return deleted;
+}
+
+absl::StatusOr<proto::StatsResponse> KvStoreClient::Stats() {
+  grpc::ClientContext context;
+  SetDeadline(context, options_.rpc_timeout);
+  proto::StatsResponse response;
+  STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->Stats(&context, proto::StatsRequest(), &response)));
+  return response;
+}
+
+}  // namespace strata::kvstore

@@ -1,0 +1,121 @@
+// Client of strata-kvstore: batched put and get of many blocks between caller-owned host buffers and
+// the daemon's DRAM arena. Control over gRPC (every call with a deadline), bytes over UCX RMA.
+//
+//   auto client = KvStoreClient::Connect({.address = "10.0.0.5:7480"});
+//   (*client)->RegisterMemory(buffer, buffer_bytes);   // once; UCX registration is not per request
+//   (*client)->Put({{key, buffer, 2 << 20}});
+//   (*client)->Get({{key, buffer, 2 << 20}});
+//
+// A put writes the blocks into reserved space, flushes, and commits with each block's xxh3-64: the daemon
+// publishes the batch only if every checksum matches. A get pins the blocks under a lease, reads them,
+// renews the lease while the transfer runs past a third of its TTL, checks every block's checksum
+// (verify_reads) and ends the lease. A block that fails the check is reported as not found: a client
+// never hands out bytes it has not verified. A dead daemon fails the call (UCX peer error handling);
+// the next call reconnects. Thread-safe; calls on one client run one at a time (one UCX worker), so use
+// one client per thread for parallel transfers.
+#ifndef STRATA_KVSTORE_CLIENT_CLIENT_H_
+#define STRATA_KVSTORE_CLIENT_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ucp/api/ucp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/block_key.h"
+#include "proto/kvstore.grpc.pb.h"
+
+namespace strata::kvstore {
+
+struct ClientOptions {
+  std::string address;  // host:port of the daemon's gRPC endpoint
+  std::chrono::milliseconds rpc_timeout{5000};
+  std::chrono::milliseconds transfer_timeout{60000};  // a batch's RMA phase
+  bool verify_reads = true;                            // check the xxh3-64 of every block read
+  uint32_t max_batch_keys = 1024;  // larger calls are split (also at the daemon's --max-batch)
+};
+
+struct PutBlock {
+  BlockKey key;
+  const void* data = nullptr;  // inside a registered region
+  uint64_t size_bytes = 0;
+  std::optional<BlockKey> parent;  // the previous block of its chain, if known (eviction prefers leaves)
+};
+enum class PutOutcome { kStored, kAlreadyPresent };
+
+struct GetBlock {
+  BlockKey key;
+  void* data = nullptr;  // inside a registered region
+  uint64_t capacity_bytes = 0;
+};
+struct GetOutcome {
+  bool found = false;
+  proto::Tier tier = proto::TIER_UNSPECIFIED;
+  uint64_t size_bytes = 0;
+};
+
+class KvStoreClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<KvStoreClient>> Connect(const ClientOptions& options);
+  ~KvStoreClient();
+  KvStoreClient(const KvStoreClient&) = delete;
+  KvStoreClient& operator=(const KvStoreClient&) = delete;
+
+  // Registers [data, data + bytes) with UCX. Buffers of puts and gets must lie inside a registered
+  // region, which must stay valid until UnregisterMemory or the client's destruction.
+  absl::Status RegisterMemory(void* data, uint64_t bytes);
+  absl::Status UnregisterMemory(void* data);
+
+  // One outcome per block. InvalidArgument: a buffer outside registered memory, a get buffer smaller
+  // than the block. Unavailable: the daemon or the transfer failed (nothing is committed).
+  absl::StatusOr<std::vector<PutOutcome>> Put(absl::Span<const PutBlock> blocks);
+  absl::StatusOr<std::vector<GetOutcome>> Get(absl::Span<const GetBlock> blocks);
+  // The same, run on another thread; the buffers must stay valid until the future is ready.
+  std::future<absl::StatusOr<std::vector<PutOutcome>>> PutAsync(std::vector<PutBlock> blocks);
+  std::future<absl::StatusOr<std::vector<GetOutcome>>> GetAsync(std::vector<GetBlock> blocks);
+
+  absl::StatusOr<proto::LookupResponse> Lookup(absl::Span<const BlockKey> keys);
+  absl::StatusOr<uint32_t> Delete(absl::Span<const BlockKey> keys);
+  absl::StatusOr<proto::StatsResponse> Stats();
+
+ private:
+  struct Region {
+    uintptr_t begin, end;
+    ucp_mem_h memh;
+  };
+  explicit KvStoreClient(const ClientOptions& options);
+  absl::Status EnsureConnected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  void Disconnect() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  absl::StatusOr<ucp_rkey_h> Rkey(const std::string& packed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  absl::StatusOr<ucp_mem_h> FindMemh(const void* data, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  // Waits for every request; renews `lease_id` (if non-zero) as the transfer runs long.
+  absl::Status WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  absl::StatusOr<std::vector<PutOutcome>> PutBatch(absl::Span<const PutBlock> blocks);
+  absl::StatusOr<std::vector<GetOutcome>> GetBatch(absl::Span<const GetBlock> blocks);
+
+  const ClientOptions options_;
+  std::atomic<uint32_t> batch_keys_;  // min(options_.max_batch_keys, the daemon's max_batch)
+  std::unique_ptr<proto::KvStore::Stub> stub_;
+  absl::Mutex ucx_mutex_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ ABSL_GUARDED_BY(ucx_mutex_) = nullptr;
+  ucp_ep_h ep_ ABSL_GUARDED_BY(ucx_mutex_) = nullptr;
+  bool ep_failed_ = false;  // set by UCX's error callback, on the thread that progresses the worker
+  std::string rkey_packed_ ABSL_GUARDED_BY(ucx_mutex_);
+  ucp_rkey_h rkey_ ABSL_GUARDED_BY(ucx_mutex_) = nullptr;
+  std::vector<Region> regions_ ABSL_GUARDED_BY(ucx_mutex_);
+};
+
+}  // namespace strata::kvstore
+
+#endif  // STRATA_KVSTORE_CLIENT_CLIENT_H_

@@ -1,0 +1,107 @@
+#include "kvstore/daemon.h"
+
+#include <algorithm>
+#include <fstream>
+#include <thread>
+
+#include <grpcpp/health_check_service_interface.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace strata::kvstore {
+namespace {
+
+// Requests carry keys and checksums only; anything larger is malformed (RESOURCE_EXHAUSTED from gRPC).
+constexpr int kMaxRequestBytes = 4 << 20;
+
+absl::Status WritePortFile(const std::filesystem::path& path, int grpc_port, int metrics_port) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << "grpc_port=" << grpc_port << " metrics_port=" << metrics_port << "\n";
+    if (!out) return absl::InternalError(StrCat("--port-file ", path.string(), ": cannot write"));
+  }
+  std::error_code error;
+  std::filesystem::rename(tmp, path, error);
+  if (error) return absl::InternalError(StrCat("--port-file ", path.string(), ": ", error.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Options& options) {
+  std::unique_ptr<KvStoreDaemon> daemon(new KvStoreDaemon());
+  if (options.max_block_bytes == 0) return absl::InvalidArgumentError("--max-block-bytes must be positive");
+  daemon->options_ = options;
+  // A block never exceeds the arena.
+  daemon->options_.max_block_bytes = std::min(options.max_block_bytes, options.dram_bytes);
+  STRATA_ASSIGN_OR_RETURN(daemon->arena_, Arena::Create(options.dram_bytes));
+  CheckMemlockLimit(daemon->arena_->size());
+  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(daemon->arena_->base(), daemon->arena_->size()));
+  std::unique_ptr<SsdTier> ssd;
+  if (!options.ssd_dir.empty()) {
+    STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir));
+  } else if (options.persist == Persist::kWriteThrough) {
+    return absl::InvalidArgumentError("--persist=write-through needs --ssd-dir");
+  }
+  STRATA_ASSIGN_OR_RETURN(daemon->store_, Store::Create(daemon->options_, daemon->arena_->base(), daemon->arena_->size(),
+                                                        std::move(ssd), daemon->registry_));
+  DataPlane data_plane{daemon->ucx_->worker_address(), daemon->ucx_->rkey(),
+                       reinterpret_cast<uint64_t>(daemon->arena_->base()), daemon->arena_->size()};
+  daemon->service_ =
+      std::make_unique<KvStoreService>(daemon->options_, *daemon->store_, std::move(data_plane), daemon->registry_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(StrCat(options.host, ":", options.port), grpc::InsecureServerCredentials(),
+                           &daemon->grpc_port_);
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  builder.RegisterService(daemon->service_.get());
+  daemon->server_ = builder.BuildAndStart();
+  if (!daemon->server_ || daemon->grpc_port_ == 0) {
+    return absl::UnavailableError(
+        StrCat("gRPC: cannot listen on ", options.host, ":", options.port, " (address in use?)"));
+  }
+  KvStoreDaemon* raw = daemon.get();
+  if (options.metrics_port >= 0) {
+    STRATA_ASSIGN_OR_RETURN(daemon->metrics_,
+                            MetricsHttpServer::Start(options.host, options.metrics_port, daemon->registry_,
+                                                     [raw] { return raw->serving_.load(); }));
+  }
+  daemon->serving_ = true;
+  if (!options.port_file.empty()) {
+    STRATA_RETURN_IF_ERROR(WritePortFile(options.port_file, daemon->grpc_port_, daemon->metrics_port()));
+  }
+  LogInfo(StrCat("event=kvstore_serving grpc=", options.host, ":", daemon->grpc_port_,
+                 " metrics_port=", daemon->metrics_port(), " dram_bytes=", daemon->arena_->size(),
+                 " ssd_dir=", options.ssd_dir.string(),
+                 " persist=", options.persist == Persist::kWriteThrough ? "write-through" : "write-back",
+                 " eviction=", EvictionPolicyName(options.eviction)));
+  return daemon;
+}
+
+void KvStoreDaemon::Shutdown(std::chrono::milliseconds drain) {
+  if (!server_) return;
+  serving_ = false;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  // Let the calls under way finish (each is short: no call waits on a client), then stop. gRPC's own
+  // Shutdown(deadline) also waits out idle client connections, so it gets only a short deadline.
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  while (service_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  server_->Wait();
+  server_.reset();
+  LogInfo("event=kvstore_drained");
+}
+
+KvStoreDaemon::~KvStoreDaemon() {
+  Shutdown(std::chrono::milliseconds(0));
+  // Members go in reverse order: metrics, service, store (and its SSD tier), UCX, arena.
+  metrics_.reset();
+}
+
+}  // namespace strata::kvstore

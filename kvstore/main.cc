@@ -1,0 +1,54 @@
+// strata-kvstore: the KV-store daemon. Flags map 1:1 onto kvstore::Options (kvstore/options.h).
+#include <iostream>
+#include <map>
+
+#include "CLI/CLI.hpp"
+#include "common/daemon.h"
+#include "common/log.h"
+#include "common/strings.h"
+#include "kvstore/daemon.h"
+
+int main(int argc, char** argv) {
+  strata::BlockShutdownSignals();
+  strata::kvstore::Options options;
+  CLI::App app{"strata-kvstore: disaggregated KV-cache store (DRAM + SSD tiers, UCX data plane, gRPC control)"};
+  std::string ssd_dir, port_file;
+  app.add_option("--host", options.host, "Address to listen on (gRPC and metrics)")->capture_default_str();
+  app.add_option("--port", options.port, "gRPC port (0: pick a free one)")->capture_default_str();
+  app.add_option("--metrics-port", options.metrics_port, "HTTP /metrics and /healthz port (0: pick, -1: off)")
+      ->capture_default_str();
+  app.add_option("--port-file", port_file, "Write 'grpc_port=N metrics_port=M' here once serving");
+  app.add_option("--dram-bytes", options.dram_bytes, "DRAM arena size in bytes")->capture_default_str();
+  app.add_option("--max-block-bytes", options.max_block_bytes, "Largest block accepted")->capture_default_str();
+  app.add_option("--ssd-dir", ssd_dir, "RocksDB directory of the SSD tier (none: DRAM only)");
+  std::map<std::string, strata::kvstore::Persist> persist_map{
+      {"write-back", strata::kvstore::Persist::kWriteBack}, {"write-through", strata::kvstore::Persist::kWriteThrough}};
+  app.add_option("--persist", options.persist, "write-back (on eviction) or write-through (at commit)")
+      ->transform(CLI::CheckedTransformer(persist_map, CLI::ignore_case))
+      ->default_str("write-back");
+  std::map<std::string, strata::kvstore::EvictionPolicyKind> eviction_map{
+      {"lru", strata::kvstore::EvictionPolicyKind::kLru}, {"s3fifo", strata::kvstore::EvictionPolicyKind::kS3Fifo}};
+  app.add_option("--eviction", options.eviction, "DRAM eviction policy: s3fifo or lru")
+      ->transform(CLI::CheckedTransformer(eviction_map, CLI::ignore_case))
+      ->default_str("s3fifo");
+  app.add_option("--put-ttl-ms", options.put_ttl_ms, "Uncommitted puts are freed after this")->capture_default_str();
+  app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
+      ->capture_default_str();
+  app.add_option("--max-batch", options.max_batch, "Most keys in one request")->capture_default_str();
+  int drain_ms = 5000;
+  app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long in-flight calls may finish")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  options.ssd_dir = ssd_dir;
+  options.port_file = port_file;
+
+  auto daemon = strata::kvstore::KvStoreDaemon::Start(options);
+  if (!daemon.ok()) {
+    strata::LogError(strata::StrCat("error=start_failed message=\"", daemon.status().message(), "\""));
+    std::cerr << "strata-kvstore: " << daemon.status().message() << "\n";
+    return 1;
+  }
+  const int signal_number = strata::WaitForShutdownSignal();
+  strata::LogInfo(strata::StrCat("event=shutdown_signal signal=", signal_number));
+  (*daemon)->Shutdown(std::chrono::milliseconds(drain_ms));
+  return 0;
+}

@@ -1,0 +1,47 @@
+// Options of the KV-store daemon. Flags of `strata-kvstore` map onto these fields 1:1 (kvstore/main.cc).
+#ifndef STRATA_KVSTORE_OPTIONS_H_
+#define STRATA_KVSTORE_OPTIONS_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace strata::kvstore {
+
+// When a block reaches the SSD tier.
+enum class Persist {
+  kWriteBack,     // when DRAM evicts it (default): DRAM-only blocks are lost on kill -9
+  kWriteThrough,  // at commit, before the put is acknowledged: every acknowledged block survives kill -9
+};
+
+enum class EvictionPolicyKind { kLru, kS3Fifo };
+
+struct Options {
+  // gRPC control plane. Port 0 picks a free port (written to port_file).
+  std::string host = "127.0.0.1";
+  int port = 7480;
+  // Prometheus /metrics and /healthz over HTTP; 0 picks a free port, -1 disables.
+  int metrics_port = 7481;
+  // When set, written (atomically) once the daemon serves: "grpc_port=N metrics_port=M\n".
+  std::filesystem::path port_file;
+
+  // DRAM tier: the one registered arena. Rounded up to 2 MiB.
+  uint64_t dram_bytes = uint64_t{1} << 30;
+  // Largest block a put may reserve (at most dram_bytes).
+  uint64_t max_block_bytes = uint64_t{64} << 20;
+  EvictionPolicyKind eviction = EvictionPolicyKind::kS3Fifo;
+
+  // SSD tier: a RocksDB (BlobDB) directory. Empty: no SSD tier (DRAM evictions drop blocks).
+  std::filesystem::path ssd_dir;
+  Persist persist = Persist::kWriteBack;
+
+  // An uncommitted put's reservation and an un-ended get's pins are freed after these.
+  uint32_t put_ttl_ms = 30'000;
+  uint32_t lease_ttl_ms = 30'000;
+  // Most keys in one request; larger requests are refused with INVALID_ARGUMENT.
+  uint32_t max_batch = 4096;
+};
+
+}  // namespace strata::kvstore
+
+#endif  // STRATA_KVSTORE_OPTIONS_H_

@@ -1,0 +1,146 @@
+#include "kvstore/ssd_tier.h"
+
+#include <cstring>
+#include <string>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include "common/strings.h"
+#include "kvstore/checksum.h"
+
+namespace strata::kvstore {
+namespace {
+
+constexpr uint32_t kMetaMagic = 0x53544b31;  // "STK1"
+constexpr size_t kMetaBytes = 4 + 8 + 8 + 1 + 16;
+
+std::string MetaKey(const BlockKey& key) { return StrCat("m", std::string_view(key.ToBytes())); }
+std::string DataKey(const BlockKey& key) { return StrCat("d", std::string_view(key.ToBytes())); }
+
+template <typename T>
+void Append(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(value));
+}
+
+std::string EncodeMeta(const SsdBlockMeta& meta) {
+  std::string out;
+  Append(out, kMetaMagic);
+  Append(out, meta.size_bytes);
+  Append(out, meta.checksum);
+  Append(out, static_cast<uint8_t>(meta.parent ? 1 : 0));
+  out.append(meta.parent ? meta.parent->ToBytes() : std::string(16, '\0'));
+  return out;
+}
+
+std::optional<SsdBlockMeta> DecodeMeta(std::string_view in) {
+  if (in.size() != kMetaBytes) return std::nullopt;
+  uint32_t magic;
+  std::memcpy(&magic, in.data(), 4);
+  if (magic != kMetaMagic) return std::nullopt;
+  SsdBlockMeta meta;
+  std::memcpy(&meta.size_bytes, in.data() + 4, 8);
+  std::memcpy(&meta.checksum, in.data() + 12, 8);
+  if (in[20] == 1) {
+    auto parent = BlockKeyFromBytes(in.substr(21, 16));
+    if (!parent.ok()) return std::nullopt;
+    meta.parent = *parent;
+  }
+  return meta;
+}
+
+absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
+  if (status.ok()) return absl::OkStatus();
+  const std::string message = StrCat("rocksdb ", what, ": ", status.ToString());
+  if (status.IsNotFound()) return absl::NotFoundError(message);
+  if (status.IsCorruption()) return absl::DataLossError(message);
+  if (status.IsNoSpace()) return absl::ResourceExhaustedError(message);
+  return absl::InternalError(message);
+}
+
+}  // namespace
+
+SsdTier::SsdTier(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+SsdTier::~SsdTier() {
+  // Graceful close: memtables into SST and blob files, so a restart does not replay the WAL.
+  rocksdb::FlushOptions flush;
+  flush.wait = true;
+  (void)db_->Flush(flush);
+  (void)db_->Close();
+}
+
+absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::path& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) return absl::InvalidArgumentError(StrCat("--ssd-dir ", dir.string(), ": ", error.message()));
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.enable_blob_files = true;
+  options.min_blob_size = 4096;  // payloads go to blob files, metadata stays in the LSM
+  options.blob_file_size = uint64_t{256} << 20;
+  options.enable_blob_garbage_collection = true;
+  options.write_buffer_size = uint64_t{64} << 20;
+  options.paranoid_checks = true;
+  options.IncreaseParallelism(2);
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status status = rocksdb::DB::Open(options, dir.string(), &raw);
+  if (!status.ok()) return FromRocks(status, StrCat("open ", dir.string()));
+  return std::unique_ptr<SsdTier>(new SsdTier(std::unique_ptr<rocksdb::DB>(raw)));
+}
+
+absl::Status SsdTier::Put(const BlockKey& key, const SsdBlockMeta& meta, const uint8_t* data) {
+  rocksdb::WriteBatch batch;
+  batch.Put(DataKey(key), rocksdb::Slice(reinterpret_cast<const char*>(data), meta.size_bytes));
+  batch.Put(MetaKey(key), EncodeMeta(meta));
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), StrCat("put ", key.Hex()));
+}
+
+absl::Status SsdTier::Read(const BlockKey& key, const SsdBlockMeta& meta, uint8_t* out) {
+  rocksdb::ReadOptions read_options;
+  read_options.verify_checksums = true;
+  rocksdb::PinnableSlice value;
+  rocksdb::Status status = db_->Get(read_options, db_->DefaultColumnFamily(), DataKey(key), &value);
+  if (status.IsNotFound()) return absl::DataLossError(StrCat("block ", key.Hex(), ": payload missing on SSD"));
+  if (!status.ok()) {
+    const absl::Status error = FromRocks(status, StrCat("get ", key.Hex()));
+    return error.code() == absl::StatusCode::kInternal ? error : absl::DataLossError(error.message());
+  }
+  if (value.size() != meta.size_bytes) {
+    return absl::DataLossError(
+        StrCat("block ", key.Hex(), ": SSD payload has ", value.size(), " bytes, metadata says ", meta.size_bytes));
+  }
+  std::memcpy(out, value.data(), value.size());
+  const uint64_t checksum = BlockChecksum(out, meta.size_bytes);
+  if (checksum != meta.checksum) {
+    return absl::DataLossError(StrCat("block ", key.Hex(), ": SSD payload checksum ", checksum, " != ", meta.checksum));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SsdTier::Delete(const BlockKey& key) {
+  rocksdb::WriteBatch batch;
+  batch.Delete(MetaKey(key));
+  batch.Delete(DataKey(key));
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), StrCat("delete ", key.Hex()));
+}
+
+absl::Status SsdTier::ForEach(const std::function<void(const BlockKey&, const SsdBlockMeta&)>& visit,
+                              uint64_t* dropped) {
+  *dropped = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("m"); it->Valid() && it->key().starts_with("m"); it->Next()) {
+    const std::string_view raw_key(it->key().data() + 1, it->key().size() - 1);
+    auto key = BlockKeyFromBytes(raw_key);
+    auto meta = DecodeMeta(std::string_view(it->value().data(), it->value().size()));
+    if (!key.ok() || !meta) {
+      ++*dropped;
+      db_->Delete(rocksdb::WriteOptions(), it->key());
+      continue;
+    }
+    visit(*key, *meta);
+  }
+  return FromRocks(it->status(), "scan metadata");
+}
+
+}  // namespace strata::kvstore

@@ -1,0 +1,578 @@
+#include "kvstore/store.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "kvstore/checksum.h"
+
+namespace strata::kvstore {
+
+struct Store::Block {
+  enum class State { kReserved, kPublished };
+  BlockKey key;
+  uint64_t size_bytes = 0;
+  uint64_t checksum = 0;
+  std::optional<BlockKey> parent;
+  State state = State::kReserved;
+  bool in_dram = false;  // published bytes at `offset` (or reserved space while kReserved)
+  uint64_t offset = 0;
+  bool on_ssd = false;
+  int pins = 0;
+  bool moving = false;   // being written to SSD for eviction, or read from SSD for promotion
+  bool deleted = false;  // no longer in the index; memory freed when unpinned
+  int dram_children = 0;
+  std::shared_ptr<Block> counted_parent;  // the parent whose dram_children counts this block
+};
+
+Store::Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::unique_ptr<SsdTier> ssd,
+             MetricsRegistry& metrics)
+    : options_(options),
+      arena_(arena),
+      arena_bytes_(arena_bytes),
+      ssd_(std::move(ssd)),
+      allocator_(arena_bytes),
+      policy_(MakeEvictionPolicy(options.eviction)) {
+  RegisterMetrics(metrics);
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Create(const Options& options, uint8_t* arena, uint64_t arena_bytes,
+                                                     std::unique_ptr<SsdTier> ssd, MetricsRegistry& metrics) {
+  std::unique_ptr<Store> store(new Store(options, arena, arena_bytes, std::move(ssd), metrics));
+  STRATA_RETURN_IF_ERROR(store->Recover());
+  Store* raw = store.get();
+  store->reaper_ = std::thread([raw] { raw->ReaperLoop(); });
+  return store;
+}
+
+Store::~Store() {
+  {
+    absl::MutexLock lock(&mutex_);
+    stop_ = true;
+  }
+  if (reaper_.joinable()) reaper_.join();
+}
+
+void Store::RegisterMetrics(MetricsRegistry& metrics) {
+  for (auto [tier, out] : {std::pair{"dram", &dram_metrics_}, std::pair{"ssd", &ssd_metrics_}}) {
+    const MetricLabels labels = {{"tier", tier}};
+    out->hits = &metrics.AddCounter("strata_kvstore_hits_total", "Blocks a get found in the tier", labels);
+    out->misses = &metrics.AddCounter("strata_kvstore_misses_total", "Blocks a get did not find in the tier", labels);
+    out->evictions = &metrics.AddCounter("strata_kvstore_evictions_total", "Blocks evicted from the tier", labels);
+    out->bytes_in = &metrics.AddCounter("strata_kvstore_bytes_in_total", "Block bytes written into the tier", labels);
+    out->bytes_out = &metrics.AddCounter("strata_kvstore_bytes_out_total", "Block bytes read from the tier", labels);
+  }
+  checksum_failures_ = &metrics.AddCounter("strata_kvstore_checksum_failures_total",
+                                           "Blocks refused because their checksum did not match (commit or SSD read)");
+  expired_leases_ = &metrics.AddCounter("strata_kvstore_expired_leases_total", "Get leases that timed out");
+  expired_puts_ = &metrics.AddCounter("strata_kvstore_expired_puts_total", "Puts never committed that timed out");
+  auto gauge = [this, &metrics](const char* name, const char* help, MetricLabels labels, auto read) {
+    metrics.AddGaugeCallback(name, help, std::move(labels), [this, read] {
+      absl::MutexLock lock(&mutex_);
+      return static_cast<double>(read(*this));
+    });
+  };
+  gauge("strata_kvstore_occupancy_bytes", "Block bytes stored in the tier", {{"tier", "dram"}},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.dram_bytes_; });
+  gauge("strata_kvstore_occupancy_bytes", "Block bytes stored in the tier", {{"tier", "ssd"}},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.ssd_bytes_; });
+  gauge("strata_kvstore_blocks", "Blocks stored in the tier", {{"tier", "dram"}},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.dram_blocks_; });
+  gauge("strata_kvstore_blocks", "Blocks stored in the tier", {{"tier", "ssd"}},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.ssd_blocks_; });
+  gauge("strata_kvstore_arena_allocated_bytes", "Arena bytes held by blocks, reservations and pins (size classes)", {},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.allocator_.allocated_bytes(); });
+  gauge("strata_kvstore_arena_capacity_bytes", "Arena size", {},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.arena_bytes_; });
+  gauge("strata_kvstore_reserved_bytes", "Arena bytes held by uncommitted puts", {},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.reserved_bytes_; });
+  gauge("strata_kvstore_pinned_bytes", "Block bytes pinned by get leases", {},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.pinned_bytes_; });
+  gauge("strata_kvstore_open_leases", "Get leases held", {},
+        [](Store& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.leases_.size(); });
+}
+
+absl::Status Store::Recover() {
+  if (!ssd_) return absl::OkStatus();
+  absl::MutexLock lock(&mutex_);
+  uint64_t dropped = 0;
+  STRATA_RETURN_IF_ERROR(ssd_->ForEach(
+      [this](const BlockKey& key, const SsdBlockMeta& meta) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto block = std::make_shared<Block>();
+        block->key = key;
+        block->size_bytes = meta.size_bytes;
+        block->checksum = meta.checksum;
+        block->parent = meta.parent;
+        block->state = Block::State::kPublished;
+        block->on_ssd = true;
+        index_[key] = std::move(block);
+        ++ssd_blocks_;
+        ssd_bytes_ += meta.size_bytes;
+      },
+      &dropped));
+  LogInfo(StrCat("event=index_rebuilt ssd_blocks=", ssd_blocks_, " ssd_bytes=", ssd_bytes_,
+                 " dropped_malformed=", dropped));
+  return absl::OkStatus();
+}
+
+EvictionRank Store::Rank(const BlockKey& key) {
+  auto it = index_.find(key);
+  STRATA_CHECK(it != index_.end());
+  const Block& block = *it->second;
+  if (block.pins > 0 || block.moving || block.state != Block::State::kPublished || !block.in_dram) {
+    return EvictionRank::kPinned;
+  }
+  return block.dram_children > 0 ? EvictionRank::kInnerNode : EvictionRank::kLeaf;
+}
+
+bool Store::EvictOne() {
+  std::optional<BlockKey> victim_key =
+      policy_->Evict([this](const BlockKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS { return Rank(key); });
+  if (!victim_key) return false;
+  std::shared_ptr<Block> victim = index_.at(*victim_key);
+  if (ssd_ && !victim->on_ssd) {
+    // Write-back. The block stays readable in DRAM meanwhile; `moving` keeps it from being freed.
+    victim->moving = true;
+    const SsdBlockMeta meta{victim->size_bytes, victim->checksum, victim->parent};
+    const uint8_t* data = arena_ + victim->offset;
+    mutex_.Unlock();
+    const absl::Status written = ssd_->Put(victim->key, meta, data);
+    mutex_.Lock();
+    victim->moving = false;
+    if (written.ok()) {
+      if (victim->deleted) {
+        (void)ssd_->Delete(victim->key);  // deleted while we wrote it: do not resurrect it
+      } else {
+        victim->on_ssd = true;
+        ++ssd_blocks_;
+        ssd_bytes_ += victim->size_bytes;
+        ssd_metrics_.bytes_in->Increment(static_cast<double>(victim->size_bytes));
+      }
+    } else {
+      LogError(StrCat("error=ssd_write_back key=", victim->key.Hex(), " message=\"", written.message(), "\""));
+    }
+    if (victim->pins > 0) {  // a reader pinned it while we wrote: keep it in DRAM
+      if (!victim->deleted) policy_->Insert(victim->key);
+      return true;
+    }
+  }
+  dram_metrics_.evictions->Increment();
+  FreeDram(*victim);
+  if (!victim->on_ssd && !victim->deleted) {
+    index_.erase(victim->key);  // no SSD tier, or the write failed: the block is gone
+    victim->deleted = true;
+  }
+  return true;
+}
+
+absl::StatusOr<uint64_t> Store::AllocateDram(uint64_t bytes) {
+  for (;;) {
+    if (std::optional<uint64_t> offset = allocator_.Allocate(bytes)) return *offset;
+    if (!EvictOne()) {
+      return absl::ResourceExhaustedError(StrCat("DRAM arena full: ", bytes, " bytes wanted, ",
+                                                 allocator_.allocated_bytes(), " of ", arena_bytes_,
+                                                 " allocated, ", pinned_bytes_, " pinned by leases, ",
+                                                 reserved_bytes_, " reserved by puts; retry later"));
+    }
+  }
+}
+
+void Store::PublishInDram(const std::shared_ptr<Block>& block) {
+  block->in_dram = true;
+  ++dram_blocks_;
+  dram_bytes_ += block->size_bytes;
+  policy_->Insert(block->key);
+  if (block->parent) {
+    auto parent = index_.find(*block->parent);
+    if (parent != index_.end()) {
+      ++parent->second->dram_children;
+      block->counted_parent = parent->second;
+    }
+  }
+}
+
+void Store::FreeDram(Block& block) {
+  if (!block.in_dram) return;
+  allocator_.Free(block.offset);
+  block.in_dram = false;
+  if (block.state == Block::State::kPublished) {
+    --dram_blocks_;
+    dram_bytes_ -= block.size_bytes;
+  }
+  policy_->Remove(block.key);
+  if (block.counted_parent) {
+    --block.counted_parent->dram_children;
+    block.counted_parent.reset();
+  }
+}
+
+void Store::Pin(Block& block) {
+  if (block.pins++ == 0) pinned_bytes_ += block.size_bytes;
+}
+
+void Store::Unpin(Block& block) {
+  STRATA_CHECK(block.pins > 0);
+  if (--block.pins > 0) return;
+  pinned_bytes_ -= block.size_bytes;
+  if (block.deleted) FreeDram(block);
+}
+
+void Store::DropFromSsd(const std::shared_ptr<Block>& block) {
+  if (!block->on_ssd) return;
+  block->on_ssd = false;
+  --ssd_blocks_;
+  ssd_bytes_ -= block->size_bytes;
+  const absl::Status status = ssd_->Delete(block->key);
+  if (!status.ok()) LogError(StrCat("error=ssd_delete key=", block->key.Hex(), " message=\"", status.message(), "\""));
+}
+
+absl::StatusOr<PutReservation> Store::BeginPut(absl::Span<const PutItem> items) {
+  absl::flat_hash_set<BlockKey> seen;
+  uint64_t total_bytes = 0;
+  for (const PutItem& item : items) {
+    if (item.size_bytes == 0) return absl::InvalidArgumentError(StrCat("block ", item.key.Hex(), ": size 0"));
+    if (item.size_bytes > options_.max_block_bytes) {
+      return absl::InvalidArgumentError(StrCat("block ", item.key.Hex(), ": size ", item.size_bytes,
+                                               " exceeds --max-block-bytes ", options_.max_block_bytes));
+    }
+    if (!seen.insert(item.key).second) {
+      return absl::InvalidArgumentError(StrCat("block ", item.key.Hex(), " appears twice in one put"));
+    }
+    total_bytes += SizeClassAllocator::ClassBytes(item.size_bytes);
+  }
+  if (total_bytes > arena_bytes_) {
+    return absl::ResourceExhaustedError(
+        StrCat("put of ", total_bytes, " bytes (size classes) exceeds the DRAM arena of ", arena_bytes_));
+  }
+  absl::MutexLock lock(&mutex_);
+  PutReservation reservation;
+  reservation.offsets.resize(items.size());
+  Txn txn;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const PutItem& item = items[i];
+    if (index_.contains(item.key)) continue;  // stored, or being written by another put
+    absl::StatusOr<uint64_t> offset = AllocateDram(item.size_bytes);
+    if (offset.ok() && index_.contains(item.key)) {  // another put took the key while we evicted
+      allocator_.Free(*offset);
+      continue;
+    }
+    if (!offset.ok()) {
+      ReleaseTxn(txn);
+      return offset.status();
+    }
+    auto block = std::make_shared<Block>();
+    block->key = item.key;
+    block->size_bytes = item.size_bytes;
+    block->parent = item.parent;
+    block->in_dram = true;
+    block->offset = *offset;
+    reserved_bytes_ += item.size_bytes;
+    index_[item.key] = block;
+    txn.blocks.push_back(std::move(block));
+    reservation.offsets[i] = *offset;
+  }
+  if (txn.blocks.empty()) return reservation;
+  txn.deadline = Clock::now() + std::chrono::milliseconds(options_.put_ttl_ms);
+  reservation.put_id = next_id_++;
+  puts_.emplace(reservation.put_id, std::move(txn));
+  return reservation;
+}
+
+void Store::ReleaseTxn(Txn& txn) {
+  for (const std::shared_ptr<Block>& block : txn.blocks) {
+    reserved_bytes_ -= block->size_bytes;
+    FreeDram(*block);
+    auto it = index_.find(block->key);
+    if (it != index_.end() && it->second == block) index_.erase(it);
+  }
+  txn.blocks.clear();
+}
+
+absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checksums) {
+  Txn txn;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = puts_.find(put_id);
+    if (it == puts_.end()) {
+      return absl::NotFoundError(StrCat("put ", put_id, ": no such put (never begun, already committed or "
+                                        "aborted, or expired after ", options_.put_ttl_ms, " ms)"));
+    }
+    if (checksums.size() != it->second.blocks.size()) {
+      return absl::InvalidArgumentError(StrCat("put ", put_id, ": ", checksums.size(), " checksums for ",
+                                               it->second.blocks.size(), " reserved blocks"));
+    }
+    txn = std::move(it->second);
+    puts_.erase(it);  // ours now: the reaper cannot expire it while we check
+  }
+  // The blocks are reserved (invisible, never evicted): read them without the lock.
+  std::string bad;
+  for (size_t i = 0; i < txn.blocks.size(); ++i) {
+    const Block& block = *txn.blocks[i];
+    if (BlockChecksum(arena_ + block.offset, block.size_bytes) != checksums[i]) {
+      absl::StrAppend(&bad, bad.empty() ? "" : ",", block.key.Hex());
+    }
+  }
+  absl::Status persisted = absl::OkStatus();
+  if (bad.empty() && ssd_ && options_.persist == Persist::kWriteThrough) {
+    for (size_t i = 0; i < txn.blocks.size() && persisted.ok(); ++i) {
+      const Block& block = *txn.blocks[i];
+      persisted = ssd_->Put(block.key, SsdBlockMeta{block.size_bytes, checksums[i], block.parent},
+                            arena_ + block.offset);
+    }
+  }
+  absl::MutexLock lock(&mutex_);
+  if (!bad.empty() || !persisted.ok()) {
+    if (!bad.empty()) checksum_failures_->Increment();
+    if (!persisted.ok()) {
+      for (const auto& block : txn.blocks) (void)ssd_->Delete(block->key);
+    }
+    ReleaseTxn(txn);
+    if (!persisted.ok()) return persisted;
+    return absl::DataLossError(StrCat("put ", put_id, ": checksum mismatch for block(s) ", bad,
+                                      "; nothing of this put was stored"));
+  }
+  for (size_t i = 0; i < txn.blocks.size(); ++i) {
+    const std::shared_ptr<Block>& block = txn.blocks[i];
+    reserved_bytes_ -= block->size_bytes;
+    block->checksum = checksums[i];
+    block->state = Block::State::kPublished;
+    block->in_dram = false;  // PublishInDram counts it
+    PublishInDram(block);
+    dram_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
+    if (ssd_ && options_.persist == Persist::kWriteThrough) {
+      block->on_ssd = true;
+      ++ssd_blocks_;
+      ssd_bytes_ += block->size_bytes;
+      ssd_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::AbortPut(uint64_t put_id) {
+  absl::MutexLock lock(&mutex_);
+  auto it = puts_.find(put_id);
+  if (it == puts_.end()) return absl::NotFoundError(StrCat("put ", put_id, ": no such put"));
+  ReleaseTxn(it->second);
+  puts_.erase(it);
+  return absl::OkStatus();
+}
+
+bool Store::Promote(const std::shared_ptr<Block>& block) {
+  absl::StatusOr<uint64_t> offset = AllocateDram(block->size_bytes);
+  if (!offset.ok()) {
+    LogWarning(StrCat("event=promotion_skipped key=", block->key.Hex(), " reason=\"", offset.status().message(), "\""));
+    return false;
+  }
+  if (block->in_dram || block->deleted || !block->on_ssd) {  // changed while AllocateDram evicted
+    allocator_.Free(*offset);
+    return block->in_dram && !block->deleted;
+  }
+  block->moving = true;
+  const SsdBlockMeta meta{block->size_bytes, block->checksum, block->parent};
+  mutex_.Unlock();
+  const absl::Status read = ssd_->Read(block->key, meta, arena_ + *offset);
+  mutex_.Lock();
+  block->moving = false;
+  if (!read.ok()) {
+    allocator_.Free(*offset);
+    if (read.code() == absl::StatusCode::kDataLoss) {
+      checksum_failures_->Increment();
+      LogError(StrCat("error=ssd_block_corrupt key=", block->key.Hex(), " action=deleted message=\"", read.message(),
+                      "\""));
+      if (!block->deleted) {
+        DropFromSsd(block);
+        index_.erase(block->key);
+        block->deleted = true;
+      }
+    } else {
+      LogError(StrCat("error=ssd_read key=", block->key.Hex(), " message=\"", read.message(), "\""));
+    }
+    return false;
+  }
+  if (block->deleted) {
+    allocator_.Free(*offset);
+    return false;
+  }
+  block->offset = *offset;
+  PublishInDram(block);
+  ssd_metrics_.bytes_out->Increment(static_cast<double>(block->size_bytes));
+  return true;
+}
+
+absl::StatusOr<GetLease> Store::BeginGet(absl::Span<const BlockKey> keys) {
+  absl::flat_hash_set<BlockKey> seen;
+  for (const BlockKey& key : keys) {
+    if (!seen.insert(key).second) return absl::InvalidArgumentError(StrCat("block ", key.Hex(), " appears twice in one get"));
+  }
+  absl::MutexLock lock(&mutex_);
+  GetLease lease;
+  lease.slots.resize(keys.size());
+  Txn pins;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = index_.find(keys[i]);
+    if (it == index_.end() || it->second->state != Block::State::kPublished) {
+      dram_metrics_.misses->Increment();
+      if (ssd_) ssd_metrics_.misses->Increment();
+      continue;
+    }
+    std::shared_ptr<Block> block = it->second;
+    // Another get may be promoting it: wait for that rather than reading SSD twice.
+    mutex_.Await(absl::Condition(
+        +[](Block* b) { return !b->moving || b->in_dram; }, block.get()));
+    if (block->deleted) {
+      dram_metrics_.misses->Increment();
+      continue;
+    }
+    Tier tier = Tier::kDram;
+    if (block->in_dram) {
+      dram_metrics_.hits->Increment();
+      policy_->Touch(block->key);
+    } else {
+      dram_metrics_.misses->Increment();
+      if (!ssd_ || !block->on_ssd || !Promote(block)) {
+        if (ssd_) ssd_metrics_.misses->Increment();
+        continue;
+      }
+      ssd_metrics_.hits->Increment();
+      tier = Tier::kSsd;
+    }
+    Pin(*block);
+    dram_metrics_.bytes_out->Increment(static_cast<double>(block->size_bytes));
+    lease.slots[i] = GetSlot{true, tier, block->size_bytes, block->offset, block->checksum};
+    pins.blocks.push_back(std::move(block));
+  }
+  if (pins.blocks.empty()) return lease;
+  pins.deadline = Clock::now() + std::chrono::milliseconds(options_.lease_ttl_ms);
+  lease.lease_id = next_id_++;
+  leases_.emplace(lease.lease_id, std::move(pins));
+  return lease;
+}
+
+absl::Status Store::RenewLease(uint64_t lease_id) {
+  absl::MutexLock lock(&mutex_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) {
+    return absl::NotFoundError(StrCat("lease ", lease_id, ": no such lease (ended, or expired after ",
+                                      options_.lease_ttl_ms, " ms)"));
+  }
+  it->second.deadline = Clock::now() + std::chrono::milliseconds(options_.lease_ttl_ms);
+  return absl::OkStatus();
+}
+
+void Store::ReleaseLease(Txn& lease) {
+  for (const std::shared_ptr<Block>& block : lease.blocks) Unpin(*block);
+  lease.blocks.clear();
+}
+
+absl::Status Store::EndGet(uint64_t lease_id) {
+  absl::MutexLock lock(&mutex_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) {
+    return absl::NotFoundError(StrCat("lease ", lease_id, ": no such lease (ended, or expired after ",
+                                      options_.lease_ttl_ms, " ms: the blocks may have been evicted "
+                                      "while read, so do not use what was read)"));
+  }
+  ReleaseLease(it->second);
+  leases_.erase(it);
+  return absl::OkStatus();
+}
+
+std::vector<LookupSlot> Store::Lookup(absl::Span<const BlockKey> keys) {
+  absl::MutexLock lock(&mutex_);
+  std::vector<LookupSlot> slots(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = index_.find(keys[i]);
+    if (it == index_.end() || it->second->state != Block::State::kPublished) continue;
+    const Block& block = *it->second;
+    slots[i] = LookupSlot{true, block.in_dram ? Tier::kDram : Tier::kSsd, block.size_bytes};
+  }
+  return slots;
+}
+
+uint32_t Store::Delete(absl::Span<const BlockKey> keys) {
+  absl::MutexLock lock(&mutex_);
+  uint32_t deleted = 0;
+  for (const BlockKey& key : keys) {
+    auto it = index_.find(key);
+    if (it == index_.end() || it->second->state != Block::State::kPublished) continue;
+    std::shared_ptr<Block> block = it->second;
+    index_.erase(it);
+    block->deleted = true;
+    if (ssd_) DropFromSsd(block);
+    policy_->Remove(block->key);
+    // Pinned or mid-move: freed by Unpin or by the mover when it sees `deleted`.
+    if (block->pins == 0 && !block->moving) FreeDram(*block);
+    ++deleted;
+  }
+  return deleted;
+}
+
+StoreStats Store::Stats() {
+  absl::MutexLock lock(&mutex_);
+  StoreStats stats;
+  auto fill = [](TierCounters& out, const TierMetrics& metrics) {
+    out.hits = static_cast<uint64_t>(metrics.hits->Value());
+    out.misses = static_cast<uint64_t>(metrics.misses->Value());
+    out.evictions = static_cast<uint64_t>(metrics.evictions->Value());
+    out.bytes_in = static_cast<uint64_t>(metrics.bytes_in->Value());
+    out.bytes_out = static_cast<uint64_t>(metrics.bytes_out->Value());
+  };
+  fill(stats.dram, dram_metrics_);
+  fill(stats.ssd, ssd_metrics_);
+  stats.dram.blocks = dram_blocks_;
+  stats.dram.used_bytes = dram_bytes_;
+  stats.dram.capacity_bytes = arena_bytes_;
+  stats.ssd.blocks = ssd_blocks_;
+  stats.ssd.used_bytes = ssd_bytes_;
+  stats.arena_allocated_bytes = allocator_.allocated_bytes();
+  stats.reserved_bytes = reserved_bytes_;
+  stats.pinned_bytes = pinned_bytes_;
+  stats.open_leases = static_cast<uint32_t>(leases_.size());
+  stats.open_puts = static_cast<uint32_t>(puts_.size());
+  stats.checksum_failures = static_cast<uint64_t>(checksum_failures_->Value());
+  stats.expired_leases = static_cast<uint64_t>(expired_leases_->Value());
+  stats.expired_puts = static_cast<uint64_t>(expired_puts_->Value());
+  return stats;
+}
+
+void Store::ExpireNow() {
+  absl::MutexLock lock(&mutex_);
+  const Clock::time_point now = Clock::now();
+  for (auto it = puts_.begin(); it != puts_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    LogWarning(StrCat("event=put_expired put=", it->first, " blocks=", it->second.blocks.size()));
+    expired_puts_->Increment();
+    ReleaseTxn(it->second);
+    puts_.erase(it++);
+  }
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    LogWarning(StrCat("event=lease_expired lease=", it->first, " blocks=", it->second.blocks.size()));
+    expired_leases_->Increment();
+    ReleaseLease(it->second);
+    leases_.erase(it++);
+  }
+}
+
+void Store::ReaperLoop() {
+  const auto period = std::chrono::milliseconds(std::max<uint32_t>(
+      5, std::min<uint32_t>(1000, std::min(options_.put_ttl_ms, options_.lease_ttl_ms) / 4)));
+  for (;;) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (mutex_.AwaitWithTimeout(absl::Condition(&stop_), absl::FromChrono(period))) return;
+    }
+    ExpireNow();
+  }
+}
+
+}  // namespace strata::kvstore

@@ -1,0 +1,173 @@
+// The KV store's state: the block index over the DRAM arena and the SSD tier, two-phase puts, leased
+// gets, eviction and promotion. The gRPC service (kvstore/service.h) is a thin translation of this.
+//
+// A block's life: BeginPut reserves arena space (state kReserved: invisible to readers, never evicted);
+// the client writes the bytes by RMA; CommitPut checks the xxh3-64 of every block of the batch and then
+// publishes them all at once, or none. BeginGet pins published blocks (promoting SSD-only blocks into
+// DRAM first) under a lease; pinned blocks are never evicted or freed until the lease ends or expires.
+// Evicting a DRAM block writes it to the SSD tier first unless it is already there (write-back); with
+// write-through the commit writes it. Delete removes a block from the index at once; a pinned block's
+// memory is freed when its last lease lets go.
+//
+// Thread-safe: one mutex over the index; checksums, SSD reads and SSD writes run outside it.
+#ifndef STRATA_KVSTORE_STORE_H_
+#define STRATA_KVSTORE_STORE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/block_key.h"
+#include "common/metrics.h"
+#include "kvstore/eviction_policy.h"
+#include "kvstore/options.h"
+#include "kvstore/size_class_allocator.h"
+#include "kvstore/ssd_tier.h"
+
+namespace strata::kvstore {
+
+enum class Tier { kDram, kSsd };
+
+struct PutItem {
+  BlockKey key;
+  uint64_t size_bytes = 0;
+  std::optional<BlockKey> parent;
+};
+
+struct PutReservation {
+  uint64_t put_id = 0;                    // 0: nothing reserved
+  std::vector<std::optional<uint64_t>> offsets;  // per item: arena offset, or nullopt (already stored)
+};
+
+struct GetSlot {
+  bool present = false;
+  Tier tier = Tier::kDram;  // where the block was found
+  uint64_t size_bytes = 0;
+  uint64_t offset = 0;  // arena offset, valid while the lease holds
+  uint64_t checksum = 0;
+};
+
+struct GetLease {
+  uint64_t lease_id = 0;  // 0: nothing present, nothing pinned
+  std::vector<GetSlot> slots;
+};
+
+struct LookupSlot {
+  bool present = false;
+  Tier tier = Tier::kDram;
+  uint64_t size_bytes = 0;
+};
+
+struct TierCounters {
+  uint64_t blocks = 0, used_bytes = 0, capacity_bytes = 0;
+  uint64_t hits = 0, misses = 0, evictions = 0, bytes_in = 0, bytes_out = 0;
+};
+
+struct StoreStats {
+  TierCounters dram, ssd;
+  uint64_t arena_allocated_bytes = 0, reserved_bytes = 0, pinned_bytes = 0;
+  uint32_t open_leases = 0, open_puts = 0;
+  uint64_t checksum_failures = 0, expired_leases = 0, expired_puts = 0;
+};
+
+class Store {
+ public:
+  // `arena` (arena_bytes bytes) and `metrics` outlive the store; `ssd` may be null (no SSD tier). The
+  // index is rebuilt from `ssd`. Starts the thread that expires puts and leases.
+  static absl::StatusOr<std::unique_ptr<Store>> Create(const Options& options, uint8_t* arena, uint64_t arena_bytes,
+                                                       std::unique_ptr<SsdTier> ssd, MetricsRegistry& metrics);
+  ~Store();
+
+  // InvalidArgument: a size of 0 or above max_block_bytes, a duplicate key. ResourceExhausted: the
+  // arena cannot hold the batch even after evicting every unpinned block.
+  absl::StatusOr<PutReservation> BeginPut(absl::Span<const PutItem> items);
+  // NotFound: no such put (never begun, committed, aborted or expired). InvalidArgument: not one
+  // checksum per reserved block. DataLoss: a checksum differs; nothing of the batch is published.
+  absl::Status CommitPut(uint64_t put_id, absl::Span<const uint64_t> checksums);
+  absl::Status AbortPut(uint64_t put_id);
+
+  // InvalidArgument: a duplicate key. Blocks that cannot be promoted (no room, a failed SSD read) are
+  // misses; a block whose SSD copy fails its checks is deleted.
+  absl::StatusOr<GetLease> BeginGet(absl::Span<const BlockKey> keys);
+  absl::Status RenewLease(uint64_t lease_id);  // NotFound when ended or expired
+  absl::Status EndGet(uint64_t lease_id);      // NotFound when ended or expired
+
+  std::vector<LookupSlot> Lookup(absl::Span<const BlockKey> keys);
+  uint32_t Delete(absl::Span<const BlockKey> keys);
+  StoreStats Stats();
+
+  // Expires puts and leases whose deadline passed; the store's own thread calls it periodically.
+  void ExpireNow();
+
+ private:
+  struct Block;
+  struct Txn {
+    std::vector<std::shared_ptr<Block>> blocks;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  using Clock = std::chrono::steady_clock;
+
+  Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::unique_ptr<SsdTier> ssd,
+        MetricsRegistry& metrics);
+  void RegisterMetrics(MetricsRegistry& metrics);
+  absl::Status Recover();
+
+  // Space for `bytes`, evicting as needed. May release and retake mutex_.
+  absl::StatusOr<uint64_t> AllocateDram(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Evicts one block; false when nothing is evictable. May release and retake mutex_.
+  bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  EvictionRank Rank(const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void PublishInDram(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void FreeDram(Block& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void Pin(Block& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void Unpin(Block& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void ReleaseTxn(Txn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void ReleaseLease(Txn& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void DropFromSsd(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Brings an SSD-only block into DRAM; false (a miss) when it cannot.
+  bool Promote(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void ReaperLoop();
+
+  const Options options_;
+  uint8_t* const arena_;
+  const uint64_t arena_bytes_;
+  const std::unique_ptr<SsdTier> ssd_;
+
+  absl::Mutex mutex_;
+  SizeClassAllocator allocator_ ABSL_GUARDED_BY(mutex_);
+  std::unique_ptr<EvictionPolicy> policy_ ABSL_GUARDED_BY(mutex_);
+  absl::flat_hash_map<BlockKey, std::shared_ptr<Block>> index_ ABSL_GUARDED_BY(mutex_);
+  absl::flat_hash_map<uint64_t, Txn> puts_ ABSL_GUARDED_BY(mutex_);
+  absl::flat_hash_map<uint64_t, Txn> leases_ ABSL_GUARDED_BY(mutex_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mutex_) = 1;
+  uint64_t dram_blocks_ ABSL_GUARDED_BY(mutex_) = 0, dram_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t ssd_blocks_ ABSL_GUARDED_BY(mutex_) = 0, ssd_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t reserved_bytes_ ABSL_GUARDED_BY(mutex_) = 0, pinned_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mutex_) = false;
+
+  struct TierMetrics {
+    Counter* hits;
+    Counter* misses;
+    Counter* evictions;
+    Counter* bytes_in;
+    Counter* bytes_out;
+  };
+  TierMetrics dram_metrics_{}, ssd_metrics_{};
+  Counter* checksum_failures_ = nullptr;
+  Counter* expired_leases_ = nullptr;
+  Counter* expired_puts_ = nullptr;
+
+  std::thread reaper_;
+};
+
+}  // namespace strata::kvstore
+
+#endif  // STRATA_KVSTORE_STORE_H_

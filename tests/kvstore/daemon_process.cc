@@ -1,0 +1,153 @@
+#include "tests/kvstore/daemon_process.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "common/strings.h"
+
+extern char** environ;
+
+namespace strata::kvstore::testing {
+namespace {
+
+uint64_t SplitMix(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "strata-kvstore-test-XXXXXX").string();
+  char* made = mkdtemp(pattern.data());
+  if (made == nullptr) std::abort();
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code error;
+  std::filesystem::remove_all(path_, error);
+}
+
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<std::string> args) {
+  std::unique_ptr<DaemonProcess> daemon(new DaemonProcess());
+  const std::filesystem::path port_file = daemon->dir_.path() / "ports";
+  std::vector<std::string> argv_strings = {STRATA_KVSTORE_PATH, "--port", "0", "--metrics-port", "0",
+                                           "--port-file", port_file.string()};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  if (posix_spawn(&daemon->pid_, STRATA_KVSTORE_PATH, nullptr, nullptr, argv.data(), environ) != 0) {
+    return absl::InternalError(StrCat("posix_spawn ", STRATA_KVSTORE_PATH, ": ", std::strerror(errno)));
+  }
+  bool exited = false;
+  const bool ready = WaitFor(
+      [&] {
+        int status = 0;
+        if (waitpid(daemon->pid_, &status, WNOHANG) == daemon->pid_) {
+          exited = true;
+          return true;
+        }
+        std::ifstream in(port_file);
+        std::string grpc, metrics;
+        if (!(in >> grpc >> metrics)) return false;
+        daemon->grpc_port_ = std::stoi(grpc.substr(grpc.find('=') + 1));
+        daemon->metrics_port_ = std::stoi(metrics.substr(metrics.find('=') + 1));
+        return true;
+      },
+      std::chrono::seconds(20));
+  if (exited) {
+    daemon->pid_ = -1;
+    return absl::UnavailableError("strata-kvstore exited during start-up (see its stderr)");
+  }
+  if (!ready) return absl::DeadlineExceededError("strata-kvstore did not serve within 20 s");
+  return daemon;
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0) Kill();
+}
+
+int DaemonProcess::Wait() {
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int DaemonProcess::Terminate() {
+  kill(pid_, SIGTERM);
+  return Wait();
+}
+
+void DaemonProcess::Kill() {
+  kill(pid_, SIGKILL);
+  Wait();
+}
+
+absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect() const {
+  ClientOptions options;
+  options.address = address();
+  options.transfer_timeout = std::chrono::seconds(20);
+  return KvStoreClient::Connect(options);
+}
+
+bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::milliseconds(1);
+  for (;;) {
+    if (condition()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(pause);  // polling interval, not a wait for an event
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
+
+BlockKey RandomKey(uint64_t seed) {
+  uint64_t state = seed;
+  BlockKey key;
+  for (int i = 0; i < 2; ++i) {
+    const uint64_t word = SplitMix(state);
+    std::memcpy(key.bytes.data() + 8 * i, &word, 8);
+  }
+  return key;
+}
+
+uint64_t SizeForKey(const BlockKey& key, uint64_t min_bytes, uint64_t max_bytes) {
+  return min_bytes + key.High64() % (max_bytes - min_bytes + 1);
+}
+
+void FillForKey(const BlockKey& key, uint8_t* data, uint64_t bytes) {
+  uint64_t state = key.Low64() ^ bytes;
+  uint64_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    const uint64_t word = SplitMix(state);
+    std::memcpy(data + i, &word, 8);
+  }
+  const uint64_t word = SplitMix(state);
+  std::memcpy(data + i, &word, bytes - i);
+}
+
+bool MatchesKey(const BlockKey& key, const uint8_t* data, uint64_t bytes) {
+  uint64_t state = key.Low64() ^ bytes;
+  uint64_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    const uint64_t word = SplitMix(state);
+    if (std::memcmp(data + i, &word, 8) != 0) return false;
+  }
+  const uint64_t word = SplitMix(state);
+  return std::memcmp(data + i, &word, bytes - i) == 0;
+}
+
+}  // namespace strata::kvstore::testing

@@ -1,0 +1,72 @@
+// A strata-kvstore process for tests: spawned from the built binary with a fresh port file, waited on
+// until it serves (with a deadline), stopped by SIGTERM or killed by SIGKILL.
+#ifndef STRATA_TESTS_KVSTORE_DAEMON_PROCESS_H_
+#define STRATA_TESTS_KVSTORE_DAEMON_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/block_key.h"
+#include "kvstore/client/client.h"
+
+namespace strata::kvstore::testing {
+
+// A directory removed with its contents at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+class DaemonProcess {
+ public:
+  // Starts `strata-kvstore --port 0 --metrics-port 0 --port-file ... <args>` and waits up to 20 s for
+  // it to serve.
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(std::vector<std::string> args);
+  ~DaemonProcess();  // SIGKILL if still running
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
+  int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return pid_; }
+
+  // SIGTERM and wait for a clean exit; returns the exit status (0 expected).
+  int Terminate();
+  // SIGKILL and reap.
+  void Kill();
+
+  absl::StatusOr<std::unique_ptr<KvStoreClient>> Connect() const;
+
+ private:
+  DaemonProcess() = default;
+  int Wait();
+
+  TempDir dir_;
+  pid_t pid_ = -1;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+};
+
+// Polls `condition` until true or `timeout` passes.
+bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// Deterministic test content: a random key, its size from the key, and bytes derived from both, so any
+// client can check any block it reads.
+BlockKey RandomKey(uint64_t seed);
+uint64_t SizeForKey(const BlockKey& key, uint64_t min_bytes, uint64_t max_bytes);
+void FillForKey(const BlockKey& key, uint8_t* data, uint64_t bytes);
+bool MatchesKey(const BlockKey& key, const uint8_t* data, uint64_t bytes);
+
+}  // namespace strata::kvstore::testing
+
+#endif  // STRATA_TESTS_KVSTORE_DAEMON_PROCESS_H_

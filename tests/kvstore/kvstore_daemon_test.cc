@@ -1,0 +1,478 @@
+// strata-kvstore as a process on loopback with real UCX (the transport UCX picks, or UCX_TLS from the
+// environment: ctest runs this suite twice, once with UCX_TLS=tcp) and a real RocksDB in a temp dir.
+#include <signal.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <httplib.h>
+
+#include "absl/container/flat_hash_set.h"
+#include "common/rpc.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kvstore/checksum.h"
+#include "tests/kvstore/test_util.h"
+
+namespace strata::kvstore::testing {
+namespace {
+
+constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
+
+std::vector<BlockKey> Keys(uint64_t seed, int count) {
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < count; ++i) keys.push_back(RandomKey(seed * 1'000'003 + i));
+  return keys;
+}
+
+std::unique_ptr<DaemonProcess> StartDaemon(std::vector<std::string> args) {
+  absl::StatusOr<std::unique_ptr<DaemonProcess>> daemon = DaemonProcess::Start(std::move(args));
+  EXPECT_TRUE(daemon.ok()) << daemon.status();
+  return daemon.ok() ? std::move(*daemon) : nullptr;
+}
+
+std::unique_ptr<KvStoreClient> ConnectTo(const DaemonProcess& daemon) {
+  absl::StatusOr<std::unique_ptr<KvStoreClient>> client = daemon.Connect();
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? std::move(*client) : nullptr;
+}
+
+TEST(RoundTrip, PutThenGetReturnsEveryByte) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(256 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 96 * kMiB);
+  const std::vector<BlockKey> keys = Keys(1, 48);
+  PutKeys(*client, buffer, keys, 1, 2 * kMiB);
+  const std::vector<GetOutcome> outcomes = GetAndCheck(*client, buffer, keys, 2 * kMiB);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_TRUE(outcomes[i].found) << i;
+    EXPECT_EQ(outcomes[i].tier, proto::TIER_KVSTORE_DRAM);
+    EXPECT_EQ(outcomes[i].size_bytes, SizeForKey(keys[i], 1, 2 * kMiB));
+  }
+  const proto::StatsResponse stats = StatsOf(*client);
+  EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_DRAM).blocks(), keys.size());
+  EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_DRAM).hits(), keys.size());
+  EXPECT_EQ(stats.pinned_bytes(), 0u);
+  EXPECT_EQ(stats.open_leases(), 0u);
+  // Delete everything: the arena is empty again.
+  absl::StatusOr<uint32_t> deleted = client->Delete(keys);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, keys.size());
+  EXPECT_EQ(StatsOf(*client).arena_allocated_bytes(), 0u);
+  EXPECT_EQ(daemon->Terminate(), 0);
+}
+
+TEST(RoundTrip, SecondPutOfAKeyIsAlreadyPresentAndKeepsTheFirstBytes) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(64 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  const BlockKey key = RandomKey(7);
+  FillForKey(key, buffer.data(), 1 * kMiB);
+  auto first = client->Put({{key, buffer.data(), 1 * kMiB}});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)[0], PutOutcome::kStored);
+  std::memset(buffer.data(), 0x55, 1 * kMiB);
+  auto second = client->Put({{key, buffer.data(), 1 * kMiB}});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)[0], PutOutcome::kAlreadyPresent);
+  auto got = client->Get({{key, buffer.data() + 2 * kMiB, 2 * kMiB}});
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE((*got)[0].found);
+  EXPECT_TRUE(MatchesKey(key, buffer.data() + 2 * kMiB, 1 * kMiB));
+}
+
+TEST(RoundTrip, LookupReportsTiersSizesAndTheLongestPresentPrefix) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(64 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 16 * kMiB);
+  const std::vector<BlockKey> chain = Keys(11, 6);
+  PutKeys(*client, buffer, {chain[0], chain[1], chain[2], chain[4]}, 4 * kKiB, 64 * kKiB);
+  auto lookup = client->Lookup(chain);
+  ASSERT_TRUE(lookup.ok()) << lookup.status();
+  EXPECT_EQ(lookup->longest_present_prefix(), 3u);
+  ASSERT_EQ(lookup->blocks_size(), 6);
+  EXPECT_TRUE(lookup->blocks(4).present());
+  EXPECT_FALSE(lookup->blocks(3).present());
+  EXPECT_EQ(lookup->blocks(0).tier(), proto::TIER_KVSTORE_DRAM);
+  EXPECT_EQ(lookup->blocks(0).size_bytes(), SizeForKey(chain[0], 4 * kKiB, 64 * kKiB));
+}
+
+TEST(RoundTrip, AsyncBatchesOverlap) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(128 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer in(*client, 32 * kMiB), out(*client, 32 * kMiB);
+  const std::vector<BlockKey> keys = Keys(12, 16);
+  std::vector<PutBlock> puts;
+  std::vector<GetBlock> gets;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    FillForKey(keys[i], in.data() + i * 2 * kMiB, 2 * kMiB);
+    puts.push_back({keys[i], in.data() + i * 2 * kMiB, 2 * kMiB});
+    gets.push_back({keys[i], out.data() + i * 2 * kMiB, 2 * kMiB});
+  }
+  auto put = client->PutAsync(puts);
+  ASSERT_TRUE(put.get().ok());
+  auto get = client->GetAsync(gets);
+  auto outcomes = get.get();
+  ASSERT_TRUE(outcomes.ok()) << outcomes.status();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_TRUE((*outcomes)[i].found);
+    EXPECT_TRUE(MatchesKey(keys[i], out.data() + i * 2 * kMiB, 2 * kMiB));
+  }
+}
+
+// 8 clients (threads, each its own client and UCX worker) × 600 mixed operations on a shared key space;
+// every block read is checked byte by byte against its key.
+TEST(Concurrency, EightClientsMixedOperationsEveryByteChecked) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(48 * kMiB), "--max-batch", "64"});
+  ASSERT_NE(daemon, nullptr);
+  constexpr int kClients = 8, kOps = 600, kKeySpace = 400;
+  constexpr uint64_t kMin = 1, kMax = 256 * kKiB;
+  const std::vector<BlockKey> keys = Keys(21, kKeySpace);
+  std::atomic<int> found{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      auto client = ConnectTo(*daemon);
+      if (client == nullptr) {
+        ++failures;
+        return;
+      }
+      RegisteredBuffer buffer(*client, 4 * kMax);
+      std::mt19937_64 random(c);
+      for (int op = 0; op < kOps; ++op) {
+        std::vector<BlockKey> batch;
+        const int n = 1 + random() % 4;
+        absl::flat_hash_set<BlockKey> seen;
+        while (static_cast<int>(batch.size()) < n) {
+          const BlockKey& key = keys[random() % kKeySpace];
+          if (seen.insert(key).second) batch.push_back(key);
+        }
+        const int kind = random() % 10;
+        if (kind < 4) {
+          std::vector<PutBlock> puts;
+          for (size_t i = 0; i < batch.size(); ++i) {
+            const uint64_t size = SizeForKey(batch[i], kMin, kMax);
+            FillForKey(batch[i], buffer.data() + i * kMax, size);
+            puts.push_back({batch[i], buffer.data() + i * kMax, size});
+          }
+          auto result = client->Put(puts);
+          if (!result.ok() && result.status().code() != absl::StatusCode::kResourceExhausted) {
+            ADD_FAILURE() << result.status();
+            ++failures;
+          }
+        } else if (kind < 9) {
+          std::vector<GetBlock> gets;
+          for (size_t i = 0; i < batch.size(); ++i) {
+            std::memset(buffer.data() + i * kMax, 0xEE, kMax);
+            gets.push_back({batch[i], buffer.data() + i * kMax, kMax});
+          }
+          auto result = client->Get(gets);
+          if (!result.ok()) {
+            ADD_FAILURE() << result.status();
+            ++failures;
+            continue;
+          }
+          for (size_t i = 0; i < batch.size(); ++i) {
+            if (!(*result)[i].found) continue;
+            ++found;
+            if ((*result)[i].size_bytes != SizeForKey(batch[i], kMin, kMax) ||
+                !MatchesKey(batch[i], buffer.data() + i * kMax, (*result)[i].size_bytes)) {
+              ADD_FAILURE() << "wrong bytes for " << batch[i].Hex();
+              ++failures;
+            }
+          }
+        } else {
+          auto result = client->Delete(batch);
+          if (!result.ok()) {
+            ADD_FAILURE() << result.status();
+            ++failures;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(found.load(), 500);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  const proto::StatsResponse stats = StatsOf(*client);
+  EXPECT_EQ(stats.open_leases(), 0u);
+  EXPECT_EQ(stats.open_puts(), 0u);
+  EXPECT_EQ(stats.pinned_bytes(), 0u);
+  EXPECT_EQ(stats.reserved_bytes(), 0u);
+  ASSERT_TRUE(client->Delete(keys).ok());
+  EXPECT_EQ(StatsOf(*client).arena_allocated_bytes(), 0u);
+  EXPECT_EQ(daemon->Terminate(), 0);
+}
+
+TEST(Tiers, DramEvictionWritesBackToSsdAndAGetPromotes) {
+  TempDir ssd;
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(8 * kMiB), "--ssd-dir", ssd.path().string()});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  const std::vector<BlockKey> keys = Keys(31, 24);  // 24 MiB through an 8 MiB arena
+  PutKeys(*client, buffer, keys, 1 * kMiB, 1 * kMiB);
+  proto::StatsResponse stats = StatsOf(*client);
+  EXPECT_GE(TierOf(stats, proto::TIER_KVSTORE_DRAM).evictions(), 16u);
+  EXPECT_GE(TierOf(stats, proto::TIER_KVSTORE_SSD).blocks(), 16u);
+  auto lookup = client->Lookup(keys);
+  ASSERT_TRUE(lookup.ok());
+  EXPECT_EQ(lookup->longest_present_prefix(), keys.size());  // nothing lost
+  EXPECT_EQ(lookup->blocks(0).tier(), proto::TIER_KVSTORE_SSD);
+  // Read them all back (2 at a time): SSD blocks come back promoted and intact.
+  int from_ssd = 0;
+  for (size_t i = 0; i < keys.size(); i += 2) {
+    const auto outcomes = GetAndCheck(*client, buffer, {keys[i], keys[i + 1]}, 1 * kMiB);
+    for (const GetOutcome& outcome : outcomes) {
+      EXPECT_TRUE(outcome.found);
+      from_ssd += outcome.tier == proto::TIER_KVSTORE_SSD;
+    }
+  }
+  EXPECT_GE(from_ssd, 16);
+  stats = StatsOf(*client);
+  EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_SSD).hits(), static_cast<uint64_t>(from_ssd));
+  lookup = client->Lookup({keys.back()});
+  ASSERT_TRUE(lookup.ok());
+  EXPECT_EQ(lookup->blocks(0).tier(), proto::TIER_KVSTORE_DRAM);  // promoted
+  EXPECT_EQ(stats.checksum_failures(), 0u);
+}
+
+TEST(Tiers, WithoutAnSsdTierEvictedBlocksAreMisses) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(4 * kMiB), "--eviction", "lru"});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  const std::vector<BlockKey> keys = Keys(32, 12);
+  PutKeys(*client, buffer, keys, 1 * kMiB, 1 * kMiB);
+  const auto outcomes = GetAndCheck(*client, buffer, keys, 1 * kMiB);
+  int found = 0;
+  for (const GetOutcome& outcome : outcomes) found += outcome.found;
+  EXPECT_EQ(found, 4);  // LRU keeps the last four
+  EXPECT_TRUE(outcomes.back().found);
+  EXPECT_FALSE(outcomes.front().found);
+}
+
+TEST(Tiers, EvictionPrefersLeavesOfChainsWhenParentsAreGiven) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(4 * kMiB), "--eviction", "lru"});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  // A chain root -> a -> b written first (oldest), then an unrelated block: room for 4 blocks of 1 MiB.
+  const std::vector<BlockKey> keys = Keys(33, 5);
+  for (int i = 0; i < 4; ++i) {
+    FillForKey(keys[i], buffer.data(), 1 * kMiB);
+    std::optional<BlockKey> parent;
+    if (i > 0 && i < 3) parent = keys[i - 1];
+    ASSERT_TRUE(client->Put({{keys[i], buffer.data(), 1 * kMiB, parent}}).ok());
+  }
+  // A fifth block evicts one: LRU alone would pick the chain root keys[0]; leaves-first picks the
+  // chain's leaf keys[2] (the oldest block without children in DRAM).
+  FillForKey(keys[4], buffer.data(), 1 * kMiB);
+  ASSERT_TRUE(client->Put({{keys[4], buffer.data(), 1 * kMiB}}).ok());
+  auto lookup = client->Lookup(keys);
+  ASSERT_TRUE(lookup.ok());
+  EXPECT_TRUE(lookup->blocks(0).present());
+  EXPECT_TRUE(lookup->blocks(1).present());
+  EXPECT_FALSE(lookup->blocks(2).present());
+  EXPECT_TRUE(lookup->blocks(3).present());
+}
+
+TEST(Durability, KillNineKeepsEveryBlockThatReachedSsd) {
+  TempDir ssd;
+  const std::vector<std::string> args = {"--dram-bytes", std::to_string(8 * kMiB), "--ssd-dir", ssd.path().string()};
+  auto daemon = StartDaemon(args);
+  ASSERT_NE(daemon, nullptr);
+  const std::vector<BlockKey> keys = Keys(41, 20);
+  std::vector<BlockKey> on_ssd;
+  {
+    auto client = ConnectTo(*daemon);
+    ASSERT_NE(client, nullptr);
+    RegisteredBuffer buffer(*client, 4 * kMiB);
+    PutKeys(*client, buffer, keys, 512 * kKiB, 1 * kMiB);
+    auto lookup = client->Lookup(keys);
+    ASSERT_TRUE(lookup.ok());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (lookup->blocks(i).tier() == proto::TIER_KVSTORE_SSD) on_ssd.push_back(keys[i]);
+    }
+  }
+  ASSERT_GE(on_ssd.size(), 8u);
+  daemon->Kill();
+  daemon = StartDaemon(args);
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  EXPECT_GE(TierOf(StatsOf(*client), proto::TIER_KVSTORE_SSD).blocks(), on_ssd.size());
+  for (const BlockKey& key : on_ssd) {
+    const auto outcomes = GetAndCheck(*client, buffer, {key}, 1 * kMiB);
+    EXPECT_TRUE(outcomes[0].found) << key.Hex();
+  }
+}
+
+TEST(Durability, WriteThroughKeepsEveryCommittedBlockAcrossKillNine) {
+  TempDir ssd;
+  const std::vector<std::string> args = {"--dram-bytes", std::to_string(32 * kMiB), "--ssd-dir", ssd.path().string(),
+                                         "--persist", "write-through"};
+  auto daemon = StartDaemon(args);
+  ASSERT_NE(daemon, nullptr);
+  const std::vector<BlockKey> keys = Keys(42, 24);
+  {
+    auto client = ConnectTo(*daemon);
+    ASSERT_NE(client, nullptr);
+    RegisteredBuffer buffer(*client, 8 * kMiB);
+    PutKeys(*client, buffer, keys, 1, 1 * kMiB);
+  }
+  daemon->Kill();
+  daemon = StartDaemon(args);
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 8 * kMiB);
+  const auto outcomes = GetAndCheck(*client, buffer, keys, 1 * kMiB);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_TRUE(outcomes[i].found) << i;
+    EXPECT_EQ(outcomes[i].tier, proto::TIER_KVSTORE_SSD);
+  }
+}
+
+TEST(Leases, AnExpiredLeaseUnpinsItsBlocks) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB), "--lease-ttl-ms", "300"});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  const std::vector<BlockKey> keys = Keys(51, 3);
+  PutKeys(*client, buffer, keys, 1 * kMiB, 1 * kMiB);
+  // A reader that pins and then disappears without EndGet.
+  auto stub = RawStub(*daemon);
+  proto::BeginGetRequest begin;
+  for (const BlockKey& key : keys) begin.add_keys(key.ToBytes());
+  proto::BeginGetResponse lease;
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(5));
+  ASSERT_TRUE(stub->BeginGet(&context, begin, &lease).ok());
+  EXPECT_EQ(StatsOf(*client).pinned_bytes(), 3 * kMiB);
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(*client).pinned_bytes() == 0; }, std::chrono::seconds(10)));
+  const proto::StatsResponse stats = StatsOf(*client);
+  EXPECT_EQ(stats.open_leases(), 0u);
+  EXPECT_EQ(stats.expired_leases(), 1u);
+  grpc::ClientContext end_context;
+  SetDeadline(end_context, std::chrono::seconds(5));
+  proto::EndGetRequest end;
+  end.set_lease_id(lease.lease_id());
+  proto::EndGetResponse ended;
+  EXPECT_EQ(stub->EndGet(&end_context, end, &ended).error_code(), grpc::StatusCode::NOT_FOUND);
+  // Unpinned blocks can be deleted and their memory is free.
+  ASSERT_TRUE(client->Delete(keys).ok());
+  EXPECT_EQ(StatsOf(*client).arena_allocated_bytes(), 0u);
+}
+
+TEST(Leases, AnAbandonedPutIsFreed) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB), "--put-ttl-ms", "300"});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  auto stub = RawStub(*daemon);
+  proto::BeginPutRequest begin;
+  const BlockKey key = RandomKey(52);
+  proto::PutItem* item = begin.add_items();
+  item->set_key(key.ToBytes());
+  item->set_size_bytes(3 * kMiB);
+  proto::BeginPutResponse reservation;
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(5));
+  ASSERT_TRUE(stub->BeginPut(&context, begin, &reservation).ok());
+  ASSERT_TRUE(reservation.slots(0).reserved());
+  EXPECT_EQ(StatsOf(*client).reserved_bytes(), 3 * kMiB);
+  auto lookup = client->Lookup({key});
+  ASSERT_TRUE(lookup.ok());
+  EXPECT_FALSE(lookup->blocks(0).present());  // reserved is not published
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(*client).arena_allocated_bytes() == 0; }, std::chrono::seconds(10)));
+  EXPECT_EQ(StatsOf(*client).expired_puts(), 1u);
+  grpc::ClientContext commit_context;
+  SetDeadline(commit_context, std::chrono::seconds(5));
+  proto::CommitPutRequest commit;
+  commit.set_put_id(reservation.put_id());
+  commit.add_checksums(0);
+  proto::CommitPutResponse committed;
+  EXPECT_EQ(stub->CommitPut(&commit_context, commit, &committed).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(DeadPeer, AClientCallFailsInsteadOfHangingWhenTheDaemonDies) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 4 * kMiB);
+  const std::vector<BlockKey> keys = Keys(61, 2);
+  PutKeys(*client, buffer, keys, 1 * kMiB, 1 * kMiB);
+  daemon->Kill();
+  const auto start = std::chrono::steady_clock::now();
+  auto result = client->Get({{keys[0], buffer.data(), 1 * kMiB}});
+  EXPECT_FALSE(result.ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+TEST(Daemon, ServesHealthAndMetricsAndDrainsOnSigterm) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  // grpc.health.v1.Health/Check with an empty request: SERVING is field 1 = 1 (bytes 08 01).
+  auto channel = grpc::CreateChannel(daemon->address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(5));
+  grpc::CompletionQueue queue;
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  auto call = generic.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &queue);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(queue.Next(&tag, &ok));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 2 * kMiB);
+  PutKeys(*client, buffer, Keys(71, 2), 1 * kMiB, 1 * kMiB);
+  GetAndCheck(*client, buffer, Keys(71, 3), 1 * kMiB);
+  httplib::Client http("127.0.0.1", daemon->metrics_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->body, ::testing::HasSubstr("strata_kvstore_hits_total{tier=\"dram\"} 2"));
+  EXPECT_THAT(metrics->body, ::testing::HasSubstr("strata_kvstore_misses_total{tier=\"dram\"} 1"));
+  EXPECT_THAT(metrics->body, ::testing::HasSubstr("strata_kvstore_occupancy_bytes{tier=\"dram\"} 2097152"));
+  EXPECT_THAT(metrics->body, ::testing::HasSubstr("strata_kvstore_op_seconds_bucket{op=\"begin_get\""));
+  EXPECT_EQ(http.Get("/healthz")->status, 200);
+  EXPECT_EQ(daemon->Terminate(), 0);
+}
+
+}  // namespace
+}  // namespace strata::kvstore::testing
