@@ -3,6 +3,7 @@
 
 #include "CLI/CLI.hpp"
 #include "worker/cli/commands.h"
+#include "worker/cli/kv_command.h"
 
 namespace {
 
@@ -58,6 +59,9 @@ int main(int argc, char** argv) {
   ins->add_option("model", inspect.model_dir, "Hugging Face model directory")->required();
   ins->add_flag("--json", inspect_json, "Print JSON");
 
+  strata::cli::KvCommand kv_command;
+  CLI::App* kv = strata::cli::AddKvCommand(app, kv_command);
+
   CLI11_PARSE(app, argc, argv);
 
   if (gen->parsed()) {
@@ -74,6 +78,7 @@ int main(int argc, char** argv) {
     tokenize.format = tokenize_json ? OutputFormat::kJson : OutputFormat::kText;
     return Finish(strata::cli::RunTokenize(tokenize, std::cout));
   }
+  if (kv->parsed()) return Finish(strata::cli::RunKv(kv_command, std::cout));
   inspect.format = inspect_json ? OutputFormat::kJson : OutputFormat::kText;
   return Finish(strata::cli::RunInspect(inspect, std::cout));
 }
