@@ -30,6 +30,15 @@ struct Options {
   // Candidates whose estimates are within this of the best one are ties, broken in rotation so that
   // equal workers do not herd onto one. Default 5 ms.
   absl::Duration tie_window = absl::Milliseconds(5);
+  // cache-aware under load (placement.h says how they combine). A worker is a candidate only while its
+  // queue is within (1 + load_bound) x the mean queue + queue_slack (default 0.5 and 2 s): a hot prefix
+  // spreads once its holder is that far behind. Queue time weighs load_knee / (load_knee + mean queue)
+  // against the work a worker would do (default knee 1 s): when every queue is long, the work saved by
+  // a local hit shortens every later request's wait, so locality counts for more than a queue a little
+  // shorter. Tuned on the Mooncake trace replay (docs/BENCHMARKS.md, "## scheduler").
+  double load_bound = 0.5;
+  absl::Duration queue_slack = absl::Seconds(2);
+  absl::Duration load_knee = absl::Seconds(1);
   // Listen addresses of the daemon.
   std::string grpc_address = "0.0.0.0:50070";
   std::string metrics_host = "0.0.0.0";

@@ -109,12 +109,14 @@ std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registr
   return out;
 }
 
-size_t Placer::PickTie(const std::vector<Estimate>& estimates, double (*score)(const Estimate&)) {
+size_t Placer::PickTie(const std::vector<double>& scores, const std::vector<bool>& eligible) {
   double best = std::numeric_limits<double>::infinity();
-  for (const Estimate& e : estimates) best = std::min(best, score(e));
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (eligible[i]) best = std::min(best, scores[i]);
+  }
   std::vector<size_t> ties;
-  for (size_t i = 0; i < estimates.size(); ++i) {
-    if (score(estimates[i]) <= best + tie_window_s_) ties.push_back(i);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (eligible[i] && scores[i] <= best + tie_window_s_) ties.push_back(i);
   }
   return ties[tie_rotation_++ % ties.size()];
 }
@@ -135,16 +137,31 @@ absl::StatusOr<Decision> Placer::Place(const RouteInput& input, Registry& regist
                                          " with block_tokens ", input.block_tokens));
   }
   size_t pick = 0;
+  std::vector<double> scores(estimates.size());
+  std::vector<bool> eligible(estimates.size(), true);
   switch (input.policy) {
     case Policy::kRoundRobin:
       pick = round_robin_next_++ % estimates.size();
       break;
     case Policy::kLeastLoaded:
-      pick = PickTie(estimates, [](const Estimate& e) { return e.queue_s; });
+      for (size_t i = 0; i < estimates.size(); ++i) scores[i] = estimates[i].queue_s;
+      pick = PickTie(scores, eligible);
       break;
-    case Policy::kCacheAware:
-      pick = PickTie(estimates, [](const Estimate& e) { return e.ttft_s; });
+    case Policy::kCacheAware: {
+      double mean_queue_s = 0;
+      for (const Estimate& e : estimates) mean_queue_s += e.queue_s;
+      mean_queue_s /= static_cast<double>(estimates.size());
+      // The shortest queue is never above the mean, so at least one worker stays eligible.
+      const double bound_s = (1 + load_bound_) * mean_queue_s + queue_slack_s_;
+      const double queue_weight = load_knee_s_ / (load_knee_s_ + mean_queue_s);
+      for (size_t i = 0; i < estimates.size(); ++i) {
+        const Estimate& e = estimates[i];
+        eligible[i] = e.queue_s <= bound_s;
+        scores[i] = e.fetch_s + e.prefill_s + queue_weight * e.queue_s;
+      }
+      pick = PickTie(scores, eligible);
       break;
+    }
   }
   Decision decision;
   decision.chosen = estimates[pick];

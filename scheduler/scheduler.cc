@@ -38,7 +38,7 @@ Scheduler::Scheduler(const Options& options, const Clock* clock, MetricsRegistry
       metrics_registry_(metrics),
       registry_(options.lease),
       index_(options.index_capacity_blocks),
-      placer_(options.tie_window) {
+      placer_(options) {
   last_event_at_.fill(absl::InfinitePast());
   if (metrics == nullptr) return;
   MetricsRegistry& m = *metrics;

@@ -150,6 +150,8 @@ class Simulation {
   std::vector<double> ttft_s_;
   std::vector<double> route_us_;
   double last_end_s_ = 0;
+  double last_prefill_end_s_ = 0;
+  double busy_s_ = 0;
   size_t finished_ = 0;
 };
 
@@ -269,6 +271,8 @@ absl::Status Simulation::Finish(size_t w, double now) {
   const TraceRequest& request = trace_[r];
   const RequestState& state = states_[r];
   ttft_s_.push_back(now - request.arrival_s / options_.time_scale);
+  last_prefill_end_s_ = std::max(last_prefill_end_s_, now);
+  busy_s_ += state.service_s;
   last_end_s_ = std::max(last_end_s_, now + static_cast<double>(request.output_tokens) / options_.cost.decode_tokens_per_s);
   ++finished_;
   // Into G, leaves first so the root of the chain is the most recent (LRU then evicts leaves first).
@@ -392,6 +396,7 @@ absl::StatusOr<PolicyResult> Simulation::Run() {
   uint64_t busiest = 0;
   for (const SimWorker& worker : workers_) busiest = std::max(busiest, worker.routed);
   result.max_worker_share = static_cast<double>(busiest) / static_cast<double>(count);
+  result.worker_busy = busy_s_ / (options_.workers * std::max(1e-9, last_prefill_end_s_ - first));
   return result;
 }
 

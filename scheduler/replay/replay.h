@@ -59,6 +59,7 @@ struct PolicyResult {
   double within_slo = 0;               // share of requests with TTFT <= slo
   double route_us_p50 = 0, route_us_p99 = 0;  // wall time of Scheduler::Route on this machine
   double max_worker_share = 0;         // busiest worker's share of requests (herding shows here)
+  double worker_busy = 0;              // prefill+fetch seconds over workers x (first arrival .. last prefill end)
 };
 
 absl::StatusOr<PolicyResult> RunReplay(const std::vector<TraceRequest>& trace, const ReplayOptions& options,

@@ -31,6 +31,7 @@ constexpr Field kFields[] = {
     {"throughput_req_s", &PolicyResult::throughput_req_s, Field::kThreeDecimals},
     {"within_slo", &PolicyResult::within_slo, Field::kPercent},
     {"max_worker_share", &PolicyResult::max_worker_share, Field::kPercent},
+    {"worker_busy", &PolicyResult::worker_busy, Field::kPercent},
     {"route_us_p50", &PolicyResult::route_us_p50, Field::kOneDecimal},
     {"route_us_p99", &PolicyResult::route_us_p99, Field::kOneDecimal},
 };

@@ -158,6 +158,37 @@ TEST_F(PlacementTest, AQueueLongerThanTheSavingSendsTheRequestElsewhere) {
   EXPECT_EQ(Route(keys, 21)->worker_id, "w0");
 }
 
+TEST_F(PlacementTest, UnderLoadLocalityOutweighsASlightlyShorterQueue) {
+  Add(Worker("w0"));
+  Add(Worker("w1"));
+  const auto keys = Keys(10);
+  Hold("w0", Tier::kGpu, keys);  // saves 40 ms
+  const double waits[] = {20.1, 20.0};
+  for (int i = 0; i < 2; ++i) {
+    LoadReport load;
+    load.queue_wait_s = waits[i];
+    ASSERT_TRUE(scheduler_->Heartbeat(StrCat("w", i), epochs_[StrCat("w", i)], load, sequences_[StrCat("w", i)]).ok());
+  }
+  // Plain TTFT would say w1 (20.044 s against 20.104 s); with every queue 20 s long the 40 ms of work
+  // w0 saves is worth more than its 100 ms longer queue.
+  auto routed = Route(keys, 44);
+  EXPECT_EQ(routed->worker_id, "w0");
+  EXPECT_NEAR(routed->decision.chosen.ttft_s, 20.104, 1e-9);  // the estimate is still the TTFT
+}
+
+TEST_F(PlacementTest, UnderLoadAHolderFarBehindTheMeanIsNotACandidate) {
+  for (int i = 0; i < 3; ++i) Add(Worker(StrCat("w", i)));
+  const auto keys = Keys(10);
+  Hold("w0", Tier::kGpu, keys);
+  const double waits[] = {40.0, 10.0, 10.0};  // mean 20 s: the bound is 1.5 x 20 + 2 = 32 s
+  for (int i = 0; i < 3; ++i) {
+    LoadReport load;
+    load.queue_wait_s = waits[i];
+    ASSERT_TRUE(scheduler_->Heartbeat(StrCat("w", i), epochs_[StrCat("w", i)], load, sequences_[StrCat("w", i)]).ok());
+  }
+  EXPECT_NE(Route(keys, 44)->worker_id, "w0");
+}
+
 TEST_F(PlacementTest, EqualWorkersDoNotHerdOntoOne) {
   options_.tie_window = absl::Milliseconds(5);
   for (int i = 0; i < 4; ++i) Add(Worker(StrCat("w", i)));
