@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
 #include "common/log.h"
@@ -69,7 +70,12 @@ int Replay(const std::string& trace_path, replay::ReplayOptions options, const s
     }
     std::printf("%s", replay::FormatSweepTable(sweep).c_str());
     if (!plot_path.empty()) {
-      absl::Status plotted = replay::PlotSweep(sweep, plot_path);
+      std::string title = absl::StrFormat("TTFT p90 vs load: %d workers (G %d + H %d blocks each), ", options.workers,
+                                          options.gpu_blocks_per_worker, options.host_blocks_per_worker);
+      title += options.kvstores == 0 ? "no kvstore"
+                                     : absl::StrFormat("%d kvstore(s) (S %d + D %d blocks)", options.kvstores,
+                                                       options.kvstore_dram_blocks, options.kvstore_ssd_blocks);
+      absl::Status plotted = replay::PlotSweep(sweep, plot_path, title);
       if (!plotted.ok()) return Fail(plotted);
       std::printf("plot: %s\n", plot_path.c_str());
     }

@@ -87,7 +87,7 @@ struct SweepPoint {
 };
 std::string FormatSweepTable(const std::vector<SweepPoint>& sweep);
 // Writes `<png>.dat` and `<png>.gp` beside the PNG and runs gnuplot. Unavailable when gnuplot fails.
-absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& png_path);
+absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& png_path, const std::string& title);
 
 }  // namespace strata::scheduler::replay
 

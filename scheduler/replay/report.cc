@@ -53,12 +53,15 @@ std::string Cell(const Field& field, const PolicyResult& result) {
 
 std::string FormatTable(const ReplayReport& report) {
   const ReplayOptions& o = report.options;
-  std::string out = absl::StrFormat(
-      "workers %d (G %d + H %d blocks each), kvstores %d (S %d + D %d blocks each), block %d tokens, "
-      "load x%g, TTFT SLO %g s, requests %d, ideal (infinite cache) hit rate %.1f%%\n\n",
-      o.workers, o.gpu_blocks_per_worker, o.host_blocks_per_worker, o.kvstores, o.kvstore_dram_blocks,
-      o.kvstore_ssd_blocks, o.block_tokens, o.time_scale, o.slo_ttft_s,
-      report.results.empty() ? 0 : report.results[0].requests, 100 * report.ideal_hit_rate);
+  std::string out = absl::StrFormat("workers %d (G %d + H %d blocks each), ", o.workers, o.gpu_blocks_per_worker,
+                                    o.host_blocks_per_worker);
+  out += o.kvstores == 0 ? std::string("no kvstore")
+                         : absl::StrFormat("kvstores %d (S %d + D %d blocks each)", o.kvstores, o.kvstore_dram_blocks,
+                                           o.kvstore_ssd_blocks);
+  out += absl::StrFormat(
+      ", block %d tokens, load x%g, TTFT SLO %g s, requests %d, ideal (infinite cache) hit rate %.1f%%\n\n",
+      o.block_tokens, o.time_scale, o.slo_ttft_s, report.results.empty() ? 0 : report.results[0].requests,
+      100 * report.ideal_hit_rate);
   out += absl::StrFormat("| %-22s |", "metric");
   for (const PolicyResult& r : report.results) out += absl::StrFormat(" %12s |", std::string(PolicyName(r.policy)));
   out += "\n|---|";
@@ -120,7 +123,7 @@ std::string FormatSweepTable(const std::vector<SweepPoint>& sweep) {
   return out;
 }
 
-absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& png_path) {
+absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& png_path, const std::string& title) {
   if (sweep.empty()) return absl::InvalidArgumentError("plot: empty sweep");
   const std::string dat = png_path + ".dat";
   const std::string gp = png_path + ".gp";
@@ -140,10 +143,11 @@ absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& 
     std::ofstream out(gp);
     out << "set terminal pngcairo size 900,560 noenhanced\n"
         << "set output '" << png_path << "'\n"
-        << "set title 'Mooncake synthetic trace: TTFT p90 vs load (simulated H100 cluster)'\n"
+        << "set title '" << title << "'\n"
         << "set xlabel 'load (trace time compressed x)'\nset ylabel 'TTFT p90 (s)'\n"
-        << "set logscale xy\nset grid\nset key top left\nset xtics (1,2,4,8,16)\n"
-        << "plot";
+        << "set logscale xy\nset grid\nset key top left\nset xtics (";
+    for (size_t i = 0; i < sweep.size(); ++i) out << (i ? "," : "") << sweep[i].time_scale;
+    out << ")\nset xrange [" << sweep.front().time_scale * 0.9 << ":" << sweep.back().time_scale * 1.1 << "]\nplot";
     for (size_t i = 0; i < sweep[0].results.size(); ++i) {
       out << (i ? "," : "") << " '" << dat << "' using 1:" << i + 2 << " with linespoints lw 2 title '"
           << PolicyName(sweep[0].results[i].policy) << "'";
