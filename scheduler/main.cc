@@ -105,6 +105,14 @@ int main(int argc, char** argv) {
   serve->add_option("--index-capacity-blocks", options.index_capacity_blocks, "index bound")->capture_default_str();
   serve->add_option("--policy", policy_name, "round-robin | least-loaded | cache-aware")->capture_default_str();
   serve->add_option("--tie-window-ms", tie_window_ms, "estimates this close are ties")->capture_default_str();
+  int64_t queue_slack_ms = 2000, load_knee_ms = 1000, silence_warning_s = 30;
+  serve->add_option("--load-bound", options.load_bound, "cache-aware: candidates' queue <= (1+this) x mean + slack")
+      ->capture_default_str();
+  serve->add_option("--queue-slack-ms", queue_slack_ms, "cache-aware: the slack of that bound")->capture_default_str();
+  serve->add_option("--load-knee-ms", load_knee_ms, "cache-aware: queue weight knee / (knee + mean queue)")
+      ->capture_default_str();
+  serve->add_option("--silence-warning-s", silence_warning_s, "log a holder whose sent events do not arrive")
+      ->capture_default_str();
 
   replay::ReplayOptions replay_options;
   std::string trace_path, policies = "round-robin,least-loaded,cache-aware", sweep, plot;
@@ -141,6 +149,14 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--lease-ms and --heartbeat-ms must be > 0 with at least two heartbeats "
                                            "per lease; --tie-window-ms >= 0"));
   }
+  if (!(options.load_bound >= 0) || queue_slack_ms < 0 || load_knee_ms <= 0 || silence_warning_s <= 0 ||
+      options.index_capacity_blocks == 0) {
+    return Fail(absl::InvalidArgumentError("--load-bound and --queue-slack-ms must be >= 0, --load-knee-ms, "
+                                           "--silence-warning-s and --index-capacity-blocks > 0"));
+  }
+  options.queue_slack = absl::Milliseconds(queue_slack_ms);
+  options.load_knee = absl::Milliseconds(load_knee_ms);
+  options.silence_warning = absl::Seconds(silence_warning_s);
   options.default_policy = *policy;
   options.lease = absl::Milliseconds(lease_ms);
   options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);

@@ -167,6 +167,7 @@ absl::StatusOr<Decision> Placer::Place(const RouteInput& input, Registry& regist
   decision.chosen = estimates[pick];
   decision.policy = input.policy;
   decision.candidates = estimates.size();
+  decision.prompt_blocks = static_cast<uint32_t>(input.keys.size());
   Holder* chosen = registry.FindBySlot(decision.chosen.slot);
   chosen->busy_until =
       std::max(chosen->busy_until, now) + absl::Seconds(decision.chosen.fetch_s + decision.chosen.prefill_s);

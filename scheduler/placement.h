@@ -60,6 +60,7 @@ struct Decision {
   Estimate chosen;
   Policy policy = Policy::kCacheAware;
   size_t candidates = 0;
+  uint32_t prompt_blocks = 0;  // keys of the request
 };
 
 // Prefill seconds of `new_tokens` after `cached_tokens` on a worker with these rates.

@@ -77,6 +77,13 @@ Scheduler::Scheduler(const Options& options, const Clock* clock, MetricsRegistry
                      [this] { return static_cast<double>(options_.index_capacity_blocks); });
   m.AddGaugeCallback("strata_scheduler_index_table_bytes", "Bytes of the index's hash table.", {},
                      [this] { return static_cast<double>(IndexTableBytes()); });
+  m.AddGaugeCallback("strata_scheduler_resync_pending_holders",
+                     "Holders whose events are dropped until their inventory arrives.", {}, [this] {
+                       absl::MutexLock lock(&mutex_);
+                       double pending = 0;
+                       for (int slot : registry_.AllSlots()) pending += index_.resync_pending(slot) ? 1 : 0;
+                       return pending;
+                     });
   m.AddGaugeCallback("strata_scheduler_index_dropped_stores", "STORED keys dropped because the index was full.", {},
                      [this] {
                        absl::MutexLock lock(&mutex_);
@@ -105,6 +112,11 @@ absl::StatusOr<RegisterResult> Scheduler::Register(Registration registration) {
                      " / ", DTypeName(a.kv_dtype), "); their block keys would never match"));
         }
       }
+    }
+    // A lapsed lease the reaper has not collected yet does not block its id.
+    if (Holder* old = registry_.FindById(id); old != nullptr && old->lease_expiry < now) {
+      if (metrics_.lease_expiries) metrics_.lease_expiries->Increment();
+      RemoveLocked(old->slot, "lease_expired");
     }
     absl::StatusOr<const Holder*> holder = registry_.Register(std::move(registration), now);
     if (!holder.ok()) {

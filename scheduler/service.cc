@@ -247,8 +247,7 @@ grpc::Status SchedulerService::Route(grpc::ServerContext*, const proto::RouteReq
   response->set_queue_wait_s(e.queue_s);
   response->set_fetch_s(e.fetch_s);
   response->set_prefill_s(e.prefill_s);
-  response->set_prompt_blocks(static_cast<uint32_t>(
-      request->token_ids_size() > 0 ? 0 : request->block_keys().size() / sizeof(BlockKey)));
+  response->set_prompt_blocks(result->decision.prompt_blocks);
   response->set_blocks_gpu(e.blocks_by_tier[static_cast<int>(Tier::kGpu)]);
   response->set_blocks_host(e.blocks_by_tier[static_cast<int>(Tier::kHost)]);
   response->set_blocks_kvstore_dram(e.blocks_by_tier[static_cast<int>(Tier::kKvstoreDram)]);

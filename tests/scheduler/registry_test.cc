@@ -152,6 +152,21 @@ TEST(Lease, LapsedWorkerLeavesPlacementAndTheIndex) {
   EXPECT_EQ(scheduler.Route(route).status().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(Lease, ALapsedIdRegistersAgainBeforeTheReaperRuns) {
+  SimClock clock;
+  Scheduler scheduler(Options{}, &clock, nullptr);
+  auto first = scheduler.Register(Worker("w0"));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(scheduler.Register(Worker("w0")).status().code(), absl::StatusCode::kAlreadyExists);  // live
+  clock.Advance(absl::Seconds(6));
+  auto second = scheduler.Register(Worker("w0"));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_GT(second->epoch, first->epoch);
+  EXPECT_EQ(scheduler.Heartbeat("w0", first->epoch, std::nullopt, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // the old incarnation is told so
+  EXPECT_EQ(scheduler.Holders().size(), 1u);
+}
+
 TEST(Lease, WorkersOfOneModelMustAgreeOnBlockSizeAndDtype) {
   SimClock clock;
   Scheduler scheduler(Options{}, &clock, nullptr);

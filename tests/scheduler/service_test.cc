@@ -140,6 +140,7 @@ TEST_F(ServiceTest, KvEventStreamAppliesInventoryEventsAndAsksForResyncOnAGap) {
     EXPECT_EQ(routed.blocks_gpu(), 1u);
     EXPECT_EQ(routed.blocks_host(), 1u);
     EXPECT_EQ(routed.prefill_tokens(), 2u);
+    EXPECT_EQ(routed.prompt_blocks(), 2u);
     EXPECT_EQ(routed.policy(), proto::POLICY_CACHE_AWARE);
   }
 
@@ -248,7 +249,8 @@ TEST_F(ServiceTest, HealthAndMetricsAnswerAndShutdownStopsServing) {
   for (const char* name : {"strata_scheduler_holders{kind=\"worker\"} 1", "strata_scheduler_index_blocks",
                            "strata_scheduler_routes_total{policy=\"cache-aware\"}",
                            "strata_scheduler_seconds_since_kv_event{holder=\"w0\"} -1",
-                           "strata_scheduler_kv_sequence_gaps_total", "strata_scheduler_route_seconds_bucket"}) {
+                           "strata_scheduler_kv_sequence_gaps_total", "strata_scheduler_route_seconds_bucket",
+                           "strata_scheduler_resync_pending_holders 0"}) {
     EXPECT_NE(metrics->body.find(name), std::string::npos) << name;
   }
   auto health = http.Get("/healthz");
