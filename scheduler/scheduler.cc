@@ -299,36 +299,11 @@ absl::StatusOr<RouteResult> Scheduler::Route(const TokenRoute& request) {
     absl::MutexLock lock(&mutex_);
     return RouteLocked(std::move(input));
   }();
-  if (metrics_.route_latency) {
-    metrics_.route_latency->Observe(absl::ToDoubleSeconds(absl::Now() - start));
-    if (!result.ok()) metrics_.route_errors->Increment();
-  }
+  RecordRoute(start, result);
   return result;
 }
 
-absl::StatusOr<RouteResult> Scheduler::Route(const KeyRoute& request) {
-  const absl::Time start = absl::Now();
-  absl::StatusOr<RouteResult> result = [&]() -> absl::StatusOr<RouteResult> {
-    absl::MutexLock lock(&mutex_);
-    STRATA_ASSIGN_OR_RETURN(BlockKeyContext context, ModelContextLocked(request.model_fingerprint));
-    RouteInput input;
-    input.model_fingerprint = request.model_fingerprint;
-    input.block_tokens = context.block_tokens;
-    input.kv_dtype = context.kv_dtype;
-    input.keys = request.keys;
-    input.prompt_tokens = request.prompt_tokens;
-    input.policy = request.policy.value_or(options_.default_policy);
-    return RouteLocked(std::move(input));
-  }();
-  if (metrics_.route_latency) {
-    metrics_.route_latency->Observe(absl::ToDoubleSeconds(absl::Now() - start));
-    if (!result.ok()) metrics_.route_errors->Increment();
-  }
-  return result;
-}
-
-absl::StatusOr<std::vector<Estimate>> Scheduler::EstimateAll(const KeyRoute& request) {
-  absl::MutexLock lock(&mutex_);
+absl::StatusOr<RouteInput> Scheduler::KeyRouteInputLocked(const KeyRoute& request) const {
   STRATA_ASSIGN_OR_RETURN(BlockKeyContext context, ModelContextLocked(request.model_fingerprint));
   RouteInput input;
   input.model_fingerprint = request.model_fingerprint;
@@ -336,6 +311,30 @@ absl::StatusOr<std::vector<Estimate>> Scheduler::EstimateAll(const KeyRoute& req
   input.kv_dtype = context.kv_dtype;
   input.keys = request.keys;
   input.prompt_tokens = request.prompt_tokens;
+  input.policy = request.policy.value_or(options_.default_policy);
+  return input;
+}
+
+void Scheduler::RecordRoute(absl::Time start, const absl::StatusOr<RouteResult>& result) {
+  if (metrics_.route_latency == nullptr) return;
+  metrics_.route_latency->Observe(absl::ToDoubleSeconds(absl::Now() - start));
+  if (!result.ok()) metrics_.route_errors->Increment();
+}
+
+absl::StatusOr<RouteResult> Scheduler::Route(const KeyRoute& request) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<RouteResult> result = [&]() -> absl::StatusOr<RouteResult> {
+    absl::MutexLock lock(&mutex_);
+    STRATA_ASSIGN_OR_RETURN(RouteInput input, KeyRouteInputLocked(request));
+    return RouteLocked(std::move(input));
+  }();
+  RecordRoute(start, result);
+  return result;
+}
+
+absl::StatusOr<std::vector<Estimate>> Scheduler::EstimateAll(const KeyRoute& request) {
+  absl::MutexLock lock(&mutex_);
+  STRATA_ASSIGN_OR_RETURN(RouteInput input, KeyRouteInputLocked(request));
   return placer_.EstimateAll(input, registry_, index_, clock_->Now());
 }
 

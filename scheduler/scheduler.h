@@ -123,6 +123,8 @@ class Scheduler {
 
  private:
   absl::StatusOr<RouteResult> RouteLocked(RouteInput input) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::StatusOr<RouteInput> KeyRouteInputLocked(const KeyRoute& request) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void RecordRoute(absl::Time start, const absl::StatusOr<RouteResult>& result);
   // The context of any live worker of this model; NotFound (as Unavailable) when none.
   absl::StatusOr<BlockKeyContext> ModelContextLocked(const Sha256Digest& fingerprint) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);

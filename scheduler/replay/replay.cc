@@ -14,26 +14,6 @@
 namespace strata::scheduler::replay {
 namespace {
 
-// Trace block ids become 16-byte keys (splitmix64 of the id in each half): the index sees keys as
-// well mixed as SHA-256 ones.
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-BlockKey KeyOf(uint64_t id) {
-  BlockKey key;
-  const uint64_t lo = SplitMix64(id);
-  const uint64_t hi = SplitMix64(id ^ 0x5bd1e9955bd1e995ULL);
-  for (int i = 0; i < 8; ++i) {
-    key.bytes[i] = static_cast<uint8_t>(lo >> (8 * i));
-    key.bytes[8 + i] = static_cast<uint8_t>(hi >> (8 * i));
-  }
-  return key;
-}
-
 double Percentile(std::vector<double> values, double q) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -61,7 +41,7 @@ struct Feed {
         event.tier = tier;
         events.push_back(std::move(event));
       }
-      events.back().keys.push_back(KeyOf(change.id));
+      events.back().keys.push_back(TraceBlockKey(change.id));
     }
     if (events.empty()) return absl::OkStatus();
     STRATA_ASSIGN_OR_RETURN(EventsResult result, scheduler.ApplyEvents(id, epoch, nullptr, events));
@@ -338,7 +318,7 @@ absl::StatusOr<PolicyResult> Simulation::Run() {
         KeyRoute route;
         route.model_fingerprint = fingerprint_;
         route.keys.reserve(request.hash_ids.size());
-        for (uint64_t id : request.hash_ids) route.keys.push_back(KeyOf(id));
+        for (uint64_t id : request.hash_ids) route.keys.push_back(TraceBlockKey(id));
         route.prompt_tokens = request.input_tokens;
         route.policy = policy_;
         const absl::Time wall = absl::Now();

@@ -55,6 +55,28 @@ absl::StatusOr<std::vector<TraceRequest>> ReadMooncakeTrace(const std::string& p
   return out;
 }
 
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+BlockKey TraceBlockKey(uint64_t hash_id) {
+  BlockKey key;
+  const uint64_t lo = SplitMix64(hash_id);
+  const uint64_t hi = SplitMix64(hash_id ^ 0x5bd1e9955bd1e995ULL);
+  for (int i = 0; i < 8; ++i) {
+    key.bytes[i] = static_cast<uint8_t>(lo >> (8 * i));
+    key.bytes[8 + i] = static_cast<uint8_t>(hi >> (8 * i));
+  }
+  return key;
+}
+
 double IdealPrefixHitRate(const std::vector<TraceRequest>& trace) {
   absl::flat_hash_set<uint64_t> seen;
   uint64_t hits = 0;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/block_key.h"
 
 namespace strata::scheduler::replay {
 
@@ -26,6 +27,10 @@ absl::StatusOr<std::vector<TraceRequest>> ReadMooncakeTrace(const std::string& p
 // Share of prompt blocks an infinite cache would serve (prefix hits only, requests in trace order, each
 // request's blocks cached once it ran): the ceiling any placement can reach on this trace.
 double IdealPrefixHitRate(const std::vector<TraceRequest>& trace);
+
+// The 16-byte key replay gives a trace block id (two splitmix64 halves): as well mixed as a scheme-v1
+// key, which the index's hash relies on. Trace ids are not token blocks, so no SHA-256 is spent on them.
+BlockKey TraceBlockKey(uint64_t hash_id);
 
 }  // namespace strata::scheduler::replay
 

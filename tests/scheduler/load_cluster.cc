@@ -5,26 +5,14 @@
 
 #include "common/status.h"
 #include "common/strings.h"
+#include "scheduler/replay/trace.h"
 
 namespace strata::scheduler::testing {
 namespace {
 
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-BlockKey KeyFrom(uint64_t a, uint64_t b) {
-  BlockKey key;
-  const uint64_t lo = Mix(a * 0x100000001b3ULL ^ b);
-  const uint64_t hi = Mix(lo ^ 0xa5a5a5a5a5a5a5a5ULL);
-  for (int i = 0; i < 8; ++i) {
-    key.bytes[i] = static_cast<uint8_t>(lo >> (8 * i));
-    key.bytes[8 + i] = static_cast<uint8_t>(hi >> (8 * i));
-  }
-  return key;
+// Document blocks get ids (document + 1) << 32 | block, new blocks ids below 2^32.
+BlockKey KeyFrom(uint64_t document_plus_one, uint64_t block) {
+  return replay::TraceBlockKey(document_plus_one << 32 | block);
 }
 
 }  // namespace
