@@ -63,9 +63,9 @@ enum class EventType : uint8_t { kStored, kEvicted };
 // What became of an event.
 enum class EventOutcome : uint8_t {
   kApplied,
-  kDuplicate,        // sequence already applied (a resend): ignored
-  kGap,              // a sequence number was skipped: the holder must resend its inventory
-  kAwaitingResync,   // dropped: a gap was seen and no inventory has arrived since
+  kDuplicate,       // sequence already applied (a resend): ignored
+  kGap,             // a sequence number was skipped: the holder must resend its inventory
+  kAwaitingResync,  // dropped: a gap was seen and no inventory has arrived since
 };
 
 class BlockIndex {

@@ -40,8 +40,8 @@ absl::StatusOr<std::vector<sched::Policy>> ParsePolicies(const std::string& list
   for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipEmpty())) {
     std::optional<sched::Policy> policy = sched::PolicyFromName(std::string_view(name.data(), name.size()));
     if (!policy) {
-      return absl::InvalidArgumentError(StrCat("--policies: unknown policy '", std::string(name),
-                                               "' (round-robin, least-loaded, cache-aware)"));
+      return absl::InvalidArgumentError(
+          StrCat("--policies: unknown policy '", std::string(name), "' (round-robin, least-loaded, cache-aware)"));
     }
     out.push_back(*policy);
   }
@@ -118,8 +118,7 @@ int main(int argc, char** argv) {
   std::string trace_path, policies = "round-robin,least-loaded,cache-aware", sweep, plot;
   bool json = false;
   CLI::App* rep = app.add_subcommand("replay", "Replay a Mooncake-format trace against a simulated cluster");
-  rep->add_option("--trace", trace_path, "JSONL trace (timestamp, input_length, output_length, hash_ids)")
-      ->required();
+  rep->add_option("--trace", trace_path, "JSONL trace (timestamp, input_length, output_length, hash_ids)")->required();
   rep->add_option("--workers", replay_options.workers, "simulated workers")->capture_default_str();
   rep->add_option("--gpu-blocks", replay_options.gpu_blocks_per_worker, "tier G per worker, blocks")
       ->capture_default_str();
@@ -146,13 +145,15 @@ int main(int argc, char** argv) {
   std::optional<sched::Policy> policy = sched::PolicyFromName(policy_name);
   if (!policy) return Fail(absl::InvalidArgumentError(StrCat("--policy: unknown policy '", policy_name, "'")));
   if (lease_ms <= 0 || heartbeat_ms <= 0 || heartbeat_ms * 2 > lease_ms || tie_window_ms < 0) {
-    return Fail(absl::InvalidArgumentError("--lease-ms and --heartbeat-ms must be > 0 with at least two heartbeats "
-                                           "per lease; --tie-window-ms >= 0"));
+    return Fail(
+        absl::InvalidArgumentError("--lease-ms and --heartbeat-ms must be > 0 with at least two heartbeats "
+                                   "per lease; --tie-window-ms >= 0"));
   }
   if (!(options.load_bound >= 0) || queue_slack_ms < 0 || load_knee_ms <= 0 || silence_warning_s <= 0 ||
       options.index_capacity_blocks == 0) {
-    return Fail(absl::InvalidArgumentError("--load-bound and --queue-slack-ms must be >= 0, --load-knee-ms, "
-                                           "--silence-warning-s and --index-capacity-blocks > 0"));
+    return Fail(
+        absl::InvalidArgumentError("--load-bound and --queue-slack-ms must be >= 0, --load-knee-ms, "
+                                   "--silence-warning-s and --index-capacity-blocks > 0"));
   }
   options.queue_slack = absl::Milliseconds(queue_slack_ms);
   options.load_knee = absl::Milliseconds(load_knee_ms);

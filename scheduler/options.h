@@ -13,8 +13,8 @@ namespace strata::scheduler {
 
 enum class Policy : uint8_t { kRoundRobin, kLeastLoaded, kCacheAware };
 
-std::string_view PolicyName(Policy policy);                      // "round-robin", ...
-std::optional<Policy> PolicyFromName(std::string_view name);     // inverse; nullopt for anything else
+std::string_view PolicyName(Policy policy);                   // "round-robin", ...
+std::optional<Policy> PolicyFromName(std::string_view name);  // inverse; nullopt for anything else
 
 struct Options {
   // A holder whose last heartbeat is older than this leaves placement and the index. Default 5 s.

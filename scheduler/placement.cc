@@ -65,9 +65,8 @@ std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registr
     const double bytes = static_cast<double>(worker.block_bytes);
     const double host_s = bytes / worker.host_to_gpu_bytes_per_s;
     const double dram_s = bytes / worker.network_bytes_per_s;
-    const double ssd_s =
-        bytes / (ssd_read_bytes_per_s > 0 ? std::min(ssd_read_bytes_per_s, worker.network_bytes_per_s)
-                                          : worker.network_bytes_per_s);
+    const double ssd_s = bytes / (ssd_read_bytes_per_s > 0 ? std::min(ssd_read_bytes_per_s, worker.network_bytes_per_s)
+                                                           : worker.network_bytes_per_s);
     Estimate estimate;
     estimate.slot = slot;
     estimate.queue_s = QueueEstimateSeconds(holder, now);

@@ -38,7 +38,7 @@ struct RouteInput {
   Sha256Digest model_fingerprint{};
   uint32_t block_tokens = 0;
   DType kv_dtype = DType::kBF16;
-  std::vector<BlockKey> keys;   // the prompt's blocks, in order (a partial last block may have a key)
+  std::vector<BlockKey> keys;  // the prompt's blocks, in order (a partial last block may have a key)
   uint64_t prompt_tokens = 0;
   Policy policy = Policy::kCacheAware;
 };
@@ -81,8 +81,7 @@ class Placer {
 
   // Chooses a worker and adds the request's estimated work to its queue estimate. Unavailable when no
   // live worker of that model exists; InvalidArgument for an empty prompt or more keys than tokens allow.
-  absl::StatusOr<Decision> Place(const RouteInput& input, Registry& registry, const BlockIndex& index,
-                                 absl::Time now);
+  absl::StatusOr<Decision> Place(const RouteInput& input, Registry& registry, const BlockIndex& index, absl::Time now);
 
  private:
   // The index of the best score (lowest) among `eligible`, ties within the window taken in rotation.

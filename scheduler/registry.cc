@@ -32,9 +32,9 @@ absl::Status ValidateWorker(const Registration& r) {
   if (w.block_bytes == 0) return absl::InvalidArgumentError(StrCat(where, "block_bytes is 0"));
   if (!PositiveFinite(w.prefill_linear_s_per_token) || !std::isfinite(w.prefill_quadratic_s_per_token2) ||
       w.prefill_quadratic_s_per_token2 < 0) {
-    return absl::InvalidArgumentError(
-        StrCat(where, "prefill rates must be finite, linear > 0 and quadratic >= 0 (got ", w.prefill_linear_s_per_token,
-               ", ", w.prefill_quadratic_s_per_token2, ")"));
+    return absl::InvalidArgumentError(StrCat(where, "prefill rates must be finite, linear > 0 and quadratic >= 0 (got ",
+                                             w.prefill_linear_s_per_token, ", ", w.prefill_quadratic_s_per_token2,
+                                             ")"));
   }
   if (!PositiveFinite(w.host_to_gpu_bytes_per_s) || !PositiveFinite(w.network_bytes_per_s)) {
     return absl::InvalidArgumentError(StrCat(where, "host_to_gpu_bytes_per_s and network_bytes_per_s must be > 0"));
@@ -64,10 +64,10 @@ absl::StatusOr<const Holder*> Registry::Register(Registration registration, absl
                                              "' must be 1..128 characters of [A-Za-z0-9._:-]"));
   }
   if (registration.scheme_version != kBlockKeySchemeVersion) {
-    return absl::FailedPreconditionError(
-        StrCat("register ", registration.holder_id, ": block key scheme version ", registration.scheme_version,
-               " but this scheduler computes version ", kBlockKeySchemeVersion,
-               "; its keys would never match (upgrade one side)"));
+    return absl::FailedPreconditionError(StrCat("register ", registration.holder_id, ": block key scheme version ",
+                                                registration.scheme_version, " but this scheduler computes version ",
+                                                kBlockKeySchemeVersion,
+                                                "; its keys would never match (upgrade one side)"));
   }
   if (!registration.kind.has_value()) {
     return absl::InvalidArgumentError(StrCat("register ", registration.holder_id, ": kind must be worker or kvstore"));
@@ -79,9 +79,8 @@ absl::StatusOr<const Holder*> Registry::Register(Registration registration, absl
   }
   if (auto it = by_id_.find(registration.holder_id); it != by_id_.end()) {
     const Holder& existing = *slots_[it->second];
-    return absl::AlreadyExistsError(StrCat("register ", registration.holder_id,
-                                           ": this id holds a live lease (epoch ", existing.epoch, ", address ",
-                                           existing.registration.address,
+    return absl::AlreadyExistsError(StrCat("register ", registration.holder_id, ": this id holds a live lease (epoch ",
+                                           existing.epoch, ", address ", existing.registration.address,
                                            "); deregister it or wait for its lease to lapse"));
   }
   int slot = -1;
@@ -118,8 +117,8 @@ Holder* Registry::FindById(std::string_view holder_id) {
 absl::StatusOr<Holder*> Registry::Find(std::string_view holder_id, uint64_t epoch) {
   Holder* holder = FindById(holder_id);
   if (holder == nullptr) {
-    return absl::NotFoundError(StrCat("holder ", holder_id,
-                                      " is not registered (scheduler restart or lapsed lease): register again"));
+    return absl::NotFoundError(
+        StrCat("holder ", holder_id, " is not registered (scheduler restart or lapsed lease): register again"));
   }
   if (holder->epoch != epoch) {
     return absl::FailedPreconditionError(StrCat("holder ", holder_id, ": epoch ", epoch, " is not the live epoch ",

@@ -53,7 +53,7 @@ struct Registration {
   std::string holder_id;
   std::optional<HolderKind> kind;  // nullopt: the caller did not say (refused)
   uint32_t scheme_version = 0;
-  BlockKeyContext key_context;     // workers: fingerprint, block size, dtype (tenant salt unused)
+  BlockKeyContext key_context;  // workers: fingerprint, block size, dtype (tenant salt unused)
   std::string address;
   WorkerInfo worker;
   KvstoreInfo kvstore;

@@ -42,33 +42,36 @@ Scheduler::Scheduler(const Options& options, const Clock* clock, MetricsRegistry
   last_event_at_.fill(absl::InfinitePast());
   if (metrics == nullptr) return;
   MetricsRegistry& m = *metrics;
-  metrics_.workers = &m.AddGauge("strata_scheduler_holders", "Registered holders with a live lease.", {{"kind", "worker"}});
-  metrics_.kvstores = &m.AddGauge("strata_scheduler_holders", "Registered holders with a live lease.", {{"kind", "kvstore"}});
-  metrics_.registrations_refused =
-      &m.AddCounter("strata_scheduler_registrations_refused_total", "Registrations refused (malformed, scheme "
-                                                                    "version mismatch, duplicate id).");
-  metrics_.lease_expiries = &m.AddCounter("strata_scheduler_lease_expiries_total",
-                                          "Holders removed because their lease lapsed.");
+  metrics_.workers =
+      &m.AddGauge("strata_scheduler_holders", "Registered holders with a live lease.", {{"kind", "worker"}});
+  metrics_.kvstores =
+      &m.AddGauge("strata_scheduler_holders", "Registered holders with a live lease.", {{"kind", "kvstore"}});
+  metrics_.registrations_refused = &m.AddCounter("strata_scheduler_registrations_refused_total",
+                                                 "Registrations refused (malformed, scheme "
+                                                 "version mismatch, duplicate id).");
+  metrics_.lease_expiries =
+      &m.AddCounter("strata_scheduler_lease_expiries_total", "Holders removed because their lease lapsed.");
   for (Policy policy : {Policy::kRoundRobin, Policy::kLeastLoaded, Policy::kCacheAware}) {
     metrics_.routes[static_cast<int>(policy)] =
         &m.AddCounter("strata_scheduler_routes_total", "Routing decisions, by policy.",
                       {{"policy", std::string(PolicyName(policy))}});
   }
   metrics_.route_errors = &m.AddCounter("strata_scheduler_route_errors_total", "Route calls that failed.");
-  metrics_.route_latency = &m.AddHistogram("strata_scheduler_route_seconds", "Time to decide one route.",
-                                           LatencyBucketsSeconds());
-  metrics_.estimated_ttft = &m.AddHistogram("strata_scheduler_estimated_ttft_seconds",
-                                            "Estimated time to first token of the chosen worker.",
-                                            LatencyBucketsSeconds());
-  metrics_.events_stored = &m.AddCounter("strata_scheduler_kv_events_total", "KV events applied.", {{"type", "stored"}});
-  metrics_.events_evicted = &m.AddCounter("strata_scheduler_kv_events_total", "KV events applied.", {{"type", "evicted"}});
+  metrics_.route_latency =
+      &m.AddHistogram("strata_scheduler_route_seconds", "Time to decide one route.", LatencyBucketsSeconds());
+  metrics_.estimated_ttft =
+      &m.AddHistogram("strata_scheduler_estimated_ttft_seconds", "Estimated time to first token of the chosen worker.",
+                      LatencyBucketsSeconds());
+  metrics_.events_stored =
+      &m.AddCounter("strata_scheduler_kv_events_total", "KV events applied.", {{"type", "stored"}});
+  metrics_.events_evicted =
+      &m.AddCounter("strata_scheduler_kv_events_total", "KV events applied.", {{"type", "evicted"}});
   metrics_.events_rejected = &m.AddCounter("strata_scheduler_kv_events_rejected_total",
                                            "KV events rejected (unknown holder, impossible tier).");
   metrics_.sequence_gaps = &m.AddCounter("strata_scheduler_kv_sequence_gaps_total",
                                          "Gaps in a holder's event sequence (each asks for an inventory).");
   metrics_.inventories = &m.AddCounter("strata_scheduler_inventories_total", "Inventories applied (resyncs).");
-  metrics_.blocks_requested = &m.AddCounter("strata_scheduler_route_blocks_total",
-                                            "Prompt blocks of routed requests.");
+  metrics_.blocks_requested = &m.AddCounter("strata_scheduler_route_blocks_total", "Prompt blocks of routed requests.");
   metrics_.blocks_reused = &m.AddCounter("strata_scheduler_route_blocks_reused_total",
                                          "Prompt blocks the chosen worker is expected to reuse (any tier).");
   m.AddGaugeCallback("strata_scheduler_index_blocks", "Block keys in the global index.", {},
@@ -121,8 +124,8 @@ absl::StatusOr<RegisterResult> Scheduler::Register(Registration registration) {
     absl::StatusOr<const Holder*> holder = registry_.Register(std::move(registration), now);
     if (!holder.ok()) {
       if (metrics_.registrations_refused) metrics_.registrations_refused->Increment();
-      LogWarning(StrCat("event=register_refused holder=", id.substr(0, 64), " code=",
-                        absl::StatusCodeToString(holder.status().code())));
+      LogWarning(StrCat("event=register_refused holder=", id.substr(0, 64),
+                        " code=", absl::StatusCodeToString(holder.status().code())));
       return holder.status();
     }
     result.epoch = (*holder)->epoch;
@@ -143,8 +146,8 @@ absl::StatusOr<RegisterResult> Scheduler::Register(Registration registration) {
     if (silence_series_.emplace(id, 0).second) {
       metrics_registry_->AddGaugeCallback(
           "strata_scheduler_seconds_since_kv_event",
-          "Seconds since the holder's last KV event or inventory; -1 when it sent none or is gone.",
-          {{"holder", id}}, [this, id] {
+          "Seconds since the holder's last KV event or inventory; -1 when it sent none or is gone.", {{"holder", id}},
+          [this, id] {
             absl::MutexLock lock(&mutex_);
             const Holder* holder = registry_.FindById(id);
             if (holder == nullptr || last_event_at_[holder->slot] == absl::InfinitePast()) return -1.0;
@@ -220,8 +223,8 @@ absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id
     if (metrics_.inventories) metrics_.inventories->Increment();
     uint64_t blocks = 0;
     for (const auto& tier : inventory->tiers) blocks += tier.second.size();
-    LogInfo(StrCat("event=inventory_applied holder=", holder_id, " sequence=", inventory->sequence,
-                   " blocks=", blocks));
+    LogInfo(
+        StrCat("event=inventory_applied holder=", holder_id, " sequence=", inventory->sequence, " blocks=", blocks));
   }
   EventsResult result;
   for (const KvEventIn& event : events) {
@@ -229,8 +232,8 @@ absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id
     if (!outcome.ok()) {
       if (metrics_.events_rejected) metrics_.events_rejected->Increment();
       index_.RequestResync(slot);
-      LogWarning(StrCat("event=kv_event_rejected holder=", holder_id, " sequence=", event.sequence,
-                        " error=invalid_event"));
+      LogWarning(
+          StrCat("event=kv_event_rejected holder=", holder_id, " sequence=", event.sequence, " error=invalid_event"));
       return outcome.status();
     }
     if (*outcome == EventOutcome::kGap) {
@@ -360,8 +363,8 @@ void Scheduler::CheckSilence() {
     if (behind && now - last > options_.silence_warning && !silence_logged_[slot]) {
       silence_logged_[slot] = true;
       LogWarning(StrCat("event=kv_events_silent holder=", holder.registration.holder_id,
-                        " seconds=", absl::ToDoubleSeconds(now - last),
-                        " sent=", holder.reported_event_sequence, " applied=", index_.applied_sequence(slot)));
+                        " seconds=", absl::ToDoubleSeconds(now - last), " sent=", holder.reported_event_sequence,
+                        " applied=", index_.applied_sequence(slot)));
     }
   }
 }

@@ -101,8 +101,8 @@ class Scheduler {
   // unknown holder or stale epoch (nothing applied); InvalidArgument for an impossible tier (the events
   // before it stay applied, the rest is dropped and a resync requested, so the view stays a prefix of the
   // holder's history).
-  absl::StatusOr<EventsResult> ApplyEvents(const std::string& holder_id, uint64_t epoch,
-                                           const Inventory* inventory, const std::vector<KvEventIn>& events);
+  absl::StatusOr<EventsResult> ApplyEvents(const std::string& holder_id, uint64_t epoch, const Inventory* inventory,
+                                           const std::vector<KvEventIn>& events);
 
   absl::StatusOr<RouteResult> Route(const TokenRoute& request);
   absl::StatusOr<RouteResult> Route(const KeyRoute& request);

@@ -90,8 +90,8 @@ absl::StatusOr<Registration> RegistrationFromProto(const proto::RegisterRequest&
     r.key_context.block_tokens = request.key_scheme().block_tokens();
     std::optional<DType> dtype = DTypeFromName(request.key_scheme().kv_dtype());
     if (!dtype.has_value()) {
-      return absl::InvalidArgumentError(StrCat(where, ": kv_dtype '", request.key_scheme().kv_dtype().substr(0, 16),
-                                               "' is not F32, F16 or BF16"));
+      return absl::InvalidArgumentError(
+          StrCat(where, ": kv_dtype '", request.key_scheme().kv_dtype().substr(0, 16), "' is not F32, F16 or BF16"));
     }
     r.key_context.kv_dtype = *dtype;
     const proto::WorkerInfo& w = request.worker();
@@ -186,8 +186,8 @@ grpc::Status SchedulerService::KvEvents(grpc::ServerContext*,
       } else if (event.type() == proto::KvEvent::TYPE_EVICTED) {
         in.type = EventType::kEvicted;
       } else {
-        return ToGrpcStatus(
-            absl::InvalidArgumentError(StrCat(where, ": event ", event.sequence(), " has no type (STORED or EVICTED)")));
+        return ToGrpcStatus(absl::InvalidArgumentError(
+            StrCat(where, ": event ", event.sequence(), " has no type (STORED or EVICTED)")));
       }
       absl::StatusOr<std::vector<BlockKey>> keys = UnpackKeys(event.keys());
       if (!keys.ok()) {
@@ -306,8 +306,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Op
       raw->scheduler_->CheckSilence();
     }
   });
-  LogInfo(StrCat("event=scheduler_started grpc_port=", server->grpc_port_, " metrics_port=",
-                 server->metrics_http_->port(), " policy=", PolicyName(options.default_policy),
+  LogInfo(StrCat("event=scheduler_started grpc_port=", server->grpc_port_,
+                 " metrics_port=", server->metrics_http_->port(), " policy=", PolicyName(options.default_policy),
                  " lease_ms=", absl::ToInt64Milliseconds(options.lease),
                  " index_capacity_blocks=", options.index_capacity_blocks));
   return server;
@@ -321,8 +321,7 @@ void SchedulerServer::Shutdown(absl::Duration grace) {
   }
   serving_ = false;
   server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(absl::ToInt64Milliseconds(grace)));
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(grace)));
   stop_.Notify();
   if (reaper_.joinable()) reaper_.join();
   LogInfo("event=scheduler_stopped");

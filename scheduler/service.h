@@ -4,11 +4,11 @@
 #ifndef STRATA_SCHEDULER_SERVICE_H_
 #define STRATA_SCHEDULER_SERVICE_H_
 
+#include <grpcpp/grpcpp.h>
+
 #include <memory>
 #include <string>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"

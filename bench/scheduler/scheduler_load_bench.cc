@@ -54,7 +54,9 @@ Latency Summarize(std::vector<double> us) {
   Latency out;
   if (us.empty()) return out;
   std::sort(us.begin(), us.end());
-  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * static_cast<double>(us.size())))]; };
+  auto at = [&](double q) {
+    return us[std::min(us.size() - 1, static_cast<size_t>(q * static_cast<double>(us.size())))];
+  };
   out.p50_us = at(0.50);
   out.p99_us = at(0.99);
   out.p999_us = at(0.999);
@@ -77,11 +79,16 @@ int main(int argc, char** argv) {
         std::exit(1);
       }
     };
-    if (arg == "--routes") value(routes);
-    else if (arg == "--grpc-routes") value(grpc_routes);
-    else if (arg == "--documents") value(spec.documents);
-    else if (arg == "--blocks-per-document") value(spec.blocks_per_document);
-    else if (arg == "--json") json = true;
+    if (arg == "--routes")
+      value(routes);
+    else if (arg == "--grpc-routes")
+      value(grpc_routes);
+    else if (arg == "--documents")
+      value(spec.documents);
+    else if (arg == "--blocks-per-document")
+      value(spec.blocks_per_document);
+    else if (arg == "--json")
+      json = true;
     else {
       std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
       return 1;
@@ -157,8 +164,8 @@ int main(int argc, char** argv) {
     small.documents = std::max(1, spec.documents / 10);
     testing::LoadCluster remote(&(*server)->scheduler(), small);
     if (!remote.Populate().ok()) return 1;
-    auto channel = grpc::CreateChannel(strata::StrCat("127.0.0.1:", (*server)->grpc_port()),
-                                       grpc::InsecureChannelCredentials());
+    auto channel =
+        grpc::CreateChannel(strata::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials());
     auto stub = strata::proto::Scheduler::NewStub(channel);
     std::vector<double> us;
     for (int i = 0; i < grpc_routes; ++i) {
@@ -194,8 +201,9 @@ int main(int argc, char** argv) {
         "\"rss_index_mib\": %.1f, \"rss_end_mib\": %.1f}\n",
         spec.workers, spec.kvstores, routes, static_cast<unsigned long long>(blocks_populated),
         static_cast<unsigned long long>(blocks_end), populate_s, in_process.p50_us, in_process.p99_us,
-        in_process.p999_us, in_process.max_us, in_process_cpu.p50_us, in_process_cpu.p99_us, tokens.p50_us, tokens.p99_us, over_grpc.p50_us, over_grpc.p99_us,
-        static_cast<double>(table_bytes) / (1 << 20), rss_populated - rss_start, rss_end);
+        in_process.p999_us, in_process.max_us, in_process_cpu.p50_us, in_process_cpu.p99_us, tokens.p50_us,
+        tokens.p99_us, over_grpc.p50_us, over_grpc.p99_us, static_cast<double>(table_bytes) / (1 << 20),
+        rss_populated - rss_start, rss_end);
     return 0;
   }
   std::printf("cluster: %d workers, %d kvstores; index %llu blocks after inventories (%.2f s), %llu after %d routes\n",
@@ -213,9 +221,10 @@ int main(int argc, char** argv) {
       token_routes, tokens);
   row("  same, thread CPU time", token_routes, tokens_cpu);
   if (grpc_routes > 0) row("Route RPC, loopback gRPC, keys given", grpc_routes, over_grpc);
-  std::printf("\nindex memory: hash table %.1f MiB for %llu blocks (%.1f B/block); RSS +%.1f MiB after inventories, "
-              "%.1f MiB at the end\n",
-              static_cast<double>(table_bytes) / (1 << 20), static_cast<unsigned long long>(blocks_end),
-              static_cast<double>(table_bytes) / static_cast<double>(blocks_end), rss_populated - rss_start, rss_end);
+  std::printf(
+      "\nindex memory: hash table %.1f MiB for %llu blocks (%.1f B/block); RSS +%.1f MiB after inventories, "
+      "%.1f MiB at the end\n",
+      static_cast<double>(table_bytes) / (1 << 20), static_cast<unsigned long long>(blocks_end),
+      static_cast<double>(table_bytes) / static_cast<double>(blocks_end), rss_populated - rss_start, rss_end);
   return 0;
 }

@@ -31,8 +31,8 @@ struct Feed {
   absl::Status Send(Scheduler& scheduler, const std::vector<CacheChange>& changes) {
     std::vector<KvEventIn> events;
     for (const CacheChange& change : changes) {
-      const Tier tier = worker ? (change.slow ? Tier::kHost : Tier::kGpu)
-                               : (change.slow ? Tier::kKvstoreSsd : Tier::kKvstoreDram);
+      const Tier tier =
+          worker ? (change.slow ? Tier::kHost : Tier::kGpu) : (change.slow ? Tier::kKvstoreSsd : Tier::kKvstoreDram);
       if (events.empty() || events.back().type != change.type ||
           (change.type == EventType::kStored && events.back().tier != tier)) {
         KvEventIn event;
@@ -253,7 +253,8 @@ absl::Status Simulation::Finish(size_t w, double now) {
   ttft_s_.push_back(now - request.arrival_s / options_.time_scale);
   last_prefill_end_s_ = std::max(last_prefill_end_s_, now);
   busy_s_ += state.service_s;
-  last_end_s_ = std::max(last_end_s_, now + static_cast<double>(request.output_tokens) / options_.cost.decode_tokens_per_s);
+  last_end_s_ =
+      std::max(last_end_s_, now + static_cast<double>(request.output_tokens) / options_.cost.decode_tokens_per_s);
   ++finished_;
   // Into G, leaves first so the root of the chain is the most recent (LRU then evicts leaves first).
   std::vector<uint64_t> touch(request.hash_ids.rbegin(), request.hash_ids.rend());

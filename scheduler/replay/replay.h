@@ -36,11 +36,11 @@ struct ReplayOptions {
   int kvstores = 1;
   uint64_t kvstore_dram_blocks = 8192;
   uint64_t kvstore_ssd_blocks = 32768;
-  uint32_t block_tokens = 512;       // the trace's
-  double time_scale = 1.0;           // arrival = timestamp / time_scale (2: twice the load)
-  double slo_ttft_s = 5.0;           // share of requests with TTFT within this
+  uint32_t block_tokens = 512;  // the trace's
+  double time_scale = 1.0;      // arrival = timestamp / time_scale (2: twice the load)
+  double slo_ttft_s = 5.0;      // share of requests with TTFT within this
   absl::Duration heartbeat_interval = absl::Seconds(1);
-  size_t max_requests = 0;           // 0: the whole trace
+  size_t max_requests = 0;  // 0: the whole trace
   CostModel cost;
 };
 
@@ -53,13 +53,13 @@ struct PolicyResult {
   double hit_rate_gpu = 0, hit_rate_host = 0, hit_rate_kvstore_dram = 0, hit_rate_kvstore_ssd = 0;
   double hit_rate_total = 0;
   double hit_rate_of_ideal = 0;
-  double prefill_tokens_saved = 0;     // share of prompt tokens not computed
+  double prefill_tokens_saved = 0;  // share of prompt tokens not computed
   double ttft_p50_s = 0, ttft_p90_s = 0, ttft_p99_s = 0;
-  double throughput_req_s = 0;         // requests over first arrival .. last decode end
-  double within_slo = 0;               // share of requests with TTFT <= slo
+  double throughput_req_s = 0;                // requests over first arrival .. last decode end
+  double within_slo = 0;                      // share of requests with TTFT <= slo
   double route_us_p50 = 0, route_us_p99 = 0;  // wall time of Scheduler::Route on this machine
-  double max_worker_share = 0;         // busiest worker's share of requests (herding shows here)
-  double worker_busy = 0;              // prefill+fetch seconds over workers x (first arrival .. last prefill end)
+  double max_worker_share = 0;                // busiest worker's share of requests (herding shows here)
+  double worker_busy = 0;  // prefill+fetch seconds over workers x (first arrival .. last prefill end)
 };
 
 absl::StatusOr<PolicyResult> RunReplay(const std::vector<TraceRequest>& trace, const ReplayOptions& options,

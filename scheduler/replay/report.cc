@@ -1,7 +1,6 @@
 // The replay's table, JSON and load-sweep plot.
 #include <cstdio>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
@@ -113,8 +112,8 @@ std::string FormatSweepTable(const std::vector<SweepPoint>& sweep) {
         if (std::string_view(metric) == "ttft_p90_s") {
           out += absl::StrFormat(" %.3f |", r.ttft_p90_s);
         } else {
-          out += absl::StrFormat(" %.1f%% |", 100 * (std::string_view(metric) == "within_slo" ? r.within_slo
-                                                                                              : r.hit_rate_total));
+          out += absl::StrFormat(" %.1f%% |",
+                                 100 * (std::string_view(metric) == "within_slo" ? r.within_slo : r.hit_rate_total));
         }
       }
       out += "\n";

@@ -1,7 +1,6 @@
 #include "scheduler/replay/trace.h"
 
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_set.h"
@@ -21,7 +20,8 @@ absl::StatusOr<std::vector<TraceRequest>> ReadMooncakeTrace(const std::string& p
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = StrCat(path, ":", line_number);
     nlohmann::json json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (json.is_discarded() || !json.is_object()) return absl::InvalidArgumentError(StrCat(where, ": not a JSON object"));
+    if (json.is_discarded() || !json.is_object())
+      return absl::InvalidArgumentError(StrCat(where, ": not a JSON object"));
     for (const char* field : {"timestamp", "input_length", "output_length"}) {
       if (!json.contains(field) || !json[field].is_number() || json[field].get<double>() < 0) {
         return absl::InvalidArgumentError(StrCat(where, ": '", field, "' must be a number >= 0"));
@@ -33,7 +33,8 @@ absl::StatusOr<std::vector<TraceRequest>> ReadMooncakeTrace(const std::string& p
     TraceRequest request;
     const double ms = json["timestamp"].get<double>();
     if (ms < previous_ms) {
-      return absl::InvalidArgumentError(StrCat(where, ": timestamp ", ms, " is before the previous one (", previous_ms, ")"));
+      return absl::InvalidArgumentError(
+          StrCat(where, ": timestamp ", ms, " is before the previous one (", previous_ms, ")"));
     }
     previous_ms = ms;
     request.arrival_s = ms / 1000.0;

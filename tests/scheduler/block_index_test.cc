@@ -62,7 +62,7 @@ TEST(BlockIndex, DuplicateSequenceIsIgnoredAndAGapAsksForAnInventory) {
   EXPECT_EQ(index.Find(keys[2]), nullptr);
   // The inventory replaces the holder's view; the sequence continues from it.
   std::vector<std::pair<Tier, std::vector<BlockKey>>> tiers = {{Tier::kGpu, {keys[1], keys[2]}},
-                                                                {Tier::kHost, {keys[3]}}};
+                                                               {Tier::kHost, {keys[3]}}};
   ASSERT_TRUE(index.ReplaceInventory(0, 3, tiers).ok());
   EXPECT_FALSE(index.resync_pending(0));
   EXPECT_EQ(index.Find(keys[0]), nullptr);
@@ -189,9 +189,9 @@ TEST(IndexThroughScheduler, RestartRebuildsTheSameViewFromRegistrationsAndInvent
     return e;
   };
   ASSERT_TRUE(before->ApplyEvents("w0", w0->epoch, nullptr, {event(1, Tier::kGpu, prefix)}).ok());
-  ASSERT_TRUE(before->ApplyEvents("w1", w1->epoch, nullptr,
-                                  {event(1, Tier::kHost, {prefix.begin(), prefix.begin() + 3})})
-                  .ok());
+  ASSERT_TRUE(
+      before->ApplyEvents("w1", w1->epoch, nullptr, {event(1, Tier::kHost, {prefix.begin(), prefix.begin() + 3})})
+          .ok());
   ASSERT_TRUE(before->ApplyEvents("kv0", kv->epoch, nullptr, {event(1, Tier::kKvstoreDram, other)}).ok());
   KeyRoute route_a{testing::Fingerprint(), prefix, 30, Policy::kCacheAware};
   KeyRoute route_b{testing::Fingerprint(), other, 30, Policy::kCacheAware};

@@ -2,13 +2,13 @@
 #ifndef STRATA_TESTS_SCHEDULER_GRPC_TESTING_H_
 #define STRATA_TESTS_SCHEDULER_GRPC_TESTING_H_
 
-#include <chrono>
-#include <string>
-
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
 #include <grpcpp/impl/codegen/rpc_method.h>
+
+#include <chrono>
+#include <string>
 
 namespace strata::scheduler::testing {
 

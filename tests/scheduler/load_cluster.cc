@@ -52,7 +52,8 @@ absl::Status LoadCluster::Populate() {
     }
     if (spec_.kvstores > 0) {
       const int store = spec_.workers + d % spec_.kvstores;
-      for (int b = 0; b < spec_.blocks_per_document; ++b) (d % 2 ? kv_ssd : kv_dram)[store].push_back(DocumentKey(d, b));
+      for (int b = 0; b < spec_.blocks_per_document; ++b)
+        (d % 2 ? kv_ssd : kv_dram)[store].push_back(DocumentKey(d, b));
     }
   }
   for (int i = 0; i < holders; ++i) {

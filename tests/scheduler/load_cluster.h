@@ -56,7 +56,7 @@ class LoadCluster {
   LoadSpec spec_;
   Sha256Digest fingerprint_{};
   std::mt19937_64 rng_;
-  std::vector<uint64_t> epochs_;           // workers then kvstores
+  std::vector<uint64_t> epochs_;  // workers then kvstores
   std::vector<uint64_t> sequences_;
   uint64_t next_unique_ = 0;
   std::vector<double> zipf_cdf_;

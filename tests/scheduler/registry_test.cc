@@ -105,7 +105,8 @@ TEST(Registry, HeartbeatNeedsTheLiveEpoch) {
 
 TEST(Registry, SlotsRunOutWithResourceExhausted) {
   Registry registry(absl::Seconds(5));
-  for (int i = 0; i < kMaxHolders; ++i) ASSERT_TRUE(registry.Register(Kvstore("kv" + std::to_string(i)), absl::UnixEpoch()).ok());
+  for (int i = 0; i < kMaxHolders; ++i)
+    ASSERT_TRUE(registry.Register(Kvstore("kv" + std::to_string(i)), absl::UnixEpoch()).ok());
   EXPECT_EQ(registry.Register(Kvstore("one-more"), absl::UnixEpoch()).status().code(),
             absl::StatusCode::kResourceExhausted);
 }

@@ -116,8 +116,8 @@ TEST(Replay, TableAndJsonNameTheSameFields) {
   ASSERT_TRUE(report.ok());
   const std::string table = FormatTable(*report);
   const std::string json = FormatJson(*report);
-  for (const char* field : {"hit_rate_gpu", "hit_rate_kvstore_ssd", "prefill_tokens_saved", "ttft_p50_s",
-                            "ttft_p90_s", "ttft_p99_s", "throughput_req_s", "within_slo"}) {
+  for (const char* field : {"hit_rate_gpu", "hit_rate_kvstore_ssd", "prefill_tokens_saved", "ttft_p50_s", "ttft_p90_s",
+                            "ttft_p99_s", "throughput_req_s", "within_slo"}) {
     EXPECT_NE(table.find(field), std::string::npos) << field;
     EXPECT_NE(json.find(StrCat("\"", field, "\"")), std::string::npos) << field;
   }

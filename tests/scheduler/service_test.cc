@@ -6,6 +6,7 @@
 
 #include <numeric>
 
+#include "absl/time/clock.h"
 #include "common/rpc.h"
 #include "gtest/gtest.h"
 #include "proto/scheduler.grpc.pb.h"
@@ -18,16 +19,20 @@ namespace {
 
 class ServiceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartServer(absl::Seconds(5)); }
+
+  void StartServer(absl::Duration lease) {
+    server_.reset();
     Options options;
+    options.lease = lease;
     options.grpc_address = "127.0.0.1:0";
     options.metrics_host = "127.0.0.1";
     options.metrics_port = 0;
     auto server = SchedulerServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
-                                   grpc::InsecureChannelCredentials());
+    channel_ =
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials());
     stub_ = proto::Scheduler::NewStub(channel_);
   }
 
@@ -209,6 +214,62 @@ TEST_F(ServiceTest, EventsOfAnUnknownHolderEndTheStreamWithNotFound) {
   EXPECT_EQ(server_->scheduler().IndexBlocks(), 0u);
 }
 
+// A worker that dies mid-stream: what it sent stays applied, the stream ends, and within a lease (plus
+// one reaper pass) it leaves placement and the index.
+TEST_F(ServiceTest, AWorkerThatVanishesMidStreamLeavesWithinItsLease) {
+  StartServer(absl::Milliseconds(600));
+  proto::RegisterResponse w0, w1;
+  ASSERT_TRUE(Register(WorkerRequest("w0"), &w0).ok());
+  ASSERT_TRUE(Register(WorkerRequest("w1"), &w1).ok());
+  std::vector<int32_t> tokens(8, 5);
+  BlockKeyContext context;
+  std::iota(context.model_fingerprint.begin(), context.model_fingerprint.end(), 0);
+  context.block_tokens = 4;
+  const std::vector<BlockKey> keys = ComputeBlockKeys(context, tokens);
+  {
+    grpc::ClientContext stream_context;
+    SetDeadline(stream_context, std::chrono::seconds(10));
+    auto stream = stub_->KvEvents(&stream_context);
+    proto::KvEventMessage message;
+    message.set_holder_id("w0");
+    message.set_epoch(w0.epoch());
+    proto::KvEvent* event = message.add_events();
+    event->set_sequence(1);
+    event->set_type(proto::KvEvent::TYPE_STORED);
+    event->set_tier(proto::TIER_GPU);
+    event->set_keys(PackKeys(keys));
+    ASSERT_TRUE(stream->Write(message));
+    proto::KvEventReply reply;
+    ASSERT_TRUE(stream->Read(&reply));
+    EXPECT_EQ(reply.applied_sequence(), 1u);
+    stream_context.TryCancel();  // the process is gone: no WritesDone, no Finish
+  }
+  EXPECT_EQ(server_->scheduler().IndexBlocks(), 2u);
+  // w1 keeps heartbeating; w0 does not.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (server_->scheduler().Holders().size() != 1 && absl::Now() < deadline) {
+    grpc::ClientContext beat_context;
+    SetDeadline(beat_context, std::chrono::seconds(5));
+    proto::HeartbeatRequest beat;
+    beat.set_holder_id("w1");
+    beat.set_epoch(w1.epoch());
+    proto::HeartbeatResponse beat_response;
+    ASSERT_TRUE(stub_->Heartbeat(&beat_context, beat, &beat_response).ok());
+    absl::SleepFor(absl::Milliseconds(100));  // the heartbeat interval; the loop waits on a condition
+  }
+  ASSERT_EQ(server_->scheduler().Holders().size(), 1u);
+  EXPECT_EQ(server_->scheduler().Holders()[0].holder_id, "w1");
+  EXPECT_EQ(server_->scheduler().IndexBlocks(), 0u);
+  grpc::ClientContext route_context;
+  SetDeadline(route_context, std::chrono::seconds(5));
+  proto::RouteRequest route;
+  route.set_model_fingerprint(std::string(context.model_fingerprint.begin(), context.model_fingerprint.end()));
+  for (int32_t t : tokens) route.add_token_ids(t);
+  proto::RouteResponse routed;
+  ASSERT_TRUE(stub_->Route(&route_context, route, &routed).ok());
+  EXPECT_EQ(routed.worker_id(), "w1");
+}
+
 TEST_F(ServiceTest, RouteRefusesBadRequests) {
   proto::RegisterResponse registered;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &registered).ok());
@@ -246,11 +307,11 @@ TEST_F(ServiceTest, HealthAndMetricsAnswerAndShutdownStopsServing) {
   auto metrics = http.Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_EQ(metrics->status, 200);
-  for (const char* name : {"strata_scheduler_holders{kind=\"worker\"} 1", "strata_scheduler_index_blocks",
-                           "strata_scheduler_routes_total{policy=\"cache-aware\"}",
-                           "strata_scheduler_seconds_since_kv_event{holder=\"w0\"} -1",
-                           "strata_scheduler_kv_sequence_gaps_total", "strata_scheduler_route_seconds_bucket",
-                           "strata_scheduler_resync_pending_holders 0"}) {
+  for (const char* name :
+       {"strata_scheduler_holders{kind=\"worker\"} 1", "strata_scheduler_index_blocks",
+        "strata_scheduler_routes_total{policy=\"cache-aware\"}",
+        "strata_scheduler_seconds_since_kv_event{holder=\"w0\"} -1", "strata_scheduler_kv_sequence_gaps_total",
+        "strata_scheduler_route_seconds_bucket", "strata_scheduler_resync_pending_holders 0"}) {
     EXPECT_NE(metrics->body.find(name), std::string::npos) << name;
   }
   auto health = http.Get("/healthz");
