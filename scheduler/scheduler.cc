@@ -214,6 +214,16 @@ absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id
   const int slot = (*found)->slot;
   last_event_at_[slot] = clock_->Now();
   silence_logged_[slot] = false;
+  const uint64_t dropped_before = index_.dropped_stores();
+  // Said once a minute at most while the index is full (a full index degrades routing quietly otherwise).
+  auto note_full = [&] {
+    const absl::Time now = clock_->Now();
+    if (index_.dropped_stores() > dropped_before && now - index_full_logged_at_ > absl::Minutes(1)) {
+      index_full_logged_at_ = now;
+      LogWarning(StrCat("event=index_full blocks=", index_.size(), " dropped_stores=", index_.dropped_stores(),
+                        " hint=raise --index-capacity-blocks"));
+    }
+  };
   if (inventory != nullptr) {
     absl::Status status = index_.ReplaceInventory(slot, inventory->sequence, inventory->tiers);
     if (!status.ok()) {
@@ -221,6 +231,7 @@ absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id
       return status;
     }
     if (metrics_.inventories) metrics_.inventories->Increment();
+    note_full();
     uint64_t blocks = 0;
     for (const auto& tier : inventory->tiers) blocks += tier.second.size();
     LogInfo(
@@ -247,6 +258,7 @@ absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id
       (event.type == EventType::kStored ? metrics_.events_stored : metrics_.events_evicted)->Increment();
     }
   }
+  note_full();
   result.applied_sequence = index_.applied_sequence(slot);
   result.resync_required = index_.resync_pending(slot);
   return result;

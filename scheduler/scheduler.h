@@ -160,6 +160,7 @@ class Scheduler {
   // warning was logged for it.
   std::array<absl::Time, kMaxHolders> last_event_at_ ABSL_GUARDED_BY(mutex_);
   std::array<bool, kMaxHolders> silence_logged_ ABSL_GUARDED_BY(mutex_){};
+  absl::Time index_full_logged_at_ ABSL_GUARDED_BY(mutex_) = absl::InfinitePast();
   // Holder ids that have a per-holder silence gauge already (series are never removed).
   // Its own lock: series are added outside mutex_, because rendering /metrics holds the metrics registry's
   // lock while the series' callback takes mutex_.
