@@ -1,5 +1,5 @@
 // Backend: the operations of a Llama-family forward pass, implemented once per device (CPU here, CUDA
-// next). The forward graph (forward.cc) is written once against this interface.
+// next). The forward graph (llama.cc) is written once against this interface.
 #ifndef STRATA_WORKER_ENGINE_BACKEND_H_
 #define STRATA_WORKER_ENGINE_BACKEND_H_
 
@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/status.h"
 #include "worker/engine/tensor.h"
 #include "worker/model/safetensors.h"
 
@@ -72,6 +73,20 @@ class Backend {
   virtual absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // x += delta, elementwise.
   virtual absl::Status Add(const Tensor& delta, Tensor& x) = 0;
+  // x += delta, then out = RmsNorm(x, weight, eps): the residual add and the next norm in one pass where
+  // the backend fuses them. The default runs Add then RmsNorm.
+  virtual absl::Status AddRmsNorm(const Tensor& delta, Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+    STRATA_RETURN_IF_ERROR(Add(delta, x));
+    return RmsNorm(x, weight, eps, out);
+  }
+
+  // A decode step: every call between BeginStep and EndStep belongs to one token's forward pass. A
+  // backend may record them and run them as one unit (CUDA graphs); then their effects, CopyToHost's
+  // writes to host memory included, are complete only when EndStep returns OK. AbortStep abandons a
+  // step that failed part-way (its recorded work does not run). Defaults: run each call as it comes.
+  virtual absl::Status BeginStep() { return absl::OkStatus(); }
+  virtual absl::Status EndStep() { return absl::OkStatus(); }
+  virtual void AbortStep() {}
 };
 
 }  // namespace strata::engine

@@ -35,6 +35,33 @@ struct Scratch {
   }
 };
 
+// Brackets a decode step with Backend::BeginStep/EndStep; abandons the step if End is never reached.
+class StepScope {
+ public:
+  StepScope(Backend& backend, bool active) : backend_(backend), active_(active) {}
+  StepScope(const StepScope&) = delete;
+  StepScope& operator=(const StepScope&) = delete;
+  ~StepScope() {
+    if (open_) backend_.AbortStep();
+  }
+  absl::Status Begin() {
+    if (!active_) return absl::OkStatus();
+    STRATA_RETURN_IF_ERROR(backend_.BeginStep());
+    open_ = true;
+    return absl::OkStatus();
+  }
+  absl::Status End() {
+    if (!open_) return absl::OkStatus();
+    open_ = false;
+    return backend_.EndStep();
+  }
+
+ private:
+  Backend& backend_;
+  bool active_;
+  bool open_ = false;
+};
+
 class WeightBinder {
  public:
   WeightBinder(const model::Checkpoint& checkpoint, Backend& backend) : checkpoint_(checkpoint), backend_(backend) {}
@@ -99,6 +126,25 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const model::ModelConfig& config, co
   return m;
 }
 
+absl::StatusOr<LlamaModel> LlamaModel::FromWeights(const model::ModelConfig& config, Tensor embed,
+                                                   Tensor final_norm, Tensor lm_head,
+                                                   std::vector<LlamaLayerWeights> layers, Backend& backend) {
+  if (static_cast<int64_t>(layers.size()) != config.num_layers ||
+      static_cast<int64_t>(config.layer_window.size()) != config.num_layers) {
+    return absl::InvalidArgumentError(StrCat("FromWeights: ", layers.size(), " layers and ", config.layer_window.size(),
+                                             " windows for a ", config.num_layers, "-layer config"));
+  }
+  LlamaModel m;
+  m.config_ = config;
+  m.embed_ = std::move(embed);
+  m.final_norm_ = std::move(final_norm);
+  m.lm_head_ = std::move(lm_head);
+  m.layers_ = std::move(layers);
+  const std::vector<float> inv_freq = RopeInverseFrequencies(config.rope, config.head_dim);
+  STRATA_ASSIGN_OR_RETURN(m.rope_inv_freq_, backend.Upload(inv_freq, 1, static_cast<int64_t>(inv_freq.size())));
+  return m;
+}
+
 absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::Span<const int32_t> ids,
                                                        int64_t first_position, absl::Span<KvLayer> kv,
                                                        absl::Span<const int64_t> logit_rows,
@@ -118,6 +164,9 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
       return absl::InvalidArgumentError(StrCat("Forward: logit row ", row, " is outside the ", n, " new tokens"));
     }
   }
+  // A one-token forward pass is a decode step: the backend may record it and run it as one unit.
+  StepScope step(backend, n == 1);
+  STRATA_RETURN_IF_ERROR(step.Begin());
   const int64_t chunk = std::min(n, mini_sequence_tokens);
   STRATA_ASSIGN_OR_RETURN(Scratch scratch, Scratch::Allocate(backend, c, std::max<int64_t>(chunk, 1)));
 
@@ -149,9 +198,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
       chunk_attention.first_position = position;
       STRATA_RETURN_IF_ERROR(backend.Attention(s.q, kv[layer], chunk_attention, s.attn));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.attn, w.o, w.o_bias, s.projected));
-      STRATA_RETURN_IF_ERROR(backend.Add(s.projected, h));
-
-      STRATA_RETURN_IF_ERROR(backend.RmsNorm(h, w.mlp_norm, eps, s.normed));
+      STRATA_RETURN_IF_ERROR(backend.AddRmsNorm(s.projected, h, w.mlp_norm, eps, s.normed));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.gate, w.gate_bias, s.gate));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.up, w.up_bias, s.up));
       STRATA_RETURN_IF_ERROR(backend.SwiGlu(s.gate, s.up, s.gate));
@@ -163,7 +210,10 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
   // Final norm and LM head over the requested rows only, a mini-sequence at a time.
   const int64_t vocab = c.vocab_size;
   std::vector<float> logits(logit_rows.size() * vocab);
-  if (logit_rows.empty()) return logits;
+  if (logit_rows.empty()) {
+    STRATA_RETURN_IF_ERROR(step.End());
+    return logits;
+  }
   const int64_t head_rows = std::min<int64_t>(static_cast<int64_t>(logit_rows.size()), mini_sequence_tokens);
   STRATA_ASSIGN_OR_RETURN(Tensor head_in, backend.Allocate(backend.activation_dtype(), head_rows, c.hidden_size));
   STRATA_ASSIGN_OR_RETURN(Tensor head_out, backend.Allocate(backend.activation_dtype(), head_rows, vocab));
@@ -177,6 +227,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
     STRATA_RETURN_IF_ERROR(backend.Linear(head_in.Rows(0, rows), lm_head_, Tensor(), out));
     STRATA_RETURN_IF_ERROR(backend.CopyToHost(out, absl::MakeSpan(logits.data() + begin * vocab, rows * vocab)));
   }
+  STRATA_RETURN_IF_ERROR(step.End());
   return logits;
 }
 

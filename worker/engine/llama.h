@@ -25,6 +25,12 @@ class LlamaModel {
   static absl::StatusOr<LlamaModel> Load(const model::ModelConfig& config, const model::Checkpoint& checkpoint,
                                          Backend& backend);
 
+  // A model over weights already on `backend` (benchmarks make random ones): `layers` holds
+  // config.num_layers entries shaped as Load binds them; lm_head may be `embed` (tied).
+  static absl::StatusOr<LlamaModel> FromWeights(const model::ModelConfig& config, Tensor embed, Tensor final_norm,
+                                                Tensor lm_head, std::vector<LlamaLayerWeights> layers,
+                                                Backend& backend);
+
   // Runs `ids` at positions first_position.. through every layer, writing their K/V into `kv` (one
   // KvLayer per layer). The projections, the MLP and the LM head see at most `mini_sequence_tokens` rows
   // at a time; only the rows of `logit_rows` (indices into `ids`) reach the LM head. Returns those

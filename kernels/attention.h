@@ -1,0 +1,83 @@
+// Causal grouped-query attention over a head-major KV cache, with per-row log-sum-exp so that results
+// over separate key ranges (chunks: GPU-resident, streamed from host, read from SSD) merge exactly.
+//
+// Layouts (row-major, element strides):
+//   q   [batch][rows][q_row_stride]: query row i, head h at q + i * q_row_stride + h * head_dim
+//   k,v [batch][num_kv_heads][kv_head_stride][head_dim]: key index 0 is the key at absolute position
+//       kv_begin (so a chunk buffer holding only keys [kv_begin, kv_end) works as well as a whole cache)
+//   out like q, with out_row_stride
+//   lse [batch][num_heads][rows], float32, natural log of Σ exp(scale · q·k) over the visible keys;
+//       -inf where a row sees no key in [kv_begin, kv_end) (its output row is then 0)
+// Query row i sits at absolute position first_position + i and sees key j when
+// kv_begin <= j < kv_end, j <= position and (window == 0 or j > position - window).
+// Query head h reads KV head h / (num_heads / num_kv_heads): K/V are never expanded.
+#ifndef STRATA_KERNELS_ATTENTION_H_
+#define STRATA_KERNELS_ATTENTION_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "common/dtype.h"
+
+namespace strata::kernels {
+
+struct AttentionArgs {
+  DType dtype = DType::kBF16;  // of q, k, v and out: F32 or BF16; accumulation is float32 in every path
+  const void* q = nullptr;
+  int64_t q_row_stride = 0;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t kv_head_stride = 0;  // tokens between consecutive KV heads (the cache capacity)
+  int64_t kv_begin = 0;        // absolute positions of the keys this call covers: [kv_begin, kv_end)
+  int64_t kv_end = 0;
+  void* out = nullptr;
+  int64_t out_row_stride = 0;
+  float* lse = nullptr;  // optional
+  int64_t rows = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t first_position = 0;
+  int64_t window = 0;
+  float scale = 1.0f;
+  // Independent problems of the same shape (batched decode): element offsets between them.
+  int64_t batch = 1;
+  int64_t q_batch_stride = 0;
+  int64_t kv_batch_stride = 0;
+  int64_t out_batch_stride = 0;
+};
+
+// Checks shapes, strides and pointers of `args` (InvalidArgument naming the problem).
+absl::Status ValidateAttention(const AttentionArgs& args);
+
+// Picks the kernel: FlashAttentionPrefill for BF16 with head_dim 64 or 128 and at least
+// kFlashMinRows query rows, SplitKvAttention otherwise, with as many key splits as fill the GPU and fit
+// `workspace` (float32, SplitKvWorkspaceBytes). workspace may be null (then no split).
+absl::Status Attention(const AttentionArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+inline constexpr int64_t kFlashMinRows = 16;
+
+// Tensor-core prefill attention (FlashAttention-2 style, mma.sync m16n8k16 bf16 with float32
+// accumulation, online softmax). REQUIRES: BF16, head_dim 64 or 128, strides multiples of 8 elements.
+absl::Status FlashAttentionPrefill(const AttentionArgs& args, cudaStream_t stream);
+
+// Flash-decoding: the visible keys of every (row, head) are split into `splits` ranges processed by
+// separate blocks, then merged. Any head_dim <= 256, F32 or BF16. splits > 1 needs `workspace` of
+// SplitKvWorkspaceBytes(args, splits) bytes.
+absl::Status SplitKvAttention(const AttentionArgs& args, int splits, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream);
+size_t SplitKvWorkspaceBytes(const AttentionArgs& args, int splits);
+
+// Merges the attention of the same queries over a further key chunk into an accumulated result:
+// (acc_out, acc_lse) <- merge((acc_out, acc_lse), (part_out, part_lse)), per (row, head):
+// lse = log(e^a + e^b), out = e^(a-lse) acc + e^(b-lse) part. Rows where both are -inf stay 0 / -inf.
+// out arrays are [rows][row_stride] with heads of head_dim; lse arrays [num_heads][rows].
+absl::Status MergeAttention(DType dtype, void* acc_out, float* acc_lse, const void* part_out, const float* part_lse,
+                            int64_t rows, int64_t num_heads, int64_t head_dim, int64_t row_stride,
+                            cudaStream_t stream);
+
+}  // namespace strata::kernels
+
+#endif  // STRATA_KERNELS_ATTENTION_H_

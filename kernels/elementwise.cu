@@ -1,0 +1,308 @@
+#include "kernels/elementwise.h"
+
+#include <cmath>
+
+#include "common/strings.h"
+#include "kernels/cuda_status.h"
+#include "kernels/device_types.cuh"
+#include "kernels/dispatch.h"
+
+namespace strata::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Embedding gather. Grid: one block per output row; block: kThreads threads striding the row in 16-byte
+// vectors. Bytes: 2 * rows * width * sizeof(T) (read the table rows, write out); no FLOPs.
+template <typename T>
+__global__ void EmbedKernel(const T* __restrict__ table, int64_t width, const int32_t* __restrict__ ids,
+                            T* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const Vec<T>* src = reinterpret_cast<const Vec<T>*>(table + static_cast<int64_t>(ids[row]) * width);
+  Vec<T>* dst = reinterpret_cast<Vec<T>*>(out + row * width);
+  for (int64_t i = threadIdx.x; i < width / kVecElements<T>; i += blockDim.x) dst[i] = src[i];
+}
+
+template <typename T>
+__global__ void EmbedScalarKernel(const T* __restrict__ table, int64_t width, const int32_t* __restrict__ ids,
+                                  T* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const T* src = table + static_cast<int64_t>(ids[row]) * width;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) out[row * width + i] = src[i];
+}
+
+// Residual add + RMSNorm. Grid: one block per row; block: kThreads threads striding the row. Pass 1
+// adds delta into x (when given) and sums squares in float32; a block reduction gives the row's inverse
+// RMS; pass 2 re-reads x (from L1/L2) and writes weight * x * inv_rms. Bytes: (3 or 2) reads + (2 or 1)
+// writes of rows * width * sizeof(T); FLOPs ~4 per element. Precision: float32 throughout, T at rest.
+template <typename T>
+__global__ void AddRmsNormKernel(T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ weight,
+                                 float eps, int64_t width, T* __restrict__ out) {
+  __shared__ float scratch[kThreads / kWarpSize];
+  T* row = x + blockIdx.x * width;
+  const T* drow = delta == nullptr ? nullptr : delta + blockIdx.x * width;
+  float sum_squares = 0.0f;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    float v = ToFloat(row[i]);
+    if (drow != nullptr) {
+      v += ToFloat(drow[i]);
+      const T stored = FromFloat<T>(v);
+      row[i] = stored;
+      v = ToFloat(stored);  // normalize what the residual stream holds, as an unfused add would
+    }
+    sum_squares += v * v;
+  }
+  sum_squares = BlockSum(sum_squares, scratch);
+  const float inv_rms = 1.0f / sqrtf(sum_squares / static_cast<float>(width) + eps);
+  T* orow = out + blockIdx.x * width;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    orow[i] = FromFloat<T>(ToFloat(weight[i]) * (ToFloat(row[i]) * inv_rms));
+  }
+}
+
+// RoPE in place. Grid: one block per row (token); block: 128 threads. The row's head_dim/2 cosines and
+// sines are computed once into shared memory (double-precision sincos of the float32 angle), then every
+// (head, pair) of q and k is rotated. Bytes: 2 * rows * (q_cols + k_cols) * sizeof(T); FLOPs ~6 per pair.
+template <typename T>
+__global__ void RopeKernel(const float* __restrict__ inv_freq, int half, int64_t first_position, T* q, int64_t q_cols,
+                           T* k, int64_t k_cols) {
+  extern __shared__ float trig[];  // cos[half], sin[half]
+  float* cos_row = trig;
+  float* sin_row = trig + half;
+  const int64_t row = blockIdx.x;
+  const float position = static_cast<float>(first_position + row);
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float angle = position * inv_freq[j];
+    double s, c;
+    sincos(static_cast<double>(angle), &s, &c);
+    cos_row[j] = static_cast<float>(c);
+    sin_row[j] = static_cast<float>(s);
+  }
+  __syncthreads();
+  const int head_dim = 2 * half;
+  for (int which = 0; which < 2; ++which) {
+    T* base = (which == 0 ? q + row * q_cols : k + row * k_cols);
+    const int64_t pairs = (which == 0 ? q_cols : k_cols) / 2;
+    for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
+      const int64_t head = p / half;
+      const int j = static_cast<int>(p % half);
+      T* v = base + head * head_dim;
+      const float a = ToFloat(v[j]), b = ToFloat(v[j + half]);
+      v[j] = FromFloat<T>(a * cos_row[j] - b * sin_row[j]);
+      v[j + half] = FromFloat<T>(b * cos_row[j] + a * sin_row[j]);
+    }
+  }
+}
+
+// SwiGLU: out = gate / (1 + exp(-gate)) * up. Grid-stride over 16-byte vectors. Bytes: 3 * count *
+// sizeof(T); FLOPs ~5 per element (one expf). Float32 math.
+template <typename T>
+__global__ void SwiGluKernel(const T* __restrict__ gate, const T* __restrict__ up, int64_t vectors, T* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < vectors; i += int64_t{gridDim.x} * blockDim.x) {
+    const Vec<T> g = reinterpret_cast<const Vec<T>*>(gate)[i];
+    const Vec<T> u = reinterpret_cast<const Vec<T>*>(up)[i];
+    Vec<T> o;
+#pragma unroll
+    for (int e = 0; e < kVecElements<T>; ++e) {
+      const float gv = ToFloat(g.v[e]);
+      o.v[e] = FromFloat<T>(gv / (1.0f + expf(-gv)) * ToFloat(u.v[e]));
+    }
+    reinterpret_cast<Vec<T>*>(out)[i] = o;
+  }
+}
+
+template <typename T>
+__global__ void SwiGluScalarKernel(const T* gate, const T* up, int64_t count, T* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    const float gv = ToFloat(gate[i]);
+    out[i] = FromFloat<T>(gv / (1.0f + expf(-gv)) * ToFloat(up[i]));
+  }
+}
+
+// x += delta (bias: delta indexed modulo `period`). Grid-stride over elements. Bytes: 3 * count * sizeof(T).
+template <typename T>
+__global__ void AddKernel(const T* __restrict__ delta, int64_t count, int64_t period, T* x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = FromFloat<T>(ToFloat(x[i]) + ToFloat(delta[period == 0 ? i : i % period]));
+  }
+}
+
+// KV-cache write: element (row, head, d) of k/v goes to cache[head][first_position + row][d]. Grid-stride
+// over elements of k and v. Bytes: 4 * rows * kv_dim * sizeof(T).
+template <typename T>
+__global__ void WriteKvKernel(const T* __restrict__ k, const T* __restrict__ v, int64_t rows, int64_t num_kv_heads,
+                              int64_t head_dim, int64_t first_position, int64_t capacity, T* k_cache, T* v_cache) {
+  const int64_t kv_dim = num_kv_heads * head_dim, count = rows * kv_dim;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t row = i / kv_dim, c = i % kv_dim, head = c / head_dim, d = c % head_dim;
+    const int64_t dst = (head * capacity + first_position + row) * head_dim + d;
+    k_cache[dst] = k[i];
+    v_cache[dst] = v[i];
+  }
+}
+
+template <typename Src, typename Dst>
+__global__ void ConvertKernel(const Src* __restrict__ src, int64_t count, Dst* __restrict__ dst) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    dst[i] = FromFloat<Dst>(ToFloat(src[i]));
+  }
+}
+
+// Normal(0, stddev) by Box-Muller over two counter-based uniforms per element.
+template <typename T>
+__global__ void FillNormalKernel(T* data, int64_t count, float stddev, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    const float u1 = fmaxf(UniformFloat(seed, 2 * i), 1e-7f), u2 = UniformFloat(seed, 2 * i + 1);
+    data[i] = FromFloat<T>(stddev * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+  }
+}
+
+absl::Status NonNegative(std::string_view what, int64_t a, int64_t b) {
+  if (a < 0 || b < 0) return absl::InvalidArgumentError(StrCat(what, ": negative size ", a, " x ", b));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EmbedRows(DType dtype, const void* table, int64_t vocab, int64_t width, const int32_t* ids, int64_t rows,
+                       void* out, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("EmbedRows", rows, width));
+  if (vocab <= 0) return absl::InvalidArgumentError("EmbedRows: empty table");
+  if (rows == 0 || width == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "EmbedRows", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    const T* t = static_cast<const T*>(table);
+    T* o = static_cast<T*>(out);
+    if (width % kVecElements<T> == 0 && Aligned16(table) && Aligned16(out)) {
+      EmbedKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(t, width, ids, o);
+    } else {
+      EmbedScalarKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(t, width, ids, o);
+    }
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("EmbedKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status AddRmsNorm(DType dtype, void* x, const void* delta, const void* weight, float eps, int64_t rows,
+                        int64_t width, void* out, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("AddRmsNorm", rows, width));
+  if (rows == 0 || width == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "AddRmsNorm", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    AddRmsNormKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        static_cast<T*>(x), static_cast<const T*>(delta), static_cast<const T*>(weight), eps, width,
+        static_cast<T*>(out));
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("AddRmsNormKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Rope(DType dtype, const float* inv_freq, int64_t head_dim, int64_t first_position, int64_t rows, void* q,
+                  int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream) {
+  if (head_dim <= 0 || head_dim % 2 != 0 || q_cols % head_dim != 0 || k_cols % head_dim != 0 || rows < 0) {
+    return absl::InvalidArgumentError(StrCat("Rope: q [", rows, ", ", q_cols, "] and k [", rows, ", ", k_cols,
+                                             "] are not rows of heads of even width ", head_dim));
+  }
+  if (rows == 0) return absl::OkStatus();
+  constexpr int kRopeThreads = 128;
+  const int half = static_cast<int>(head_dim / 2);
+  return DispatchActivation(dtype, "Rope", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    RopeKernel<T><<<static_cast<unsigned>(rows), kRopeThreads, 2 * half * sizeof(float), stream>>>(
+        inv_freq, half, first_position, static_cast<T*>(q), q_cols, static_cast<T*>(k), k_cols);
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("RopeKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status SwiGlu(DType dtype, const void* gate, const void* up, int64_t count, void* out, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("SwiGlu", count, 1));
+  if (count == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "SwiGlu", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    const T* g = static_cast<const T*>(gate);
+    const T* u = static_cast<const T*>(up);
+    T* o = static_cast<T*>(out);
+    if (count % kVecElements<T> == 0 && Aligned16(gate) && Aligned16(up) && Aligned16(out)) {
+      const int64_t vectors = count / kVecElements<T>;
+      SwiGluKernel<T><<<GridFor(vectors, kThreads), kThreads, 0, stream>>>(g, u, vectors, o);
+    } else {
+      SwiGluScalarKernel<T><<<GridFor(count, kThreads), kThreads, 0, stream>>>(g, u, count, o);
+    }
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("SwiGluKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Add(DType dtype, const void* delta, int64_t count, void* x, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("Add", count, 1));
+  if (count == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "Add", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    AddKernel<T><<<GridFor(count, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(delta), count, 0,
+                                                                    static_cast<T*>(x));
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("AddKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status AddBias(DType dtype, const void* bias, int64_t rows, int64_t cols, void* x, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("AddBias", rows, cols));
+  if (rows == 0 || cols == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "AddBias", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    AddKernel<T><<<GridFor(rows * cols, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(bias), rows * cols,
+                                                                          cols, static_cast<T*>(x));
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("AddKernel(bias)");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status WriteKvCache(DType dtype, const void* k, const void* v, int64_t rows, int64_t num_kv_heads,
+                          int64_t head_dim, int64_t first_position, int64_t capacity_tokens, void* k_cache,
+                          void* v_cache, cudaStream_t stream) {
+  if (rows < 0 || num_kv_heads <= 0 || head_dim <= 0 || first_position < 0 ||
+      first_position + rows > capacity_tokens) {
+    return absl::OutOfRangeError(StrCat("WriteKvCache: positions [", first_position, ", ", first_position + rows,
+                                        ") exceed the KV capacity of ", capacity_tokens, " tokens"));
+  }
+  if (rows == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "WriteKvCache", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    WriteKvKernel<T><<<GridFor(rows * num_kv_heads * head_dim, kThreads), kThreads, 0, stream>>>(
+        static_cast<const T*>(k), static_cast<const T*>(v), rows, num_kv_heads, head_dim, first_position,
+        capacity_tokens, static_cast<T*>(k_cache), static_cast<T*>(v_cache));
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("WriteKvKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, int64_t count,
+                     cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("Convert", count, 1));
+  if (count == 0) return absl::OkStatus();
+  return DispatchActivation(src_dtype, "Convert source", [&](auto src_tag) -> absl::Status {
+    return DispatchActivation(dst_dtype, "Convert destination", [&](auto dst_tag) -> absl::Status {
+      using S = decltype(src_tag);
+      using D = decltype(dst_tag);
+      ConvertKernel<S, D><<<GridFor(count, kThreads), kThreads, 0, stream>>>(static_cast<const S*>(src), count,
+                                                                             static_cast<D*>(dst));
+      STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("ConvertKernel");
+      return absl::OkStatus();
+    });
+  });
+}
+
+absl::Status FillNormal(DType dtype, void* data, int64_t count, float stddev, uint64_t seed, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(NonNegative("FillNormal", count, 1));
+  if (count == 0) return absl::OkStatus();
+  return DispatchActivation(dtype, "FillNormal", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    FillNormalKernel<T><<<GridFor(count, kThreads), kThreads, 0, stream>>>(static_cast<T*>(data), count, stddev,
+                                                                           seed);
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("FillNormalKernel");
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace strata::kernels

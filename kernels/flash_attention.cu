@@ -1,0 +1,309 @@
+// Tensor-core prefill attention for Hopper and Ampere: FlashAttention-2's schedule on mma.sync.
+#include <cmath>
+
+#include "common/strings.h"
+#include "kernels/attention.h"
+#include "kernels/cuda_status.h"
+#include "kernels/device_types.cuh"
+
+namespace strata::kernels {
+namespace {
+
+constexpr int kBlockM = 128;  // query rows per block: 8 warps x 16 rows (one m16 MMA tile each)
+constexpr int kBlockN = 64;   // keys per pipeline stage
+constexpr int kWarps = kBlockM / 16;
+constexpr int kThreads = kWarps * kWarpSize;
+constexpr int kStages = 2;  // K/V tiles in flight: the next loads while the current computes
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy global -> shared; zero-fills when `valid` is false.
+__device__ __forceinline__ void CopyAsync16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CommitAsync() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void WaitAsync() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void LoadMatrixX4(uint32_t r[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SharedAddress(smem)));
+}
+__device__ __forceinline__ void LoadMatrixX4Trans(uint32_t r[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SharedAddress(smem)));
+}
+
+// c[16x8] += a[16x16] · b[16x8], bf16 operands, float32 accumulators.
+__device__ __forceinline__ void Mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Element offset of (row, col) in a [rows][kHeadDim] shared tile whose 16-byte chunks are XOR-swizzled
+// by the row's low 3 bits: the 8 rows that one ldmatrix reads hit 8 different bank groups.
+template <int kHeadDim>
+__device__ __forceinline__ int Swizzle(int row, int col) {
+  return row * kHeadDim + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
+}
+
+// Loads `tile_rows` rows of kHeadDim bf16 (row r from src + r * stride) into a swizzled shared tile;
+// rows at or past `valid_rows` are zero-filled.
+template <int kHeadDim, int kTileRows>
+__device__ __forceinline__ void LoadTile(bf16* smem, const bf16* src, int64_t stride, int valid_rows) {
+  constexpr int kChunks = kHeadDim / 8;
+#pragma unroll
+  for (int i = threadIdx.x; i < kTileRows * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool valid = r < valid_rows;
+    const bf16* g = valid ? src + r * stride + c * 8 : src;
+    CopyAsync16(smem + Swizzle<kHeadDim>(r, c * 8), g, valid);
+  }
+}
+
+// Causal GQA attention, FlashAttention-2 schedule. Grid: x = query tiles of kBlockM rows (heaviest tile
+// first), y = query heads, z = batch. Block: 8 warps, each owning 16 query rows: Q stays in registers
+// (ldmatrix'd once), K/V tiles of kBlockN keys stream through a 2-stage cp.async pipeline in swizzled
+// shared memory; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16 (bf16 in, float32 accumulate); the
+// online softmax (exp2 of log2-scaled scores, running max and sum per row) stays in registers, P is
+// re-packed from the S accumulators as the A operand without touching shared memory. Masks apply only
+// to tiles that cross the causal diagonal, the window edge or the key range end.
+// FLOPs: 4 * visible (query, key) pairs * head_dim; bytes: Q and O once, K/V once per query tile.
+// Shared memory: (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2 bytes (96 KiB at head_dim 128).
+template <int kHeadDim>
+__global__ void __launch_bounds__(kThreads, 1) FlashAttentionKernel(AttentionArgs a) {
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  bf16* q_tile = reinterpret_cast<bf16*>(shared_raw);
+  bf16* k_tiles = q_tile + kBlockM * kHeadDim;
+  bf16* v_tiles = k_tiles + kStages * kBlockN * kHeadDim;
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int group = lane >> 2, quad_lane = lane & 3;
+  const int64_t m_tile = gridDim.x - 1 - blockIdx.x;  // the longest (latest) query tiles start first
+  const int64_t head = blockIdx.y, batch = blockIdx.z;
+  const int64_t kv_head = head / (a.num_heads / a.num_kv_heads);
+  const int64_t m0 = m_tile * kBlockM;
+  const int rows_here = static_cast<int>(a.rows - m0 < kBlockM ? a.rows - m0 : kBlockM);
+
+  const bf16* q = static_cast<const bf16*>(a.q) + batch * a.q_batch_stride + m0 * a.q_row_stride + head * kHeadDim;
+  const int64_t kv_offset = batch * a.kv_batch_stride + kv_head * a.kv_head_stride * kHeadDim;
+  const bf16* k = static_cast<const bf16*>(a.k) + kv_offset;
+  const bf16* v = static_cast<const bf16*>(a.v) + kv_offset;
+
+  // Keys any row of this tile sees, as absolute positions [key_lo, key_hi).
+  const int64_t first_row_position = a.first_position + m0;
+  const int64_t last_row_position = first_row_position + rows_here - 1;
+  int64_t key_lo = a.kv_begin;
+  if (a.window > 0 && first_row_position - a.window + 1 > key_lo) key_lo = first_row_position - a.window + 1;
+  const int64_t key_hi = last_row_position + 1 < a.kv_end ? last_row_position + 1 : a.kv_end;
+  const int tiles = key_hi > key_lo ? static_cast<int>((key_hi - key_lo + kBlockN - 1) / kBlockN) : 0;
+
+  // This thread's two rows (group and group + 8 of the warp's 16) and their positions.
+  const int row0 = warp * 16 + group;
+  const int64_t position0 = first_row_position + row0, position1 = position0 + 8;
+
+  const float score_scale = a.scale * kLog2e;
+  float acc[kHeadDim / 8][4];
+#pragma unroll
+  for (int i = 0; i < kHeadDim / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+
+  auto load_kv = [&](int tile, int stage) {
+    const int64_t first_key = key_lo + static_cast<int64_t>(tile) * kBlockN;
+    const int64_t remaining = key_hi - first_key;
+    const int valid = static_cast<int>(remaining < kBlockN ? remaining : kBlockN);
+    const int64_t offset = (first_key - a.kv_begin) * kHeadDim;
+    LoadTile<kHeadDim, kBlockN>(k_tiles + stage * kBlockN * kHeadDim, k + offset, kHeadDim, valid);
+    LoadTile<kHeadDim, kBlockN>(v_tiles + stage * kBlockN * kHeadDim, v + offset, kHeadDim, valid);
+  };
+
+  LoadTile<kHeadDim, kBlockM>(q_tile, q, a.q_row_stride, rows_here);
+  if (tiles > 0) load_kv(0, 0);
+  CommitAsync();
+
+  uint32_t q_frag[kHeadDim / 16][4];
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile % kStages;
+    if (tile + 1 < tiles) {
+      load_kv(tile + 1, (tile + 1) % kStages);
+      CommitAsync();
+      WaitAsync<1>();
+    } else {
+      WaitAsync<0>();
+    }
+    __syncthreads();
+    if (tile == 0) {
+#pragma unroll
+      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+        const int r = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        const int c = kk * 16 + (lane >> 4) * 8;
+        LoadMatrixX4(q_frag[kk], q_tile + Swizzle<kHeadDim>(r, c));
+      }
+    }
+    const bf16* ks = k_tiles + stage * kBlockN * kHeadDim;
+    const bf16* vs = v_tiles + stage * kBlockN * kHeadDim;
+
+    // S = Q · Kᵀ for this warp's 16 rows x kBlockN keys.
+    float s[kBlockN / 8][4];
+#pragma unroll
+    for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kBlockN / 16; ++np) {
+        uint32_t b[4];
+        const int r = np * 16 + (lane & 7) + (lane >> 4) * 8;
+        const int c = kk * 16 + ((lane >> 3) & 1) * 8;
+        LoadMatrixX4(b, ks + Swizzle<kHeadDim>(r, c));
+        Mma(s[2 * np], q_frag[kk], b[0], b[1]);
+        Mma(s[2 * np + 1], q_frag[kk], b[2], b[3]);
+      }
+    }
+
+    // Mask where the tile crosses the diagonal, the window edge or the end of the key range.
+    const int64_t tile_key0 = key_lo + static_cast<int64_t>(tile) * kBlockN;
+    const bool needs_mask = tile_key0 + kBlockN - 1 > first_row_position || tile_key0 + kBlockN > key_hi ||
+                            (a.window > 0 && tile_key0 <= last_row_position - a.window);
+    if (needs_mask) {
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t key = tile_key0 + nt * 8 + quad_lane * 2 + (e & 1);
+          const int64_t position = e < 2 ? position0 : position1;
+          const bool visible =
+              key < key_hi && key <= position && (a.window == 0 || key > position - a.window);
+          if (!visible) s[nt][e] = -INFINITY;
+        }
+      }
+    }
+
+    // Online softmax over the tile, rows in log2 units.
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
+      }
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float new_max = fmaxf(row_max[half], tile_max * score_scale);
+      // A row that has seen no key yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
+      const float base = new_max == -INFINITY ? 0.0f : new_max;
+      const float correction = exp2f(row_max[half] - base);
+      row_max[half] = new_max;
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        s[nt][2 * half] = exp2f(s[nt][2 * half] * score_scale - base);
+        s[nt][2 * half + 1] = exp2f(s[nt][2 * half + 1] * score_scale - base);
+        sum += s[nt][2 * half] + s[nt][2 * half + 1];
+      }
+      row_sum[half] = row_sum[half] * correction + sum;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        acc[dt][2 * half] *= correction;
+        acc[dt][2 * half + 1] *= correction;
+      }
+    }
+
+    // O += P · V: the S accumulators of two adjacent n8 tiles are exactly an m16k16 A fragment.
+#pragma unroll
+    for (int kc = 0; kc < kBlockN / 16; ++kc) {
+      uint32_t p[4];
+      p[0] = PackBf16(s[2 * kc][0], s[2 * kc][1]);
+      p[1] = PackBf16(s[2 * kc][2], s[2 * kc][3]);
+      p[2] = PackBf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+      p[3] = PackBf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+      for (int np = 0; np < kHeadDim / 16; ++np) {
+        uint32_t b[4];
+        const int r = kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        const int c = np * 16 + (lane >> 4) * 8;
+        LoadMatrixX4Trans(b, vs + Swizzle<kHeadDim>(r, c));
+        Mma(acc[2 * np], p, b[0], b[1]);
+        Mma(acc[2 * np + 1], p, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // the stage is overwritten by the load issued in the next iteration
+  }
+
+  // Epilogue: finish the row sums across the quad, normalize, write O (bf16) and the LSE.
+  bf16* out = static_cast<bf16*>(a.out) + batch * a.out_batch_stride + m0 * a.out_row_stride + head * kHeadDim;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float sum = row_sum[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int r = row0 + half * 8;
+    if (r >= rows_here) continue;
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    bf16* orow = out + static_cast<int64_t>(r) * a.out_row_stride;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      const __nv_bfloat162 pair = __floats2bfloat162_rn(acc[dt][2 * half] * inv, acc[dt][2 * half + 1] * inv);
+      *reinterpret_cast<__nv_bfloat162*>(orow + dt * 8 + quad_lane * 2) = pair;
+    }
+    if (a.lse != nullptr && quad_lane == 0) {
+      a.lse[(batch * a.num_heads + head) * a.rows + m0 + r] =
+          sum > 0.0f ? (row_max[half] + log2f(sum)) * kLn2 : -INFINITY;
+    }
+  }
+}
+
+template <int kHeadDim>
+absl::Status LaunchFlash(const AttentionArgs& a, cudaStream_t stream) {
+  constexpr size_t kSharedBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDim * sizeof(bf16);
+  // Idempotent and cheap; done per launch so no global "initialized" state is needed.
+  STRATA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(FlashAttentionKernel<kHeadDim>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   static_cast<int>(kSharedBytes)));
+  const dim3 grid(static_cast<unsigned>((a.rows + kBlockM - 1) / kBlockM), static_cast<unsigned>(a.num_heads),
+                  static_cast<unsigned>(a.batch));
+  FlashAttentionKernel<kHeadDim><<<grid, kThreads, kSharedBytes, stream>>>(a);
+  STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("FlashAttentionKernel");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FlashAttentionPrefill(const AttentionArgs& a, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(ValidateAttention(a));
+  if (a.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(StrCat("FlashAttentionPrefill: BF16 only, got ", DTypeName(a.dtype)));
+  }
+  if (a.q_row_stride % 8 != 0 || a.out_row_stride % 8 != 0 || a.q_batch_stride % 8 != 0 ||
+      a.out_batch_stride % 8 != 0 || a.kv_batch_stride % 8 != 0) {
+    return absl::InvalidArgumentError("FlashAttentionPrefill: strides must be multiples of 8 elements (16 bytes)");
+  }
+  if (a.rows == 0) return absl::OkStatus();
+  switch (a.head_dim) {  // the one dispatch point from head_dim to the kernel's template
+    case 64:
+      return LaunchFlash<64>(a, stream);
+    case 128:
+      return LaunchFlash<128>(a, stream);
+    default:
+      return absl::InvalidArgumentError(
+          StrCat("FlashAttentionPrefill: head_dim 64 or 128, got ", a.head_dim));
+  }
+}
+
+}  // namespace strata::kernels

@@ -1,0 +1,41 @@
+// CUDA backend: the engine's ops on one GPU, through strata_kernels (cuBLAS GEMMs, fused RMSNorm,
+// RoPE, SwiGLU, flash attention). Activations, weights and the KV cache are BF16 by default (float32
+// accumulation everywhere); F32 mode computes in float32 end to end, for exact comparisons with
+// reference outputs. All work of a backend runs in order on one non-blocking stream; the host waits
+// only in CopyToHost (and in EndStep of a captured decode step).
+#ifndef STRATA_WORKER_ENGINE_CUDA_BACKEND_H_
+#define STRATA_WORKER_ENGINE_CUDA_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "common/dtype.h"
+#include "worker/engine/backend.h"
+
+namespace strata::engine {
+
+enum class DecodeGraphs {
+  kOff,      // decode steps launch their kernels one by one
+  kCapture,  // a decode step (one token) is captured into a CUDA graph and launched as one
+};
+
+struct CudaBackendOptions {
+  // Element type of activations, weights and the KV cache: kBF16 (default) or kF32.
+  DType dtype = DType::kBF16;
+  // CUDA device ordinal. Default 0.
+  int device = 0;
+  // Default kCapture.
+  DecodeGraphs decode_graphs = DecodeGraphs::kCapture;
+};
+
+// FailedPrecondition when there is no usable GPU (or Strata was built without CUDA), InvalidArgument
+// for a dtype other than BF16/F32.
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options = {});
+
+// Whether this build has the CUDA backend (STRATA_HAVE_CUDA), and a usable GPU is visible. On false,
+// `reason` says why.
+bool CudaBackendAvailable(std::string* reason);
+
+}  // namespace strata::engine
+
+#endif  // STRATA_WORKER_ENGINE_CUDA_BACKEND_H_
