@@ -129,16 +129,27 @@ absl::StatusOr<EventOutcome> BlockIndex::Apply(int slot, uint64_t sequence, Even
   return EventOutcome::kApplied;
 }
 
-absl::Status BlockIndex::ReplaceInventory(int slot, uint64_t sequence,
-                                          absl::Span<const std::pair<Tier, std::vector<BlockKey>>> tiers) {
+absl::Status BlockIndex::ApplyInventory(int slot, uint64_t sequence,
+                                        absl::Span<const std::pair<Tier, std::vector<BlockKey>>> tiers,
+                                        InventoryChunk chunk) {
   for (const auto& [tier, keys] : tiers) STRATA_RETURN_IF_ERROR(CheckTier(slot, tier));
-  DropEntries(slot);
   HolderState& holder = holders_[slot];
-  holder.sequence_started = true;
-  holder.applied_sequence = sequence;
-  holder.resync_pending = false;
+  if (chunk.continues && (!holder.inventory_open || holder.inventory_sequence != sequence)) {
+    return absl::InvalidArgumentError(
+        StrCat("block index: an inventory chunk continues ",
+               holder.inventory_open ? StrCat("inventory ", holder.inventory_sequence) : std::string("nothing"),
+               " but says sequence ", sequence, " (send a first chunk with continues=false)"));
+  }
+  if (!chunk.continues) DropEntries(slot);
   for (const auto& [tier, keys] : tiers) {
     for (const BlockKey& key : keys) Store(slot, IsSlowTier(tier), key);
+  }
+  holder.inventory_open = chunk.more_follow;
+  holder.inventory_sequence = sequence;
+  holder.resync_pending = chunk.more_follow;
+  if (!chunk.more_follow) {
+    holder.sequence_started = true;
+    holder.applied_sequence = sequence;
   }
   return absl::OkStatus();
 }

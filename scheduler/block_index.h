@@ -68,6 +68,12 @@ enum class EventOutcome : uint8_t {
   kAwaitingResync,  // dropped: a gap was seen and no inventory has arrived since
 };
 
+// Where a chunk sits in a holder's inventory (BlockIndex::ApplyInventory).
+struct InventoryChunk {
+  bool continues = false;    // adds to the inventory begun by an earlier chunk
+  bool more_follow = false;  // not the last chunk
+};
+
 class BlockIndex {
  public:
   explicit BlockIndex(uint64_t capacity_blocks) : capacity_blocks_(capacity_blocks) {}
@@ -82,9 +88,13 @@ class BlockIndex {
   absl::StatusOr<EventOutcome> Apply(int slot, uint64_t sequence, EventType type, Tier tier,
                                      absl::Span<const BlockKey> keys);
 
-  // Replaces everything known of the holder with its inventory as of `sequence`; clears a pending resync.
-  absl::Status ReplaceInventory(int slot, uint64_t sequence,
-                                absl::Span<const std::pair<Tier, std::vector<BlockKey>>> tiers);
+  // One chunk of the holder's inventory as of `sequence`. A chunk that does not continue an inventory
+  // replaces everything known of the holder; a continuing one adds to it and must carry the same
+  // sequence (InvalidArgument otherwise, nothing applied). Until the last chunk (more_follow false) the
+  // holder's events are dropped as kAwaitingResync; the last clears a pending resync.
+  absl::Status ApplyInventory(int slot, uint64_t sequence,
+                              absl::Span<const std::pair<Tier, std::vector<BlockKey>>> tiers,
+                              InventoryChunk chunk = {});
 
   // Marks the holder as needing a resync (e.g. its heartbeat says it sent events the index never saw).
   void RequestResync(int slot);
@@ -110,6 +120,8 @@ class BlockIndex {
     bool sequence_started = false;  // an inventory or event 1 arrived
     uint64_t applied_sequence = 0;
     bool resync_pending = false;
+    bool inventory_open = false;  // a chunked inventory awaits its last chunk
+    uint64_t inventory_sequence = 0;
     uint64_t blocks = 0;
   };
   absl::Status CheckTier(int slot, Tier tier) const;

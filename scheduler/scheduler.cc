@@ -225,7 +225,7 @@ absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id
     }
   };
   if (inventory != nullptr) {
-    absl::Status status = index_.ReplaceInventory(slot, inventory->sequence, inventory->tiers);
+    absl::Status status = index_.ApplyInventory(slot, inventory->sequence, inventory->tiers, inventory->chunk);
     if (!status.ok()) {
       if (metrics_.events_rejected) metrics_.events_rejected->Increment();
       return status;

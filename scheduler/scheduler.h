@@ -36,6 +36,7 @@ struct HeartbeatResult {
 struct Inventory {
   uint64_t sequence = 0;
   std::vector<std::pair<Tier, std::vector<BlockKey>>> tiers;
+  InventoryChunk chunk;  // default: the whole inventory in one piece
 };
 
 struct KvEventIn {

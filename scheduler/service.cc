@@ -11,6 +11,8 @@
 namespace strata::scheduler {
 namespace {
 
+constexpr int kMaxMessageBytes = 64 << 20;
+
 absl::StatusOr<Tier> TierFromProto(proto::Tier tier) {
   switch (tier) {
     case proto::TIER_GPU:
@@ -160,6 +162,8 @@ grpc::Status SchedulerService::KvEvents(grpc::ServerContext*,
     Inventory inventory;
     if (message.has_inventory()) {
       inventory.sequence = message.inventory().sequence();
+      inventory.chunk.continues = message.inventory().continues();
+      inventory.chunk.more_follow = message.inventory().more_follow();
       for (const proto::TierBlocks& tier_blocks : message.inventory().tiers()) {
         absl::StatusOr<Tier> tier = TierFromProto(tier_blocks.tier());
         absl::StatusOr<std::vector<BlockKey>> keys = UnpackKeys(tier_blocks.keys());
@@ -288,6 +292,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Op
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &server->grpc_port_);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);  // inventory chunks
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->grpc_port_ == 0) {

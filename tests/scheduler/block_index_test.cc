@@ -63,7 +63,7 @@ TEST(BlockIndex, DuplicateSequenceIsIgnoredAndAGapAsksForAnInventory) {
   // The inventory replaces the holder's view; the sequence continues from it.
   std::vector<std::pair<Tier, std::vector<BlockKey>>> tiers = {{Tier::kGpu, {keys[1], keys[2]}},
                                                                {Tier::kHost, {keys[3]}}};
-  ASSERT_TRUE(index.ReplaceInventory(0, 3, tiers).ok());
+  ASSERT_TRUE(index.ApplyInventory(0, 3, tiers).ok());
   EXPECT_FALSE(index.resync_pending(0));
   EXPECT_EQ(index.Find(keys[0]), nullptr);
   EXPECT_NE(index.Find(keys[1]), nullptr);
@@ -71,6 +71,30 @@ TEST(BlockIndex, DuplicateSequenceIsIgnoredAndAGapAsksForAnInventory) {
   EXPECT_EQ(index.holder_blocks(0), 3u);
   EXPECT_EQ(*index.Apply(0, 4, EventType::kEvicted, Tier::kGpu, {keys[1]}), EventOutcome::kApplied);
   EXPECT_EQ(index.holder_blocks(0), 2u);
+}
+
+TEST(BlockIndex, AChunkedInventoryReplacesTheViewOnlyWhenComplete) {
+  BlockIndex index(100);
+  index.AddHolder(0, HolderKind::kWorker);
+  const auto keys = Keys(4);
+  ASSERT_EQ(*index.Apply(0, 1, EventType::kStored, Tier::kGpu, {keys[0]}), EventOutcome::kApplied);
+  std::vector<std::pair<Tier, std::vector<BlockKey>>> first = {{Tier::kGpu, {keys[1]}}};
+  std::vector<std::pair<Tier, std::vector<BlockKey>>> second = {{Tier::kHost, {keys[2], keys[3]}}};
+  ASSERT_TRUE(index.ApplyInventory(0, 9, first, {.continues = false, .more_follow = true}).ok());
+  EXPECT_EQ(index.Find(keys[0]), nullptr);  // replaced
+  EXPECT_TRUE(index.resync_pending(0));
+  EXPECT_EQ(*index.Apply(0, 10, EventType::kStored, Tier::kGpu, {keys[0]}), EventOutcome::kAwaitingResync);
+  // A chunk of another inventory cannot continue this one.
+  EXPECT_EQ(index.ApplyInventory(0, 8, second, {.continues = true, .more_follow = false}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(index.ApplyInventory(0, 9, second, {.continues = true, .more_follow = false}).ok());
+  EXPECT_FALSE(index.resync_pending(0));
+  EXPECT_EQ(index.applied_sequence(0), 9u);
+  EXPECT_EQ(index.holder_blocks(0), 3u);
+  EXPECT_EQ(*index.Apply(0, 10, EventType::kStored, Tier::kGpu, {keys[0]}), EventOutcome::kApplied);
+  // A continuation with no inventory open is refused.
+  EXPECT_EQ(index.ApplyInventory(0, 10, second, {.continues = true, .more_follow = false}).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BlockIndex, FirstEventWithoutInventoryMustBeSequenceOne) {
