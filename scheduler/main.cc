@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
 #include "common/log.h"
@@ -56,28 +55,22 @@ int Replay(const std::string& trace_path, replay::ReplayOptions options, const s
   absl::StatusOr<std::vector<replay::TraceRequest>> trace = replay::ReadMooncakeTrace(trace_path, options.block_tokens);
   if (!trace.ok()) return Fail(trace.status());
   if (!sweep_list.empty()) {
-    std::vector<replay::SweepPoint> sweep;
+    std::vector<double> loads;
     for (absl::string_view item : absl::StrSplit(sweep_list, ',', absl::SkipEmpty())) {
-      replay::SweepPoint point;
-      if (!absl::SimpleAtod(item, &point.time_scale) || !(point.time_scale > 0)) {
+      double load = 0;
+      if (!absl::SimpleAtod(item, &load) || !(load > 0)) {
         return Fail(absl::InvalidArgumentError(StrCat("--sweep: '", std::string(item), "' is not a load factor > 0")));
       }
-      options.time_scale = point.time_scale;
-      absl::StatusOr<replay::ReplayReport> report = replay::RunPolicies(*trace, options, *policies);
-      if (!report.ok()) return Fail(report.status());
-      point.results = report->results;
-      sweep.push_back(std::move(point));
+      loads.push_back(load);
     }
-    std::printf("%s", replay::FormatSweepTable(sweep).c_str());
+    absl::StatusOr<std::vector<replay::SweepPoint>> sweep = replay::RunSweep(*trace, options, *policies, loads);
+    if (!sweep.ok()) return Fail(sweep.status());
+    std::printf("%s",
+                json ? (replay::FormatSweepJson(*sweep) + "\n").c_str() : replay::FormatSweepTable(*sweep).c_str());
     if (!plot_path.empty()) {
-      std::string title = absl::StrFormat("TTFT p90 vs load: %d workers (G %d + H %d blocks each), ", options.workers,
-                                          options.gpu_blocks_per_worker, options.host_blocks_per_worker);
-      title += options.kvstores == 0 ? "no kvstore"
-                                     : absl::StrFormat("%d kvstore(s) (S %d + D %d blocks)", options.kvstores,
-                                                       options.kvstore_dram_blocks, options.kvstore_ssd_blocks);
-      absl::Status plotted = replay::PlotSweep(sweep, plot_path, title);
+      absl::Status plotted = replay::PlotSweep(*sweep, options, plot_path);
       if (!plotted.ok()) return Fail(plotted);
-      std::printf("plot: %s\n", plot_path.c_str());
+      if (!json) std::printf("plot: %s\n", plot_path.c_str());
     }
     return 0;
   }

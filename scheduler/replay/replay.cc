@@ -413,4 +413,16 @@ absl::StatusOr<ReplayReport> RunPolicies(const std::vector<TraceRequest>& trace,
   return report;
 }
 
+absl::StatusOr<std::vector<SweepPoint>> RunSweep(const std::vector<TraceRequest>& trace, ReplayOptions options,
+                                                 const std::vector<Policy>& policies,
+                                                 const std::vector<double>& loads) {
+  std::vector<SweepPoint> sweep;
+  for (double load : loads) {
+    options.time_scale = load;
+    STRATA_ASSIGN_OR_RETURN(ReplayReport report, RunPolicies(trace, options, policies));
+    sweep.push_back({load, std::move(report.results)});
+  }
+  return sweep;
+}
+
 }  // namespace strata::scheduler::replay

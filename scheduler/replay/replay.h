@@ -80,14 +80,20 @@ std::string FormatTable(const ReplayReport& report);
 // {"config": {...}, "ideal_hit_rate": x, "policies": {"round-robin": {<field>: value, ...}, ...}}
 std::string FormatJson(const ReplayReport& report);
 
-// TTFT p90 per policy at each load (time_scale) and the gnuplot PNG of it.
+// Each policy at each load (`options.time_scale` replaced by each of `loads`).
 struct SweepPoint {
   double time_scale = 1;
   std::vector<PolicyResult> results;
 };
+absl::StatusOr<std::vector<SweepPoint>> RunSweep(const std::vector<TraceRequest>& trace, ReplayOptions options,
+                                                 const std::vector<Policy>& policies, const std::vector<double>& loads);
+// TTFT p90, total hit rate and share within the SLO, per load and policy.
 std::string FormatSweepTable(const std::vector<SweepPoint>& sweep);
-// Writes `<png>.dat` and `<png>.gp` beside the PNG and runs gnuplot. Unavailable when gnuplot fails.
-absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& png_path, const std::string& title);
+// {"sweep": [{"time_scale": x, "policies": {"cache-aware": {<field>: value, ...}, ...}}, ...]}
+std::string FormatSweepJson(const std::vector<SweepPoint>& sweep);
+// TTFT p90 vs load per policy as a PNG: writes `<png>.dat` and `<png>.gp` beside it and runs gnuplot.
+// Unavailable when gnuplot fails.
+absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const ReplayOptions& options, const std::string& png_path);
 
 }  // namespace strata::scheduler::replay
 

@@ -48,6 +48,13 @@ std::string Cell(const Field& field, const PolicyResult& result) {
   return "";
 }
 
+nlohmann::json RowJson(const PolicyResult& result) {
+  nlohmann::json row;
+  row["requests"] = result.requests;
+  for (const Field& field : kFields) row[field.name] = result.*(field.member);
+  return row;
+}
+
 }  // namespace
 
 std::string FormatTable(const ReplayReport& report) {
@@ -89,10 +96,7 @@ std::string FormatJson(const ReplayReport& report) {
   json["ideal_hit_rate"] = report.ideal_hit_rate;
   nlohmann::json policies = nlohmann::json::object();
   for (const PolicyResult& r : report.results) {
-    nlohmann::json row;
-    row["requests"] = r.requests;
-    for (const Field& field : kFields) row[field.name] = r.*(field.member);
-    policies[std::string(PolicyName(r.policy))] = row;
+    policies[std::string(PolicyName(r.policy))] = RowJson(r);
   }
   json["policies"] = policies;
   return json.dump(2);
@@ -122,8 +126,25 @@ std::string FormatSweepTable(const std::vector<SweepPoint>& sweep) {
   return out;
 }
 
-absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const std::string& png_path, const std::string& title) {
+std::string FormatSweepJson(const std::vector<SweepPoint>& sweep) {
+  nlohmann::json points = nlohmann::json::array();
+  for (const SweepPoint& point : sweep) {
+    nlohmann::json policies = nlohmann::json::object();
+    for (const PolicyResult& r : point.results) {
+      policies[std::string(PolicyName(r.policy))] = RowJson(r);
+    }
+    points.push_back({{"time_scale", point.time_scale}, {"policies", policies}});
+  }
+  return nlohmann::json{{"sweep", points}}.dump(2);
+}
+
+absl::Status PlotSweep(const std::vector<SweepPoint>& sweep, const ReplayOptions& o, const std::string& png_path) {
   if (sweep.empty()) return absl::InvalidArgumentError("plot: empty sweep");
+  std::string title = absl::StrFormat("TTFT p90 vs load: %d workers (G %d + H %d blocks each), ", o.workers,
+                                      o.gpu_blocks_per_worker, o.host_blocks_per_worker);
+  title += o.kvstores == 0 ? std::string("no kvstore")
+                           : absl::StrFormat("%d kvstore(s) (S %d + D %d blocks)", o.kvstores, o.kvstore_dram_blocks,
+                                             o.kvstore_ssd_blocks);
   const std::string dat = png_path + ".dat";
   const std::string gp = png_path + ".gp";
   {

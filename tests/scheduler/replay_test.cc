@@ -124,6 +124,21 @@ TEST(Replay, TableAndJsonNameTheSameFields) {
   EXPECT_NE(json.find("\"cache-aware\""), std::string::npos);
 }
 
+TEST(Replay, SweepRunsEveryPolicyAtEveryLoad) {
+  ReplayOptions options;
+  options.max_requests = 300;
+  auto sweep = RunSweep(Trace(), options, {Policy::kRoundRobin, Policy::kCacheAware}, {1, 4});
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  ASSERT_EQ(sweep->size(), 2u);
+  EXPECT_EQ((*sweep)[1].time_scale, 4);
+  ASSERT_EQ((*sweep)[1].results.size(), 2u);
+  // More load, longer queues.
+  EXPECT_GE((*sweep)[1].results[0].ttft_p90_s, (*sweep)[0].results[0].ttft_p90_s);
+  const std::string json = FormatSweepJson(*sweep);
+  EXPECT_NE(json.find("\"time_scale\": 4"), std::string::npos) << json.substr(0, 200);
+  EXPECT_NE(FormatSweepTable(*sweep).find("| x4 | ttft_p90_s |"), std::string::npos);
+}
+
 TEST(Replay, BadOptionsAreRefused) {
   ReplayOptions options;
   options.workers = 0;
