@@ -8,6 +8,7 @@
 
 #include "absl/time/clock.h"
 #include "common/rpc.h"
+#include "common/strings.h"
 #include "gtest/gtest.h"
 #include "proto/scheduler.grpc.pb.h"
 #include "scheduler/block_index.h"
@@ -268,6 +269,17 @@ TEST_F(ServiceTest, AWorkerThatVanishesMidStreamLeavesWithinItsLease) {
   proto::RouteResponse routed;
   ASSERT_TRUE(stub_->Route(&route_context, route, &routed).ok());
   EXPECT_EQ(routed.worker_id(), "w1");
+}
+
+TEST_F(ServiceTest, ASecondServerOnTheSamePortIsRefused) {
+  Options options;
+  options.grpc_address = StrCat("127.0.0.1:", server_->grpc_port());
+  options.metrics_host = "127.0.0.1";
+  options.metrics_port = 0;
+  EXPECT_EQ(SchedulerServer::Start(options).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(testing::HealthStatus(channel_), 1);  // the first one still serves
+  // (The /metrics port is not checked: cpp-httplib sets SO_REUSEPORT, so common/daemon.h's server binds a
+  // port that is in use.)
 }
 
 TEST_F(ServiceTest, RouteRefusesBadRequests) {
