@@ -10,7 +10,7 @@ namespace {
 
 using testing::Keys;
 
-TEST(BlockIndex, StoredAndEvictedEventsTrackHoldersAndTiers) {
+TEST(SchedulerBlockIndex, StoredAndEvictedEventsTrackHoldersAndTiers) {
   BlockIndex index(100);
   index.AddHolder(0, HolderKind::kWorker);
   index.AddHolder(1, HolderKind::kKvstore);
@@ -33,7 +33,7 @@ TEST(BlockIndex, StoredAndEvictedEventsTrackHoldersAndTiers) {
   EXPECT_EQ(index.Find(keys[1]), nullptr);
 }
 
-TEST(BlockIndex, ImpossibleTierIsRejectedAndNothingApplied) {
+TEST(SchedulerBlockIndex, ImpossibleTierIsRejectedAndNothingApplied) {
   BlockIndex index(100);
   index.AddHolder(0, HolderKind::kWorker);
   index.AddHolder(1, HolderKind::kKvstore);
@@ -47,7 +47,7 @@ TEST(BlockIndex, ImpossibleTierIsRejectedAndNothingApplied) {
   EXPECT_EQ(index.applied_sequence(0), 0u);
 }
 
-TEST(BlockIndex, DuplicateSequenceIsIgnoredAndAGapAsksForAnInventory) {
+TEST(SchedulerBlockIndex, DuplicateSequenceIsIgnoredAndAGapAsksForAnInventory) {
   BlockIndex index(100);
   index.AddHolder(0, HolderKind::kWorker);
   const auto keys = Keys(4);
@@ -73,7 +73,7 @@ TEST(BlockIndex, DuplicateSequenceIsIgnoredAndAGapAsksForAnInventory) {
   EXPECT_EQ(index.holder_blocks(0), 2u);
 }
 
-TEST(BlockIndex, AChunkedInventoryReplacesTheViewOnlyWhenComplete) {
+TEST(SchedulerBlockIndex, AChunkedInventoryReplacesTheViewOnlyWhenComplete) {
   BlockIndex index(100);
   index.AddHolder(0, HolderKind::kWorker);
   const auto keys = Keys(4);
@@ -97,13 +97,13 @@ TEST(BlockIndex, AChunkedInventoryReplacesTheViewOnlyWhenComplete) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(BlockIndex, FirstEventWithoutInventoryMustBeSequenceOne) {
+TEST(SchedulerBlockIndex, FirstEventWithoutInventoryMustBeSequenceOne) {
   BlockIndex index(100);
   index.AddHolder(0, HolderKind::kWorker);
   EXPECT_EQ(*index.Apply(0, 5, EventType::kStored, Tier::kGpu, Keys(1)), EventOutcome::kGap);
 }
 
-TEST(BlockIndex, RemovingAHolderDropsOnlyItsEntries) {
+TEST(SchedulerBlockIndex, RemovingAHolderDropsOnlyItsEntries) {
   BlockIndex index(100);
   index.AddHolder(0, HolderKind::kWorker);
   index.AddHolder(70, HolderKind::kWorker);  // second word of the holder set
@@ -120,7 +120,7 @@ TEST(BlockIndex, RemovingAHolderDropsOnlyItsEntries) {
   EXPECT_EQ(index.applied_sequence(0), 0u);
 }
 
-TEST(BlockIndex, FullIndexDropsNewKeysButKeepsUpdatingKnownOnes) {
+TEST(SchedulerBlockIndex, FullIndexDropsNewKeysButKeepsUpdatingKnownOnes) {
   BlockIndex index(2);
   index.AddHolder(0, HolderKind::kWorker);
   index.AddHolder(1, HolderKind::kWorker);
@@ -136,7 +136,7 @@ TEST(BlockIndex, FullIndexDropsNewKeysButKeepsUpdatingKnownOnes) {
   EXPECT_EQ(index.dropped_stores(), 2u);
 }
 
-TEST(BlockIndex, PackedKeysRoundTripAndOddLengthsAreRefused) {
+TEST(SchedulerBlockIndex, PackedKeysRoundTripAndOddLengthsAreRefused) {
   const auto keys = Keys(3);
   const std::string packed = PackKeys(keys);
   EXPECT_EQ(packed.size(), 48u);

@@ -13,7 +13,7 @@
 namespace strata::scheduler {
 namespace {
 
-TEST(LoadTest, SixtyFourWorkersTenThousandRoutes) {
+TEST(SchedulerLoadTest, SixtyFourWorkersTenThousandRoutes) {
   testing::LoadSpec spec;
   spec.documents = 2000;
   spec.blocks_per_document = 50;

@@ -17,9 +17,9 @@ using testing::Keys;
 using testing::Worker;
 
 // A scheduler on a simulated clock with helpers to register holders and give them blocks.
-class PlacementTest : public ::testing::Test {
+class SchedulerPlacementTest : public ::testing::Test {
  protected:
-  PlacementTest() { options_.tie_window = absl::ZeroDuration(); }
+  SchedulerPlacementTest() { options_.tie_window = absl::ZeroDuration(); }
 
   void Start() { scheduler_ = std::make_unique<Scheduler>(options_, &clock_, nullptr); }
 
@@ -66,7 +66,7 @@ class PlacementTest : public ::testing::Test {
   std::map<std::string, uint64_t> sequences_;
 };
 
-TEST_F(PlacementTest, CacheAwarePicksTheWorkerHoldingThePrefix) {
+TEST_F(SchedulerPlacementTest, CacheAwarePicksTheWorkerHoldingThePrefix) {
   for (const char* id : {"w0", "w1", "w2"}) Add(Worker(id));
   const auto keys = Keys(5);
   Hold("w1", Tier::kGpu, keys);
@@ -80,7 +80,7 @@ TEST_F(PlacementTest, CacheAwarePicksTheWorkerHoldingThePrefix) {
   EXPECT_NEAR(e.ttft_s, 1e-3, 1e-9);  // one token at 1 ms, nothing queued, nothing fetched
 }
 
-TEST_F(PlacementTest, OnlyALeadingPrefixCounts) {
+TEST_F(SchedulerPlacementTest, OnlyALeadingPrefixCounts) {
   Add(Worker("w0"));
   Add(Worker("w1"));
   const auto keys = Keys(5);
@@ -92,7 +92,7 @@ TEST_F(PlacementTest, OnlyALeadingPrefixCounts) {
   EXPECT_EQ(Route(keys, 20)->worker_id, "w1");
 }
 
-TEST_F(PlacementTest, HostTierCostsItsTransferAndGpuCostsNothing) {
+TEST_F(SchedulerPlacementTest, HostTierCostsItsTransferAndGpuCostsNothing) {
   Add(Worker("w0"));
   Add(Worker("w1"));
   const auto keys = Keys(5);
@@ -105,7 +105,7 @@ TEST_F(PlacementTest, HostTierCostsItsTransferAndGpuCostsNothing) {
   EXPECT_EQ(Route(keys, 21)->worker_id, "w1");
 }
 
-TEST_F(PlacementTest, FetchesFromAKvstoreOnlyWhenThatBeatsRecomputing) {
+TEST_F(SchedulerPlacementTest, FetchesFromAKvstoreOnlyWhenThatBeatsRecomputing) {
   Registration slow = Worker("w0");  // 10 ms a block over the network, 4 ms to recompute it
   Add(slow);
   Registration fast = Worker("w1");
@@ -126,7 +126,7 @@ TEST_F(PlacementTest, FetchesFromAKvstoreOnlyWhenThatBeatsRecomputing) {
   EXPECT_EQ(Route(keys, 21)->worker_id, "w1");
 }
 
-TEST_F(PlacementTest, AMixedPrefixOfLocalAndKvstoreBlocksIsReused) {
+TEST_F(SchedulerPlacementTest, AMixedPrefixOfLocalAndKvstoreBlocksIsReused) {
   Registration fast = Worker("w0");
   fast.worker.network_bytes_per_s = 1e10;
   Add(fast);
@@ -140,7 +140,7 @@ TEST_F(PlacementTest, AMixedPrefixOfLocalAndKvstoreBlocksIsReused) {
   EXPECT_EQ(estimates["w0"].blocks_by_tier[static_cast<int>(Tier::kKvstoreDram)], 1u);
 }
 
-TEST_F(PlacementTest, AQueueLongerThanTheSavingSendsTheRequestElsewhere) {
+TEST_F(SchedulerPlacementTest, AQueueLongerThanTheSavingSendsTheRequestElsewhere) {
   Add(Worker("w0"));
   Add(Worker("w1"));
   const auto keys = Keys(5);
@@ -158,7 +158,7 @@ TEST_F(PlacementTest, AQueueLongerThanTheSavingSendsTheRequestElsewhere) {
   EXPECT_EQ(Route(keys, 21)->worker_id, "w0");
 }
 
-TEST_F(PlacementTest, UnderLoadLocalityOutweighsASlightlyShorterQueue) {
+TEST_F(SchedulerPlacementTest, UnderLoadLocalityOutweighsASlightlyShorterQueue) {
   Add(Worker("w0"));
   Add(Worker("w1"));
   const auto keys = Keys(10);
@@ -176,7 +176,7 @@ TEST_F(PlacementTest, UnderLoadLocalityOutweighsASlightlyShorterQueue) {
   EXPECT_NEAR(routed->decision.chosen.ttft_s, 20.104, 1e-9);  // the estimate is still the TTFT
 }
 
-TEST_F(PlacementTest, UnderLoadAHolderFarBehindTheMeanIsNotACandidate) {
+TEST_F(SchedulerPlacementTest, UnderLoadAHolderFarBehindTheMeanIsNotACandidate) {
   for (int i = 0; i < 3; ++i) Add(Worker(StrCat("w", i)));
   const auto keys = Keys(10);
   Hold("w0", Tier::kGpu, keys);
@@ -189,7 +189,7 @@ TEST_F(PlacementTest, UnderLoadAHolderFarBehindTheMeanIsNotACandidate) {
   EXPECT_NE(Route(keys, 44)->worker_id, "w0");
 }
 
-TEST_F(PlacementTest, EqualWorkersDoNotHerdOntoOne) {
+TEST_F(SchedulerPlacementTest, EqualWorkersDoNotHerdOntoOne) {
   options_.tie_window = absl::Milliseconds(5);
   for (int i = 0; i < 4; ++i) Add(Worker(StrCat("w", i)));
   std::map<std::string, int> counts;
@@ -199,7 +199,7 @@ TEST_F(PlacementTest, EqualWorkersDoNotHerdOntoOne) {
   for (const auto& [id, n] : counts) EXPECT_EQ(n, 10) << id;
 }
 
-TEST_F(PlacementTest, AHotPrefixIsServedByMoreThanOneWorker) {
+TEST_F(SchedulerPlacementTest, AHotPrefixIsServedByMoreThanOneWorker) {
   for (int i = 0; i < 3; ++i) Add(Worker(StrCat("w", i)));
   const auto keys = Keys(10);
   Hold("w0", Tier::kGpu, keys);  // saves 40 ms of prefill on w0
@@ -209,7 +209,7 @@ TEST_F(PlacementTest, AHotPrefixIsServedByMoreThanOneWorker) {
   EXPECT_GT(counts["w0"], counts["w1"]);  // the holder still takes the largest share
 }
 
-TEST_F(PlacementTest, RoundRobinCyclesThroughLiveWorkers) {
+TEST_F(SchedulerPlacementTest, RoundRobinCyclesThroughLiveWorkers) {
   for (int i = 0; i < 3; ++i) Add(Worker(StrCat("w", i)));
   Hold("w2", Tier::kGpu, Keys(5));
   std::vector<std::string> order;
@@ -218,7 +218,7 @@ TEST_F(PlacementTest, RoundRobinCyclesThroughLiveWorkers) {
   EXPECT_EQ(Route(Keys(5), 21, Policy::kRoundRobin)->decision.policy, Policy::kRoundRobin);
 }
 
-TEST_F(PlacementTest, LeastLoadedPicksTheShortestQueueRegardlessOfCache) {
+TEST_F(SchedulerPlacementTest, LeastLoadedPicksTheShortestQueueRegardlessOfCache) {
   for (int i = 0; i < 3; ++i) Add(Worker(StrCat("w", i)));
   Hold("w0", Tier::kGpu, Keys(5));
   const double waits[] = {3.0, 1.0, 2.0};
@@ -236,7 +236,7 @@ TEST_F(PlacementTest, LeastLoadedPicksTheShortestQueueRegardlessOfCache) {
   EXPECT_EQ(Route(Keys(5), 21, Policy::kLeastLoaded)->worker_id, "w2");
 }
 
-TEST_F(PlacementTest, OnlyWorkersOfTheRequestedModelAreCandidates) {
+TEST_F(SchedulerPlacementTest, OnlyWorkersOfTheRequestedModelAreCandidates) {
   Add(Worker("w0", 0x11));
   Add(Worker("w1", 0x22));
   Hold("w0", Tier::kGpu, Keys(5));
@@ -244,7 +244,7 @@ TEST_F(PlacementTest, OnlyWorkersOfTheRequestedModelAreCandidates) {
   EXPECT_EQ(Route(Keys(5), 21, Policy::kCacheAware, 0x33).status().code(), absl::StatusCode::kUnavailable);
 }
 
-TEST_F(PlacementTest, BadRouteInputIsRefused) {
+TEST_F(SchedulerPlacementTest, BadRouteInputIsRefused) {
   Add(Worker("w0"));
   EXPECT_EQ(Route(Keys(6), 20).status().code(), absl::StatusCode::kInvalidArgument);  // 6 blocks of 4 > 20 tokens
   EXPECT_EQ(Route({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
@@ -255,7 +255,7 @@ TEST_F(PlacementTest, BadRouteInputIsRefused) {
 
 // The scheduler's tokens -> keys path is common/'s scheme v1: the keys pinned in
 // tests/common/block_key_test.cc (an independent implementation's) find the worker that holds them.
-TEST_F(PlacementTest, TokenRoutesComputePinnedSchemeV1Keys) {
+TEST_F(SchedulerPlacementTest, TokenRoutesComputePinnedSchemeV1Keys) {
   Registration pinned = Worker("w0");
   std::iota(pinned.key_context.model_fingerprint.begin(), pinned.key_context.model_fingerprint.end(), 0);
   pinned.key_context.block_tokens = 4;

@@ -11,7 +11,7 @@ namespace {
 using testing::Kvstore;
 using testing::Worker;
 
-TEST(Registry, RegistersWorkersAndKvstoresInDistinctSlots) {
+TEST(SchedulerRegistry, RegistersWorkersAndKvstoresInDistinctSlots) {
   Registry registry(absl::Seconds(5));
   const absl::Time now = absl::UnixEpoch();
   auto a = registry.Register(Worker("w0"), now);
@@ -24,7 +24,7 @@ TEST(Registry, RegistersWorkersAndKvstoresInDistinctSlots) {
   EXPECT_EQ(registry.CountKind(HolderKind::kKvstore), 1u);
 }
 
-TEST(Registry, RefusesMalformedRegistrationsWithInvalidArgument) {
+TEST(SchedulerRegistry, RefusesMalformedRegistrationsWithInvalidArgument) {
   Registry registry(absl::Seconds(5));
   const absl::Time now = absl::UnixEpoch();
   std::vector<std::pair<std::string, Registration>> cases;
@@ -68,7 +68,7 @@ TEST(Registry, RefusesMalformedRegistrationsWithInvalidArgument) {
   EXPECT_TRUE(registry.AllSlots().empty());
 }
 
-TEST(Registry, RefusesAnotherKeySchemeVersionLoudly) {
+TEST(SchedulerRegistry, RefusesAnotherKeySchemeVersionLoudly) {
   Registry registry(absl::Seconds(5));
   Registration r = Worker("w0");
   r.scheme_version = kBlockKeySchemeVersion + 1;
@@ -80,7 +80,7 @@ TEST(Registry, RefusesAnotherKeySchemeVersionLoudly) {
   EXPECT_EQ(registry.Register(r, absl::UnixEpoch()).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(Registry, RefusesADuplicateLiveIdAndAcceptsItAfterRemoval) {
+TEST(SchedulerRegistry, RefusesADuplicateLiveIdAndAcceptsItAfterRemoval) {
   Registry registry(absl::Seconds(5));
   auto first = registry.Register(Worker("w0"), absl::UnixEpoch());
   ASSERT_TRUE(first.ok());
@@ -93,7 +93,7 @@ TEST(Registry, RefusesADuplicateLiveIdAndAcceptsItAfterRemoval) {
   EXPECT_GT((*second)->epoch, epoch);
 }
 
-TEST(Registry, HeartbeatNeedsTheLiveEpoch) {
+TEST(SchedulerRegistry, HeartbeatNeedsTheLiveEpoch) {
   Registry registry(absl::Seconds(5));
   auto holder = registry.Register(Worker("w0"), absl::UnixEpoch());
   ASSERT_TRUE(holder.ok());
@@ -103,7 +103,7 @@ TEST(Registry, HeartbeatNeedsTheLiveEpoch) {
   EXPECT_TRUE(registry.Heartbeat("w0", (*holder)->epoch, absl::UnixEpoch()).ok());
 }
 
-TEST(Registry, SlotsRunOutWithResourceExhausted) {
+TEST(SchedulerRegistry, SlotsRunOutWithResourceExhausted) {
   Registry registry(absl::Seconds(5));
   for (int i = 0; i < kMaxHolders; ++i)
     ASSERT_TRUE(registry.Register(Kvstore("kv" + std::to_string(i)), absl::UnixEpoch()).ok());
@@ -111,7 +111,7 @@ TEST(Registry, SlotsRunOutWithResourceExhausted) {
             absl::StatusCode::kResourceExhausted);
 }
 
-TEST(Lease, LapsedWorkerLeavesPlacementAndTheIndex) {
+TEST(SchedulerLease, LapsedWorkerLeavesPlacementAndTheIndex) {
   SimClock clock;
   Options options;
   options.lease = absl::Seconds(3);
@@ -153,7 +153,7 @@ TEST(Lease, LapsedWorkerLeavesPlacementAndTheIndex) {
   EXPECT_EQ(scheduler.Route(route).status().code(), absl::StatusCode::kUnavailable);
 }
 
-TEST(Lease, ALapsedIdRegistersAgainBeforeTheReaperRuns) {
+TEST(SchedulerLease, ALapsedIdRegistersAgainBeforeTheReaperRuns) {
   SimClock clock;
   Scheduler scheduler(Options{}, &clock, nullptr);
   auto first = scheduler.Register(Worker("w0"));
@@ -168,7 +168,7 @@ TEST(Lease, ALapsedIdRegistersAgainBeforeTheReaperRuns) {
   EXPECT_EQ(scheduler.Holders().size(), 1u);
 }
 
-TEST(Lease, WorkersOfOneModelMustAgreeOnBlockSizeAndDtype) {
+TEST(SchedulerLease, WorkersOfOneModelMustAgreeOnBlockSizeAndDtype) {
   SimClock clock;
   Scheduler scheduler(Options{}, &clock, nullptr);
   ASSERT_TRUE(scheduler.Register(Worker("w0")).ok());

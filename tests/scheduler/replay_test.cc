@@ -22,7 +22,7 @@ const std::vector<TraceRequest>& Trace() {
   return *trace;
 }
 
-TEST(Trace, ReadsTheMooncakeTraceAndItsIdealHitRate) {
+TEST(ReplayTrace, ReadsTheMooncakeTraceAndItsIdealHitRate) {
   ASSERT_EQ(Trace().size(), 3993u);
   EXPECT_EQ(Trace()[0].input_tokens, 40160u);
   EXPECT_EQ(Trace()[0].hash_ids.size(), 79u);
@@ -30,7 +30,7 @@ TEST(Trace, ReadsTheMooncakeTraceAndItsIdealHitRate) {
   EXPECT_NEAR(IdealPrefixHitRate(Trace()), 0.640, 0.0005);
 }
 
-TEST(Trace, MalformedLinesAreRefusedByLineNumber) {
+TEST(ReplayTrace, MalformedLinesAreRefusedByLineNumber) {
   const std::string path = ::testing::TempDir() + "/bad_trace.jsonl";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [0]}\nnot json\n", ":2: "},
@@ -51,7 +51,7 @@ TEST(Trace, MalformedLinesAreRefusedByLineNumber) {
   EXPECT_EQ(ReadMooncakeTrace(path + ".missing").status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST(SimCache, DemotesToTheSlowTierThenDropsLeastRecentlyUsed) {
+TEST(ReplaySimCache, DemotesToTheSlowTierThenDropsLeastRecentlyUsed) {
   TwoTierLru cache(2, 1);
   std::vector<CacheChange> changes;
   cache.Touch(std::vector<uint64_t>{1, 2, 3}, &changes);  // 1 demoted
@@ -69,7 +69,7 @@ TEST(SimCache, DemotesToTheSlowTierThenDropsLeastRecentlyUsed) {
 
 // The replay must reproduce the trace's reference figure: with caches that never evict, every policy
 // reuses exactly the blocks an infinite cache would (one worker: each request sees all before it).
-TEST(Replay, AnInfiniteCacheReproducesTheReferenceHitRate) {
+TEST(SchedulerReplay, AnInfiniteCacheReproducesTheReferenceHitRate) {
   ReplayOptions options;
   options.workers = 1;
   options.kvstores = 0;
@@ -84,7 +84,7 @@ TEST(Replay, AnInfiniteCacheReproducesTheReferenceHitRate) {
 
 // Behaviour, not speed: with the default 4-worker cluster cache-aware placement reaches 90% of the
 // ideal hit rate; without a kvstore it still beats round-robin by far on hits and TTFT.
-TEST(Replay, CacheAwarePlacementReachesNinetyPercentOfIdealWithDefaultCapacities) {
+TEST(SchedulerReplay, CacheAwarePlacementReachesNinetyPercentOfIdealWithDefaultCapacities) {
   ReplayOptions options;
   auto report = RunPolicies(Trace(), options, {Policy::kRoundRobin, Policy::kCacheAware});
   ASSERT_TRUE(report.ok()) << report.status();
@@ -101,7 +101,7 @@ TEST(Replay, CacheAwarePlacementReachesNinetyPercentOfIdealWithDefaultCapacities
 // The second target, where placement can still matter: at 3x the trace's rate the cluster is
 // near saturation (an oracle would keep it 68% busy), and cache-aware's TTFT p90 is at most half of
 // round-robin's. (At 8x and beyond every policy is overloaded; docs/BENCHMARKS.md shows it.)
-TEST(Replay, CacheAwareHalvesRoundRobinsTtftP90NearSaturation) {
+TEST(SchedulerReplay, CacheAwareHalvesRoundRobinsTtftP90NearSaturation) {
   ReplayOptions options;
   options.time_scale = 3;
   auto report = RunPolicies(Trace(), options, {Policy::kRoundRobin, Policy::kCacheAware});
@@ -109,7 +109,7 @@ TEST(Replay, CacheAwareHalvesRoundRobinsTtftP90NearSaturation) {
   EXPECT_LE(report->results[1].ttft_p90_s, 0.5 * report->results[0].ttft_p90_s);
 }
 
-TEST(Replay, TableAndJsonNameTheSameFields) {
+TEST(SchedulerReplay, TableAndJsonNameTheSameFields) {
   ReplayOptions options;
   options.max_requests = 200;
   auto report = RunPolicies(Trace(), options, {Policy::kLeastLoaded, Policy::kCacheAware});
@@ -124,7 +124,7 @@ TEST(Replay, TableAndJsonNameTheSameFields) {
   EXPECT_NE(json.find("\"cache-aware\""), std::string::npos);
 }
 
-TEST(Replay, SweepRunsEveryPolicyAtEveryLoad) {
+TEST(SchedulerReplay, SweepRunsEveryPolicyAtEveryLoad) {
   ReplayOptions options;
   options.max_requests = 300;
   auto sweep = RunSweep(Trace(), options, {Policy::kRoundRobin, Policy::kCacheAware}, {1, 4});
@@ -139,7 +139,7 @@ TEST(Replay, SweepRunsEveryPolicyAtEveryLoad) {
   EXPECT_NE(FormatSweepTable(*sweep).find("| x4 | ttft_p90_s |"), std::string::npos);
 }
 
-TEST(Replay, BadOptionsAreRefused) {
+TEST(SchedulerReplay, BadOptionsAreRefused) {
   ReplayOptions options;
   options.workers = 0;
   EXPECT_EQ(RunReplay(Trace(), options, Policy::kCacheAware).status().code(), absl::StatusCode::kInvalidArgument);

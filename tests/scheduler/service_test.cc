@@ -18,7 +18,7 @@
 namespace strata::scheduler {
 namespace {
 
-class ServiceTest : public ::testing::Test {
+class SchedulerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(absl::Seconds(5)); }
 
@@ -70,7 +70,7 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<proto::Scheduler::Stub> stub_;
 };
 
-TEST_F(ServiceTest, RegistrationErrorsCarryTheirGrpcCodes) {
+TEST_F(SchedulerServiceTest, RegistrationErrorsCarryTheirGrpcCodes) {
   proto::RegisterResponse response;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &response).ok());
   EXPECT_GT(response.epoch(), 0u);
@@ -101,7 +101,7 @@ TEST_F(ServiceTest, RegistrationErrorsCarryTheirGrpcCodes) {
   EXPECT_EQ(stub_->Heartbeat(&context, beat, &beat_response).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ServiceTest, KvEventStreamAppliesInventoryEventsAndAsksForResyncOnAGap) {
+TEST_F(SchedulerServiceTest, KvEventStreamAppliesInventoryEventsAndAsksForResyncOnAGap) {
   proto::RegisterResponse registered;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &registered).ok());
   std::vector<int32_t> tokens(10);
@@ -195,7 +195,7 @@ TEST_F(ServiceTest, KvEventStreamAppliesInventoryEventsAndAsksForResyncOnAGap) {
   EXPECT_EQ(holders.index_blocks(), 0u);
 }
 
-TEST_F(ServiceTest, EventsOfAnUnknownHolderEndTheStreamWithNotFound) {
+TEST_F(SchedulerServiceTest, EventsOfAnUnknownHolderEndTheStreamWithNotFound) {
   grpc::ClientContext context;
   SetDeadline(context, std::chrono::seconds(5));
   auto stream = stub_->KvEvents(&context);
@@ -217,7 +217,7 @@ TEST_F(ServiceTest, EventsOfAnUnknownHolderEndTheStreamWithNotFound) {
 
 // A worker that dies mid-stream: what it sent stays applied, the stream ends, and within a lease (plus
 // one reaper pass) it leaves placement and the index.
-TEST_F(ServiceTest, AWorkerThatVanishesMidStreamLeavesWithinItsLease) {
+TEST_F(SchedulerServiceTest, AWorkerThatVanishesMidStreamLeavesWithinItsLease) {
   StartServer(absl::Milliseconds(600));
   proto::RegisterResponse w0, w1;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &w0).ok());
@@ -271,7 +271,7 @@ TEST_F(ServiceTest, AWorkerThatVanishesMidStreamLeavesWithinItsLease) {
   EXPECT_EQ(routed.worker_id(), "w1");
 }
 
-TEST_F(ServiceTest, ASecondServerOnTheSamePortIsRefused) {
+TEST_F(SchedulerServiceTest, ASecondServerOnTheSamePortIsRefused) {
   Options options;
   options.grpc_address = StrCat("127.0.0.1:", server_->grpc_port());
   options.metrics_host = "127.0.0.1";
@@ -282,7 +282,7 @@ TEST_F(ServiceTest, ASecondServerOnTheSamePortIsRefused) {
   // port that is in use.)
 }
 
-TEST_F(ServiceTest, RouteRefusesBadRequests) {
+TEST_F(SchedulerServiceTest, RouteRefusesBadRequests) {
   proto::RegisterResponse registered;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &registered).ok());
   auto route = [&](const proto::RouteRequest& request) {
@@ -311,7 +311,7 @@ TEST_F(ServiceTest, RouteRefusesBadRequests) {
   EXPECT_EQ(route(request), grpc::StatusCode::UNAVAILABLE);  // no worker of that model
 }
 
-TEST_F(ServiceTest, HealthAndMetricsAnswerAndShutdownStopsServing) {
+TEST_F(SchedulerServiceTest, HealthAndMetricsAnswerAndShutdownStopsServing) {
   EXPECT_EQ(testing::HealthStatus(channel_), 1);
   proto::RegisterResponse registered;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &registered).ok());
