@@ -72,8 +72,13 @@ Scheduler::Scheduler(const Options& options, const Clock* clock, MetricsRegistry
                                          "Gaps in a holder's event sequence (each asks for an inventory).");
   metrics_.inventories = &m.AddCounter("strata_scheduler_inventories_total", "Inventories applied (resyncs).");
   metrics_.blocks_requested = &m.AddCounter("strata_scheduler_route_blocks_total", "Prompt blocks of routed requests.");
-  metrics_.blocks_reused = &m.AddCounter("strata_scheduler_route_blocks_reused_total",
-                                         "Prompt blocks the chosen worker is expected to reuse (any tier).");
+  for (Tier tier : {Tier::kGpu, Tier::kHost, Tier::kKvstoreDram, Tier::kKvstoreSsd}) {
+    // A tier whose count stops growing is a tier nobody reads (silence is a bug).
+    metrics_.blocks_reused[static_cast<int>(tier)] =
+        &m.AddCounter("strata_scheduler_route_blocks_reused_total",
+                      "Prompt blocks the chosen worker is expected to reuse, by the tier they come from.",
+                      {{"tier", std::string(TierName(tier))}});
+  }
   m.AddGaugeCallback("strata_scheduler_index_blocks", "Block keys in the global index.", {},
                      [this] { return static_cast<double>(IndexBlocks()); });
   m.AddGaugeCallback("strata_scheduler_index_capacity_blocks", "Capacity of the global index.", {},
@@ -287,7 +292,7 @@ absl::StatusOr<RouteResult> Scheduler::RouteLocked(RouteInput input) {
     metrics_.routes[static_cast<int>(decision.policy)]->Increment();
     metrics_.estimated_ttft->Observe(decision.chosen.ttft_s);
     metrics_.blocks_requested->Increment(static_cast<double>(input.keys.size()));
-    metrics_.blocks_reused->Increment(decision.chosen.reused_blocks);
+    for (int tier = 0; tier < 4; ++tier) metrics_.blocks_reused[tier]->Increment(decision.chosen.blocks_by_tier[tier]);
   }
   return result;
 }

@@ -145,7 +145,7 @@ class Scheduler {
     Counter* events_rejected = nullptr;
     Counter* sequence_gaps = nullptr;
     Counter* inventories = nullptr;
-    Counter* blocks_reused = nullptr;
+    std::array<Counter*, 4> blocks_reused{};  // by Tier
     Counter* blocks_requested = nullptr;
   };
 
