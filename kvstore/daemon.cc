@@ -37,19 +37,18 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   daemon->options_ = options;
   // A block never exceeds the arena.
   daemon->options_.max_block_bytes = std::min(options.max_block_bytes, options.dram_bytes);
-  STRATA_ASSIGN_OR_RETURN(daemon->arena_, Arena::Create(options.dram_bytes));
-  CheckMemlockLimit(daemon->arena_->size());
-  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(daemon->arena_->base(), daemon->arena_->size()));
+  CheckMemlockLimit(options.dram_bytes);
+  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes));
   std::unique_ptr<SsdTier> ssd;
   if (!options.ssd_dir.empty()) {
-    STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir));
+    STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir, options.ssd_io));
   } else if (options.persist == Persist::kWriteThrough) {
     return absl::InvalidArgumentError("--persist=write-through needs --ssd-dir");
   }
-  STRATA_ASSIGN_OR_RETURN(daemon->store_, Store::Create(daemon->options_, daemon->arena_->base(), daemon->arena_->size(),
+  STRATA_ASSIGN_OR_RETURN(daemon->store_, Store::Create(daemon->options_, daemon->ucx_->arena(), daemon->ucx_->arena_bytes(),
                                                         std::move(ssd), daemon->registry_));
   DataPlane data_plane{daemon->ucx_->worker_address(), daemon->ucx_->rkey(),
-                       reinterpret_cast<uint64_t>(daemon->arena_->base()), daemon->arena_->size()};
+                       reinterpret_cast<uint64_t>(daemon->ucx_->arena()), daemon->ucx_->arena_bytes()};
   daemon->service_ =
       std::make_unique<KvStoreService>(daemon->options_, *daemon->store_, std::move(data_plane), daemon->registry_);
 
@@ -75,7 +74,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
     STRATA_RETURN_IF_ERROR(WritePortFile(options.port_file, daemon->grpc_port_, daemon->metrics_port()));
   }
   LogInfo(StrCat("event=kvstore_serving grpc=", options.host, ":", daemon->grpc_port_,
-                 " metrics_port=", daemon->metrics_port(), " dram_bytes=", daemon->arena_->size(),
+                 " metrics_port=", daemon->metrics_port(), " dram_bytes=", daemon->ucx_->arena_bytes(),
                  " ssd_dir=", options.ssd_dir.string(),
                  " persist=", options.persist == Persist::kWriteThrough ? "write-through" : "write-back",
                  " eviction=", EvictionPolicyName(options.eviction)));

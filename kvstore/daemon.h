@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/daemon.h"
 #include "common/metrics.h"
-#include "kvstore/arena.h"
+#include "kvstore/memlock.h"
 #include "kvstore/options.h"
 #include "kvstore/service.h"
 #include "kvstore/store.h"
@@ -34,7 +34,6 @@ class KvStoreDaemon {
 
   Options options_;
   MetricsRegistry registry_;
-  std::unique_ptr<Arena> arena_;
   std::unique_ptr<UcxServer> ucx_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<KvStoreService> service_;

@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   app.add_option("--eviction", options.eviction, "DRAM eviction policy: s3fifo or lru")
       ->transform(CLI::CheckedTransformer(eviction_map, CLI::ignore_case))
       ->default_str("s3fifo");
+  std::map<std::string, strata::kvstore::SsdIo> io_map{{"buffered", strata::kvstore::SsdIo::kBuffered},
+                                                       {"direct", strata::kvstore::SsdIo::kDirect}};
+  app.add_option("--ssd-io", options.ssd_io, "SSD reads: buffered (page cache) or direct (O_DIRECT)")
+      ->transform(CLI::CheckedTransformer(io_map, CLI::ignore_case))
+      ->default_str("buffered");
   app.add_option("--put-ttl-ms", options.put_ttl_ms, "Uncommitted puts are freed after this")->capture_default_str();
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
       ->capture_default_str();

@@ -16,6 +16,12 @@ enum class Persist {
 
 enum class EvictionPolicyKind { kLru, kS3Fifo };
 
+// How the SSD tier reads blocks.
+enum class SsdIo {
+  kBuffered,  // through the page cache (default; works on every filesystem)
+  kDirect,    // O_DIRECT: no second copy of SSD blocks in the page cache (needs a filesystem with it)
+};
+
 struct Options {
   // gRPC control plane. Port 0 picks a free port (written to port_file).
   std::string host = "127.0.0.1";
@@ -34,6 +40,7 @@ struct Options {
   // SSD tier: a RocksDB (BlobDB) directory. Empty: no SSD tier (DRAM evictions drop blocks).
   std::filesystem::path ssd_dir;
   Persist persist = Persist::kWriteBack;
+  SsdIo ssd_io = SsdIo::kBuffered;
 
   // An uncommitted put's reservation and an un-ended get's pins are freed after these.
   uint32_t put_ttl_ms = 30'000;

@@ -70,7 +70,7 @@ SsdTier::~SsdTier() {
   (void)db_->Close();
 }
 
-absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::path& dir) {
+absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::path& dir, SsdIo io) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) return absl::InvalidArgumentError(StrCat("--ssd-dir ", dir.string(), ": ", error.message()));
@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::pa
   options.write_buffer_size = uint64_t{64} << 20;
   options.paranoid_checks = true;
   options.IncreaseParallelism(2);
+  options.use_direct_reads = io == SsdIo::kDirect;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status status = rocksdb::DB::Open(options, dir.string(), &raw);
   if (!status.ok()) return FromRocks(status, StrCat("open ", dir.string()));

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/block_key.h"
+#include "kvstore/options.h"
 
 namespace rocksdb {
 class DB;
@@ -33,7 +34,7 @@ struct SsdBlockMeta {
 
 class SsdTier {
  public:
-  static absl::StatusOr<std::unique_ptr<SsdTier>> Open(const std::filesystem::path& dir);
+  static absl::StatusOr<std::unique_ptr<SsdTier>> Open(const std::filesystem::path& dir, SsdIo io);
   ~SsdTier();
 
   // REQUIRES: `data` holds meta.size_bytes bytes whose xxh3-64 is meta.checksum.

@@ -1,20 +1,33 @@
 #include "kvstore/ucx_server.h"
 
-#include <poll.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
 
 #include "common/log.h"
 #include "common/status.h"
 #include "kvstore/ucx_status.h"
 
 namespace strata::kvstore {
+namespace {
 
-absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(void* arena, uint64_t bytes) {
+constexpr uint64_t kArenaAlignment = uint64_t{2} << 20;
+constexpr auto kSpinAfterActivity = std::chrono::milliseconds(2);
+constexpr auto kMinPause = std::chrono::microseconds(20);
+constexpr auto kMaxPause = std::chrono::microseconds(1000);
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes) {
+  if (arena_bytes == 0) return absl::InvalidArgumentError("DRAM arena: size must be positive");
+  const uint64_t bytes = (arena_bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
   std::unique_ptr<UcxServer> server(new UcxServer());
   ucp_config_t* config = nullptr;
   STRATA_UCX_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_RMA;  // not WAKEUP: see Progress()
   const ucs_status_t init = ucp_init(&params, config, &server->context_);
   ucp_config_release(config);
   STRATA_UCX_RETURN_IF_ERROR(init);
@@ -31,17 +44,31 @@ absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(void* arena, uint64_
   ucp_worker_release_address(server->worker_, address);
 
   ucp_mem_map_params_t map_params{};
-  map_params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-  map_params.address = arena;
+  map_params.field_mask =
+      UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  map_params.address = nullptr;
   map_params.length = bytes;
-  STRATA_UCX_RETURN_IF_ERROR(ucp_mem_map(server->context_, &map_params, &server->memh_));
+  map_params.flags = UCP_MEM_MAP_ALLOCATE;
+  if (ucs_status_t mapped = ucp_mem_map(server->context_, &map_params, &server->memh_); mapped != UCS_OK) {
+    return absl::ResourceExhaustedError(StrCat("DRAM arena: UCX could not allocate ", bytes, " bytes (",
+                                               ucs_status_string(mapped), "); lower --dram-bytes"));
+  }
+  ucp_mem_attr_t attributes{};
+  attributes.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_mem_query(server->memh_, &attributes));
+  server->arena_ = static_cast<uint8_t*>(attributes.address);
+  server->arena_bytes_ = bytes;
+  // Fault every page in now: the memory is committed at start-up (a machine without it fails here, not
+  // mid-transfer) and no transfer pays for first-touch page faults.
+  if (madvise(server->arena_, bytes, MADV_POPULATE_WRITE) != 0) {
+    for (uint64_t offset = 0; offset < bytes; offset += 4096) static_cast<volatile uint8_t*>(server->arena_)[offset] = 0;
+  }
   void* rkey = nullptr;
   size_t rkey_bytes = 0;
   STRATA_UCX_RETURN_IF_ERROR(ucp_rkey_pack(server->context_, server->memh_, &rkey, &rkey_bytes));
   server->rkey_.assign(static_cast<const char*>(rkey), rkey_bytes);
   ucp_rkey_buffer_release(rkey);
 
-  STRATA_UCX_RETURN_IF_ERROR(ucp_worker_get_efd(server->worker_, &server->event_fd_));
   UcxServer* raw = server.get();
   server->thread_ = std::thread([raw] { raw->Progress(); });
   LogInfo(StrCat("event=ucx_ready arena_bytes=", bytes, " worker_address_bytes=", server->worker_address_.size(),
@@ -50,16 +77,21 @@ absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(void* arena, uint64_
 }
 
 void UcxServer::Progress() {
+  // Spin while there is traffic, then back off to short sleeps: one-sided transports (cma, RDMA) need
+  // nothing from this thread, but TCP emulates RMA with messages that this worker must handle, and an
+  // event fd would cost the worker its shared-memory transports (cma has no events, and UCX drops
+  // transports without them from a context that asks for UCP_FEATURE_WAKEUP).
+  auto idle_since = std::chrono::steady_clock::now();
+  auto pause = kMinPause;
   while (!stop_.load(std::memory_order_relaxed)) {
-    while (ucp_worker_progress(worker_) != 0) {
+    if (ucp_worker_progress(worker_) != 0) {
+      idle_since = std::chrono::steady_clock::now();
+      pause = kMinPause;
+      continue;
     }
-    const ucs_status_t armed = ucp_worker_arm(worker_);
-    if (armed == UCS_ERR_BUSY) continue;  // events arrived meanwhile
-    if (armed != UCS_OK) {
-      LogError(StrCat("error=ucx_worker_arm status=", ucs_status_string(armed)));
-    }
-    pollfd fd{event_fd_, POLLIN, 0};
-    poll(&fd, 1, /*timeout_ms=*/100);
+    if (std::chrono::steady_clock::now() - idle_since < kSpinAfterActivity) continue;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, kMaxPause);
   }
 }
 

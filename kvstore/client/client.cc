@@ -1,5 +1,7 @@
 #include "kvstore/client/client.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 
 #include "common/log.h"
@@ -11,6 +13,9 @@
 
 namespace strata::kvstore {
 namespace {
+
+// How long a closed endpoint's requests get to complete before they are given up.
+constexpr std::chrono::milliseconds kGiveUpAfter(1000);
 
 void OnEndpointError(void* arg, ucp_ep_h, ucs_status_t status) {
   *static_cast<bool*>(arg) = true;
@@ -58,18 +63,24 @@ KvStoreClient::~KvStoreClient() {
 absl::Status KvStoreClient::EnsureConnected() {
   if (ep_ != nullptr && !ep_failed_) return absl::OkStatus();
   Disconnect();
+  if (worker_ == nullptr) return absl::UnavailableError("kvstore client: no UCX worker (see the log)");
   grpc::ClientContext context;
   SetDeadline(context, options_.rpc_timeout);
   proto::ConnectResponse response;
   STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->Connect(&context, proto::ConnectRequest(), &response)));
+  arena_base_ = response.arena_base();
+  arena_bytes_ = response.arena_bytes();
   if (response.max_batch() > 0) batch_keys_ = std::min(batch_keys_.load(), response.max_batch());
   ucp_ep_params_t params{};
-  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
   params.address = reinterpret_cast<const ucp_address_t*>(response.worker_address().data());
-  params.err_mode = UCP_ERR_HANDLING_MODE_PEER;  // a dead daemon fails requests instead of hanging them
-  params.err_handler.cb = OnEndpointError;
-  params.err_handler.arg = &ep_failed_;
+  params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+  if (options_.peer_failure == PeerFailure::kDetect) {
+    params.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    params.err_mode = UCP_ERR_HANDLING_MODE_PEER;  // a dead daemon fails requests instead of hanging them
+    params.err_handler.cb = OnEndpointError;
+    params.err_handler.arg = &ep_failed_;
+  }
   ep_failed_ = false;
   STRATA_RETURN_IF_ERROR(FromUcsStatus(ucp_ep_create(worker_, &params, &ep_),
                                        StrCat("ucp_ep_create to kvstore ", options_.address)));
@@ -83,13 +94,51 @@ void KvStoreClient::Disconnect() {
   if (ep_ == nullptr) return;
   ucp_request_param_t param{};
   param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  param.flags = UCP_EP_CLOSE_FLAG_FORCE;  // every transfer on it has completed or failed already
+  param.flags = UCP_EP_CLOSE_FLAG_FORCE;  // every transfer on it has completed, failed or been given up
   void* request = ucp_ep_close_nbx(ep_, &param);
-  if (UCS_PTR_IS_PTR(request)) {
-    while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
-    ucp_request_free(request);
-  }
   ep_ = nullptr;
+  if (!UCS_PTR_IS_PTR(request)) return;
+  std::vector<void*> close = {request};
+  if (!ProgressUntilDone(close, kGiveUpAfter)) ReplaceWorker();
+}
+
+bool KvStoreClient::ProgressUntilDone(std::vector<void*>& requests, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    bool pending = false;
+    for (void*& request : requests) {
+      if (request == nullptr) continue;
+      if (ucp_request_check_status(request) == UCS_INPROGRESS) {
+        pending = true;
+        continue;
+      }
+      ucp_request_free(request);
+      request = nullptr;
+    }
+    if (!pending) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    ucp_worker_progress(worker_);
+  }
+}
+
+void KvStoreClient::ReplaceWorker() {
+  // Without peer error handling UCX may never complete requests to a dead peer; the worker that owns
+  // them goes, with them. Registered memory belongs to the context and stays valid.
+  LogWarning("event=kvstore_worker_replaced reason=requests_to_dead_peer_never_completed");
+  if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
+  rkey_ = nullptr;
+  rkey_packed_.clear();
+  ep_ = nullptr;
+  ucp_worker_destroy(worker_);
+  worker_ = nullptr;
+  ucp_worker_params_t worker_params{};
+  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+  const ucs_status_t status = ucp_worker_create(context_, &worker_params, &worker_);
+  if (status != UCS_OK) {
+    worker_ = nullptr;  // EnsureConnected reports it
+    LogError(StrCat("error=ucp_worker_create status=", ucs_status_string(status)));
+  }
 }
 
 absl::StatusOr<ucp_rkey_h> KvStoreClient::Rkey(const std::string& packed) {
@@ -98,6 +147,12 @@ absl::StatusOr<ucp_rkey_h> KvStoreClient::Rkey(const std::string& packed) {
   rkey_ = nullptr;
   STRATA_UCX_RETURN_IF_ERROR(ucp_ep_rkey_unpack(ep_, packed.data(), &rkey_));
   rkey_packed_ = packed;
+  // On one host the arena is a shared-memory segment that UCX maps into this process; fault the mapping
+  // in once, so that transfers do not pay a page fault per 4 KiB on first touch.
+  void* local = nullptr;
+  if (arena_bytes_ > 0 && ucp_rkey_ptr(rkey_, arena_base_, &local) == UCS_OK) {
+    madvise(local, arena_bytes_, MADV_POPULATE_WRITE);
+  }
   return rkey_;
 }
 
@@ -158,15 +213,12 @@ absl::Status KvStoreClient::WaitAll(std::vector<void*>& requests, uint64_t lease
     if (done == requests.size()) break;
     const auto now = std::chrono::steady_clock::now();
     if (now - start > options_.transfer_timeout) {
-      // Closing the endpoint completes every outstanding request (with an error).
+      // Closing the endpoint fails the outstanding requests where UCX can; where it cannot (a dead peer
+      // without error handling), they are given up with the worker.
       ep_failed_ = true;
       Disconnect();
-      for (void*& request : requests) {
-        if (request == nullptr) continue;
-        while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
-        ucp_request_free(request);
-        request = nullptr;
-      }
+      if (worker_ != nullptr && !ProgressUntilDone(requests, kGiveUpAfter)) ReplaceWorker();
+      requests.clear();
       return absl::DeadlineExceededError(StrCat("kvstore transfer took over ", options_.transfer_timeout.count(),
                                                 " ms; endpoint closed"));
     }

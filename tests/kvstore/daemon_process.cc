@@ -96,10 +96,13 @@ void DaemonProcess::Kill() {
   Wait();
 }
 
-absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect() const {
+absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect(std::chrono::milliseconds transfer_timeout) const {
   ClientOptions options;
   options.address = address();
-  options.transfer_timeout = std::chrono::seconds(20);
+  options.transfer_timeout = transfer_timeout;
+  // ctest runs the daemon suites once per mode; see tests/kvstore/CMakeLists.txt.
+  const char* mode = std::getenv("STRATA_KVSTORE_TEST_PEER_FAILURE");
+  if (mode != nullptr && std::string_view(mode) == "timeout") options.peer_failure = PeerFailure::kTimeoutOnly;
   return KvStoreClient::Connect(options);
 }
 

@@ -45,7 +45,8 @@ class DaemonProcess {
   // SIGKILL and reap.
   void Kill();
 
-  absl::StatusOr<std::unique_ptr<KvStoreClient>> Connect() const;
+  absl::StatusOr<std::unique_ptr<KvStoreClient>> Connect(
+      std::chrono::milliseconds transfer_timeout = std::chrono::seconds(20)) const;
 
  private:
   DaemonProcess() = default;

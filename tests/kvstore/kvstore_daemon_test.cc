@@ -428,6 +428,50 @@ TEST(DeadPeer, AClientCallFailsInsteadOfHangingWhenTheDaemonDies) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
+// The daemon dies while a large batch is being read: the call returns (an error, or blocks that passed
+// their checksum if the transfer won the race), it never hangs and never returns unchecked bytes.
+TEST(DeadPeer, ADaemonKilledMidTransferNeverHangsTheClient) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(160 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto connected = daemon->Connect(std::chrono::seconds(3));
+  ASSERT_TRUE(connected.ok()) << connected.status();
+  std::unique_ptr<KvStoreClient> client = std::move(*connected);
+  RegisteredBuffer buffer(*client, 128 * kMiB);
+  const std::vector<BlockKey> keys = Keys(62, 16);
+  PutKeys(*client, buffer, keys, 8 * kMiB, 8 * kMiB);
+  auto stub = RawStub(*daemon);
+  std::thread killer([&] {
+    WaitFor(
+        [&] {
+          grpc::ClientContext context;
+          SetDeadline(context, std::chrono::seconds(1));
+          proto::StatsResponse stats;
+          return !stub->Stats(&context, proto::StatsRequest(), &stats).ok() || stats.pinned_bytes() > 0;
+        },
+        std::chrono::seconds(10));
+    kill(daemon->pid(), SIGKILL);
+  });
+  std::vector<GetBlock> gets;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::memset(buffer.data() + i * 8 * kMiB, 0xEE, 8 * kMiB);
+    gets.push_back({keys[i], buffer.data() + i * 8 * kMiB, 8 * kMiB});
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto result = client->Get(gets);
+  killer.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));  // 3 s timeout + 1 s give-up
+  if (result.ok()) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if ((*result)[i].found) {
+        EXPECT_TRUE(MatchesKey(keys[i], buffer.data() + i * 8 * kMiB, 8 * kMiB));
+      }
+    }
+  }
+  auto after = client->Get({gets[0]});
+  EXPECT_FALSE(after.ok());
+  daemon->Kill();
+}
+
 TEST(Daemon, ServesHealthAndMetricsAndDrainsOnSigterm) {
   auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB)});
   ASSERT_NE(daemon, nullptr);
