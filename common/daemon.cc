@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include "common/status.h"
 #include "common/strings.h"
@@ -37,6 +38,12 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
                                                                            std::function<bool()> healthy) {
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   server->server_ = std::make_unique<httplib::Server>();
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which lets a second daemon bind a port
+  // that is in use and silently share (and steal) its scrapes.
+  server->server_->set_socket_options([](int socket) {
+    const int yes = 1;
+    ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   server->server_->Get("/metrics", [&registry](const httplib::Request&, httplib::Response& response) {
     response.set_content(registry.RenderText(), "text/plain; version=0.0.4; charset=utf-8");
   });

@@ -152,7 +152,7 @@ TEST(SchedulerProcess, BadFlagsExitOneWithOneLine) {
 
 TEST(SchedulerProcess, ReplayJsonIsOneObjectWithTheTablesFields) {
   Child child({STRATA_SCHEDULER_PATH, "replay", "--trace",
-               std::string(STRATA_REPO_TEST_DATA_DIR) + "/traces/mooncake_synthetic_trace.jsonl", "--max-requests",
+               std::string(STRATA_TEST_DATA_DIR) + "/traces/mooncake_synthetic_trace.jsonl", "--max-requests",
                "300", "--json"});
   ASSERT_EQ(child.Wait(absl::Seconds(30)), 0) << child.err();
   const nlohmann::json json = nlohmann::json::parse(child.out(), nullptr, false);

@@ -11,7 +11,7 @@
 namespace strata::scheduler::replay {
 namespace {
 
-const std::string kTrace = std::string(STRATA_REPO_TEST_DATA_DIR) + "/traces/mooncake_synthetic_trace.jsonl";
+const std::string kTrace = std::string(STRATA_TEST_DATA_DIR) + "/traces/mooncake_synthetic_trace.jsonl";
 
 const std::vector<TraceRequest>& Trace() {
   static const std::vector<TraceRequest>* trace = [] {
