@@ -2,10 +2,10 @@
 #ifndef STRATA_KVSTORE_CHECKSUM_H_
 #define STRATA_KVSTORE_CHECKSUM_H_
 
+#include <xxhash.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <xxhash.h>
 
 namespace strata::kvstore {
 

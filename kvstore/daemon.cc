@@ -1,10 +1,10 @@
 #include "kvstore/daemon.h"
 
+#include <grpcpp/health_check_service_interface.h>
+
 #include <algorithm>
 #include <fstream>
 #include <thread>
-
-#include <grpcpp/health_check_service_interface.h>
 
 #include "common/log.h"
 #include "common/status.h"
@@ -45,8 +45,9 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   } else if (options.persist == Persist::kWriteThrough) {
     return absl::InvalidArgumentError("--persist=write-through needs --ssd-dir");
   }
-  STRATA_ASSIGN_OR_RETURN(daemon->store_, Store::Create(daemon->options_, daemon->ucx_->arena(), daemon->ucx_->arena_bytes(),
-                                                        std::move(ssd), daemon->registry_));
+  STRATA_ASSIGN_OR_RETURN(daemon->store_,
+                          Store::Create(daemon->options_, daemon->ucx_->arena(), daemon->ucx_->arena_bytes(),
+                                        std::move(ssd), daemon->registry_));
   DataPlane data_plane{daemon->ucx_->worker_address(), daemon->ucx_->rkey(),
                        reinterpret_cast<uint64_t>(daemon->ucx_->arena()), daemon->ucx_->arena_bytes()};
   daemon->service_ =

@@ -3,9 +3,9 @@
 #ifndef STRATA_KVSTORE_DAEMON_H_
 #define STRATA_KVSTORE_DAEMON_H_
 
-#include <memory>
-
 #include <grpcpp/grpcpp.h>
+
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "common/daemon.h"

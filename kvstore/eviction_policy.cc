@@ -147,8 +147,6 @@ std::unique_ptr<EvictionPolicy> MakeEvictionPolicy(EvictionPolicyKind kind) {
   return std::make_unique<S3FifoPolicy>();
 }
 
-const char* EvictionPolicyName(EvictionPolicyKind kind) {
-  return kind == EvictionPolicyKind::kLru ? "lru" : "s3fifo";
-}
+const char* EvictionPolicyName(EvictionPolicyKind kind) { return kind == EvictionPolicyKind::kLru ? "lru" : "s3fifo"; }
 
 }  // namespace strata::kvstore

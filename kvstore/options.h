@@ -19,7 +19,8 @@ enum class EvictionPolicyKind { kLru, kS3Fifo };
 // How the SSD tier reads blocks.
 enum class SsdIo {
   kBuffered,  // through the page cache (default; works on every filesystem)
-  kDirect,    // O_DIRECT: no second copy of SSD blocks in the page cache (needs a filesystem with it)
+  kDirect,    // O_DIRECT reads, flushes and compactions: SSD blocks are not cached twice (the WAL stays
+              // buffered; needs a filesystem with O_DIRECT)
 };
 
 struct Options {

@@ -14,9 +14,7 @@ namespace {
 class Timer {
  public:
   explicit Timer(Histogram& histogram) : histogram_(histogram), start_(std::chrono::steady_clock::now()) {}
-  ~Timer() {
-    histogram_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
-  }
+  ~Timer() { histogram_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count()); }
 
  private:
   Histogram& histogram_;
@@ -198,8 +196,7 @@ grpc::Status KvStoreService::RenewLease(grpc::ServerContext*, const proto::Renew
   return ToGrpcStatus(store_.RenewLease(request->lease_id()));
 }
 
-grpc::Status KvStoreService::EndGet(grpc::ServerContext*, const proto::EndGetRequest* request,
-                                    proto::EndGetResponse*) {
+grpc::Status KvStoreService::EndGet(grpc::ServerContext*, const proto::EndGetRequest* request, proto::EndGetResponse*) {
   CallGuard guard(in_flight_);
   Timer timer(*end_get_seconds_);
   return ToGrpcStatus(store_.EndGet(request->lease_id()));

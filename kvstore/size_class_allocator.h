@@ -43,8 +43,8 @@ class SizeClassAllocator {
 
   uint64_t capacity_bytes_;
   uint64_t allocated_bytes_ = 0;
-  std::vector<Chunk> chunks_;                   // top-level power-of-two ranges, largest first
-  std::vector<std::set<uint64_t>> free_;        // free block offsets by order
+  std::vector<Chunk> chunks_;                     // top-level power-of-two ranges, largest first
+  std::vector<std::set<uint64_t>> free_;          // free block offsets by order
   absl::flat_hash_map<uint64_t, int> allocated_;  // offset -> order
 };
 

@@ -3,9 +3,9 @@
 // Each block is two records written in one WriteBatch: "m"+key -> metadata (size, xxh3-64, parent key),
 // small and inline, and "d"+key -> the payload, in a blob file. The index is rebuilt at start-up from the
 // metadata records alone, without reading a payload. Every payload read is checked against the
-// metadata's checksum (and RocksDB's own blob CRC); a block that fails is reported as DataLoss, and the
-// caller deletes it. Writes go through the WAL without fsync: they survive the process being killed,
-// not the machine losing power. Thread-safe (RocksDB is).
+// metadata's checksum (xxh3; RocksDB's slower blob CRC is skipped on reads); a block that fails is
+// reported as DataLoss, and the caller deletes it. Writes go through the WAL without fsync: they survive the process
+// being killed, not the machine losing power. Thread-safe (RocksDB is).
 #ifndef STRATA_KVSTORE_SSD_TIER_H_
 #define STRATA_KVSTORE_SSD_TIER_H_
 

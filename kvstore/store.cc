@@ -171,10 +171,9 @@ absl::StatusOr<uint64_t> Store::AllocateDram(uint64_t bytes) {
   for (;;) {
     if (std::optional<uint64_t> offset = allocator_.Allocate(bytes)) return *offset;
     if (!EvictOne()) {
-      return absl::ResourceExhaustedError(StrCat("DRAM arena full: ", bytes, " bytes wanted, ",
-                                                 allocator_.allocated_bytes(), " of ", arena_bytes_,
-                                                 " allocated, ", pinned_bytes_, " pinned by leases, ",
-                                                 reserved_bytes_, " reserved by puts; retry later"));
+      return absl::ResourceExhaustedError(StrCat(
+          "DRAM arena full: ", bytes, " bytes wanted, ", allocator_.allocated_bytes(), " of ", arena_bytes_,
+          " allocated, ", pinned_bytes_, " pinned by leases, ", reserved_bytes_, " reserved by puts; retry later"));
     }
   }
 }
@@ -296,8 +295,10 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     absl::MutexLock lock(&mutex_);
     auto it = puts_.find(put_id);
     if (it == puts_.end()) {
-      return absl::NotFoundError(StrCat("put ", put_id, ": no such put (never begun, already committed or "
-                                        "aborted, or expired after ", options_.put_ttl_ms, " ms)"));
+      return absl::NotFoundError(StrCat("put ", put_id,
+                                        ": no such put (never begun, already committed or "
+                                        "aborted, or expired after ",
+                                        options_.put_ttl_ms, " ms)"));
     }
     if (checksums.size() != it->second.blocks.size()) {
       return absl::InvalidArgumentError(StrCat("put ", put_id, ": ", checksums.size(), " checksums for ",
@@ -318,8 +319,8 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
   if (bad.empty() && ssd_ && options_.persist == Persist::kWriteThrough) {
     for (size_t i = 0; i < txn.blocks.size() && persisted.ok(); ++i) {
       const Block& block = *txn.blocks[i];
-      persisted = ssd_->Put(block.key, SsdBlockMeta{block.size_bytes, checksums[i], block.parent},
-                            arena_ + block.offset);
+      persisted =
+          ssd_->Put(block.key, SsdBlockMeta{block.size_bytes, checksums[i], block.parent}, arena_ + block.offset);
     }
   }
   absl::MutexLock lock(&mutex_);
@@ -330,8 +331,8 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     }
     ReleaseTxn(txn);
     if (!persisted.ok()) return persisted;
-    return absl::DataLossError(StrCat("put ", put_id, ": checksum mismatch for block(s) ", bad,
-                                      "; nothing of this put was stored"));
+    return absl::DataLossError(
+        StrCat("put ", put_id, ": checksum mismatch for block(s) ", bad, "; nothing of this put was stored"));
   }
   for (size_t i = 0; i < txn.blocks.size(); ++i) {
     const std::shared_ptr<Block>& block = txn.blocks[i];
@@ -380,8 +381,8 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
     allocator_.Free(*offset);
     if (read.code() == absl::StatusCode::kDataLoss) {
       checksum_failures_->Increment();
-      LogError(StrCat("error=ssd_block_corrupt key=", block->key.Hex(), " action=deleted message=\"", read.message(),
-                      "\""));
+      LogError(
+          StrCat("error=ssd_block_corrupt key=", block->key.Hex(), " action=deleted message=\"", read.message(), "\""));
       if (!block->deleted) {
         DropFromSsd(block);
         index_.erase(block->key);
@@ -405,7 +406,8 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
 absl::StatusOr<GetLease> Store::BeginGet(absl::Span<const BlockKey> keys) {
   absl::flat_hash_set<BlockKey> seen;
   for (const BlockKey& key : keys) {
-    if (!seen.insert(key).second) return absl::InvalidArgumentError(StrCat("block ", key.Hex(), " appears twice in one get"));
+    if (!seen.insert(key).second)
+      return absl::InvalidArgumentError(StrCat("block ", key.Hex(), " appears twice in one get"));
   }
   absl::MutexLock lock(&mutex_);
   GetLease lease;
@@ -455,8 +457,8 @@ absl::Status Store::RenewLease(uint64_t lease_id) {
   absl::MutexLock lock(&mutex_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) {
-    return absl::NotFoundError(StrCat("lease ", lease_id, ": no such lease (ended, or expired after ",
-                                      options_.lease_ttl_ms, " ms)"));
+    return absl::NotFoundError(
+        StrCat("lease ", lease_id, ": no such lease (ended, or expired after ", options_.lease_ttl_ms, " ms)"));
   }
   it->second.deadline = Clock::now() + std::chrono::milliseconds(options_.lease_ttl_ms);
   return absl::OkStatus();
@@ -472,7 +474,8 @@ absl::Status Store::EndGet(uint64_t lease_id) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) {
     return absl::NotFoundError(StrCat("lease ", lease_id, ": no such lease (ended, or expired after ",
-                                      options_.lease_ttl_ms, " ms: the blocks may have been evicted "
+                                      options_.lease_ttl_ms,
+                                      " ms: the blocks may have been evicted "
                                       "while read, so do not use what was read)"));
   }
   ReleaseLease(it->second);
@@ -564,8 +567,8 @@ void Store::ExpireNow() {
 }
 
 void Store::ReaperLoop() {
-  const auto period = std::chrono::milliseconds(std::max<uint32_t>(
-      5, std::min<uint32_t>(1000, std::min(options_.put_ttl_ms, options_.lease_ttl_ms) / 4)));
+  const auto period = std::chrono::milliseconds(
+      std::max<uint32_t>(5, std::min<uint32_t>(1000, std::min(options_.put_ttl_ms, options_.lease_ttl_ms) / 4)));
   for (;;) {
     {
       absl::MutexLock lock(&mutex_);

@@ -43,7 +43,7 @@ struct PutItem {
 };
 
 struct PutReservation {
-  uint64_t put_id = 0;                    // 0: nothing reserved
+  uint64_t put_id = 0;                           // 0: nothing reserved
   std::vector<std::optional<uint64_t>> offsets;  // per item: arena offset, or nullopt (already stored)
 };
 

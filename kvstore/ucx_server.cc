@@ -61,7 +61,8 @@ absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes
   // Fault every page in now: the memory is committed at start-up (a machine without it fails here, not
   // mid-transfer) and no transfer pays for first-touch page faults.
   if (madvise(server->arena_, bytes, MADV_POPULATE_WRITE) != 0) {
-    for (uint64_t offset = 0; offset < bytes; offset += 4096) static_cast<volatile uint8_t*>(server->arena_)[offset] = 0;
+    for (uint64_t offset = 0; offset < bytes; offset += 4096)
+      static_cast<volatile uint8_t*>(server->arena_)[offset] = 0;
   }
   void* rkey = nullptr;
   size_t rkey_bytes = 0;

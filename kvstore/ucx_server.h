@@ -5,20 +5,20 @@
 // POSIX shared memory first (SysV with SHM_HUGETLB where the kernel has huge pages reserved), and an
 // rkey of such a segment lets a local client read and write it with plain memcpy, one-sided. Memory
 // that UCX did not allocate has no shared-memory rkey, and UCX then emulates RMA with active messages
-// through this daemon's worker (10-100x slower here). The arena is faulted in at start-up. Clients connect to the worker address (handed out over gRPC)
-// and read and write the arena with one-sided RMA; the daemon's thread only has to progress the worker
-// (transports such as TCP emulate RMA with messages the target must handle). The thread spins while
-// there is traffic and sleeps in short, growing pauses (at most 1 ms) when there is none.
+// through this daemon's worker (10-100x slower here). The arena is faulted in at start-up. Clients connect to the
+// worker address (handed out over gRPC) and read and write the arena with one-sided RMA; the daemon's thread only has
+// to progress the worker (transports such as TCP emulate RMA with messages the target must handle). The thread spins
+// while there is traffic and sleeps in short, growing pauses (at most 1 ms) when there is none.
 #ifndef STRATA_KVSTORE_UCX_SERVER_H_
 #define STRATA_KVSTORE_UCX_SERVER_H_
+
+#include <ucp/api/ucp.h>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
-
-#include <ucp/api/ucp.h>
 
 #include "absl/status/statusor.h"
 

@@ -3,9 +3,9 @@
 #ifndef STRATA_KVSTORE_UCX_STATUS_H_
 #define STRATA_KVSTORE_UCX_STATUS_H_
 
-#include <string_view>
-
 #include <ucp/api/ucp.h>
+
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "common/strings.h"
@@ -39,7 +39,6 @@ inline absl::Status FromUcsStatus(ucs_status_t status, std::string_view call) {
 }  // namespace strata::kvstore
 
 // Returns a Status naming the UCX call when `expr` (a ucs_status_t) is not UCS_OK.
-#define STRATA_UCX_RETURN_IF_ERROR(expr) \
-  STRATA_RETURN_IF_ERROR(::strata::kvstore::FromUcsStatus((expr), #expr))
+#define STRATA_UCX_RETURN_IF_ERROR(expr) STRATA_RETURN_IF_ERROR(::strata::kvstore::FromUcsStatus((expr), #expr))
 
 #endif  // STRATA_KVSTORE_UCX_STATUS_H_

@@ -7,14 +7,13 @@
 // Each client is a thread with its own KvStoreClient (own UCX worker), one block per call.
 //
 //   build-kv/bin/strata_kvstore_bench [--total-mib 512] [--clients 1,2,4,8] [--dir /var/tmp] [--json out.json]
+#include <hiredis.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
-
-#include <hiredis.h>
 
 #include <algorithm>
 #include <atomic>
@@ -131,7 +130,8 @@ struct ClientSet {
   }
 };
 
-ClientOptions g_client_options;  // set once in Main from the flags
+ClientOptions g_client_options;   // set once in Main from the flags
+std::string g_ssd_io = "direct";  // --ssd-io of the SSD-tier daemon
 
 std::unique_ptr<ClientSet> ConnectClients(const DaemonProcess& daemon, int clients, uint64_t buffer_bytes) {
   auto set = std::make_unique<ClientSet>();
@@ -150,7 +150,9 @@ std::unique_ptr<ClientSet> ConnectClients(const DaemonProcess& daemon, int clien
   return set;
 }
 
-BlockKey KeyOf(uint64_t run, int client, int block) { return testing::RandomKey(run * 1'000'000 + client * 10'000 + block); }
+BlockKey KeyOf(uint64_t run, int client, int block) {
+  return testing::RandomKey(run * 1'000'000 + client * 10'000 + block);
+}
 
 // Puts then gets (`get_rounds` times) blocks_per_client blocks per client. `restart` (SSD tier): stops and
 // restarts the daemon between the phases, so every get reads the SSD.
@@ -257,18 +259,20 @@ std::vector<Row> RedisPhases(uint64_t block_bytes, int clients, int blocks_per_c
   return rows;
 }
 
-// ucx_perftest between two processes on loopback, with this process's UCX_TLS. MB/s -> GB/s.
-std::optional<Row> UcxPerftest(const std::string& test, uint64_t block_bytes) {
+// ucx_perftest between two processes on loopback, with this process's UCX_TLS and, when the clients
+// detect peer failure, with error handling (-e) too, so that UCX picks the same transport. MB/s -> GB/s.
+std::optional<Row> UcxPerftest(const std::string& test, uint64_t block_bytes, bool error_handling) {
+  const std::string e = error_handling ? " -e" : "";
   const int port = FreePort();
   const uint64_t iterations = std::max<uint64_t>(20, (uint64_t{2} << 30) / block_bytes);
   pid_t pid = -1;
-  const std::string server = "exec ucx_perftest -p " + std::to_string(port) + " >/dev/null 2>&1";
+  const std::string server = "exec ucx_perftest -p " + std::to_string(port) + e + " >/dev/null 2>&1";
   const char* argv[] = {"/bin/sh", "-c", server.c_str(), nullptr};
   posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ);
   std::string output;
   testing::WaitFor(
       [&] {
-        output = RunCommand("ucx_perftest 127.0.0.1 -p " + std::to_string(port) + " -t " + test + " -s " +
+        output = RunCommand("ucx_perftest 127.0.0.1 -p " + std::to_string(port) + e + " -t " + test + " -s " +
                             std::to_string(block_bytes) + " -n " + std::to_string(iterations));
         return output.find("Final:") != std::string::npos;
       },
@@ -285,11 +289,11 @@ std::optional<Row> UcxPerftest(const std::string& test, uint64_t block_bytes) {
   Row row;
   row.system = "ucx_perftest";
   row.tier = "-";
-  row.op = test;
+  row.op = test + e;
   row.block_bytes = block_bytes;
   row.clients = 1;
   row.gbps = std::stod(match[3]) * 1024 * 1024 / 1e9;  // ucx_perftest's MB is MiB
-  row.p50_ms = std::stod(match[1]) / 1000;               // usec
+  row.p50_ms = std::stod(match[1]) / 1000;             // usec
   return row;
 }
 
@@ -303,8 +307,13 @@ std::vector<Row> DiskBaselines(const std::filesystem::path& dir, uint64_t block_
     try {
       const auto json = nlohmann::json::parse(out.substr(out.find('{')));
       const auto& job = json.at("jobs").at(0).at(rw);
-      Row row{"fio", "ssd", std::string("seq ") + rw + " direct", block_bytes, 1,
-              job.at("bw_bytes").get<double>() / 1e9, job.at("clat_ns").at("percentile").at("50.000000").get<double>() / 1e6,
+      Row row{"fio",
+              "ssd",
+              std::string("seq ") + rw + " direct",
+              block_bytes,
+              1,
+              job.at("bw_bytes").get<double>() / 1e9,
+              job.at("clat_ns").at("percentile").at("50.000000").get<double>() / 1e6,
               job.at("clat_ns").at("percentile").at("99.000000").get<double>() / 1e6};
       rows.push_back(row);
     } catch (const std::exception& e) {
@@ -313,8 +322,8 @@ std::vector<Row> DiskBaselines(const std::filesystem::path& dir, uint64_t block_
   }
   const std::filesystem::path file = dir / "dd.bin";
   const std::string count = std::to_string(total_bytes / block_bytes);
-  const std::string write = RunCommand("dd if=/dev/zero of=" + file.string() + " bs=" + bs + " count=" + count +
-                                       " oflag=direct conv=fsync");
+  const std::string write =
+      RunCommand("dd if=/dev/zero of=" + file.string() + " bs=" + bs + " count=" + count + " oflag=direct conv=fsync");
   const std::string read = RunCommand("dd if=" + file.string() + " of=/dev/null bs=" + bs + " iflag=direct");
   for (auto [op, out] : {std::pair{"seq write direct", write}, std::pair{"seq read direct", read}}) {
     std::smatch match;
@@ -330,12 +339,14 @@ std::vector<Row> DiskBaselines(const std::filesystem::path& dir, uint64_t block_
 std::string Human(uint64_t bytes) { return std::to_string(bytes / kMiB) + " MiB"; }
 
 void Print(const std::vector<Row>& rows) {
-  std::printf("| system | tier | op | block | clients | GB/s | p50 ms | p99 ms |\n|---|---|---|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| system | tier | op | block | clients | GB/s | p50 ms | p99 ms |\n|---|---|---|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %s | %s | %d | %.2f | %s | %s |\n", r.system.c_str(), r.tier.c_str(), r.op.c_str(),
-                Human(r.block_bytes).c_str(), r.clients, r.gbps,
-                r.p50_ms < 0 ? "-" : (std::ostringstream() << std::fixed << std::setprecision(2) << r.p50_ms).str().c_str(),
-                r.p99_ms < 0 ? "-" : (std::ostringstream() << std::fixed << std::setprecision(2) << r.p99_ms).str().c_str());
+    std::printf(
+        "| %s | %s | %s | %s | %d | %.2f | %s | %s |\n", r.system.c_str(), r.tier.c_str(), r.op.c_str(),
+        Human(r.block_bytes).c_str(), r.clients, r.gbps,
+        r.p50_ms < 0 ? "-" : (std::ostringstream() << std::fixed << std::setprecision(2) << r.p50_ms).str().c_str(),
+        r.p99_ms < 0 ? "-" : (std::ostringstream() << std::fixed << std::setprecision(2) << r.p99_ms).str().c_str());
   }
   std::fflush(stdout);
 }
@@ -346,26 +357,40 @@ int Main(int argc, char** argv) {
   std::vector<uint64_t> sizes = {2 * kMiB, 32 * kMiB};
   std::filesystem::path dir = "/var/tmp";
   std::string json_path;
-  bool ssd = true, redis = true, ucx = true;
+  bool ssd = true, redis = true, ucx = true, dram = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (arg == "--total-mib") total_mib = std::stoull(value());
+    if (arg == "--total-mib")
+      total_mib = std::stoull(value());
     else if (arg == "--clients") {
       client_counts.clear();
       for (auto part : absl::StrSplit(value(), ',')) client_counts.push_back(std::stoi(std::string(part)));
-    } else if (arg == "--dir") dir = value();
-    else if (arg == "--json") json_path = value();
-    else if (arg == "--no-ssd") ssd = false;
-    else if (arg == "--no-redis") redis = false;
-    else if (arg == "--no-ucx-perftest") ucx = false;
-    else if (arg == "--no-verify") g_client_options.verify_reads = false;
+    } else if (arg == "--dir")
+      dir = value();
+    else if (arg == "--sizes-mib") {
+      sizes.clear();
+      for (auto part : absl::StrSplit(value(), ',')) sizes.push_back(std::stoull(std::string(part)) * kMiB);
+    } else if (arg == "--no-dram")
+      dram = false;
+    else if (arg == "--ssd-io")
+      g_ssd_io = value();
+    else if (arg == "--json")
+      json_path = value();
+    else if (arg == "--no-ssd")
+      ssd = false;
+    else if (arg == "--no-redis")
+      redis = false;
+    else if (arg == "--no-ucx-perftest")
+      ucx = false;
+    else if (arg == "--no-verify")
+      g_client_options.verify_reads = false;
     else if (arg == "--peer-failure") {
       const std::string mode = value();
       g_client_options.peer_failure = mode == "timeout" ? PeerFailure::kTimeoutOnly : PeerFailure::kDetect;
-    }
-    else {
-      std::cerr << "usage: strata_kvstore_bench [--total-mib N] [--clients 1,2,4,8] [--dir DIR] [--json FILE] "
+    } else {
+      std::cerr << "usage: strata_kvstore_bench [--total-mib N] [--clients 1,2,4,8] [--sizes-mib 2,32] [--dir DIR] "
+                   "[--json FILE] [--no-dram] [--ssd-io direct|buffered] "
                    "[--no-ssd] [--no-redis] [--no-ucx-perftest] [--no-verify] [--peer-failure detect|timeout]\n";
       return 2;
     }
@@ -373,7 +398,7 @@ int Main(int argc, char** argv) {
   const char* tls = std::getenv("UCX_TLS");
   std::cout << "# strata-kvstore benchmark: UCX_TLS=" << (tls ? tls : "(default)") << ", peer failure "
             << (g_client_options.peer_failure == PeerFailure::kDetect ? "detect (UCP_ERR_HANDLING_MODE_PEER)"
-                                                                        : "timeout only (UCP_ERR_HANDLING_MODE_NONE)")
+                                                                      : "timeout only (UCP_ERR_HANDLING_MODE_NONE)")
             << ", reads " << (g_client_options.verify_reads ? "verified (xxh3)" : "not verified") << ", " << total_mib
             << " MiB per phase, " << std::thread::hardware_concurrency() << " CPUs\n";
   const uint64_t total = total_mib * kMiB;
@@ -383,13 +408,17 @@ int Main(int argc, char** argv) {
   for (uint64_t size : sizes) {
     if (ucx) {
       for (const char* test : {"ucp_put_bw", "ucp_get"}) {
-        if (auto row = UcxPerftest(test, size)) rows.push_back(*row);
+        if (auto row = UcxPerftest(test, size, g_client_options.peer_failure == PeerFailure::kDetect)) {
+          rows.push_back(*row);
+        }
       }
     }
     for (int clients : client_counts) {
       const int blocks = static_cast<int>(std::max<uint64_t>(2, total / size / clients));
-      for (Row& r : KvstorePhases({"--dram-bytes", arena}, "dram", size, clients, blocks, 2, run++, false)) {
-        rows.push_back(r);
+      if (dram) {
+        for (Row& r : KvstorePhases({"--dram-bytes", arena}, "dram", size, clients, blocks, 2, run++, false)) {
+          rows.push_back(r);
+        }
       }
       if (redis) {
         for (Row& r : RedisPhases(size, clients, blocks, run++)) rows.push_back(r);
@@ -397,9 +426,9 @@ int Main(int argc, char** argv) {
       if (ssd) {
         std::filesystem::path db = dir / ("strata-kvstore-bench-" + std::to_string(getpid()));
         std::filesystem::remove_all(db);
-        for (Row& r : KvstorePhases({"--dram-bytes", arena, "--ssd-dir", db.string(), "--persist", "write-through",
-                                     "--ssd-io", "direct"},
-                                    "ssd", size, clients, blocks, 1, run++, true)) {
+        for (Row& r : KvstorePhases(
+                 {"--dram-bytes", arena, "--ssd-dir", db.string(), "--persist", "write-through", "--ssd-io", g_ssd_io},
+                 "ssd", size, clients, blocks, 1, run++, true)) {
           rows.push_back(r);
         }
         std::filesystem::remove_all(db);
@@ -416,8 +445,14 @@ int Main(int argc, char** argv) {
   if (!json_path.empty()) {
     nlohmann::json json = nlohmann::json::array();
     for (const Row& r : rows) {
-      json.push_back({{"system", r.system}, {"tier", r.tier}, {"op", r.op}, {"block_bytes", r.block_bytes},
-                      {"clients", r.clients}, {"gbps", r.gbps}, {"p50_ms", r.p50_ms}, {"p99_ms", r.p99_ms}});
+      json.push_back({{"system", r.system},
+                      {"tier", r.tier},
+                      {"op", r.op},
+                      {"block_bytes", r.block_bytes},
+                      {"clients", r.clients},
+                      {"gbps", r.gbps},
+                      {"p50_ms", r.p50_ms},
+                      {"p99_ms", r.p99_ms}});
     }
     std::ofstream(json_path) << json.dump(1) << "\n";
   }

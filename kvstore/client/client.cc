@@ -22,7 +22,6 @@ void OnEndpointError(void* arg, ucp_ep_h, ucs_status_t status) {
   LogWarning(StrCat("event=kvstore_endpoint_failed status=", ucs_status_string(status)));
 }
 
-
 }  // namespace
 
 KvStoreClient::KvStoreClient(const ClientOptions& options)
@@ -82,8 +81,8 @@ absl::Status KvStoreClient::EnsureConnected() {
     params.err_handler.arg = &ep_failed_;
   }
   ep_failed_ = false;
-  STRATA_RETURN_IF_ERROR(FromUcsStatus(ucp_ep_create(worker_, &params, &ep_),
-                                       StrCat("ucp_ep_create to kvstore ", options_.address)));
+  STRATA_RETURN_IF_ERROR(
+      FromUcsStatus(ucp_ep_create(worker_, &params, &ep_), StrCat("ucp_ep_create to kvstore ", options_.address)));
   return absl::OkStatus();
 }
 
@@ -219,8 +218,8 @@ absl::Status KvStoreClient::WaitAll(std::vector<void*>& requests, uint64_t lease
       Disconnect();
       if (worker_ != nullptr && !ProgressUntilDone(requests, kGiveUpAfter)) ReplaceWorker();
       requests.clear();
-      return absl::DeadlineExceededError(StrCat("kvstore transfer took over ", options_.transfer_timeout.count(),
-                                                " ms; endpoint closed"));
+      return absl::DeadlineExceededError(
+          StrCat("kvstore transfer took over ", options_.transfer_timeout.count(), " ms; endpoint closed"));
     }
     if (lease_id != 0 && now - renewed > renew_every) {
       grpc::ClientContext context;
@@ -304,8 +303,8 @@ absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::PutBatch(absl::Span<const
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
     param.memh = memhs[i];
-    void* request = ucp_put_nbx(ep_, blocks[i].data, blocks[i].size_bytes, reservation.slots(i).remote_address(),
-                                *rkey, &param);
+    void* request =
+        ucp_put_nbx(ep_, blocks[i].data, blocks[i].size_bytes, reservation.slots(i).remote_address(), *rkey, &param);
     if (UCS_PTR_IS_ERR(request)) {
       WaitAll(requests, 0, 0).IgnoreError();
       return abort(FromUcsStatus(UCS_PTR_STATUS(request), "ucp_put_nbx"));
@@ -431,8 +430,10 @@ absl::StatusOr<proto::LookupResponse> KvStoreClient::Lookup(absl::Span<const Blo
     SetDeadline(context, options_.rpc_timeout);
     proto::LookupResponse response;
     STRATA_RETURN_IF_ERROR(FromGrpcStatus(stub_->Lookup(&context, request, &response)));
-    if (prefix_unbroken) all.set_longest_present_prefix(all.longest_present_prefix() + response.longest_present_prefix());
-    prefix_unbroken = prefix_unbroken && response.longest_present_prefix() == static_cast<uint32_t>(request.keys_size());
+    if (prefix_unbroken)
+      all.set_longest_present_prefix(all.longest_present_prefix() + response.longest_present_prefix());
+    prefix_unbroken =
+        prefix_unbroken && response.longest_present_prefix() == static_cast<uint32_t>(request.keys_size());
     for (proto::BlockInfo& info : *response.mutable_blocks()) *all.add_blocks() = std::move(info);
   }
   return all;

@@ -16,6 +16,8 @@
 #ifndef STRATA_KVSTORE_CLIENT_CLIENT_H_
 #define STRATA_KVSTORE_CLIENT_CLIENT_H_
 
+#include <ucp/api/ucp.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -24,8 +26,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <ucp/api/ucp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -51,7 +51,7 @@ struct ClientOptions {
   std::string address;  // host:port of the daemon's gRPC endpoint
   std::chrono::milliseconds rpc_timeout{5000};
   std::chrono::milliseconds transfer_timeout{60000};  // a batch's RMA phase
-  bool verify_reads = true;                            // check the xxh3-64 of every block read
+  bool verify_reads = true;                           // check the xxh3-64 of every block read
   PeerFailure peer_failure = PeerFailure::kDetect;
   uint32_t max_batch_keys = 1024;  // larger calls are split (also at the daemon's --max-batch)
 };

@@ -42,8 +42,8 @@ TempDir::~TempDir() {
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<std::string> args) {
   std::unique_ptr<DaemonProcess> daemon(new DaemonProcess());
   const std::filesystem::path port_file = daemon->dir_.path() / "ports";
-  std::vector<std::string> argv_strings = {STRATA_KVSTORE_PATH, "--port", "0", "--metrics-port", "0",
-                                           "--port-file", port_file.string()};
+  std::vector<std::string> argv_strings = {STRATA_KVSTORE_PATH, "--port",          "0", "--metrics-port", "0",
+                                           "--port-file",       port_file.string()};
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& arg : argv_strings) argv.push_back(arg.data());
@@ -96,7 +96,8 @@ void DaemonProcess::Kill() {
   Wait();
 }
 
-absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect(std::chrono::milliseconds transfer_timeout) const {
+absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect(
+    std::chrono::milliseconds transfer_timeout) const {
   ClientOptions options;
   options.address = address();
   options.transfer_timeout = transfer_timeout;

@@ -15,8 +15,8 @@ constexpr uint64_t kMiB = 1024 * 1024;
 class BadInput : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto daemon = DaemonProcess::Start({"--dram-bytes", std::to_string(16 * kMiB), "--max-block-bytes",
-                                        std::to_string(4 * kMiB), "--max-batch", "8"});
+    auto daemon = DaemonProcess::Start(
+        {"--dram-bytes", std::to_string(16 * kMiB), "--max-block-bytes", std::to_string(4 * kMiB), "--max-batch", "8"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = std::move(*daemon);
     stub_ = RawStub(*daemon_);

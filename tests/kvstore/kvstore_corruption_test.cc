@@ -1,8 +1,8 @@
 // Bytes of stored blocks changed on disk behind the daemon's back: every such block is a miss (and is
 // deleted), never bad data.
-#include <fstream>
-
 #include <rocksdb/db.h>
+
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "tests/kvstore/test_util.h"

@@ -1,13 +1,12 @@
 // strata-kvstore as a process on loopback with real UCX (the transport UCX picks, or UCX_TLS from the
 // environment: ctest runs this suite twice, once with UCX_TLS=tcp) and a real RocksDB in a temp dir.
+#include <grpcpp/generic/generic_stub.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <atomic>
 #include <random>
 #include <thread>
-
-#include <grpcpp/generic/generic_stub.h>
-#include <httplib.h>
 
 #include "absl/container/flat_hash_set.h"
 #include "common/rpc.h"
@@ -326,8 +325,8 @@ TEST(Durability, KillNineKeepsEveryBlockThatReachedSsd) {
 
 TEST(Durability, WriteThroughKeepsEveryCommittedBlockAcrossKillNine) {
   TempDir ssd;
-  const std::vector<std::string> args = {"--dram-bytes", std::to_string(32 * kMiB), "--ssd-dir", ssd.path().string(),
-                                         "--persist", "write-through"};
+  const std::vector<std::string> args = {
+      "--dram-bytes", std::to_string(32 * kMiB), "--ssd-dir", ssd.path().string(), "--persist", "write-through"};
   auto daemon = StartDaemon(args);
   ASSERT_NE(daemon, nullptr);
   const std::vector<BlockKey> keys = Keys(42, 24);

@@ -2,12 +2,12 @@
 #ifndef STRATA_TESTS_KVSTORE_TEST_UTIL_H_
 #define STRATA_TESTS_KVSTORE_TEST_UTIL_H_
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "gtest/gtest.h"
 #include "kvstore/client/client.h"
