@@ -379,15 +379,14 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
   block->moving = false;
   if (!read.ok()) {
     allocator_.Free(*offset);
+    if (block->deleted) return false;  // deleted (and dropped from SSD) while we read it
     if (read.code() == absl::StatusCode::kDataLoss) {
       checksum_failures_->Increment();
       LogError(
           StrCat("error=ssd_block_corrupt key=", block->key.Hex(), " action=deleted message=\"", read.message(), "\""));
-      if (!block->deleted) {
-        DropFromSsd(block);
-        index_.erase(block->key);
-        block->deleted = true;
-      }
+      DropFromSsd(block);
+      index_.erase(block->key);
+      block->deleted = true;
     } else {
       LogError(StrCat("error=ssd_read key=", block->key.Hex(), " message=\"", read.message(), "\""));
     }
