@@ -381,6 +381,41 @@ TEST(Leases, AnExpiredLeaseUnpinsItsBlocks) {
   EXPECT_EQ(StatsOf(*client).arena_allocated_bytes(), 0u);
 }
 
+TEST(Leases, RenewingKeepsBlocksPinnedPastTheTtl) {
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB), "--lease-ttl-ms", "300"});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 1 * kMiB);
+  const BlockKey key = RandomKey(53);
+  PutKeys(*client, buffer, {key}, 1 * kMiB, 1 * kMiB);
+  auto stub = RawStub(*daemon);
+  proto::BeginGetRequest begin;
+  begin.add_keys(key.ToBytes());
+  proto::BeginGetResponse lease;
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(5));
+    ASSERT_TRUE(stub->BeginGet(&context, begin, &lease).ok());
+  }
+  // Renew every ~100 ms for four TTLs: the pin holds throughout.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1200);
+  while (std::chrono::steady_clock::now() < until) {
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(5));
+    proto::RenewLeaseRequest renew;
+    renew.set_lease_id(lease.lease_id());
+    proto::RenewLeaseResponse renewed;
+    ASSERT_TRUE(stub->RenewLease(&context, renew, &renewed).ok());
+    EXPECT_EQ(StatsOf(*client).pinned_bytes(), 1 * kMiB);
+    WaitFor([] { return false; }, std::chrono::milliseconds(100));  // pacing between renewals
+  }
+  EXPECT_EQ(StatsOf(*client).expired_leases(), 0u);
+  // Then it lapses.
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(*client).pinned_bytes() == 0; }, std::chrono::seconds(10)));
+  EXPECT_EQ(StatsOf(*client).expired_leases(), 1u);
+}
+
 TEST(Leases, AnAbandonedPutIsFreed) {
   auto daemon = StartDaemon({"--dram-bytes", std::to_string(16 * kMiB), "--put-ttl-ms", "300"});
   ASSERT_NE(daemon, nullptr);
