@@ -41,6 +41,9 @@ struct Options {
   // SSD tier: a RocksDB (BlobDB) directory. Empty: no SSD tier (DRAM evictions drop blocks).
   std::filesystem::path ssd_dir;
   Persist persist = Persist::kWriteBack;
+  // Block bytes the SSD tier may hold; 0: no limit. Past it, blocks only on SSD are dropped, least
+  // recently used first (blocks also in DRAM keep their SSD copy).
+  uint64_t ssd_bytes = 0;
   SsdIo ssd_io = SsdIo::kBuffered;
 
   // An uncommitted put's reservation and an un-ended get's pins are freed after these.

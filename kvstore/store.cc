@@ -34,7 +34,8 @@ Store::Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::
       arena_bytes_(arena_bytes),
       ssd_(std::move(ssd)),
       allocator_(arena_bytes),
-      policy_(MakeEvictionPolicy(options.eviction)) {
+      policy_(MakeEvictionPolicy(options.eviction)),
+      ssd_policy_(MakeEvictionPolicy(EvictionPolicyKind::kLru)) {
   RegisterMetrics(metrics);
 }
 
@@ -108,6 +109,7 @@ absl::Status Store::Recover() {
         block->state = Block::State::kPublished;
         block->on_ssd = true;
         index_[key] = std::move(block);
+        ssd_policy_->Insert(key);
         ++ssd_blocks_;
         ssd_bytes_ += meta.size_bytes;
       },
@@ -132,7 +134,10 @@ bool Store::EvictOne() {
       policy_->Evict([this](const BlockKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS { return Rank(key); });
   if (!victim_key) return false;
   std::shared_ptr<Block> victim = index_.at(*victim_key);
-  if (ssd_ && !victim->on_ssd) {
+  if (ssd_ && !victim->on_ssd && !ReserveSsd(victim->size_bytes)) {
+    LogWarning(StrCat("event=ssd_full action=dropped key=", victim->key.Hex(), " ssd_bytes=", ssd_bytes_,
+                      " hint=\"every SSD block is also in DRAM or in use; raise --ssd-bytes\""));
+  } else if (ssd_ && !victim->on_ssd) {
     // Write-back. The block stays readable in DRAM meanwhile; `moving` keeps it from being freed.
     victim->moving = true;
     const SsdBlockMeta meta{victim->size_bytes, victim->checksum, victim->parent};
@@ -141,11 +146,13 @@ bool Store::EvictOne() {
     const absl::Status written = ssd_->Put(victim->key, meta, data);
     mutex_.Lock();
     victim->moving = false;
+    ssd_inflight_bytes_ -= victim->size_bytes;
     if (written.ok()) {
       if (victim->deleted) {
         (void)ssd_->Delete(victim->key);  // deleted while we wrote it: do not resurrect it
       } else {
         victim->on_ssd = true;
+        ssd_policy_->Insert(victim->key);
         ++ssd_blocks_;
         ssd_bytes_ += victim->size_bytes;
         ssd_metrics_.bytes_in->Increment(static_cast<double>(victim->size_bytes));
@@ -218,9 +225,30 @@ void Store::Unpin(Block& block) {
   if (block.deleted) FreeDram(block);
 }
 
+bool Store::ReserveSsd(uint64_t bytes) {
+  while (options_.ssd_bytes > 0 && ssd_bytes_ + ssd_inflight_bytes_ + bytes > options_.ssd_bytes) {
+    // Only SSD-only blocks go: dropping the SSD copy of a DRAM block would break write-through.
+    std::optional<BlockKey> victim_key = ssd_policy_->Evict([this](const BlockKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      auto it = index_.find(key);
+      STRATA_CHECK(it != index_.end());
+      const Block& block = *it->second;
+      return block.in_dram || block.moving || block.pins > 0 ? EvictionRank::kPinned : EvictionRank::kLeaf;
+    });
+    if (!victim_key) return false;
+    std::shared_ptr<Block> victim = index_.at(*victim_key);
+    DropFromSsd(victim);
+    index_.erase(victim->key);
+    victim->deleted = true;
+    ssd_metrics_.evictions->Increment();
+  }
+  ssd_inflight_bytes_ += bytes;
+  return true;
+}
+
 void Store::DropFromSsd(const std::shared_ptr<Block>& block) {
   if (!block->on_ssd) return;
   block->on_ssd = false;
+  ssd_policy_->Remove(block->key);
   --ssd_blocks_;
   ssd_bytes_ -= block->size_bytes;
   const absl::Status status = ssd_->Delete(block->key);
@@ -316,7 +344,19 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     }
   }
   absl::Status persisted = absl::OkStatus();
-  if (bad.empty() && ssd_ && options_.persist == Persist::kWriteThrough) {
+  const bool write_through = bad.empty() && ssd_ && options_.persist == Persist::kWriteThrough;
+  uint64_t batch_bytes = 0;
+  for (const auto& block : txn.blocks) batch_bytes += block->size_bytes;
+  if (write_through) {
+    absl::MutexLock lock(&mutex_);
+    if (!ReserveSsd(batch_bytes)) {
+      ReleaseTxn(txn);
+      return absl::ResourceExhaustedError(StrCat("put ", put_id, ": the SSD tier (--ssd-bytes ", options_.ssd_bytes,
+                                                 ") has no room for ", batch_bytes,
+                                                 " bytes: its blocks are in DRAM or in use; nothing was stored"));
+    }
+  }
+  if (write_through) {
     for (size_t i = 0; i < txn.blocks.size() && persisted.ok(); ++i) {
       const Block& block = *txn.blocks[i];
       persisted =
@@ -324,6 +364,7 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     }
   }
   absl::MutexLock lock(&mutex_);
+  if (write_through) ssd_inflight_bytes_ -= batch_bytes;
   if (!bad.empty() || !persisted.ok()) {
     if (!bad.empty()) checksum_failures_->Increment();
     if (!persisted.ok()) {
@@ -342,8 +383,9 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     block->in_dram = false;  // PublishInDram counts it
     PublishInDram(block);
     dram_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
-    if (ssd_ && options_.persist == Persist::kWriteThrough) {
+    if (write_through) {
       block->on_ssd = true;
+      ssd_policy_->Insert(block->key);
       ++ssd_blocks_;
       ssd_bytes_ += block->size_bytes;
       ssd_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
@@ -398,6 +440,7 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
   }
   block->offset = *offset;
   PublishInDram(block);
+  ssd_policy_->Touch(block->key);
   ssd_metrics_.bytes_out->Increment(static_cast<double>(block->size_bytes));
   return true;
 }
@@ -529,6 +572,7 @@ StoreStats Store::Stats() {
   stats.dram.capacity_bytes = arena_bytes_;
   stats.ssd.blocks = ssd_blocks_;
   stats.ssd.used_bytes = ssd_bytes_;
+  stats.ssd.capacity_bytes = options_.ssd_bytes;
   stats.arena_allocated_bytes = allocator_.allocated_bytes();
   stats.reserved_bytes = reserved_bytes_;
   stats.pinned_bytes = pinned_bytes_;

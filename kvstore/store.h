@@ -132,6 +132,9 @@ class Store {
   void ReleaseTxn(Txn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ReleaseLease(Txn& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void DropFromSsd(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Charges `bytes` about to be written to SSD, first evicting SSD-only blocks (least recently used) down
+  // to --ssd-bytes; false when only blocks that are also in DRAM or in use are left.
+  bool ReserveSsd(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Brings an SSD-only block into DRAM; false (a miss) when it cannot.
   bool Promote(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ReaperLoop();
@@ -143,7 +146,8 @@ class Store {
 
   absl::Mutex mutex_;
   SizeClassAllocator allocator_ ABSL_GUARDED_BY(mutex_);
-  std::unique_ptr<EvictionPolicy> policy_ ABSL_GUARDED_BY(mutex_);
+  std::unique_ptr<EvictionPolicy> policy_ ABSL_GUARDED_BY(mutex_);      // DRAM
+  std::unique_ptr<EvictionPolicy> ssd_policy_ ABSL_GUARDED_BY(mutex_);  // every block on SSD, LRU
   absl::flat_hash_map<BlockKey, std::shared_ptr<Block>> index_ ABSL_GUARDED_BY(mutex_);
   absl::flat_hash_map<uint64_t, Txn> puts_ ABSL_GUARDED_BY(mutex_);
   absl::flat_hash_map<uint64_t, Txn> leases_ ABSL_GUARDED_BY(mutex_);
@@ -151,6 +155,7 @@ class Store {
   uint64_t dram_blocks_ ABSL_GUARDED_BY(mutex_) = 0, dram_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t ssd_blocks_ ABSL_GUARDED_BY(mutex_) = 0, ssd_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mutex_) = 0, pinned_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t ssd_inflight_bytes_ ABSL_GUARDED_BY(mutex_) = 0;  // being written to SSD
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
 
   struct TierMetrics {
