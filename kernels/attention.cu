@@ -18,8 +18,15 @@ constexpr int kMaxHeadDim = 256;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 // Keys each split should at least cover: below this, the merge costs more than the parallelism gains.
-constexpr int64_t kMinKeysPerSplit = 256;
+constexpr int64_t kMinKeysPerSplit = 128;
 constexpr int kMaxSplits = 128;
+
+__device__ __forceinline__ void ApplyDevicePosition(AttentionArgs& a) {
+  if (a.device_position != nullptr) {
+    a.first_position = *a.device_position;
+    a.kv_end = a.first_position + a.rows;
+  }
+}
 
 struct KeyRange {
   int64_t begin, end;  // absolute positions
@@ -44,6 +51,7 @@ __host__ __device__ inline KeyRange VisibleKeys(const AttentionArgs& a, int64_t 
 template <typename T, int kPerLane>
 __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, float* partial_out,
                                                                float* partial_lse) {
+  ApplyDevicePosition(a);
   constexpr int kUnroll = 4;
   __shared__ float warp_max[kSplitWarps], warp_sum[kSplitWarps];
   __shared__ float warp_acc[kSplitWarps][kWarpSize * kPerLane];
@@ -172,6 +180,7 @@ constexpr int kMaxGroup = 8;
 template <typename T, int kPerLane>
 __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionArgs a, float* partial_out,
                                                                      float* partial_lse) {
+  ApplyDevicePosition(a);
   extern __shared__ float shared[];  // q [group][head_dim], then warp accumulators [warps][group][head_dim]
   __shared__ float warp_max[kSplitWarps][kMaxGroup], warp_sum[kSplitWarps][kMaxGroup];
   constexpr int kVec = kVecElements<T>;
@@ -457,16 +466,16 @@ absl::Status SplitKvAttention(const AttentionArgs& a, int splits, void* workspac
   });
 }
 
-absl::Status Attention(const AttentionArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  STRATA_RETURN_IF_ERROR(ValidateAttention(a));
-  if (a.rows == 0) return absl::OkStatus();
-  if (a.dtype == DType::kBF16 && (a.head_dim == 64 || a.head_dim == 128) && a.rows >= kFlashMinRows &&
-      a.q_row_stride % 8 == 0 && a.out_row_stride % 8 == 0 && a.q_batch_stride % 8 == 0 &&
-      a.out_batch_stride % 8 == 0 && a.kv_batch_stride % 8 == 0) {
-    return FlashAttentionPrefill(a, stream);
-  }
-  // Enough blocks to fill the GPU twice over, each split at least kMinKeysPerSplit keys long.
-  constexpr int64_t kTargetBlocks = 2 * 132;
+static bool UsesFlash(const AttentionArgs& a) {
+  return a.dtype == DType::kBF16 && (a.head_dim == 64 || a.head_dim == 128) && a.rows >= kFlashMinRows &&
+         a.q_row_stride % 8 == 0 && a.out_row_stride % 8 == 0 && a.q_batch_stride % 8 == 0 &&
+         a.out_batch_stride % 8 == 0 && a.kv_batch_stride % 8 == 0;
+}
+
+int AttentionSplits(const AttentionArgs& a, size_t workspace_bytes) {
+  if (UsesFlash(a) || a.rows <= 0) return 1;
+  // Enough blocks to keep every SM streaming, each split at least kMinKeysPerSplit keys long.
+  constexpr int64_t kTargetBlocks = 8 * 132;  // 8 blocks of 4 warps per SM: enough loads in flight
   const int64_t pairs = a.rows * (UsesGroupedDecode(a) ? a.num_kv_heads : a.num_heads) * a.batch;  // blocks per split
   const int64_t longest = VisibleKeys(a, a.rows - 1).end - a.kv_begin;
   int64_t splits = (kTargetBlocks + pairs - 1) / pairs;
@@ -475,7 +484,14 @@ absl::Status Attention(const AttentionArgs& a, void* workspace, size_t workspace
   if (splits > kMaxSplits) splits = kMaxSplits;
   if (splits < 1) splits = 1;
   while (splits > 1 && SplitKvWorkspaceBytes(a, static_cast<int>(splits)) > workspace_bytes) splits /= 2;
-  return SplitKvAttention(a, static_cast<int>(splits), workspace, workspace_bytes, stream);
+  return static_cast<int>(splits);
+}
+
+absl::Status Attention(const AttentionArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  STRATA_RETURN_IF_ERROR(ValidateAttention(a));
+  if (a.rows == 0) return absl::OkStatus();
+  if (UsesFlash(a)) return FlashAttentionPrefill(a, stream);
+  return SplitKvAttention(a, AttentionSplits(a, workspace_bytes), workspace, workspace_bytes, stream);
 }
 
 absl::Status MergeAttention(DType dtype, void* acc_out, float* acc_lse, const void* part_out, const float* part_lse,

@@ -43,6 +43,9 @@ struct AttentionArgs {
   int64_t first_position = 0;
   int64_t window = 0;
   float scale = 1.0f;
+  // When set, the kernels read first_position from this device int64 and take kv_end = that + rows: a
+  // decode step replayed from a CUDA graph at a new position. The host fields still size the launch.
+  const int64_t* device_position = nullptr;
   // Independent problems of the same shape (batched decode): element offsets between them.
   int64_t batch = 1;
   int64_t q_batch_stride = 0;
@@ -59,9 +62,19 @@ absl::Status ValidateAttention(const AttentionArgs& args);
 absl::Status Attention(const AttentionArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 inline constexpr int64_t kFlashMinRows = 16;
 
+// The key splits Attention uses for `args` on the split-KV path (1 on the tensor-core path).
+int AttentionSplits(const AttentionArgs& args, size_t workspace_bytes);
+
+// Work split of the tensor-core kernel: 8 warps of 16 query rows each (128-row tiles, 64-key tiles, Q
+// in registers), or 4 warps of 32 rows (128-row tiles, 32-key tiles; each K/V fragment serves two
+// m-tiles, Q re-read from shared memory).
+enum class FlashTiling { k8Warps16Rows, k4Warps32Rows };
+inline constexpr FlashTiling kDefaultFlashTiling = FlashTiling::k8Warps16Rows;
+
 // Tensor-core prefill attention (FlashAttention-2 style, mma.sync m16n8k16 bf16 with float32
 // accumulation, online softmax). REQUIRES: BF16, head_dim 64 or 128, strides multiples of 8 elements.
-absl::Status FlashAttentionPrefill(const AttentionArgs& args, cudaStream_t stream);
+absl::Status FlashAttentionPrefill(const AttentionArgs& args, cudaStream_t stream,
+                                   FlashTiling tiling = kDefaultFlashTiling);
 
 // Flash-decoding: the visible keys of every (row, head) are split into `splits` ranges processed by
 // separate blocks, then merged. Any head_dim <= 256, F32 or BF16. splits > 1 needs `workspace` of

@@ -64,8 +64,9 @@ __global__ void AddRmsNormKernel(T* __restrict__ x, const T* __restrict__ delta,
 // sines are computed once into shared memory (double-precision sincos of the float32 angle), then every
 // (head, pair) of q and k is rotated. Bytes: 2 * rows * (q_cols + k_cols) * sizeof(T); FLOPs ~6 per pair.
 template <typename T>
-__global__ void RopeKernel(const float* __restrict__ inv_freq, int half, int64_t first_position, T* q, int64_t q_cols,
-                           T* k, int64_t k_cols) {
+__global__ void RopeKernel(const float* __restrict__ inv_freq, int half, int64_t first_position,
+                           const int64_t* device_position, T* q, int64_t q_cols, T* k, int64_t k_cols) {
+  if (device_position != nullptr) first_position = *device_position;
   extern __shared__ float trig[];  // cos[half], sin[half]
   float* cos_row = trig;
   float* sin_row = trig + half;
@@ -131,7 +132,9 @@ __global__ void AddKernel(const T* __restrict__ delta, int64_t count, int64_t pe
 // over elements of k and v. Bytes: 4 * rows * kv_dim * sizeof(T).
 template <typename T>
 __global__ void WriteKvKernel(const T* __restrict__ k, const T* __restrict__ v, int64_t rows, int64_t num_kv_heads,
-                              int64_t head_dim, int64_t first_position, int64_t capacity, T* k_cache, T* v_cache) {
+                              int64_t head_dim, int64_t first_position, const int64_t* device_position,
+                              int64_t capacity, T* k_cache, T* v_cache) {
+  if (device_position != nullptr) first_position = *device_position;
   const int64_t kv_dim = num_kv_heads * head_dim, count = rows * kv_dim;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t row = i / kv_dim, c = i % kv_dim, head = c / head_dim, d = c % head_dim;
@@ -198,7 +201,7 @@ absl::Status AddRmsNorm(DType dtype, void* x, const void* delta, const void* wei
 }
 
 absl::Status Rope(DType dtype, const float* inv_freq, int64_t head_dim, int64_t first_position, int64_t rows, void* q,
-                  int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream) {
+                  int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream, const int64_t* device_position) {
   if (head_dim <= 0 || head_dim % 2 != 0 || q_cols % head_dim != 0 || k_cols % head_dim != 0 || rows < 0) {
     return absl::InvalidArgumentError(StrCat("Rope: q [", rows, ", ", q_cols, "] and k [", rows, ", ", k_cols,
                                              "] are not rows of heads of even width ", head_dim));
@@ -209,7 +212,7 @@ absl::Status Rope(DType dtype, const float* inv_freq, int64_t head_dim, int64_t 
   return DispatchActivation(dtype, "Rope", [&](auto tag) -> absl::Status {
     using T = decltype(tag);
     RopeKernel<T><<<static_cast<unsigned>(rows), kRopeThreads, 2 * half * sizeof(float), stream>>>(
-        inv_freq, half, first_position, static_cast<T*>(q), q_cols, static_cast<T*>(k), k_cols);
+        inv_freq, half, first_position, device_position, static_cast<T*>(q), q_cols, static_cast<T*>(k), k_cols);
     STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("RopeKernel");
     return absl::OkStatus();
   });
@@ -260,7 +263,7 @@ absl::Status AddBias(DType dtype, const void* bias, int64_t rows, int64_t cols, 
 
 absl::Status WriteKvCache(DType dtype, const void* k, const void* v, int64_t rows, int64_t num_kv_heads,
                           int64_t head_dim, int64_t first_position, int64_t capacity_tokens, void* k_cache,
-                          void* v_cache, cudaStream_t stream) {
+                          void* v_cache, cudaStream_t stream, const int64_t* device_position) {
   if (rows < 0 || num_kv_heads <= 0 || head_dim <= 0 || first_position < 0 ||
       first_position + rows > capacity_tokens) {
     return absl::OutOfRangeError(StrCat("WriteKvCache: positions [", first_position, ", ", first_position + rows,
@@ -271,7 +274,7 @@ absl::Status WriteKvCache(DType dtype, const void* k, const void* v, int64_t row
     using T = decltype(tag);
     WriteKvKernel<T><<<GridFor(rows * num_kv_heads * head_dim, kThreads), kThreads, 0, stream>>>(
         static_cast<const T*>(k), static_cast<const T*>(v), rows, num_kv_heads, head_dim, first_position,
-        capacity_tokens, static_cast<T*>(k_cache), static_cast<T*>(v_cache));
+        device_position, capacity_tokens, static_cast<T*>(k_cache), static_cast<T*>(v_cache));
     STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("WriteKvKernel");
     return absl::OkStatus();
   });

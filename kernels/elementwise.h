@@ -28,8 +28,11 @@ absl::Status AddRmsNorm(DType dtype, void* x, const void* delta, const void* wei
 // row i is at position first_position + i and rotates pair (j, j + head_dim/2) by
 // (first_position + i) * inv_freq[j] (float32 angle, cosine and sine in double rounded to float, as
 // transformers computes them). inv_freq is float32 [head_dim / 2].
+// With `device_position` set, the kernel reads the first position from that device int64 instead (a
+// decode step replayed from a CUDA graph at a new position); first_position is then only checked.
 absl::Status Rope(DType dtype, const float* inv_freq, int64_t head_dim, int64_t first_position, int64_t rows,
-                  void* q, int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream);
+                  void* q, int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream,
+                  const int64_t* device_position = nullptr);
 
 // out = silu(gate) * up elementwise over `count` elements (out may alias gate or up).
 absl::Status SwiGlu(DType dtype, const void* gate, const void* up, int64_t count, void* out, cudaStream_t stream);
@@ -41,10 +44,10 @@ absl::Status Add(DType dtype, const void* delta, int64_t count, void* x, cudaStr
 absl::Status AddBias(DType dtype, const void* bias, int64_t rows, int64_t cols, void* x, cudaStream_t stream);
 
 // Writes k and v [rows, num_kv_heads * head_dim] at positions first_position.. of a head-major cache
-// [num_kv_heads][capacity_tokens][head_dim] (k_cache, v_cache).
+// [num_kv_heads][capacity_tokens][head_dim] (k_cache, v_cache). `device_position` as for Rope.
 absl::Status WriteKvCache(DType dtype, const void* k, const void* v, int64_t rows, int64_t num_kv_heads,
                           int64_t head_dim, int64_t first_position, int64_t capacity_tokens, void* k_cache,
-                          void* v_cache, cudaStream_t stream);
+                          void* v_cache, cudaStream_t stream, const int64_t* device_position = nullptr);
 
 // dst[i] = src[i] converted between F32 and BF16 (round to nearest even), or copied when the types match.
 absl::Status Convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, int64_t count, cudaStream_t stream);

@@ -9,11 +9,7 @@
 namespace strata::kernels {
 namespace {
 
-constexpr int kBlockM = 128;  // query rows per block: 8 warps x 16 rows (one m16 MMA tile each)
-constexpr int kBlockN = 64;   // keys per pipeline stage
-constexpr int kWarps = kBlockM / 16;
-constexpr int kThreads = kWarps * kWarpSize;
-constexpr int kStages = 2;  // K/V tiles in flight: the next loads while the current computes
+constexpr int kStages = 2;   // K/V tiles in flight: the next loads while the current computes
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -66,7 +62,7 @@ __device__ __forceinline__ int Swizzle(int row, int col) {
 
 // Loads `tile_rows` rows of kHeadDim bf16 (row r from src + r * stride) into a swizzled shared tile;
 // rows at or past `valid_rows` are zero-filled.
-template <int kHeadDim, int kTileRows>
+template <int kHeadDim, int kTileRows, int kThreads>
 __device__ __forceinline__ void LoadTile(bf16* smem, const bf16* src, int64_t stride, int valid_rows) {
   constexpr int kChunks = kHeadDim / 8;
 #pragma unroll
@@ -78,17 +74,27 @@ __device__ __forceinline__ void LoadTile(bf16* smem, const bf16* src, int64_t st
   }
 }
 
-// Causal GQA attention, FlashAttention-2 schedule. Grid: x = query tiles of kBlockM rows (heaviest tile
-// first), y = query heads, z = batch. Block: 8 warps, each owning 16 query rows: Q stays in registers
-// (ldmatrix'd once), K/V tiles of kBlockN keys stream through a 2-stage cp.async pipeline in swizzled
-// shared memory; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16 (bf16 in, float32 accumulate); the
-// online softmax (exp2 of log2-scaled scores, running max and sum per row) stays in registers, P is
-// re-packed from the S accumulators as the A operand without touching shared memory. Masks apply only
-// to tiles that cross the causal diagonal, the window edge or the key range end.
+// Causal GQA attention, FlashAttention-2 schedule. Grid: x = query tiles of kBlockM = kWarps * 16 *
+// kMTiles rows (heaviest tile first), y = query heads, z = batch. Block: kWarps warps, each owning
+// kMTiles m16 tiles of query rows. K/V tiles of kBlockN keys (64, or 32 where two m-tiles would
+// otherwise spill registers) stream through a 2-stage cp.async pipeline
+// in swizzled shared memory; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16 (bf16 in, float32
+// accumulate), each K/V fragment read from shared memory once per warp and used for all its m-tiles;
+// Q fragments stay in registers when a warp has one m-tile and are re-read from shared memory per k-step
+// when it has two (registers); the online softmax (exp2 of log2-scaled scores, running max and sum per
+// row) stays in registers, P is re-packed from the S accumulators as the A operand. Masks apply only to
+// tiles that cross the causal diagonal, the window edge or the key range end.
 // FLOPs: 4 * visible (query, key) pairs * head_dim; bytes: Q and O once, K/V once per query tile.
-// Shared memory: (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2 bytes (96 KiB at head_dim 128).
-template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads, 1) FlashAttentionKernel(AttentionArgs a) {
+// Shared memory: (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2 bytes (96 KiB at head_dim 128, kBlockM 128).
+template <int kHeadDim, int kWarps, int kMTiles, int kBlockN>
+__global__ void __launch_bounds__(kWarps * kWarpSize, 8 / kWarps) FlashAttentionKernel(AttentionArgs a) {
+  constexpr int kThreads = kWarps * kWarpSize;
+  constexpr int kBlockM = kWarps * 16 * kMTiles;
+  constexpr bool kQInRegisters = kMTiles == 1;
+  if (a.device_position != nullptr) {
+    a.first_position = *a.device_position;
+    a.kv_end = a.first_position + a.rows;
+  }
   extern __shared__ __align__(128) unsigned char shared_raw[];
   bf16* q_tile = reinterpret_cast<bf16*>(shared_raw);
   bf16* k_tiles = q_tile + kBlockM * kHeadDim;
@@ -115,30 +121,39 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttentionKernel(AttentionArg
   const int64_t key_hi = last_row_position + 1 < a.kv_end ? last_row_position + 1 : a.kv_end;
   const int tiles = key_hi > key_lo ? static_cast<int>((key_hi - key_lo + kBlockN - 1) / kBlockN) : 0;
 
-  // This thread's two rows (group and group + 8 of the warp's 16) and their positions.
-  const int row0 = warp * 16 + group;
-  const int64_t position0 = first_row_position + row0, position1 = position0 + 8;
+  // Row (within the block) of this thread's first accumulator row in m-tile mt; the second is 8 below.
+  auto tile_row = [&](int mt) { return (warp * kMTiles + mt) * 16 + group; };
 
   const float score_scale = a.scale * kLog2e;
-  float acc[kHeadDim / 8][4];
+  float acc[kMTiles][kHeadDim / 8][4];
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
 #pragma unroll
-  for (int i = 0; i < kHeadDim / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int i = 0; i < kHeadDim / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.0f;
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
+  }
 
   auto load_kv = [&](int tile, int stage) {
     const int64_t first_key = key_lo + static_cast<int64_t>(tile) * kBlockN;
     const int64_t remaining = key_hi - first_key;
     const int valid = static_cast<int>(remaining < kBlockN ? remaining : kBlockN);
     const int64_t offset = (first_key - a.kv_begin) * kHeadDim;
-    LoadTile<kHeadDim, kBlockN>(k_tiles + stage * kBlockN * kHeadDim, k + offset, kHeadDim, valid);
-    LoadTile<kHeadDim, kBlockN>(v_tiles + stage * kBlockN * kHeadDim, v + offset, kHeadDim, valid);
+    LoadTile<kHeadDim, kBlockN, kThreads>(k_tiles + stage * kBlockN * kHeadDim, k + offset, kHeadDim, valid);
+    LoadTile<kHeadDim, kBlockN, kThreads>(v_tiles + stage * kBlockN * kHeadDim, v + offset, kHeadDim, valid);
+  };
+  auto load_q_fragment = [&](uint32_t frag[4], int mt, int kk) {
+    const int r = (warp * kMTiles + mt) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+    const int c = kk * 16 + (lane >> 4) * 8;
+    LoadMatrixX4(frag, q_tile + Swizzle<kHeadDim>(r, c));
   };
 
-  LoadTile<kHeadDim, kBlockM>(q_tile, q, a.q_row_stride, rows_here);
+  LoadTile<kHeadDim, kBlockM, kThreads>(q_tile, q, a.q_row_stride, rows_here);
   if (tiles > 0) load_kv(0, 0);
   CommitAsync();
 
-  uint32_t q_frag[kHeadDim / 16][4];
+  uint32_t q_frag[kQInRegisters ? kHeadDim / 16 : 1][4];
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile % kStages;
     if (tile + 1 < tiles) {
@@ -149,31 +164,45 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttentionKernel(AttentionArg
       WaitAsync<0>();
     }
     __syncthreads();
-    if (tile == 0) {
+    if constexpr (kQInRegisters) {
+      if (tile == 0) {
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        const int r = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        const int c = kk * 16 + (lane >> 4) * 8;
-        LoadMatrixX4(q_frag[kk], q_tile + Swizzle<kHeadDim>(r, c));
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) load_q_fragment(q_frag[kk], 0, kk);
       }
     }
     const bf16* ks = k_tiles + stage * kBlockN * kHeadDim;
     const bf16* vs = v_tiles + stage * kBlockN * kHeadDim;
 
-    // S = Q · Kᵀ for this warp's 16 rows x kBlockN keys.
-    float s[kBlockN / 8][4];
+    // S = Q · Kᵀ for this warp's rows x kBlockN keys.
+    float s[kMTiles][kBlockN / 8][4];
 #pragma unroll
-    for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int i = 0; i < kBlockN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+    }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t a_frag[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        if constexpr (kQInRegisters) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) a_frag[mt][i] = q_frag[kk][i];
+        } else {
+          load_q_fragment(a_frag[mt], mt, kk);
+        }
+      }
 #pragma unroll
       for (int np = 0; np < kBlockN / 16; ++np) {
         uint32_t b[4];
         const int r = np * 16 + (lane & 7) + (lane >> 4) * 8;
         const int c = kk * 16 + ((lane >> 3) & 1) * 8;
         LoadMatrixX4(b, ks + Swizzle<kHeadDim>(r, c));
-        Mma(s[2 * np], q_frag[kk], b[0], b[1]);
-        Mma(s[2 * np + 1], q_frag[kk], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Mma(s[mt][2 * np], a_frag[mt], b[0], b[1]);
+          Mma(s[mt][2 * np + 1], a_frag[mt], b[2], b[3]);
+        }
       }
     }
 
@@ -183,64 +212,76 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttentionKernel(AttentionArg
                             (a.window > 0 && tile_key0 <= last_row_position - a.window);
     if (needs_mask) {
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        const int64_t position0 = first_row_position + tile_row(mt);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t key = tile_key0 + nt * 8 + quad_lane * 2 + (e & 1);
-          const int64_t position = e < 2 ? position0 : position1;
-          const bool visible =
-              key < key_hi && key <= position && (a.window == 0 || key > position - a.window);
-          if (!visible) s[nt][e] = -INFINITY;
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int64_t key = tile_key0 + nt * 8 + quad_lane * 2 + (e & 1);
+            const int64_t position = e < 2 ? position0 : position0 + 8;
+            const bool visible = key < key_hi && key <= position && (a.window == 0 || key > position - a.window);
+            if (!visible) s[mt][nt][e] = -INFINITY;
+          }
         }
       }
     }
 
     // Online softmax over the tile, rows in log2 units.
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float tile_max = -INFINITY;
+    for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
-        tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
-      }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float new_max = fmaxf(row_max[half], tile_max * score_scale);
-      // A row that has seen no key yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
-      const float base = new_max == -INFINITY ? 0.0f : new_max;
-      const float correction = exp2f(row_max[half] - base);
-      row_max[half] = new_max;
-      float sum = 0.0f;
+      for (int half = 0; half < 2; ++half) {
+        float tile_max = -INFINITY;
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
-        s[nt][2 * half] = exp2f(s[nt][2 * half] * score_scale - base);
-        s[nt][2 * half + 1] = exp2f(s[nt][2 * half + 1] * score_scale - base);
-        sum += s[nt][2 * half] + s[nt][2 * half + 1];
-      }
-      row_sum[half] = row_sum[half] * correction + sum;
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+          tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float new_max = fmaxf(row_max[mt][half], tile_max * score_scale);
+        // A row that has seen no key yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
+        const float base = new_max == -INFINITY ? 0.0f : new_max;
+        const float correction = exp2f(row_max[mt][half] - base);
+        row_max[mt][half] = new_max;
+        float sum = 0.0f;
 #pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        acc[dt][2 * half] *= correction;
-        acc[dt][2 * half + 1] *= correction;
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+          s[mt][nt][2 * half] = exp2f(s[mt][nt][2 * half] * score_scale - base);
+          s[mt][nt][2 * half + 1] = exp2f(s[mt][nt][2 * half + 1] * score_scale - base);
+          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
+        }
+        row_sum[mt][half] = row_sum[mt][half] * correction + sum;
+#pragma unroll
+        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+          acc[mt][dt][2 * half] *= correction;
+          acc[mt][dt][2 * half + 1] *= correction;
+        }
       }
     }
 
     // O += P · V: the S accumulators of two adjacent n8 tiles are exactly an m16k16 A fragment.
 #pragma unroll
     for (int kc = 0; kc < kBlockN / 16; ++kc) {
-      uint32_t p[4];
-      p[0] = PackBf16(s[2 * kc][0], s[2 * kc][1]);
-      p[1] = PackBf16(s[2 * kc][2], s[2 * kc][3]);
-      p[2] = PackBf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-      p[3] = PackBf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+      uint32_t p[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        p[mt][0] = PackBf16(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+        p[mt][1] = PackBf16(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+        p[mt][2] = PackBf16(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+        p[mt][3] = PackBf16(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+      }
 #pragma unroll
       for (int np = 0; np < kHeadDim / 16; ++np) {
         uint32_t b[4];
         const int r = kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         const int c = np * 16 + (lane >> 4) * 8;
         LoadMatrixX4Trans(b, vs + Swizzle<kHeadDim>(r, c));
-        Mma(acc[2 * np], p, b[0], b[1]);
-        Mma(acc[2 * np + 1], p, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Mma(acc[mt][2 * np], p[mt], b[0], b[1]);
+          Mma(acc[mt][2 * np + 1], p[mt], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // the stage is overwritten by the load issued in the next iteration
@@ -249,43 +290,59 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttentionKernel(AttentionArg
   // Epilogue: finish the row sums across the quad, normalize, write O (bf16) and the LSE.
   bf16* out = static_cast<bf16*>(a.out) + batch * a.out_batch_stride + m0 * a.out_row_stride + head * kHeadDim;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float sum = row_sum[half];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int r = row0 + half * 8;
-    if (r >= rows_here) continue;
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    bf16* orow = out + static_cast<int64_t>(r) * a.out_row_stride;
+  for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-      const __nv_bfloat162 pair = __floats2bfloat162_rn(acc[dt][2 * half] * inv, acc[dt][2 * half + 1] * inv);
-      *reinterpret_cast<__nv_bfloat162*>(orow + dt * 8 + quad_lane * 2) = pair;
-    }
-    if (a.lse != nullptr && quad_lane == 0) {
-      a.lse[(batch * a.num_heads + head) * a.rows + m0 + r] =
-          sum > 0.0f ? (row_max[half] + log2f(sum)) * kLn2 : -INFINITY;
+    for (int half = 0; half < 2; ++half) {
+      float sum = row_sum[mt][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int r = tile_row(mt) + half * 8;
+      if (r >= rows_here) continue;
+      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      bf16* orow = out + static_cast<int64_t>(r) * a.out_row_stride;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        const __nv_bfloat162 pair =
+            __floats2bfloat162_rn(acc[mt][dt][2 * half] * inv, acc[mt][dt][2 * half + 1] * inv);
+        *reinterpret_cast<__nv_bfloat162*>(orow + dt * 8 + quad_lane * 2) = pair;
+      }
+      if (a.lse != nullptr && quad_lane == 0) {
+        a.lse[(batch * a.num_heads + head) * a.rows + m0 + r] =
+            sum > 0.0f ? (row_max[mt][half] + log2f(sum)) * kLn2 : -INFINITY;
+      }
     }
   }
 }
 
-template <int kHeadDim>
+template <int kHeadDim, int kWarps, int kMTiles, int kBlockN>
 absl::Status LaunchFlash(const AttentionArgs& a, cudaStream_t stream) {
+  constexpr int kBlockM = kWarps * 16 * kMTiles;
   constexpr size_t kSharedBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDim * sizeof(bf16);
+  auto* kernel = FlashAttentionKernel<kHeadDim, kWarps, kMTiles, kBlockN>;
   // Idempotent and cheap; done per launch so no global "initialized" state is needed.
-  STRATA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(FlashAttentionKernel<kHeadDim>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   static_cast<int>(kSharedBytes)));
+  STRATA_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes)));
   const dim3 grid(static_cast<unsigned>((a.rows + kBlockM - 1) / kBlockM), static_cast<unsigned>(a.num_heads),
                   static_cast<unsigned>(a.batch));
-  FlashAttentionKernel<kHeadDim><<<grid, kThreads, kSharedBytes, stream>>>(a);
+  kernel<<<grid, kWarps * kWarpSize, kSharedBytes, stream>>>(a);
   STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("FlashAttentionKernel");
   return absl::OkStatus();
 }
 
+template <int kHeadDim>
+absl::Status LaunchFlash(const AttentionArgs& a, FlashTiling tiling, cudaStream_t stream) {
+  switch (tiling) {
+    case FlashTiling::k8Warps16Rows:
+      return LaunchFlash<kHeadDim, 8, 1, 64>(a, stream);
+    case FlashTiling::k4Warps32Rows:
+      return LaunchFlash<kHeadDim, 4, 2, 32>(a, stream);
+  }
+  return absl::InvalidArgumentError("FlashAttentionPrefill: unknown tiling");
+}
+
 }  // namespace
 
-absl::Status FlashAttentionPrefill(const AttentionArgs& a, cudaStream_t stream) {
+absl::Status FlashAttentionPrefill(const AttentionArgs& a, cudaStream_t stream, FlashTiling tiling) {
   STRATA_RETURN_IF_ERROR(ValidateAttention(a));
   if (a.dtype != DType::kBF16) {
     return absl::InvalidArgumentError(StrCat("FlashAttentionPrefill: BF16 only, got ", DTypeName(a.dtype)));
@@ -297,9 +354,9 @@ absl::Status FlashAttentionPrefill(const AttentionArgs& a, cudaStream_t stream) 
   if (a.rows == 0) return absl::OkStatus();
   switch (a.head_dim) {  // the one dispatch point from head_dim to the kernel's template
     case 64:
-      return LaunchFlash<64>(a, stream);
+      return LaunchFlash<64>(a, tiling, stream);
     case 128:
-      return LaunchFlash<128>(a, stream);
+      return LaunchFlash<128>(a, tiling, stream);
     default:
       return absl::InvalidArgumentError(
           StrCat("FlashAttentionPrefill: head_dim 64 or 128, got ", a.head_dim));

@@ -33,6 +33,14 @@ absl::Status Gemm::Linear(DType dtype, const void* x, int64_t rows, int64_t in_f
                                              ", ", in_features, "]ᵀ"));
   }
   if (rows == 0) return absl::OkStatus();
+  if (SmallBatchLinearApplies(dtype, rows, in_features, x, weight)) {
+    return SmallBatchLinear(x, rows, in_features, weight, out_features, out, stream_);
+  }
+  return CublasLinear(dtype, x, rows, in_features, weight, out_features, out);
+}
+
+absl::Status Gemm::CublasLinear(DType dtype, const void* x, int64_t rows, int64_t in_features, const void* weight,
+                                int64_t out_features, void* out) {
   cudaDataType_t type;
   cublasComputeType_t compute;
   switch (dtype) {

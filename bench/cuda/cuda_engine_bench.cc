@@ -132,9 +132,53 @@ absl::Status MeasureAttention(cudaStream_t stream) {
       a.num_kv_heads = kv_heads;
       a.head_dim = 128;
       a.scale = 1.0f / std::sqrt(128.0f);
-      STRATA_ASSIGN_OR_RETURN(double ms, TimeMs(stream, 2, 5, [&] { return kernels::FlashAttentionPrefill(a, stream); }));
-      Record(StrCat("attention_S", s, "_kv", kv_heads, "_tflops"), 4.0 * s * s / 2 * 32 * 128 / (ms * 1e-3) / 1e12);
+      for (auto [tiling, suffix] : {std::pair{kernels::kDefaultFlashTiling, ""},
+                                    std::pair{kernels::FlashTiling::k4Warps32Rows, "_4x32"}}) {
+        STRATA_ASSIGN_OR_RETURN(double ms, TimeMs(stream, 2, 5, [&] {
+          return kernels::FlashAttentionPrefill(a, stream, tiling);
+        }));
+        Record(StrCat("attention_S", s, "_kv", kv_heads, "_tflops", suffix),
+               4.0 * s * s / 2 * 32 * 128 / (ms * 1e-3) / 1e12);
+      }
     }
+  }
+  return absl::OkStatus();
+}
+
+// One decode query (32 heads over 8 KV heads, head_dim 128) over a long context: flash-decoding splits
+// the keys over the whole GPU. Floor: the K and V bytes over the measured copy bandwidth.
+absl::Status MeasureDecodeAttention(cudaStream_t stream) {
+  std::printf("decode attention, one query, 32 q / 8 KV heads, head_dim 128\n");
+  for (int64_t s : {int64_t{32768}, int64_t{1} << 20}) {
+    const int64_t kv_elements = 8 * s * 128;
+    STRATA_ASSIGN_OR_RETURN(auto q, kernels::DeviceBuffer::Allocate(32 * 128 * 2));
+    STRATA_ASSIGN_OR_RETURN(auto k, kernels::DeviceBuffer::Allocate(kv_elements * 2));
+    STRATA_ASSIGN_OR_RETURN(auto v, kernels::DeviceBuffer::Allocate(kv_elements * 2));
+    STRATA_ASSIGN_OR_RETURN(auto o, kernels::DeviceBuffer::Allocate(32 * 128 * 2));
+    STRATA_ASSIGN_OR_RETURN(auto workspace, kernels::DeviceBuffer::Allocate(size_t{64} << 20));
+    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, q.data(), 32 * 128, 1.0f, 6, stream));
+    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, k.data(), kv_elements, 1.0f, 7, stream));
+    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, v.data(), kv_elements, 1.0f, 8, stream));
+    kernels::AttentionArgs a;
+    a.q = q.data();
+    a.q_row_stride = 32 * 128;
+    a.k = k.data();
+    a.v = v.data();
+    a.kv_head_stride = s;
+    a.kv_end = s;
+    a.out = o.data();
+    a.out_row_stride = 32 * 128;
+    a.rows = 1;
+    a.num_heads = 32;
+    a.num_kv_heads = 8;
+    a.head_dim = 128;
+    a.first_position = s - 1;
+    a.scale = 1.0f / std::sqrt(128.0f);
+    STRATA_ASSIGN_OR_RETURN(double ms, TimeMs(stream, 2, 10, [&] {
+      return kernels::Attention(a, workspace.data(), workspace.bytes(), stream);
+    }));
+    Record(StrCat("decode_attention_S", s, "_ms"), ms);
+    Record(StrCat("decode_attention_S", s, "_gbps"), 2.0 * kv_elements * 2 / (ms * 1e-3) / 1e9);
   }
   return absl::OkStatus();
 }
@@ -391,6 +435,7 @@ absl::Status Run(const std::string& json_path) {
   std::printf("device: %s, %d SMs, %.1f GiB\n", prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0);
   STRATA_RETURN_IF_ERROR(MeasureCeilings(stream.get()));
   STRATA_RETURN_IF_ERROR(MeasureAttention(stream.get()));
+  STRATA_RETURN_IF_ERROR(MeasureDecodeAttention(stream.get()));
   STRATA_ASSIGN_OR_RETURN(BenchModel m, MakeModel(engine::DecodeGraphs::kCapture));
   // Batched decode first: its caches are plain allocations, freed before the engine's pool grows.
   STRATA_RETURN_IF_ERROR(MeasureBatchedDecode(m, 4096, {1, 2, 4, 8, 16, 32, 64}));

@@ -32,8 +32,18 @@ for S in (8192, 32768):
     mha = s.get(f"attention_S{S}_kv32_tflops")
     base = b.get(f"sdpa_causal_S{S}_tflops")
     ratio = f"{ours / base:.2f}x" if ours and base else "n/a"
+    alt = s.get(f"attention_S{S}_kv8_tflops_4x32")
+    if alt:
+        rows.append(f"| attention, causal, S={S}, 4 warps x 32 rows tiling (GQA 8 kv) | {fmt(alt, 0)} TFLOP/s | SDPA "
+                    f"{fmt(base, 0)} TFLOP/s (ratio {fmt(alt / base if base else None)}x) | GEMM rate {gemm / 1e12:.0f} TFLOP/s |")
     rows.append(f"| attention, causal, S={S} (32 q heads, hd 128; GQA 8 kv / MHA 32 kv) | {fmt(ours, 0)} / {fmt(mha, 0)} TFLOP/s "
                 f"| SDPA {fmt(base, 0)} TFLOP/s (ours/SDPA {ratio}) | GEMM rate {gemm / 1e12:.0f} TFLOP/s |")
+for S in (32768, 1 << 20):
+    ms = s.get(f"decode_attention_S{S}_ms")
+    floor = 2 * 2 * KVH * S * D / bw
+    rows.append(f"| decode attention, 1 query, 32 q / 8 kv heads, S={S} (flash-decoding) | {fmt(ms, 3)} ms "
+                f"({fmt(s.get(f'decode_attention_S{S}_gbps'), 0)} GB/s of K+V) | — | {floor * 1e3:.3f} ms "
+                f"(ours/floor {fmt(ms / 1e3 / floor if ms else None)}) |")
 for S in (32768, 98304):
     t = s.get(f"ttft_S{S}_s")
     base = b.get(f"ttft_S{S}_s")

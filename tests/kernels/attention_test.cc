@@ -110,6 +110,7 @@ struct Case {
   DType dtype;
   Shape shape;
   int splits;  // kSplitKv only
+  FlashTiling tiling = kDefaultFlashTiling;  // kFlash only
 };
 
 std::string CaseName(const Case& c) {
@@ -117,7 +118,8 @@ std::string CaseName(const Case& c) {
   return std::string(c.path == Path::kFlash ? "flash" : "splitkv") + "_" + std::string(DTypeName(c.dtype)) + "_rows" +
          std::to_string(s.rows) + "_h" + std::to_string(s.num_heads) + "x" + std::to_string(s.num_kv_heads) + "_d" +
          std::to_string(s.head_dim) + "_pos" + std::to_string(s.first_position) + "_win" + std::to_string(s.window) +
-         "_split" + std::to_string(c.splits);
+         "_split" + std::to_string(c.splits) +
+         (c.path == Path::kFlash && c.tiling == FlashTiling::k4Warps32Rows ? "_4x32" : "");
 }
 
 class AttentionTest : public ::testing::TestWithParam<Case> {};
@@ -133,7 +135,7 @@ TEST_P(AttentionTest, MatchesFloat64Reference) {
   const AttentionArgs args = d.Args(s, c.dtype, scale);
   DeviceBuffer workspace;
   if (c.path == Path::kFlash) {
-    ASSERT_TRUE(FlashAttentionPrefill(args, nullptr).ok());
+    ASSERT_TRUE(FlashAttentionPrefill(args, nullptr, c.tiling).ok());
   } else {
     auto ws = DeviceBuffer::Allocate(SplitKvWorkspaceBytes(args, c.splits));
     ASSERT_TRUE(ws.ok());
@@ -172,6 +174,14 @@ std::vector<Case> Cases() {
     cases.push_back({Path::kSplitKv, dtype, {1, 16, 1, 64, 2000, 2001, 0}, 7});
     cases.push_back({Path::kSplitKv, dtype, {3, 4, 2, 20, 50, 53, 0}, 2});
     cases.push_back({Path::kSplitKv, dtype, {2, 8, 8, 64, 3000, 3002, 100}, 5});
+  }
+  // Every tensor-core case again with the other tiling.
+  const size_t count = cases.size();
+  for (size_t i = 0; i < count; ++i) {
+    if (cases[i].path != Path::kFlash) continue;
+    Case other = cases[i];
+    other.tiling = FlashTiling::k4Warps32Rows;
+    cases.push_back(other);
   }
   return cases;
 }

@@ -205,7 +205,8 @@ TEST_P(DTypeTest, LinearMatchesReference) {
   auto gemm = Gemm::Create(stream->get());
   ASSERT_TRUE(gemm.ok()) << gemm.status();
   std::mt19937 rng(6);
-  for (auto [rows, in, out_features] : {std::tuple<int64_t, int64_t, int64_t>{1, 256, 384}, {37, 200, 96}, {300, 512, 1000}}) {
+  for (auto [rows, in, out_features] : {std::tuple<int64_t, int64_t, int64_t>{1, 256, 384}, {5, 4096, 1000},
+                                        {8, 1000, 77}, {37, 200, 96}, {300, 512, 1000}}) {
     std::vector<float> x = testing::RandomFloats(rows * in, rng), w = testing::RandomFloats(out_features * in, rng);
     testing::RoundTo(dtype, x);
     testing::RoundTo(dtype, w);

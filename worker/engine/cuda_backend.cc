@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -89,11 +90,13 @@ class CudaBackend final : public Backend {
     STRATA_ASSIGN_OR_RETURN(backend->host_staging_, kernels::PinnedBuffer::Allocate(kInitialStagingBytes));
     STRATA_ASSIGN_OR_RETURN(backend->ids_staging_, kernels::PinnedBuffer::Allocate(kInitialStagingBytes));
     STRATA_ASSIGN_OR_RETURN(backend->ids_device_, kernels::DeviceBuffer::Allocate(kInitialStagingBytes));
+    STRATA_ASSIGN_OR_RETURN(backend->position_pinned_, kernels::PinnedBuffer::Allocate(sizeof(int64_t)));
+    STRATA_ASSIGN_OR_RETURN(backend->position_device_, kernels::DeviceBuffer::Allocate(sizeof(int64_t)));
     return backend;
   }
 
   ~CudaBackend() override {
-    if (capturing_) AbortStep();
+    AbortStep();
     if (stream_) cudaStreamSynchronize(stream_.get());
   }
 
@@ -116,6 +119,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<Tensor> Upload(absl::Span<const float> values, int64_t rows, int64_t cols) override {
+    if (recording_) return absl::FailedPreconditionError("Upload inside a decode step");
     if (rows < 0 || cols < 0 || (cols != 0 && rows > static_cast<int64_t>(values.size()) / cols) ||
         static_cast<int64_t>(values.size()) != rows * cols) {
       return absl::InvalidArgumentError(
@@ -129,6 +133,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<Tensor> LoadWeight(const model::TensorInfo& info, int64_t rows, int64_t cols) override {
+    if (recording_) return absl::FailedPreconditionError("LoadWeight inside a decode step");
     int64_t elements = 0;
     if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) || info.num_elements() != elements) {
       return absl::InvalidArgumentError(StrCat(info.file, ": tensor '", info.name, "' has ", info.num_elements(),
@@ -164,13 +169,16 @@ class CudaBackend final : public Backend {
           StrCat("CopyToHost: destination holds ", dst.size(), " floats, source ", src.elements()));
     }
     Tensor floats = src;
-    if (src.dtype() != DType::kF32 || capturing_) {
-      // A float32 copy on the device; while capturing it is also what stays alive until EndStep.
+    if (src.dtype() != DType::kF32 || recording_) {
+      // A float32 copy on the device; in a recorded step it is also what stays alive until EndStep.
       STRATA_ASSIGN_OR_RETURN(floats, Allocate(DType::kF32, src.rows(), src.cols()));
-      STRATA_RETURN_IF_ERROR(
-          kernels::Convert(src.dtype(), src.data(), DType::kF32, floats.data(), src.elements(), stream_.get()));
+      STRATA_RETURN_IF_ERROR(Run({10, Bits(src.data()), src.elements(), Bits(floats.data())},
+                                 [=](cudaStream_t s) {
+                                   return kernels::Convert(src.dtype(), src.data(), DType::kF32, floats.data(),
+                                                           src.elements(), s);
+                                 }));
     }
-    if (capturing_) {
+    if (recording_) {
       pending_copies_.push_back(PendingCopy{std::move(floats), dst});
       return absl::OkStatus();
     }
@@ -188,7 +196,7 @@ class CudaBackend final : public Backend {
     }
     const size_t bytes = ids.size() * sizeof(int32_t);
     if (bytes > ids_staging_.bytes()) {
-      if (capturing_) return absl::InternalError("Embed: a captured step grew the id buffers");
+      if (recording_) return absl::InternalError("Embed: a recorded step grew the id buffers");
       STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
       STRATA_ASSIGN_OR_RETURN(ids_staging_, kernels::PinnedBuffer::Allocate(bytes));
       STRATA_ASSIGN_OR_RETURN(ids_device_, kernels::DeviceBuffer::Allocate(bytes));
@@ -197,19 +205,27 @@ class CudaBackend final : public Backend {
       STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
     }
     std::memcpy(ids_staging_.data(), ids.data(), bytes);
-    STRATA_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(ids_device_.data(), ids_staging_.data(), bytes, cudaMemcpyHostToDevice, stream_.get()));
-    ids_copy_pending_ = !capturing_;  // a captured copy runs in EndStep, which waits for it
-    return kernels::EmbedRows(dtype_, table.data(), table.rows(), table.cols(), ids_device_.data<int32_t>(),
-                              static_cast<int64_t>(ids.size()), out.data(), stream_.get());
+    ids_copy_pending_ = !recording_;  // a recorded copy runs in EndStep, which waits for it
+    void* staging = ids_staging_.data();
+    int32_t* device_ids = ids_device_.data<int32_t>();
+    const int64_t n = static_cast<int64_t>(ids.size());
+    return Run({1, Bits(table.data()), table.rows(), table.cols(), Bits(staging), Bits(device_ids), n, Bits(out.data())},
+               [=, this](cudaStream_t s) -> absl::Status {
+                 STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_ids, staging, bytes, cudaMemcpyHostToDevice, s));
+                 return kernels::EmbedRows(dtype_, table.data(), table.rows(), table.cols(), device_ids, n, out.data(),
+                                           s);
+               });
   }
 
   absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     STRATA_RETURN_IF_ERROR(ExpectActivation(x, "RmsNorm x"));
     STRATA_RETURN_IF_ERROR(ExpectShape(weight, dtype_, 1, x.cols(), "RmsNorm weight"));
     STRATA_RETURN_IF_ERROR(ExpectShape(out, dtype_, x.rows(), x.cols(), "RmsNorm out"));
-    return kernels::AddRmsNorm(dtype_, x.data(), nullptr, weight.data(), eps, x.rows(), x.cols(), out.data(),
-                               stream_.get());
+    return Run({2, Bits(x.data()), Bits(weight.data()), Bits(eps), x.rows(), x.cols(), Bits(out.data())},
+               [=, this](cudaStream_t s) {
+                 return kernels::AddRmsNorm(dtype_, x.data(), nullptr, weight.data(), eps, x.rows(), x.cols(),
+                                            out.data(), s);
+               });
   }
 
   absl::Status AddRmsNorm(const Tensor& delta, Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
@@ -217,8 +233,12 @@ class CudaBackend final : public Backend {
     STRATA_RETURN_IF_ERROR(ExpectShape(delta, dtype_, x.rows(), x.cols(), "AddRmsNorm delta"));
     STRATA_RETURN_IF_ERROR(ExpectShape(weight, dtype_, 1, x.cols(), "AddRmsNorm weight"));
     STRATA_RETURN_IF_ERROR(ExpectShape(out, dtype_, x.rows(), x.cols(), "AddRmsNorm out"));
-    return kernels::AddRmsNorm(dtype_, x.data(), delta.data(), weight.data(), eps, x.rows(), x.cols(), out.data(),
-                               stream_.get());
+    return Run({3, Bits(x.data()), Bits(delta.data()), Bits(weight.data()), Bits(eps), x.rows(), x.cols(),
+                Bits(out.data())},
+               [=, this](cudaStream_t s) {
+                 return kernels::AddRmsNorm(dtype_, x.data(), delta.data(), weight.data(), eps, x.rows(), x.cols(),
+                                            out.data(), s);
+               });
   }
 
   absl::Status Linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) override {
@@ -226,17 +246,27 @@ class CudaBackend final : public Backend {
     STRATA_RETURN_IF_ERROR(ExpectShape(weight, dtype_, weight.rows(), x.cols(), "Linear weight"));
     STRATA_RETURN_IF_ERROR(ExpectShape(out, dtype_, x.rows(), weight.rows(), "Linear out"));
     if (!bias.empty()) STRATA_RETURN_IF_ERROR(ExpectShape(bias, dtype_, 1, weight.rows(), "Linear bias"));
-    STRATA_RETURN_IF_ERROR(gemm_.Linear(dtype_, x.data(), x.rows(), x.cols(), weight.data(), weight.rows(), out.data()));
-    if (bias.empty()) return absl::OkStatus();
-    return kernels::AddBias(dtype_, bias.data(), out.rows(), out.cols(), out.data(), stream_.get());
+    return Run({4, Bits(x.data()), x.rows(), x.cols(), Bits(weight.data()), weight.rows(), Bits(bias.data()),
+                Bits(out.data())},
+               [=, this](cudaStream_t s) -> absl::Status {
+                 STRATA_RETURN_IF_ERROR(
+                     gemm_.Linear(dtype_, x.data(), x.rows(), x.cols(), weight.data(), weight.rows(), out.data()));
+                 if (bias.empty()) return absl::OkStatus();
+                 return kernels::AddBias(dtype_, bias.data(), out.rows(), out.cols(), out.data(), s);
+               });
   }
 
   absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& q, Tensor& k) override {
     STRATA_RETURN_IF_ERROR(ExpectShape(inv_freq, DType::kF32, 1, inv_freq.cols(), "Rope inv_freq"));
     STRATA_RETURN_IF_ERROR(ExpectActivation(q, "Rope q"));
     STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, q.rows(), k.cols(), "Rope k"));
-    return kernels::Rope(dtype_, inv_freq.data<float>(), 2 * inv_freq.cols(), first_position, q.rows(), q.data(),
-                         q.cols(), k.data(), k.cols(), stream_.get());
+    STRATA_RETURN_IF_ERROR(NotePosition(first_position));
+    const int64_t* device_position = DevicePosition();
+    return Run({5, Bits(inv_freq.data()), inv_freq.cols(), Bits(q.data()), q.rows(), q.cols(), Bits(k.data()), k.cols()},
+               [=, this](cudaStream_t s) {
+                 return kernels::Rope(dtype_, inv_freq.data<float>(), 2 * inv_freq.cols(), first_position, q.rows(),
+                                      q.data(), q.cols(), k.data(), k.cols(), s, device_position);
+               });
   }
 
   absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) override {
@@ -244,8 +274,20 @@ class CudaBackend final : public Backend {
     STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, n, width, "WriteKv k"));
     STRATA_RETURN_IF_ERROR(ExpectShape(v, dtype_, n, width, "WriteKv v"));
     STRATA_RETURN_IF_ERROR(ExpectActivation(layer.k, "WriteKv cache"));
-    return kernels::WriteKvCache(dtype_, k.data(), v.data(), n, layer.num_kv_heads, head_dim, first_position,
-                                 layer.capacity_tokens, layer.k.data(), layer.v.data(), stream_.get());
+    if (first_position < 0 || first_position + n > layer.capacity_tokens) {
+      return absl::OutOfRangeError(StrCat("WriteKv: positions [", first_position, ", ", first_position + n,
+                                          ") exceed the KV capacity of ", layer.capacity_tokens, " tokens"));
+    }
+    STRATA_RETURN_IF_ERROR(NotePosition(first_position));
+    const int64_t* device_position = DevicePosition();
+    const KvLayer cache = layer;  // shares the cache's memory
+    return Run({6, Bits(k.data()), Bits(v.data()), n, cache.num_kv_heads, head_dim, cache.capacity_tokens,
+                Bits(cache.k.data()), Bits(cache.v.data())},
+               [=, this](cudaStream_t s) {
+                 return kernels::WriteKvCache(dtype_, k.data(), v.data(), n, cache.num_kv_heads, head_dim,
+                                              first_position, cache.capacity_tokens, cache.k.data(), cache.v.data(),
+                                              s, device_position);
+               });
   }
 
   absl::Status Attention(const Tensor& q, const KvLayer& layer, const AttentionParams& p, Tensor& out) override {
@@ -279,66 +321,94 @@ class CudaBackend final : public Backend {
     args.first_position = p.first_position;
     args.window = p.window;
     args.scale = p.scale;
-    return kernels::Attention(args, workspace_.data(), workspace_.bytes(), stream_.get());
+    STRATA_RETURN_IF_ERROR(kernels::ValidateAttention(args));
+    STRATA_RETURN_IF_ERROR(NotePosition(p.first_position));
+    args.device_position = DevicePosition();
+    const int splits = kernels::AttentionSplits(args, workspace_.bytes());
+    void* workspace = workspace_.data();
+    const size_t workspace_bytes = workspace_.bytes();
+    const KvLayer cache = layer;
+    return Run({7, Bits(q.data()), n, Bits(cache.k.data()), Bits(cache.v.data()), cache.capacity_tokens, p.num_heads,
+                p.num_kv_heads, p.head_dim, p.window, Bits(p.scale), Bits(out.data()), splits},
+               [=](cudaStream_t s) -> absl::Status {
+                 (void)cache;  // keeps the KV memory alive while the step is pending
+                 return kernels::Attention(args, workspace, workspace_bytes, s);
+               });
   }
 
   absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) override {
     STRATA_RETURN_IF_ERROR(ExpectActivation(gate, "SwiGlu gate"));
     STRATA_RETURN_IF_ERROR(ExpectShape(up, dtype_, gate.rows(), gate.cols(), "SwiGlu up"));
     STRATA_RETURN_IF_ERROR(ExpectShape(out, dtype_, gate.rows(), gate.cols(), "SwiGlu out"));
-    return kernels::SwiGlu(dtype_, gate.data(), up.data(), gate.elements(), out.data(), stream_.get());
+    return Run({8, Bits(gate.data()), Bits(up.data()), gate.elements(), Bits(out.data())},
+               [=, this](cudaStream_t s) {
+                 return kernels::SwiGlu(dtype_, gate.data(), up.data(), gate.elements(), out.data(), s);
+               });
   }
 
   absl::Status Add(const Tensor& delta, Tensor& x) override {
     STRATA_RETURN_IF_ERROR(ExpectActivation(x, "Add x"));
     STRATA_RETURN_IF_ERROR(ExpectShape(delta, dtype_, x.rows(), x.cols(), "Add delta"));
-    return kernels::Add(dtype_, delta.data(), x.elements(), x.data(), stream_.get());
+    return Run({9, Bits(delta.data()), x.elements(), Bits(x.data())}, [=, this](cudaStream_t s) {
+      return kernels::Add(dtype_, delta.data(), x.elements(), x.data(), s);
+    });
   }
 
+  // Decode steps (kCapture): the step's ops are recorded, not launched. EndStep replays the executable
+  // graph of the previous step when the signatures match (same buffers, shapes and scalars; the position
+  // is read on the device), and captures a new one otherwise (the first steps, or when the pool handed
+  // out other buffers).
   absl::Status BeginStep() override {
     if (graphs_ == DecodeGraphs::kOff) return absl::OkStatus();
-    if (capturing_) return absl::FailedPreconditionError("BeginStep: a step is already being captured");
-    // Relaxed: the pool may cudaMalloc while a step is recorded (only the first steps do).
-    STRATA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeRelaxed));
-    capturing_ = true;
+    if (recording_) return absl::FailedPreconditionError("BeginStep: a step is already being recorded");
+    recording_ = true;
+    step_position_ = -1;
+    signature_.clear();
+    ops_.clear();
     pending_copies_.clear();
     return absl::OkStatus();
   }
 
   absl::Status EndStep() override {
-    if (!capturing_) return absl::OkStatus();
-    capturing_ = false;
-    cudaGraph_t raw_graph = nullptr;
-    STRATA_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_.get(), &raw_graph));
-    kernels::Graph graph(raw_graph);
-    // Steps differ in their positions (kernel arguments) but not in their shape: update the executable
-    // graph in place, and instantiate anew only when the topology changed.
-    bool updated = false;
-    if (exec_) {
-      cudaGraphExecUpdateResultInfo info;
-      updated = cudaGraphExecUpdate(exec_.get(), graph.get(), &info) == cudaSuccess;
-      if (!updated) (void)cudaGetLastError();
-    }
-    if (!updated) {
+    if (!recording_) return absl::OkStatus();
+    recording_ = false;
+    std::vector<Launch> ops = std::move(ops_);
+    ops_.clear();
+    *position_pinned_.data<int64_t>() = step_position_ < 0 ? 0 : step_position_;
+    if (!exec_ || signature_ != graph_signature_) {
+      STRATA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+      absl::Status recorded = kernels::CudaCallStatus(
+          cudaMemcpyAsync(position_device_.data(), position_pinned_.data(), sizeof(int64_t), cudaMemcpyHostToDevice,
+                          stream_.get()),
+          "cudaMemcpyAsync(position)", __FILE__, __LINE__);
+      for (size_t i = 0; i < ops.size() && recorded.ok(); ++i) recorded = ops[i](stream_.get());
+      cudaGraph_t raw_graph = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(stream_.get(), &raw_graph);
+      kernels::Graph graph(raw_graph);
+      STRATA_RETURN_IF_ERROR(recorded);
+      STRATA_CUDA_RETURN_IF_ERROR(ended);
+      exec_.Reset();
+      graph_signature_.clear();
       cudaGraphExec_t raw_exec = nullptr;
       STRATA_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&raw_exec, graph.get(), 0));
       exec_ = kernels::GraphExec(raw_exec);
+      graph_signature_ = signature_;
     }
     STRATA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_.get(), stream_.get()));
     std::vector<PendingCopy> copies = std::move(pending_copies_);
     pending_copies_.clear();
     for (PendingCopy& copy : copies) STRATA_RETURN_IF_ERROR(CopyFloatsToHost(copy.device, copy.host));
+    if (copies.empty()) {
+      // The graph reads the pinned position and ids when it runs: the next step rewrites them.
+      STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+    }
     return absl::OkStatus();
   }
 
   void AbortStep() override {
-    if (!capturing_) return;
-    capturing_ = false;
-    cudaGraph_t raw_graph = nullptr;
-    if (cudaStreamEndCapture(stream_.get(), &raw_graph) == cudaSuccess && raw_graph != nullptr) {
-      cudaGraphDestroy(raw_graph);
-    }
-    (void)cudaGetLastError();
+    recording_ = false;
+    ops_.clear();
+    signature_.clear();
     pending_copies_.clear();
   }
 
@@ -347,6 +417,33 @@ class CudaBackend final : public Backend {
     Tensor device;  // float32
     absl::Span<float> host;
   };
+  using Launch = std::function<absl::Status(cudaStream_t)>;
+
+  // Runs `launch` on the stream now, or, inside a recorded decode step, keeps it for EndStep and adds
+  // `signature` (an op code and every pointer, shape and scalar the launch bakes in, positions aside) to
+  // the step's signature: two steps with equal signatures are the same graph.
+  absl::Status Run(std::initializer_list<int64_t> signature, Launch launch) {
+    if (!recording_) return launch(stream_.get());
+    signature_.insert(signature_.end(), signature.begin(), signature.end());
+    ops_.push_back(std::move(launch));
+    return absl::OkStatus();
+  }
+  static int64_t Bits(const void* p) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p)); }
+  static int64_t Bits(float f) {
+    int32_t bits;
+    std::memcpy(&bits, &f, sizeof(bits));
+    return bits;
+  }
+  // Inside a recorded step every position-dependent op must be at the step's one position.
+  absl::Status NotePosition(int64_t position) {
+    if (!recording_) return absl::OkStatus();
+    if (step_position_ >= 0 && step_position_ != position) {
+      return absl::InternalError(StrCat("decode step at position ", step_position_, " also used position ", position));
+    }
+    step_position_ = position;
+    return absl::OkStatus();
+  }
+  const int64_t* DevicePosition() const { return recording_ ? position_device_.data<int64_t>() : nullptr; }
 
   explicit CudaBackend(const CudaBackendOptions& options)
       : dtype_(options.dtype), graphs_(options.decode_graphs), pool_(std::make_shared<DevicePool>()) {}
@@ -385,8 +482,14 @@ class CudaBackend final : public Backend {
   kernels::PinnedBuffer ids_staging_;
   kernels::DeviceBuffer ids_device_;
   bool ids_copy_pending_ = false;
-  bool capturing_ = false;
+  // Decode-step recording and replay.
+  bool recording_ = false;
+  int64_t step_position_ = -1;
+  std::vector<int64_t> signature_, graph_signature_;
+  std::vector<Launch> ops_;
   std::vector<PendingCopy> pending_copies_;
+  kernels::PinnedBuffer position_pinned_;
+  kernels::DeviceBuffer position_device_;
   kernels::GraphExec exec_;
 };
 

@@ -15,8 +15,11 @@
 namespace strata::engine {
 
 enum class DecodeGraphs {
-  kOff,      // decode steps launch their kernels one by one
-  kCapture,  // a decode step (one token) is captured into a CUDA graph and launched as one
+  kOff,  // decode steps launch their kernels one by one
+  // A decode step (one token, between BeginStep and EndStep) is recorded; EndStep replays the CUDA graph
+  // of the previous step when the step's buffers, shapes and scalars are the same (its position is read
+  // on the device), and captures a new graph otherwise. No host sync inside a step.
+  kCapture,
 };
 
 struct CudaBackendOptions {
