@@ -9,6 +9,7 @@
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/cpu_backend.h"
+#include "worker/engine/cuda_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
 #include "worker/model/model.h"
@@ -79,8 +80,14 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   STRATA_RETURN_IF_ERROR(engine::ValidateSamplingOptions(c.sampling));
   STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(c.model_dir));
   STRATA_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(c, model));
+  std::unique_ptr<engine::Backend> backend;
+  if (c.backend == BackendKind::kCuda) {
+    STRATA_ASSIGN_OR_RETURN(backend, engine::CreateCudaBackend({.dtype = c.cuda_dtype}));
+  } else {
+    backend = engine::CreateCpuBackend({.threads = c.threads});
+  }
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
-                          engine::Engine::Create(model, engine::CreateCpuBackend({.threads = c.threads}),
+                          engine::Engine::Create(model, std::move(backend),
                                                  {.mini_sequence_tokens = c.mini_sequence_tokens}));
 
   engine::GenerateOptions options{.max_new_tokens = c.max_new_tokens, .sampling = c.sampling};

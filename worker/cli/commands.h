@@ -11,12 +11,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/dtype.h"
 #include "worker/engine/sampler.h"
 #include "worker/model/tokenizer.h"
 
 namespace strata::cli {
 
 enum class OutputFormat { kText, kJson };
+enum class BackendKind { kCpu, kCuda };
 
 struct GenerateCommand {
   std::filesystem::path model_dir;
@@ -29,6 +31,8 @@ struct GenerateCommand {
   bool ignore_eos = false;  // keep going past the model's end-of-sequence tokens
   int64_t mini_sequence_tokens = 1024;
   int threads = 0;     // 0: one per core
+  BackendKind backend = BackendKind::kCpu;
+  DType cuda_dtype = DType::kBF16;  // --backend cuda only: BF16 or F32
   bool stats = false;  // text mode: also print ids and tokens/s
   OutputFormat format = OutputFormat::kText;
 };

@@ -1,5 +1,6 @@
 // strata: command-line front end of the engine. Flags map 1:1 onto the commands' option structs.
 #include <iostream>
+#include <map>
 
 #include "CLI/CLI.hpp"
 #include "worker/cli/commands.h"
@@ -39,6 +40,13 @@ int main(int argc, char** argv) {
   gen->add_option("--mini-sequence", generate.mini_sequence_tokens, "Prefill mini-sequence length in tokens")
       ->capture_default_str();
   gen->add_option("--threads", generate.threads, "CPU threads (0 = one per core)")->capture_default_str();
+  gen->add_option("--backend", generate.backend, "cpu or cuda")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, strata::cli::BackendKind>{{"cpu", strata::cli::BackendKind::kCpu},
+                                                          {"cuda", strata::cli::BackendKind::kCuda}}));
+  gen->add_option("--dtype", generate.cuda_dtype, "CUDA backend activations: bf16 (default) or f32")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, strata::DType>{{"bf16", strata::DType::kBF16}, {"f32", strata::DType::kF32}}));
   gen->add_flag("--stats", generate.stats, "Also print the ids and tokens/s");
   gen->add_flag("--json", generate_json, "Print one JSON object");
 
