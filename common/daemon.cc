@@ -4,6 +4,9 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <atomic>
+#include <chrono>
+
 #include "common/status.h"
 #include "common/strings.h"
 
@@ -62,13 +65,27 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
                                          " (address in use or not local?)"));
   }
   httplib::Server* raw = server->server_.get();
-  server->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  std::atomic<bool>* done = &server->listen_done_;
+  server->thread_ = std::thread([raw, done] {
+    raw->listen_after_bind();
+    done->store(true);
+  });
   return server;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  // httplib's stop() does nothing until the listen loop has started (a call made earlier would leave the
+  // loop running forever), and must not be repeated once it took effect: stop once the loop runs.
+  bool stopped = false;
+  while (!listen_done_.load()) {
+    if (!stopped && server_->is_running()) {
+      server_->stop();
+      stopped = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  thread_.join();
 }
 
 }  // namespace strata

@@ -3,6 +3,7 @@
 #ifndef STRATA_COMMON_DAEMON_H_
 #define STRATA_COMMON_DAEMON_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,6 +38,7 @@ class MetricsHttpServer {
   MetricsHttpServer() = default;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listen_done_ = false;
   int port_ = 0;
 };
 
