@@ -6,8 +6,9 @@
 // publishes them all at once, or none. BeginGet pins published blocks (promoting SSD-only blocks into
 // DRAM first) under a lease; pinned blocks are never evicted or freed until the lease ends or expires.
 // Evicting a DRAM block writes it to the SSD tier first unless it is already there (write-back); with
-// write-through the commit writes it. Delete removes a block from the index at once; a pinned block's
-// memory is freed when its last lease lets go.
+// write-through the commit writes it. With --ssd-bytes, a full SSD tier drops its least recently used
+// SSD-only blocks. Delete removes a block from the index at once; a pinned block's memory is freed when its
+// last lease lets go.
 //
 // Thread-safe: one mutex over the index; checksums, SSD reads and SSD writes run outside it.
 #ifndef STRATA_KVSTORE_STORE_H_
