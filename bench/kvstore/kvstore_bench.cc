@@ -132,6 +132,7 @@ struct ClientSet {
 
 ClientOptions g_client_options;   // set once in Main from the flags
 std::string g_ssd_io = "direct";  // --ssd-io of the SSD-tier daemon
+int g_blocks_per_call = 1;        // kvstore blocks per Put/Get call
 
 std::unique_ptr<ClientSet> ConnectClients(const DaemonProcess& daemon, int clients, uint64_t buffer_bytes) {
   auto set = std::make_unique<ClientSet>();
@@ -163,18 +164,31 @@ std::vector<Row> KvstorePhases(const std::vector<std::string>& args, const std::
     std::cerr << daemon.status() << "\n";
     std::exit(1);
   }
-  // One buffer slot per block: gets land in the slot the put came from (content checked by xxh3).
-  const uint64_t buffer_bytes = block_bytes;
+  // One buffer slot per block of a call: gets land where the puts came from (content checked by xxh3).
+  const int per_call = g_blocks_per_call;
+  const int calls = std::max(1, blocks_per_client / per_call);
+  const uint64_t buffer_bytes = block_bytes * per_call;
   auto set = ConnectClients(**daemon, clients, buffer_bytes);
-  for (int c = 0; c < clients; ++c) testing::FillForKey(KeyOf(run, c, 0), set->buffers[c], block_bytes);
+  for (int c = 0; c < clients; ++c) {
+    for (int j = 0; j < per_call; ++j) {
+      testing::FillForKey(KeyOf(run, c, j), set->buffers[c] + j * block_bytes, block_bytes);
+    }
+  }
+  const std::string suffix = per_call > 1 ? " (" + std::to_string(per_call) + " blocks/call)" : "";
   std::vector<Row> rows;
-  Row put = RunPhase(clients, blocks_per_client, block_bytes, [&](int c, int b) {
-    auto result = set->clients[c]->Put({{KeyOf(run, c, b), set->buffers[c], block_bytes}});
-    return result.ok() && (*result)[0] == PutOutcome::kStored;
+  Row put = RunPhase(clients, calls, block_bytes * per_call, [&](int c, int call) {
+    std::vector<PutBlock> blocks;
+    for (int j = 0; j < per_call; ++j) {
+      blocks.push_back({KeyOf(run, c, call * per_call + j), set->buffers[c] + j * block_bytes, block_bytes});
+    }
+    auto result = set->clients[c]->Put(blocks);
+    return result.ok() && std::all_of(result->begin(), result->end(),
+                                      [](PutOutcome outcome) { return outcome == PutOutcome::kStored; });
   });
+  put.block_bytes = block_bytes;
   put.system = "kvstore";
   put.tier = tier;
-  put.op = "put";
+  put.op = "put" + suffix;
   rows.push_back(put);
   if (restart) {
     set.reset();
@@ -184,13 +198,19 @@ std::vector<Row> KvstorePhases(const std::vector<std::string>& args, const std::
     set = ConnectClients(**daemon, clients, buffer_bytes);
   }
   for (int round = 0; round < get_rounds; ++round) {
-    Row get = RunPhase(clients, blocks_per_client, block_bytes, [&](int c, int b) {
-      auto result = set->clients[c]->Get({{KeyOf(run, c, b), set->buffers[c], block_bytes}});
-      return result.ok() && (*result)[0].found;
+    Row get = RunPhase(clients, calls, block_bytes * per_call, [&](int c, int call) {
+      std::vector<GetBlock> blocks;
+      for (int j = 0; j < per_call; ++j) {
+        blocks.push_back({KeyOf(run, c, call * per_call + j), set->buffers[c] + j * block_bytes, block_bytes});
+      }
+      auto result = set->clients[c]->Get(blocks);
+      return result.ok() &&
+             std::all_of(result->begin(), result->end(), [](const GetOutcome& outcome) { return outcome.found; });
     });
+    get.block_bytes = block_bytes;
     get.system = "kvstore";
     get.tier = tier;
-    get.op = restart ? "get (promote)" : "get";
+    get.op = (restart ? "get (promote)" : "get") + suffix;
     if (round == get_rounds - 1 || restart) rows.push_back(get);
   }
   set.reset();
@@ -375,6 +395,8 @@ int Main(int argc, char** argv) {
       dram = false;
     else if (arg == "--ssd-io")
       g_ssd_io = value();
+    else if (arg == "--blocks-per-call")
+      g_blocks_per_call = std::max(1, std::stoi(value()));
     else if (arg == "--json")
       json_path = value();
     else if (arg == "--no-ssd")
@@ -390,7 +412,7 @@ int Main(int argc, char** argv) {
       g_client_options.peer_failure = mode == "timeout" ? PeerFailure::kTimeoutOnly : PeerFailure::kDetect;
     } else {
       std::cerr << "usage: strata_kvstore_bench [--total-mib N] [--clients 1,2,4,8] [--sizes-mib 2,32] [--dir DIR] "
-                   "[--json FILE] [--no-dram] [--ssd-io direct|buffered] "
+                   "[--json FILE] [--no-dram] [--ssd-io direct|buffered] [--blocks-per-call N] "
                    "[--no-ssd] [--no-redis] [--no-ucx-perftest] [--no-verify] [--peer-failure detect|timeout]\n";
       return 2;
     }
