@@ -175,11 +175,14 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, 
 // memory. Output as SplitKvKernel (direct or float32 partials for MergeSplitsKernel). Bytes: K and V of
 // the split once per block (2 * keys * head_dim * sizeof(T)); FLOPs 4 * keys * head_dim per query head.
 // Precision: T inputs, float32 scores, softmax and accumulation.
-constexpr int kMaxGroup = 8;
+constexpr int kLargestGroup = 8;
 
-template <typename T, int kPerLane>
+template <typename T, int kPerLane, int kMaxGroupHere>
 __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionArgs a, float* partial_out,
                                                                      float* partial_lse) {
+  // Per-thread state is sized for kMaxGroupHere (the group rounded up to a power of two), so a GQA
+  // ratio of 4 does not pay registers for 8 heads: fewer registers, more blocks resident per SM.
+  constexpr int kMaxGroup = kMaxGroupHere;
   ApplyDevicePosition(a);
   extern __shared__ float shared[];  // q [group][head_dim], then warp accumulators [warps][group][head_dim]
   __shared__ float warp_max[kSplitWarps][kMaxGroup], warp_sum[kSplitWarps][kMaxGroup];
@@ -310,11 +313,11 @@ __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionAr
   }
 }
 
-// Whether GroupedDecodeKernel serves `a`: groups of at most kMaxGroup heads, head rows in whole 16-byte
+// Whether GroupedDecodeKernel serves `a`: groups of at most kLargestGroup heads, head rows in whole 16-byte
 // vectors.
 bool UsesGroupedDecode(const AttentionArgs& a) {
   const int64_t vec = 16 / static_cast<int64_t>(DTypeSize(a.dtype));
-  return a.num_heads / a.num_kv_heads <= kMaxGroup && a.head_dim % vec == 0 && a.kv_batch_stride % vec == 0 &&
+  return a.num_heads / a.num_kv_heads <= kLargestGroup && a.head_dim % vec == 0 && a.kv_batch_stride % vec == 0 &&
          a.kv_begin >= 0 && Aligned16(a.k) && Aligned16(a.v);
 }
 
@@ -444,8 +447,20 @@ absl::Status SplitKvAttention(const AttentionArgs& a, int splits, void* workspac
         const size_t shared_bytes = (1 + kSplitWarps) * group * a.head_dim * sizeof(float);
         const dim3 grouped_grid(static_cast<unsigned>(a.rows * a.num_kv_heads), static_cast<unsigned>(splits),
                                 static_cast<unsigned>(a.batch));
-        GroupedDecodeKernel<T, kPerLane><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
-                                                                                                partial_lse);
+        // One dispatch point from the GQA ratio to the kernel's per-thread capacity.
+        if (group <= 1) {
+          GroupedDecodeKernel<T, kPerLane, 1><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
+                                                                                                   partial_lse);
+        } else if (group <= 2) {
+          GroupedDecodeKernel<T, kPerLane, 2><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
+                                                                                                   partial_lse);
+        } else if (group <= 4) {
+          GroupedDecodeKernel<T, kPerLane, 4><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
+                                                                                                   partial_lse);
+        } else {
+          GroupedDecodeKernel<T, kPerLane, 8><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
+                                                                                                   partial_lse);
+        }
       } else {
         SplitKvKernel<T, kPerLane><<<grid, kSplitThreads, 0, stream>>>(a, partial_out, partial_lse);
       }
