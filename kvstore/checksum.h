@@ -2,14 +2,14 @@
 #ifndef STRATA_KVSTORE_CHECKSUM_H_
 #define STRATA_KVSTORE_CHECKSUM_H_
 
-#include <xxhash.h>
-
 #include <cstddef>
 #include <cstdint>
 
 namespace strata::kvstore {
 
-inline uint64_t BlockChecksum(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+// XXH3_64bits (seed 0). Where the CPU has AVX2 this runs xxHash's AVX2 code (~25 GB/s on the dev VM);
+// Debian's libxxhash is built for baseline x86-64 (SSE2, ~11 GB/s). Both give the same value.
+uint64_t BlockChecksum(const void* data, size_t bytes);
 
 }  // namespace strata::kvstore
 

@@ -4,7 +4,10 @@
 //   - raw UCX on the same transport: ucx_perftest ucp_put_bw / ucp_get (UCX_TLS from the environment),
 //   - Redis 7: SET/GET of the same blocks through hiredis, same client counts,
 //   - the disk under --ssd-dir: fio sequential write/read (direct I/O) and dd.
-// Each client is a thread with its own KvStoreClient (own UCX worker), one block per call.
+// Each client is a thread with its own KvStoreClient (own UCX worker), one block per call; --window W
+// runs W threads per client on the same KvStoreClient, so W calls are in flight and their gRPC round
+// trips overlap the others' RMA (ucx_perftest ucp_get, for comparison, has one get outstanding: its
+// bandwidth is its latency's inverse).
 //
 //   build-kv/bin/strata_kvstore_bench [--total-mib 512] [--clients 1,2,4,8] [--dir /var/tmp] [--json out.json]
 #include <hiredis.h>
@@ -133,6 +136,7 @@ struct ClientSet {
 ClientOptions g_client_options;   // set once in Main from the flags
 std::string g_ssd_io = "direct";  // --ssd-io of the SSD-tier daemon
 int g_blocks_per_call = 1;        // kvstore blocks per Put/Get call
+int g_window = 1;                 // kvstore calls in flight per client (threads sharing one client)
 
 std::unique_ptr<ClientSet> ConnectClients(const DaemonProcess& daemon, int clients, uint64_t buffer_bytes) {
   auto set = std::make_unique<ClientSet>();
@@ -164,27 +168,41 @@ std::vector<Row> KvstorePhases(const std::vector<std::string>& args, const std::
     std::cerr << daemon.status() << "\n";
     std::exit(1);
   }
-  // One buffer slot per block of a call: gets land where the puts came from (content checked by xxh3).
+  // One buffer slot per block of a call and window slot: gets land where the puts came from (content
+  // checked by xxh3). With --window W, W threads share each client, each with its own calls in flight.
   const int per_call = g_blocks_per_call;
-  const int calls = std::max(1, blocks_per_client / per_call);
-  const uint64_t buffer_bytes = block_bytes * per_call;
-  auto set = ConnectClients(**daemon, clients, buffer_bytes);
+  const int window = g_window;
+  const int calls = std::max(1, blocks_per_client / per_call / window);
+  const uint64_t slot_bytes = block_bytes * per_call;
+  auto set = ConnectClients(**daemon, clients, slot_bytes * window);
   for (int c = 0; c < clients; ++c) {
-    for (int j = 0; j < per_call; ++j) {
-      testing::FillForKey(KeyOf(run, c, j), set->buffers[c] + j * block_bytes, block_bytes);
+    for (int w = 0; w < window; ++w) {
+      for (int j = 0; j < per_call; ++j) {
+        testing::FillForKey(KeyOf(run, c, w * calls * per_call + j), set->buffers[c] + w * slot_bytes + j * block_bytes,
+                            block_bytes);
+      }
     }
   }
-  const std::string suffix = per_call > 1 ? " (" + std::to_string(per_call) + " blocks/call)" : "";
-  std::vector<Row> rows;
-  Row put = RunPhase(clients, calls, block_bytes * per_call, [&](int c, int call) {
-    std::vector<PutBlock> blocks;
+  std::string suffix = per_call > 1 ? " (" + std::to_string(per_call) + " blocks/call)" : "";
+  if (window > 1) suffix += " (window " + std::to_string(window) + ")";
+  // Thread t: client t / window, window slot t % window.
+  auto blocks_of = [&](int t, int call) {
+    const int c = t / window, w = t % window;
+    std::vector<std::pair<BlockKey, uint8_t*>> out;
     for (int j = 0; j < per_call; ++j) {
-      blocks.push_back({KeyOf(run, c, call * per_call + j), set->buffers[c] + j * block_bytes, block_bytes});
+      out.emplace_back(KeyOf(run, c, (w * calls + call) * per_call + j), set->buffers[c] + w * slot_bytes + j * block_bytes);
     }
-    auto result = set->clients[c]->Put(blocks);
+    return out;
+  };
+  std::vector<Row> rows;
+  Row put = RunPhase(clients * window, calls, block_bytes * per_call, [&](int t, int call) {
+    std::vector<PutBlock> blocks;
+    for (auto& [key, data] : blocks_of(t, call)) blocks.push_back({key, data, block_bytes});
+    auto result = set->clients[t / window]->Put(blocks);
     return result.ok() && std::all_of(result->begin(), result->end(),
                                       [](PutOutcome outcome) { return outcome == PutOutcome::kStored; });
   });
+  put.clients = clients;
   put.block_bytes = block_bytes;
   put.system = "kvstore";
   put.tier = tier;
@@ -195,18 +213,17 @@ std::vector<Row> KvstorePhases(const std::vector<std::string>& args, const std::
     (*daemon)->Terminate();
     daemon = DaemonProcess::Start(args);
     if (!daemon.ok()) std::exit(1);
-    set = ConnectClients(**daemon, clients, buffer_bytes);
+    set = ConnectClients(**daemon, clients, slot_bytes * window);
   }
   for (int round = 0; round < get_rounds; ++round) {
-    Row get = RunPhase(clients, calls, block_bytes * per_call, [&](int c, int call) {
+    Row get = RunPhase(clients * window, calls, block_bytes * per_call, [&](int t, int call) {
       std::vector<GetBlock> blocks;
-      for (int j = 0; j < per_call; ++j) {
-        blocks.push_back({KeyOf(run, c, call * per_call + j), set->buffers[c] + j * block_bytes, block_bytes});
-      }
-      auto result = set->clients[c]->Get(blocks);
+      for (auto& [key, data] : blocks_of(t, call)) blocks.push_back({key, data, block_bytes});
+      auto result = set->clients[t / window]->Get(blocks);
       return result.ok() &&
              std::all_of(result->begin(), result->end(), [](const GetOutcome& outcome) { return outcome.found; });
     });
+    get.clients = clients;
     get.block_bytes = block_bytes;
     get.system = "kvstore";
     get.tier = tier;
@@ -397,6 +414,8 @@ int Main(int argc, char** argv) {
       g_ssd_io = value();
     else if (arg == "--blocks-per-call")
       g_blocks_per_call = std::max(1, std::stoi(value()));
+    else if (arg == "--window")
+      g_window = std::max(1, std::stoi(value()));
     else if (arg == "--json")
       json_path = value();
     else if (arg == "--no-ssd")
@@ -412,7 +431,7 @@ int Main(int argc, char** argv) {
       g_client_options.peer_failure = mode == "timeout" ? PeerFailure::kTimeoutOnly : PeerFailure::kDetect;
     } else {
       std::cerr << "usage: strata_kvstore_bench [--total-mib N] [--clients 1,2,4,8] [--sizes-mib 2,32] [--dir DIR] "
-                   "[--json FILE] [--no-dram] [--ssd-io direct|buffered] [--blocks-per-call N] "
+                   "[--json FILE] [--no-dram] [--ssd-io direct|buffered] [--blocks-per-call N] [--window N] "
                    "[--no-ssd] [--no-redis] [--no-ucx-perftest] [--no-verify] [--peer-failure detect|timeout]\n";
       return 2;
     }

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <grpcpp/support/client_callback.h>
+
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/status.h"
@@ -52,6 +54,7 @@ absl::StatusOr<std::unique_ptr<KvStoreClient>> KvStoreClient::Connect(const Clie
 }
 
 KvStoreClient::~KvStoreClient() {
+  AwaitEndGets();
   absl::MutexLock lock(&ucx_mutex_);
   Disconnect();
   for (const Region& region : regions_) ucp_mem_unmap(context_, region.memh);
@@ -83,6 +86,7 @@ absl::Status KvStoreClient::EnsureConnected() {
   ep_failed_ = false;
   STRATA_RETURN_IF_ERROR(
       FromUcsStatus(ucp_ep_create(worker_, &params, &ep_), StrCat("ucp_ep_create to kvstore ", options_.address)));
+  ++connection_;
   return absl::OkStatus();
 }
 
@@ -261,13 +265,14 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::Get(absl::Span<const GetB
 
 absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::PutBatch(absl::Span<const PutBlock> blocks) {
   if (blocks.empty()) return std::vector<PutOutcome>();
-  absl::MutexLock lock(&ucx_mutex_);
-  std::vector<ucp_mem_h> memhs;
-  for (const PutBlock& block : blocks) {
-    STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, FindMemh(block.data, block.size_bytes));
-    memhs.push_back(memh);
+  uint64_t connection = 0;
+  {
+    absl::MutexLock lock(&ucx_mutex_);
+    for (const PutBlock& block : blocks) STRATA_RETURN_IF_ERROR(FindMemh(block.data, block.size_bytes).status());
+    STRATA_RETURN_IF_ERROR(EnsureConnected());
+    connection = connection_;
   }
-  STRATA_RETURN_IF_ERROR(EnsureConnected());
+  // The round trips run without ucx_mutex_: other threads' transfers on this client proceed meanwhile.
   proto::BeginPutRequest begin;
   for (const PutBlock& block : blocks) {
     proto::PutItem* item = begin.add_items();
@@ -295,38 +300,49 @@ absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::PutBatch(absl::Span<const
     (void)stub_->AbortPut(&context, request, &response);  // else the daemon's put TTL frees it
     return status;
   };
-  absl::StatusOr<ucp_rkey_h> rkey = Rkey(reservation.rkey());
-  if (!rkey.ok()) return abort(rkey.status());
-  std::vector<void*> requests;
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (!reservation.slots(i).reserved()) continue;
-    ucp_request_param_t param{};
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
-    param.memh = memhs[i];
-    void* request =
-        ucp_put_nbx(ep_, blocks[i].data, blocks[i].size_bytes, reservation.slots(i).remote_address(), *rkey, &param);
-    if (UCS_PTR_IS_ERR(request)) {
-      WaitAll(requests, 0, 0).IgnoreError();
-      return abort(FromUcsStatus(UCS_PTR_STATUS(request), "ucp_put_nbx"));
-    }
-    requests.push_back(request);
-  }
-  ucp_request_param_t flush_param{};
-  void* flush = ucp_ep_flush_nbx(ep_, &flush_param);  // remote completion of every put above
-  if (UCS_PTR_IS_ERR(flush)) {
-    WaitAll(requests, 0, 0).IgnoreError();
-    return abort(FromUcsStatus(UCS_PTR_STATUS(flush), "ucp_ep_flush_nbx"));
-  }
-  requests.push_back(flush);
-  // Checksums while the transfers run.
   proto::CommitPutRequest commit;
   commit.set_put_id(reservation.put_id());
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (!reservation.slots(i).reserved()) continue;
-    commit.add_checksums(BlockChecksum(blocks[i].data, blocks[i].size_bytes));
-    outcomes[i] = PutOutcome::kStored;
+  {
+    absl::MutexLock lock(&ucx_mutex_);
+    if (connection_ != connection || ep_ == nullptr || ep_failed_) {
+      return abort(absl::UnavailableError("kvstore endpoint failed during the put"));
+    }
+    absl::StatusOr<ucp_rkey_h> rkey = Rkey(reservation.rkey());
+    if (!rkey.ok()) return abort(rkey.status());
+    std::vector<void*> requests;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (!reservation.slots(i).reserved()) continue;
+      absl::StatusOr<ucp_mem_h> memh = FindMemh(blocks[i].data, blocks[i].size_bytes);
+      if (!memh.ok()) {
+        WaitAll(requests, 0, 0).IgnoreError();
+        return abort(memh.status());
+      }
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+      param.memh = *memh;
+      void* request = ucp_put_nbx(ep_, blocks[i].data, blocks[i].size_bytes, reservation.slots(i).remote_address(),
+                                  *rkey, &param);
+      if (UCS_PTR_IS_ERR(request)) {
+        WaitAll(requests, 0, 0).IgnoreError();
+        return abort(FromUcsStatus(UCS_PTR_STATUS(request), "ucp_put_nbx"));
+      }
+      requests.push_back(request);
+    }
+    ucp_request_param_t flush_param{};
+    void* flush = ucp_ep_flush_nbx(ep_, &flush_param);  // remote completion of every put above
+    if (UCS_PTR_IS_ERR(flush)) {
+      WaitAll(requests, 0, 0).IgnoreError();
+      return abort(FromUcsStatus(UCS_PTR_STATUS(flush), "ucp_ep_flush_nbx"));
+    }
+    // Checksums while the transfers run (where the transport completes them asynchronously).
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (!reservation.slots(i).reserved()) continue;
+      commit.add_checksums(BlockChecksum(blocks[i].data, blocks[i].size_bytes));
+      outcomes[i] = PutOutcome::kStored;
+    }
+    requests.push_back(flush);
+    if (absl::Status waited = WaitAll(requests, 0, 0); !waited.ok()) return abort(waited);
   }
-  if (absl::Status waited = WaitAll(requests, 0, 0); !waited.ok()) return abort(waited);
   grpc::ClientContext context;
   SetDeadline(context, options_.rpc_timeout);
   proto::CommitPutResponse committed;
@@ -334,15 +350,47 @@ absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::PutBatch(absl::Span<const
   return outcomes;
 }
 
+void KvStoreClient::EndGetAsync(uint64_t lease_id) {
+  struct Call {
+    grpc::ClientContext context;
+    proto::EndGetRequest request;
+    proto::EndGetResponse response;
+  };
+  auto* call = new Call;
+  SetDeadline(call->context, options_.rpc_timeout);
+  call->request.set_lease_id(lease_id);
+  {
+    absl::MutexLock lock(&end_gets_mutex_);
+    ++end_gets_in_flight_;
+  }
+  stub_->async()->EndGet(&call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+    if (!status.ok() && status.error_code() != grpc::StatusCode::NOT_FOUND) {
+      // NOT_FOUND: the lease had already expired; the bytes were checked against their checksum anyway.
+      LogWarning(StrCat("event=kvstore_end_get_failed lease=", call->request.lease_id(), " code=",
+                        static_cast<int>(status.error_code()), " message=\"", status.error_message(), "\""));
+    }
+    delete call;
+    absl::MutexLock lock(&end_gets_mutex_);
+    --end_gets_in_flight_;
+  });
+}
+
+void KvStoreClient::AwaitEndGets() {
+  absl::MutexLock lock(&end_gets_mutex_);
+  end_gets_mutex_.Await(absl::Condition(
+      +[](int* in_flight) { return *in_flight == 0; }, &end_gets_in_flight_));
+}
+
 absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const GetBlock> blocks) {
   if (blocks.empty()) return std::vector<GetOutcome>();
-  absl::MutexLock lock(&ucx_mutex_);
-  std::vector<ucp_mem_h> memhs;
-  for (const GetBlock& block : blocks) {
-    STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, FindMemh(block.data, block.capacity_bytes));
-    memhs.push_back(memh);
+  uint64_t connection = 0;
+  {
+    absl::MutexLock lock(&ucx_mutex_);
+    for (const GetBlock& block : blocks) STRATA_RETURN_IF_ERROR(FindMemh(block.data, block.capacity_bytes).status());
+    STRATA_RETURN_IF_ERROR(EnsureConnected());
+    connection = connection_;
   }
-  STRATA_RETURN_IF_ERROR(EnsureConnected());
+  // The round trips run without ucx_mutex_: other threads' transfers on this client proceed meanwhile.
   proto::BeginGetRequest begin;
   for (const GetBlock& block : blocks) begin.add_keys(block.key.ToBytes());
   proto::BeginGetResponse lease;
@@ -356,7 +404,14 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
   }
   std::vector<GetOutcome> outcomes(blocks.size());
   if (lease.lease_id() == 0) return outcomes;
-  auto end_get = [&]() {
+  // With verify_reads nothing depends on EndGet's reply: every byte handed out is checked against the
+  // checksum BeginGet returned. Without it, an expired lease (memory possibly reused mid-read) must fail
+  // the call, so it waits.
+  auto end_get = [&]() -> absl::Status {
+    if (options_.verify_reads) {
+      EndGetAsync(lease.lease_id());
+      return absl::OkStatus();
+    }
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
     proto::EndGetRequest request;
@@ -371,28 +426,35 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
                                                  " bytes; the buffer holds ", blocks[i].capacity_bytes));
     }
   }
-  absl::StatusOr<ucp_rkey_h> rkey = Rkey(lease.rkey());
-  if (status.ok() && !rkey.ok()) status = rkey.status();
-  if (!status.ok()) {
-    end_get().IgnoreError();
-    return status;
-  }
-  std::vector<void*> requests;
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    const proto::GetSlot& slot = lease.slots(i);
-    if (!slot.present()) continue;
-    ucp_request_param_t param{};
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
-    param.memh = memhs[i];
-    void* request = ucp_get_nbx(ep_, blocks[i].data, slot.size_bytes(), slot.remote_address(), *rkey, &param);
-    if (UCS_PTR_IS_ERR(request)) {
-      status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_get_nbx");
-      break;
+  {
+    absl::MutexLock lock(&ucx_mutex_);
+    if (status.ok() && (connection_ != connection || ep_ == nullptr || ep_failed_)) {
+      status = absl::UnavailableError("kvstore endpoint failed during the get");
     }
-    requests.push_back(request);
+    absl::StatusOr<ucp_rkey_h> rkey = status.ok() ? Rkey(lease.rkey()) : absl::StatusOr<ucp_rkey_h>(status);
+    if (status.ok() && !rkey.ok()) status = rkey.status();
+    std::vector<void*> requests;
+    for (size_t i = 0; i < blocks.size() && status.ok(); ++i) {
+      const proto::GetSlot& slot = lease.slots(i);
+      if (!slot.present()) continue;
+      absl::StatusOr<ucp_mem_h> memh = FindMemh(blocks[i].data, blocks[i].capacity_bytes);
+      if (!memh.ok()) {
+        status = memh.status();
+        break;
+      }
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+      param.memh = *memh;
+      void* request = ucp_get_nbx(ep_, blocks[i].data, slot.size_bytes(), slot.remote_address(), *rkey, &param);
+      if (UCS_PTR_IS_ERR(request)) {
+        status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_get_nbx");
+        break;
+      }
+      requests.push_back(request);
+    }
+    const absl::Status waited = WaitAll(requests, lease.lease_id(), lease.lease_ttl_ms());
+    if (status.ok()) status = waited;
   }
-  const absl::Status waited = WaitAll(requests, lease.lease_id(), lease.lease_ttl_ms());
-  if (status.ok()) status = waited;
   const absl::Status ended = end_get();
   if (!status.ok()) return status;
   for (size_t i = 0; i < blocks.size(); ++i) {
@@ -418,6 +480,7 @@ std::future<absl::StatusOr<std::vector<GetOutcome>>> KvStoreClient::GetAsync(std
 }
 
 absl::StatusOr<proto::LookupResponse> KvStoreClient::Lookup(absl::Span<const BlockKey> keys) {
+  AwaitEndGets();
   proto::LookupResponse all;
   bool prefix_unbroken = true;
   const size_t batch = batch_keys_;
@@ -440,6 +503,7 @@ absl::StatusOr<proto::LookupResponse> KvStoreClient::Lookup(absl::Span<const Blo
 }
 
 absl::StatusOr<uint32_t> KvStoreClient::Delete(absl::Span<const BlockKey> keys) {
+  AwaitEndGets();
   uint32_t deleted = 0;
   const size_t batch = batch_keys_;
   for (size_t begin = 0; begin < keys.size(); begin += batch) {
@@ -457,6 +521,7 @@ absl::StatusOr<uint32_t> KvStoreClient::Delete(absl::Span<const BlockKey> keys) 
 }
 
 absl::StatusOr<proto::StatsResponse> KvStoreClient::Stats() {
+  AwaitEndGets();
   grpc::ClientContext context;
   SetDeadline(context, options_.rpc_timeout);
   proto::StatsResponse response;

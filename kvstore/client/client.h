@@ -11,8 +11,17 @@
 // renews the lease while the transfer runs past a third of its TTL, checks every block's checksum
 // (verify_reads) and ends the lease. A block that fails the check is reported as not found: a client
 // never hands out bytes it has not verified. A dead daemon fails the call (UCX peer error handling);
-// the next call reconnects. Thread-safe; calls on one client run one at a time (one UCX worker), so use
-// one client per thread for parallel transfers.
+// the next call reconnects.
+//
+// Speed: each byte is hashed once per side (xxh3's AVX2 code where the CPU has it, kvstore/checksum.h).
+// With verify_reads, EndGet is sent without
+// waiting for its reply (the bytes were already copied and are checked against the checksum the daemon
+// gave at BeginGet; a lost EndGet is bounded by the lease TTL); this client's later Stats, Lookup and
+// Delete wait for those replies first, so they see the leases ended.
+//
+// Thread-safe. The UCX part of a call (RMA, checksums) runs one at a time per client (one UCX worker),
+// but the gRPC round trips of calls from several threads overlap: a window of calls in flight on one
+// client (threads, or PutAsync/GetAsync) hides the control plane's latency behind other calls' RMA.
 #ifndef STRATA_KVSTORE_CLIENT_CLIENT_H_
 #define STRATA_KVSTORE_CLIENT_CLIENT_H_
 
@@ -118,6 +127,9 @@ class KvStoreClient {
   // Waits for every request; renews `lease_id` (if non-zero) as the transfer runs long.
   absl::Status WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  // Sends EndGet and returns without its reply; AwaitEndGets waits for every such reply.
+  void EndGetAsync(uint64_t lease_id);
+  void AwaitEndGets();
   absl::StatusOr<std::vector<PutOutcome>> PutBatch(absl::Span<const PutBlock> blocks);
   absl::StatusOr<std::vector<GetOutcome>> GetBatch(absl::Span<const GetBlock> blocks);
 
@@ -134,6 +146,9 @@ class KvStoreClient {
   uint64_t arena_base_ ABSL_GUARDED_BY(ucx_mutex_) = 0;
   uint64_t arena_bytes_ ABSL_GUARDED_BY(ucx_mutex_) = 0;
   std::vector<Region> regions_ ABSL_GUARDED_BY(ucx_mutex_);
+  uint64_t connection_ ABSL_GUARDED_BY(ucx_mutex_) = 0;  // bumped by every new endpoint
+  absl::Mutex end_gets_mutex_;
+  int end_gets_in_flight_ ABSL_GUARDED_BY(end_gets_mutex_) = 0;
 };
 
 }  // namespace strata::kvstore

@@ -3,8 +3,10 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <httplib.h>
 #include <signal.h>
+#include <xxhash.h>
 
 #include <atomic>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -62,6 +64,58 @@ TEST(RoundTrip, PutThenGetReturnsEveryByte) {
   ASSERT_TRUE(deleted.ok()) << deleted.status();
   EXPECT_EQ(*deleted, keys.size());
   EXPECT_EQ(StatsOf(*client).arena_allocated_bytes(), 0u);
+  EXPECT_EQ(daemon->Terminate(), 0);
+}
+
+TEST(Checksum, BlockChecksumIsXxh3OfLibxxhashAtEverySizeAndAlignment) {
+  // BlockChecksum may run xxHash's AVX2 code; it must give libxxhash's XXH3_64bits value bit for bit.
+  std::vector<uint8_t> bytes(3 * kMiB + 77);
+  std::mt19937_64 random(5);
+  for (uint8_t& byte : bytes) byte = static_cast<uint8_t>(random());
+  for (size_t size : {size_t{0}, size_t{1}, size_t{16}, size_t{17}, size_t{128}, size_t{129}, size_t{240},
+                      size_t{241}, size_t{1024}, size_t{4096} + 3, size_t{65536}, size_t{2 * kMiB}, size_t{3 * kMiB}}) {
+    for (size_t offset : {size_t{0}, size_t{1}, size_t{7}, size_t{64}}) {
+      EXPECT_EQ(BlockChecksum(bytes.data() + offset, size), XXH3_64bits(bytes.data() + offset, size))
+          << size << " bytes at +" << offset;
+    }
+  }
+}
+
+TEST(RoundTrip, CallsFromSeveralThreadsOnOneClientOverlapAndReturnEveryByte) {
+  // Threads sharing one client (a window of calls in flight): their round trips overlap, the RMA runs
+  // one at a time; every byte comes back, and the client's Stats sees every lease ended.
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(128 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  constexpr int kThreads = 4, kBlocks = 12;
+  constexpr uint64_t kBlockBytes = 1 * kMiB + 4096 + 13;
+  RegisteredBuffer buffer(*client, kThreads * 2 * kBlockBytes);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      uint8_t* out = buffer.data() + t * 2 * kBlockBytes;
+      uint8_t* in = out + kBlockBytes;
+      std::vector<uint8_t> expected(kBlockBytes);
+      for (const BlockKey& key : Keys(100 + t, kBlocks)) {
+        FillForKey(key, out, kBlockBytes);
+        std::memcpy(expected.data(), out, kBlockBytes);
+        absl::StatusOr<std::vector<PutOutcome>> put = client->Put({{key, out, kBlockBytes}});
+        if (!put.ok() || (*put)[0] != PutOutcome::kStored) ++wrong;
+        std::memset(in, 0, kBlockBytes);
+        absl::StatusOr<std::vector<GetOutcome>> got = client->Get({{key, in, kBlockBytes}});
+        if (!got.ok() || !(*got)[0].found || std::memcmp(in, expected.data(), kBlockBytes) != 0) ++wrong;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
+  const proto::StatsResponse stats = StatsOf(*client);
+  EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_DRAM).blocks(), uint64_t{kThreads * kBlocks});
+  EXPECT_EQ(stats.open_leases(), 0u);
+  EXPECT_EQ(stats.pinned_bytes(), 0u);
+  EXPECT_EQ(stats.open_puts(), 0u);
   EXPECT_EQ(daemon->Terminate(), 0);
 }
 
