@@ -122,6 +122,9 @@ std::string CaseName(const Case& c) {
          (c.path == Path::kFlash && c.tiling == FlashTiling::k4Warps32Rows ? "_4x32" : "");
 }
 
+// gtest prints a parameter in test listings; the default dumps its bytes, padding included.
+void PrintTo(const Case& c, std::ostream* os) { *os << CaseName(c); }
+
 class AttentionTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AttentionTest, MatchesFloat64Reference) {

@@ -13,6 +13,11 @@
 #include "kernels/sampling.h"
 #include "tests/kernels/device_test_util.h"
 
+namespace strata {
+// gtest prints a parameter in test listings; by default a DType shows as a raw byte.
+inline void PrintTo(DType dtype, std::ostream* os) { *os << DTypeName(dtype); }
+}  // namespace strata
+
 namespace strata::kernels {
 namespace {
 
