@@ -39,16 +39,10 @@ class CpuBackend final : public Backend {
   DType activation_dtype() const override { return DType::kF32; }
 
   absl::StatusOr<Tensor> Allocate(DType dtype, int64_t rows, int64_t cols) override {
-    int64_t elements = 0, bytes = 0;
-    if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) ||
-        __builtin_mul_overflow(elements, static_cast<int64_t>(DTypeSize(dtype)), &bytes)) {
-      return absl::InvalidArgumentError(StrCat("Allocate: no tensor has shape [", rows, ", ", cols, "]"));
-    }
-    const size_t rounded =
-        (std::max<size_t>(static_cast<size_t>(bytes), 1) + kAlignmentBytes - 1) / kAlignmentBytes * kAlignmentBytes;
+    STRATA_ASSIGN_OR_RETURN(const size_t rounded, AllocationBytes(dtype, rows, cols, kAlignmentBytes));
     void* data = std::aligned_alloc(kAlignmentBytes, rounded);
     if (data == nullptr) {
-      return absl::ResourceExhaustedError(StrCat("Allocate: out of host memory for ", bytes, " bytes"));
+      return absl::ResourceExhaustedError(StrCat("Allocate: out of host memory for ", rounded, " bytes"));
     }
     std::shared_ptr<const void> owner(data, [](const void* p) { std::free(const_cast<void*>(p)); });
     return Tensor(dtype, rows, cols, data, std::move(owner));

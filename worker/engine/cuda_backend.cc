@@ -104,14 +104,7 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return dtype_; }
 
   absl::StatusOr<Tensor> Allocate(DType dtype, int64_t rows, int64_t cols) override {
-    int64_t elements = 0, bytes = 0;
-    if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) ||
-        __builtin_mul_overflow(elements, static_cast<int64_t>(DTypeSize(dtype)), &bytes)) {
-      return absl::InvalidArgumentError(StrCat("Allocate: no tensor has shape [", rows, ", ", cols, "]"));
-    }
-    const size_t rounded =
-        (std::max<size_t>(static_cast<size_t>(bytes), 1) + kPoolGranularityBytes - 1) / kPoolGranularityBytes *
-        kPoolGranularityBytes;
+    STRATA_ASSIGN_OR_RETURN(const size_t rounded, AllocationBytes(dtype, rows, cols, kPoolGranularityBytes));
     STRATA_ASSIGN_OR_RETURN(void* data, pool_->Take(rounded));
     std::shared_ptr<DevicePool> pool = pool_;
     std::shared_ptr<const void> owner(data, [pool, rounded](const void* p) { pool->Give(const_cast<void*>(p), rounded); });

@@ -2,11 +2,14 @@
 #ifndef STRATA_WORKER_ENGINE_TENSOR_H_
 #define STRATA_WORKER_ENGINE_TENSOR_H_
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/dtype.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -48,6 +51,19 @@ class Tensor {
   void* data_ = nullptr;
   std::shared_ptr<const void> owner_;
 };
+
+// Bytes of a [rows, cols] tensor of `dtype` rounded up to a multiple of `granularity_bytes` (at least one
+// granule, so even an empty tensor has an address of its own); InvalidArgument for a negative or
+// overflowing shape. What every backend's Allocate asks for.
+inline absl::StatusOr<size_t> AllocationBytes(DType dtype, int64_t rows, int64_t cols, size_t granularity_bytes) {
+  int64_t elements = 0, bytes = 0;
+  if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) ||
+      __builtin_mul_overflow(elements, static_cast<int64_t>(DTypeSize(dtype)), &bytes)) {
+    return absl::InvalidArgumentError(StrCat("Allocate: no tensor has shape [", rows, ", ", cols, "]"));
+  }
+  const size_t granules = (std::max<size_t>(static_cast<size_t>(bytes), 1) + granularity_bytes - 1) / granularity_bytes;
+  return granules * granularity_bytes;
+}
 
 // OK when `tensor` is [rows, cols] of `dtype`; otherwise InvalidArgument naming `what` and both shapes.
 inline absl::Status ExpectShape(const Tensor& tensor, DType dtype, int64_t rows, int64_t cols, std::string_view what) {
