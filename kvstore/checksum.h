@@ -11,6 +11,20 @@ namespace strata::kvstore {
 // Debian's libxxhash is built for baseline x86-64 (SSE2, ~11 GB/s). Both give the same value.
 uint64_t BlockChecksum(const void* data, size_t bytes);
 
+// The same value, computed over consecutive pieces.
+class ChecksumStream {
+ public:
+  ChecksumStream();
+  ~ChecksumStream();
+  ChecksumStream(const ChecksumStream&) = delete;
+  ChecksumStream& operator=(const ChecksumStream&) = delete;
+  void Update(const void* data, size_t bytes);
+  uint64_t Digest() const;
+
+ private:
+  void* state_;
+};
+
 }  // namespace strata::kvstore
 
 #endif  // STRATA_KVSTORE_CHECKSUM_H_

@@ -19,6 +19,12 @@ namespace {
 // How long a closed endpoint's requests get to complete before they are given up.
 constexpr std::chrono::milliseconds kGiveUpAfter(1000);
 
+// A get of a block larger than this (with verify_reads) is read and hashed this much at a time, so that
+// each chunk is hashed while still in cache (L2 here is 2 MiB per core).
+// Measured on the dev VM (shared memory, 32 MiB blocks): 2 MiB chunks 4.9-5.3 GB/s, 1 MiB 5.0, 4 MiB 3.3,
+// whole block (hash afterwards) 3.2-4.1.
+constexpr uint64_t kChunkBytes = uint64_t{2} << 20;
+
 void OnEndpointError(void* arg, ucp_ep_h, ucs_status_t status) {
   *static_cast<bool*>(arg) = true;
   LogWarning(StrCat("event=kvstore_endpoint_failed status=", ucs_status_string(status)));
@@ -192,9 +198,15 @@ absl::StatusOr<ucp_mem_h> KvStoreClient::FindMemh(const void* data, uint64_t byt
       StrCat("buffer at ", begin, " (", bytes, " bytes) is not inside memory registered with RegisterMemory"));
 }
 
-absl::Status KvStoreClient::WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms) {
-  const auto start = std::chrono::steady_clock::now();
-  auto renewed = start;
+absl::Status KvStoreClient::WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms,
+                                    TransferClock* clock) {
+  TransferClock local;
+  if (clock == nullptr) {
+    local.start = local.renewed = std::chrono::steady_clock::now();
+    clock = &local;
+  }
+  const auto start = clock->start;
+  auto& renewed = clock->renewed;
   const auto renew_every = std::chrono::milliseconds(std::max<uint32_t>(1, lease_ttl_ms / 3));
   absl::Status status = absl::OkStatus();
   size_t done = 0;
@@ -426,6 +438,7 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
                                                  " bytes; the buffer holds ", blocks[i].capacity_bytes));
     }
   }
+  std::vector<std::optional<uint64_t>> streamed(blocks.size());  // checksums computed during the transfer
   {
     absl::MutexLock lock(&ucx_mutex_);
     if (status.ok() && (connection_ != connection || ep_ == nullptr || ep_failed_)) {
@@ -434,6 +447,8 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
     absl::StatusOr<ucp_rkey_h> rkey = status.ok() ? Rkey(lease.rkey()) : absl::StatusOr<ucp_rkey_h>(status);
     if (status.ok() && !rkey.ok()) status = rkey.status();
     std::vector<void*> requests;
+    TransferClock clock;
+    clock.start = clock.renewed = std::chrono::steady_clock::now();
     for (size_t i = 0; i < blocks.size() && status.ok(); ++i) {
       const proto::GetSlot& slot = lease.slots(i);
       if (!slot.present()) continue;
@@ -445,6 +460,25 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
       param.memh = *memh;
+      if (options_.verify_reads && slot.size_bytes() > kChunkBytes) {
+        // A large block: read and hash it a chunk at a time, each chunk hashed right after it landed
+        // (still in cache) instead of re-reading the whole block from memory afterwards.
+        ChecksumStream stream;
+        auto* data = static_cast<uint8_t*>(blocks[i].data);
+        for (uint64_t offset = 0; offset < slot.size_bytes() && status.ok(); offset += kChunkBytes) {
+          const uint64_t bytes = std::min(kChunkBytes, slot.size_bytes() - offset);
+          void* request = ucp_get_nbx(ep_, data + offset, bytes, slot.remote_address() + offset, *rkey, &param);
+          if (UCS_PTR_IS_ERR(request)) {
+            status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_get_nbx");
+            break;
+          }
+          std::vector<void*> one = {request};
+          status = WaitAll(one, lease.lease_id(), lease.lease_ttl_ms(), &clock);
+          if (status.ok()) stream.Update(data + offset, bytes);
+        }
+        if (status.ok()) streamed[i] = stream.Digest();
+        continue;
+      }
       void* request = ucp_get_nbx(ep_, blocks[i].data, slot.size_bytes(), slot.remote_address(), *rkey, &param);
       if (UCS_PTR_IS_ERR(request)) {
         status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_get_nbx");
@@ -452,7 +486,7 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
       }
       requests.push_back(request);
     }
-    const absl::Status waited = WaitAll(requests, lease.lease_id(), lease.lease_ttl_ms());
+    const absl::Status waited = WaitAll(requests, lease.lease_id(), lease.lease_ttl_ms(), &clock);
     if (status.ok()) status = waited;
   }
   const absl::Status ended = end_get();
@@ -460,7 +494,9 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
   for (size_t i = 0; i < blocks.size(); ++i) {
     const proto::GetSlot& slot = lease.slots(i);
     if (!slot.present()) continue;
-    if (options_.verify_reads && BlockChecksum(blocks[i].data, slot.size_bytes()) != slot.checksum()) {
+    const uint64_t checksum =
+        options_.verify_reads ? (streamed[i] ? *streamed[i] : BlockChecksum(blocks[i].data, slot.size_bytes())) : 0;
+    if (options_.verify_reads && checksum != slot.checksum()) {
       LogWarning(StrCat("event=kvstore_read_checksum_mismatch key=", blocks[i].key.Hex(), " action=miss"));
       continue;
     }

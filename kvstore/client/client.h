@@ -125,8 +125,13 @@ class KvStoreClient {
   absl::StatusOr<ucp_rkey_h> Rkey(const std::string& packed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
   absl::StatusOr<ucp_mem_h> FindMemh(const void* data, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
   // Waits for every request; renews `lease_id` (if non-zero) as the transfer runs long.
-  absl::Status WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  struct TransferClock {
+    std::chrono::steady_clock::time_point start, renewed;
+  };
+  // `clock` (optional) spans several WaitAll calls of one batch: the transfer timeout and lease renewals
+  // count from its start.
+  absl::Status WaitAll(std::vector<void*>& requests, uint64_t lease_id, uint32_t lease_ttl_ms,
+                       TransferClock* clock = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
   // Sends EndGet and returns without its reply; AwaitEndGets waits for every such reply.
   void EndGetAsync(uint64_t lease_id);
   void AwaitEndGets();

@@ -119,6 +119,41 @@ TEST(RoundTrip, CallsFromSeveralThreadsOnOneClientOverlapAndReturnEveryByte) {
   EXPECT_EQ(daemon->Terminate(), 0);
 }
 
+TEST(RoundTrip, LargeBlocksAreReadAndCheckedInChunksAndReturnEveryByte) {
+  // Blocks above the client's 2 MiB chunk are read and hashed chunk by chunk; sizes around the chunk
+  // boundaries, in one batch with a small block (read whole).
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(128 * kMiB)});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  const std::vector<uint64_t> sizes = {2 * kMiB + 1, 7 * kMiB + 13, 4096, 4 * kMiB, 9 * kMiB - 1};
+  uint64_t total = 0;
+  for (uint64_t size : sizes) total += size;
+  RegisteredBuffer out(*client, total), in(*client, total);
+  const std::vector<BlockKey> keys = Keys(200, static_cast<int>(sizes.size()));
+  std::vector<PutBlock> puts;
+  std::vector<GetBlock> gets;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    FillForKey(keys[i], out.data() + offset, sizes[i]);
+    puts.push_back({keys[i], out.data() + offset, sizes[i]});
+    gets.push_back({keys[i], in.data() + offset, sizes[i]});
+    offset += sizes[i];
+  }
+  absl::StatusOr<std::vector<PutOutcome>> put = client->Put(puts);
+  ASSERT_TRUE(put.ok()) << put.status();
+  std::memset(in.data(), 0, total);
+  absl::StatusOr<std::vector<GetOutcome>> got = client->Get(gets);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_TRUE((*got)[i].found) << i;
+    EXPECT_EQ((*got)[i].size_bytes, sizes[i]);
+  }
+  EXPECT_EQ(std::memcmp(in.data(), out.data(), total), 0);
+  EXPECT_EQ(StatsOf(*client).open_leases(), 0u);
+  EXPECT_EQ(daemon->Terminate(), 0);
+}
+
 TEST(RoundTrip, SecondPutOfAKeyIsAlreadyPresentAndKeepsTheFirstBytes) {
   auto daemon = StartDaemon({"--dram-bytes", std::to_string(64 * kMiB)});
   ASSERT_NE(daemon, nullptr);
