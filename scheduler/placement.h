@@ -12,8 +12,8 @@
 // w = load_knee / (load_knee + mean queue) (Options). With idle queues w is 1 and this is the estimated
 // TTFT itself; as every queue grows, w falls, because then the work a local hit saves shortens the wait
 // of every later request, while greedy TTFT would trade locality for a queue a little shorter and lose
-// capacity (replay at 3x load: TTFT p90 18.1 s with this rule, 32 s with plain TTFT). Bounded load keeps
-// it from herding: only workers whose queue is within (1 + load_bound) x the mean + queue_slack are
+// capacity (replay where the cluster saturates: TTFT p90 18.1 s with this rule, 32 s with plain TTFT).
+// Bounded load keeps it from herding: only workers whose queue is within (1 + load_bound) x the mean + queue_slack are
 // candidates, so a hot prefix spreads once its holder falls that far behind; every decision also adds
 // its work to the chosen worker's queue estimate, so at low load a hot prefix spreads as soon as the
 // holder's queue costs more than the prefix saves. Candidates within `tie_window` of the best are

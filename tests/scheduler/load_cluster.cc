@@ -5,6 +5,7 @@
 
 #include "common/status.h"
 #include "common/strings.h"
+#include "scheduler/replay/cost_model.h"
 #include "scheduler/replay/trace.h"
 
 namespace strata::scheduler::testing {
@@ -56,6 +57,7 @@ absl::Status LoadCluster::Populate() {
         (d % 2 ? kv_ssd : kv_dram)[store].push_back(DocumentKey(d, b));
     }
   }
+  const replay::CostModel cost;  // the replay's simulated H100s
   for (int i = 0; i < holders; ++i) {
     Registration r;
     r.scheme_version = kBlockKeySchemeVersion;
@@ -67,16 +69,16 @@ absl::Status LoadCluster::Populate() {
       r.worker.gpu_kv_blocks = 1 << 20;
       r.worker.host_kv_blocks = 1 << 20;
       r.worker.block_bytes = uint64_t{32} << 20;  // 256 tokens of Llama-3-8B
-      r.worker.prefill_linear_s_per_token = 2.858e-5;
-      r.worker.prefill_quadratic_s_per_token2 = 4.689e-10;
-      r.worker.host_to_gpu_bytes_per_s = 48.6e9;
-      r.worker.network_bytes_per_s = 25e9;
+      r.worker.prefill_linear_s_per_token = cost.prefill_linear_s_per_token;
+      r.worker.prefill_quadratic_s_per_token2 = cost.prefill_quadratic_s_per_token2;
+      r.worker.host_to_gpu_bytes_per_s = cost.host_to_gpu_bytes_per_s;
+      r.worker.network_bytes_per_s = cost.network_bytes_per_s;
     } else {
       r.holder_id = StrCat("kvstore-", i - spec_.workers);
       r.kind = HolderKind::kKvstore;
       r.kvstore.dram_blocks = 1 << 22;
       r.kvstore.ssd_blocks = 1 << 24;
-      r.kvstore.ssd_read_bytes_per_s = 6e9;
+      r.kvstore.ssd_read_bytes_per_s = cost.ssd_read_bytes_per_s;
     }
     STRATA_ASSIGN_OR_RETURN(RegisterResult registered, scheduler_->Register(r));
     epochs_.push_back(registered.epoch);

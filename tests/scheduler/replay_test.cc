@@ -98,12 +98,12 @@ TEST(SchedulerReplay, CacheAwarePlacementReachesNinetyPercentOfIdealWithDefaultC
   EXPECT_LT(report->results[1].ttft_p90_s, report->results[0].ttft_p90_s);
 }
 
-// The second target, where placement can still matter: at 3x the trace's rate the cluster is
-// near saturation (an oracle would keep it 68% busy), and cache-aware's TTFT p90 is at most half of
-// round-robin's. (At 8x and beyond every policy is overloaded; docs/BENCHMARKS.md shows it.)
+// The second target, where placement can still matter: at 2x the trace's rate the cluster is
+// near saturation (round-robin keeps the workers 81% busy, cache-aware 72%), and cache-aware's TTFT p90
+// is at most half of round-robin's. (From 3x every policy is overloaded; docs/BENCHMARKS.md shows it.)
 TEST(SchedulerReplay, CacheAwareHalvesRoundRobinsTtftP90NearSaturation) {
   ReplayOptions options;
-  options.time_scale = 3;
+  options.time_scale = 2;
   auto report = RunPolicies(Trace(), options, {Policy::kRoundRobin, Policy::kCacheAware});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_LE(report->results[1].ttft_p90_s, 0.5 * report->results[0].ttft_p90_s);
