@@ -1,9 +1,6 @@
 #include "tests/kvstore/daemon_process.h"
 
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -12,8 +9,6 @@
 #include <thread>
 
 #include "common/strings.h"
-
-extern char** environ;
 
 namespace strata::kvstore::testing {
 namespace {
@@ -45,17 +40,12 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<
   std::vector<std::string> argv_strings = {STRATA_KVSTORE_PATH, "--port",          "0", "--metrics-port", "0",
                                            "--port-file",       port_file.string()};
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_strings) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  if (posix_spawn(&daemon->pid_, STRATA_KVSTORE_PATH, nullptr, nullptr, argv.data(), environ) != 0) {
-    return absl::InternalError(StrCat("posix_spawn ", STRATA_KVSTORE_PATH, ": ", std::strerror(errno)));
-  }
+  daemon->process_ =
+      std::make_unique<strata::testing::ChildProcess>(std::move(argv_strings), strata::testing::ChildOutput::kInherit);
   bool exited = false;
   const bool ready = WaitFor(
       [&] {
-        int status = 0;
-        if (waitpid(daemon->pid_, &status, WNOHANG) == daemon->pid_) {
+        if (daemon->process_->Wait(std::chrono::milliseconds(0)).has_value()) {
           exited = true;
           return true;
         }
@@ -68,33 +58,22 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<
       },
       std::chrono::seconds(20));
   if (exited) {
-    daemon->pid_ = -1;
     return absl::UnavailableError("strata-kvstore exited during start-up (see its stderr)");
   }
   if (!ready) return absl::DeadlineExceededError("strata-kvstore did not serve within 20 s");
   return daemon;
 }
 
-DaemonProcess::~DaemonProcess() {
-  if (pid_ > 0) Kill();
-}
-
-int DaemonProcess::Wait() {
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+DaemonProcess::~DaemonProcess() = default;  // the ChildProcess kills a daemon still running
 
 int DaemonProcess::Terminate() {
-  kill(pid_, SIGTERM);
-  return Wait();
+  process_->Signal(SIGTERM);
+  // A daemon that does not drain within a minute is a failure, reported as SIGKILL's status.
+  const std::optional<int> exit_code = process_->Wait(std::chrono::minutes(1));
+  return exit_code ? *exit_code : process_->Kill();
 }
 
-void DaemonProcess::Kill() {
-  kill(pid_, SIGKILL);
-  Wait();
-}
+void DaemonProcess::Kill() { process_->Kill(); }
 
 absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect(
     std::chrono::milliseconds transfer_timeout) const {
@@ -105,17 +84,6 @@ absl::StatusOr<std::unique_ptr<KvStoreClient>> DaemonProcess::Connect(
   const char* mode = std::getenv("STRATA_KVSTORE_TEST_PEER_FAILURE");
   if (mode != nullptr && std::string_view(mode) == "timeout") options.peer_failure = PeerFailure::kTimeoutOnly;
   return KvStoreClient::Connect(options);
-}
-
-bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto pause = std::chrono::milliseconds(1);
-  for (;;) {
-    if (condition()) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(pause);  // polling interval, not a wait for an event
-    pause = std::min(pause * 2, std::chrono::milliseconds(50));
-  }
 }
 
 BlockKey RandomKey(uint64_t seed) {

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "common/block_key.h"
 #include "kvstore/client/client.h"
+#include "tests/testing/child_process.h"
 
 namespace strata::kvstore::testing {
 
@@ -38,7 +39,7 @@ class DaemonProcess {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   int metrics_port() const { return metrics_port_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_->pid(); }
 
   // SIGTERM and wait for a clean exit; returns the exit status (0 expected).
   int Terminate();
@@ -50,16 +51,14 @@ class DaemonProcess {
 
  private:
   DaemonProcess() = default;
-  int Wait();
 
   TempDir dir_;
-  pid_t pid_ = -1;
+  std::unique_ptr<strata::testing::ChildProcess> process_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
 };
 
-// Polls `condition` until true or `timeout` passes.
-bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+using strata::testing::WaitFor;
 
 // Deterministic test content: a random key, its size from the key, and bytes derived from both, so any
 // client can check any block it reads.
