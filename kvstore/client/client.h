@@ -13,11 +13,12 @@
 // never hands out bytes it has not verified. A dead daemon fails the call (UCX peer error handling);
 // the next call reconnects.
 //
-// Speed: each byte is hashed once per side (xxh3's AVX2 code where the CPU has it, kvstore/checksum.h).
-// With verify_reads, EndGet is sent without
-// waiting for its reply (the bytes were already copied and are checked against the checksum the daemon
-// gave at BeginGet; a lost EndGet is bounded by the lease TTL); this client's later Stats, Lookup and
-// Delete wait for those replies first, so they see the leases ended.
+// Speed: each byte is hashed once per side (xxh3's AVX2 code where the CPU has it, kvstore/checksum.h);
+// a get of a block over 2 MiB reads and hashes it a 2 MiB chunk at a time, each chunk while still in
+// cache. With verify_reads, EndGet is sent without waiting for its reply (the bytes were already copied
+// and are checked against the checksum the daemon gave at BeginGet; a lost EndGet is bounded by the
+// lease TTL); this client's later Stats, Lookup and Delete wait for those replies first, so they see the
+// leases ended.
 //
 // Thread-safe. The UCX part of a call (RMA, checksums) runs one at a time per client (one UCX worker),
 // but the gRPC round trips of calls from several threads overlap: a window of calls in flight on one
