@@ -14,7 +14,7 @@
 // the next call reconnects.
 //
 // Speed: each byte is hashed once per side (xxh3's AVX2 code where the CPU has it, kvstore/checksum.h);
-// a get of a block over 2 MiB reads and hashes it a 2 MiB chunk at a time, each chunk while still in
+// a block over 2 MiB is read (and written) a 2 MiB chunk at a time, each chunk hashed while still in
 // cache. With verify_reads, EndGet is sent without waiting for its reply (the bytes were already copied
 // and are checked against the checksum the daemon gave at BeginGet; a lost EndGet is bounded by the
 // lease TTL); this client's later Stats, Lookup and Delete wait for those replies first, so they see the
