@@ -29,46 +29,18 @@ absl::StatusOr<CublasLtHandle> CreateCublasLt() {
   return CublasLtHandle(handle);
 }
 
+template <>
 absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
-  DeviceBuffer buffer;
-  if (bytes == 0) return buffer;
-  STRATA_CUDA_RETURN_IF_ERROR(cudaMalloc(&buffer.data_, bytes));
-  buffer.bytes_ = bytes;
-  return buffer;
+  void* data = nullptr;
+  if (bytes > 0) STRATA_CUDA_RETURN_IF_ERROR(cudaMalloc(&data, bytes));
+  return DeviceBuffer(data, data == nullptr ? 0 : bytes);
 }
 
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  if (this != &other) {
-    if (data_ != nullptr) cudaFree(data_);
-    data_ = std::exchange(other.data_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
-  return *this;
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
-}
-
+template <>
 absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes) {
-  PinnedBuffer buffer;
-  if (bytes == 0) return buffer;
-  STRATA_CUDA_RETURN_IF_ERROR(cudaMallocHost(&buffer.data_, bytes));
-  buffer.bytes_ = bytes;
-  return buffer;
-}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
-  if (this != &other) {
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = std::exchange(other.data_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
-  return *this;
-}
-
-PinnedBuffer::~PinnedBuffer() {
-  if (data_ != nullptr) cudaFreeHost(data_);
+  void* data = nullptr;
+  if (bytes > 0) STRATA_CUDA_RETURN_IF_ERROR(cudaMallocHost(&data, bytes));
+  return PinnedBuffer(data, data == nullptr ? 0 : bytes);
 }
 
 absl::StatusOr<int> VisibleDeviceCount() {

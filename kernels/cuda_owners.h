@@ -78,17 +78,32 @@ absl::StatusOr<Event> CreateEvent(bool timing = false);
 absl::StatusOr<CublasHandle> CreateCublas();
 absl::StatusOr<CublasLtHandle> CreateCublasLt();
 
-// `bytes` of device memory (cudaMalloc). Empty (data() == nullptr) for 0 bytes.
-class DeviceBuffer {
+struct DeviceMemory {  // cudaMalloc
+  static void Free(void* p) { cudaFree(p); }
+};
+struct PinnedMemory {  // cudaMallocHost: page-locked, the source or target of asynchronous copies
+  static void Free(void* p) { cudaFreeHost(p); }
+};
+
+// `bytes` of `Memory`; empty (data() == nullptr) for 0 bytes.
+template <typename Memory>
+class CudaBuffer {
  public:
-  static absl::StatusOr<DeviceBuffer> Allocate(size_t bytes);
-  DeviceBuffer() = default;
-  DeviceBuffer(DeviceBuffer&& other) noexcept
+  static absl::StatusOr<CudaBuffer> Allocate(size_t bytes);  // defined for each Memory in the .cc
+  CudaBuffer() = default;
+  CudaBuffer(CudaBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer();
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      data_ = std::exchange(other.data_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  ~CudaBuffer() { Reset(); }
 
   void* data() const { return data_; }
   template <typename T>
@@ -98,33 +113,23 @@ class DeviceBuffer {
   size_t bytes() const { return bytes_; }
 
  private:
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// `bytes` of page-locked host memory (cudaMallocHost): the source or target of asynchronous copies.
-class PinnedBuffer {
- public:
-  static absl::StatusOr<PinnedBuffer> Allocate(size_t bytes);
-  PinnedBuffer() = default;
-  PinnedBuffer(PinnedBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer();
-
-  void* data() const { return data_; }
-  template <typename T>
-  T* data() const {
-    return static_cast<T*>(data_);
+  CudaBuffer(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
+  void Reset() {
+    if (data_ != nullptr) Memory::Free(data_);
+    data_ = nullptr;
+    bytes_ = 0;
   }
-  size_t bytes() const { return bytes_; }
 
- private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
 };
+
+using DeviceBuffer = CudaBuffer<DeviceMemory>;
+using PinnedBuffer = CudaBuffer<PinnedMemory>;
+template <>
+absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes);
+template <>
+absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes);
 
 // Number of CUDA devices visible, or an error saying why there are none usable (no driver, no device).
 absl::StatusOr<int> VisibleDeviceCount();
