@@ -29,8 +29,14 @@ demo: build
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
+# The benchmarks that run on this machine, each with its baseline in the same run (docs/BENCHMARKS.md);
+# the CUDA one runs on a GPU machine: bench/cuda/run_on_gpu.sh.
 bench: build
 	$(BUILD_DIR)/bin/strata_cpu_engine_bench
+	$(BUILD_DIR)/bin/strata_kvstore_bench --total-mib 512 --peer-failure timeout
+	$(BUILD_DIR)/bin/strata_kvstore_eviction_bench tests/data/traces/mooncake_synthetic_trace.jsonl
+	$(BUILD_DIR)/bin/strata_scheduler_load_bench
+	$(BUILD_DIR)/bin/strata-scheduler replay --trace tests/data/traces/mooncake_synthetic_trace.jsonl
 
 clean:
 	rm -rf $(BUILD_DIR)
