@@ -42,7 +42,8 @@ namespace strata::kvstore::bench {
 namespace {
 
 using testing::DaemonProcess;
-using testing::TempDir;
+using testing::MakeTempDir;
+using testing::ScratchDir;
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kMiB = 1024 * 1024;
 
@@ -237,7 +238,7 @@ std::vector<Row> KvstorePhases(const std::vector<std::string>& args, const std::
 
 std::vector<Row> RedisPhases(uint64_t block_bytes, int clients, int blocks_per_client, uint64_t run) {
   const int port = FreePort();
-  TempDir dir;
+  ScratchDir dir = MakeTempDir("strata-kvstore-bench");
   const std::string command = "redis-server --port " + std::to_string(port) +
                               " --bind 127.0.0.1 --save '' --appendonly no --protected-mode no --dir " +
                               dir.path().string() + " --logfile " + (dir.path() / "log").string();

@@ -22,18 +22,6 @@ uint64_t SplitMix(uint64_t& state) {
 
 }  // namespace
 
-TempDir::TempDir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "strata-kvstore-test-XXXXXX").string();
-  char* made = mkdtemp(pattern.data());
-  if (made == nullptr) std::abort();
-  path_ = made;
-}
-
-TempDir::~TempDir() {
-  std::error_code error;
-  std::filesystem::remove_all(path_, error);
-}
-
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<std::string> args) {
   std::unique_ptr<DaemonProcess> daemon(new DaemonProcess());
   const std::filesystem::path port_file = daemon->dir_.path() / "ports";

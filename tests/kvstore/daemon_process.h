@@ -16,19 +16,13 @@
 #include "common/block_key.h"
 #include "kvstore/client/client.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/scratch_dir.h"
 
 namespace strata::kvstore::testing {
 
-// A directory removed with its contents at destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
+using strata::testing::MakeTempDir;
+using strata::testing::ScratchDir;
 
- private:
-  std::filesystem::path path_;
-};
 
 class DaemonProcess {
  public:
@@ -52,7 +46,7 @@ class DaemonProcess {
  private:
   DaemonProcess() = default;
 
-  TempDir dir_;
+  ScratchDir dir_ = MakeTempDir("strata-kvstore-test");
   std::unique_ptr<strata::testing::ChildProcess> process_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;

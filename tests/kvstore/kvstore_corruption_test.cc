@@ -12,12 +12,12 @@ namespace {
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
 
-std::vector<std::string> DaemonArgs(const TempDir& ssd) {
+std::vector<std::string> DaemonArgs(const ScratchDir& ssd) {
   return {"--dram-bytes", std::to_string(16 * kMiB), "--ssd-dir", ssd.path().string(), "--persist", "write-through"};
 }
 
 // Writes `keys` through a write-through daemon and stops it cleanly (RocksDB flushes into blob files).
-void Populate(const TempDir& ssd, const std::vector<BlockKey>& keys) {
+void Populate(const ScratchDir& ssd, const std::vector<BlockKey>& keys) {
   auto daemon = DaemonProcess::Start(DaemonArgs(ssd));
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   {
@@ -30,7 +30,7 @@ void Populate(const TempDir& ssd, const std::vector<BlockKey>& keys) {
 }
 
 // Reads every key back from a fresh daemon; returns how many were misses. Found blocks must be intact.
-int MissesAfterRestart(const TempDir& ssd, const std::vector<BlockKey>& keys, uint64_t* checksum_failures) {
+int MissesAfterRestart(const ScratchDir& ssd, const std::vector<BlockKey>& keys, uint64_t* checksum_failures) {
   auto daemon = DaemonProcess::Start(DaemonArgs(ssd));
   EXPECT_TRUE(daemon.ok()) << daemon.status();
   if (!daemon.ok()) return -1;
@@ -58,7 +58,7 @@ int MissesAfterRestart(const TempDir& ssd, const std::vector<BlockKey>& keys, ui
 }
 
 TEST(Corruption, FlippedBytesInBlobFilesAreMissesNotBadData) {
-  TempDir ssd;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
   std::vector<BlockKey> keys;
   for (int i = 0; i < 8; ++i) keys.push_back(RandomKey(800 + i));
   Populate(ssd, keys);
@@ -87,7 +87,7 @@ TEST(Corruption, FlippedBytesInBlobFilesAreMissesNotBadData) {
 }
 
 TEST(Corruption, AValueRewrittenInRocksDbFailsTheChecksumAndIsDeleted) {
-  TempDir ssd;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
   std::vector<BlockKey> keys;
   for (int i = 0; i < 4; ++i) keys.push_back(RandomKey(900 + i));
   Populate(ssd, keys);

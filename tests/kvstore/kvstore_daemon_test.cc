@@ -305,7 +305,7 @@ TEST(Concurrency, EightClientsMixedOperationsEveryByteChecked) {
 }
 
 TEST(Tiers, DramEvictionWritesBackToSsdAndAGetPromotes) {
-  TempDir ssd;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
   auto daemon = StartDaemon({"--dram-bytes", std::to_string(8 * kMiB), "--ssd-dir", ssd.path().string()});
   ASSERT_NE(daemon, nullptr);
   auto client = ConnectTo(*daemon);
@@ -339,7 +339,7 @@ TEST(Tiers, DramEvictionWritesBackToSsdAndAGetPromotes) {
 }
 
 TEST(Tiers, AFullSsdTierDropsItsLeastRecentlyUsedBlocks) {
-  TempDir ssd;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
   auto daemon = StartDaemon({"--dram-bytes", std::to_string(4 * kMiB), "--ssd-dir", ssd.path().string(), "--ssd-bytes",
                              std::to_string(8 * kMiB), "--eviction", "lru"});
   ASSERT_NE(daemon, nullptr);
@@ -407,7 +407,7 @@ TEST(Tiers, EvictionPrefersLeavesOfChainsWhenParentsAreGiven) {
 }
 
 TEST(Durability, KillNineKeepsEveryBlockThatReachedSsd) {
-  TempDir ssd;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
   const std::vector<std::string> args = {"--dram-bytes", std::to_string(8 * kMiB), "--ssd-dir", ssd.path().string()};
   auto daemon = StartDaemon(args);
   ASSERT_NE(daemon, nullptr);
@@ -439,7 +439,7 @@ TEST(Durability, KillNineKeepsEveryBlockThatReachedSsd) {
 }
 
 TEST(Durability, WriteThroughKeepsEveryCommittedBlockAcrossKillNine) {
-  TempDir ssd;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
   const std::vector<std::string> args = {
       "--dram-bytes", std::to_string(32 * kMiB), "--ssd-dir", ssd.path().string(), "--persist", "write-through"};
   auto daemon = StartDaemon(args);

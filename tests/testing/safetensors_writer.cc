@@ -147,27 +147,4 @@ absl::Status WriteRawFile(const std::filesystem::path& path, std::string_view by
   return absl::OkStatus();
 }
 
-absl::StatusOr<ScratchDir> ScratchDir::Create(const std::filesystem::path& parent, std::string_view prefix) {
-  std::string pattern = (parent / absl::StrCat(std::string(prefix), "-XXXXXX")).string();
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(pattern, ": mkdtemp failed"));
-  }
-  return ScratchDir(std::filesystem::path(pattern));
-}
-
-ScratchDir& ScratchDir::operator=(ScratchDir&& other) noexcept {
-  if (this != &other) {
-    ScratchDir discarded(std::move(*this));
-    path_ = std::move(other.path_);
-    other.path_.clear();
-  }
-  return *this;
-}
-
-ScratchDir::~ScratchDir() {
-  if (path_.empty()) return;
-  std::error_code ignored;  // best effort: a leftover temp dir is not worth failing a test over
-  std::filesystem::remove_all(path_, ignored);
-}
-
 }  // namespace strata::testing

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
+#include "tests/testing/scratch_dir.h"  // ScratchDir, for the writers' callers
 
 namespace strata::testing {
 
@@ -52,24 +53,6 @@ std::string BuildRawSafetensors(std::string_view header_json, std::string_view d
 // Writes `bytes` to `path`, replacing any existing file.
 absl::Status WriteRawFile(const std::filesystem::path& path, std::string_view bytes);
 
-// A fresh, empty directory that is removed (recursively) when this object is destroyed. Move-only.
-class ScratchDir {
- public:
-  // Creates a unique directory under `parent` (e.g. ::testing::TempDir()), named after `prefix`.
-  static absl::StatusOr<ScratchDir> Create(const std::filesystem::path& parent, std::string_view prefix);
-
-  ScratchDir(ScratchDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
-  ScratchDir& operator=(ScratchDir&& other) noexcept;
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir();
-
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  explicit ScratchDir(std::filesystem::path path) : path_(std::move(path)) {}
-  std::filesystem::path path_;
-};
 
 }  // namespace strata::testing
 

@@ -45,7 +45,7 @@ class KvCli : public ::testing::Test {
     return CliRun{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
   }
 
-  TempDir dir_;
+  ScratchDir dir_ = MakeTempDir("strata-kv-cli-test");
   std::unique_ptr<DaemonProcess> daemon_;
 };
 
