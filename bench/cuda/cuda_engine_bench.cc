@@ -105,33 +105,56 @@ absl::Status MeasureCeilings(cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+// Random BF16 attention inputs for the Llama-3-8B shape: `rows` queries of 32 heads (head_dim 128) over
+// `keys` keys of `kv_heads` heads, head-major K/V as in the engine's cache, and the output buffer.
+struct AttentionProblem {
+  static constexpr int64_t kHeads = 32, kHeadDim = 128, kBytes = 2;
+  kernels::DeviceBuffer q, k, v, out;
+
+  static absl::StatusOr<AttentionProblem> Make(int64_t rows, int64_t keys, int64_t kv_heads, uint64_t seed,
+                                               cudaStream_t stream) {
+    AttentionProblem p;
+    STRATA_ASSIGN_OR_RETURN(p.q, kernels::DeviceBuffer::Allocate(rows * kHeads * kHeadDim * kBytes));
+    STRATA_ASSIGN_OR_RETURN(p.k, kernels::DeviceBuffer::Allocate(keys * kv_heads * kHeadDim * kBytes));
+    STRATA_ASSIGN_OR_RETURN(p.v, kernels::DeviceBuffer::Allocate(keys * kv_heads * kHeadDim * kBytes));
+    STRATA_ASSIGN_OR_RETURN(p.out, kernels::DeviceBuffer::Allocate(rows * kHeads * kHeadDim * kBytes));
+    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, p.q.data(), rows * kHeads * kHeadDim, 1.0f, seed, stream));
+    STRATA_RETURN_IF_ERROR(
+        kernels::FillNormal(DType::kBF16, p.k.data(), keys * kv_heads * kHeadDim, 1.0f, seed + 1, stream));
+    STRATA_RETURN_IF_ERROR(
+        kernels::FillNormal(DType::kBF16, p.v.data(), keys * kv_heads * kHeadDim, 1.0f, seed + 2, stream));
+    return p;
+  }
+
+  // Causal attention of the `rows` queries, the last one at position keys - 1.
+  kernels::AttentionArgs Args(int64_t rows, int64_t keys, int64_t kv_heads) const {
+    kernels::AttentionArgs a;
+    a.q = q.data();
+    a.q_row_stride = kHeads * kHeadDim;
+    a.k = k.data();
+    a.v = v.data();
+    a.kv_head_stride = keys;
+    a.kv_end = keys;
+    a.out = out.data();
+    a.out_row_stride = kHeads * kHeadDim;
+    a.rows = rows;
+    a.num_heads = kHeads;
+    a.num_kv_heads = kv_heads;
+    a.head_dim = kHeadDim;
+    a.first_position = keys - rows;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+    return a;
+  }
+};
+
 // Causal prefill attention at S tokens, 32 query heads, head_dim 128, over 8 KV heads (the model) and
 // 32 (as the SDPA baseline); FLOPs counted as the baseline does: 4 * S^2 / 2 * heads * head_dim.
 absl::Status MeasureAttention(cudaStream_t stream) {
   std::printf("prefill attention (causal, head_dim 128, 32 query heads)\n");
   for (int64_t s : {8192, 32768}) {
     for (int64_t kv_heads : {8, 32}) {
-      STRATA_ASSIGN_OR_RETURN(auto q, kernels::DeviceBuffer::Allocate(s * 32 * 128 * 2));
-      STRATA_ASSIGN_OR_RETURN(auto k, kernels::DeviceBuffer::Allocate(s * kv_heads * 128 * 2));
-      STRATA_ASSIGN_OR_RETURN(auto v, kernels::DeviceBuffer::Allocate(s * kv_heads * 128 * 2));
-      STRATA_ASSIGN_OR_RETURN(auto o, kernels::DeviceBuffer::Allocate(s * 32 * 128 * 2));
-      STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, q.data(), s * 32 * 128, 1.0f, 3, stream));
-      STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, k.data(), s * kv_heads * 128, 1.0f, 4, stream));
-      STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, v.data(), s * kv_heads * 128, 1.0f, 5, stream));
-      kernels::AttentionArgs a;
-      a.q = q.data();
-      a.q_row_stride = 32 * 128;
-      a.k = k.data();
-      a.v = v.data();
-      a.kv_head_stride = s;
-      a.kv_end = s;
-      a.out = o.data();
-      a.out_row_stride = 32 * 128;
-      a.rows = s;
-      a.num_heads = 32;
-      a.num_kv_heads = kv_heads;
-      a.head_dim = 128;
-      a.scale = 1.0f / std::sqrt(128.0f);
+      STRATA_ASSIGN_OR_RETURN(AttentionProblem problem, AttentionProblem::Make(s, s, kv_heads, 3, stream));
+      const kernels::AttentionArgs a = problem.Args(s, s, kv_heads);
       for (auto [tiling, suffix] : {std::pair{kernels::kDefaultFlashTiling, ""},
                                     std::pair{kernels::FlashTiling::k4Warps32Rows, "_4x32"}}) {
         STRATA_ASSIGN_OR_RETURN(double ms, TimeMs(stream, 2, 5, [&] {
@@ -151,29 +174,9 @@ absl::Status MeasureDecodeAttention(cudaStream_t stream) {
   std::printf("decode attention, one query, 32 q / 8 KV heads, head_dim 128\n");
   for (int64_t s : {int64_t{32768}, int64_t{1} << 20}) {
     const int64_t kv_elements = 8 * s * 128;
-    STRATA_ASSIGN_OR_RETURN(auto q, kernels::DeviceBuffer::Allocate(32 * 128 * 2));
-    STRATA_ASSIGN_OR_RETURN(auto k, kernels::DeviceBuffer::Allocate(kv_elements * 2));
-    STRATA_ASSIGN_OR_RETURN(auto v, kernels::DeviceBuffer::Allocate(kv_elements * 2));
-    STRATA_ASSIGN_OR_RETURN(auto o, kernels::DeviceBuffer::Allocate(32 * 128 * 2));
+    STRATA_ASSIGN_OR_RETURN(AttentionProblem problem, AttentionProblem::Make(1, s, 8, 6, stream));
     STRATA_ASSIGN_OR_RETURN(auto workspace, kernels::DeviceBuffer::Allocate(size_t{64} << 20));
-    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, q.data(), 32 * 128, 1.0f, 6, stream));
-    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, k.data(), kv_elements, 1.0f, 7, stream));
-    STRATA_RETURN_IF_ERROR(kernels::FillNormal(DType::kBF16, v.data(), kv_elements, 1.0f, 8, stream));
-    kernels::AttentionArgs a;
-    a.q = q.data();
-    a.q_row_stride = 32 * 128;
-    a.k = k.data();
-    a.v = v.data();
-    a.kv_head_stride = s;
-    a.kv_end = s;
-    a.out = o.data();
-    a.out_row_stride = 32 * 128;
-    a.rows = 1;
-    a.num_heads = 32;
-    a.num_kv_heads = 8;
-    a.head_dim = 128;
-    a.first_position = s - 1;
-    a.scale = 1.0f / std::sqrt(128.0f);
+    const kernels::AttentionArgs a = problem.Args(1, s, 8);
     STRATA_ASSIGN_OR_RETURN(double ms, TimeMs(stream, 2, 10, [&] {
       return kernels::Attention(a, workspace.data(), workspace.bytes(), stream);
     }));
