@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -53,7 +54,31 @@ class Engine {
   absl::StatusOr<std::vector<float>> Forward(Sequence& sequence, absl::Span<const int32_t> ids,
                                              absl::Span<const int64_t> logit_rows);
 
+  // One sequence's part of a batched forward pass.
+  struct BatchItem {
+    Sequence* sequence = nullptr;
+    absl::Span<const int32_t> ids;          // at least one
+    absl::Span<const int64_t> logit_rows;   // indices into ids
+  };
+  // Forward of several sequences as one pass (continuous batching): the projections, the MLP and the
+  // LM head see the rows of all items together (still at most mini_sequence_tokens at a time); attention
+  // runs per sequence over its own KV. Returns each item's logits as Forward would, and gives the same
+  // values as running the items one by one. On error no sequence changes.
+  absl::StatusOr<std::vector<std::vector<float>>> ForwardBatch(absl::Span<const BatchItem> items);
+
+  // KV as block payloads (ARCHITECTURE.md: [layer][K|V][kv_head][token][head_dim], kv_dtype() elements),
+  // the bytes that the worker's host tier and the kvstores hold.
+  DType kv_dtype() const;
+  int64_t KvPayloadBytes(int64_t tokens) const;
+  // Copies tokens [first_token, first_token + tokens) of `sequence`'s KV (all cached) into `payload`
+  // (KvPayloadBytes(tokens) bytes, host memory).
+  absl::Status ExportKv(const Sequence& sequence, int64_t first_token, int64_t tokens, absl::Span<std::byte> payload);
+  // Appends `tokens` tokens of KV from `payload` at the end of `sequence` (as if they had been run
+  // through Forward): the prefix of a prompt fetched instead of computed.
+  absl::Status AppendKv(Sequence& sequence, absl::Span<const std::byte> payload, int64_t tokens);
+
   const model::ModelConfig& config() const;
+  std::string_view backend_name() const;
 
   ~Engine();
 
