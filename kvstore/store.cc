@@ -28,11 +28,12 @@ struct Store::Block {
 };
 
 Store::Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::unique_ptr<SsdTier> ssd,
-             MetricsRegistry& metrics)
+             MetricsRegistry& metrics, BlockListener* listener)
     : options_(options),
       arena_(arena),
       arena_bytes_(arena_bytes),
       ssd_(std::move(ssd)),
+      listener_(listener),
       allocator_(arena_bytes),
       policy_(MakeEvictionPolicy(options.eviction)),
       ssd_policy_(MakeEvictionPolicy(EvictionPolicyKind::kLru)) {
@@ -40,8 +41,9 @@ Store::Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Create(const Options& options, uint8_t* arena, uint64_t arena_bytes,
-                                                     std::unique_ptr<SsdTier> ssd, MetricsRegistry& metrics) {
-  std::unique_ptr<Store> store(new Store(options, arena, arena_bytes, std::move(ssd), metrics));
+                                                     std::unique_ptr<SsdTier> ssd, MetricsRegistry& metrics,
+                                                     BlockListener* listener) {
+  std::unique_ptr<Store> store(new Store(options, arena, arena_bytes, std::move(ssd), metrics, listener));
   STRATA_RETURN_IF_ERROR(store->Recover());
   Store* raw = store.get();
   store->reaper_ = std::thread([raw] { raw->ReaperLoop(); });
@@ -170,6 +172,9 @@ bool Store::EvictOne() {
   if (!victim->on_ssd && !victim->deleted) {
     index_.erase(victim->key);  // no SSD tier, or the write failed: the block is gone
     victim->deleted = true;
+    NotifyEvicted({&victim->key, 1});
+  } else if (!victim->deleted) {
+    NotifyStored(Tier::kSsd, {&victim->key, 1});
   }
   return true;
 }
@@ -240,6 +245,7 @@ bool Store::ReserveSsd(uint64_t bytes) {
     index_.erase(victim->key);
     victim->deleted = true;
     ssd_metrics_.evictions->Increment();
+    NotifyEvicted({&victim->key, 1});
   }
   ssd_inflight_bytes_ += bytes;
   return true;
@@ -375,8 +381,11 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     return absl::DataLossError(
         StrCat("put ", put_id, ": checksum mismatch for block(s) ", bad, "; nothing of this put was stored"));
   }
+  std::vector<BlockKey> published;
+  published.reserve(txn.blocks.size());
   for (size_t i = 0; i < txn.blocks.size(); ++i) {
     const std::shared_ptr<Block>& block = txn.blocks[i];
+    published.push_back(block->key);
     reserved_bytes_ -= block->size_bytes;
     block->checksum = checksums[i];
     block->state = Block::State::kPublished;
@@ -391,6 +400,7 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
       ssd_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
     }
   }
+  NotifyStored(Tier::kDram, published);
   return absl::OkStatus();
 }
 
@@ -429,6 +439,7 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
       DropFromSsd(block);
       index_.erase(block->key);
       block->deleted = true;
+      NotifyEvicted({&block->key, 1});
     } else {
       LogError(StrCat("error=ssd_read key=", block->key.Hex(), " message=\"", read.message(), "\""));
     }
@@ -440,6 +451,7 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
   }
   block->offset = *offset;
   PublishInDram(block);
+  NotifyStored(Tier::kDram, {&block->key, 1});
   ssd_policy_->Touch(block->key);
   ssd_metrics_.bytes_out->Increment(static_cast<double>(block->size_bytes));
   return true;
@@ -539,7 +551,7 @@ std::vector<LookupSlot> Store::Lookup(absl::Span<const BlockKey> keys) {
 
 uint32_t Store::Delete(absl::Span<const BlockKey> keys) {
   absl::MutexLock lock(&mutex_);
-  uint32_t deleted = 0;
+  std::vector<BlockKey> deleted_keys;
   for (const BlockKey& key : keys) {
     auto it = index_.find(key);
     if (it == index_.end() || it->second->state != Block::State::kPublished) continue;
@@ -550,9 +562,27 @@ uint32_t Store::Delete(absl::Span<const BlockKey> keys) {
     policy_->Remove(block->key);
     // Pinned or mid-move: freed by Unpin or by the mover when it sees `deleted`.
     if (block->pins == 0 && !block->moving) FreeDram(*block);
-    ++deleted;
+    deleted_keys.push_back(key);
   }
-  return deleted;
+  NotifyEvicted(deleted_keys);
+  return static_cast<uint32_t>(deleted_keys.size());
+}
+
+BlockInventory Store::Inventory(const std::function<void()>& at_cut) {
+  absl::MutexLock lock(&mutex_);
+  BlockInventory inventory;
+  inventory.dram.reserve(dram_blocks_);
+  inventory.ssd.reserve(ssd_blocks_);
+  for (const auto& [key, block] : index_) {
+    if (block->state != Block::State::kPublished) continue;
+    if (block->in_dram) {
+      inventory.dram.push_back(key);
+    } else if (block->on_ssd) {
+      inventory.ssd.push_back(key);
+    }
+  }
+  if (at_cut) at_cut();
+  return inventory;
 }
 
 StoreStats Store::Stats() {

@@ -10,11 +10,15 @@
 // SSD-only blocks. Delete removes a block from the index at once; a pinned block's memory is freed when its
 // last lease lets go.
 //
+// Every change of a published block (published, moved between the tiers, gone) goes to the optional
+// BlockListener (kvstore/block_events.h), batched as the store changed it.
+//
 // Thread-safe: one mutex over the index; checksums, SSD reads and SSD writes run outside it.
 #ifndef STRATA_KVSTORE_STORE_H_
 #define STRATA_KVSTORE_STORE_H_
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -28,14 +32,13 @@
 #include "absl/types/span.h"
 #include "common/block_key.h"
 #include "common/metrics.h"
+#include "kvstore/block_events.h"
 #include "kvstore/eviction_policy.h"
 #include "kvstore/options.h"
 #include "kvstore/size_class_allocator.h"
 #include "kvstore/ssd_tier.h"
 
 namespace strata::kvstore {
-
-enum class Tier { kDram, kSsd };
 
 struct PutItem {
   BlockKey key;
@@ -81,10 +84,12 @@ struct StoreStats {
 
 class Store {
  public:
-  // `arena` (arena_bytes bytes) and `metrics` outlive the store; `ssd` may be null (no SSD tier). The
-  // index is rebuilt from `ssd`. Starts the thread that expires puts and leases.
+  // `arena` (arena_bytes bytes), `metrics` and `listener` (may be null) outlive the store; `ssd` may be
+  // null (no SSD tier). The index is rebuilt from `ssd` (no events: Inventory() reports those blocks).
+  // Starts the thread that expires puts and leases.
   static absl::StatusOr<std::unique_ptr<Store>> Create(const Options& options, uint8_t* arena, uint64_t arena_bytes,
-                                                       std::unique_ptr<SsdTier> ssd, MetricsRegistry& metrics);
+                                                       std::unique_ptr<SsdTier> ssd, MetricsRegistry& metrics,
+                                                       BlockListener* listener = nullptr);
   ~Store();
 
   // InvalidArgument: a size of 0 or above max_block_bytes, a duplicate key. ResourceExhausted: the
@@ -105,6 +110,10 @@ class Store {
   uint32_t Delete(absl::Span<const BlockKey> keys);
   StoreStats Stats();
 
+  // Every published block by its fastest tier. `at_cut` runs under the index lock, after the snapshot:
+  // the listener has then seen exactly the changes the inventory holds (EventBatcher::Cut goes there).
+  BlockInventory Inventory(const std::function<void()>& at_cut = {});
+
   // Expires puts and leases whose deadline passed; the store's own thread calls it periodically.
   void ExpireNow();
 
@@ -117,7 +126,7 @@ class Store {
   using Clock = std::chrono::steady_clock;
 
   Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::unique_ptr<SsdTier> ssd,
-        MetricsRegistry& metrics);
+        MetricsRegistry& metrics, BlockListener* listener);
   void RegisterMetrics(MetricsRegistry& metrics);
   absl::Status Recover();
 
@@ -139,11 +148,18 @@ class Store {
   // Brings an SSD-only block into DRAM; false (a miss) when it cannot.
   bool Promote(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ReaperLoop();
+  void NotifyStored(Tier tier, absl::Span<const BlockKey> keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (listener_ != nullptr) listener_->OnStored(tier, keys);
+  }
+  void NotifyEvicted(absl::Span<const BlockKey> keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (listener_ != nullptr) listener_->OnEvicted(keys);
+  }
 
   const Options options_;
   uint8_t* const arena_;
   const uint64_t arena_bytes_;
   const std::unique_ptr<SsdTier> ssd_;
+  BlockListener* const listener_;
 
   absl::Mutex mutex_;
   SizeClassAllocator allocator_ ABSL_GUARDED_BY(mutex_);
