@@ -47,7 +47,8 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   }
   STRATA_ASSIGN_OR_RETURN(daemon->store_,
                           Store::Create(daemon->options_, daemon->ucx_->arena(), daemon->ucx_->arena_bytes(),
-                                        std::move(ssd), daemon->registry_));
+                                        std::move(ssd), daemon->registry_,
+                                        options.scheduler_address.empty() ? nullptr : &daemon->batcher_));
   DataPlane data_plane{daemon->ucx_->worker_address(), daemon->ucx_->rkey(),
                        reinterpret_cast<uint64_t>(daemon->ucx_->arena()), daemon->ucx_->arena_bytes()};
   daemon->service_ =
@@ -71,6 +72,23 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
                                                      [raw] { return raw->serving_.load(); }));
   }
   daemon->serving_ = true;
+  if (!options.scheduler_address.empty()) {
+    SchedulerLinkOptions link;
+    link.scheduler_address = options.scheduler_address;
+    link.advertise_address = options.advertise_address.empty() ? StrCat(options.host, ":", daemon->grpc_port_)
+                                                                : options.advertise_address;
+    link.holder_id = options.holder_id.empty() ? StrCat("kvstore-", link.advertise_address) : options.holder_id;
+    // Capacities in blocks of the largest size (the store knows bytes, not blocks); informational.
+    const uint64_t block_bytes = std::max<uint64_t>(1, daemon->options_.max_block_bytes);
+    link.dram_blocks = std::max<uint64_t>(1, daemon->ucx_->arena_bytes() / block_bytes);
+    if (!options.ssd_dir.empty()) {
+      link.ssd_blocks = options.ssd_bytes > 0 ? options.ssd_bytes / block_bytes : uint64_t{1} << 32;
+    }
+    LogInfo(StrCat("event=scheduler_link scheduler=", link.scheduler_address, " holder_id=", link.holder_id,
+                   " address=", link.advertise_address));
+    daemon->link_ = std::make_unique<SchedulerLink>(std::move(link), *daemon->store_, daemon->batcher_,
+                                                    daemon->registry_);
+  }
   if (!options.port_file.empty()) {
     STRATA_RETURN_IF_ERROR(WritePortFile(options.port_file, daemon->grpc_port_, daemon->metrics_port()));
   }
@@ -84,6 +102,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
 
 void KvStoreDaemon::Shutdown(std::chrono::milliseconds drain) {
   if (!server_) return;
+  link_.reset();  // deregisters: the scheduler stops routing fetches here first
   serving_ = false;
   server_->GetHealthCheckService()->SetServingStatus(false);
   // Let the calls under way finish (each is short: no call waits on a client), then stop. gRPC's own

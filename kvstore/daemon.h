@@ -1,5 +1,6 @@
 // The whole `strata-kvstore` process as a library: arena, UCX data plane, SSD tier, store, gRPC server
-// with the standard health service, /metrics. main() starts it, waits for SIGTERM/SIGINT and drains it.
+// with the standard health service, /metrics, and (with a scheduler address) the link that registers it
+// with the scheduler and reports its blocks. main() starts it, waits for SIGTERM/SIGINT and drains it.
 #ifndef STRATA_KVSTORE_DAEMON_H_
 #define STRATA_KVSTORE_DAEMON_H_
 
@@ -10,8 +11,10 @@
 #include "absl/status/statusor.h"
 #include "common/daemon.h"
 #include "common/metrics.h"
+#include "kvstore/event_batcher.h"
 #include "kvstore/memlock.h"
 #include "kvstore/options.h"
+#include "kvstore/scheduler_link.h"
 #include "kvstore/service.h"
 #include "kvstore/store.h"
 #include "kvstore/ucx_server.h"
@@ -35,10 +38,12 @@ class KvStoreDaemon {
   Options options_;
   MetricsRegistry registry_;
   std::unique_ptr<UcxServer> ucx_;
+  EventBatcher batcher_;  // the store's listener; drained by link_ (or nobody, without a scheduler)
   std::unique_ptr<Store> store_;
   std::unique_ptr<KvStoreService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;
+  std::unique_ptr<SchedulerLink> link_;
   std::atomic<bool> serving_{false};
   int grpc_port_ = 0;
 };

@@ -49,6 +49,11 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
       ->capture_default_str();
   app.add_option("--max-batch", options.max_batch, "Most keys in one request")->capture_default_str();
+  app.add_option("--scheduler", options.scheduler_address,
+                 "Register with this strata-scheduler (host:port) and report block events to it");
+  app.add_option("--advertise-address", options.advertise_address,
+                 "Address registered with the scheduler (default: --host and the gRPC port)");
+  app.add_option("--holder-id", options.holder_id, "Name in the cluster (default: kvstore-<advertised address>)");
   int drain_ms = 5000;
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long in-flight calls may finish")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

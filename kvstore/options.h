@@ -51,6 +51,14 @@ struct Options {
   uint32_t lease_ttl_ms = 30'000;
   // Most keys in one request; larger requests are refused with INVALID_ARGUMENT.
   uint32_t max_batch = 4096;
+
+  // The scheduler to register with (host:port) and report block events to (kvstore/scheduler_link.h);
+  // empty: none. The store serves the same either way.
+  std::string scheduler_address;
+  // Where workers reach this daemon's gRPC, as registered; empty: host:port (the bound port).
+  std::string advertise_address;
+  // This kvstore's name in the cluster; empty: "kvstore-" + the advertised address.
+  std::string holder_id;
 };
 
 }  // namespace strata::kvstore

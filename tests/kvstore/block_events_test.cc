@@ -1,5 +1,5 @@
 // The store tells its BlockListener every change of a published block, batched as it made it, and the
-// EventBatcher numbers them for the scheduler: publish (STORED at DRAM), DRAM -> SSD (STORED at SSD),
+// EventBatcher coalesces them for the scheduler: publish (STORED at DRAM), DRAM -> SSD (STORED at SSD),
 // promotion back (STORED at DRAM), gone (EVICTED); an inventory cut drops what it already covers.
 #include <cstring>
 #include <vector>
@@ -69,7 +69,7 @@ class StoreFixture {
   std::unique_ptr<Store> store_;
 };
 
-TEST(EventBatcher, CoalescesRunsAndNumbersEventsFromOne) {
+TEST(EventBatcher, CoalescesRunsOfOneKindInOrder) {
   EventBatcher batcher;
   const BlockKey a = Key(1), b = Key(2), c = Key(3);
   batcher.OnStored(Tier::kDram, {&a, 1});
@@ -77,54 +77,34 @@ TEST(EventBatcher, CoalescesRunsAndNumbersEventsFromOne) {
   batcher.OnStored(Tier::kSsd, {&a, 1});
   batcher.OnEvicted({&c, 1});
   batcher.OnEvicted({&b, 1});
-  EventBatcher::Drained drained = batcher.Drain();
-  EXPECT_FALSE(drained.overflowed);
-  ASSERT_EQ(drained.events.size(), 3u);
-  EXPECT_EQ(drained.events[0], (BlockEvent{1, Type::kStored, Tier::kDram, {a, b}}));
-  EXPECT_EQ(drained.events[1], (BlockEvent{2, Type::kStored, Tier::kSsd, {a}}));
-  EXPECT_EQ(drained.events[2], (BlockEvent{3, Type::kEvicted, Tier::kDram, {c, b}}));
-  EXPECT_TRUE(batcher.Drain().events.empty());
-  batcher.OnEvicted({&a, 1});
-  EXPECT_EQ(batcher.Drain().events.at(0).sequence, 4u);
-}
-
-TEST(EventBatcher, OverflowDropsPendingAndAsksForAnInventory) {
-  EventBatcher batcher(/*max_pending_keys=*/3);
-  std::vector<BlockKey> keys = {Key(1), Key(2), Key(3), Key(4)};
-  batcher.OnStored(Tier::kDram, absl::MakeSpan(keys).subspan(0, 2));
-  batcher.OnStored(Tier::kDram, absl::MakeSpan(keys).subspan(2, 2));
-  batcher.OnEvicted({&keys[0], 1});  // ignored: an inventory will cover it
-  EventBatcher::Drained drained = batcher.Drain();
-  EXPECT_TRUE(drained.overflowed);
-  EXPECT_TRUE(drained.events.empty());
-  EXPECT_EQ(batcher.Cut(), 0u);  // the inventory's sequence: nothing was numbered yet
-  batcher.OnStored(Tier::kDram, {&keys[0], 1});
-  drained = batcher.Drain();
-  EXPECT_FALSE(drained.overflowed);
-  ASSERT_EQ(drained.events.size(), 1u);
-  EXPECT_EQ(drained.events[0].sequence, 1u);
+  std::vector<BlockEvent> drained = batcher.Drain();
+  ASSERT_EQ(drained.size(), 3u);
+  EXPECT_EQ(drained[0], (BlockEvent{Type::kStored, Tier::kDram, {a, b}}));
+  EXPECT_EQ(drained[1], (BlockEvent{Type::kStored, Tier::kSsd, {a}}));
+  EXPECT_EQ(drained[2], (BlockEvent{Type::kEvicted, Tier::kDram, {c, b}}));
+  EXPECT_TRUE(batcher.Drain().empty());
 }
 
 TEST(StoreBlockEvents, CommitIsOneStoredEventAtDram) {
   StoreFixture fixture(8, /*with_ssd=*/false);
   fixture.Put({1, 2, 3});
-  EventBatcher::Drained drained = fixture.batcher().Drain();
-  ASSERT_EQ(drained.events.size(), 1u);
-  EXPECT_EQ(drained.events[0], (BlockEvent{1, Type::kStored, Tier::kDram, {Key(1), Key(2), Key(3)}}));
+  std::vector<BlockEvent> drained = fixture.batcher().Drain();
+  ASSERT_EQ(drained.size(), 1u);
+  EXPECT_EQ(drained[0], (BlockEvent{Type::kStored, Tier::kDram, {Key(1), Key(2), Key(3)}}));
 }
 
 TEST(StoreBlockEvents, EvictionToSsdAndPromotionAndDeleteAreReported) {
   StoreFixture fixture(2, /*with_ssd=*/true);
   fixture.Put({1, 2});
   fixture.Put({3});  // evicts one of 1, 2 to SSD
-  EventBatcher::Drained drained = fixture.batcher().Drain();
-  ASSERT_EQ(drained.events.size(), 3u);
-  EXPECT_EQ(drained.events[1].type, Type::kStored);
-  EXPECT_EQ(drained.events[1].tier, Tier::kSsd);
-  ASSERT_EQ(drained.events[1].keys.size(), 1u);
-  const BlockKey evicted = drained.events[1].keys[0];
+  std::vector<BlockEvent> drained = fixture.batcher().Drain();
+  ASSERT_EQ(drained.size(), 3u);
+  EXPECT_EQ(drained[1].type, Type::kStored);
+  EXPECT_EQ(drained[1].tier, Tier::kSsd);
+  ASSERT_EQ(drained[1].keys.size(), 1u);
+  const BlockKey evicted = drained[1].keys[0];
   EXPECT_TRUE(evicted == Key(1) || evicted == Key(2));
-  EXPECT_EQ(drained.events[2], (BlockEvent{3, Type::kStored, Tier::kDram, {Key(3)}}));
+  EXPECT_EQ(drained[2], (BlockEvent{Type::kStored, Tier::kDram, {Key(3)}}));
 
   // A get of the SSD block promotes it (STORED at DRAM), evicting another to SSD first.
   auto lease = fixture.store().BeginGet({&evicted, 1});
@@ -132,43 +112,41 @@ TEST(StoreBlockEvents, EvictionToSsdAndPromotionAndDeleteAreReported) {
   ASSERT_TRUE(lease->slots[0].present);
   ASSERT_TRUE(fixture.store().EndGet(lease->lease_id).ok());
   drained = fixture.batcher().Drain();
-  ASSERT_EQ(drained.events.size(), 2u);
-  EXPECT_EQ(drained.events[0].tier, Tier::kSsd);
-  EXPECT_EQ(drained.events[1], (BlockEvent{5, Type::kStored, Tier::kDram, {evicted}}));
+  ASSERT_EQ(drained.size(), 2u);
+  EXPECT_EQ(drained[0].tier, Tier::kSsd);
+  EXPECT_EQ(drained[1], (BlockEvent{Type::kStored, Tier::kDram, {evicted}}));
 
   const std::vector<BlockKey> gone = {Key(1), Key(2), Key(3), Key(9)};
   EXPECT_EQ(fixture.store().Delete(gone), 3u);
   drained = fixture.batcher().Drain();
-  ASSERT_EQ(drained.events.size(), 1u);
-  EXPECT_EQ(drained.events[0].type, Type::kEvicted);
-  EXPECT_EQ(drained.events[0].keys, (std::vector<BlockKey>{Key(1), Key(2), Key(3)}));
+  ASSERT_EQ(drained.size(), 1u);
+  EXPECT_EQ(drained[0].type, Type::kEvicted);
+  EXPECT_EQ(drained[0].keys, (std::vector<BlockKey>{Key(1), Key(2), Key(3)}));
 }
 
 TEST(StoreBlockEvents, DramEvictionWithoutSsdIsEvicted) {
   StoreFixture fixture(1, /*with_ssd=*/false);
   fixture.Put({1});
   fixture.Put({2});
-  EventBatcher::Drained drained = fixture.batcher().Drain();
-  ASSERT_EQ(drained.events.size(), 3u);
-  EXPECT_EQ(drained.events[1], (BlockEvent{2, Type::kEvicted, Tier::kDram, {Key(1)}}));
+  std::vector<BlockEvent> drained = fixture.batcher().Drain();
+  ASSERT_EQ(drained.size(), 3u);
+  EXPECT_EQ(drained[1], (BlockEvent{Type::kEvicted, Tier::kDram, {Key(1)}}));
 }
 
 TEST(StoreBlockEvents, InventoryHoldsEveryBlockByTierAndTheCutDropsWhatItCovers) {
   StoreFixture fixture(2, /*with_ssd=*/true);
   fixture.Put({1, 2});
-  (void)fixture.batcher().Drain();  // sequence 1
-  fixture.Put({3});                 // pending: SSD for one of 1, 2; DRAM for 3
-  uint64_t cut = 0;
-  BlockInventory inventory = fixture.store().Inventory([&] { cut = fixture.batcher().Cut(); });
-  EXPECT_EQ(cut, 1u);
+  (void)fixture.batcher().Drain();
+  fixture.Put({3});  // pending: SSD for one of 1, 2; DRAM for 3
+  BlockInventory inventory = fixture.store().Inventory([&] { fixture.batcher().Cut(); });
   EXPECT_EQ(inventory.dram.size(), 2u);
   ASSERT_EQ(inventory.ssd.size(), 1u);
-  EXPECT_TRUE(fixture.batcher().Drain().events.empty());
+  EXPECT_TRUE(fixture.batcher().Drain().empty());
   const BlockKey gone = inventory.ssd[0];
   EXPECT_EQ(fixture.store().Delete({&gone, 1}), 1u);
-  EventBatcher::Drained drained = fixture.batcher().Drain();
-  ASSERT_EQ(drained.events.size(), 1u);
-  EXPECT_EQ(drained.events[0].sequence, 2u);
+  std::vector<BlockEvent> drained = fixture.batcher().Drain();
+  ASSERT_EQ(drained.size(), 1u);
+  EXPECT_EQ(drained[0], (BlockEvent{Type::kEvicted, Tier::kDram, {gone}}));
 }
 
 }  // namespace
