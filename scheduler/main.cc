@@ -9,6 +9,7 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/options.h"
 #include "scheduler/replay/replay.h"
 #include "scheduler/service.h"
@@ -28,8 +29,21 @@ int Serve(const sched::Options& options) {
   strata::BlockShutdownSignals();
   absl::StatusOr<std::unique_ptr<sched::SchedulerServer>> server = sched::SchedulerServer::Start(options);
   if (!server.ok()) return Fail(server.status());
+  std::unique_ptr<strata::frontdoor::FrontDoor> front_door;
+  if (!options.model_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<strata::frontdoor::FrontDoor>> started =
+        strata::frontdoor::FrontDoor::Start(options, &(*server)->scheduler());
+    if (!started.ok()) {
+      (*server)->Shutdown(absl::ZeroDuration());
+      return Fail(started.status());
+    }
+    front_door = *std::move(started);
+  } else {
+    strata::LogInfo("event=frontdoor_off reason=no_model_dir");
+  }
   const int signal_number = strata::WaitForShutdownSignal();
   strata::LogInfo(StrCat("event=shutdown_signal signal=", signal_number));
+  if (front_door != nullptr) front_door->Shutdown();
   (*server)->Shutdown(absl::Seconds(5));
   return 0;
 }
@@ -106,6 +120,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--silence-warning-s", silence_warning_s, "log a holder whose sent events do not arrive")
       ->capture_default_str();
+  serve->add_option("--model-dir", options.model_dir,
+                    "front door: the served model's tokenizer.json, config.json, tokenizer_config.json (no front "
+                    "door without it)");
+  serve->add_option("--served-model-name", options.served_model_name,
+                    "front door: the model name clients ask for (default: base name of --model-dir)");
+  serve->add_option("--http-host", options.http_host, "front door: HTTP host")->capture_default_str();
+  serve->add_option("--http-port", options.http_port, "front door: OpenAI-compatible HTTP port (0: off)")
+      ->capture_default_str();
+  serve->add_option("--frontdoor-grpc-address", options.frontdoor_grpc_address,
+                    "front door: FrontDoor gRPC service address (default: off)");
+  serve->add_option("--api-keys", options.api_keys_file,
+                    "front door: file of `key tenant` lines; requests then need Authorization: Bearer key");
+  int64_t request_timeout_s = 600;
+  serve->add_option("--request-timeout-s", request_timeout_s, "front door: deadline of a request's worker stream")
+      ->capture_default_str();
 
   replay::ReplayOptions replay_options;
   std::string trace_path, policies = "round-robin,least-loaded,cache-aware", sweep, plot;
@@ -155,5 +184,10 @@ int main(int argc, char** argv) {
   options.lease = absl::Milliseconds(lease_ms);
   options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);
   options.tie_window = absl::Milliseconds(tie_window_ms);
+  if (options.http_port < 0 || options.http_port > 65535 || request_timeout_s <= 0) {
+    return Fail(absl::InvalidArgumentError("--http-port must be in [0, 65535] and --request-timeout-s > 0"));
+  }
+  if (options.http_port == 0) options.http_port = -1;  // the flag's 0 is "off"; Options' 0 is "any port"
+  options.request_timeout = absl::Seconds(request_timeout_s);
   return Serve(options);
 }

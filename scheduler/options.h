@@ -46,6 +46,24 @@ struct Options {
   // A live holder that has sent no KV event for this long while its heartbeat says it sent some is
   // logged (silence is a bug). Default 30 s.
   absl::Duration silence_warning = absl::Seconds(30);
+
+  // The front door (scheduler/frontdoor/): OpenAI-compatible HTTP and the FrontDoor gRPC service. It
+  // runs when `model_dir` is set: the directory's tokenizer.json, config.json (context length) and
+  // tokenizer_config.json (chat template; a documented fallback without one). No weights are read.
+  std::string model_dir;
+  // The name clients give as `model`, and workers register as WorkerInfo.model_name. Empty: the base
+  // name of model_dir.
+  std::string served_model_name;
+  std::string http_host = "0.0.0.0";
+  // -1: no HTTP front door; 0: any free port (tests). Default 8000.
+  int http_port = 8000;
+  // Listen address of the FrontDoor gRPC service (proto/frontdoor.proto). Empty: off.
+  std::string frontdoor_grpc_address;
+  // Lines `key tenant`: requests need `Authorization: Bearer key`, and the tenant is the key's. Empty:
+  // no keys, every caller is tenant "default".
+  std::string api_keys_file;
+  // Deadline of a request's Generate call on its worker (the whole stream). Default 10 min.
+  absl::Duration request_timeout = absl::Minutes(10);
 };
 
 }  // namespace strata::scheduler

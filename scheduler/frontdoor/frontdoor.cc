@@ -1,0 +1,139 @@
+#include "scheduler/frontdoor/frontdoor.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <chrono>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "scheduler/frontdoor/grpc_service.h"
+
+namespace strata::frontdoor {
+namespace {
+
+// Each open stream holds one HTTP thread for its whole life.
+constexpr size_t kHttpThreads = 64;
+
+std::vector<double> TtftBuckets() {
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Options& options,
+                                                            scheduler::Scheduler* scheduler) {
+  if (options.model_dir.empty()) return absl::InvalidArgumentError("front door: no model directory (--model-dir)");
+  std::unique_ptr<FrontDoor> door(new FrontDoor());
+  door->options_ = options;
+  door->scheduler_ = scheduler;
+  STRATA_ASSIGN_OR_RETURN(door->model_, ServedModel::Load(options.model_dir, options.served_model_name));
+  if (!options.api_keys_file.empty()) {
+    STRATA_ASSIGN_OR_RETURN(door->keys_, ApiKeys::Load(options.api_keys_file));
+  }
+  door->directory_ = std::make_unique<WorkerDirectory>(scheduler, absl::Seconds(2));
+  door->proxy_ = std::make_unique<WorkerProxy>(scheduler, door->directory_.get(), options.request_timeout);
+  door->started_unix_s_ = absl::ToUnixSeconds(absl::Now());
+  door->ttft_ = &door->metrics_.AddHistogram("strata_frontdoor_ttft_seconds",
+                                             "Request arrival to first token, as the front door sees it",
+                                             TtftBuckets());
+  door->streams_ = &door->metrics_.AddGauge("strata_frontdoor_open_streams", "Requests whose worker stream is open");
+
+  if (options.http_port >= 0) {
+    door->http_ = std::make_unique<httplib::Server>();
+    door->http_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+    // SO_REUSEADDR only (common/daemon.cc says why: no silent port sharing).
+    door->http_->set_socket_options([](int socket) {
+      const int yes = 1;
+      ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
+    door->InstallHttpRoutes();
+    door->http_port_ = options.http_port == 0 ? door->http_->bind_to_any_port(options.http_host)
+                                              : (door->http_->bind_to_port(options.http_host, options.http_port)
+                                                     ? options.http_port
+                                                     : -1);
+    if (door->http_port_ <= 0) {
+      return absl::UnavailableError(StrCat("front door: cannot listen for HTTP on ", options.http_host, ":",
+                                           options.http_port, " (address in use or not local?)"));
+    }
+    httplib::Server* raw = door->http_.get();
+    std::atomic<bool>* done = &door->http_listen_done_;
+    door->http_thread_ = std::thread([raw, done] {
+      raw->listen_after_bind();
+      done->store(true);
+    });
+  }
+  if (!options.frontdoor_grpc_address.empty()) {
+    door->grpc_service_ = std::make_unique<FrontDoorService>(door.get());
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options.frontdoor_grpc_address, grpc::InsecureServerCredentials(), &door->grpc_port_);
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    builder.RegisterService(door->grpc_service_.get());
+    door->grpc_server_ = builder.BuildAndStart();
+    if (door->grpc_server_ == nullptr || door->grpc_port_ == 0) {
+      return absl::UnavailableError(
+          StrCat("front door: cannot listen for gRPC on ", options.frontdoor_grpc_address, " (address in use?)"));
+    }
+  }
+  LogInfo(StrCat("event=frontdoor_started model=", door->model_->name(), " http_port=", door->http_port_,
+                 " grpc_port=", door->grpc_port_, " api_keys=", door->keys_.size(),
+                 " context_tokens=", door->model_->context_tokens()));
+  return door;
+}
+
+void FrontDoor::Shutdown() {
+  {
+    absl::MutexLock lock(&shutdown_mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (grpc_server_ != nullptr) grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (http_thread_.joinable()) {
+    // As common/daemon.cc: stop() only once the listen loop runs, and only once.
+    bool stopped = false;
+    while (!http_listen_done_.load()) {
+      if (!stopped && http_->is_running()) {
+        http_->stop();
+        stopped = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    http_thread_.join();
+  }
+  LogInfo("event=frontdoor_stopped");
+}
+
+FrontDoor::~FrontDoor() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<GenerationStream>> FrontDoor::Generate(const GenerationRequest& request,
+                                                                      const std::string& tenant, absl::Time arrived) {
+  STRATA_ASSIGN_OR_RETURN(PreparedRequest prepared, model_->Prepare(request));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GenerationStream> stream,
+                          proxy_->Start(prepared, tenant, model_->tokenizer(), arrived));
+  ttft_->Observe(stream->ttft_s());
+  return stream;
+}
+
+int FrontDoor::WorkerCount() { return static_cast<int>(directory_->WorkersOf(model_->name()).size()); }
+
+void FrontDoor::CountRequest(std::string_view endpoint, int http_status) {
+  const std::string key = StrCat(endpoint, " ", http_status);
+  Counter* counter = nullptr;
+  {
+    absl::MutexLock lock(&counters_mutex_);
+    Counter*& slot = request_counters_[key];
+    if (slot == nullptr) {
+      slot = &metrics_.AddCounter("strata_frontdoor_requests_total", "Front-door requests by endpoint and status",
+                                  {{"endpoint", std::string(endpoint)}, {"status", StrCat(http_status)}});
+    }
+    counter = slot;
+  }
+  counter->Increment();
+}
+
+std::string FrontDoor::NewRequestId(Endpoint endpoint) {
+  return StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", started_unix_s_, "-", next_request_++);
+}
+
+}  // namespace strata::frontdoor

@@ -1,0 +1,98 @@
+// The front door: OpenAI-compatible HTTP (/v1/completions, /v1/chat/completions with server-sent
+// events, /v1/models, /health, /metrics) and the FrontDoor gRPC service (proto/frontdoor.proto), both
+// over one pipeline: authenticate (API key -> tenant), parse, tokenize or render the chat template,
+// check the context, route (Scheduler::Route by token ids, tenant and cache_salt), proxy the chosen
+// worker's Generate stream with incremental detokenization and stop strings.
+#ifndef STRATA_SCHEDULER_FRONTDOOR_FRONTDOOR_H_
+#define STRATA_SCHEDULER_FRONTDOOR_FRONTDOOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
+#include "scheduler/frontdoor/api_keys.h"
+#include "scheduler/frontdoor/served_model.h"
+#include "scheduler/frontdoor/worker_proxy.h"
+#include "scheduler/options.h"
+#include "scheduler/scheduler.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace strata::frontdoor {
+
+class FrontDoorService;
+
+// Thread-safe. Stops in the destructor (or Shutdown()).
+class FrontDoor {
+ public:
+  // Loads options.model_dir and options.api_keys_file, then serves HTTP on http_host:http_port (unless
+  // -1) and gRPC on frontdoor_grpc_address (unless empty). `scheduler` must outlive the front door.
+  // InvalidArgument / NotFound for a bad model directory or key file, Unavailable when a port cannot be
+  // bound.
+  static absl::StatusOr<std::unique_ptr<FrontDoor>> Start(const scheduler::Options& options,
+                                                          scheduler::Scheduler* scheduler);
+  ~FrontDoor();
+  void Shutdown();
+
+  int http_port() const { return http_port_; }  // -1 when off
+  int grpc_port() const { return grpc_port_; }  // 0 when off
+  const MetricsRegistry& metrics() const { return metrics_; }
+  const ServedModel& model() const { return *model_; }
+
+  // The pipeline both faces use.
+  absl::StatusOr<std::string> Authenticate(std::string_view authorization) const { return keys_.TenantOf(authorization); }
+  absl::StatusOr<std::unique_ptr<GenerationStream>> Generate(const GenerationRequest& request, const std::string& tenant,
+                                                             absl::Time arrived);
+  // Live workers serving the model.
+  int WorkerCount();
+  // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).
+  void CountRequest(std::string_view endpoint, int http_status);
+  void ObserveTtft(double seconds) { ttft_->Observe(seconds); }
+  void StreamStarted() { streams_->Add(1); }
+  void StreamEnded() { streams_->Add(-1); }
+  std::string NewRequestId(Endpoint endpoint);
+
+ private:
+  FrontDoor() = default;
+  void InstallHttpRoutes();
+
+  scheduler::Options options_;
+  scheduler::Scheduler* scheduler_ = nullptr;
+  std::unique_ptr<ServedModel> model_;
+  ApiKeys keys_;
+  std::unique_ptr<WorkerDirectory> directory_;
+  std::unique_ptr<WorkerProxy> proxy_;
+  int64_t started_unix_s_ = 0;
+  std::atomic<uint64_t> next_request_{1};
+
+  MetricsRegistry metrics_;
+  Histogram* ttft_ = nullptr;
+  Gauge* streams_ = nullptr;
+  absl::Mutex counters_mutex_;
+  absl::flat_hash_map<std::string, Counter*> request_counters_ ABSL_GUARDED_BY(counters_mutex_);
+
+  std::unique_ptr<httplib::Server> http_;
+  std::thread http_thread_;
+  std::atomic<bool> http_listen_done_{false};
+  int http_port_ = -1;
+  std::unique_ptr<FrontDoorService> grpc_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  int grpc_port_ = 0;
+  absl::Mutex shutdown_mutex_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mutex_) = false;
+};
+
+}  // namespace strata::frontdoor
+
+#endif  // STRATA_SCHEDULER_FRONTDOOR_FRONTDOOR_H_

@@ -1,0 +1,285 @@
+#include "scheduler/frontdoor/openai_http.h"
+
+#include <limits>
+#include <utility>
+
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace strata::frontdoor {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::Status Invalid(std::string_view message, std::string_view param) {
+  return ApiError(absl::StatusCode::kInvalidArgument, message, {}, param);
+}
+
+absl::StatusOr<Json> ParseObject(std::string_view body) {
+  Json json = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) {
+    return Invalid(
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+        "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+        {});
+  }
+  if (!json.is_object()) return Invalid("The request body must be a JSON object.", {});
+  return json;
+}
+
+bool Present(const Json& json, const char* key) { return json.contains(key) && !json[key].is_null(); }
+
+absl::Status ReadNumber(const Json& json, const char* key, double min, double max, float& out) {
+  if (!Present(json, key)) return absl::OkStatus();
+  if (!json[key].is_number()) return Invalid(StrCat("'", key, "' must be a number"), key);
+  const double value = json[key].get<double>();
+  if (!(value >= min && value <= max)) {
+    return Invalid(StrCat(value, " is not a valid value for '", key, "': it must be in [", min, ", ", max, "]"), key);
+  }
+  out = static_cast<float>(value);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<int64_t>> ReadInteger(const Json& json, const char* key, int64_t min, int64_t max) {
+  if (!Present(json, key)) return std::optional<int64_t>();
+  const Json& value = json[key];
+  if (!value.is_number_integer()) return Invalid(StrCat("'", key, "' must be an integer"), key);
+  const int64_t v = value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(max)
+                        ? max + (max < std::numeric_limits<int64_t>::max() ? 1 : 0)
+                        : value.get<int64_t>();
+  if (v < min || v > max) return Invalid(StrCat(v, " is not a valid value for '", key, "': it must be in [", min, ", ", max, "]"), key);
+  return std::optional<int64_t>(v);
+}
+
+absl::Status ReadBool(const Json& json, const char* key, bool& out) {
+  if (!Present(json, key)) return absl::OkStatus();
+  if (!json[key].is_boolean()) return Invalid(StrCat("'", key, "' must be a boolean"), key);
+  out = json[key].get<bool>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadTokenIds(const Json& array, const char* param, std::vector<int32_t>& out) {
+  for (const Json& id : array) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return Invalid(StrCat("'", param, "' must hold token ids (non-negative integers)"), param);
+    }
+    out.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return absl::OkStatus();
+}
+
+// What both endpoints share: model, sampling, stops, streaming, extensions, and the refusals.
+absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
+  if (!Present(json, "model")) return Invalid("you must provide a model parameter", "model");
+  if (!json["model"].is_string()) return Invalid("'model' must be a string", "model");
+  request.model = json["model"].get<std::string>();
+
+  const char* max_key = Present(json, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens,
+                          ReadInteger(json, max_key, 1, std::numeric_limits<int32_t>::max()));
+  if (max_tokens) request.max_tokens = static_cast<uint32_t>(*max_tokens);
+  STRATA_RETURN_IF_ERROR(ReadNumber(json, "temperature", 0, 2, request.temperature));
+  STRATA_RETURN_IF_ERROR(ReadNumber(json, "top_p", 0, 1, request.top_p));
+  if (Present(json, "top_p") && request.top_p <= 0) return Invalid("'top_p' must be in (0, 1]", "top_p");
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> top_k, ReadInteger(json, "top_k", -1, 1 << 30));
+  if (top_k) request.top_k = *top_k < 0 ? 0 : static_cast<uint32_t>(*top_k);  // vLLM: -1 means all
+  if (Present(json, "seed")) {
+    if (!json["seed"].is_number_integer()) return Invalid("'seed' must be an integer", "seed");
+    request.seed = json["seed"].is_number_unsigned() ? json["seed"].get<uint64_t>()
+                                                     : static_cast<uint64_t>(json["seed"].get<int64_t>());
+  }
+  if (Present(json, "stop")) {
+    const Json& stop = json["stop"];
+    if (stop.is_string()) {
+      request.stop.push_back(stop.get<std::string>());
+    } else if (stop.is_array()) {
+      for (const Json& s : stop) {
+        if (!s.is_string()) return Invalid("'stop' must be a string or an array of strings", "stop");
+        request.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      return Invalid("'stop' must be a string or an array of strings", "stop");
+    }
+  }
+  if (Present(json, "stop_token_ids")) {
+    if (!json["stop_token_ids"].is_array()) return Invalid("'stop_token_ids' must be an array of token ids", "stop_token_ids");
+    STRATA_RETURN_IF_ERROR(ReadTokenIds(json["stop_token_ids"], "stop_token_ids", request.stop_token_ids));
+  }
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "ignore_eos", request.ignore_eos));
+  if (Present(json, "cache_salt")) {
+    if (!json["cache_salt"].is_string()) return Invalid("'cache_salt' must be a string", "cache_salt");
+    request.cache_salt = json["cache_salt"].get<std::string>();
+  }
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "stream", request.stream));
+  if (Present(json, "stream_options")) {
+    const Json& options = json["stream_options"];
+    if (!options.is_object()) return Invalid("'stream_options' must be an object", "stream_options");
+    if (!request.stream) return Invalid("'stream_options' is only allowed with 'stream': true", "stream_options");
+    STRATA_RETURN_IF_ERROR(ReadBool(options, "include_usage", request.include_usage));
+  }
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> n, ReadInteger(json, "n", 1, 128));
+  if (n && *n != 1) return Invalid("only n = 1 is supported", "n");
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, ReadInteger(json, "best_of", 1, 128));
+  if (best_of && *best_of != 1) return Invalid("only best_of = 1 is supported", "best_of");
+  for (const char* unsupported : {"logprobs", "top_logprobs", "suffix", "tools", "functions", "logit_bias"}) {
+    if (Present(json, unsupported) && !(json[unsupported].is_boolean() && !json[unsupported].get<bool>())) {
+      return Invalid(StrCat("'", unsupported, "' is not supported by this server"), unsupported);
+    }
+  }
+  bool echo = false;
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "echo", echo));
+  if (echo) return Invalid("'echo' is not supported by this server", "echo");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body) {
+  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
+  GenerationRequest request;
+  request.endpoint = Endpoint::kCompletions;
+  STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+  if (!Present(json, "prompt")) return Invalid("you must provide a prompt", "prompt");
+  const Json& prompt = json["prompt"];
+  constexpr char kShape[] =
+      "'prompt' must be a string, an array of token ids, or an array holding one of those (one prompt per request)";
+  if (prompt.is_string()) {
+    request.prompt_text = prompt.get<std::string>();
+  } else if (prompt.is_array() && !prompt.empty() && prompt[0].is_number()) {
+    STRATA_RETURN_IF_ERROR(ReadTokenIds(prompt, "prompt", request.prompt_ids));
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_string()) {
+    request.prompt_text = prompt[0].get<std::string>();
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_array() && !prompt[0].empty()) {
+    STRATA_RETURN_IF_ERROR(ReadTokenIds(prompt[0], "prompt", request.prompt_ids));
+  } else if (prompt.is_array() && prompt.size() > 1) {
+    return Invalid("batched prompts (an array of several prompts) are not supported: send one request per prompt",
+                   "prompt");
+  } else {
+    return Invalid(kShape, "prompt");
+  }
+  if (!request.prompt_text && request.prompt_ids.empty()) return Invalid(kShape, "prompt");
+  if (request.prompt_text && request.prompt_text->empty()) return Invalid("'prompt' must not be empty", "prompt");
+  return request;
+}
+
+absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
+  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
+  GenerationRequest request;
+  request.endpoint = Endpoint::kChat;
+  STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+  if (!Present(json, "messages") || !json["messages"].is_array() || json["messages"].empty()) {
+    return Invalid("'messages' must be a non-empty array of {role, content}", "messages");
+  }
+  for (size_t i = 0; i < json["messages"].size(); ++i) {
+    const Json& m = json["messages"][i];
+    const std::string param = StrCat("messages[", i, "]");
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return Invalid(StrCat(param, " must be an object with a string 'role'"), param);
+    }
+    ChatMessage message;
+    message.role = m["role"].get<std::string>();
+    if (m.contains("content") && m["content"].is_string()) {
+      message.content = m["content"].get<std::string>();
+    } else if (m.contains("content") && m["content"].is_array()) {
+      for (const Json& part : m["content"]) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+          return Invalid(StrCat(param, ".content: only parts of type 'text' are supported"), StrCat(param, ".content"));
+        }
+        message.content += part["text"].get<std::string>();
+      }
+    } else if (!(m.contains("content") && m["content"].is_null() && message.role == "assistant")) {
+      return Invalid(StrCat(param, ".content must be a string or an array of text parts"), StrCat(param, ".content"));
+    }
+    request.messages.push_back(std::move(message));
+  }
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "add_generation_prompt", request.add_generation_prompt));
+  return request;
+}
+
+Json ErrorJson(const absl::Status& status) {
+  const std::string code = OpenAiCodeOf(status);
+  const std::string param = OpenAiParamOf(status);
+  return Json{{"error",
+               {{"message", std::string(status.message())},
+                {"type", std::string(OpenAiTypeOf(status))},
+                {"param", param.empty() ? Json(nullptr) : Json(param)},
+                {"code", code.empty() ? Json(nullptr) : Json(code)}}}};
+}
+
+Json UsageJson(const Usage& usage) {
+  return Json{{"prompt_tokens", usage.prompt_tokens},
+              {"completion_tokens", usage.completion_tokens},
+              {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+              {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}},
+              {"strata",
+               {{"worker_id", usage.worker_id},
+                {"cached_tokens_gpu", usage.cached_tokens_gpu},
+                {"cached_tokens_host", usage.cached_tokens_host},
+                {"cached_tokens_kvstore", usage.cached_tokens_kvstore},
+                {"prefill_tokens", usage.prefill_tokens},
+                {"queue_s", usage.queue_s},
+                {"ttft_s", usage.ttft_s}}}};
+}
+
+namespace {
+
+Json Envelope(const ResponseHeader& header, const char* object) {
+  return Json{{"id", header.id}, {"object", object}, {"created", header.created}, {"model", header.model}};
+}
+
+Json FinishReason(std::string_view finish_reason) {
+  return finish_reason.empty() ? Json(nullptr) : Json(std::string(finish_reason));
+}
+
+}  // namespace
+
+Json CompletionJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text,
+                    std::string_view finish_reason, const Usage& usage) {
+  Json out;
+  if (endpoint == Endpoint::kChat) {
+    out = Envelope(header, "chat.completion");
+    out["choices"] = Json::array({Json{{"index", 0},
+                                       {"message", {{"role", "assistant"}, {"content", text}}},
+                                       {"logprobs", nullptr},
+                                       {"finish_reason", FinishReason(finish_reason)}}});
+  } else {
+    out = Envelope(header, "text_completion");
+    out["choices"] = Json::array(
+        {Json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", FinishReason(finish_reason)}}});
+  }
+  out["usage"] = UsageJson(usage);
+  return out;
+}
+
+Json ChunkJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text, bool first,
+               std::string_view finish_reason, bool with_null_usage) {
+  Json out;
+  if (endpoint == Endpoint::kChat) {
+    out = Envelope(header, "chat.completion.chunk");
+    Json delta = Json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || (first && finish_reason.empty())) delta["content"] = text;
+    out["choices"] = Json::array(
+        {Json{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", FinishReason(finish_reason)}}});
+  } else {
+    out = Envelope(header, "text_completion");
+    out["choices"] = Json::array(
+        {Json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", FinishReason(finish_reason)}}});
+  }
+  if (with_null_usage) out["usage"] = nullptr;
+  return out;
+}
+
+Json UsageChunkJson(const ResponseHeader& header, Endpoint endpoint, const Usage& usage) {
+  Json out = Envelope(header, endpoint == Endpoint::kChat ? "chat.completion.chunk" : "text_completion");
+  out["choices"] = Json::array();
+  out["usage"] = UsageJson(usage);
+  return out;
+}
+
+std::string SseEvent(const Json& json) {
+  // Invalid UTF-8 (never produced by the decoder, but a client's echo could be) is replaced, not thrown.
+  return StrCat("data: ", json.dump(-1, ' ', false, Json::error_handler_t::replace), "\n\n");
+}
+
+}  // namespace strata::frontdoor

@@ -1,0 +1,53 @@
+// The OpenAI wire format: request bodies of /v1/completions and /v1/chat/completions parsed into a
+// GenerationRequest, and the response bodies, stream chunks and error objects built from results.
+// Pure functions on JSON; the HTTP server is frontdoor.h's.
+#ifndef STRATA_SCHEDULER_FRONTDOOR_OPENAI_HTTP_H_
+#define STRATA_SCHEDULER_FRONTDOOR_OPENAI_HTTP_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/frontdoor/request.h"
+
+namespace strata::frontdoor {
+
+// Parses a request body. InvalidArgument (OpenAI `invalid_request_error`, with `param`) for malformed
+// JSON, a missing or mistyped field, or what Strata does not do (n > 1, several prompts, logprobs, echo,
+// best_of, tools). Unknown fields are ignored, as vLLM does.
+absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body);
+absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body);
+
+// {"error": {"message", "type", "param", "code"}}.
+nlohmann::json ErrorJson(const absl::Status& status);
+
+// usage with prompt_tokens_details.cached_tokens and the `strata` extension object.
+nlohmann::json UsageJson(const Usage& usage);
+
+// What a response or chunk names: its id ("cmpl-..." / "chatcmpl-..."), creation time and model.
+struct ResponseHeader {
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+};
+
+// Non-streaming bodies.
+nlohmann::json CompletionJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text,
+                              std::string_view finish_reason, const Usage& usage);
+// One stream chunk: `text` as the choice's text (completions) or delta.content (chat); `first` adds
+// the chat delta's role; a non-empty `finish_reason` ends the choice. `with_null_usage` writes
+// "usage": null (OpenAI does so on every chunk when include_usage is on).
+nlohmann::json ChunkJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text, bool first,
+                         std::string_view finish_reason, bool with_null_usage);
+// The last chunk of include_usage: no choices, the usage.
+nlohmann::json UsageChunkJson(const ResponseHeader& header, Endpoint endpoint, const Usage& usage);
+
+// `data: <json>\n\n`.
+std::string SseEvent(const nlohmann::json& json);
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+}  // namespace strata::frontdoor
+
+#endif  // STRATA_SCHEDULER_FRONTDOOR_OPENAI_HTTP_H_

@@ -1,0 +1,278 @@
+#include "scheduler/frontdoor/worker_proxy.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <utility>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/strings.h"
+
+namespace strata::frontdoor {
+namespace {
+
+constexpr absl::Duration kInfoRetry = absl::Seconds(3);
+
+std::chrono::milliseconds Millis(absl::Duration d) { return std::chrono::milliseconds(absl::ToInt64Milliseconds(d)); }
+
+// A worker's refusal or failure before any output, as the client should see it.
+absl::Status BeforeOutput(const grpc::Status& status, const std::string& worker_id, const std::string& address) {
+  const std::string where = StrCat("worker ", worker_id, " (", address, ")");
+  const std::string message(status.error_message());
+  switch (status.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return ApiError(absl::StatusCode::kInvalidArgument, StrCat(where, " refused the request: ", message));
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return ApiError(absl::StatusCode::kResourceExhausted, StrCat(where, " is full: ", message, "; retry"), {}, {}, 503);
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return ApiError(absl::StatusCode::kUnavailable,
+                      StrCat(where, " refused the model fingerprint (", message, "); retry"), {}, {}, 503);
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::DATA_LOSS:
+      return ApiError(absl::StatusCode::kInternal, StrCat(where, " failed: ", message), {}, {}, 502);
+    default:
+      return ApiError(absl::StatusCode::kUnavailable,
+                      StrCat(where, " could not serve the request (", static_cast<int>(status.error_code()), ": ",
+                             message, "); retry"),
+                      {}, {}, 503);
+  }
+}
+
+}  // namespace
+
+WorkerDirectory::WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout)
+    : scheduler_(scheduler), info_timeout_(info_timeout) {}
+
+std::shared_ptr<proto::Worker::Stub> WorkerDirectory::Stub(const std::string& address) {
+  absl::MutexLock lock(&mutex_);
+  std::shared_ptr<proto::Worker::Stub>& stub = stubs_[address];
+  if (stub == nullptr) {
+    stub = proto::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+  return stub;
+}
+
+std::vector<WorkerModel> WorkerDirectory::Refresh() {
+  std::vector<scheduler::HolderSnapshot> holders = scheduler_->Holders();
+  const absl::Time now = absl::Now();
+  // Who must be asked: new registrations, and failed ones whose retry time came.
+  std::vector<const scheduler::HolderSnapshot*> ask;
+  {
+    absl::MutexLock lock(&mutex_);
+    absl::flat_hash_set<std::string> live;
+    for (const scheduler::HolderSnapshot& h : holders) {
+      if (h.kind != scheduler::HolderKind::kWorker) continue;
+      live.insert(h.holder_id);
+      auto it = known_.find(h.holder_id);
+      if (it == known_.end() || it->second.epoch != h.epoch || (!it->second.model && now >= it->second.retry_after)) {
+        ask.push_back(&h);
+      }
+    }
+    for (auto it = known_.begin(); it != known_.end();) {
+      if (!live.contains(it->first)) {
+        known_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const scheduler::HolderSnapshot* h : ask) {
+    std::shared_ptr<proto::Worker::Stub> stub = Stub(h->address);
+    grpc::ClientContext context;
+    SetDeadline(context, Millis(info_timeout_));
+    proto::InfoResponse info;
+    const grpc::Status status = stub->Info(&context, proto::InfoRequest(), &info);
+    Known known;
+    known.epoch = h->epoch;
+    if (status.ok() && info.key_scheme().model_fingerprint().size() == 32) {
+      WorkerModel model;
+      model.worker_id = h->holder_id;
+      model.address = h->address;
+      model.model_name = info.model_name();
+      std::memcpy(model.fingerprint.data(), info.key_scheme().model_fingerprint().data(), 32);
+      model.block_tokens = info.key_scheme().block_tokens();
+      model.max_context_tokens = info.max_context_tokens();
+      model.eos_token_ids.assign(info.eos_token_ids().begin(), info.eos_token_ids().end());
+      known.model = std::move(model);
+      LogInfo(StrCat("event=frontdoor_worker_known worker=", h->holder_id, " address=", h->address,
+                     " model=", info.model_name()));
+    } else {
+      known.retry_after = absl::Now() + kInfoRetry;
+      LogWarning(StrCat("error=worker_info_failed worker=", h->holder_id, " address=", h->address, " code=",
+                        static_cast<int>(status.error_code()), " message=\"",
+                        status.ok() ? "no 32-byte fingerprint" : status.error_message(), "\""));
+    }
+    absl::MutexLock lock(&mutex_);
+    known_[h->holder_id] = std::move(known);
+  }
+  std::vector<WorkerModel> out;
+  absl::MutexLock lock(&mutex_);
+  for (const auto& [id, known] : known_) {
+    if (known.model) out.push_back(*known.model);
+  }
+  return out;
+}
+
+std::vector<WorkerModel> WorkerDirectory::WorkersOf(const std::string& model_name) {
+  std::vector<WorkerModel> out;
+  for (WorkerModel& w : Refresh()) {
+    if (w.model_name == model_name) out.push_back(std::move(w));
+  }
+  return out;
+}
+
+absl::flat_hash_map<std::string, int> WorkerDirectory::ModelCounts() {
+  absl::flat_hash_map<std::string, int> counts;
+  for (const WorkerModel& w : Refresh()) ++counts[w.model_name];
+  return counts;
+}
+
+absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const PreparedRequest& request,
+                                                                     const std::string& tenant,
+                                                                     const model::Tokenizer& tokenizer,
+                                                                     absl::Time arrived) {
+  std::vector<WorkerModel> workers = directory_->WorkersOf(request.model);
+  if (workers.empty()) {
+    return ApiError(absl::StatusCode::kUnavailable,
+                    StrCat("no live worker serves model '", request.model, "' right now; retry later"), {}, {}, 503);
+  }
+  // Workers of one name normally share one fingerprint; during a rollout the one most workers serve wins.
+  std::map<Sha256Digest, int> by_fingerprint;
+  for (const WorkerModel& w : workers) ++by_fingerprint[w.fingerprint];
+  const Sha256Digest fingerprint =
+      std::max_element(by_fingerprint.begin(), by_fingerprint.end(),
+                       [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+  const WorkerModel* any = nullptr;
+  for (const WorkerModel& w : workers) {
+    if (w.fingerprint == fingerprint) any = &w;
+  }
+
+  scheduler::TokenRoute route;
+  route.model_fingerprint = fingerprint;
+  route.token_ids = request.prompt_ids;
+  route.tenant = tenant;
+  route.cache_salt = request.cache_salt;
+  absl::StatusOr<scheduler::RouteResult> routed = scheduler_->Route(route);
+  if (!routed.ok()) {
+    return ApiError(absl::StatusCode::kUnavailable,
+                    StrCat("no worker for model '", request.model, "': ", routed.status().message(), "; retry later"),
+                    {}, {}, 503);
+  }
+
+  auto stream = std::unique_ptr<GenerationStream>(new GenerationStream(tokenizer, request.stop));
+  stream->usage_.worker_id = routed->worker_id;
+  stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
+  stream->worker_address_ = routed->worker_address;
+  for (int32_t id : request.stop_token_ids) stream->stop_ids_.insert(id);
+  if (!request.ignore_eos) {
+    for (int32_t id : any->eos_token_ids) stream->stop_ids_.insert(id);
+  }
+
+  proto::GenerateRequest generate;
+  generate.set_model_fingerprint(std::string(fingerprint.begin(), fingerprint.end()));
+  generate.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
+  generate.set_max_new_tokens(request.max_tokens);
+  generate.mutable_sampling()->set_temperature(request.temperature);
+  generate.mutable_sampling()->set_top_k(request.top_k);
+  generate.mutable_sampling()->set_top_p(request.top_p);
+  generate.mutable_sampling()->set_seed(request.seed);
+  generate.mutable_stop_token_ids()->Assign(request.stop_token_ids.begin(), request.stop_token_ids.end());
+  generate.set_ignore_eos(request.ignore_eos);
+  generate.set_tenant(tenant);
+  generate.set_cache_salt(request.cache_salt);
+
+  stream->stub_ = directory_->Stub(routed->worker_address);
+  SetDeadline(stream->context_, Millis(request_timeout_));
+  stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
+  proto::GenerateResponse first;
+  if (!stream->reader_->Read(&first)) {
+    const grpc::Status status = stream->reader_->Finish();
+    stream->reaped_ = true;
+    stream->done_ = true;
+    if (status.ok()) {
+      return ApiError(absl::StatusCode::kUnavailable,
+                      StrCat("worker ", routed->worker_id, " (", routed->worker_address,
+                             ") ended the stream without output; retry"),
+                      {}, {}, 503);
+    }
+    return BeforeOutput(status, routed->worker_id, routed->worker_address);
+  }
+  stream->usage_.ttft_s = absl::ToDoubleSeconds(absl::Now() - arrived);
+  stream->first_ = std::move(first);
+  return stream;
+}
+
+GenerationStream::~GenerationStream() {
+  if (!reaped_) {
+    context_.TryCancel();
+    (void)Reap();
+  }
+}
+
+absl::Status GenerationStream::Reap() {
+  if (reaped_) return absl::OkStatus();
+  reaped_ = true;
+  proto::GenerateResponse ignored;
+  while (reader_->Read(&ignored)) {
+  }
+  return FromGrpcStatus(reader_->Finish());
+}
+
+absl::StatusOr<Piece> GenerationStream::Next() {
+  if (done_) return absl::FailedPreconditionError("the stream has ended");
+  proto::GenerateResponse message;
+  if (first_) {
+    message = std::move(*first_);
+    first_.reset();
+  } else if (!reader_->Read(&message)) {
+    done_ = true;
+    const absl::Status status = Reap();
+    return ApiError(absl::StatusCode::kUnavailable,
+                    StrCat("worker ", usage_.worker_id, " (", worker_address_, ") failed mid-stream after ",
+                           usage_.completion_tokens, " tokens: ",
+                           status.ok() ? "the stream ended without its last message" : status.message()),
+                    {}, {}, 502);
+  }
+  Piece piece;
+  for (int32_t id : message.token_ids()) {
+    if (text_.stopped()) break;
+    ++usage_.completion_tokens;
+    piece.token_ids.push_back(id);
+    if (!stop_ids_.contains(id)) piece.text += text_.Push(id);
+  }
+  if (text_.stopped()) {
+    // A stop string: the rest is not wanted. The worker's own account never arrives, so the usage keeps
+    // what is known (prompt, tokens received).
+    done_ = true;
+    context_.TryCancel();
+    (void)Reap();
+    piece.finished = true;
+    piece.finish_reason = "stop";
+    usage_.prefill_tokens = usage_.prompt_tokens - usage_.cached_tokens;
+    piece.usage = usage_;
+    return piece;
+  }
+  if (!message.finished()) return piece;
+  done_ = true;
+  piece.text += text_.Finish();
+  piece.finished = true;
+  piece.finish_reason = message.finish_reason() == proto::FINISH_REASON_STOP ? "stop" : "length";
+  const proto::PrefixUsage& prefix = message.prefix();
+  if (prefix.prompt_tokens() != 0) usage_.prompt_tokens = prefix.prompt_tokens();
+  usage_.cached_tokens = prefix.cached_tokens();
+  usage_.cached_tokens_gpu = prefix.cached_tokens_gpu();
+  usage_.cached_tokens_host = prefix.cached_tokens_host();
+  usage_.cached_tokens_kvstore = prefix.cached_tokens_kvstore();
+  usage_.prefill_tokens = prefix.prefill_tokens();
+  usage_.queue_s = message.queue_s();
+  if (message.completion_tokens() != 0) usage_.completion_tokens = message.completion_tokens();
+  piece.usage = usage_;
+  (void)Reap();
+  return piece;
+}
+
+}  // namespace strata::frontdoor

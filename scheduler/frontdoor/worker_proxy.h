@@ -1,0 +1,146 @@
+// The front door's way to the workers: which live worker serves which model (asked once per
+// registration through Worker.Info, since the scheduler's registry knows fingerprints, not names), one
+// gRPC channel per worker address, and a request's Generate stream turned into text pieces.
+#ifndef STRATA_SCHEDULER_FRONTDOOR_WORKER_PROXY_H_
+#define STRATA_SCHEDULER_FRONTDOOR_WORKER_PROXY_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/sha256.h"
+#include "proto/worker.grpc.pb.h"
+#include "scheduler/frontdoor/request.h"
+#include "scheduler/frontdoor/text_stream.h"
+#include "scheduler/scheduler.h"
+#include "worker/model/tokenizer.h"
+
+namespace strata::frontdoor {
+
+struct WorkerModel {
+  std::string worker_id;
+  std::string address;
+  std::string model_name;
+  Sha256Digest fingerprint{};
+  uint32_t block_tokens = 0;
+  uint32_t max_context_tokens = 0;
+  std::vector<int32_t> eos_token_ids;
+};
+
+// Thread-safe.
+class WorkerDirectory {
+ public:
+  // `scheduler` must outlive the directory. `info_timeout` bounds each Worker.Info call.
+  WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout);
+
+  // The live workers (per the scheduler's registry) that serve `model_name`. A worker not seen before is
+  // asked for its Info now; one that does not answer is skipped and asked again a few seconds later.
+  std::vector<WorkerModel> WorkersOf(const std::string& model_name);
+  // How many live workers serve each model name.
+  absl::flat_hash_map<std::string, int> ModelCounts();
+
+  // The cached channel's stub for `address`.
+  std::shared_ptr<proto::Worker::Stub> Stub(const std::string& address);
+
+ private:
+  struct Known {
+    uint64_t epoch = 0;
+    std::optional<WorkerModel> model;  // nullopt: Info failed; retry after `retry_after`
+    absl::Time retry_after;
+  };
+  std::vector<WorkerModel> Refresh();
+
+  scheduler::Scheduler* scheduler_;
+  absl::Duration info_timeout_;
+  absl::Mutex mutex_;
+  absl::flat_hash_map<std::string, Known> known_ ABSL_GUARDED_BY(mutex_);  // by holder id
+  absl::flat_hash_map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs_ ABSL_GUARDED_BY(mutex_);
+};
+
+// A request ready for a worker: tokens, limits and sampling resolved.
+struct PreparedRequest {
+  std::string model;
+  std::vector<int32_t> prompt_ids;
+  uint32_t max_tokens = 16;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  uint32_t top_k = 0;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  std::string cache_salt;
+};
+
+// One piece of the output: text never ends inside a character; the last piece has `finished`.
+struct Piece {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  bool finished = false;
+  std::string finish_reason;  // "stop" or "length" when finished
+  Usage usage;                // complete when finished
+};
+
+// One request's stream from its worker. Not thread-safe (one reader), except Cancel().
+class GenerationStream {
+ public:
+  ~GenerationStream();  // cancels a call still running and reaps it
+
+  // The next piece. After a finished piece or an error, nothing more comes. An error is Unavailable (502
+  // attached) when the worker died or failed mid-stream.
+  absl::StatusOr<Piece> Next();
+  // Cancels the worker's call (the client went away).
+  void Cancel() { context_.TryCancel(); }
+  double ttft_s() const { return usage_.ttft_s; }
+  const std::string& worker_id() const { return usage_.worker_id; }
+
+ private:
+  friend class WorkerProxy;
+  GenerationStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops) : text_(tokenizer, std::move(stops)) {}
+  absl::Status Reap();  // drains and finishes the call once
+
+  grpc::ClientContext context_;
+  std::shared_ptr<proto::Worker::Stub> stub_;  // keeps the channel alive for the call
+  std::unique_ptr<grpc::ClientReader<proto::GenerateResponse>> reader_;
+  std::optional<proto::GenerateResponse> first_;
+  TextStream text_;
+  absl::flat_hash_set<int32_t> stop_ids_;  // their text is not output
+  std::string worker_address_;
+  Usage usage_;
+  bool done_ = false;
+  bool reaped_ = false;
+};
+
+// Routes a prepared request and opens its worker stream. Thread-safe.
+class WorkerProxy {
+ public:
+  // All must outlive the proxy.
+  WorkerProxy(scheduler::Scheduler* scheduler, WorkerDirectory* directory, absl::Duration request_timeout)
+      : scheduler_(scheduler), directory_(directory), request_timeout_(request_timeout) {}
+
+  // Picks the worker (scheduler Route by token ids, tenant and cache_salt), starts its Generate and waits
+  // for the first token, so that errors before any output are plain HTTP errors: Unavailable (503) when
+  // no live worker serves the model or the chosen one cannot be reached, InvalidArgument for what the
+  // worker refuses, ResourceExhausted when its queue is full. `arrived`: when the request came in (TTFT).
+  absl::StatusOr<std::unique_ptr<GenerationStream>> Start(const PreparedRequest& request, const std::string& tenant,
+                                                          const model::Tokenizer& tokenizer, absl::Time arrived);
+
+ private:
+  scheduler::Scheduler* scheduler_;
+  WorkerDirectory* directory_;
+  absl::Duration request_timeout_;
+};
+
+}  // namespace strata::frontdoor
+
+#endif  // STRATA_SCHEDULER_FRONTDOOR_WORKER_PROXY_H_
