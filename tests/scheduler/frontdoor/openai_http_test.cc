@@ -1,0 +1,223 @@
+// The OpenAI wire format: request parsing and its refusals, error objects, response and chunk shapes;
+// the API-key table; the served model's Prepare (model name, tokens, context limits).
+#include "scheduler/frontdoor/openai_http.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "scheduler/frontdoor/api_keys.h"
+#include "scheduler/frontdoor/served_model.h"
+#include "tests/testing/scratch_dir.h"
+
+namespace strata::frontdoor {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+
+const std::string kModelDir = std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny";
+
+TEST(OpenAiHttp, ParsesACompletionWithEveryField) {
+  absl::StatusOr<GenerationRequest> r = ParseCompletionRequest(R"({
+    "model": "m", "prompt": [5, 6, 7], "max_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
+    "seed": 17, "stop": ["\n\n", "END"], "stop_token_ids": [3], "ignore_eos": true, "cache_salt": "s1",
+    "stream": true, "stream_options": {"include_usage": true}, "n": 1, "user": "ignored"})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->model, "m");
+  EXPECT_THAT(r->prompt_ids, ElementsAre(5, 6, 7));
+  EXPECT_FALSE(r->prompt_text.has_value());
+  EXPECT_EQ(r->max_tokens, 9u);
+  EXPECT_FLOAT_EQ(r->temperature, 0.5f);
+  EXPECT_FLOAT_EQ(r->top_p, 0.9f);
+  EXPECT_EQ(r->top_k, 40u);
+  EXPECT_EQ(r->seed, 17u);
+  EXPECT_THAT(r->stop, ElementsAre("\n\n", "END"));
+  EXPECT_THAT(r->stop_token_ids, ElementsAre(3));
+  EXPECT_TRUE(r->ignore_eos);
+  EXPECT_EQ(r->cache_salt, "s1");
+  EXPECT_TRUE(r->stream);
+  EXPECT_TRUE(r->include_usage);
+
+  absl::StatusOr<GenerationRequest> text = ParseCompletionRequest(R"({"model": "m", "prompt": ["hello"], "stop": "x"})");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->prompt_text, "hello");
+  EXPECT_THAT(text->stop, ElementsAre("x"));
+  EXPECT_FALSE(text->max_tokens.has_value());
+  EXPECT_FLOAT_EQ(text->temperature, 1.0f);
+}
+
+TEST(OpenAiHttp, RefusesBadRequestsAsInvalidRequestErrorsNamingTheParam) {
+  struct Case {
+    const char* body;
+    const char* param;
+    const char* message;
+  };
+  for (const Case& c : {
+           Case{"{not json", "", "could not parse the JSON body"},
+           Case{"[1]", "", "must be a JSON object"},
+           Case{R"({"prompt": "x"})", "model", "you must provide a model parameter"},
+           Case{R"({"model": "m"})", "prompt", "you must provide a prompt"},
+           Case{R"({"model": "m", "prompt": ["a", "b"]})", "prompt", "batched prompts"},
+           Case{R"({"model": "m", "prompt": [1, -2]})", "prompt", "token ids"},
+           Case{R"({"model": "m", "prompt": {}})", "prompt", "must be a string"},
+           Case{R"({"model": "m", "prompt": "x", "n": 2})", "n", "only n = 1"},
+           Case{R"({"model": "m", "prompt": "x", "max_tokens": 0})", "max_tokens", "not a valid value"},
+           Case{R"({"model": "m", "prompt": "x", "temperature": 3})", "temperature", "[0, 2]"},
+           Case{R"({"model": "m", "prompt": "x", "top_p": 0})", "top_p", "(0, 1]"},
+           Case{R"({"model": "m", "prompt": "x", "stop": 5})", "stop", "string or an array of strings"},
+           Case{R"({"model": "m", "prompt": "x", "logprobs": 2})", "logprobs", "not supported"},
+           Case{R"({"model": "m", "prompt": "x", "echo": true})", "echo", "not supported"},
+           Case{R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}})", "stream_options",
+                "only allowed with 'stream': true"},
+       }) {
+    absl::StatusOr<GenerationRequest> r = ParseCompletionRequest(c.body);
+    ASSERT_FALSE(r.ok()) << c.body;
+    EXPECT_EQ(HttpStatusOf(r.status()), 400) << c.body;
+    const Json error = ErrorJson(r.status());
+    EXPECT_EQ(error["error"]["type"], "invalid_request_error") << c.body;
+    EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr(c.message)) << c.body;
+    if (*c.param) {
+      EXPECT_EQ(error["error"]["param"], c.param) << c.body;
+    } else {
+      EXPECT_TRUE(error["error"]["param"].is_null()) << c.body;
+    }
+  }
+}
+
+TEST(OpenAiHttp, ParsesChatMessagesIncludingTextParts) {
+  absl::StatusOr<GenerationRequest> r = ParseChatRequest(R"({"model": "m", "messages": [
+      {"role": "system", "content": "be brief"},
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+      "max_completion_tokens": 4})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->messages.size(), 2u);
+  EXPECT_EQ(r->messages[1].content, "ab");
+  EXPECT_EQ(r->max_tokens, 4u);
+  EXPECT_EQ(r->endpoint, Endpoint::kChat);
+  for (const char* bad : {R"({"model": "m", "messages": []})", R"({"model": "m", "messages": [{"content": "x"}]})",
+                          R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"}) {
+    absl::StatusOr<GenerationRequest> refused = ParseChatRequest(bad);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(HttpStatusOf(refused.status()), 400) << bad;
+  }
+}
+
+TEST(OpenAiHttp, ResponseAndChunkShapes) {
+  const ResponseHeader header{"cmpl-1", 1700000000, "m"};
+  Usage usage;
+  usage.prompt_tokens = 10;
+  usage.completion_tokens = 3;
+  usage.cached_tokens = 8;
+  usage.worker_id = "w0";
+  usage.cached_tokens_gpu = 8;
+  usage.prefill_tokens = 2;
+  usage.ttft_s = 0.25;
+  const Json completion = CompletionJson(header, Endpoint::kCompletions, "abc", "length", usage);
+  EXPECT_EQ(completion["object"], "text_completion");
+  EXPECT_EQ(completion["choices"][0]["text"], "abc");
+  EXPECT_EQ(completion["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(completion["usage"]["total_tokens"], 13);
+  EXPECT_EQ(completion["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+  EXPECT_EQ(completion["usage"]["strata"]["worker_id"], "w0");
+  EXPECT_EQ(completion["usage"]["strata"]["cached_tokens_gpu"], 8);
+  EXPECT_EQ(completion["usage"]["strata"]["prefill_tokens"], 2);
+  EXPECT_DOUBLE_EQ(completion["usage"]["strata"]["ttft_s"].get<double>(), 0.25);
+
+  const Json chat = CompletionJson(header, Endpoint::kChat, "hi", "stop", usage);
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], "hi");
+
+  const Json first = ChunkJson(header, Endpoint::kChat, "", true, "", true);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  EXPECT_TRUE(first.contains("usage") && first["usage"].is_null());
+  const Json last = ChunkJson(header, Endpoint::kChat, "", false, "stop", false);
+  EXPECT_TRUE(last["choices"][0]["delta"].empty());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  const Json usage_chunk = UsageChunkJson(header, Endpoint::kCompletions, usage);
+  EXPECT_TRUE(usage_chunk["choices"].empty());
+  EXPECT_EQ(usage_chunk["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(SseEvent(Json{{"a", 1}}), "data: {\"a\":1}\n\n");
+}
+
+TEST(ApiKeys, MapKeysToTenantsAndRefuseTheRest) {
+  ApiKeys open;
+  EXPECT_EQ(*open.TenantOf(""), "default");
+  EXPECT_EQ(*open.TenantOf("Bearer whatever"), "default");
+
+  strata::testing::ScratchDir dir = strata::testing::MakeTempDir("api_keys");
+  const std::filesystem::path path = dir.path() / "keys";
+  std::ofstream(path) << "# key tenant\nsk-alpha team-a\n\nsk-beta team-b\n";
+  absl::StatusOr<ApiKeys> keys = ApiKeys::Load(path);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*keys->TenantOf("Bearer sk-alpha"), "team-a");
+  EXPECT_EQ(*keys->TenantOf("Bearer sk-beta"), "team-b");
+  for (const char* bad : {"", "sk-alpha", "Bearer ", "Bearer sk-gamma", "Basic sk-alpha"}) {
+    absl::StatusOr<std::string> tenant = keys->TenantOf(bad);
+    ASSERT_FALSE(tenant.ok()) << bad;
+    EXPECT_EQ(HttpStatusOf(tenant.status()), 401) << bad;
+    EXPECT_EQ(OpenAiCodeOf(tenant.status()), "invalid_api_key") << bad;
+  }
+  std::ofstream(path) << "sk-alpha team-a\nsk-alpha team-c\n";
+  EXPECT_THAT(ApiKeys::Load(path).status().message(), HasSubstr(":2: this key appeared on an earlier line"));
+  std::ofstream(path) << "just-a-key\n";
+  EXPECT_THAT(ApiKeys::Load(path).status().message(), HasSubstr(":1: expected `key tenant`"));
+}
+
+TEST(ServedModel, PrepareChecksModelTokensAndContext) {
+  absl::StatusOr<std::unique_ptr<ServedModel>> model = ServedModel::Load(kModelDir, "");
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->name(), "llama3-tiny");
+  EXPECT_EQ((*model)->context_tokens(), 8192);
+
+  GenerationRequest request;
+  request.model = "other";
+  request.prompt_ids = {5, 6};
+  absl::StatusOr<PreparedRequest> unknown = (*model)->Prepare(request);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(HttpStatusOf(unknown.status()), 404);
+  EXPECT_EQ(OpenAiCodeOf(unknown.status()), "model_not_found");
+
+  request.model = "llama3-tiny";
+  absl::StatusOr<PreparedRequest> ids = (*model)->Prepare(request);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(ids->prompt_ids, ElementsAre(5, 6));
+  EXPECT_EQ(ids->max_tokens, 16u);
+
+  request.prompt_ids.clear();
+  request.prompt_text = "Hello world";
+  absl::StatusOr<PreparedRequest> text = (*model)->Prepare(request);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->prompt_ids.front(), 0);  // the tokenizer's template adds <|begin_of_text|>
+
+  request.prompt_text.reset();
+  request.prompt_ids = {5, 512};
+  EXPECT_THAT((*model)->Prepare(request).status().message(), HasSubstr("token id 512 is outside the vocabulary"));
+
+  request.prompt_ids.assign(8000, 7);
+  request.max_tokens = 500;
+  absl::StatusOr<PreparedRequest> too_long = (*model)->Prepare(request);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(HttpStatusOf(too_long.status()), 400);
+  EXPECT_EQ(OpenAiCodeOf(too_long.status()), "context_length_exceeded");
+  EXPECT_THAT(too_long.status().message(), HasSubstr("maximum context length is 8192 tokens"));
+
+  GenerationRequest chat;
+  chat.endpoint = Endpoint::kChat;
+  chat.model = "llama3-tiny";
+  chat.messages = {{"user", "Hi"}};
+  absl::StatusOr<PreparedRequest> chat_prepared = (*model)->Prepare(chat);
+  ASSERT_TRUE(chat_prepared.ok()) << chat_prepared.status();
+  // Fallback template: BOS once (from the template, not added again), the rest of the context by default.
+  EXPECT_EQ(chat_prepared->prompt_ids[0], 0);
+  EXPECT_NE(chat_prepared->prompt_ids[1], 0);
+  EXPECT_EQ(chat_prepared->max_tokens, 8192u - chat_prepared->prompt_ids.size());
+  EXPECT_EQ(*(*model)->RenderChat(chat), "<|begin_of_text|>user: Hi\nassistant:");
+}
+
+}  // namespace
+}  // namespace strata::frontdoor
