@@ -25,6 +25,26 @@ packages=(
   gnuplot-nox fio        # replay plots; the SSD baseline of the kvstore benchmark
 )
 
+# The official `openai` npm package for the front door's client test (tests/scheduler/openai_client), pinned
+# by deploy/node/package.json and package-lock.json into deploy/node/node_modules (git ignores it). A no-op
+# when that version is there; skipped, saying why, without node and npm.
+install_openai_npm() {
+  local dir want have
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
+  want=$(sed -n 's/.*"openai": *"\([^"]*\)".*/\1/p' "$dir/package.json")
+  have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$dir/node_modules/openai/package.json" 2>/dev/null | head -1)
+  if [[ -n "$want" && "$have" == "$want" ]]; then
+    echo "install-deps: npm openai $have present"
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    echo "install-deps: skip npm openai (node and npm not found; the openai client test will skip)"
+    return 0
+  fi
+  echo "install-deps: npm ci openai $want into $dir/node_modules"
+  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+}
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -33,6 +53,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  install_openai_npm
   exit 0
 fi
 
@@ -50,3 +71,4 @@ echo "install-deps: installing ${missing[*]}"
 # Through env, because sudo resets the environment.
 "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_openai_npm
