@@ -1,0 +1,312 @@
+// strata-worker as a process on loopback gRPC: batching gives the ids of running each request alone,
+// streams interleave, cancel frees the slot, prefix reuse from tier H and from a kvstore (a second
+// worker process), recompute when the kvstore is down, refused requests, scheduler registration and KV
+// events. Tiny models from tests/data/models, blocks of 16 tokens.
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "common/block_key.h"
+#include "gtest/gtest.h"
+#include "tests/kvstore/daemon_process.h"
+#include "tests/worker/service/worker_testing.h"
+
+namespace strata::worker::testing {
+namespace {
+
+using strata::testing::WaitFor;
+
+std::unique_ptr<WorkerProcess> StartWorker(const std::string& model, std::vector<std::string> args = {}) {
+  auto worker = WorkerProcess::Start(ModelDir(model), std::move(args));
+  EXPECT_TRUE(worker.ok()) << worker.status();
+  return worker.ok() ? *std::move(worker) : nullptr;
+}
+
+class BatchingTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchingTest, ConcurrentRequestsGiveTheIdsOfEachRunAlone) {
+  const std::string model = GetParam();
+  // Small chunks and budget so that prefills and decodes of different requests share steps.
+  auto worker = StartWorker(model, {"--prefill-chunk-tokens", "24", "--step-token-budget", "40"});
+  ASSERT_NE(worker, nullptr);
+  std::vector<proto::GenerateRequest> requests;
+  for (int i = 0; i < 5; ++i) requests.push_back(GreedyRequest(Prompt(20 + 37 * i, i), 12 + 3 * i, i % 2 == 0));
+  std::vector<StreamResult> results(requests.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = Generate(worker->stub(), requests[i]); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    EXPECT_EQ(results[i].ids, GenerateAlone(ModelDir(model), requests[i])) << "request " << i;
+    ASSERT_TRUE(results[i].last().finished());
+    EXPECT_EQ(results[i].last().completion_tokens(), results[i].ids.size());
+    EXPECT_EQ(results[i].last().prefix().prompt_tokens(), requests[i].prompt_ids_size());
+  }
+  // Some step ran more than one sequence.
+  EXPECT_GT(worker->Metric("strata_worker_batch_requests_count"), 0);
+  EXPECT_LT(worker->Metric("strata_worker_batch_requests_bucket{le=\"1\"}"),
+            worker->Metric("strata_worker_batch_requests_count"));
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyModels, BatchingTest, ::testing::Values("llama3-tiny", "qwen2-tiny"));
+
+TEST(WorkerProcess, LongPromptIsPrefilledBetweenDecodeStepsOfARunningStream) {
+  auto worker = StartWorker("llama3-tiny", {"--prefill-chunk-tokens", "16", "--step-token-budget", "17"});
+  ASSERT_NE(worker, nullptr);
+  absl::Mutex mutex;
+  int a_tokens = 0;
+  int a_tokens_when_b_started = -1, a_tokens_at_b_first = -1;
+  std::atomic<bool> a_streaming{false};
+  std::thread a([&] {
+    Generate(worker->stub(), GreedyRequest(Prompt(8, 1), 400, true), [&](const proto::GenerateResponse& r, auto&) {
+      absl::MutexLock lock(&mutex);
+      a_tokens += r.token_ids_size();
+      a_streaming = true;
+    });
+  });
+  ASSERT_TRUE(WaitFor([&] { return a_streaming.load(); }, std::chrono::seconds(30)));
+  {
+    absl::MutexLock lock(&mutex);
+    a_tokens_when_b_started = a_tokens;
+  }
+  // 320 prompt tokens in chunks of 16: 20 steps of prefill, each also one decode step of A.
+  const StreamResult b =
+      Generate(worker->stub(), GreedyRequest(Prompt(320, 2), 1, true), [&](const proto::GenerateResponse&, auto&) {
+        absl::MutexLock lock(&mutex);
+        if (a_tokens_at_b_first < 0) a_tokens_at_b_first = a_tokens;
+      });
+  a.join();
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  // Without chunked prefill A would get at most a token or two while B's prompt runs.
+  EXPECT_GE(a_tokens_at_b_first - a_tokens_when_b_started, 10)
+      << "A had " << a_tokens_when_b_started << " tokens when B was sent and " << a_tokens_at_b_first
+      << " when B's first token arrived";
+}
+
+TEST(WorkerProcess, CancelledRequestLeavesTheBatchAndFreesItsSlot) {
+  auto worker = StartWorker("llama3-tiny", {"--max-running-requests", "1"});
+  ASSERT_NE(worker, nullptr);
+  // A would run for 8000 tokens; it is cancelled after its first message.
+  const StreamResult a = Generate(worker->stub(), GreedyRequest(Prompt(10, 3), 8000, true),
+                                  [](const proto::GenerateResponse&, grpc::ClientContext& context) {
+                                    context.TryCancel();
+                                  });
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(WaitFor([&] { return worker->Metric("strata_worker_requests_total{outcome=\"cancelled\"}") == 1; },
+                      std::chrono::seconds(20)));
+  EXPECT_EQ(worker->Metric("strata_worker_running_requests"), 0);
+  // The only slot is free again: B runs now (with A still running it would wait for 8000 tokens).
+  const StreamResult b =
+      Generate(worker->stub(), GreedyRequest(Prompt(10, 4), 4, true), nullptr, std::chrono::seconds(20));
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_EQ(b.ids.size(), 4u);
+}
+
+TEST(WorkerProcess, FullQueueIsResourceExhausted) {
+  auto worker = StartWorker("llama3-tiny", {"--max-running-requests", "1", "--max-queued-requests", "0"});
+  ASSERT_NE(worker, nullptr);
+  const StreamResult r = Generate(worker->stub(), GreedyRequest(Prompt(10, 3), 4, true));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(r.status.error_message().find("queue is full"), std::string::npos) << r.status.error_message();
+}
+
+TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
+  auto worker = StartWorker("llama3-tiny");
+  ASSERT_NE(worker, nullptr);
+  const std::vector<int32_t> first = Prompt(100, 5);
+  std::vector<int32_t> second(first.begin(), first.begin() + 83);  // 5 full blocks shared
+  const std::vector<int32_t> tail = Prompt(40, 6);
+  second.insert(second.end(), tail.begin(), tail.end());
+
+  const StreamResult cold = Generate(worker->stub(), GreedyRequest(first, 8));
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  EXPECT_EQ(cold.last().prefix().cached_tokens(), 0u);
+  EXPECT_EQ(cold.last().prefix().prefill_tokens(), 100u);
+
+  const proto::GenerateRequest request = GreedyRequest(second, 10);
+  const StreamResult warm = Generate(worker->stub(), request);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  const proto::PrefixUsage& prefix = warm.last().prefix();
+  EXPECT_EQ(prefix.cached_tokens_host(), 80u);
+  EXPECT_EQ(prefix.cached_tokens(), 80u);
+  EXPECT_EQ(prefix.cached_tokens_kvstore(), 0u);
+  EXPECT_EQ(prefix.prefill_tokens(), 123u - 80u);
+  EXPECT_EQ(warm.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+
+  // The same prompt again: every full block but the one holding the last token is reused.
+  const StreamResult again = Generate(worker->stub(), GreedyRequest(first, 8));
+  EXPECT_EQ(again.last().prefix().cached_tokens_host(), 96u);
+  EXPECT_EQ(again.ids, cold.ids);
+  EXPECT_EQ(worker->Metric("strata_worker_cached_tokens_total{tier=\"host\"}"), 176);
+
+  // Another tenant shares nothing.
+  proto::GenerateRequest other = GreedyRequest(first, 8);
+  other.set_tenant("tenant-b");
+  const StreamResult isolated = Generate(worker->stub(), other);
+  EXPECT_EQ(isolated.last().prefix().cached_tokens(), 0u);
+  EXPECT_EQ(isolated.ids, cold.ids);
+}
+
+TEST(WorkerProcess, SecondWorkerFetchesThePrefixFromTheKvstore) {
+  auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+  ASSERT_TRUE(kvstore.ok()) << kvstore.status();
+  const std::vector<std::string> args = {"--kvstore", (*kvstore)->address()};
+  auto writer = StartWorker("llama3-tiny", args);
+  ASSERT_NE(writer, nullptr);
+  const proto::GenerateRequest request = GreedyRequest(Prompt(150, 7), 10);
+  const StreamResult cold = Generate(writer->stub(), request);
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  EXPECT_EQ(cold.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+  // 150 tokens: 9 full blocks, written behind the request's back.
+  ASSERT_TRUE(WaitFor([&] { return writer->Metric("strata_worker_kvstore_written_blocks_total") == 9; },
+                      std::chrono::seconds(20)))
+      << writer->Metrics();
+
+  auto reader = StartWorker("llama3-tiny", args);
+  ASSERT_NE(reader, nullptr);
+  const StreamResult warm = Generate(reader->stub(), request);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  EXPECT_EQ(warm.last().prefix().cached_tokens_kvstore(), 144u);
+  EXPECT_EQ(warm.last().prefix().cached_tokens_host(), 0u);
+  EXPECT_EQ(warm.last().prefix().prefill_tokens(), 6u);
+  EXPECT_EQ(warm.ids, cold.ids);
+  // Promoted into the reader's tier H on use.
+  const StreamResult again = Generate(reader->stub(), request);
+  EXPECT_EQ(again.last().prefix().cached_tokens_host(), 144u);
+  EXPECT_EQ(again.ids, cold.ids);
+}
+
+TEST(WorkerProcess, KvstoreDownMeansRecomputeWithTheSameOutput) {
+  auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+  ASSERT_TRUE(kvstore.ok()) << kvstore.status();
+  const std::vector<std::string> args = {"--kvstore", (*kvstore)->address()};
+  auto writer = StartWorker("llama3-tiny", args);
+  ASSERT_NE(writer, nullptr);
+  const proto::GenerateRequest request = GreedyRequest(Prompt(70, 8), 10);
+  const StreamResult cold = Generate(writer->stub(), request);
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_TRUE(WaitFor([&] { return writer->Metric("strata_worker_kvstore_written_blocks_total") == 4; },
+                      std::chrono::seconds(20)));
+  auto reader = StartWorker("llama3-tiny", args);
+  ASSERT_NE(reader, nullptr);
+  (*kvstore)->Kill();
+
+  const StreamResult warm = Generate(reader->stub(), request);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  EXPECT_EQ(warm.ids, cold.ids);
+  EXPECT_EQ(warm.last().prefix().cached_tokens(), 0u);
+  EXPECT_EQ(warm.last().prefix().prefill_tokens(), 70u);
+  EXPECT_GE(reader->Metric("strata_worker_kvstore_fetch_failures_total"), 1);
+}
+
+TEST(WorkerProcess, AnotherModelsFingerprintIsFailedPrecondition) {
+  auto worker = StartWorker("llama3-tiny");
+  ASSERT_NE(worker, nullptr);
+  proto::GenerateRequest request = GreedyRequest(Prompt(10, 1), 4);
+  request.set_model_fingerprint(std::string(32, '\x5a'));
+  const StreamResult r = Generate(worker->stub(), request);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(r.status.error_message().find("this worker serves llama3-tiny"), std::string::npos)
+      << r.status.error_message();
+
+  // Its own fingerprint (from Info) is accepted.
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  proto::InfoResponse info;
+  ASSERT_TRUE(worker->stub().Info(&context, proto::InfoRequest(), &info).ok());
+  EXPECT_EQ(info.model_name(), "llama3-tiny");
+  EXPECT_EQ(info.key_scheme().version(), kBlockKeySchemeVersion);
+  EXPECT_EQ(info.key_scheme().block_tokens(), 16u);
+  EXPECT_EQ(info.key_scheme().kv_dtype(), "F32");
+  EXPECT_EQ(info.max_context_tokens(), 8192u);
+  EXPECT_EQ(info.backend(), "cpu");
+  EXPECT_EQ(std::vector<int32_t>(info.eos_token_ids().begin(), info.eos_token_ids().end()), std::vector<int32_t>{1});
+  request.set_model_fingerprint(info.key_scheme().model_fingerprint());
+  EXPECT_TRUE(Generate(worker->stub(), request).status.ok());
+}
+
+TEST(WorkerProcess, BadInputIsInvalidArgumentSayingWhat) {
+  auto worker = StartWorker("qwen2-tiny", {"--max-context-tokens", "64"});
+  ASSERT_NE(worker, nullptr);
+  struct Case {
+    proto::GenerateRequest request;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  cases.push_back({GreedyRequest({}, 4), "prompt_ids is empty"});
+  cases.push_back({GreedyRequest({5, 512, 7}, 4), "prompt_ids[1] = 512 is outside the vocabulary [0, 512)"});
+  cases.push_back({GreedyRequest({5, -3}, 4), "prompt_ids[1] = -3 is outside the vocabulary"});
+  cases.push_back({GreedyRequest({5, 6}, 0), "max_new_tokens must be > 0"});
+  cases.push_back({GreedyRequest(Prompt(64, 1), 4), "the prompt has 64 tokens; this worker's context is 64"});
+  proto::GenerateRequest hot = GreedyRequest({5, 6}, 4);
+  hot.mutable_sampling()->set_temperature(-1);
+  cases.push_back({hot, "sampling: "});
+  proto::GenerateRequest short_fingerprint = GreedyRequest({5, 6}, 4);
+  short_fingerprint.set_model_fingerprint("abc");
+  cases.push_back({short_fingerprint, "model_fingerprint has 3 bytes"});
+  for (const Case& c : cases) {
+    const StreamResult r = Generate(worker->stub(), c.request);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message;
+    EXPECT_NE(r.status.error_message().find(c.message), std::string::npos) << r.status.error_message();
+  }
+  // Near the context's end generation stops there instead of failing.
+  const StreamResult edge = Generate(worker->stub(), GreedyRequest(Prompt(60, 2), 50, true));
+  ASSERT_TRUE(edge.status.ok()) << edge.status.error_message();
+  EXPECT_EQ(edge.ids.size(), 4u);
+  EXPECT_EQ(edge.last().finish_reason(), proto::FINISH_REASON_LENGTH);
+}
+
+TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
+  auto scheduler = SchedulerProcess::Start();
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  auto worker = StartWorker("llama3-tiny", {"--scheduler", (*scheduler)->address(), "--worker-id", "worker-a",
+                                            "--served-model-name", "tiny"});
+  ASSERT_NE(worker, nullptr);
+  auto list = [&] {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    proto::ListHoldersResponse response;
+    (void)(*scheduler)->stub().ListHolders(&context, proto::ListHoldersRequest(), &response);
+    return response;
+  };
+  ASSERT_TRUE(WaitFor([&] { return list().holders_size() == 1; }, std::chrono::seconds(20)));
+  const proto::HolderStatus holder = list().holders(0);
+  EXPECT_EQ(holder.holder_id(), "worker-a");
+  EXPECT_EQ(holder.kind(), proto::HOLDER_KIND_WORKER);
+  EXPECT_EQ(holder.address(), worker->address());
+
+  const std::vector<int32_t> prompt = Prompt(100, 9);
+  ASSERT_TRUE(Generate(worker->stub(), GreedyRequest(prompt, 4)).status.ok());
+  grpc::ClientContext info_context;
+  info_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  proto::InfoResponse info;
+  ASSERT_TRUE(worker->stub().Info(&info_context, proto::InfoRequest(), &info).ok());
+  proto::RouteRequest route;
+  route.set_model_fingerprint(info.key_scheme().model_fingerprint());
+  route.mutable_token_ids()->Add(prompt.begin(), prompt.end());
+  proto::RouteResponse routed;
+  // STORED events reach the index: the prompt's 6 full blocks are on this worker's tier H.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        return (*scheduler)->stub().Route(&context, route, &routed).ok() && routed.blocks_host() == 6;
+      },
+      std::chrono::seconds(20)))
+      << "blocks_host=" << routed.blocks_host();
+  EXPECT_EQ(routed.worker_id(), "worker-a");
+  EXPECT_EQ(routed.worker_address(), worker->address());
+  EXPECT_EQ(list().holders(0).blocks(), 6u);
+
+  // SIGTERM: drains, deregisters and exits 0.
+  worker->process().Signal(SIGTERM);
+  EXPECT_EQ(worker->process().Wait(std::chrono::seconds(30)), 0);
+  EXPECT_TRUE(WaitFor([&] { return list().holders_size() == 0; }, std::chrono::seconds(10)));
+}
+
+}  // namespace
+}  // namespace strata::worker::testing

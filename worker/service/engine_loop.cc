@@ -1,0 +1,379 @@
+#include "worker/service/engine_loop.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "common/log.h"
+#include "common/strings.h"
+
+namespace strata::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+}  // namespace
+
+struct EngineLoop::Active {
+  GenerationRequest request;
+  std::shared_ptr<GenerationStream> stream;
+  std::optional<engine::Sequence> sequence;
+  std::optional<engine::Sampler> sampler;
+  std::vector<BlockKey> keys;   // of the prompt's full blocks (empty without the prefix cache)
+  int64_t cached_blocks = 0;    // loaded instead of computed
+  int64_t prefilled = 0;        // prompt tokens whose KV is in the sequence
+  int32_t last_token = 0;
+  int64_t generated = 0;
+  bool exported = false;
+  GenerationSummary summary;
+  Clock::time_point admitted, prefill_started, first_token;
+
+  int64_t prompt_tokens() const { return static_cast<int64_t>(request.prompt.size()); }
+  bool decoding() const { return prefilled == prompt_tokens() && generated > 0; }
+};
+
+EngineLoop::EngineLoop(engine::Engine* engine, const EngineLoopOptions& options, const BlockKeyContext& key_context,
+                       HostBlockCache* host_cache, KvStoreTier* kvstore, WorkerMetrics* metrics)
+    : engine_(engine),
+      options_(options),
+      key_context_(key_context),
+      host_cache_(host_cache),
+      kvstore_(kvstore),
+      metrics_(metrics),
+      block_payload_bytes_(engine->KvPayloadBytes(options.block_tokens)) {}
+
+EngineLoop::~EngineLoop() { Stop(); }
+
+void EngineLoop::Start() { thread_ = std::thread([this] { Run(); }); }
+
+absl::StatusOr<std::shared_ptr<GenerationStream>> EngineLoop::Submit(GenerationRequest request) {
+  auto active = std::make_unique<Active>();
+  active->stream = std::make_shared<GenerationStream>();
+  active->admitted = Clock::now();
+  active->request = std::move(request);
+  std::shared_ptr<GenerationStream> stream = active->stream;
+  absl::MutexLock lock(&mutex_);
+  if (!accepting_ || stop_) return absl::UnavailableError("the worker is draining: send the request to another worker");
+  if (static_cast<int>(waiting_.size()) >= options_.max_queued_requests) {
+    return absl::ResourceExhaustedError(StrCat("the worker's queue is full (", waiting_.size(),
+                                               " requests waiting): try another worker"));
+  }
+  waiting_tokens_ += active->request.prompt.size();
+  waiting_.push_back(std::move(active));
+  return stream;
+}
+
+void EngineLoop::StopAccepting() {
+  absl::MutexLock lock(&mutex_);
+  accepting_ = false;
+}
+
+bool EngineLoop::WaitIdle(std::chrono::milliseconds timeout) {
+  absl::MutexLock lock(&mutex_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return waiting_.empty() && running_count_ == 0; };
+  return mutex_.AwaitWithTimeout(absl::Condition(&idle), absl::FromChrono(timeout));
+}
+
+void EngineLoop::Stop() {
+  {
+    absl::MutexLock lock(&mutex_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+    accepting_ = false;
+  }
+  if (thread_.joinable()) thread_.join();
+  const absl::Status stopping = absl::UnavailableError("the worker stopped before the request finished");
+  for (auto& active : running_) active->stream->Fail(stopping);
+  running_.clear();
+  absl::MutexLock lock(&mutex_);
+  for (auto& active : waiting_) active->stream->Fail(stopping);
+  waiting_.clear();
+  waiting_tokens_ = 0;
+  running_count_ = 0;
+}
+
+LoadSnapshot EngineLoop::Load() const {
+  absl::MutexLock lock(&mutex_);
+  LoadSnapshot load;
+  load.queued_requests = waiting_.size();
+  load.queued_prefill_tokens = waiting_tokens_ + running_unprefilled_;
+  load.running_tokens = running_tokens_;
+  load.running_requests = running_count_;
+  return load;
+}
+
+void EngineLoop::PublishLoad() {
+  uint64_t tokens = 0, unprefilled = 0;
+  for (const auto& active : running_) {
+    tokens += static_cast<uint64_t>(active->prefilled + active->generated);
+    unprefilled += static_cast<uint64_t>(active->prompt_tokens() - active->prefilled);
+  }
+  absl::MutexLock lock(&mutex_);
+  running_count_ = static_cast<uint32_t>(running_.size());
+  running_tokens_ = tokens;
+  running_unprefilled_ = unprefilled;
+}
+
+void EngineLoop::Run() {
+  while (true) {
+    std::vector<std::unique_ptr<Active>> admitted;
+    {
+      absl::MutexLock lock(&mutex_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+        return stop_ || !waiting_.empty() || !running_.empty();
+      };
+      mutex_.Await(absl::Condition(&ready));
+      if (stop_) return;
+      while (!waiting_.empty() &&
+             static_cast<int>(running_.size() + admitted.size()) < options_.max_running_requests) {
+        waiting_tokens_ -= waiting_.front()->request.prompt.size();
+        admitted.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
+      // Counted as running from here, so that WaitIdle never sees a request in neither place.
+      running_count_ = static_cast<uint32_t>(running_.size() + admitted.size());
+    }
+    for (auto& active : admitted) {
+      if (Begin(*active)) running_.push_back(std::move(active));
+    }
+    Step();
+    PublishLoad();
+  }
+}
+
+bool EngineLoop::Begin(Active& active) {
+  if (active.stream->cancelled()) {
+    if (metrics_ != nullptr) metrics_->requests_cancelled.Increment();
+    return false;
+  }
+  const GenerationRequest& r = active.request;
+  absl::StatusOr<engine::Sequence> sequence = engine_->NewSequence(active.prompt_tokens() + r.max_new_tokens);
+  if (!sequence.ok()) {
+    // Out of memory for this context is the environment, not the request: the caller may retry elsewhere.
+    const absl::Status status =
+        sequence.status().code() == absl::StatusCode::kInvalidArgument
+            ? absl::InvalidArgumentError(StrCat("request ", r.request_id, ": ", sequence.status().message()))
+            : absl::ResourceExhaustedError(StrCat("request ", r.request_id, ": no KV memory for ",
+                                                  active.prompt_tokens() + r.max_new_tokens,
+                                                  " tokens: ", sequence.status().message()));
+    active.stream->Fail(status);
+    if (metrics_ != nullptr) metrics_->requests_failed.Increment();
+    return false;
+  }
+  active.sequence.emplace(*std::move(sequence));
+  active.sampler.emplace(r.sampling);
+  active.prefill_started = Clock::now();
+  if (r.use_prefix_cache) LoadPrefix(active);
+  active.prefilled = active.sequence->length();
+  GenerationSummary& s = active.summary;
+  s.prompt_tokens = active.prompt_tokens();
+  s.prefill_tokens = active.prompt_tokens() - active.prefilled;
+  s.queue_s = Seconds(active.admitted, active.prefill_started);
+  if (metrics_ != nullptr) {
+    metrics_->queue_seconds.Observe(s.queue_s);
+    metrics_->prompt_tokens.Increment(static_cast<double>(s.prompt_tokens));
+    metrics_->prefill_tokens.Increment(static_cast<double>(s.prefill_tokens));
+    metrics_->cached_tokens_host.Increment(static_cast<double>(s.cached_tokens_host));
+    metrics_->cached_tokens_kvstore.Increment(static_cast<double>(s.cached_tokens_kvstore));
+  }
+  return true;
+}
+
+void EngineLoop::LoadPrefix(Active& active) {
+  const int64_t block_tokens = options_.block_tokens;
+  BlockKeyContext context = key_context_;
+  context.tenant_salt = active.request.tenant_salt;
+  active.keys = ComputeBlockKeys(context, active.request.prompt);
+  // The last prompt token is always computed: its logits give the first token.
+  const size_t usable = static_cast<size_t>((active.prompt_tokens() - 1) / block_tokens);
+  const absl::Span<const BlockKey> wanted = absl::MakeConstSpan(active.keys).subspan(0, usable);
+  engine::Sequence& sequence = *active.sequence;
+  size_t loaded = 0;
+  // A block that fails to load ends the prefix there: what follows is computed.
+  auto append = [&](absl::Span<const std::byte> payload) {
+    if (static_cast<int64_t>(payload.size()) != block_payload_bytes_) return false;
+    const absl::Status status = engine_->AppendKv(sequence, payload, block_tokens);
+    if (!status.ok()) {
+      LogWarning(StrCat("error=append_kv_failed request=", active.request.request_id, " block=", loaded,
+                        " message=\"", status.message(), "\" effect=recompute"));
+      return false;
+    }
+    ++loaded;
+    return true;
+  };
+  if (host_cache_ != nullptr) {
+    for (const auto& payload : host_cache_->LongestPrefix(wanted)) {
+      if (!append(*payload)) break;
+    }
+  }
+  const size_t from_host = loaded;
+  if (kvstore_ != nullptr && loaded < wanted.size()) {
+    const std::vector<absl::Span<const std::byte>> fetched = kvstore_->FetchPrefix(wanted.subspan(loaded));
+    std::vector<HostBlockCache::Entry> promoted;
+    for (const absl::Span<const std::byte> payload : fetched) {
+      const size_t index = loaded;
+      if (!append(payload)) break;
+      // A hit in a lower tier is promoted on use.
+      if (host_cache_ != nullptr) {
+        promoted.push_back({wanted[index], index > 0 ? std::optional<BlockKey>(wanted[index - 1]) : std::nullopt,
+                            std::make_shared<const BlockPayload>(payload.begin(), payload.end())});
+      }
+    }
+    if (host_cache_ != nullptr && !promoted.empty()) host_cache_->Insert(std::move(promoted));
+  }
+  active.cached_blocks = static_cast<int64_t>(loaded);
+  active.summary.cached_tokens_host = static_cast<int64_t>(from_host) * block_tokens;
+  active.summary.cached_tokens_kvstore = static_cast<int64_t>(loaded - from_host) * block_tokens;
+}
+
+void EngineLoop::Step() {
+  // Cancelled requests leave before the step; their KV goes with them.
+  std::erase_if(running_, [this](const std::unique_ptr<Active>& active) {
+    if (!active->stream->cancelled()) return false;
+    if (metrics_ != nullptr) metrics_->requests_cancelled.Increment();
+    return true;
+  });
+  if (running_.empty()) return;
+
+  struct Planned {
+    Active* active;
+    int64_t prefill_tokens;  // 0: a decode step
+    int64_t logit_row;       // -1: no logits wanted
+  };
+  std::vector<Planned> planned;
+  int64_t budget = options_.step_token_budget;
+  for (auto& active : running_) {
+    if (active->decoding()) {
+      planned.push_back({active.get(), 0, 0});
+      --budget;
+    }
+  }
+  for (auto& active : running_) {
+    if (active->decoding() || budget <= 0) continue;
+    const int64_t rest = active->prompt_tokens() - active->prefilled;
+    const int64_t chunk = std::min({rest, options_.prefill_chunk_tokens, budget});
+    if (chunk <= 0) continue;
+    planned.push_back({active.get(), chunk, chunk == rest ? chunk - 1 : -1});
+    budget -= chunk;
+  }
+  if (planned.empty()) return;
+
+  std::vector<engine::Engine::BatchItem> items;
+  items.reserve(planned.size());
+  int64_t batch_tokens = 0;
+  for (Planned& p : planned) {
+    engine::Engine::BatchItem item;
+    item.sequence = &*p.active->sequence;
+    if (p.prefill_tokens == 0) {
+      item.ids = {&p.active->last_token, 1};
+    } else {
+      item.ids = absl::MakeConstSpan(p.active->request.prompt).subspan(p.active->prefilled, p.prefill_tokens);
+    }
+    if (p.logit_row >= 0) item.logit_rows = {&p.logit_row, 1};
+    batch_tokens += static_cast<int64_t>(item.ids.size());
+    items.push_back(item);
+  }
+  const auto step_start = Clock::now();
+  absl::StatusOr<std::vector<std::vector<float>>> logits = engine_->ForwardBatch(items);
+  const auto step_end = Clock::now();
+  if (metrics_ != nullptr) {
+    metrics_->batch_requests.Observe(static_cast<double>(items.size()));
+    metrics_->batch_tokens.Observe(static_cast<double>(batch_tokens));
+    metrics_->step_seconds.Observe(Seconds(step_start, step_end));
+  }
+  if (!logits.ok()) {
+    // The engine failed: every request of the step fails with the reason (their KV is freed).
+    LogError(StrCat("error=engine_step_failed requests=", items.size(), " tokens=", batch_tokens, " message=\"",
+                    logits.status().message(), "\""));
+    for (Planned& p : planned) {
+      p.active->stream->Fail(absl::InternalError(StrCat("engine: ", logits.status().message())));
+      p.active->exported = true;
+      p.active->generated = -1;  // marks it for removal below
+      if (metrics_ != nullptr) metrics_->requests_failed.Increment();
+    }
+    std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->generated < 0; });
+    return;
+  }
+
+  std::vector<Active*> finished_prefill;
+  std::vector<Active*> done;
+  for (size_t i = 0; i < planned.size(); ++i) {
+    Active& a = *planned[i].active;
+    a.prefilled += planned[i].prefill_tokens;
+    if (planned[i].logit_row < 0) continue;
+    absl::StatusOr<int32_t> token = a.sampler->Sample((*logits)[i]);
+    if (!token.ok()) {
+      a.stream->Fail(absl::InternalError(StrCat("sampling: ", token.status().message())));
+      if (metrics_ != nullptr) metrics_->requests_failed.Increment();
+      a.exported = true;
+      done.push_back(&a);
+      continue;
+    }
+    a.last_token = *token;
+    ++a.generated;
+    a.stream->Push(*token);
+    if (metrics_ != nullptr) metrics_->generated_tokens.Increment();
+    if (a.generated == 1) {
+      a.first_token = step_end;
+      a.summary.ttft_s = Seconds(a.admitted, step_end);
+      if (metrics_ != nullptr) metrics_->ttft_seconds.Observe(a.summary.ttft_s);
+      finished_prefill.push_back(&a);
+    }
+    const auto& stops = a.request.stop_token_ids;
+    if (std::find(stops.begin(), stops.end(), *token) != stops.end()) {
+      Finish(a, engine::FinishReason::kStopToken);
+      done.push_back(&a);
+    } else if (a.generated == a.request.max_new_tokens) {
+      Finish(a, engine::FinishReason::kLength);
+      done.push_back(&a);
+    }
+  }
+  // After the step's tokens are on their way: the new blocks into tier H and the kvstores' queue.
+  for (Active* a : finished_prefill) {
+    if (!a->exported) Export(*a);
+  }
+  std::erase_if(running_, [&](const std::unique_ptr<Active>& a) {
+    return std::find(done.begin(), done.end(), a.get()) != done.end();
+  });
+}
+
+void EngineLoop::Export(Active& active) {
+  active.exported = true;
+  if (!active.request.use_prefix_cache || (host_cache_ == nullptr && kvstore_ == nullptr)) return;
+  const int64_t block_tokens = options_.block_tokens;
+  const int64_t full_blocks = active.prompt_tokens() / block_tokens;
+  std::vector<HostBlockCache::Entry> entries;
+  std::vector<KvStoreTier::WriteItem> writes;
+  for (int64_t b = active.cached_blocks; b < full_blocks; ++b) {
+    auto payload = std::make_shared<BlockPayload>(static_cast<size_t>(block_payload_bytes_));
+    const absl::Status status =
+        engine_->ExportKv(*active.sequence, b * block_tokens, block_tokens, absl::MakeSpan(*payload));
+    if (!status.ok()) {
+      LogWarning(StrCat("error=export_kv_failed request=", active.request.request_id, " block=", b, " message=\"",
+                        status.message(), "\""));
+      break;
+    }
+    const std::optional<BlockKey> parent = b > 0 ? std::optional<BlockKey>(active.keys[b - 1]) : std::nullopt;
+    std::shared_ptr<const BlockPayload> shared = std::move(payload);
+    entries.push_back({active.keys[b], parent, shared});
+    writes.push_back({active.keys[b], parent, shared});
+  }
+  if (entries.empty()) return;
+  if (host_cache_ != nullptr) host_cache_->Insert(std::move(entries));
+  if (kvstore_ != nullptr) kvstore_->Write(std::move(writes));
+}
+
+void EngineLoop::Finish(Active& active, engine::FinishReason reason) {
+  if (!active.exported) Export(active);
+  GenerationSummary& s = active.summary;
+  s.finish_reason = reason;
+  s.completion_tokens = active.generated;
+  s.decode_s = Seconds(active.first_token, Clock::now());
+  active.stream->Finish(s);
+  if (metrics_ != nullptr) metrics_->requests_ok.Increment();
+}
+
+}  // namespace strata::worker

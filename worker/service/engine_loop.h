@@ -1,0 +1,121 @@
+// EngineLoop: continuous batching on one engine thread, the only thread that touches the Engine.
+//
+// Every step runs one Engine::ForwardBatch over the running requests: one token for each request that is
+// decoding, and a chunk of at most prefill_chunk_tokens prompt tokens for requests still prefilling,
+// within step_token_budget tokens in all (decodes first, so running streams keep their pace while a long
+// prompt is prefilled over several steps). New requests join at the start of any step; finished and
+// cancelled ones leave and their KV is freed at once.
+//
+// Prefix reuse: before a request's first step, the longest cached run of its full prompt blocks
+// (common/block_key.h keys) is loaded into its sequence with Engine::AppendKv, from tier H (the host
+// block cache) first, then from the kvstores; the last prompt token is always computed (its logits give
+// the first token). When its prefill completes, after its first token is on its way, the new full blocks
+// are exported into tier H and queued for the kvstores (written by another thread).
+//
+// Thread-safe: Submit, Load and the stop calls from any thread.
+#ifndef STRATA_WORKER_SERVICE_ENGINE_LOOP_H_
+#define STRATA_WORKER_SERVICE_ENGINE_LOOP_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/block_key.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/sampler.h"
+#include "worker/service/generation_stream.h"
+#include "worker/service/host_block_cache.h"
+#include "worker/service/kvstore_tier.h"
+#include "worker/service/worker_metrics.h"
+
+namespace strata::worker {
+
+struct EngineLoopOptions {
+  uint32_t block_tokens = 256;            // tokens per KV block (the key scheme's block size)
+  int max_running_requests = 32;          // sequences in the batch at once
+  int max_queued_requests = 256;          // admitted but not running; past it Submit is ResourceExhausted
+  int64_t prefill_chunk_tokens = 512;     // most prompt tokens of one request in one step
+  int64_t step_token_budget = 2048;       // most tokens in one step (decodes + prefill chunks)
+};
+
+// A request as the service validated it.
+struct GenerationRequest {
+  std::string request_id;
+  std::vector<int32_t> prompt;
+  int64_t max_new_tokens = 1;  // > 0; prompt + max_new_tokens fits the context
+  engine::SamplingOptions sampling;
+  std::vector<int32_t> stop_token_ids;
+  Sha256Digest tenant_salt{};  // all zero: no tenant
+  bool use_prefix_cache = true;
+};
+
+struct LoadSnapshot {
+  uint64_t queued_requests = 0;
+  uint64_t queued_prefill_tokens = 0;  // waiting requests' prompts and running requests' unprefilled rest
+  uint64_t running_tokens = 0;         // context tokens of the running requests
+  uint32_t running_requests = 0;
+};
+
+class EngineLoop {
+ public:
+  // `engine` (and `host_cache`, `kvstore`, `metrics`; the last three may be null) must outlive the loop.
+  // `key_context` gives fingerprint, block size and KV dtype; each request's tenant salt replaces its salt.
+  EngineLoop(engine::Engine* engine, const EngineLoopOptions& options, const BlockKeyContext& key_context,
+             HostBlockCache* host_cache, KvStoreTier* kvstore, WorkerMetrics* metrics);
+  ~EngineLoop();  // Stop()
+
+  void Start();
+  // Queues a request. ResourceExhausted when the queue is full, Unavailable once StopAccepting() ran.
+  absl::StatusOr<std::shared_ptr<GenerationStream>> Submit(GenerationRequest request);
+  // New requests are refused from now on; queued and running ones continue.
+  void StopAccepting();
+  // Waits until nothing is queued or running; false on timeout.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+  // Ends the engine thread; requests still queued or running fail with Unavailable.
+  void Stop();
+
+  LoadSnapshot Load() const;
+
+ private:
+  struct Active;
+  void Run();
+  // Allocates the sequence and loads the cached prefix. False when the request failed (already reported).
+  bool Begin(Active& active);
+  void LoadPrefix(Active& active);
+  void Step();
+  void Export(Active& active);
+  void Finish(Active& active, engine::FinishReason reason);
+  void PublishLoad();
+
+  engine::Engine* const engine_;
+  const EngineLoopOptions options_;
+  const BlockKeyContext key_context_;
+  HostBlockCache* const host_cache_;
+  KvStoreTier* const kvstore_;
+  WorkerMetrics* const metrics_;
+  const int64_t block_payload_bytes_;
+
+  mutable absl::Mutex mutex_;
+  std::deque<std::unique_ptr<Active>> waiting_ ABSL_GUARDED_BY(mutex_);
+  uint64_t waiting_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool accepting_ ABSL_GUARDED_BY(mutex_) = true;
+  bool stop_ ABSL_GUARDED_BY(mutex_) = false;
+  uint32_t running_count_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t running_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t running_unprefilled_ ABSL_GUARDED_BY(mutex_) = 0;
+
+  std::vector<std::unique_ptr<Active>> running_;  // engine thread only
+  std::thread thread_;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_SERVICE_ENGINE_LOOP_H_

@@ -1,0 +1,217 @@
+#include "worker/service/kvstore_tier.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <future>
+
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "common/strings.h"
+
+namespace strata::worker {
+namespace {
+
+constexpr uint64_t kArenaAlignment = 2ull << 20;  // huge-page friendly; UCX registers whole pages
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTierOptions& options,
+                                                                  KvStoreTierMetrics metrics) {
+  if (options.addresses.empty()) return absl::InvalidArgumentError("kvstore tier: no kvstore address");
+  if (options.block_bytes == 0) return absl::InvalidArgumentError("kvstore tier: block_bytes is 0");
+  std::unique_ptr<KvStoreTier> tier(new KvStoreTier(options, metrics));
+  // Each half holds at least one block.
+  uint64_t half = std::max(options.staging_bytes / 2, options.block_bytes);
+  half = (half + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+  void* memory = std::aligned_alloc(kArenaAlignment, 2 * half);
+  if (memory == nullptr) {
+    return absl::ResourceExhaustedError(StrCat("kvstore tier: cannot allocate a staging arena of ", 2 * half, " bytes"));
+  }
+  std::memset(memory, 0, 2 * half);  // fault it in now, not on the first fetch
+  tier->arena_ = std::unique_ptr<std::byte, void (*)(void*)>(static_cast<std::byte*>(memory), std::free);
+  tier->half_bytes_ = half;
+  for (const std::string& address : options.addresses) {
+    auto shard = std::make_unique<Shard>();
+    shard->address = address;
+    tier->shards_.push_back(std::move(shard));
+  }
+  // Connect now where the daemons are up; the others are retried on use.
+  for (auto& shard : tier->shards_) tier->Client(*shard);
+  tier->writer_ = std::thread([raw = tier.get()] { raw->WriterLoop(); });
+  return tier;
+}
+
+KvStoreTier::KvStoreTier(const KvStoreTierOptions& options, KvStoreTierMetrics metrics)
+    : options_(options), metrics_(metrics) {}
+
+KvStoreTier::~KvStoreTier() {
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    stop_ = true;
+  }
+  if (writer_.joinable()) writer_.join();
+  // Clients (which unregister the arena) go before the arena.
+  shards_.clear();
+}
+
+kvstore::KvStoreClient* KvStoreTier::Client(Shard& shard) {
+  absl::MutexLock lock(&shard.mutex);
+  if (shard.client != nullptr) return shard.client.get();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < shard.retry_at) return nullptr;
+  kvstore::ClientOptions client_options;
+  client_options.address = shard.address;
+  client_options.rpc_timeout = options_.rpc_timeout;
+  client_options.transfer_timeout = options_.transfer_timeout;
+  client_options.peer_failure = options_.peer_failure;
+  absl::StatusOr<std::unique_ptr<kvstore::KvStoreClient>> client = kvstore::KvStoreClient::Connect(client_options);
+  absl::Status status = client.status();
+  if (status.ok()) status = (*client)->RegisterMemory(arena_.get(), 2 * half_bytes_);
+  if (!status.ok()) {
+    shard.retry_at = now + options_.reconnect_interval;
+    if (shard.healthy) {
+      shard.healthy = false;
+      LogWarning(StrCat("event=kvstore_unreachable kvstore=", shard.address, " op=connect message=\"",
+                        status.message(), "\" effect=recompute"));
+    }
+    return nullptr;
+  }
+  if (!shard.healthy) {
+    shard.healthy = true;
+    LogInfo(StrCat("event=kvstore_reachable kvstore=", shard.address));
+  }
+  shard.client = *std::move(client);
+  return shard.client.get();
+}
+
+void KvStoreTier::MarkFailure(Shard& shard, const absl::Status& status, std::string_view op) {
+  absl::MutexLock lock(&shard.mutex);
+  if (!shard.healthy) return;
+  shard.healthy = false;
+  LogWarning(StrCat("event=kvstore_unreachable kvstore=", shard.address, " op=", op, " message=\"", status.message(),
+                    "\" effect=recompute"));
+}
+
+void KvStoreTier::MarkHealthy(Shard& shard) {
+  absl::MutexLock lock(&shard.mutex);
+  if (shard.healthy) return;
+  shard.healthy = true;
+  LogInfo(StrCat("event=kvstore_reachable kvstore=", shard.address));
+}
+
+std::vector<absl::Span<const std::byte>> KvStoreTier::FetchPrefix(absl::Span<const BlockKey> keys) {
+  const uint64_t block_bytes = options_.block_bytes;
+  const size_t max_blocks = std::min<size_t>(keys.size(), half_bytes_ / block_bytes);
+  std::byte* staging = arena_.get();
+  // One batched get per daemon, in parallel; block i lands at staging + i * block_bytes.
+  std::vector<std::vector<kvstore::GetBlock>> per_shard(shards_.size());
+  std::vector<std::vector<size_t>> positions(shards_.size());
+  for (size_t i = 0; i < max_blocks; ++i) {
+    const size_t s = ShardOf(keys[i]);
+    per_shard[s].push_back({keys[i], staging + i * block_bytes, block_bytes});
+    positions[s].push_back(i);
+  }
+  std::vector<bool> present(max_blocks, false);
+  std::vector<std::future<absl::StatusOr<std::vector<kvstore::GetOutcome>>>> futures(shards_.size());
+  std::vector<kvstore::KvStoreClient*> clients(shards_.size(), nullptr);
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    if (per_shard[s].empty()) continue;
+    clients[s] = Client(*shards_[s]);
+    if (clients[s] == nullptr) {
+      if (metrics_.fetch_failures != nullptr) metrics_.fetch_failures->Increment();
+      continue;
+    }
+    futures[s] = clients[s]->GetAsync(per_shard[s]);
+  }
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    if (clients[s] == nullptr) continue;
+    absl::StatusOr<std::vector<kvstore::GetOutcome>> outcomes = futures[s].get();
+    if (!outcomes.ok()) {
+      if (metrics_.fetch_failures != nullptr) metrics_.fetch_failures->Increment();
+      MarkFailure(*shards_[s], outcomes.status(), "get");
+      continue;
+    }
+    MarkHealthy(*shards_[s]);
+    for (size_t j = 0; j < outcomes->size(); ++j) {
+      const kvstore::GetOutcome& outcome = (*outcomes)[j];
+      if (!outcome.found) continue;
+      if (outcome.size_bytes != block_bytes) {
+        // Another writer's block under this key (a bug somewhere, or a different layout): never use it.
+        if (metrics_.fetch_failures != nullptr) metrics_.fetch_failures->Increment();
+        LogWarning(StrCat("error=kvstore_block_size kvstore=", shards_[s]->address, " key=", per_shard[s][j].key.Hex(),
+                          " bytes=", outcome.size_bytes, " expected=", block_bytes, " effect=recompute"));
+        continue;
+      }
+      present[positions[s][j]] = true;
+    }
+  }
+  std::vector<absl::Span<const std::byte>> out;
+  for (size_t i = 0; i < max_blocks && present[i]; ++i) out.emplace_back(staging + i * block_bytes, block_bytes);
+  if (metrics_.fetched_blocks != nullptr) metrics_.fetched_blocks->Increment(static_cast<double>(out.size()));
+  return out;
+}
+
+void KvStoreTier::Write(std::vector<WriteItem> blocks) {
+  absl::MutexLock lock(&queue_mutex_);
+  for (WriteItem& item : blocks) {
+    if (queue_.size() >= options_.max_write_queue_blocks || item.payload == nullptr ||
+        item.payload->size() != options_.block_bytes) {
+      if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment();
+      continue;
+    }
+    queue_.push_back(std::move(item));
+  }
+}
+
+bool KvStoreTier::WaitForWrites(std::chrono::milliseconds timeout) {
+  absl::MutexLock lock(&queue_mutex_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_) { return queue_.empty() && !writing_; };
+  return queue_mutex_.AwaitWithTimeout(absl::Condition(&idle), absl::FromChrono(timeout));
+}
+
+void KvStoreTier::WriterLoop() {
+  const uint64_t block_bytes = options_.block_bytes;
+  const size_t max_blocks = half_bytes_ / block_bytes;
+  std::byte* staging = arena_.get() + half_bytes_;
+  while (true) {
+    std::vector<WriteItem> batch;
+    {
+      absl::MutexLock lock(&queue_mutex_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_) { return stop_ || !queue_.empty(); };
+      queue_mutex_.Await(absl::Condition(&ready));
+      if (stop_) return;
+      while (!queue_.empty() && batch.size() < max_blocks) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      writing_ = true;
+    }
+    std::vector<std::vector<kvstore::PutBlock>> per_shard(shards_.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      std::memcpy(staging + i * block_bytes, batch[i].payload->data(), block_bytes);
+      per_shard[ShardOf(batch[i].key)].push_back(
+          {batch[i].key, staging + i * block_bytes, block_bytes, batch[i].parent});
+    }
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      if (per_shard[s].empty()) continue;
+      const double blocks = static_cast<double>(per_shard[s].size());
+      kvstore::KvStoreClient* client = Client(*shards_[s]);
+      if (client == nullptr) {
+        if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
+        continue;
+      }
+      absl::StatusOr<std::vector<kvstore::PutOutcome>> outcomes = client->Put(per_shard[s]);
+      if (!outcomes.ok()) {
+        if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
+        MarkFailure(*shards_[s], outcomes.status(), "put");
+        continue;
+      }
+      MarkHealthy(*shards_[s]);
+      if (metrics_.written_blocks != nullptr) metrics_.written_blocks->Increment(blocks);
+    }
+    absl::MutexLock lock(&queue_mutex_);
+    writing_ = false;
+  }
+}
+
+}  // namespace strata::worker

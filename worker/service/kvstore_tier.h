@@ -1,0 +1,112 @@
+// KvStoreTier: tiers S and D as the worker sees them — one or more strata-kvstore daemons, each block
+// on the daemon its key hashes to. Fetches the longest present prefix of a chain (on the caller's
+// thread, into one staging area), and writes new blocks back on its own thread, off the path of any
+// token.
+//
+// Memory: one staging arena is allocated at start-up and registered with each daemon's client once per
+// connection (never per request): the first half stages reads, the second half writes.
+//
+// Never serves wrong KV: the client checks every block's xxh3 (a failing block is a miss), and a block
+// whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a
+// miss: the caller recomputes; each failure is counted and logged once per change of state.
+// Thread-safe: FetchPrefix from one thread at a time (it owns the read half), Write from any.
+#ifndef STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
+#define STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/block_key.h"
+#include "common/metrics.h"
+#include "kvstore/client/client.h"
+#include "worker/service/host_block_cache.h"
+
+namespace strata::worker {
+
+struct KvStoreTierOptions {
+  std::vector<std::string> addresses;  // host:port of each daemon's gRPC endpoint; at least one
+  uint64_t block_bytes = 0;            // every block's payload size
+  // The registered staging arena; rounded up so that each half holds at least one block.
+  uint64_t staging_bytes = 64ull << 20;
+  std::chrono::milliseconds rpc_timeout{2000};
+  std::chrono::milliseconds transfer_timeout{10000};
+  std::chrono::milliseconds reconnect_interval{1000};  // a daemon that refused to connect is retried after this
+  kvstore::PeerFailure peer_failure = kvstore::PeerFailure::kDetect;
+  // Blocks waiting to be written; past this new ones are dropped (counted): the kvstore is a cache.
+  size_t max_write_queue_blocks = 4096;
+};
+
+struct KvStoreTierMetrics {
+  Counter* fetch_failures = nullptr;    // a daemon's get failed, or a block had the wrong size
+  Counter* fetched_blocks = nullptr;
+  Counter* written_blocks = nullptr;
+  Counter* write_failures = nullptr;    // blocks not written (daemon down, queue full)
+};
+
+class KvStoreTier {
+ public:
+  static absl::StatusOr<std::unique_ptr<KvStoreTier>> Create(const KvStoreTierOptions& options,
+                                                             KvStoreTierMetrics metrics);
+  ~KvStoreTier();  // finishes the writes already taken, drops the queue
+
+  // Payloads of the longest run of `keys` (from the first) that the daemons hold and that passed every
+  // check, at most staging/2 / block_bytes of them. The spans stay valid until the next FetchPrefix.
+  std::vector<absl::Span<const std::byte>> FetchPrefix(absl::Span<const BlockKey> keys);
+
+  struct WriteItem {
+    BlockKey key;
+    std::optional<BlockKey> parent;
+    std::shared_ptr<const BlockPayload> payload;
+  };
+  // Queues the blocks for the writer thread and returns at once.
+  void Write(std::vector<WriteItem> blocks);
+  // Waits until every queued write has been attempted (tests, drain); false on timeout.
+  bool WaitForWrites(std::chrono::milliseconds timeout);
+
+  uint64_t block_bytes() const { return options_.block_bytes; }
+
+ private:
+  struct Shard {
+    std::string address;
+    absl::Mutex mutex;
+    std::unique_ptr<kvstore::KvStoreClient> client ABSL_GUARDED_BY(mutex);
+    std::chrono::steady_clock::time_point retry_at ABSL_GUARDED_BY(mutex){};
+    bool healthy ABSL_GUARDED_BY(mutex) = true;  // for logging state changes only
+  };
+  explicit KvStoreTier(const KvStoreTierOptions& options, KvStoreTierMetrics metrics);
+  // The shard's client, connecting (and registering the arena) when there is none and the retry time
+  // has come; nullptr when the daemon is unreachable.
+  kvstore::KvStoreClient* Client(Shard& shard);
+  void MarkFailure(Shard& shard, const absl::Status& status, std::string_view op);
+  void MarkHealthy(Shard& shard);
+  size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
+  void WriterLoop();
+
+  const KvStoreTierOptions options_;
+  const KvStoreTierMetrics metrics_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<std::byte, void (*)(void*)> arena_{nullptr, nullptr};
+  uint64_t half_bytes_ = 0;
+
+  absl::Mutex queue_mutex_;
+  std::deque<WriteItem> queue_ ABSL_GUARDED_BY(queue_mutex_);
+  bool writing_ ABSL_GUARDED_BY(queue_mutex_) = false;
+  bool stop_ ABSL_GUARDED_BY(queue_mutex_) = false;
+  std::thread writer_;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_SERVICE_KVSTORE_TIER_H_

@@ -1,0 +1,50 @@
+// Options of strata-worker; its flags map onto these 1:1 (worker/service/main.cc).
+#ifndef STRATA_WORKER_SERVICE_OPTIONS_H_
+#define STRATA_WORKER_SERVICE_OPTIONS_H_
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "kvstore/client/client.h"
+#include "worker/service/engine_loop.h"
+
+namespace strata::worker {
+
+enum class BackendKind { kCpu, kCuda };
+
+struct WorkerOptions {
+  std::filesystem::path model_dir;       // required
+  BackendKind backend = BackendKind::kCpu;
+  DType cuda_dtype = DType::kBF16;       // --dtype for the CUDA backend
+  int threads = 0;                       // CPU backend threads; 0: every core
+  int64_t mini_sequence_tokens = 1024;
+  std::string served_model_name;         // empty: the model directory's name
+  std::string worker_id;                 // empty: "worker-" + advertise address
+  std::string grpc_address = "0.0.0.0:50080";
+  std::string advertise_address;         // empty: grpc_address with the bound port
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 9480;               // 0: any free port, -1: off
+  std::string port_file;                 // when set: "grpc_port=N metrics_port=M" once serving
+  int64_t max_context_tokens = 0;        // 0: the model's max_position_embeddings (never more)
+  EngineLoopOptions loop;                // block size, batch and queue limits, prefill chunk, step budget
+  uint64_t host_cache_bytes = 1ull << 30;   // tier H; 0: off
+  std::vector<std::string> kvstores;        // host:port each; empty: no kvstore tier
+  uint64_t kvstore_staging_bytes = 64ull << 20;
+  kvstore::PeerFailure kvstore_peer_failure = kvstore::PeerFailure::kDetect;
+  std::string scheduler_address;            // empty: run alone (no registration)
+  // What registration tells placement. 0: measured at start-up (a short prefill and decode run).
+  double prefill_s_per_token = 0;
+  double decode_tokens_per_s = 0;
+  int64_t calibration_tokens = 128;
+  // Not measured (no transfer is made at start-up): stated, for placement's fetch estimate.
+  double network_bytes_per_s = 1e9;
+  double host_to_gpu_bytes_per_s = 10e9;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_SERVICE_OPTIONS_H_

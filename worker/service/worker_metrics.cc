@@ -1,0 +1,45 @@
+#include "worker/service/worker_metrics.h"
+
+namespace strata::worker {
+namespace {
+
+std::vector<double> PowersOfTwo(double last) {
+  std::vector<double> bounds;
+  for (double b = 1; b <= last; b *= 2) bounds.push_back(b);
+  return bounds;
+}
+
+}  // namespace
+
+WorkerMetrics::WorkerMetrics(MetricsRegistry& r)
+    : requests_ok(r.AddCounter("strata_worker_requests_total", "Generate requests by outcome", {{"outcome", "ok"}})),
+      requests_cancelled(
+          r.AddCounter("strata_worker_requests_total", "Generate requests by outcome", {{"outcome", "cancelled"}})),
+      requests_failed(
+          r.AddCounter("strata_worker_requests_total", "Generate requests by outcome", {{"outcome", "error"}})),
+      requests_rejected(
+          r.AddCounter("strata_worker_requests_total", "Generate requests by outcome", {{"outcome", "rejected"}})),
+      prompt_tokens(r.AddCounter("strata_worker_prompt_tokens_total", "Prompt tokens of admitted requests")),
+      prefill_tokens(r.AddCounter("strata_worker_prefill_tokens_total", "Prompt tokens computed (not reused)")),
+      cached_tokens_host(r.AddCounter("strata_worker_cached_tokens_total", "Prompt tokens reused, by tier",
+                                      {{"tier", "host"}})),
+      cached_tokens_kvstore(r.AddCounter("strata_worker_cached_tokens_total", "Prompt tokens reused, by tier",
+                                         {{"tier", "kvstore"}})),
+      generated_tokens(r.AddCounter("strata_worker_generated_tokens_total", "Tokens generated")),
+      kvstore_fetch_failures(r.AddCounter(
+          "strata_worker_kvstore_fetch_failures_total",
+          "kvstore fetches that failed (daemon down, transfer error, bad block): the prefix was recomputed")),
+      kvstore_fetched_blocks(r.AddCounter("strata_worker_kvstore_fetched_blocks_total", "Blocks read from kvstores")),
+      kvstore_written_blocks(
+          r.AddCounter("strata_worker_kvstore_written_blocks_total", "Blocks written to kvstores (asynchronously)")),
+      kvstore_write_failures(r.AddCounter("strata_worker_kvstore_write_failures_total",
+                                          "Blocks not written to a kvstore (daemon down, queue full)")),
+      batch_requests(r.AddHistogram("strata_worker_batch_requests", "Sequences in one engine step", PowersOfTwo(256))),
+      batch_tokens(r.AddHistogram("strata_worker_batch_tokens", "Tokens in one engine step", PowersOfTwo(16384))),
+      ttft_seconds(r.AddHistogram("strata_worker_ttft_seconds", "Admission to first token", LatencyBucketsSeconds())),
+      queue_seconds(
+          r.AddHistogram("strata_worker_queue_seconds", "Admission to start of prefill", LatencyBucketsSeconds())),
+      step_seconds(r.AddHistogram("strata_worker_step_seconds", "One engine step (batched forward)",
+                                  LatencyBucketsSeconds())) {}
+
+}  // namespace strata::worker

@@ -1,0 +1,39 @@
+// The worker's Prometheus metrics (strata_worker_*), created once in one registry.
+#ifndef STRATA_WORKER_SERVICE_WORKER_METRICS_H_
+#define STRATA_WORKER_SERVICE_WORKER_METRICS_H_
+
+#include "common/metrics.h"
+#include "worker/service/kvstore_tier.h"
+
+namespace strata::worker {
+
+struct WorkerMetrics {
+  explicit WorkerMetrics(MetricsRegistry& registry);
+
+  Counter& requests_ok;
+  Counter& requests_cancelled;
+  Counter& requests_failed;
+  Counter& requests_rejected;   // queue full, draining, bad input
+  Counter& prompt_tokens;
+  Counter& prefill_tokens;      // computed
+  Counter& cached_tokens_host;  // tier H
+  Counter& cached_tokens_kvstore;
+  Counter& generated_tokens;
+  Counter& kvstore_fetch_failures;
+  Counter& kvstore_fetched_blocks;
+  Counter& kvstore_written_blocks;
+  Counter& kvstore_write_failures;
+  Histogram& batch_requests;    // sequences per engine step
+  Histogram& batch_tokens;      // tokens per engine step
+  Histogram& ttft_seconds;
+  Histogram& queue_seconds;
+  Histogram& step_seconds;
+
+  KvStoreTierMetrics kvstore_tier() {
+    return {&kvstore_fetch_failures, &kvstore_fetched_blocks, &kvstore_written_blocks, &kvstore_write_failures};
+  }
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_SERVICE_WORKER_METRICS_H_

@@ -1,0 +1,242 @@
+#include "worker/service/worker_server.h"
+
+#include <fstream>
+
+#include "common/log.h"
+#include "common/strings.h"
+#include "worker/engine/cpu_backend.h"
+#include "worker/engine/cuda_backend.h"
+
+namespace strata::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The address clients reach: the advertised one, else the bind address with the bound port (a wildcard
+// host is replaced by loopback, which is right only on one machine: clusters pass --advertise-address).
+std::string AdvertiseAddress(const WorkerOptions& options, int port) {
+  if (!options.advertise_address.empty()) return options.advertise_address;
+  std::string host = options.grpc_address.substr(0, options.grpc_address.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+  return StrCat(host, ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
+  std::unique_ptr<WorkerServer> server(new WorkerServer());
+  WorkerServer& s = *server;
+  s.options_ = options;
+  if (options.loop.block_tokens == 0) return absl::InvalidArgumentError("--block-tokens must be > 0");
+  if (options.loop.prefill_chunk_tokens <= 0 || options.loop.step_token_budget <= 0 ||
+      options.loop.max_running_requests <= 0 || options.loop.max_queued_requests < 0) {
+    return absl::InvalidArgumentError(
+        "--prefill-chunk-tokens, --step-token-budget and --max-running-requests must be > 0");
+  }
+  s.metrics_ = std::make_unique<WorkerMetrics>(s.registry_);
+
+  STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(options.model_dir));
+  s.model_ = std::make_unique<model::Model>(std::move(model));
+  std::unique_ptr<engine::Backend> backend;
+  if (options.backend == BackendKind::kCuda) {
+    STRATA_ASSIGN_OR_RETURN(backend, engine::CreateCudaBackend({.dtype = options.cuda_dtype}));
+  } else {
+    backend = engine::CreateCpuBackend({.threads = options.threads});
+  }
+  STRATA_ASSIGN_OR_RETURN(s.engine_, engine::Engine::Create(*s.model_, std::move(backend),
+                                                            {.mini_sequence_tokens = options.mini_sequence_tokens}));
+  const model::ModelConfig& config = s.engine_->config();
+
+  ServedModel served;
+  served.name = options.served_model_name;
+  if (served.name.empty()) {
+    served.name = std::filesystem::path(options.model_dir).lexically_normal().filename().string();
+    if (served.name.empty()) served.name = std::filesystem::path(options.model_dir).parent_path().filename().string();
+  }
+  served.key_context.model_fingerprint = s.model_->fingerprint.digest;
+  served.key_context.block_tokens = options.loop.block_tokens;
+  served.key_context.kv_dtype = s.engine_->kv_dtype();
+  served.vocab_size = config.vocab_size;
+  served.max_context_tokens = config.max_position_embeddings;
+  if (options.max_context_tokens > 0) {
+    served.max_context_tokens = std::min(served.max_context_tokens, options.max_context_tokens);
+  }
+  served.backend = std::string(s.engine_->backend_name());
+  for (int64_t id : config.eos_token_ids) served.eos_token_ids.push_back(static_cast<int32_t>(id));
+  const uint64_t block_bytes = static_cast<uint64_t>(s.engine_->KvPayloadBytes(options.loop.block_tokens));
+
+  STRATA_RETURN_IF_ERROR(s.Calibrate());
+
+  WorkerServer* raw = server.get();
+  if (options.host_cache_bytes > 0) {
+    HostCacheListener listener;
+    listener.stored = [raw](absl::Span<const BlockKey> keys) {
+      if (scheduler::HolderAgent* agent = raw->events_to_.load()) agent->Stored(proto::TIER_HOST, keys);
+    };
+    listener.evicted = [raw](absl::Span<const BlockKey> keys) {
+      if (scheduler::HolderAgent* agent = raw->events_to_.load()) agent->Evicted(keys);
+    };
+    s.host_cache_ = std::make_unique<HostBlockCache>(options.host_cache_bytes, std::move(listener));
+    s.registry_.AddGaugeCallback("strata_worker_host_cache_bytes", "Payload bytes in tier H", {},
+                                 [raw] { return static_cast<double>(raw->host_cache_->bytes()); });
+    s.registry_.AddGaugeCallback("strata_worker_host_cache_blocks", "Blocks in tier H", {},
+                                 [raw] { return static_cast<double>(raw->host_cache_->blocks()); });
+  }
+  if (!options.kvstores.empty()) {
+    KvStoreTierOptions kv;
+    kv.addresses = options.kvstores;
+    kv.block_bytes = block_bytes;
+    kv.staging_bytes = options.kvstore_staging_bytes;
+    kv.peer_failure = options.kvstore_peer_failure;
+    STRATA_ASSIGN_OR_RETURN(s.kvstore_, KvStoreTier::Create(kv, s.metrics_->kvstore_tier()));
+  }
+  s.loop_ = std::make_unique<EngineLoop>(s.engine_.get(), options.loop, served.key_context, s.host_cache_.get(),
+                                         s.kvstore_.get(), s.metrics_.get());
+  s.registry_.AddGaugeCallback("strata_worker_queue_depth", "Requests admitted, not yet running", {},
+                               [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });
+  s.registry_.AddGaugeCallback("strata_worker_running_requests", "Requests in the batch", {},
+                               [raw] { return static_cast<double>(raw->loop_->Load().running_requests); });
+  s.loop_->Start();
+  const ServedModel served_copy = served;
+  s.service_ = std::make_unique<WorkerService>(std::move(served), s.loop_.get(), s.metrics_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &s.grpc_port_);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second worker on this port is an error
+  builder.RegisterService(s.service_.get());
+  s.server_ = builder.BuildAndStart();
+  if (s.server_ == nullptr || s.grpc_port_ == 0) {
+    return absl::UnavailableError(
+        StrCat("worker: cannot listen for gRPC on ", options.grpc_address, " (address in use or not local?)"));
+  }
+  if (options.metrics_port >= 0) {
+    STRATA_ASSIGN_OR_RETURN(s.metrics_http_, MetricsHttpServer::Start(options.metrics_host, options.metrics_port,
+                                                                       s.registry_, [raw] { return raw->serving_.load(); }));
+  }
+  const std::string advertise = AdvertiseAddress(options, s.grpc_port_);
+  const std::string worker_id = options.worker_id.empty() ? StrCat("worker-", advertise) : options.worker_id;
+
+  if (!options.scheduler_address.empty()) {
+    scheduler::HolderAgentOptions agent;
+    agent.scheduler_address = options.scheduler_address;
+    agent.metrics = &s.registry_;
+    proto::RegisterRequest& r = agent.registration;
+    r.set_holder_id(worker_id);
+    r.set_kind(proto::HOLDER_KIND_WORKER);
+    r.set_address(advertise);
+    proto::KeyScheme* scheme = r.mutable_key_scheme();
+    scheme->set_version(kBlockKeySchemeVersion);
+    scheme->set_block_tokens(options.loop.block_tokens);
+    scheme->set_model_fingerprint(std::string(served_copy.key_context.model_fingerprint.begin(),
+                                              served_copy.key_context.model_fingerprint.end()));
+    scheme->set_kv_dtype(std::string(DTypeName(served_copy.key_context.kv_dtype)));
+    proto::WorkerInfo* info = r.mutable_worker();
+    // Tier G here is the running sequences' own KV (finished sequences are not kept on the device): what
+    // the batch can hold at the full context. Never 0, which registration refuses.
+    info->set_gpu_kv_blocks(std::max<uint64_t>(
+        1, static_cast<uint64_t>(options.loop.max_running_requests) *
+               static_cast<uint64_t>(served_copy.max_context_tokens / options.loop.block_tokens)));
+    info->set_host_kv_blocks(block_bytes > 0 ? options.host_cache_bytes / block_bytes : 0);
+    info->set_block_bytes(block_bytes);
+    info->set_prefill_linear_s_per_token(s.prefill_s_per_token_);
+    info->set_prefill_quadratic_s_per_token2(0);  // not measured: the linear rate was taken at one length
+    info->set_host_to_gpu_bytes_per_s(options.host_to_gpu_bytes_per_s);
+    info->set_network_bytes_per_s(options.network_bytes_per_s);
+    info->set_decode_tokens_per_s(s.decode_tokens_per_s_);
+    info->set_model_name(served_copy.name);
+    scheduler::HolderAgentCallbacks callbacks;
+    callbacks.inventory = [raw] {
+      scheduler::TierInventory inventory;
+      if (raw->host_cache_ != nullptr) inventory.emplace_back(proto::TIER_HOST, raw->host_cache_->Keys());
+      return inventory;
+    };
+    callbacks.load = [raw] {
+      const LoadSnapshot load = raw->loop_->Load();
+      proto::LoadReport report;
+      report.set_queued_prefill_tokens(load.queued_prefill_tokens);
+      report.set_running_tokens(load.running_tokens);
+      report.set_running_requests(load.running_requests);
+      return report;
+    };
+    s.agent_ = std::make_unique<scheduler::HolderAgent>(std::move(agent), std::move(callbacks));
+    s.events_to_ = s.agent_.get();
+    s.agent_->Start();
+  }
+
+  s.server_->GetHealthCheckService()->SetServingStatus(true);
+  s.serving_ = true;
+  LogInfo(StrCat("event=worker_started grpc_port=", s.grpc_port_, " metrics_port=", s.metrics_port(),
+                 " worker_id=", worker_id, " address=", advertise, " model=", served_copy.name,
+                 " fingerprint=", s.model_->fingerprint.Hex(), " backend=", served_copy.backend,
+                 " block_tokens=", options.loop.block_tokens, " block_bytes=", block_bytes,
+                 " max_context_tokens=", served_copy.max_context_tokens,
+                 " prefill_s_per_token=", s.prefill_s_per_token_, " decode_tokens_per_s=", s.decode_tokens_per_s_,
+                 " kvstores=", options.kvstores.size(),
+                 " scheduler=", options.scheduler_address.empty() ? "none" : options.scheduler_address));
+  if (!options.port_file.empty()) {
+    std::ofstream out(options.port_file);
+    out << "grpc_port=" << s.grpc_port_ << " metrics_port=" << s.metrics_port() << "\n";
+    if (!out) return absl::UnavailableError(StrCat(options.port_file, ": cannot write the port file"));
+  }
+  return server;
+}
+
+absl::Status WorkerServer::Calibrate() {
+  prefill_s_per_token_ = options_.prefill_s_per_token;
+  decode_tokens_per_s_ = options_.decode_tokens_per_s;
+  if (prefill_s_per_token_ > 0 && decode_tokens_per_s_ > 0) return absl::OkStatus();
+  // A short prefill and a few decode steps of arbitrary tokens, after one warm-up pass: the rates that
+  // placement prices with. One length only, so no quadratic term; on a loaded machine they read slow.
+  const model::ModelConfig& config = engine_->config();
+  constexpr int64_t kDecodeSteps = 8;
+  const int64_t tokens =
+      std::max<int64_t>(1, std::min(options_.calibration_tokens, config.max_position_embeddings - kDecodeSteps - 1));
+  std::vector<int32_t> ids(static_cast<size_t>(tokens));
+  for (int64_t i = 0; i < tokens; ++i) ids[i] = static_cast<int32_t>((i * 7 + 3) % config.vocab_size);
+  const int64_t last = tokens - 1, first = 0;
+  {
+    STRATA_ASSIGN_OR_RETURN(engine::Sequence warm, engine_->NewSequence(tokens));
+    STRATA_RETURN_IF_ERROR(engine_->Forward(warm, ids, {&last, 1}).status());
+  }
+  STRATA_ASSIGN_OR_RETURN(engine::Sequence sequence, engine_->NewSequence(tokens + kDecodeSteps));
+  auto start = Clock::now();
+  STRATA_RETURN_IF_ERROR(engine_->Forward(sequence, ids, {&last, 1}).status());
+  const double prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
+  start = Clock::now();
+  for (int64_t i = 0; i < kDecodeSteps; ++i) {
+    STRATA_RETURN_IF_ERROR(engine_->Forward(sequence, {&ids[i], 1}, {&first, 1}).status());
+  }
+  const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (prefill_s_per_token_ <= 0) prefill_s_per_token_ = std::max(1e-9, prefill_s / static_cast<double>(tokens));
+  if (decode_tokens_per_s_ <= 0) decode_tokens_per_s_ = kDecodeSteps / std::max(1e-9, decode_s);
+  return absl::OkStatus();
+}
+
+void WorkerServer::Shutdown(std::chrono::milliseconds drain) {
+  if (shut_down_.exchange(true)) return;
+  serving_ = false;
+  if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+  if (loop_ != nullptr) {
+    loop_->StopAccepting();
+    if (!loop_->WaitIdle(drain)) LogWarning("event=drain_timeout effect=requests_cancelled");
+  }
+  if (agent_ != nullptr) {
+    events_to_ = nullptr;
+    agent_->Stop();  // deregisters
+  }
+  if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (loop_ != nullptr) loop_->Stop();
+  LogInfo("event=worker_stopped");
+}
+
+WorkerServer::~WorkerServer() {
+  Shutdown(std::chrono::milliseconds(0));
+  metrics_http_.reset();
+  agent_.reset();
+  server_.reset();
+  loop_.reset();
+  kvstore_.reset();
+}
+
+}  // namespace strata::worker

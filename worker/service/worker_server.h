@@ -1,0 +1,70 @@
+// WorkerServer: the whole strata-worker process as a library. Opens the model, binds it to a backend,
+// measures its prefill and decode rates (unless given), starts the engine loop, tier H, the kvstore tier,
+// the gRPC server (Worker and grpc.health.v1), /metrics and /healthz, and the scheduler registration.
+// main() starts it, waits for SIGTERM/SIGINT and drains it.
+#ifndef STRATA_WORKER_SERVICE_WORKER_SERVER_H_
+#define STRATA_WORKER_SERVICE_WORKER_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "common/daemon.h"
+#include "common/metrics.h"
+#include "scheduler/client/holder_agent.h"
+#include "worker/engine/engine.h"
+#include "worker/model/model.h"
+#include "worker/service/engine_loop.h"
+#include "worker/service/host_block_cache.h"
+#include "worker/service/kvstore_tier.h"
+#include "worker/service/options.h"
+#include "worker/service/worker_metrics.h"
+#include "worker/service/worker_service.h"
+
+namespace strata::worker {
+
+class WorkerServer {
+ public:
+  // Serves once this returns (writes options.port_file last). InvalidArgument for a bad model or
+  // options, Unavailable when an address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerOptions& options);
+  // Graceful: health NOT_SERVING, new requests refused (UNAVAILABLE), running ones finish (up to
+  // `drain`), deregistration, then everything stops. Idempotent.
+  void Shutdown(std::chrono::milliseconds drain);
+  ~WorkerServer();
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_http_ ? metrics_http_->port() : -1; }
+
+ private:
+  WorkerServer() = default;
+  absl::Status Calibrate();
+
+  WorkerOptions options_;
+  MetricsRegistry registry_;
+  std::unique_ptr<WorkerMetrics> metrics_;
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<engine::Engine> engine_;
+  double prefill_s_per_token_ = 0;
+  double decode_tokens_per_s_ = 0;
+  // Declared in the order they start; destroyed in reverse (the agent first, the engine last).
+  std::unique_ptr<HostBlockCache> host_cache_;
+  std::unique_ptr<KvStoreTier> kvstore_;
+  std::unique_ptr<EngineLoop> loop_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<scheduler::HolderAgent> agent_;
+  // What tier H's listener reports to: set once the agent exists, cleared before it goes.
+  std::atomic<scheduler::HolderAgent*> events_to_{nullptr};
+  std::atomic<bool> serving_{false};
+  std::atomic<bool> shut_down_{false};
+  int grpc_port_ = 0;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_SERVICE_WORKER_SERVER_H_
