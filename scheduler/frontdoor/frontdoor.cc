@@ -107,8 +107,10 @@ void FrontDoor::Shutdown() {
 FrontDoor::~FrontDoor() { Shutdown(); }
 
 absl::StatusOr<std::unique_ptr<GenerationStream>> FrontDoor::Generate(const GenerationRequest& request,
-                                                                      const std::string& tenant, absl::Time arrived) {
+                                                                      const std::string& tenant,
+                                                                      const std::string& request_id, absl::Time arrived) {
   STRATA_ASSIGN_OR_RETURN(PreparedRequest prepared, model_->Prepare(request));
+  prepared.request_id = request_id;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GenerationStream> stream,
                           proxy_->Start(prepared, tenant, model_->tokenizer(), arrived));
   ttft_->Observe(stream->ttft_s());

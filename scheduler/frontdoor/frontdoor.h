@@ -52,8 +52,9 @@ class FrontDoor {
 
   // The pipeline both faces use.
   absl::StatusOr<std::string> Authenticate(std::string_view authorization) const { return keys_.TenantOf(authorization); }
+  // `request_id` (NewRequestId) travels to the worker for its logs.
   absl::StatusOr<std::unique_ptr<GenerationStream>> Generate(const GenerationRequest& request, const std::string& tenant,
-                                                             absl::Time arrived);
+                                                             const std::string& request_id, absl::Time arrived);
   // Live workers serving the model.
   int WorkerCount();
   // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).

@@ -27,6 +27,7 @@ void ApplyOptions(const proto::GenerationOptions& options, GenerationRequest& re
   request.stop_token_ids.assign(options.stop_token_ids().begin(), options.stop_token_ids().end());
   request.ignore_eos = options.ignore_eos();
   request.cache_salt = options.cache_salt();
+  request.disable_prefix_cache = options.disable_prefix_cache();
   request.stream = true;
 }
 
@@ -66,9 +67,9 @@ grpc::Status Run(FrontDoor& door, const char* name, grpc::ServerContext& context
   absl::StatusOr<std::string> tenant = door.Authenticate(Authorization(context));
   if (!tenant.ok()) return fail(tenant.status());
   if (absl::Status valid = CheckOptions(request); !valid.ok()) return fail(valid);
-  absl::StatusOr<std::unique_ptr<GenerationStream>> stream = door.Generate(request, *tenant, arrived);
-  if (!stream.ok()) return fail(stream.status());
   const std::string id = door.NewRequestId(request.endpoint);
+  absl::StatusOr<std::unique_ptr<GenerationStream>> stream = door.Generate(request, *tenant, id, arrived);
+  if (!stream.ok()) return fail(stream.status());
   door.StreamStarted();
   grpc::Status result = grpc::Status::OK;
   while (true) {

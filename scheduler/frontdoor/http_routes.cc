@@ -103,9 +103,9 @@ void FrontDoor::InstallHttpRoutes() {
       absl::StatusOr<GenerationRequest> parsed =
           endpoint == Endpoint::kChat ? ParseChatRequest(request.body) : ParseCompletionRequest(request.body);
       if (!parsed.ok()) return fail(parsed.status());
-      absl::StatusOr<std::unique_ptr<GenerationStream>> stream = Generate(*parsed, *tenant, arrived);
-      if (!stream.ok()) return fail(stream.status());
       ResponseHeader header{NewRequestId(endpoint), absl::ToUnixSeconds(arrived), model_->name()};
+      absl::StatusOr<std::unique_ptr<GenerationStream>> stream = Generate(*parsed, *tenant, header.id, arrived);
+      if (!stream.ok()) return fail(stream.status());
 
       if (!parsed->stream) {
         StreamStarted();

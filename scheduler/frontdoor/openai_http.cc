@@ -106,6 +106,7 @@ absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
     STRATA_RETURN_IF_ERROR(ReadTokenIds(json["stop_token_ids"], "stop_token_ids", request.stop_token_ids));
   }
   STRATA_RETURN_IF_ERROR(ReadBool(json, "ignore_eos", request.ignore_eos));
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "disable_prefix_cache", request.disable_prefix_cache));
   if (Present(json, "cache_salt")) {
     if (!json["cache_salt"].is_string()) return Invalid("'cache_salt' must be a string", "cache_salt");
     request.cache_salt = json["cache_salt"].get<std::string>();

@@ -40,6 +40,7 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;  // extension (vLLM's name)
   bool ignore_eos = false;              // extension (vLLM's name)
   std::string cache_salt;               // narrows KV sharing within the tenant
+  bool disable_prefix_cache = false;    // extension: the worker neither reads nor writes cached KV
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
 };

@@ -118,6 +118,7 @@ absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& re
   out.stop_token_ids = request.stop_token_ids;
   out.ignore_eos = request.ignore_eos;
   out.cache_salt = request.cache_salt;
+  out.disable_prefix_cache = request.disable_prefix_cache;
   return out;
 }
 

@@ -184,6 +184,8 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
   generate.set_ignore_eos(request.ignore_eos);
   generate.set_tenant(tenant);
   generate.set_cache_salt(request.cache_salt);
+  generate.set_disable_prefix_cache(request.disable_prefix_cache);
+  generate.set_request_id(request.request_id);
 
   stream->stub_ = directory_->Stub(routed->worker_address);
   SetDeadline(stream->context_, Millis(request_timeout_));

@@ -80,6 +80,8 @@ struct PreparedRequest {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   std::string cache_salt;
+  bool disable_prefix_cache = false;
+  std::string request_id;  // for the worker's logs; empty: the worker makes one
 };
 
 // One piece of the output: text never ends inside a character; the last piece has `finished`.

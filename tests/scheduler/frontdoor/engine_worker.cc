@@ -73,6 +73,10 @@ grpc::Status EngineWorker::Info(grpc::ServerContext*, const proto::InfoRequest*,
 
 grpc::Status EngineWorker::Generate(grpc::ServerContext* context, const proto::GenerateRequest* request,
                                     grpc::ServerWriter<proto::GenerateResponse>* writer) {
+  {
+    absl::MutexLock lock(&last_mutex_);
+    last_request_ = *request;
+  }
   ++generate_calls_;
   const auto& fingerprint = model_->fingerprint.digest;
   if (!request->model_fingerprint().empty() &&

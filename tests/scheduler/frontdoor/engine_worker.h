@@ -38,6 +38,11 @@ class EngineWorker final : public proto::Worker::Service {
   // The worker dies: the server shuts down at once, cancelling every stream.
   void Kill();
   int generate_calls() const { return generate_calls_.load(); }
+  // The last Generate request received (tenant, salt, flags as the front door sent them).
+  proto::GenerateRequest last_request() {
+    absl::MutexLock lock(&last_mutex_);
+    return last_request_;
+  }
 
   grpc::Status Generate(grpc::ServerContext* context, const proto::GenerateRequest* request,
                         grpc::ServerWriter<proto::GenerateResponse>* writer) override;
@@ -57,6 +62,8 @@ class EngineWorker final : public proto::Worker::Service {
   std::atomic<int> hold_after_tokens_{-1};
   std::atomic<int> generate_calls_{0};
   bool killed_ = false;
+  absl::Mutex last_mutex_;
+  proto::GenerateRequest last_request_ ABSL_GUARDED_BY(last_mutex_);
 };
 
 }  // namespace strata::frontdoor::testing

@@ -23,6 +23,7 @@ TEST(OpenAiHttp, ParsesACompletionWithEveryField) {
   absl::StatusOr<GenerationRequest> r = ParseCompletionRequest(R"({
     "model": "m", "prompt": [5, 6, 7], "max_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
     "seed": 17, "stop": ["\n\n", "END"], "stop_token_ids": [3], "ignore_eos": true, "cache_salt": "s1",
+    "disable_prefix_cache": true,
     "stream": true, "stream_options": {"include_usage": true}, "n": 1, "user": "ignored"})");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->model, "m");
@@ -37,6 +38,7 @@ TEST(OpenAiHttp, ParsesACompletionWithEveryField) {
   EXPECT_THAT(r->stop_token_ids, ElementsAre(3));
   EXPECT_TRUE(r->ignore_eos);
   EXPECT_EQ(r->cache_salt, "s1");
+  EXPECT_TRUE(r->disable_prefix_cache);
   EXPECT_TRUE(r->stream);
   EXPECT_TRUE(r->include_usage);
 

@@ -131,6 +131,19 @@ TEST_F(FrontDoorTest, CompletionReturnsTheEnginesGreedyTokensWithUsage) {
   EXPECT_EQ(body["usage"]["strata"]["worker_id"], "worker-0");
   EXPECT_EQ(body["usage"]["strata"]["prefill_tokens"], golden_.prompt.size());
   EXPECT_GT(body["usage"]["strata"]["ttft_s"].get<double>(), 0);
+  const proto::GenerateRequest sent = worker_->last_request();
+  EXPECT_EQ(sent.tenant(), "default");  // no API keys: everyone is tenant "default"
+  EXPECT_EQ(sent.request_id(), body["id"]);
+  EXPECT_EQ(sent.max_new_tokens(), 8u);
+  EXPECT_TRUE(sent.ignore_eos());
+  EXPECT_FALSE(sent.disable_prefix_cache());
+
+  Json uncached = Completion(golden_.prompt, 1);
+  uncached["disable_prefix_cache"] = true;
+  uncached["cache_salt"] = "s";
+  ASSERT_EQ(Post("/v1/completions", uncached)->status, 200);
+  EXPECT_TRUE(worker_->last_request().disable_prefix_cache());
+  EXPECT_EQ(worker_->last_request().cache_salt(), "s");
 }
 
 TEST_F(FrontDoorTest, StreamingCompletionIsServerSentEventsEndingWithDone) {
@@ -376,6 +389,12 @@ TEST_F(FrontDoorTest, TheTenantComesFromTheApiKeyAndSteersRouting) {
     salted_workers.insert(Json::parse(salted->body)["usage"]["strata"]["worker_id"].get<std::string>());
   }
   EXPECT_EQ(salted_workers.size(), 2u);
+  // Whichever worker ran it was told the key's tenant, not the client's claim.
+  for (testing::EngineWorker* w : {worker_.get(), second->get()}) {
+    if (w->generate_calls() == 0) continue;
+    EXPECT_NE(w->last_request().tenant(), "team-b");
+  }
+  EXPECT_TRUE((*second)->last_request().tenant() == "team-a" || worker_->last_request().tenant() == "team-a");
 }
 
 TEST_F(FrontDoorTest, GrpcFrontDoorStreamsTheSameTokens) {
