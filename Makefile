@@ -6,7 +6,14 @@ CMAKE_ARGS  ?=
 DEMO_MODEL  ?= tests/data/models/llama3-tiny
 DEMO_PROMPT ?= The quick brown fox
 
-.PHONY: all deps configure build demo test bench clean
+# make demo: a local cluster (scheduler + front door, kvstore, two CPU workers; deploy/local-cluster.sh)
+# and a burst of the Mooncake trace's last 200 requests against it, prefix cache off then on.
+DEMO_RUN_DIR   ?= .cluster/demo
+DEMO_BASE_PORT ?= 18450
+DEMO_TRACE     ?= tests/data/traces/mooncake_synthetic_trace.jsonl
+DEMO_BENCH     ?= --offset 3793 --requests 200 --concurrency 4
+
+.PHONY: all deps configure build demo demo-generate test bench clean
 
 all: build
 
@@ -19,7 +26,20 @@ configure: deps
 build: configure
 	cmake --build $(BUILD_DIR)
 
+# The cluster is stopped however the burst ends (a failed request, an error, Ctrl-C).
 demo: build
+	@set -e; \
+	trap 'BUILD_DIR=$(BUILD_DIR) deploy/local-cluster.sh down --run-dir $(DEMO_RUN_DIR)' EXIT; \
+	trap 'exit 130' INT TERM; \
+	BUILD_DIR=$(BUILD_DIR) deploy/local-cluster.sh up --run-dir $(DEMO_RUN_DIR) --base-port $(DEMO_BASE_PORT) \
+	  --model $(DEMO_MODEL) --fresh; \
+	echo "strata_cluster_bench: $(DEMO_TRACE) ($(DEMO_BENCH)), 512-token trace blocks as 16-token blocks;"; \
+	echo "the same burst twice: prefix cache disabled per request, then enabled (tiny Llama, random weights)"; \
+	$(BUILD_DIR)/bin/strata_cluster_bench --port $(DEMO_BASE_PORT) --trace $(DEMO_TRACE) --model $(DEMO_MODEL) \
+	  --served-model-name $$(basename $(DEMO_MODEL)) $(DEMO_BENCH)
+
+# The single-process demo: strata generate, no cluster.
+demo-generate: build
 	@echo "strata generate on $(DEMO_MODEL): a tiny Llama with random weights, so the text is noise;"
 	@echo "its tokens are the ones Hugging Face transformers computes (see tests/data). Prompt: $(DEMO_PROMPT)"
 	$(BUILD_DIR)/bin/strata generate --model $(DEMO_MODEL) --prompt "$(DEMO_PROMPT)" --max-new-tokens 32 --stats
