@@ -60,7 +60,9 @@ class HolderAgent::Session {
       agent_.pending_.clear();
       agent_.pending_keys_ = 0;
     }
-    context.TryCancel();  // the scheduler may still be waiting for us; Finish must not block
+    // A stream whose Read failed has ended and Finish gives the scheduler's status (NotFound: register
+    // again). One still open is cancelled so that Finish cannot block on a scheduler that hangs.
+    if (!stream_ended_) context.TryCancel();
     const grpc::Status finish = stream_->Finish();
     if (end == StreamEnd::kFailed && finish.error_code() == grpc::StatusCode::NOT_FOUND) end = StreamEnd::kReregister;
     return end;
@@ -78,7 +80,7 @@ class HolderAgent::Session {
         if (!SendInventory()) return StreamEnd::kFailed;
         send_inventory = false;
         connected_once_ = true;
-        agent_.SetState(true, "connected");
+        agent_.SetState(true, "connected", "");
       }
       std::vector<PendingEvent> events;
       bool overflowed = false;
@@ -191,6 +193,7 @@ class HolderAgent::Session {
   bool Exchange(const proto::KvEventMessage& message, proto::KvEventReply& reply) {
     if (!stream_->Write(message) || !stream_->Read(&reply)) {
       failure_ = "kv_events_stream_broken";
+      stream_ended_ = true;
       return false;
     }
     return true;
@@ -203,6 +206,7 @@ class HolderAgent::Session {
   std::unique_ptr<grpc::ClientReaderWriter<proto::KvEventMessage, proto::KvEventReply>> stream_;
   std::string failure_;
   bool connected_once_ = false;
+  bool stream_ended_ = false;
 };
 
 HolderAgent::HolderAgent(HolderAgentOptions options, HolderAgentCallbacks callbacks)
@@ -290,12 +294,11 @@ bool HolderAgent::WaitOrStop(std::chrono::milliseconds duration) {
   return !stopping_;
 }
 
-void HolderAgent::SetState(bool connected, std::string_view why) {
+void HolderAgent::SetState(bool connected, std::string_view state, std::string_view detail) {
   absl::MutexLock lock(&mutex_);
   connected_ = connected;
   if (connected_gauge_ != nullptr) connected_gauge_->Set(connected ? 1 : 0);
-  // One line per change of state, not per retry.
-  const std::string state = connected ? "connected" : std::string(why);
+  // One line per change of state (not per retry; the detail may differ between retries of one state).
   if (state == last_state_) return;
   last_state_ = state;
   const std::string& id = options_.registration.holder_id();
@@ -304,7 +307,7 @@ void HolderAgent::SetState(bool connected, std::string_view why) {
                    " epoch=", epoch_));
   } else {
     LogWarning(StrCat("event=scheduler_disconnected holder=", id, " scheduler=", options_.scheduler_address, " ",
-                      why, " retry=backoff"));
+                      state, " ", detail, " retry=backoff"));
   }
 }
 
@@ -325,8 +328,8 @@ void HolderAgent::Run() {
       SetDeadline(context, options_.rpc_timeout);
       const grpc::Status status = stub_->Register(&context, options_.registration, &response);
       if (!status.ok()) {
-        SetState(false, StrCat("error=register_failed code=", CodeName(status), " message=\"",
-                               status.error_message().substr(0, 200), "\""));
+        SetState(false, StrCat("error=register_failed code=", CodeName(status)),
+                 StrCat("message=\"", status.error_message().substr(0, 200), "\""));
         if (!WaitOrStop(backoff)) break;
         grow();
         continue;
@@ -348,13 +351,13 @@ void HolderAgent::Run() {
     if (end == StreamEnd::kStopping) break;
     if (end == StreamEnd::kLifetime) continue;
     if (end == StreamEnd::kReregister) {
-      SetState(false, StrCat("error=registration_lost ", session.failure()));
+      SetState(false, "error=registration_lost", session.failure());
       epoch = 0;
       absl::MutexLock lock(&mutex_);
       epoch_ = 0;
       continue;
     }
-    SetState(false, StrCat("error=scheduler_unreachable ", session.failure()));
+    SetState(false, "error=scheduler_unreachable", session.failure());
     if (!WaitOrStop(backoff)) break;
     grow();
   }

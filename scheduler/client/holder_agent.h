@@ -106,7 +106,7 @@ class HolderAgent {
   // Sleeps up to `duration` or until Stop(); false when stopping.
   bool WaitOrStop(std::chrono::milliseconds duration);
   void Push(PendingEvent event);
-  void SetState(bool connected, std::string_view why);
+  void SetState(bool connected, std::string_view state, std::string_view detail);
 
   const HolderAgentOptions options_;
   const HolderAgentCallbacks callbacks_;

@@ -74,10 +74,10 @@ double WorkerProcess::Metric(const std::string& series) const {
   return -1;
 }
 
-absl::StatusOr<std::unique_ptr<SchedulerProcess>> SchedulerProcess::Start() {
+absl::StatusOr<std::unique_ptr<SchedulerProcess>> SchedulerProcess::Start(int port) {
   std::unique_ptr<SchedulerProcess> scheduler(new SchedulerProcess());
   scheduler->process_ = std::make_unique<strata::testing::ChildProcess>(std::vector<std::string>{
-      STRATA_SCHEDULER_PATH, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host", "127.0.0.1",
+      STRATA_SCHEDULER_PATH, "serve", "--grpc-address", "127.0.0.1:" + std::to_string(port), "--metrics-host", "127.0.0.1",
       "--metrics-port", "0", "--heartbeat-ms", "200", "--lease-ms", "3000"});
   const std::string log = scheduler->process_->ReadStderrUntil("event=scheduler_started", std::chrono::seconds(20));
   scheduler->grpc_port_ = FieldAfter(log, "grpc_port=");

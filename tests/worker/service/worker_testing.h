@@ -47,8 +47,11 @@ class WorkerProcess {
 
 class SchedulerProcess {
  public:
-  // strata-scheduler serve on loopback with short heartbeats; waits up to 20 s for it to serve.
-  static absl::StatusOr<std::unique_ptr<SchedulerProcess>> Start();
+  // strata-scheduler serve on loopback (`port` 0: any free) with short heartbeats; waits up to 20 s for
+  // it to serve.
+  static absl::StatusOr<std::unique_ptr<SchedulerProcess>> Start(int port = 0);
+  int port() const { return grpc_port_; }
+  void Kill() { process_->Kill(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   proto::Scheduler::Stub& stub() { return *stub_; }
 
