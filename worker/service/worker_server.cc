@@ -157,6 +157,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
       report.set_queued_prefill_tokens(load.queued_prefill_tokens);
       report.set_running_tokens(load.running_tokens);
       report.set_running_requests(load.running_requests);
+      // The worker's own estimate of a new request's wait: the prefill queued ahead of it at the measured
+      // rate (decode steps interleaved with it are not counted).
+      report.set_queue_wait_s(static_cast<double>(load.queued_prefill_tokens) * raw->prefill_s_per_token_);
       return report;
     };
     s.agent_ = std::make_unique<scheduler::HolderAgent>(std::move(agent), std::move(callbacks));

@@ -114,6 +114,17 @@ TEST(WorkerProcess, FullQueueIsResourceExhausted) {
   EXPECT_NE(r.status.error_message().find("queue is full"), std::string::npos) << r.status.error_message();
 }
 
+TEST(WorkerProcess, ServesWhileTheSchedulerIsUnreachable) {
+  // Nothing listens on port 1: registration fails and is retried in the background.
+  auto worker = StartWorker("llama3-tiny", {"--scheduler", "127.0.0.1:1"});
+  ASSERT_NE(worker, nullptr);
+  const proto::GenerateRequest request = GreedyRequest(Prompt(40, 3), 6);
+  const StreamResult r = Generate(worker->stub(), request);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+  EXPECT_EQ(worker->Metric("strata_holder_agent_connected"), 0);
+}
+
 TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
   auto worker = StartWorker("llama3-tiny");
   ASSERT_NE(worker, nullptr);
