@@ -11,6 +11,7 @@
 #include "common/block_key.h"
 #include "gtest/gtest.h"
 #include "tests/kvstore/daemon_process.h"
+#include "tests/scheduler/grpc_testing.h"
 #include "tests/worker/service/worker_testing.h"
 
 namespace strata::worker::testing {
@@ -269,6 +270,30 @@ TEST(WorkerProcess, BadInputIsInvalidArgumentSayingWhat) {
   ASSERT_TRUE(edge.status.ok()) << edge.status.error_message();
   EXPECT_EQ(edge.ids.size(), 4u);
   EXPECT_EQ(edge.last().finish_reason(), proto::FINISH_REASON_LENGTH);
+}
+
+TEST(WorkerProcess, SigtermFinishesRunningRequestsAndRefusesNewOnes) {
+  auto worker = StartWorker("llama3-tiny", {"--drain-ms", "30000"});
+  ASSERT_NE(worker, nullptr);
+  auto channel = grpc::CreateChannel(worker->address(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(scheduler::testing::HealthStatus(channel), 1);  // SERVING
+  // Long enough to be running still when the next request is refused (about a second here).
+  const proto::GenerateRequest long_request = GreedyRequest(Prompt(12, 4), 3000, true);
+  std::atomic<bool> started{false};
+  StreamResult running;
+  std::thread client([&] {
+    running = Generate(worker->stub(), long_request, [&](const proto::GenerateResponse&, auto&) { started = true; });
+  });
+  ASSERT_TRUE(WaitFor([&] { return started.load(); }, std::chrono::seconds(20)));
+  worker->process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] { return scheduler::testing::HealthStatus(channel) == 2; }, std::chrono::seconds(20)));
+  const StreamResult refused = Generate(worker->stub(), GreedyRequest(Prompt(12, 5), 4));
+  client.join();
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  EXPECT_NE(refused.status.error_message().find("draining"), std::string::npos) << refused.status.error_message();
+  ASSERT_TRUE(running.status.ok()) << running.status.error_message();
+  EXPECT_EQ(running.ids.size(), 3000u);
+  EXPECT_EQ(worker->process().Wait(std::chrono::seconds(30)), 0);
 }
 
 TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
