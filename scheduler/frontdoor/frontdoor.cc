@@ -23,11 +23,13 @@ std::vector<double> TtftBuckets() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Options& options,
-                                                            scheduler::Scheduler* scheduler) {
+                                                            scheduler::Scheduler* scheduler,
+                                                            MetricsRegistry* metrics) {
   if (options.model_dir.empty()) return absl::InvalidArgumentError("front door: no model directory (--model-dir)");
   std::unique_ptr<FrontDoor> door(new FrontDoor());
   door->options_ = options;
   door->scheduler_ = scheduler;
+  if (metrics != nullptr) door->metrics_ = metrics;
   STRATA_ASSIGN_OR_RETURN(door->model_, ServedModel::Load(options.model_dir, options.served_model_name));
   if (!options.api_keys_file.empty()) {
     STRATA_ASSIGN_OR_RETURN(door->keys_, ApiKeys::Load(options.api_keys_file));
@@ -35,10 +37,10 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
   door->directory_ = std::make_unique<WorkerDirectory>(scheduler, absl::Seconds(2));
   door->proxy_ = std::make_unique<WorkerProxy>(scheduler, door->directory_.get(), options.request_timeout);
   door->started_unix_s_ = absl::ToUnixSeconds(absl::Now());
-  door->ttft_ = &door->metrics_.AddHistogram("strata_frontdoor_ttft_seconds",
+  door->ttft_ = &door->metrics_->AddHistogram("strata_frontdoor_ttft_seconds",
                                              "Request arrival to first token, as the front door sees it",
                                              TtftBuckets());
-  door->streams_ = &door->metrics_.AddGauge("strata_frontdoor_open_streams", "Requests whose worker stream is open");
+  door->streams_ = &door->metrics_->AddGauge("strata_frontdoor_open_streams", "Requests whose worker stream is open");
 
   if (options.http_port >= 0) {
     door->http_ = std::make_unique<httplib::Server>();
@@ -126,7 +128,7 @@ void FrontDoor::CountRequest(std::string_view endpoint, int http_status) {
     absl::MutexLock lock(&counters_mutex_);
     Counter*& slot = request_counters_[key];
     if (slot == nullptr) {
-      slot = &metrics_.AddCounter("strata_frontdoor_requests_total", "Front-door requests by endpoint and status",
+      slot = &metrics_->AddCounter("strata_frontdoor_requests_total", "Front-door requests by endpoint and status",
                                   {{"endpoint", std::string(endpoint)}, {"status", StrCat(http_status)}});
     }
     counter = slot;

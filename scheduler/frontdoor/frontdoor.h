@@ -33,21 +33,25 @@ namespace strata::frontdoor {
 
 class FrontDoorService;
 
-// Thread-safe. Stops in the destructor (or Shutdown()).
+// Thread-safe. Stops in the destructor (or Shutdown()). One front door per metrics registry (its series
+// are added once).
 class FrontDoor {
  public:
   // Loads options.model_dir and options.api_keys_file, then serves HTTP on http_host:http_port (unless
   // -1) and gRPC on frontdoor_grpc_address (unless empty). `scheduler` must outlive the front door.
-  // InvalidArgument / NotFound for a bad model directory or key file, Unavailable when a port cannot be
-  // bound.
+  // Metrics go to `metrics` when given (the scheduler's registry, so they appear on its /metrics; it must
+  // outlive the front door), else to a registry of the front door's own; either is also served on the
+  // front door's HTTP /metrics. InvalidArgument / NotFound for a bad model directory or key file,
+  // Unavailable when a port cannot be bound.
   static absl::StatusOr<std::unique_ptr<FrontDoor>> Start(const scheduler::Options& options,
-                                                          scheduler::Scheduler* scheduler);
+                                                          scheduler::Scheduler* scheduler,
+                                                          MetricsRegistry* metrics = nullptr);
   ~FrontDoor();
   void Shutdown();
 
   int http_port() const { return http_port_; }  // -1 when off
   int grpc_port() const { return grpc_port_; }  // 0 when off
-  const MetricsRegistry& metrics() const { return metrics_; }
+  const MetricsRegistry& metrics() const { return *metrics_; }
   const ServedModel& model() const { return *model_; }
 
   // The pipeline both faces use.
@@ -77,7 +81,8 @@ class FrontDoor {
   int64_t started_unix_s_ = 0;
   std::atomic<uint64_t> next_request_{1};
 
-  MetricsRegistry metrics_;
+  MetricsRegistry own_metrics_;
+  MetricsRegistry* metrics_ = &own_metrics_;
   Histogram* ttft_ = nullptr;
   Gauge* streams_ = nullptr;
   absl::Mutex counters_mutex_;

@@ -74,7 +74,7 @@ void FrontDoor::InstallHttpRoutes() {
   http_->Get("/health", health);
   http_->Get("/healthz", health);
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
-    response.set_content(metrics_.RenderText(), "text/plain; version=0.0.4; charset=utf-8");
+    response.set_content(metrics_->RenderText(), "text/plain; version=0.0.4; charset=utf-8");
   });
   http_->Get("/v1/models", [this](const httplib::Request& request, httplib::Response& response) {
     absl::StatusOr<std::string> tenant = Authenticate(request.get_header_value("Authorization"));
@@ -153,6 +153,23 @@ void FrontDoor::InstallHttpRoutes() {
   };
   http_->Post("/v1/completions", generation(Endpoint::kCompletions));
   http_->Post("/v1/chat/completions", generation(Endpoint::kChat));
+  // Errors the routes did not answer themselves (unknown path or method): OpenAI's shape too.
+  httplib::Server::HandlerWithResponse error_handler = [](const httplib::Request& request,
+                                                         httplib::Response& response) {
+    if (!response.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    const bool not_found = response.status == 404;
+    response.set_content(
+        Json{{"error",
+              {{"message", not_found ? "Unknown request URL: " + request.method + " " + request.path + "."
+                                     : "The request could not be served (HTTP " + std::to_string(response.status) + ")."},
+               {"type", "invalid_request_error"},
+               {"param", nullptr},
+               {"code", not_found ? Json("unknown_url") : Json(nullptr)}}}}
+            .dump(),
+        kJson);
+    return httplib::Server::HandlerResponse::Handled;
+  };
+  http_->set_error_handler(std::move(error_handler));
 }
 
 }  // namespace strata::frontdoor

@@ -274,6 +274,10 @@ TEST_F(FrontDoorTest, BadRequestsGetOpenAiErrors) {
   EXPECT_EQ(list["object"], "list");
   EXPECT_EQ(list["data"][0]["id"], kModel);
   EXPECT_EQ(list["data"][0]["workers"], 1);
+  httplib::Result unknown_url = http_->Post("/v1/embeddings", "{}", "application/json");
+  ASSERT_TRUE(unknown_url);
+  EXPECT_EQ(unknown_url->status, 404);
+  EXPECT_EQ(Json::parse(unknown_url->body)["error"]["code"], "unknown_url");
   httplib::Result health = http_->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
@@ -547,6 +551,67 @@ TEST(FrontDoorProcess, ServeWithModelDirAnswersOpenAiRequests) {
   child.Signal(SIGTERM);
   EXPECT_EQ(child.Wait(std::chrono::seconds(15)), 0) << child.err();
   EXPECT_NE(child.err().find("event=frontdoor_stopped"), std::string::npos) << child.err();
+}
+
+// The whole path with real processes: strata-scheduler with the front door, and the real strata-worker
+// (CPU) registering itself. Skips where strata-worker is not built.
+TEST(FrontDoorProcess, RealWorkerServesGreedyTokensAndReusesThePrefix) {
+#ifndef STRATA_WORKER_PATH
+  GTEST_SKIP() << "no strata-worker target in this build";
+#else
+  if (!std::filesystem::exists(STRATA_WORKER_PATH)) {
+    GTEST_SKIP() << STRATA_WORKER_PATH << " is not built (ninja strata-worker)";
+  }
+  const int http_port = FreePort();
+  ChildProcess scheduler({STRATA_SCHEDULER_PATH, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host",
+                          "127.0.0.1", "--metrics-port", "0", "--http-port", std::to_string(http_port), "--http-host",
+                          "127.0.0.1", "--model-dir", kModelDir, "--served-model-name", "tiny", "--policy",
+                          "cache-aware"});
+  const std::string log = scheduler.ReadStderrUntil("event=frontdoor_started", std::chrono::seconds(20));
+  const int grpc_port = FieldAfter(log, "grpc_port=");
+  ASSERT_GT(grpc_port, 0) << log;
+  ChildProcess worker({STRATA_WORKER_PATH, "--model", kModelDir, "--backend", "cpu", "--threads", "1",
+                       "--grpc-address", "127.0.0.1:0", "--metrics-port", "-1", "--served-model-name", "tiny",
+                       "--worker-id", "worker-real", "--block-tokens", "16", "--scheduler",
+                       "127.0.0.1:" + std::to_string(grpc_port)},
+                      strata::testing::ChildOutput::kInherit);
+  httplib::Client http("127.0.0.1", http_port);
+  http.set_read_timeout(30, 0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        httplib::Result models = http.Get("/v1/models");
+        return models && models->status == 200 && Json::parse(models->body)["data"][0]["workers"] == 1;
+      },
+      std::chrono::seconds(30)))
+      << "strata-worker did not register";
+
+  const Golden golden = LoadGolden();
+  const Json body = {{"model", "tiny"}, {"prompt", golden.prompt}, {"max_tokens", 8}, {"temperature", 0},
+                     {"ignore_eos", true}};
+  httplib::Result first = http.Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+  const Json a = Json::parse(first->body);
+  absl::StatusOr<model::Tokenizer> tokenizer = model::Tokenizer::FromFile(kModelDir + "/tokenizer.json");
+  ASSERT_TRUE(tokenizer.ok());
+  EXPECT_EQ(a["choices"][0]["text"],
+            tokenizer->Decode(absl::MakeConstSpan(golden.greedy).subspan(0, 8), model::SpecialTokens::kSkip));
+  EXPECT_EQ(a["usage"]["strata"]["worker_id"], "worker-real");
+  EXPECT_EQ(a["usage"]["completion_tokens"], 8);
+  // The same prompt again: its full blocks come from the worker's cache (tier H), not prefill.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        httplib::Result again = http.Post("/v1/completions", body.dump(), "application/json");
+        return again && again->status == 200 &&
+               Json::parse(again->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>() > 0;
+      },
+      std::chrono::seconds(20)));
+
+  worker.Signal(SIGTERM);
+  EXPECT_TRUE(worker.Wait(std::chrono::seconds(20)).has_value());
+  scheduler.Signal(SIGTERM);
+  EXPECT_EQ(scheduler.Wait(std::chrono::seconds(15)), 0) << scheduler.err();
+#endif
 }
 
 }  // namespace
