@@ -14,7 +14,7 @@ namespace strata::frontdoor {
 namespace {
 
 // Each open stream holds one HTTP thread for its whole life.
-constexpr size_t kHttpThreads = 64;
+constexpr size_t kHttpThreads = 128;
 
 std::vector<double> TtftBuckets() {
   return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60};
