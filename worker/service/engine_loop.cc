@@ -15,6 +15,20 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
+// Appends one block's payload; false (and nothing appended) when it does not fit or the engine refuses
+// it: the prefix ends there and the rest is computed.
+bool AppendBlock(engine::Engine& engine, engine::Sequence& sequence, absl::Span<const std::byte> payload,
+                        int64_t block_tokens, int64_t payload_bytes, std::string_view request_id) {
+  if (static_cast<int64_t>(payload.size()) != payload_bytes) return false;
+  const absl::Status status = engine.AppendKv(sequence, payload, block_tokens);
+  if (!status.ok()) {
+    LogWarning(StrCat("error=append_kv_failed request=", request_id, " at_token=", sequence.length(), " message=\"",
+                      status.message(), "\" effect=recompute"));
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 struct EngineLoop::Active {
@@ -23,6 +37,10 @@ struct EngineLoop::Active {
   std::optional<engine::Sequence> sequence;
   std::optional<engine::Sampler> sampler;
   std::vector<BlockKey> keys;   // of the prompt's full blocks (empty without the prefix cache)
+  size_t usable_blocks = 0;     // leading blocks that may be loaded (all but the one with the last token)
+  size_t host_blocks = 0;       // loaded from tier H
+  std::vector<std::shared_ptr<const BlockPayload>> fetched;  // from the kvstores (guarded by the loop's mutex
+                                                             // until the fetch is reported done)
   int64_t cached_blocks = 0;    // loaded instead of computed
   int64_t prefilled = 0;        // prompt tokens whose KV is in the sequence
   int32_t last_token = 0;
@@ -86,6 +104,16 @@ void EngineLoop::Stop() {
   }
   if (thread_.joinable()) thread_.join();
   const absl::Status stopping = absl::UnavailableError("the worker stopped before the request finished");
+  {
+    // Fetches under way report into fetched_: wait for each (bounded by the kvstore transfer timeout)
+    // before their requests go.
+    absl::MutexLock lock(&mutex_);
+    auto all_back = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return fetched_.size() == fetching_.size(); };
+    mutex_.Await(absl::Condition(&all_back));
+    fetched_.clear();
+  }
+  for (auto& active : fetching_) active->stream->Fail(stopping);
+  fetching_.clear();
   for (auto& active : running_) active->stream->Fail(stopping);
   running_.clear();
   absl::MutexLock lock(&mutex_);
@@ -111,43 +139,61 @@ void EngineLoop::PublishLoad() {
     tokens += static_cast<uint64_t>(active->prefilled + active->generated);
     unprefilled += static_cast<uint64_t>(active->prompt_tokens() - active->prefilled);
   }
+  for (const auto& active : fetching_) unprefilled += static_cast<uint64_t>(active->prompt_tokens());
   absl::MutexLock lock(&mutex_);
-  running_count_ = static_cast<uint32_t>(running_.size());
+  running_count_ = static_cast<uint32_t>(running_.size() + fetching_.size());
   running_tokens_ = tokens;
   running_unprefilled_ = unprefilled;
 }
 
 void EngineLoop::Run() {
+  std::vector<Active*> fetched;
   while (true) {
     std::vector<std::unique_ptr<Active>> admitted;
     {
       absl::MutexLock lock(&mutex_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-        return stop_ || !waiting_.empty() || !running_.empty();
+        return stop_ || !waiting_.empty() || !running_.empty() || !fetched_.empty();
       };
       mutex_.Await(absl::Condition(&ready));
       if (stop_) return;
-      while (!waiting_.empty() &&
-             static_cast<int>(running_.size() + admitted.size()) < options_.max_running_requests) {
+      fetched.swap(fetched_);
+      while (!waiting_.empty() && static_cast<int>(running_.size() + fetching_.size() + admitted.size()) <
+                                      options_.max_running_requests) {
         waiting_tokens_ -= waiting_.front()->request.prompt.size();
         admitted.push_back(std::move(waiting_.front()));
         waiting_.pop_front();
       }
       // Counted as running from here, so that WaitIdle never sees a request in neither place.
-      running_count_ = static_cast<uint32_t>(running_.size() + admitted.size());
+      running_count_ = static_cast<uint32_t>(running_.size() + fetching_.size() + admitted.size());
     }
+    for (Active* done : fetched) {
+      auto it = std::find_if(fetching_.begin(), fetching_.end(), [&](const auto& a) { return a.get() == done; });
+      std::unique_ptr<Active> active = std::move(*it);
+      fetching_.erase(it);
+      if (active->stream->cancelled()) {
+        if (metrics_ != nullptr) metrics_->requests_cancelled.Increment();
+        continue;
+      }
+      AppendFetched(*active);
+      Ready(*active);
+      running_.push_back(std::move(active));
+    }
+    fetched.clear();
     for (auto& active : admitted) {
-      if (Begin(*active)) running_.push_back(std::move(active));
+      const Began began = Begin(*active);
+      if (began == Began::kReady) running_.push_back(std::move(active));
+      if (began == Began::kFetching) fetching_.push_back(std::move(active));
     }
     Step();
     PublishLoad();
   }
 }
 
-bool EngineLoop::Begin(Active& active) {
+EngineLoop::Began EngineLoop::Begin(Active& active) {
   if (active.stream->cancelled()) {
     if (metrics_ != nullptr) metrics_->requests_cancelled.Increment();
-    return false;
+    return Began::kFailed;
   }
   const GenerationRequest& r = active.request;
   absl::StatusOr<engine::Sequence> sequence = engine_->NewSequence(active.prompt_tokens() + r.max_new_tokens);
@@ -161,16 +207,37 @@ bool EngineLoop::Begin(Active& active) {
                                                   " tokens: ", sequence.status().message()));
     active.stream->Fail(status);
     if (metrics_ != nullptr) metrics_->requests_failed.Increment();
-    return false;
+    return Began::kFailed;
   }
   active.sequence.emplace(*std::move(sequence));
   active.sampler.emplace(r.sampling);
   active.prefill_started = Clock::now();
-  if (r.use_prefix_cache) LoadPrefix(active);
+  if (r.use_prefix_cache) {
+    LoadHostPrefix(active);
+    if (kvstore_ != nullptr && active.host_blocks < active.usable_blocks) {
+      Active* raw = &active;
+      std::vector<BlockKey> rest(active.keys.begin() + static_cast<ptrdiff_t>(active.host_blocks),
+                                 active.keys.begin() + static_cast<ptrdiff_t>(active.usable_blocks));
+      kvstore_->FetchPrefixAsync(std::move(rest), [this, raw](std::vector<std::shared_ptr<const BlockPayload>> found) {
+        absl::MutexLock lock(&mutex_);
+        raw->fetched = std::move(found);
+        fetched_.push_back(raw);
+      });
+      return Began::kFetching;
+    }
+  }
+  Ready(active);
+  return Began::kReady;
+}
+
+void EngineLoop::Ready(Active& active) {
   active.prefilled = active.sequence->length();
+  active.cached_blocks = active.prefilled / options_.block_tokens;
   GenerationSummary& s = active.summary;
   s.prompt_tokens = active.prompt_tokens();
   s.prefill_tokens = active.prompt_tokens() - active.prefilled;
+  s.cached_tokens_host = static_cast<int64_t>(active.host_blocks) * options_.block_tokens;
+  s.cached_tokens_kvstore = active.prefilled - s.cached_tokens_host;
   s.queue_s = Seconds(active.admitted, active.prefill_started);
   if (metrics_ != nullptr) {
     metrics_->queue_seconds.Observe(s.queue_s);
@@ -179,54 +246,42 @@ bool EngineLoop::Begin(Active& active) {
     metrics_->cached_tokens_host.Increment(static_cast<double>(s.cached_tokens_host));
     metrics_->cached_tokens_kvstore.Increment(static_cast<double>(s.cached_tokens_kvstore));
   }
-  return true;
 }
 
-void EngineLoop::LoadPrefix(Active& active) {
+void EngineLoop::LoadHostPrefix(Active& active) {
   const int64_t block_tokens = options_.block_tokens;
   BlockKeyContext context = key_context_;
   context.tenant_salt = active.request.tenant_salt;
   active.keys = ComputeBlockKeys(context, active.request.prompt);
   // The last prompt token is always computed: its logits give the first token.
-  const size_t usable = static_cast<size_t>((active.prompt_tokens() - 1) / block_tokens);
-  const absl::Span<const BlockKey> wanted = absl::MakeConstSpan(active.keys).subspan(0, usable);
-  engine::Sequence& sequence = *active.sequence;
-  size_t loaded = 0;
-  // A block that fails to load ends the prefix there: what follows is computed.
-  auto append = [&](absl::Span<const std::byte> payload) {
-    if (static_cast<int64_t>(payload.size()) != block_payload_bytes_) return false;
-    const absl::Status status = engine_->AppendKv(sequence, payload, block_tokens);
-    if (!status.ok()) {
-      LogWarning(StrCat("error=append_kv_failed request=", active.request.request_id, " block=", loaded,
-                        " message=\"", status.message(), "\" effect=recompute"));
-      return false;
+  active.usable_blocks = static_cast<size_t>((active.prompt_tokens() - 1) / block_tokens);
+  if (host_cache_ == nullptr) return;
+  for (const auto& payload :
+       host_cache_->LongestPrefix(absl::MakeConstSpan(active.keys).subspan(0, active.usable_blocks))) {
+    if (!AppendBlock(*engine_, *active.sequence, *payload, block_tokens, block_payload_bytes_,
+                     active.request.request_id)) {
+      // A later block would land at the wrong position: stop, and fetch nothing past this either.
+      active.usable_blocks = active.host_blocks;
+      break;
     }
-    ++loaded;
-    return true;
-  };
-  if (host_cache_ != nullptr) {
-    for (const auto& payload : host_cache_->LongestPrefix(wanted)) {
-      if (!append(*payload)) break;
-    }
+    ++active.host_blocks;
   }
-  const size_t from_host = loaded;
-  if (kvstore_ != nullptr && loaded < wanted.size()) {
-    const std::vector<absl::Span<const std::byte>> fetched = kvstore_->FetchPrefix(wanted.subspan(loaded));
-    std::vector<HostBlockCache::Entry> promoted;
-    for (const absl::Span<const std::byte> payload : fetched) {
-      const size_t index = loaded;
-      if (!append(payload)) break;
-      // A hit in a lower tier is promoted on use.
-      if (host_cache_ != nullptr) {
-        promoted.push_back({wanted[index], index > 0 ? std::optional<BlockKey>(wanted[index - 1]) : std::nullopt,
-                            std::make_shared<const BlockPayload>(payload.begin(), payload.end())});
-      }
+}
+
+void EngineLoop::AppendFetched(Active& active) {
+  std::vector<HostBlockCache::Entry> promoted;
+  for (const auto& payload : active.fetched) {
+    const size_t index = active.host_blocks + promoted.size();
+    if (!AppendBlock(*engine_, *active.sequence, *payload, options_.block_tokens, block_payload_bytes_,
+                     active.request.request_id)) {
+      break;
     }
-    if (host_cache_ != nullptr && !promoted.empty()) host_cache_->Insert(std::move(promoted));
+    // A hit in a lower tier is promoted on use.
+    promoted.push_back(
+        {active.keys[index], index > 0 ? std::optional<BlockKey>(active.keys[index - 1]) : std::nullopt, payload});
   }
-  active.cached_blocks = static_cast<int64_t>(loaded);
-  active.summary.cached_tokens_host = static_cast<int64_t>(from_host) * block_tokens;
-  active.summary.cached_tokens_kvstore = static_cast<int64_t>(loaded - from_host) * block_tokens;
+  active.fetched.clear();
+  if (host_cache_ != nullptr && !promoted.empty()) host_cache_->Insert(std::move(promoted));
 }
 
 void EngineLoop::Step() {

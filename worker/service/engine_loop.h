@@ -8,8 +8,9 @@
 //
 // Prefix reuse: before a request's first step, the longest cached run of its full prompt blocks
 // (common/block_key.h keys) is loaded into its sequence with Engine::AppendKv, from tier H (the host
-// block cache) first, then from the kvstores; the last prompt token is always computed (its logits give
-// the first token). When its prefill completes, after its first token is on its way, the new full blocks
+// block cache) first, then from the kvstores (fetched on the kvstore tier's thread while the batch
+// keeps stepping; the request joins the batch when its blocks are in); the last prompt token is always
+// computed (its logits give the first token). When its prefill completes, after its first token is on its way, the new full blocks
 // are exported into tier H and queued for the kvstores (written by another thread).
 //
 // Thread-safe: Submit, Load and the stop calls from any thread.
@@ -86,10 +87,16 @@ class EngineLoop {
 
  private:
   struct Active;
+  enum class Began { kFailed, kFetching, kReady };
   void Run();
-  // Allocates the sequence and loads the cached prefix. False when the request failed (already reported).
-  bool Begin(Active& active);
-  void LoadPrefix(Active& active);
+  // Allocates the sequence and loads the prefix cached in tier H; starts a kvstore fetch for the rest of
+  // the prefix when there is a kvstore tier (the request then waits for it outside the batch).
+  Began Begin(Active& active);
+  void LoadHostPrefix(Active& active);
+  // The kvstore fetch came back: appends what it found (promoting it into tier H).
+  void AppendFetched(Active& active);
+  // The prefix is loaded: the request joins the batch.
+  void Ready(Active& active);
   void Step();
   void Export(Active& active);
   void Finish(Active& active, engine::FinishReason reason);
@@ -112,6 +119,9 @@ class EngineLoop {
   uint64_t running_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t running_unprefilled_ ABSL_GUARDED_BY(mutex_) = 0;
 
+  // Requests whose kvstore fetch is under way: owned here, their results land in fetched_.
+  std::vector<std::unique_ptr<Active>> fetching_;  // engine thread only
+  std::vector<Active*> fetched_ ABSL_GUARDED_BY(mutex_);
   std::vector<std::unique_ptr<Active>> running_;  // engine thread only
   std::thread thread_;
 };

@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTi
   // Connect now where the daemons are up; the others are retried on use.
   for (auto& shard : tier->shards_) tier->Client(*shard);
   tier->writer_ = std::thread([raw = tier.get()] { raw->WriterLoop(); });
+  tier->fetcher_ = std::thread([raw = tier.get()] { raw->FetchLoop(); });
   return tier;
 }
 
@@ -50,6 +51,11 @@ KvStoreTier::~KvStoreTier() {
     stop_ = true;
   }
   if (writer_.joinable()) writer_.join();
+  {
+    absl::MutexLock lock(&fetch_mutex_);
+    stop_fetching_ = true;
+  }
+  if (fetcher_.joinable()) fetcher_.join();
   // Clients (which unregister the arena) go before the arena.
   shards_.clear();
 }
@@ -149,6 +155,36 @@ std::vector<absl::Span<const std::byte>> KvStoreTier::FetchPrefix(absl::Span<con
   for (size_t i = 0; i < max_blocks && present[i]; ++i) out.emplace_back(staging + i * block_bytes, block_bytes);
   if (metrics_.fetched_blocks != nullptr) metrics_.fetched_blocks->Increment(static_cast<double>(out.size()));
   return out;
+}
+
+void KvStoreTier::FetchPrefixAsync(std::vector<BlockKey> keys, FetchDone done) {
+  absl::MutexLock lock(&fetch_mutex_);
+  fetches_.push_back({std::move(keys), std::move(done)});
+}
+
+void KvStoreTier::FetchLoop() {
+  while (true) {
+    FetchJob job;
+    bool stopping = false;
+    {
+      absl::MutexLock lock(&fetch_mutex_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fetch_mutex_) { return stop_fetching_ || !fetches_.empty(); };
+      fetch_mutex_.Await(absl::Condition(&ready));
+      if (fetches_.empty()) return;
+      job = std::move(fetches_.front());
+      fetches_.pop_front();
+      stopping = stop_fetching_;
+    }
+    if (stopping) {  // jobs still queued at the end are answered with nothing: their callers wait for them
+      job.done({});
+      continue;
+    }
+    std::vector<std::shared_ptr<const BlockPayload>> payloads;
+    for (const absl::Span<const std::byte> span : FetchPrefix(job.keys)) {
+      payloads.push_back(std::make_shared<const BlockPayload>(span.begin(), span.end()));
+    }
+    job.done(std::move(payloads));
+  }
 }
 
 void KvStoreTier::Write(std::vector<WriteItem> blocks) {

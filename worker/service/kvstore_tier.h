@@ -9,7 +9,7 @@
 // Never serves wrong KV: the client checks every block's xxh3 (a failing block is a miss), and a block
 // whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a
 // miss: the caller recomputes; each failure is counted and logged once per change of state.
-// Thread-safe: FetchPrefix from one thread at a time (it owns the read half), Write from any.
+// Thread-safe.
 #ifndef STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
 #define STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
 
@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,8 +63,12 @@ class KvStoreTier {
   ~KvStoreTier();  // finishes the writes already taken, drops the queue
 
   // Payloads of the longest run of `keys` (from the first) that the daemons hold and that passed every
-  // check, at most staging/2 / block_bytes of them. The spans stay valid until the next FetchPrefix.
-  std::vector<absl::Span<const std::byte>> FetchPrefix(absl::Span<const BlockKey> keys);
+  // check, at most staging/2 / block_bytes of them, copied out of the staging arena.
+  using FetchDone = std::function<void(std::vector<std::shared_ptr<const BlockPayload>>)>;
+  // Runs the fetch on the tier's fetch thread (one at a time: they share the read staging) and calls
+  // `done` there with the result; returns at once. Every accepted fetch calls `done`, also on failure
+  // (with what it got, possibly nothing).
+  void FetchPrefixAsync(std::vector<BlockKey> keys, FetchDone done);
 
   struct WriteItem {
     BlockKey key;
@@ -93,6 +98,9 @@ class KvStoreTier {
   void MarkHealthy(Shard& shard);
   size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
   void WriterLoop();
+  void FetchLoop();
+  // The fetch itself, on the fetch thread; spans into the read staging, valid until the next call.
+  std::vector<absl::Span<const std::byte>> FetchPrefix(absl::Span<const BlockKey> keys);
 
   const KvStoreTierOptions options_;
   const KvStoreTierMetrics metrics_;
@@ -105,6 +113,15 @@ class KvStoreTier {
   bool writing_ ABSL_GUARDED_BY(queue_mutex_) = false;
   bool stop_ ABSL_GUARDED_BY(queue_mutex_) = false;
   std::thread writer_;
+
+  struct FetchJob {
+    std::vector<BlockKey> keys;
+    FetchDone done;
+  };
+  absl::Mutex fetch_mutex_;
+  std::deque<FetchJob> fetches_ ABSL_GUARDED_BY(fetch_mutex_);
+  bool stop_fetching_ ABSL_GUARDED_BY(fetch_mutex_) = false;
+  std::thread fetcher_;
 };
 
 }  // namespace strata::worker

@@ -163,10 +163,18 @@ TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
   EXPECT_EQ(isolated.ids, cold.ids);
 }
 
-TEST(WorkerProcess, SecondWorkerFetchesThePrefixFromTheKvstore) {
-  auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
-  ASSERT_TRUE(kvstore.ok()) << kvstore.status();
-  const std::vector<std::string> args = {"--kvstore", (*kvstore)->address()};
+// Blocks are spread over the kvstores by key; every one is read back from where it went.
+class KvstoreTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(KvstoreTest, SecondWorkerFetchesThePrefixFromTheKvstores) {
+  std::vector<std::unique_ptr<kvstore::testing::DaemonProcess>> kvstores;
+  std::vector<std::string> args;
+  for (int i = 0; i < GetParam(); ++i) {
+    auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+    ASSERT_TRUE(kvstore.ok()) << kvstore.status();
+    args.insert(args.end(), {"--kvstore", (*kvstore)->address()});
+    kvstores.push_back(*std::move(kvstore));
+  }
   auto writer = StartWorker("llama3-tiny", args);
   ASSERT_NE(writer, nullptr);
   const proto::GenerateRequest request = GreedyRequest(Prompt(150, 7), 10);
@@ -186,11 +194,14 @@ TEST(WorkerProcess, SecondWorkerFetchesThePrefixFromTheKvstore) {
   EXPECT_EQ(warm.last().prefix().cached_tokens_host(), 0u);
   EXPECT_EQ(warm.last().prefix().prefill_tokens(), 6u);
   EXPECT_EQ(warm.ids, cold.ids);
+  EXPECT_EQ(reader->Metric("strata_worker_kvstore_fetch_failures_total"), 0);
   // Promoted into the reader's tier H on use.
   const StreamResult again = Generate(reader->stub(), request);
   EXPECT_EQ(again.last().prefix().cached_tokens_host(), 144u);
   EXPECT_EQ(again.ids, cold.ids);
 }
+
+INSTANTIATE_TEST_SUITE_P(Daemons, KvstoreTest, ::testing::Values(1, 2));
 
 TEST(WorkerProcess, KvstoreDownMeansRecomputeWithTheSameOutput) {
   auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
