@@ -138,18 +138,22 @@ std::vector<absl::Span<const std::byte>> KvStoreTier::FetchPrefix(absl::Span<con
       continue;
     }
     MarkHealthy(*shards_[s]);
+    std::vector<BlockKey> bad;
     for (size_t j = 0; j < outcomes->size(); ++j) {
       const kvstore::GetOutcome& outcome = (*outcomes)[j];
       if (!outcome.found) continue;
       if (outcome.size_bytes != block_bytes) {
-        // Another writer's block under this key (a bug somewhere, or a different layout): never use it.
+        // Another writer's block under this key (a bug somewhere, or a different layout): never use it,
+        // and delete it so that the block computed now can take its place.
         if (metrics_.fetch_failures != nullptr) metrics_.fetch_failures->Increment();
         LogWarning(StrCat("error=kvstore_block_size kvstore=", shards_[s]->address, " key=", per_shard[s][j].key.Hex(),
-                          " bytes=", outcome.size_bytes, " expected=", block_bytes, " effect=recompute"));
+                          " bytes=", outcome.size_bytes, " expected=", block_bytes, " effect=recompute,delete"));
+        bad.push_back(per_shard[s][j].key);
         continue;
       }
       present[positions[s][j]] = true;
     }
+    if (!bad.empty()) (void)clients[s]->Delete(bad);  // best effort: a miss costs time, not correctness
   }
   std::vector<absl::Span<const std::byte>> out;
   for (size_t i = 0; i < max_blocks && present[i]; ++i) out.emplace_back(staging + i * block_bytes, block_bytes);

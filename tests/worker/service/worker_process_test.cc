@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstring>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -224,6 +225,46 @@ TEST(WorkerProcess, KvstoreDownMeansRecomputeWithTheSameOutput) {
   EXPECT_EQ(warm.last().prefix().cached_tokens(), 0u);
   EXPECT_EQ(warm.last().prefix().prefill_tokens(), 70u);
   EXPECT_GE(reader->Metric("strata_worker_kvstore_fetch_failures_total"), 1);
+}
+
+TEST(WorkerProcess, AKvstoreBlockOfTheWrongSizeIsNeverLoaded) {
+  auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+  ASSERT_TRUE(kvstore.ok()) << kvstore.status();
+  auto worker = StartWorker("llama3-tiny", {"--kvstore", (*kvstore)->address()});
+  ASSERT_NE(worker, nullptr);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  proto::InfoResponse info;
+  ASSERT_TRUE(worker->stub().Info(&context, proto::InfoRequest(), &info).ok());
+  // Under the key of the prompt's first block, a block that is not this model's block size (another
+  // writer's bytes): checksummed correctly, so only the size check can catch it.
+  const proto::GenerateRequest request = GreedyRequest(Prompt(40, 11), 6);
+  BlockKeyContext key_context;
+  std::memcpy(key_context.model_fingerprint.data(), info.key_scheme().model_fingerprint().data(), 32);
+  key_context.block_tokens = 16;
+  key_context.kv_dtype = DType::kF32;
+  const std::vector<int32_t> prompt(request.prompt_ids().begin(), request.prompt_ids().end());
+  const std::vector<BlockKey> keys = ComputeBlockKeys(key_context, prompt);
+  auto client = (*kvstore)->Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::byte> bogus(1000, std::byte{7});
+  ASSERT_TRUE((*client)->RegisterMemory(bogus.data(), bogus.size()).ok());
+  ASSERT_TRUE((*client)->Put({{keys[0], bogus.data(), bogus.size(), std::nullopt}}).ok());
+
+  const StreamResult r = Generate(worker->stub(), request);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.last().prefix().cached_tokens(), 0u);
+  EXPECT_EQ(r.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+  EXPECT_GE(worker->Metric("strata_worker_kvstore_fetch_failures_total"), 1);
+  // The bad block was deleted and the computed one took its place.
+  ASSERT_TRUE(WaitFor([&] { return worker->Metric("strata_worker_kvstore_written_blocks_total") == 2; },
+                      std::chrono::seconds(20)));
+  std::vector<std::byte> read(12288);
+  ASSERT_TRUE((*client)->RegisterMemory(read.data(), read.size()).ok());
+  auto got = (*client)->Get({{keys[0], read.data(), read.size()}});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE((*got)[0].found);
+  EXPECT_EQ((*got)[0].size_bytes, 12288u);
 }
 
 TEST(WorkerProcess, AnotherModelsFingerprintIsFailedPrecondition) {
