@@ -242,15 +242,23 @@ absl::StatusOr<BenchModel> MakeModel(engine::DecodeGraphs graphs) {
   return m;
 }
 
-absl::StatusOr<std::vector<KvLayer>> MakeKv(BenchModel& m, int64_t capacity) {
-  std::vector<KvLayer> kv;
-  for (int64_t i = 0; i < m.config.num_layers; ++i) {
-    KvLayer layer{.num_kv_heads = m.config.num_kv_heads, .capacity_tokens = capacity};
-    STRATA_ASSIGN_OR_RETURN(layer.k, m.backend->Allocate(DType::kBF16, m.config.num_kv_heads * capacity, 128));
-    STRATA_ASSIGN_OR_RETURN(layer.v, m.backend->Allocate(DType::kBF16, m.config.num_kv_heads * capacity, 128));
-    kv.push_back(std::move(layer));
-  }
-  return kv;
+absl::StatusOr<std::unique_ptr<engine::KvCache>> MakeKv(BenchModel& m, int64_t capacity) {
+  const engine::KvShape shape{.num_layers = m.config.num_layers,
+                              .num_kv_heads = m.config.num_kv_heads,
+                              .head_dim = m.config.head_dim,
+                              .capacity_tokens = capacity,
+                              .dtype = DType::kBF16};
+  return engine::KvCache::Create(
+      *m.backend, shape, engine::ResidencyPlan::Uniform(shape.num_layers, shape.num_kv_heads, engine::KvTier::kDevice));
+}
+
+// The logits of row `logit_row` of `ids` run at `first_position` of `kv`.
+absl::StatusOr<std::vector<float>> RunForward(BenchModel& m, absl::Span<const int32_t> ids, int64_t first_position,
+                                              engine::KvCache& kv, int64_t logit_row, int64_t mini) {
+  const LlamaModel::Segment segment{
+      .ids = ids, .first_position = first_position, .cache = &kv, .logit_rows = {&logit_row, 1}};
+  STRATA_ASSIGN_OR_RETURN(auto logits, m.model->Forward(*m.backend, {&segment, 1}, mini));
+  return std::move(logits[0]);
 }
 
 std::vector<int32_t> RandomIds(int64_t n, uint32_t seed) {
@@ -273,14 +281,14 @@ absl::Status MeasureTtft(BenchModel& m, const std::vector<int64_t>& lengths, int
     STRATA_ASSIGN_OR_RETURN(auto kv, MakeKv(m, 4096));
     const auto ids = RandomIds(4096, 1);
     const int64_t last = 4095;
-    STRATA_RETURN_IF_ERROR(m.model->Forward(*m.backend, ids, 0, absl::MakeSpan(kv), {&last, 1}, mini).status());
+    STRATA_RETURN_IF_ERROR(RunForward(m, ids, 0, *kv, last, mini).status());
   }
   for (int64_t s : lengths) {
     STRATA_ASSIGN_OR_RETURN(auto kv, MakeKv(m, s));
     const auto ids = RandomIds(s, 2);
     const int64_t last = s - 1;
     const auto start = std::chrono::steady_clock::now();
-    STRATA_RETURN_IF_ERROR(m.model->Forward(*m.backend, ids, 0, absl::MakeSpan(kv), {&last, 1}, mini).status());
+    STRATA_RETURN_IF_ERROR(RunForward(m, ids, 0, *kv, last, mini).status());
     Record(StrCat("ttft_S", s, "_s"), Seconds(start));
   }
   return absl::OkStatus();
@@ -295,15 +303,14 @@ absl::Status MeasureEngineDecode(BenchModel& m, int64_t context, const std::stri
   STRATA_ASSIGN_OR_RETURN(auto kv, MakeKv(m, context + kSteps + 8));
   const auto ids = RandomIds(context, 3);
   const int64_t last = context - 1, zero = 0;
-  STRATA_RETURN_IF_ERROR(m.model->Forward(*m.backend, ids, 0, absl::MakeSpan(kv), {&last, 1}, 8192).status());
+  STRATA_RETURN_IF_ERROR(RunForward(m, ids, 0, *kv, last, 8192).status());
   int32_t token = 7;
   for (int i = 0; i < 4; ++i) {  // warm-up steps (first capture, instantiation)
-    STRATA_RETURN_IF_ERROR(m.model->Forward(*m.backend, {&token, 1}, context + i, absl::MakeSpan(kv), {&zero, 1}, 8192).status());
+    STRATA_RETURN_IF_ERROR(RunForward(m, {&token, 1}, context + i, *kv, zero, 8192).status());
   }
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < kSteps; ++i) {
-    STRATA_ASSIGN_OR_RETURN(std::vector<float> logits, m.model->Forward(*m.backend, {&token, 1}, context + 4 + i,
-                                                                        absl::MakeSpan(kv), {&zero, 1}, 8192));
+    STRATA_ASSIGN_OR_RETURN(std::vector<float> logits, RunForward(m, {&token, 1}, context + 4 + i, *kv, zero, 8192));
     token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
   Record(StrCat("engine_decode_b1_S", context, "_", label, "_tok_s"), kSteps / Seconds(start));

@@ -4,6 +4,8 @@
 #define STRATA_WORKER_ENGINE_BACKEND_H_
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -34,7 +36,17 @@ struct AttentionParams {
   int64_t window = 0;          // 0: full causal; else a query at p sees keys (p - window, p]
 };
 
-// Every call is ordered after the previous calls on the same backend. Shapes are checked by each call
+// Queues of a backend: compute, and one per transfer direction so that uploads (host -> backend
+// memory), downloads (backend -> host) and compute overlap where the device allows (CUDA: three
+// streams, two copy engines). Work on one queue runs in order; across queues, order with fences.
+enum class Queue { kCompute, kUpload, kDownload };
+
+// A point in a queue's work, from Backend::Record. Empty (default) means "already complete".
+struct Fence {
+  std::shared_ptr<void> handle;
+};
+
+// Every compute call is ordered after the previous calls on the same backend. Shapes are checked by each call
 // (a mismatch returns InvalidArgument); tensors passed in must come from this backend. Not thread-safe:
 // one backend per thread of control.
 class Backend {
@@ -53,6 +65,31 @@ class Backend {
   virtual absl::StatusOr<Tensor> LoadWeight(const model::TensorInfo& info, int64_t rows, int64_t cols) = 0;
   // Copies `src` into host floats; waits for the work that produces it.
   virtual absl::Status CopyToHost(const Tensor& src, absl::Span<float> dst) = 0;
+
+  // Host memory for the host side of transfers (offloaded KV, staging): page-locked where the backend
+  // has a device, so copies run at full bus speed and asynchronously.
+  virtual absl::StatusOr<Tensor> AllocateHost(DType dtype, int64_t rows, int64_t cols) = 0;
+  // Copies rows [src_row, src_row + rows) of `src` to rows [dst_row, ...) of `dst` on `queue`, after the
+  // queue's earlier work. Either tensor may be backend memory or host memory (AllocateHost, or any host
+  // memory wrapped in a Tensor); same dtype and width. Asynchronous: the memory must stay valid until a
+  // fence recorded after it completes.
+  virtual absl::Status CopyRows(const Tensor& src, int64_t src_row, Tensor& dst, int64_t dst_row, int64_t rows,
+                                Queue queue) = 0;
+  // A fence after the work enqueued on `queue` so far.
+  virtual absl::StatusOr<Fence> Record(Queue queue) = 0;
+  // Later work on `queue` starts after `fence` (without blocking the host).
+  virtual absl::Status Wait(Queue queue, const Fence& fence) = 0;
+  // Blocks the calling thread until `fence` has passed.
+  virtual absl::Status Synchronize(const Fence& fence) = 0;
+  // Seconds between two passed fences of one queue (how long compute stalled on a transfer); 0 where
+  // the backend's queues run on the calling thread.
+  virtual absl::StatusOr<double> ElapsedSeconds(const Fence& from, const Fence& to) {
+    (void)from;
+    (void)to;
+    return 0.0;
+  }
+  // Free memory of the backend's device, where it has one (the memory plan checks against it).
+  virtual std::optional<int64_t> FreeDeviceBytes() { return std::nullopt; }
 
   // out[i] = table[ids[i]]. Ids are checked against the table.
   virtual absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) = 0;

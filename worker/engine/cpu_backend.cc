@@ -91,6 +91,23 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<Tensor> AllocateHost(DType dtype, int64_t rows, int64_t cols) override {
+    return Allocate(dtype, rows, cols);
+  }
+
+  // Host to host: every queue is this thread, so copies are done when they return.
+  absl::Status CopyRows(const Tensor& src, int64_t src_row, Tensor& dst, int64_t dst_row, int64_t rows,
+                        Queue) override {
+    STRATA_RETURN_IF_ERROR(CheckCopyRows(src, src_row, dst, dst_row, rows));
+    const size_t row_bytes = src.cols() * DTypeSize(src.dtype());
+    std::memmove(static_cast<std::byte*>(dst.data()) + dst_row * row_bytes,
+                 static_cast<const std::byte*>(src.data()) + src_row * row_bytes, rows * row_bytes);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Fence> Record(Queue) override { return Fence{}; }
+  absl::Status Wait(Queue, const Fence&) override { return absl::OkStatus(); }
+  absl::Status Synchronize(const Fence&) override { return absl::OkStatus(); }
+
   absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) override {
     STRATA_RETURN_IF_ERROR(ExpectF32(table, "Embed table"));
     STRATA_RETURN_IF_ERROR(ExpectShape(out, DType::kF32, static_cast<int64_t>(ids.size()), table.cols(), "Embed out"));

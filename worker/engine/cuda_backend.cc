@@ -57,6 +57,14 @@ class DevicePool {
     free_[bytes].push_back(p);
   }
 
+  // Bytes held in free lists (handed out again before cudaMalloc is asked).
+  size_t CachedBytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t total = 0;
+    for (const auto& [bytes, blocks] : free_) total += bytes * blocks.size();
+    return total;
+  }
+
  private:
   void ReleaseCached() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -85,6 +93,8 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
     auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(options));
     STRATA_ASSIGN_OR_RETURN(backend->stream_, kernels::CreateStream());
+    STRATA_ASSIGN_OR_RETURN(backend->upload_stream_, kernels::CreateStream());
+    STRATA_ASSIGN_OR_RETURN(backend->download_stream_, kernels::CreateStream());
     STRATA_ASSIGN_OR_RETURN(backend->gemm_, kernels::Gemm::Create(backend->stream_.get()));
     STRATA_ASSIGN_OR_RETURN(backend->workspace_, kernels::DeviceBuffer::Allocate(kAttentionWorkspaceBytes));
     STRATA_ASSIGN_OR_RETURN(backend->host_staging_, kernels::PinnedBuffer::Allocate(kInitialStagingBytes));
@@ -97,7 +107,9 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     AbortStep();
-    if (stream_) cudaStreamSynchronize(stream_.get());
+    for (const kernels::Stream* s : {&stream_, &upload_stream_, &download_stream_}) {
+      if (*s) cudaStreamSynchronize(s->get());
+    }
   }
 
   std::string_view name() const override { return "cuda"; }
@@ -176,6 +188,64 @@ class CudaBackend final : public Backend {
       return absl::OkStatus();
     }
     return CopyFloatsToHost(floats, dst);
+  }
+
+  absl::StatusOr<Tensor> AllocateHost(DType dtype, int64_t rows, int64_t cols) override {
+    STRATA_ASSIGN_OR_RETURN(const size_t rounded, AllocationBytes(dtype, rows, cols, kPoolGranularityBytes));
+    STRATA_ASSIGN_OR_RETURN(kernels::PinnedBuffer buffer, kernels::PinnedBuffer::Allocate(rounded));
+    auto owner = std::make_shared<kernels::PinnedBuffer>(std::move(buffer));
+    void* data = owner->data();
+    return Tensor(dtype, rows, cols, data, std::move(owner));
+  }
+
+  absl::Status CopyRows(const Tensor& src, int64_t src_row, Tensor& dst, int64_t dst_row, int64_t rows,
+                        Queue queue) override {
+    if (recording_) return absl::FailedPreconditionError("CopyRows inside a decode step");
+    STRATA_RETURN_IF_ERROR(CheckCopyRows(src, src_row, dst, dst_row, rows));
+    const size_t row_bytes = src.cols() * DTypeSize(src.dtype());
+    // cudaMemcpyDefault: the direction follows from the pointers (unified addressing).
+    STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(static_cast<std::byte*>(dst.data()) + dst_row * row_bytes,
+                                                static_cast<const std::byte*>(src.data()) + src_row * row_bytes,
+                                                rows * row_bytes, cudaMemcpyDefault, StreamOf(queue)));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Fence> Record(Queue queue) override {
+    if (recording_) return absl::FailedPreconditionError("Record inside a decode step");
+    STRATA_ASSIGN_OR_RETURN(kernels::Event event, kernels::CreateEvent(/*timing=*/true));
+    STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event.get(), StreamOf(queue)));
+    return Fence{std::make_shared<kernels::Event>(std::move(event))};
+  }
+
+  absl::Status Wait(Queue queue, const Fence& fence) override {
+    if (fence.handle == nullptr) return absl::OkStatus();
+    if (recording_) return absl::FailedPreconditionError("Wait inside a decode step");
+    STRATA_CUDA_RETURN_IF_ERROR(
+        cudaStreamWaitEvent(StreamOf(queue), static_cast<kernels::Event*>(fence.handle.get())->get(), 0));
+    return absl::OkStatus();
+  }
+
+  absl::Status Synchronize(const Fence& fence) override {
+    if (fence.handle == nullptr) return absl::OkStatus();
+    STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(static_cast<kernels::Event*>(fence.handle.get())->get()));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> ElapsedSeconds(const Fence& from, const Fence& to) override {
+    if (from.handle == nullptr || to.handle == nullptr) return 0.0;
+    float ms = 0;
+    STRATA_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, static_cast<kernels::Event*>(from.handle.get())->get(),
+                                                     static_cast<kernels::Event*>(to.handle.get())->get()));
+    return ms * 1e-3;
+  }
+
+  std::optional<int64_t> FreeDeviceBytes() override {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return std::nullopt;
+    }
+    return static_cast<int64_t>(free_bytes + pool_->CachedBytes());
   }
 
   absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) override {
@@ -436,6 +506,17 @@ class CudaBackend final : public Backend {
     step_position_ = position;
     return absl::OkStatus();
   }
+  cudaStream_t StreamOf(Queue queue) const {
+    switch (queue) {
+      case Queue::kUpload:
+        return upload_stream_.get();
+      case Queue::kDownload:
+        return download_stream_.get();
+      case Queue::kCompute:
+        break;
+    }
+    return stream_.get();
+  }
   const int64_t* DevicePosition() const { return recording_ ? position_device_.data<int64_t>() : nullptr; }
 
   explicit CudaBackend(const CudaBackendOptions& options)
@@ -469,6 +550,7 @@ class CudaBackend final : public Backend {
   DecodeGraphs graphs_;
   std::shared_ptr<DevicePool> pool_;
   kernels::Stream stream_;
+  kernels::Stream upload_stream_, download_stream_;  // transfers (Queue::kUpload, kDownload)
   kernels::Gemm gemm_ = kernels::Gemm();
   kernels::DeviceBuffer workspace_;
   kernels::PinnedBuffer host_staging_;

@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/engine/backend.h"
+#include "worker/engine/kv_cache.h"
 #include "worker/model/model.h"
 
 namespace strata::engine {
@@ -23,16 +25,32 @@ struct EngineOptions {
   int64_t mini_sequence_tokens = 1024;
 };
 
+// Where a sequence's KV lives (kv_cache.h): by budgets (default: everything in backend memory), or by
+// an explicit per-head plan.
+struct KvPlacement {
+  KvBudgets budgets;
+  std::optional<ResidencyPlan> plan;
+};
+
+// What a sequence needs before it runs: its KV placement and peak memory per tier.
+struct MemoryPlan {
+  ResidencyPlan residency;
+  KvMemory kv;                   // KV, staging and bounce buffers
+  int64_t activation_bytes = 0;  // backend memory of the largest forward pass (the prompt's)
+  int64_t weight_bytes = 0;      // already resident
+};
+
 // One request's tokens and their KV cache on the engine's backend. Move-only; create with
 // Engine::NewSequence.
 class Sequence {
  public:
   int64_t length() const { return length_; }      // tokens whose KV is cached
   int64_t capacity() const { return capacity_; }  // tokens the cache can hold
+  const KvCache& cache() const { return *cache_; }
 
  private:
   friend class Engine;
-  std::vector<KvLayer> layers_;
+  std::unique_ptr<KvCache> cache_;
   int64_t length_ = 0;
   int64_t capacity_ = 0;
 };
@@ -44,9 +62,17 @@ class Engine {
   // destroyed afterwards).
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const model::Model& model, std::unique_ptr<Backend> backend,
                                                         const EngineOptions& options = {});
+  // An engine over a model already bound on `backend` (benchmarks build random weights).
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<Backend> backend, LlamaModel model,
+                                                        const EngineOptions& options = {});
 
-  // A sequence whose KV cache holds up to `capacity_tokens` tokens.
-  absl::StatusOr<Sequence> NewSequence(int64_t capacity_tokens);
+  // The placement and peak memory of a sequence of `capacity_tokens` whose first forward pass has
+  // `prompt_tokens` tokens. ResourceExhausted, naming the budget to raise, when it cannot fit: the
+  // budgets, or the device's free memory.
+  absl::StatusOr<MemoryPlan> PlanMemory(int64_t capacity_tokens, int64_t prompt_tokens,
+                                        const KvPlacement& placement = {});
+  // A sequence whose KV cache holds up to `capacity_tokens` tokens, placed as `placement` says.
+  absl::StatusOr<Sequence> NewSequence(int64_t capacity_tokens, const KvPlacement& placement = {});
 
   // Appends `ids` to `sequence` (prefill when many, a decode step when one) and returns the logits of the
   // rows `logit_rows` (indices into `ids`), row-major [logit_rows.size(), vocab_size]. Only those rows

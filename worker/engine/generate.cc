@@ -32,7 +32,12 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t
                                              context, " (max_position_embeddings)"));
   }
   const int64_t max_new_tokens = std::min(options.max_new_tokens, context - prompt_tokens);
-  STRATA_ASSIGN_OR_RETURN(Sequence sequence, engine.NewSequence(prompt_tokens + max_new_tokens));
+  // Refused here, before anything runs, when the request cannot fit its budgets or the device.
+  STRATA_ASSIGN_OR_RETURN(result.memory,
+                          engine.PlanMemory(prompt_tokens + max_new_tokens, prompt_tokens, options.kv_placement));
+  KvPlacement placement = options.kv_placement;
+  placement.plan = result.memory.residency;
+  STRATA_ASSIGN_OR_RETURN(Sequence sequence, engine.NewSequence(prompt_tokens + max_new_tokens, placement));
   Sampler sampler(options.sampling);
   auto start = std::chrono::steady_clock::now();
   const int64_t last_row = prompt_tokens - 1;
@@ -55,6 +60,7 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t
     STRATA_ASSIGN_OR_RETURN(logits, engine.Forward(sequence, {&token, 1}, {&first_row, 1}));
   }
   if (result.output_ids.size() > 1) result.decode_seconds = SecondsSince(start);
+  result.transfers = sequence.cache().stats();
   return result;
 }
 

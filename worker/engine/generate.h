@@ -19,6 +19,8 @@ struct GenerateOptions {
   SamplingOptions sampling;
   // Generation ends after emitting any of these (the stop token is part of the output, as in transformers).
   std::vector<int32_t> stop_token_ids;
+  // Where the sequence's KV lives (default: all in backend memory).
+  KvPlacement kv_placement;
 };
 
 enum class FinishReason { kLength, kStopToken };
@@ -28,6 +30,8 @@ struct GenerateResult {
   FinishReason finish_reason = FinishReason::kLength;
   double prefill_seconds = 0;  // prompt forward pass and the first token
   double decode_seconds = 0;   // every later token
+  MemoryPlan memory;           // what the sequence was planned to take
+  KvTransferStats transfers;   // moves between the KV tiers
 };
 
 // Runs `prompt` through `engine` in a fresh sequence and generates. `on_token`, when set, sees each new

@@ -145,27 +145,67 @@ absl::StatusOr<LlamaModel> LlamaModel::FromWeights(const model::ModelConfig& con
   return m;
 }
 
-absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::Span<const int32_t> ids,
-                                                       int64_t first_position, absl::Span<KvLayer> kv,
-                                                       absl::Span<const int64_t> logit_rows,
-                                                       int64_t mini_sequence_tokens) const {
-  const model::ModelConfig& c = config_;
-  const int64_t n = static_cast<int64_t>(ids.size());
-  if (static_cast<int64_t>(kv.size()) != c.num_layers) {
-    return absl::InvalidArgumentError(
-        StrCat("Forward: ", kv.size(), " KV layers for a ", c.num_layers, "-layer model"));
+int64_t LlamaModel::WeightBytes() const {
+  int64_t total = static_cast<int64_t>(embed_.bytes() + final_norm_.bytes());
+  if (lm_head_.data() != embed_.data()) total += static_cast<int64_t>(lm_head_.bytes());
+  for (const LlamaLayerWeights& w : layers_) {
+    for (const Tensor* t : {&w.attn_norm, &w.q, &w.k, &w.v, &w.o, &w.q_bias, &w.k_bias, &w.v_bias, &w.o_bias,
+                            &w.mlp_norm, &w.gate, &w.up, &w.down, &w.gate_bias, &w.up_bias, &w.down_bias}) {
+      total += static_cast<int64_t>(t->bytes());
+    }
   }
+  return total;
+}
+
+int64_t LlamaModel::ActivationBytes(int64_t tokens, int64_t logit_rows, int64_t mini_sequence_tokens,
+                                    DType dtype) const {
+  const model::ModelConfig& c = config_;
+  const int64_t chunk = std::max<int64_t>(1, std::min(tokens, mini_sequence_tokens));
+  const int64_t head_rows = std::max<int64_t>(1, std::min(logit_rows, mini_sequence_tokens));
+  const int64_t element = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t scratch = chunk * (2 * c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.intermediate_size);
+  const int64_t hidden = tokens * c.hidden_size;
+  const int64_t head = head_rows * (c.hidden_size + c.vocab_size);
+  return (scratch + hidden + head) * element + head_rows * c.vocab_size * int64_t{4};
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& backend,
+                                                                    absl::Span<const Segment> segments,
+                                                                    int64_t mini_sequence_tokens) const {
+  const model::ModelConfig& c = config_;
   if (mini_sequence_tokens <= 0) {
     return absl::InvalidArgumentError(
         StrCat("Forward: mini_sequence_tokens must be positive, got ", mini_sequence_tokens));
   }
-  for (int64_t row : logit_rows) {
-    if (row < 0 || row >= n) {
-      return absl::InvalidArgumentError(StrCat("Forward: logit row ", row, " is outside the ", n, " new tokens"));
+  if (segments.empty()) return absl::InvalidArgumentError("Forward: no sequences");
+  // Rows of all segments, concatenated: segment i owns rows [starts[i], starts[i + 1]).
+  std::vector<int64_t> starts = {0};
+  std::vector<int32_t> ids;
+  std::vector<int64_t> logit_rows;  // global row indices
+  for (const Segment& seg : segments) {
+    const int64_t n = static_cast<int64_t>(seg.ids.size());
+    if (seg.cache == nullptr || n == 0) return absl::InvalidArgumentError("Forward: a sequence without tokens or cache");
+    if (seg.cache->shape().num_layers != c.num_layers) {
+      return absl::InvalidArgumentError(
+          StrCat("Forward: a KV cache of ", seg.cache->shape().num_layers, " layers for a ", c.num_layers, "-layer model"));
     }
+    if (seg.first_position < 0 || seg.first_position + n > seg.cache->shape().capacity_tokens) {
+      return absl::OutOfRangeError(StrCat("Forward: positions [", seg.first_position, ", ", seg.first_position + n,
+                                          ") exceed the KV capacity of ", seg.cache->shape().capacity_tokens, " tokens"));
+    }
+    for (int64_t row : seg.logit_rows) {
+      if (row < 0 || row >= n) {
+        return absl::InvalidArgumentError(StrCat("Forward: logit row ", row, " is outside the ", n, " new tokens"));
+      }
+      logit_rows.push_back(starts.back() + row);
+    }
+    ids.insert(ids.end(), seg.ids.begin(), seg.ids.end());
+    starts.push_back(starts.back() + n);
   }
-  // A one-token forward pass is a decode step: the backend may record it and run it as one unit.
-  StepScope step(backend, n == 1);
+  const int64_t n = starts.back();
+  // A one-token pass over a cache wholly in backend memory is a decode step: the backend may record it
+  // and run it as one unit. Transfers between tiers are not recorded.
+  StepScope step(backend, n == 1 && segments[0].cache->plan().AllOnDevice());
   STRATA_RETURN_IF_ERROR(step.Begin());
   const int64_t chunk = std::min(n, mini_sequence_tokens);
   STRATA_ASSIGN_OR_RETURN(Scratch scratch, Scratch::Allocate(backend, c, std::max<int64_t>(chunk, 1)));
@@ -175,6 +215,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
   STRATA_RETURN_IF_ERROR(backend.Embed(embed_, ids, hidden));
 
   const float eps = static_cast<float>(c.rms_norm_eps);
+  std::vector<KvLayer> views(segments.size());
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     const LlamaLayerWeights& w = layers_[layer];
     const AttentionParams attention{.num_heads = c.num_heads,
@@ -182,9 +223,11 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
                                     .head_dim = c.head_dim,
                                     .scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                                     .window = c.layer_window[layer]};
+    for (size_t i = 0; i < segments.size(); ++i) {
+      STRATA_ASSIGN_OR_RETURN(views[i], segments[i].cache->Acquire(layer, segments[i].first_position));
+    }
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t rows = std::min(chunk, n - begin);
-      const int64_t position = first_position + begin;
       Scratch s = scratch.Prefix(rows);
       Tensor h = hidden.Rows(begin, rows);
 
@@ -192,11 +235,21 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.q, w.q_bias, s.q));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.k, w.k_bias, s.k));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.v, w.v_bias, s.v));
-      STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, s.q, s.k));
-      STRATA_RETURN_IF_ERROR(backend.WriteKv(s.k, s.v, position, kv[layer]));
-      AttentionParams chunk_attention = attention;
-      chunk_attention.first_position = position;
-      STRATA_RETURN_IF_ERROR(backend.Attention(s.q, kv[layer], chunk_attention, s.attn));
+      // Position-dependent work per segment: the part of each segment inside this mini-sequence.
+      for (size_t i = 0; i < segments.size(); ++i) {
+        const int64_t part_begin = std::max(begin, starts[i]);
+        const int64_t part_end = std::min(begin + rows, starts[i + 1]);
+        if (part_begin >= part_end) continue;
+        const int64_t offset = part_begin - begin, part_rows = part_end - part_begin;
+        const int64_t position = segments[i].first_position + (part_begin - starts[i]);
+        Tensor q = s.q.Rows(offset, part_rows), k = s.k.Rows(offset, part_rows), v = s.v.Rows(offset, part_rows);
+        Tensor attn = s.attn.Rows(offset, part_rows);
+        STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, q, k));
+        STRATA_RETURN_IF_ERROR(backend.WriteKv(k, v, position, views[i]));
+        AttentionParams part_attention = attention;
+        part_attention.first_position = position;
+        STRATA_RETURN_IF_ERROR(backend.Attention(q, views[i], part_attention, attn));
+      }
       STRATA_RETURN_IF_ERROR(backend.Linear(s.attn, w.o, w.o_bias, s.projected));
       STRATA_RETURN_IF_ERROR(backend.AddRmsNorm(s.projected, h, w.mlp_norm, eps, s.normed));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.gate, w.gate_bias, s.gate));
@@ -205,30 +258,50 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(Backend& backend, absl::S
       STRATA_RETURN_IF_ERROR(backend.Linear(s.gate, w.down, w.down_bias, s.projected));
       STRATA_RETURN_IF_ERROR(backend.Add(s.projected, h));
     }
+    // The written rows go home and the next layer's off-device heads start coming in while this
+    // layer's work runs (after the last layer: layer 0 of the next decode step).
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const Segment& seg = segments[i];
+      const int64_t seg_rows = starts[i + 1] - starts[i];
+      STRATA_RETURN_IF_ERROR(seg.cache->Release(layer, seg.first_position, seg_rows));
+      if (layer + 1 < c.num_layers) {
+        STRATA_RETURN_IF_ERROR(seg.cache->Prefetch(layer + 1, seg.first_position));
+      } else {
+        STRATA_RETURN_IF_ERROR(seg.cache->Prefetch(0, seg.first_position + seg_rows));
+      }
+    }
   }
 
   // Final norm and LM head over the requested rows only, a mini-sequence at a time.
   const int64_t vocab = c.vocab_size;
   std::vector<float> logits(logit_rows.size() * vocab);
-  if (logit_rows.empty()) {
-    STRATA_RETURN_IF_ERROR(step.End());
-    return logits;
-  }
-  const int64_t head_rows = std::min<int64_t>(static_cast<int64_t>(logit_rows.size()), mini_sequence_tokens);
-  STRATA_ASSIGN_OR_RETURN(Tensor head_in, backend.Allocate(backend.activation_dtype(), head_rows, c.hidden_size));
-  STRATA_ASSIGN_OR_RETURN(Tensor head_out, backend.Allocate(backend.activation_dtype(), head_rows, vocab));
-  for (size_t begin = 0; begin < logit_rows.size(); begin += head_rows) {
-    const int64_t rows = std::min<int64_t>(head_rows, static_cast<int64_t>(logit_rows.size() - begin));
-    for (int64_t i = 0; i < rows; ++i) {
-      Tensor normed_row = head_in.Rows(i, 1);
-      STRATA_RETURN_IF_ERROR(backend.RmsNorm(hidden.Rows(logit_rows[begin + i], 1), final_norm_, eps, normed_row));
+  if (!logit_rows.empty()) {
+    const int64_t head_rows = std::min<int64_t>(static_cast<int64_t>(logit_rows.size()), mini_sequence_tokens);
+    STRATA_ASSIGN_OR_RETURN(Tensor head_in, backend.Allocate(backend.activation_dtype(), head_rows, c.hidden_size));
+    STRATA_ASSIGN_OR_RETURN(Tensor head_out, backend.Allocate(backend.activation_dtype(), head_rows, vocab));
+    for (size_t begin = 0; begin < logit_rows.size(); begin += head_rows) {
+      const int64_t rows = std::min<int64_t>(head_rows, static_cast<int64_t>(logit_rows.size() - begin));
+      for (int64_t i = 0; i < rows; ++i) {
+        Tensor normed_row = head_in.Rows(i, 1);
+        STRATA_RETURN_IF_ERROR(backend.RmsNorm(hidden.Rows(logit_rows[begin + i], 1), final_norm_, eps, normed_row));
+      }
+      Tensor out = head_out.Rows(0, rows);
+      STRATA_RETURN_IF_ERROR(backend.Linear(head_in.Rows(0, rows), lm_head_, Tensor(), out));
+      STRATA_RETURN_IF_ERROR(backend.CopyToHost(out, absl::MakeSpan(logits.data() + begin * vocab, rows * vocab)));
     }
-    Tensor out = head_out.Rows(0, rows);
-    STRATA_RETURN_IF_ERROR(backend.Linear(head_in.Rows(0, rows), lm_head_, Tensor(), out));
-    STRATA_RETURN_IF_ERROR(backend.CopyToHost(out, absl::MakeSpan(logits.data() + begin * vocab, rows * vocab)));
   }
   STRATA_RETURN_IF_ERROR(step.End());
-  return logits;
+  for (const Segment& seg : segments) STRATA_RETURN_IF_ERROR(seg.cache->Finish());
+
+  std::vector<std::vector<float>> out;
+  out.reserve(segments.size());
+  size_t at = 0;
+  for (const Segment& seg : segments) {
+    const size_t count = seg.logit_rows.size() * vocab;
+    out.emplace_back(logits.begin() + at, logits.begin() + at + count);
+    at += count;
+  }
+  return out;
 }
 
 }  // namespace strata::engine

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/engine/backend.h"
+#include "worker/engine/kv_cache.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config.h"
 
@@ -31,13 +32,28 @@ class LlamaModel {
                                                 Tensor lm_head, std::vector<LlamaLayerWeights> layers,
                                                 Backend& backend);
 
-  // Runs `ids` at positions first_position.. through every layer, writing their K/V into `kv` (one
-  // KvLayer per layer). The projections, the MLP and the LM head see at most `mini_sequence_tokens` rows
-  // at a time; only the rows of `logit_rows` (indices into `ids`) reach the LM head. Returns those
-  // logits, row-major [logit_rows.size(), vocab].
-  absl::StatusOr<std::vector<float>> Forward(Backend& backend, absl::Span<const int32_t> ids, int64_t first_position,
-                                             absl::Span<KvLayer> kv, absl::Span<const int64_t> logit_rows,
-                                             int64_t mini_sequence_tokens) const;
+  // One sequence's tokens in a forward pass: `ids` at positions first_position.. of `cache`.
+  struct Segment {
+    absl::Span<const int32_t> ids;
+    int64_t first_position = 0;
+    KvCache* cache = nullptr;
+    absl::Span<const int64_t> logit_rows;  // indices into ids
+  };
+
+  // Runs every segment's tokens through every layer (layer by layer: all tokens through layer l, then
+  // l + 1, so a layer's KV is needed on the device only while that layer runs), writing their K/V into
+  // each segment's cache. The projections, the MLP and the LM head see at most `mini_sequence_tokens`
+  // rows at a time, rows of several segments together; attention runs per segment over its own cache.
+  // Only the rows of `logit_rows` reach the LM head. Returns each segment's logits, row-major
+  // [logit_rows.size(), vocab]. On error the caches' rows past each first_position are unspecified.
+  absl::StatusOr<std::vector<std::vector<float>>> Forward(Backend& backend, absl::Span<const Segment> segments,
+                                                          int64_t mini_sequence_tokens) const;
+
+  // Bytes of activations a forward pass of `tokens` new tokens allocates on the backend.
+  int64_t ActivationBytes(int64_t tokens, int64_t logit_rows, int64_t mini_sequence_tokens, DType dtype) const;
+
+  // Bytes of the weights on the backend.
+  int64_t WeightBytes() const;
 
   const model::ModelConfig& config() const { return config_; }
 

@@ -76,6 +76,22 @@ inline absl::Status ExpectShape(const Tensor& tensor, DType dtype, int64_t rows,
   return absl::OkStatus();
 }
 
+// OK when rows [src_row, src_row + rows) of `src` and [dst_row, dst_row + rows) of `dst` exist and the two
+// tensors have the same dtype and width: what Backend::CopyRows checks.
+inline absl::Status CheckCopyRows(const Tensor& src, int64_t src_row, const Tensor& dst, int64_t dst_row,
+                                  int64_t rows) {
+  if (src.empty() || dst.empty() || src.dtype() != dst.dtype() || src.cols() != dst.cols()) {
+    return absl::InvalidArgumentError(StrCat("CopyRows: ", DTypeName(src.dtype()), "[", src.rows(), ", ", src.cols(),
+                                             "] and ", DTypeName(dst.dtype()), "[", dst.rows(), ", ", dst.cols(),
+                                             "] are not rows of one dtype and width"));
+  }
+  if (rows < 0 || src_row < 0 || dst_row < 0 || src_row + rows > src.rows() || dst_row + rows > dst.rows()) {
+    return absl::OutOfRangeError(StrCat("CopyRows: rows [", src_row, ", ", src_row + rows, ") of ", src.rows(),
+                                        " to rows [", dst_row, ", ", dst_row + rows, ") of ", dst.rows()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace strata::engine
 
 #endif  // STRATA_WORKER_ENGINE_TENSOR_H_

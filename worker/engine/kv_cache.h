@@ -1,0 +1,177 @@
+// The KV cache of one sequence, spread head by head over three tiers (HeadInfer, LeoAM): each
+// (layer, KV head) lives in backend memory (HBM), in pinned host memory, or in a file on SSD, as its
+// ResidencyPlan says. The forward pass sees one layer at a time: a layer whose heads are all in backend
+// memory is used in place; any other layer is assembled in one of two staging slots in backend memory
+// (double buffering), filled ahead of use on the upload queue while the previous layer computes, and
+// the rows the layer wrote go back to each head's home on the download queue. Values are moved, never
+// recomputed or converted, so every placement gives bit-identical results.
+#ifndef STRATA_WORKER_ENGINE_KV_CACHE_H_
+#define STRATA_WORKER_ENGINE_KV_CACHE_H_
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "worker/engine/backend.h"
+#include "worker/engine/ssd_file.h"
+
+namespace strata::engine {
+
+enum class KvTier : uint8_t { kDevice, kHost, kSsd };
+std::string_view KvTierName(KvTier tier);
+
+// The shape of one sequence's cache.
+struct KvShape {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t capacity_tokens = 0;
+  DType dtype = DType::kF32;
+
+  int64_t RowBytes() const { return head_dim * static_cast<int64_t>(DTypeSize(dtype)); }
+  // K and V of one head over the capacity.
+  int64_t HeadBytes() const { return 2 * capacity_tokens * RowBytes(); }
+  int64_t TotalBytes() const { return num_layers * num_kv_heads * HeadBytes(); }
+};
+
+// How much KV each tier may hold for one sequence. Staging slots count against the device budget and
+// the SSD tier's bounce buffers against the host budget.
+struct KvBudgets {
+  static constexpr int64_t kUnlimited = std::numeric_limits<int64_t>::max();
+  int64_t device_bytes = kUnlimited;
+  int64_t host_bytes = 0;
+  int64_t ssd_bytes = 0;
+  std::string ssd_dir;   // where SSD-tier files go (required when any head lands there)
+  SsdIo ssd_io = SsdIo::kIoUring;
+};
+
+// Memory that a cache with a given plan takes, staging and bounce buffers included.
+struct KvMemory {
+  int64_t device_bytes = 0;
+  int64_t host_bytes = 0;
+  int64_t ssd_bytes = 0;
+};
+
+// Where each (layer, KV head) lives.
+class ResidencyPlan {
+ public:
+  ResidencyPlan() = default;
+  static ResidencyPlan Uniform(int64_t num_layers, int64_t num_kv_heads, KvTier tier);
+  // tiers[layer * num_kv_heads + head].
+  static absl::StatusOr<ResidencyPlan> FromTiers(int64_t num_layers, int64_t num_kv_heads, std::vector<KvTier> tiers);
+  // Fills HBM first, layer by layer (a layer kept whole in HBM needs no staging), then host memory, then
+  // SSD. When the budgets cannot hold `shape`, the error says which budget to raise and by how much.
+  static absl::StatusOr<ResidencyPlan> FromBudgets(const KvShape& shape, const KvBudgets& budgets);
+
+  KvTier tier(int64_t layer, int64_t head) const { return tiers_[layer * num_kv_heads_ + head]; }
+  bool LayerOnDevice(int64_t layer) const;
+  bool AllOnDevice() const;
+  int64_t HeadsIn(KvTier tier) const;
+  int64_t num_layers() const { return num_layers_; }
+  int64_t num_kv_heads() const { return num_kv_heads_; }
+  // Memory of a cache of `shape` under this plan.
+  KvMemory Memory(const KvShape& shape) const;
+  // "G G H S / ..." one letter per head, layers separated by '/': for logs and tests.
+  std::string ToString() const;
+
+ private:
+  int64_t num_layers_ = 0;
+  int64_t num_kv_heads_ = 0;
+  std::vector<KvTier> tiers_;
+};
+
+// Transfer counters of one cache, cumulative.
+struct KvTransferStats {
+  int64_t bytes_uploaded = 0;    // host/SSD -> staging (and HBM heads copied into staging)
+  int64_t bytes_downloaded = 0;  // written rows back to their homes
+  int64_t ssd_bytes_read = 0;
+  int64_t ssd_bytes_written = 0;
+  double compute_stall_s = 0;    // compute waiting for uploads (GPU-side; 0 on the CPU backend)
+  double host_transfer_s = 0;    // the calling thread inside transfers: SSD I/O, fence waits, CPU copies
+};
+
+// Not thread-safe; used by one engine thread. Every backend call goes to the backend it was created with.
+class KvCache {
+ public:
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend& backend, const KvShape& shape, ResidencyPlan plan,
+                                                         const KvBudgets& budgets = {});
+  // Waits for the cache's transfers (their memory is released with it).
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  const KvShape& shape() const { return shape_; }
+  const ResidencyPlan& plan() const { return plan_; }
+
+  // The forward pass of a layer that reads keys [0, valid_tokens) and writes rows [valid_tokens,
+  // valid_tokens + rows):
+  //   Acquire(layer, valid)     the layer in backend memory, keys [0, valid) in place (waits on compute
+  //                             for its prefetch; fetches now if none was started)
+  //   ... WriteKv / Attention on the returned KvLayer ...
+  //   Release(layer, valid, rows)  sends the written rows home (asynchronously)
+  //   Prefetch(layer + 1, valid)   starts filling the next layer's slot (overlaps this layer's compute)
+  absl::StatusOr<KvLayer> Acquire(int64_t layer, int64_t valid_tokens);
+  absl::Status Release(int64_t layer, int64_t first_token, int64_t rows);
+  absl::Status Prefetch(int64_t layer, int64_t valid_tokens);
+  // Completes every write-back (SSD writes included). After it, each head's home holds every row.
+  absl::Status Finish();
+
+  // Rows [first, first + rows) of one head's K (or V) to or from host memory `data` (rows * RowBytes).
+  // For KV export and import; complete when they return. REQUIRES: Finish() since the last Release.
+  absl::Status ReadRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows, void* data);
+  absl::Status WriteRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows, const void* data);
+
+  const KvTransferStats& stats() const { return stats_; }
+
+ private:
+  // Where one head's K and V live.
+  struct Home {
+    Tensor k, v;             // kDevice and kHost: [capacity, head_dim] views
+    int64_t ssd_offset = 0;  // kSsd: K at ssd_offset, V at ssd_offset + RegionBytes()
+  };
+  // A staging slot: every head of one layer in backend memory, and host bounce space for its SSD heads.
+  struct Slot {
+    KvLayer layer;
+    Tensor bounce;           // host, [2 * heads * region_rows, head_dim]: K region then V region per head
+    int64_t holds_layer = -1;
+    int64_t holds_tokens = 0;
+    Fence uploaded;          // the slot's content is in place (upload queue)
+    Fence drained;           // its written rows have left for home (download queue)
+  };
+  struct PendingSsdWrite {
+    int64_t slot, layer, first, rows;
+    Fence downloaded;
+  };
+
+  KvCache(Backend& backend, const KvShape& shape, ResidencyPlan plan);
+  int64_t RegionRows() const;   // rows of one K (or V) region on SSD: capacity rounded to the alignment
+  int64_t RegionBytes() const { return RegionRows() * shape_.RowBytes(); }
+  // The bounce rows of a layer's `ssd_ordinal`-th SSD head (counting only that layer's SSD heads).
+  Tensor BounceRows(Slot& slot, int64_t ssd_ordinal, bool value) const;
+  Tensor HeadRows(const KvLayer& layer, int64_t head, bool value) const;
+  absl::Status Fill(int64_t layer, int64_t valid_tokens);
+  absl::Status FlushSsdWrites(int64_t keep_layer);
+
+  Backend& backend_;
+  KvShape shape_;
+  ResidencyPlan plan_;
+  std::vector<KvLayer> device_layers_;  // layers with every head in HBM (others: empty)
+  std::vector<Home> homes_;             // [layer * heads + head]
+  std::vector<Tensor> host_blocks_;     // owners of the host homes (one per layer that has any)
+  std::vector<Tensor> device_blocks_;   // owners of the HBM homes of mixed layers
+  std::unique_ptr<SsdFile> ssd_;
+  Slot slots_[2];
+  std::vector<PendingSsdWrite> pending_writes_;
+  std::vector<std::pair<Fence, Fence>> stalls_;  // compute fences around each wait for an upload
+  KvTransferStats stats_;
+};
+
+}  // namespace strata::engine
+
+#endif  // STRATA_WORKER_ENGINE_KV_CACHE_H_
