@@ -180,10 +180,19 @@ void EngineLoop::Run() {
       running_.push_back(std::move(active));
     }
     fetched.clear();
+    std::vector<std::unique_ptr<Active>> deferred;
     for (auto& active : admitted) {
-      const Began began = Begin(*active);
+      const Began began = deferred.empty() ? Begin(*active) : Began::kDeferred;  // keep admission order
       if (began == Began::kReady) running_.push_back(std::move(active));
       if (began == Began::kFetching) fetching_.push_back(std::move(active));
+      if (began == Began::kDeferred) deferred.push_back(std::move(active));
+    }
+    if (!deferred.empty()) {
+      absl::MutexLock lock(&mutex_);
+      for (auto it = deferred.rbegin(); it != deferred.rend(); ++it) {
+        waiting_tokens_ += (*it)->request.prompt.size();
+        waiting_.push_front(std::move(*it));
+      }
     }
     Step();
     PublishLoad();
@@ -197,6 +206,9 @@ EngineLoop::Began EngineLoop::Begin(Active& active) {
   }
   const GenerationRequest& r = active.request;
   absl::StatusOr<engine::Sequence> sequence = engine_->NewSequence(active.prompt_tokens() + r.max_new_tokens);
+  if (!sequence.ok() && sequence.status().code() != absl::StatusCode::kInvalidArgument && !running_.empty()) {
+    return Began::kDeferred;  // memory comes back as running requests finish
+  }
   if (!sequence.ok()) {
     // Out of memory for this context is the environment, not the request: the caller may retry elsewhere.
     const absl::Status status =

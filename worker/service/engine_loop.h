@@ -87,10 +87,11 @@ class EngineLoop {
 
  private:
   struct Active;
-  enum class Began { kFailed, kFetching, kReady };
+  enum class Began { kFailed, kDeferred, kFetching, kReady };
   void Run();
   // Allocates the sequence and loads the prefix cached in tier H; starts a kvstore fetch for the rest of
-  // the prefix when there is a kvstore tier (the request then waits for it outside the batch).
+  // the prefix when there is a kvstore tier (the request then waits for it outside the batch). kDeferred:
+  // no KV memory now while other requests run; it waits at the head of the queue for them to finish.
   Began Begin(Active& active);
   void LoadHostPrefix(Active& active);
   // The kvstore fetch came back: appends what it found (promoting it into tier H).

@@ -104,6 +104,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &s.grpc_port_);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second worker on this port is an error
+  builder.SetMaxReceiveMessageSize(64 << 20);  // a million-token prompt is ~5 MB of ids
   builder.RegisterService(s.service_.get());
   s.server_ = builder.BuildAndStart();
   if (s.server_ == nullptr || s.grpc_port_ == 0) {
