@@ -210,7 +210,11 @@ absl::StatusOr<std::vector<Token>> Tokenize(std::string_view body, int line) {
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 
-enum class ExprKind { kLiteral, kName, kAttr, kItem, kSlice, kCall, kFilter, kTest, kNot, kNeg, kBinary, kIf, kList };
+// kUnsupported: a filter, function or method call this interpreter lacks. It parses (so a template that
+// uses one only in a branch it never takes, e.g. for tools, still runs) and fails when evaluated.
+enum class ExprKind {
+  kLiteral, kName, kAttr, kItem, kSlice, kCall, kFilter, kTest, kNot, kNeg, kBinary, kIf, kList, kUnsupported
+};
 
 struct Expr {
   ExprKind kind;
@@ -230,13 +234,15 @@ enum class NodeKind { kText, kOutput, kIf, kFor, kSet };
 struct Node {
   NodeKind kind;
   int line = 0;
-  std::string text;                                  // kText; kFor: loop variable; kSet: name
+  std::string text;                                  // kText; kSet: name
+  std::vector<std::string> targets;                  // kFor: the loop variable(s)
   ExprPtr expr;                                      // kOutput, kFor (iterable), kSet (value)
   std::vector<std::pair<ExprPtr, Body>> branches;    // kIf: (condition, body); kFor: one (null, body)
   Body else_body;                                    // kIf, kFor
 };
 
-constexpr std::string_view kFilters[] = {"trim", "length", "count", "upper", "lower", "string", "first", "last"};
+constexpr std::string_view kFilters[] = {"trim", "length", "count", "upper", "lower", "string", "first", "last",
+                                         "items", "join"};
 constexpr std::string_view kTests[] = {"defined", "undefined", "none", "string", "number", "mapping",
                                        "iterable", "sequence", "integer", "boolean"};
 constexpr std::string_view kFunctions[] = {"raise_exception", "range"};
@@ -278,6 +284,26 @@ class ExprParser {
     e->name = std::move(op);
     e->args.push_back(std::move(left));
     e->args.push_back(std::move(right));
+    return e;
+  }
+
+  // The arguments after '(' up to ')', positional or `name=value` (names are dropped: only calls that
+  // fail when evaluated take keywords).
+  absl::StatusOr<std::vector<ExprPtr>> ParseArguments() {
+    std::vector<ExprPtr> args;
+    while (!Accept(")")) {
+      if (!args.empty()) STRATA_RETURN_IF_ERROR(Expect(","));
+      if (Peek().kind == TokenKind::kName && Peek(1).kind == TokenKind::kOperator && Peek(1).text == "=") pos_ += 2;
+      STRATA_ASSIGN_OR_RETURN(ExprPtr arg, ParseExpression());
+      args.push_back(std::move(arg));
+      if (AtEnd()) return Error(line_, "missing ')'");
+    }
+    return args;
+  }
+  ExprPtr Unsupported(std::string what, std::vector<ExprPtr> args) {
+    ExprPtr e = Make(ExprKind::kUnsupported);
+    e->name = std::move(what);
+    e->args = std::move(args);
     return e;
   }
 
@@ -340,9 +366,8 @@ class ExprParser {
         ExprPtr e = Make(ExprKind::kTest);
         e->negated = Accept("not");
         STRATA_ASSIGN_OR_RETURN(e->name, Name());
-        if (!In(e->name, kTests)) return Error(line_, StrCat("test 'is ", e->name, "' is not supported"));
         e->args.push_back(std::move(left));
-        left = std::move(e);
+        left = In(e->name, kTests) ? std::move(e) : Unsupported(StrCat("test 'is ", e->name, "'"), std::move(e->args));
         continue;
       } else {
         return left;
@@ -386,8 +411,10 @@ class ExprParser {
       if (Accept(".")) {
         ExprPtr attr = Make(ExprKind::kAttr);
         STRATA_ASSIGN_OR_RETURN(attr->name, Name());
-        if (Peek().text == "(") {
-          return Error(line_, StrCat("method calls ('.", attr->name, "()') are not supported; use a filter"));
+        if (Accept("(")) {
+          STRATA_ASSIGN_OR_RETURN(std::vector<ExprPtr> args, ParseArguments());
+          e = Unsupported(StrCat("method call '.", attr->name, "()' (use a filter)"), std::move(args));
+          continue;
         }
         attr->args.push_back(std::move(e));
         e = std::move(attr);
@@ -415,9 +442,19 @@ class ExprParser {
         ++pos_;
         ExprPtr filter = Make(ExprKind::kFilter);
         STRATA_ASSIGN_OR_RETURN(filter->name, Name());
-        if (!In(filter->name, kFilters)) return Error(line_, StrCat("filter '", filter->name, "' is not supported"));
-        if (Peek().text == "(") return Error(line_, StrCat("filter '", filter->name, "' takes no arguments here"));
+        std::vector<ExprPtr> args;
+        const bool called = Accept("(");
+        if (called) {
+          STRATA_ASSIGN_OR_RETURN(args, ParseArguments());
+        }
+        const bool takes_argument = filter->name == "join";
+        if (!In(filter->name, kFilters) || (called && !takes_argument) || args.size() > (takes_argument ? 1u : 0u)) {
+          args.insert(args.begin(), std::move(e));
+          e = Unsupported(StrCat("filter '", filter->name, called ? "(...)'" : "'"), std::move(args));
+          continue;
+        }
         filter->args.push_back(std::move(e));
+        for (ExprPtr& arg : args) filter->args.push_back(std::move(arg));
         e = std::move(filter);
       } else if (Peek().kind == TokenKind::kOperator && Peek().text == "(") {
         return Error(line_, "only raise_exception() and range() can be called");
@@ -472,17 +509,15 @@ class ExprParser {
         e->literal = nullptr;
         return e;
       }
-      if (Peek().text == "(") {
-        if (!In(token.text, kFunctions)) return Error(line_, StrCat("function '", token.text, "()' is not supported"));
-        ++pos_;
+      if (Accept("(")) {
+        STRATA_ASSIGN_OR_RETURN(std::vector<ExprPtr> args, ParseArguments());
+        if (!In(token.text, kFunctions) || args.size() != 1) {
+          return Unsupported(StrCat("function '", token.text, "()'", In(token.text, kFunctions) ? " with these arguments" : ""),
+                             std::move(args));
+        }
         ExprPtr e = Make(ExprKind::kCall);
         e->name = token.text;
-        while (!Accept(")")) {
-          if (!e->args.empty()) STRATA_RETURN_IF_ERROR(Expect(","));
-          STRATA_ASSIGN_OR_RETURN(ExprPtr arg, ParseExpression());
-          e->args.push_back(std::move(arg));
-        }
-        if (e->args.size() != 1) return Error(line_, StrCat(e->name, "() takes one argument"));
+        e->args = std::move(args);
         return e;
       }
       ExprPtr e = Make(ExprKind::kName);
@@ -592,8 +627,10 @@ class BodyParser {
 
   absl::Status ParseFor(ExprParser& parser, int line, Body& body) {
     Node node{NodeKind::kFor, line};
-    STRATA_ASSIGN_OR_RETURN(node.text, parser.Name());
-    if (parser.Peek().text == ",") return Error(line, "for loops over tuples ('for a, b in ...') are not supported");
+    do {
+      STRATA_ASSIGN_OR_RETURN(std::string target, parser.Name());
+      node.targets.push_back(std::move(target));
+    } while (parser.Accept(","));
     STRATA_RETURN_IF_ERROR(parser.Expect("in"));
     STRATA_ASSIGN_OR_RETURN(node.expr, parser.ParseExpression());
     if (!parser.AtEnd()) return Error(line, StrCat("'", parser.Peek().text, "' in a for loop is not supported"));
@@ -706,7 +743,14 @@ class Evaluator {
         const int64_t n = static_cast<int64_t>(items.size());
         for (int64_t i = 0; i < n; ++i) {
           scope_.Push();
-          scope_.Set(node.text, items[i]);
+          if (node.targets.size() == 1) {
+            scope_.Set(node.targets[0], items[i]);
+          } else if (items[i].is_array() && items[i].size() == node.targets.size()) {
+            for (size_t t = 0; t < node.targets.size(); ++t) scope_.Set(node.targets[t], items[i][t]);
+          } else {
+            scope_.Pop();
+            return Error(node.line, StrCat("cannot unpack a ", TypeName(items[i]), " into ", node.targets.size(), " names"));
+          }
           scope_.Set("loop", Json{{"index0", i}, {"index", i + 1}, {"first", i == 0}, {"last", i == n - 1},
                                   {"length", n}, {"revindex", n - i}, {"revindex0", n - i - 1}});
           absl::Status status = Run(node.branches[0].second, out);
@@ -793,6 +837,9 @@ class Evaluator {
       }
       case ExprKind::kFilter:
         return Filter(e);
+      case ExprKind::kUnsupported:
+        return absl::UnimplementedError(
+            StrCat("chat template: line ", e.line, ": ", e.name, " is not supported by this chat-template interpreter"));
       case ExprKind::kTest: {
         STRATA_ASSIGN_OR_RETURN(Json v, Eval(*e.args[0]));
         bool result = false;
@@ -834,6 +881,23 @@ class Evaluator {
       if (v.is_string()) return Json(static_cast<int64_t>(v.get_ref<const std::string&>().size()));
       if (v.is_array() || v.is_object()) return Json(static_cast<int64_t>(v.size()));
       return Error(e.line, StrCat("'", e.name, "' of a ", TypeName(v)));
+    }
+    if (e.name == "items") {
+      if (!v.is_object()) return Error(e.line, StrCat("'items' of a ", TypeName(v)));
+      Json pairs = Json::array();
+      for (auto it = v.begin(); it != v.end(); ++it) pairs.push_back(Json::array({it.key(), it.value()}));
+      return pairs;
+    }
+    if (e.name == "join") {
+      if (!v.is_array()) return Error(e.line, StrCat("'join' of a ", TypeName(v)));
+      std::string separator;
+      if (e.args.size() > 1) {
+        STRATA_ASSIGN_OR_RETURN(Json s, Eval(*e.args[1]));
+        separator = ToText(s);
+      }
+      std::string joined;
+      for (size_t i = 0; i < v.size(); ++i) joined += (i == 0 ? "" : separator) + ToText(v[i]);
+      return Json(joined);
     }
     if (e.name == "first" || e.name == "last") {
       if (!v.is_array()) return Error(e.line, StrCat("'", e.name, "' of a ", TypeName(v)));

@@ -9,10 +9,13 @@
 //               `a if cond else b`, is [not] defined/undefined/none/string/number/mapping/iterable/sequence
 //   access      x.attr, x['key'], x[i] (negative from the end), x[a:b]
 //   literals    'strings' "strings", integers, true/false/none (and True/False/None), [lists]
-//   filters     trim, length, count, upper, lower, string, first, last
+//   filters     trim, length, count, upper, lower, string, first, last, items, join(separator)
 //   functions   raise_exception(message) (renders as an InvalidArgument error carrying the message), range(n)
-// Anything else (macros, namespace(), tojson, method calls such as .strip(), ...) is refused when the
-// template is parsed, with a message naming the construct and its line.
+//   for         `for a, b in pairs` (e.g. `x | items`)
+// Other statements (macro, call, filter blocks, `set` of attributes or blocks) are refused when the template
+// is parsed. Other filters, tests, functions and method calls (tojson, namespace(), .strip(), ...) parse,
+// so a template that uses them only in branches a plain chat never takes (tools) still runs; evaluating one
+// fails with Unimplemented naming it and its line.
 //
 // Scoping follows Jinja: a `set` inside a for loop does not leak out of it.
 #ifndef STRATA_SCHEDULER_FRONTDOOR_CHAT_TEMPLATE_H_

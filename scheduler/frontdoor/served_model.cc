@@ -51,6 +51,12 @@ absl::StatusOr<std::string> ServedModel::RenderChat(const GenerationRequest& req
                               {"bos_token", chat_format_.bos_token},
                               {"eos_token", chat_format_.eos_token}};
   absl::StatusOr<std::string> text = chat_template_->Render(variables);
+  if (!text.ok() && text.status().code() == absl::StatusCode::kUnimplemented) {
+    // The server's limit, not the caller's mistake.
+    return ApiError(absl::StatusCode::kUnimplemented,
+                    StrCat("the chat template of `", name_, "` cannot be rendered here: ", text.status().message()), {},
+                    "messages", 500);
+  }
   if (!text.ok()) return ApiError(absl::StatusCode::kInvalidArgument, std::string(text.status().message()), {}, "messages");
   return text;
 }
