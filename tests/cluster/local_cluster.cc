@@ -1,0 +1,244 @@
+#include "tests/cluster/local_cluster.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace strata::cluster_testing {
+namespace {
+
+using strata::testing::ChildOutput;
+using strata::testing::ChildProcess;
+using strata::testing::WaitFor;
+
+constexpr std::chrono::seconds kStartTimeout{60};
+
+// A port nothing listens on now (bound to 0, read, closed): for daemons whose port must be known before
+// they start or stay the same across restarts.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+bool Healthy(int port) {
+  httplib::Client http("127.0.0.1", port);
+  http.set_connection_timeout(1);
+  http.set_read_timeout(2);
+  auto response = http.Get("/healthz");
+  return response && response->status == 200;
+}
+
+// Reads "grpc_port=N metrics_port=M" once both are there.
+bool ReadPortFile(const std::filesystem::path& path, int& grpc_port, int& metrics_port) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t g = text.find("grpc_port="), m = text.find("metrics_port=");
+  if (g == std::string::npos || m == std::string::npos || text.find('\n') == std::string::npos) return false;
+  grpc_port = std::atoi(text.c_str() + g + 10);
+  metrics_port = std::atoi(text.c_str() + m + 13);
+  return grpc_port > 0 && metrics_port > 0;
+}
+
+absl::Status WaitServing(ChildProcess& process, const std::string& name, const std::function<bool()>& ready) {
+  bool exited = false;
+  const bool ok = WaitFor(
+      [&] {
+        if (process.Wait(std::chrono::milliseconds(0)).has_value()) {
+          exited = true;
+          return true;
+        }
+        return ready();
+      },
+      kStartTimeout);
+  if (exited) return absl::UnavailableError(StrCat(name, " exited during start-up (its log is above)"));
+  if (!ok) return absl::DeadlineExceededError(StrCat(name, " not serving after ", kStartTimeout.count(), " s"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string LocalCluster::ModelDir() { return std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny"; }
+
+std::string LocalCluster::MissingBinaries() {
+  std::string missing;
+  for (const char* path : {STRATA_SCHEDULER_PATH, STRATA_KVSTORE_PATH, STRATA_WORKER_PATH}) {
+    if (access(path, X_OK) != 0) absl::StrAppend(&missing, missing.empty() ? "" : ", ", path);
+  }
+  return missing.empty() ? "" : StrCat("not built: ", missing);
+}
+
+absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(ClusterOptions options) {
+  setenv("OMP_WAIT_POLICY", "passive", 1);  // several workers on 2 cores: idle OpenMP threads must sleep
+  std::unique_ptr<LocalCluster> cluster(new LocalCluster());
+  cluster->options_ = std::move(options);
+  STRATA_RETURN_IF_ERROR(cluster->StartScheduler());
+  cluster->kvstore_port_ = FreePort();
+  STRATA_RETURN_IF_ERROR(cluster->StartKvstore());
+  for (int i = 0; i < cluster->options_.workers; ++i) STRATA_RETURN_IF_ERROR(cluster->StartWorker(i));
+  LocalCluster* raw = cluster.get();
+  if (!WaitFor([raw] { return raw->Holders("kvstore") == 1 && raw->Holders("worker") == raw->workers(); },
+               kStartTimeout)) {
+    return absl::DeadlineExceededError(StrCat("the scheduler lists ", raw->Holders("worker"), " workers and ",
+                                              raw->Holders("kvstore"), " kvstores, not ", raw->workers(), " and 1"));
+  }
+  return cluster;
+}
+
+LocalCluster::~LocalCluster() = default;  // each ChildProcess SIGKILLs its process
+
+absl::Status LocalCluster::StartScheduler() {
+  scheduler_port_ = FreePort();
+  scheduler_metrics_port_ = FreePort();
+  http_port_ = FreePort();
+  scheduler_ = std::make_unique<ChildProcess>(
+      std::vector<std::string>{STRATA_SCHEDULER_PATH, "serve", "--grpc-address",
+                               StrCat("127.0.0.1:", scheduler_port_), "--metrics-host", "127.0.0.1", "--metrics-port",
+                               std::to_string(scheduler_metrics_port_), "--http-host", "127.0.0.1", "--http-port",
+                               std::to_string(http_port_), "--model-dir", ModelDir(), "--served-model-name",
+                               "llama3-tiny", "--policy", options_.policy, "--lease-ms",
+                               std::to_string(options_.lease_ms), "--heartbeat-ms",
+                               std::to_string(options_.heartbeat_ms)},
+      ChildOutput::kInherit);
+  return WaitServing(*scheduler_, "strata-scheduler",
+                     [this] { return Healthy(scheduler_metrics_port_) && Healthy(http_port_); });
+}
+
+absl::Status LocalCluster::StartKvstore() {
+  const std::filesystem::path port_file = dir_.path() / "kvstore.port";
+  std::filesystem::remove(port_file);
+  std::vector<std::string> argv = {STRATA_KVSTORE_PATH, "--host", "127.0.0.1", "--port",
+                                   std::to_string(kvstore_port_), "--metrics-port", "0", "--port-file",
+                                   port_file.string(), "--dram-bytes", std::to_string(64 << 20), "--ssd-dir",
+                                   (dir_.path() / "kvstore-ssd").string(), "--scheduler",
+                                   StrCat("127.0.0.1:", scheduler_port_), "--holder-id", "kvstore-0"};
+  argv.insert(argv.end(), options_.kvstore_args.begin(), options_.kvstore_args.end());
+  kvstore_ = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
+  int grpc_port = 0;
+  STRATA_RETURN_IF_ERROR(WaitServing(*kvstore_, "strata-kvstore", [&] {
+    return ReadPortFile(port_file, grpc_port, kvstore_metrics_port_) && Healthy(kvstore_metrics_port_);
+  }));
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartWorker(int index) {
+  const std::filesystem::path port_file = dir_.path() / StrCat("worker-", index, ".port");
+  std::vector<std::string> argv = {STRATA_WORKER_PATH, "--model", ModelDir(), "--grpc-address", "127.0.0.1:0",
+                                   "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--port-file",
+                                   port_file.string(), "--scheduler", StrCat("127.0.0.1:", scheduler_port_),
+                                   "--kvstore", StrCat("127.0.0.1:", kvstore_port_), "--block-tokens",
+                                   std::to_string(options_.block_tokens), "--threads", "1", "--served-model-name",
+                                   "llama3-tiny", "--worker-id", StrCat("worker-", index)};
+  argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
+  Daemon daemon;
+  daemon.process = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
+  STRATA_RETURN_IF_ERROR(WaitServing(*daemon.process, StrCat("strata-worker ", index), [&] {
+    return ReadPortFile(port_file, daemon.grpc_port, daemon.metrics_port) && Healthy(daemon.metrics_port);
+  }));
+  if (static_cast<int>(workers_.size()) <= index) workers_.resize(static_cast<size_t>(index) + 1);
+  workers_[static_cast<size_t>(index)] = std::move(daemon);
+  return absl::OkStatus();
+}
+
+void LocalCluster::KillKvstore() { kvstore_->Kill(); }
+
+void LocalCluster::KillWorker(int i) { workers_.at(static_cast<size_t>(i)).process->Kill(); }
+
+absl::Status LocalCluster::RestartKvstore() {
+  STRATA_RETURN_IF_ERROR(StartKvstore());
+  // The dead incarnation's lease lapses first; then the new one registers and sends its inventory.
+  if (!WaitFor([this] { return MetricValue(kvstore_metrics_port_, "strata_holder_agent_connected") == 1.0; },
+               kStartTimeout)) {
+    return absl::DeadlineExceededError("the restarted kvstore never registered");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> LocalCluster::AddWorker() {
+  const int index = workers();
+  STRATA_RETURN_IF_ERROR(StartWorker(index));
+  int live = 0;
+  for (Daemon& worker : workers_) live += worker.process->Wait(std::chrono::milliseconds(0)).has_value() ? 0 : 1;
+  if (!WaitFor([this, live] { return Holders("worker") >= live; }, kStartTimeout)) {
+    return absl::DeadlineExceededError("the added worker never registered");
+  }
+  return index;
+}
+
+int LocalCluster::Holders(const std::string& kind) const {
+  const std::optional<double> value =
+      MetricValue(scheduler_metrics_port_, StrCat("strata_scheduler_holders{kind=\"", kind, "\"}"));
+  return value ? static_cast<int>(*value) : -1;
+}
+
+std::optional<double> MetricValue(int port, const std::string& series) {
+  httplib::Client http("127.0.0.1", port);
+  http.set_connection_timeout(1);
+  http.set_read_timeout(2);
+  auto response = http.Get("/metrics");
+  if (!response || response->status != 200) return std::nullopt;
+  std::istringstream lines(response->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
+      return std::strtod(line.c_str() + series.size() + 1, nullptr);
+    }
+  }
+  return std::nullopt;
+}
+
+GenerateResult Generate(const std::string& worker_address, const std::vector<int32_t>& prompt_ids,
+                        uint32_t max_new_tokens, bool disable_prefix_cache) {
+  auto stub = proto::Worker::NewStub(grpc::CreateChannel(worker_address, grpc::InsecureChannelCredentials()));
+  proto::GenerateRequest request;
+  for (int32_t id : prompt_ids) request.add_prompt_ids(id);
+  request.set_max_new_tokens(max_new_tokens);
+  request.set_ignore_eos(true);
+  request.set_disable_prefix_cache(disable_prefix_cache);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub->Generate(&context, request);
+  GenerateResult result;
+  proto::GenerateResponse response;
+  while (reader->Read(&response)) {
+    result.ids.insert(result.ids.end(), response.token_ids().begin(), response.token_ids().end());
+    if (response.finished()) result.prefix = response.prefix();
+  }
+  const grpc::Status status = reader->Finish();
+  result.ok = status.ok();
+  if (!status.ok()) result.error = StrCat("Generate on ", worker_address, ": ", status.error_message());
+  return result;
+}
+
+std::vector<int32_t> Tokens(uint64_t seed, size_t count) {
+  std::vector<int32_t> out(count);
+  uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (int32_t& id : out) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 29;
+    id = 16 + static_cast<int32_t>(x % (512 - 16));
+  }
+  return out;
+}
+
+}  // namespace strata::cluster_testing
