@@ -137,8 +137,16 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
                                                                      absl::Time arrived) {
   std::vector<WorkerModel> workers = directory_->WorkersOf(request.model);
   if (workers.empty()) {
+    // Name what the live workers do serve: a --served-model-name that differs between the scheduler and
+    // its workers looks exactly like this.
+    std::string others;
+    for (const auto& [name, count] : directory_->ModelCounts()) {
+      others += StrCat(others.empty() ? "" : ", ", "'", name, "' (", count, ")");
+    }
     return ApiError(absl::StatusCode::kUnavailable,
-                    StrCat("no live worker serves model '", request.model, "' right now; retry later"), {}, {}, 503);
+                    StrCat("no live worker serves model '", request.model, "' right now (live workers serve: ",
+                           others.empty() ? "nothing" : others, "); retry later"),
+                    {}, {}, 503);
   }
   // Workers of one name normally share one fingerprint; during a rollout the one most workers serve wins.
   std::map<Sha256Digest, int> by_fingerprint;

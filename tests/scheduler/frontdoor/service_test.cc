@@ -292,6 +292,7 @@ TEST_F(FrontDoorTest, NoLiveWorkerIs503) {
   const Json error = Json::parse(result->body)["error"];
   EXPECT_EQ(error["type"], "service_unavailable_error");
   EXPECT_THAT(error["message"].get<std::string>(), HasSubstr("no live worker serves model 'llama3-tiny'"));
+  EXPECT_THAT(error["message"].get<std::string>(), HasSubstr("live workers serve: nothing"));
 }
 
 TEST_F(FrontDoorTest, WorkerDyingMidStreamEndsTheStreamWithAnErrorEvent) {
