@@ -91,8 +91,16 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // Page-aligned, as direct I/O (the SSD tier's bounce buffers) needs.
   absl::StatusOr<Tensor> AllocateHost(DType dtype, int64_t rows, int64_t cols) override {
-    return Allocate(dtype, rows, cols);
+    constexpr size_t kPageBytes = 4096;
+    STRATA_ASSIGN_OR_RETURN(const size_t rounded, AllocationBytes(dtype, rows, cols, kPageBytes));
+    void* data = std::aligned_alloc(kPageBytes, rounded);
+    if (data == nullptr) {
+      return absl::ResourceExhaustedError(StrCat("AllocateHost: out of host memory for ", rounded, " bytes"));
+    }
+    std::shared_ptr<const void> owner(data, [](const void* p) { std::free(const_cast<void*>(p)); });
+    return Tensor(dtype, rows, cols, data, std::move(owner));
   }
 
   // Host to host: every queue is this thread, so copies are done when they return.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 
 #include "common/strings.h"
 
@@ -24,6 +25,13 @@ class HostTimer {
   double& seconds_;
   std::chrono::steady_clock::time_point start_;
 };
+
+// Rows of one K (or V) region on SSD: the capacity rounded up so that every region starts and ends
+// on the direct-I/O alignment.
+int64_t RegionRowsOf(const KvShape& shape) {
+  const int64_t rows_per_granule = std::lcm(shape.RowBytes(), SsdFile::kAlignmentBytes) / shape.RowBytes();
+  return (shape.capacity_tokens + rows_per_granule - 1) / rows_per_granule * rows_per_granule;
+}
 
 }  // namespace
 
@@ -82,8 +90,7 @@ absl::StatusOr<ResidencyPlan> ResidencyPlan::FromBudgets(const KvShape& shape, c
   if (rest * head_bytes > budgets.host_bytes) {
     // Some heads go to SSD; their reads and writes pass through host bounce buffers (two slots of a
     // whole layer's K and V regions, rounded to the direct-I/O alignment).
-    const int64_t region = (shape.capacity_tokens * shape.RowBytes() + SsdFile::kAlignmentBytes - 1) /
-                           SsdFile::kAlignmentBytes * SsdFile::kAlignmentBytes;
+    const int64_t region = RegionRowsOf(shape) * shape.RowBytes();
     const int64_t bounce = 2 * 2 * shape.num_kv_heads * region;
     on_host = std::max<int64_t>(0, (budgets.host_bytes - bounce) / head_bytes);
     on_host = std::min(on_host, rest);
@@ -120,11 +127,6 @@ bool ResidencyPlan::AllOnDevice() const { return HeadsIn(KvTier::kDevice) == sta
 int64_t ResidencyPlan::HeadsIn(KvTier tier) const { return std::count(tiers_.begin(), tiers_.end(), tier); }
 
 namespace {
-int64_t RegionRowsOf(const KvShape& shape) {
-  const int64_t rows_per_granule = std::max<int64_t>(1, SsdFile::kAlignmentBytes / shape.RowBytes());
-  return (shape.capacity_tokens + rows_per_granule - 1) / rows_per_granule * rows_per_granule;
-}
-
 // The most SSD heads in any one layer: the bounce buffers hold that many.
 int64_t MaxSsdHeadsPerLayer(const ResidencyPlan& plan) {
   int64_t most = 0;
