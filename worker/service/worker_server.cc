@@ -221,14 +221,14 @@ void WorkerServer::Shutdown(std::chrono::milliseconds drain) {
   if (shut_down_.exchange(true)) return;
   serving_ = false;
   if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
-  if (loop_ != nullptr) {
-    loop_->StopAccepting();
-    if (!loop_->WaitIdle(drain)) LogWarning("event=drain_timeout effect=requests_cancelled");
-  }
+  if (loop_ != nullptr) loop_->StopAccepting();
+  // Leave placement first (deregister), so that the front door stops sending requests we would refuse,
+  // then let the running ones finish.
   if (agent_ != nullptr) {
     events_to_ = nullptr;
-    agent_->Stop();  // deregisters
+    agent_->Stop();
   }
+  if (loop_ != nullptr && !loop_->WaitIdle(drain)) LogWarning("event=drain_timeout effect=requests_cancelled");
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (loop_ != nullptr) loop_->Stop();
   LogInfo("event=worker_stopped");

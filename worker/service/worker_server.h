@@ -31,8 +31,8 @@ class WorkerServer {
   // Serves once this returns (writes options.port_file last). InvalidArgument for a bad model or
   // options, Unavailable when an address cannot be bound.
   static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerOptions& options);
-  // Graceful: health NOT_SERVING, new requests refused (UNAVAILABLE), running ones finish (up to
-  // `drain`), deregistration, then everything stops. Idempotent.
+  // Graceful: health NOT_SERVING, new requests refused (UNAVAILABLE), deregistration from the scheduler,
+  // running requests finish (up to `drain`), then everything stops. Idempotent.
   void Shutdown(std::chrono::milliseconds drain);
   ~WorkerServer();
 
