@@ -17,9 +17,12 @@ using Json = nlohmann::json;
 
 constexpr char kJson[] = "application/json";
 
+// Never throws: bytes that are not UTF-8 (none should reach here) become U+FFFD.
+std::string Dump(const Json& json) { return json.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
 void SendError(httplib::Response& response, const absl::Status& status) {
   response.status = HttpStatusOf(status);
-  response.set_content(ErrorJson(status).dump(), kJson);
+  response.set_content(Dump(ErrorJson(status)), kJson);
 }
 
 const char* EndpointName(Endpoint endpoint) {
@@ -69,7 +72,7 @@ bool WriteStream(StreamState& state, httplib::DataSink& sink) {
 
 void FrontDoor::InstallHttpRoutes() {
   auto health = [this](const httplib::Request&, httplib::Response& response) {
-    response.set_content(Json{{"status", "ok"}, {"model", model_->name()}}.dump(), kJson);
+    response.set_content(Dump(Json{{"status", "ok"}, {"model", model_->name()}}), kJson);
   };
   http_->Get("/health", health);
   http_->Get("/healthz", health);
@@ -86,7 +89,7 @@ void FrontDoor::InstallHttpRoutes() {
     Json card = {{"id", model_->name()},          {"object", "model"},
                  {"created", started_unix_s_},    {"owned_by", "strata"},
                  {"max_model_len", model_->context_tokens()}, {"workers", WorkerCount()}};
-    response.set_content(Json{{"object", "list"}, {"data", Json::array({card})}}.dump(), kJson);
+    response.set_content(Dump(Json{{"object", "list"}, {"data", Json::array({card})}}), kJson);
     CountRequest("/v1/models", 200);
   });
 
@@ -121,7 +124,7 @@ void FrontDoor::InstallHttpRoutes() {
                             piece.status().message(), "\""));
           return fail(piece.status());
         }
-        response.set_content(CompletionJson(header, endpoint, text, piece->finish_reason, piece->usage).dump(), kJson);
+        response.set_content(Dump(CompletionJson(header, endpoint, text, piece->finish_reason, piece->usage)), kJson);
         CountRequest(name, 200);
         return;
       }
@@ -158,14 +161,15 @@ void FrontDoor::InstallHttpRoutes() {
                                                          httplib::Response& response) {
     if (!response.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     const bool not_found = response.status == 404;
+    // The path may hold any bytes a client sent: Dump replaces what is not UTF-8.
     response.set_content(
-        Json{{"error",
-              {{"message", not_found ? "Unknown request URL: " + request.method + " " + request.path + "."
-                                     : "The request could not be served (HTTP " + std::to_string(response.status) + ")."},
-               {"type", "invalid_request_error"},
-               {"param", nullptr},
-               {"code", not_found ? Json("unknown_url") : Json(nullptr)}}}}
-            .dump(),
+        Dump(Json{{"error",
+                   {{"message", not_found ? "Unknown request URL: " + request.method + " " + request.path + "."
+                                          : "The request could not be served (HTTP " +
+                                                std::to_string(response.status) + ")."},
+                    {"type", "invalid_request_error"},
+                    {"param", nullptr},
+                    {"code", not_found ? Json("unknown_url") : Json(nullptr)}}}}),
         kJson);
     return httplib::Server::HandlerResponse::Handled;
   };

@@ -183,7 +183,8 @@ absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
       message.content = m["content"].get<std::string>();
     } else if (m.contains("content") && m["content"].is_array()) {
       for (const Json& part : m["content"]) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
           return Invalid(StrCat(param, ".content: only parts of type 'text' are supported"), StrCat(param, ".content"));
         }
         message.content += part["text"].get<std::string>();

@@ -99,7 +99,9 @@ TEST(OpenAiHttp, ParsesChatMessagesIncludingTextParts) {
   EXPECT_EQ(r->max_tokens, 4u);
   EXPECT_EQ(r->endpoint, Endpoint::kChat);
   for (const char* bad : {R"({"model": "m", "messages": []})", R"({"model": "m", "messages": [{"content": "x"}]})",
-                          R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"}) {
+                          R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
+                          R"({"model": "m", "messages": [{"role": "user", "content": [{"type": 5, "text": "x"}]}]})",
+                          R"({"model": "m", "messages": [{"role": 7, "content": "x"}]})"}) {
     absl::StatusOr<GenerationRequest> refused = ParseChatRequest(bad);
     ASSERT_FALSE(refused.ok()) << bad;
     EXPECT_EQ(HttpStatusOf(refused.status()), 400) << bad;

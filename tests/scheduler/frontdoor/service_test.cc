@@ -278,6 +278,10 @@ TEST_F(FrontDoorTest, BadRequestsGetOpenAiErrors) {
   ASSERT_TRUE(unknown_url);
   EXPECT_EQ(unknown_url->status, 404);
   EXPECT_EQ(Json::parse(unknown_url->body)["error"]["code"], "unknown_url");
+  httplib::Result odd_url = http_->Post("/v1/%FF%FE", "{}", "application/json");  // not UTF-8 once decoded
+  ASSERT_TRUE(odd_url);
+  EXPECT_EQ(odd_url->status, 404);
+  EXPECT_FALSE(Json::parse(odd_url->body, nullptr, false).is_discarded()) << odd_url->body;
   httplib::Result health = http_->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
