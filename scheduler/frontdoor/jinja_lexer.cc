@@ -51,8 +51,10 @@ absl::StatusOr<std::vector<Segment>> Split(std::string_view source) {
     const int tag_line = line;
     size_t body_start = i + 2;
     bool left_minus = false, left_plus = false;
-    if (body_start < source.size() && source[body_start] == '-') left_minus = true, ++body_start;
-    else if (body_start < source.size() && source[body_start] == '+') left_plus = true, ++body_start;
+    if (body_start < source.size() && (source[body_start] == '-' || source[body_start] == '+')) {
+      (source[body_start] == '-' ? left_minus : left_plus) = true;
+      ++body_start;
+    }
     // Find the closing delimiter outside string literals.
     size_t j = body_start;
     char quote = 0;
@@ -75,8 +77,10 @@ absl::StatusOr<std::vector<Segment>> Split(std::string_view source) {
     }
     size_t body_end = end;
     bool right_minus = false, right_plus = false;
-    if (body_end > body_start && source[body_end - 1] == '-') right_minus = true, --body_end;
-    else if (body_end > body_start && source[body_end - 1] == '+') right_plus = true, --body_end;
+    if (body_end > body_start && (source[body_end - 1] == '-' || source[body_end - 1] == '+')) {
+      (source[body_end - 1] == '-' ? right_minus : right_plus) = true;
+      --body_end;
+    }
     const std::string_view body = source.substr(body_start, body_end - body_start);
     const bool block = opener != '{';
     // Left side: `{%-` strips every whitespace before; lstrip_blocks strips spaces and tabs back to the
@@ -88,7 +92,7 @@ absl::StatusOr<std::vector<Segment>> Split(std::string_view source) {
       while (k > 0 && (source[k - 1] == ' ' || source[k - 1] == '\t')) --k;
       if (k == 0 || source[k - 1] == '\n') {
         size_t strip = i - k;
-        while (strip > 0 && !text.empty() && (text.back() == ' ' || text.back() == '\t')) text.pop_back(), --strip;
+        for (; strip > 0 && !text.empty() && (text.back() == ' ' || text.back() == '\t'); --strip) text.pop_back();
       }
     }
     for (char c : source.substr(i, end + 2 - i)) {
