@@ -45,6 +45,8 @@ struct EngineLoop::Active {
   int64_t prefilled = 0;        // prompt tokens whose KV is in the sequence
   int32_t last_token = 0;
   int64_t generated = 0;
+  std::vector<int32_t> output;  // the generated tokens
+  int64_t exported_blocks = 0;  // leading blocks now in tier H (loaded or exported)
   bool exported = false;
   GenerationSummary summary;
   Clock::time_point admitted, prefill_started, first_token;
@@ -381,6 +383,7 @@ void EngineLoop::Step() {
     }
     a.last_token = *token;
     ++a.generated;
+    a.output.push_back(*token);
     a.stream->Push(*token);
     if (metrics_ != nullptr) metrics_->generated_tokens.Increment();
     if (a.generated == 1) {
@@ -409,12 +412,16 @@ void EngineLoop::Step() {
 
 void EngineLoop::Export(Active& active) {
   active.exported = true;
+  active.exported_blocks = active.cached_blocks;
+  ExportBlocks(active, active.keys, active.prompt_tokens() / options_.block_tokens);
+}
+
+void EngineLoop::ExportBlocks(Active& active, const std::vector<BlockKey>& keys, int64_t end_block) {
   if (!active.request.use_prefix_cache || (host_cache_ == nullptr && kvstore_ == nullptr)) return;
   const int64_t block_tokens = options_.block_tokens;
-  const int64_t full_blocks = active.prompt_tokens() / block_tokens;
   std::vector<HostBlockCache::Entry> entries;
   std::vector<KvStoreTier::WriteItem> writes;
-  for (int64_t b = active.cached_blocks; b < full_blocks; ++b) {
+  for (int64_t b = active.exported_blocks; b < end_block; ++b) {
     auto payload = std::make_shared<BlockPayload>(static_cast<size_t>(block_payload_bytes_));
     const absl::Status status =
         engine_->ExportKv(*active.sequence, b * block_tokens, block_tokens, absl::MakeSpan(*payload));
@@ -423,10 +430,11 @@ void EngineLoop::Export(Active& active) {
                         status.message(), "\""));
       break;
     }
-    const std::optional<BlockKey> parent = b > 0 ? std::optional<BlockKey>(active.keys[b - 1]) : std::nullopt;
+    const std::optional<BlockKey> parent = b > 0 ? std::optional<BlockKey>(keys[b - 1]) : std::nullopt;
     std::shared_ptr<const BlockPayload> shared = std::move(payload);
-    entries.push_back({active.keys[b], parent, shared});
-    writes.push_back({active.keys[b], parent, shared});
+    entries.push_back({keys[b], parent, shared});
+    writes.push_back({keys[b], parent, shared});
+    active.exported_blocks = b + 1;
   }
   if (entries.empty()) return;
   if (host_cache_ != nullptr) host_cache_->Insert(std::move(entries));
@@ -441,6 +449,17 @@ void EngineLoop::Finish(Active& active, engine::FinishReason reason) {
   s.decode_s = Seconds(active.first_token, Clock::now());
   active.stream->Finish(s);
   if (metrics_ != nullptr) metrics_->requests_ok.Increment();
+  // The blocks that generated tokens completed, as a next turn of a conversation (prompt + this answer +
+  // more) reuses them. The last token has no KV (it was never run), so the sequence holds one less.
+  const int64_t block_tokens = options_.block_tokens;
+  const int64_t end_block = active.sequence->length() / block_tokens;
+  if (!active.request.use_prefix_cache || end_block <= active.exported_blocks) return;
+  std::vector<int32_t> tokens = active.request.prompt;
+  tokens.insert(tokens.end(), active.output.begin(), active.output.end());
+  tokens.resize(static_cast<size_t>(end_block * block_tokens));
+  BlockKeyContext context = key_context_;
+  context.tenant_salt = active.request.tenant_salt;
+  ExportBlocks(active, ComputeBlockKeys(context, tokens), end_block);
 }
 
 }  // namespace strata::worker

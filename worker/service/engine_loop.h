@@ -10,8 +10,10 @@
 // (common/block_key.h keys) is loaded into its sequence with Engine::AppendKv, from tier H (the host
 // block cache) first, then from the kvstores (fetched on the kvstore tier's thread while the batch
 // keeps stepping; the request joins the batch when its blocks are in); the last prompt token is always
-// computed (its logits give the first token). When its prefill completes, after its first token is on its way, the new full blocks
-// are exported into tier H and queued for the kvstores (written by another thread).
+// computed (its logits give the first token). When its prefill completes, after its first token is on
+// its way, the new full blocks are exported into tier H and queued for the kvstores (written by another
+// thread); when it finishes, so are the blocks its generated tokens completed (the next turn of a
+// conversation starts with them).
 //
 // Thread-safe: Submit, Load and the stop calls from any thread.
 #ifndef STRATA_WORKER_SERVICE_ENGINE_LOOP_H_
@@ -99,7 +101,10 @@ class EngineLoop {
   // The prefix is loaded: the request joins the batch.
   void Ready(Active& active);
   void Step();
+  // The prompt's new full blocks, into tier H and the kvstores' queue.
   void Export(Active& active);
+  // Blocks [active.exported_blocks, end_block) of the sequence, named by `keys`.
+  void ExportBlocks(Active& active, const std::vector<BlockKey>& keys, int64_t end_block);
   void Finish(Active& active, engine::FinishReason reason);
   void PublishLoad();
 

@@ -164,6 +164,25 @@ TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
   EXPECT_EQ(isolated.ids, cold.ids);
 }
 
+TEST(WorkerProcess, TheNextTurnOfAConversationReusesTheGeneratedBlocks) {
+  auto worker = StartWorker("llama3-tiny");
+  ASSERT_NE(worker, nullptr);
+  const std::vector<int32_t> prompt = Prompt(40, 12);
+  const StreamResult first = Generate(worker->stub(), GreedyRequest(prompt, 30, true));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  // 40 + 30 tokens, 69 of them with KV: blocks 0-3; the prompt gave 0-1, the answer completed 2-3.
+  std::vector<int32_t> next = prompt;
+  next.insert(next.end(), first.ids.begin(), first.ids.end());
+  const std::vector<int32_t> user = Prompt(10, 13);
+  next.insert(next.end(), user.begin(), user.end());
+  const proto::GenerateRequest request = GreedyRequest(next, 8);
+  const StreamResult second = Generate(worker->stub(), request);
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_EQ(second.last().prefix().cached_tokens_host(), 64u);
+  EXPECT_EQ(second.last().prefix().prefill_tokens(), 80u - 64u);
+  EXPECT_EQ(second.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+}
+
 // Blocks are spread over the kvstores by key; every one is read back from where it went.
 class KvstoreTest : public ::testing::TestWithParam<int> {};
 
