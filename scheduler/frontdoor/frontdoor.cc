@@ -41,6 +41,9 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
                                              "Request arrival to first token, as the front door sees it",
                                              TtftBuckets());
   door->streams_ = &door->metrics_->AddGauge("strata_frontdoor_open_streams", "Requests whose worker stream is open");
+  door->stream_failures_ = &door->metrics_->AddCounter(
+      "strata_frontdoor_stream_failures_total",
+      "Server-sent-event streams that ended with an error event after their 200 (a worker died mid-stream)");
 
   if (options.http_port >= 0) {
     door->http_ = std::make_unique<httplib::Server>();

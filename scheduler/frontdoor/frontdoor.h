@@ -64,6 +64,8 @@ class FrontDoor {
   // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).
   void CountRequest(std::string_view endpoint, int http_status);
   void ObserveTtft(double seconds) { ttft_->Observe(seconds); }
+  // A stream that had started (HTTP 200 sent) and then failed.
+  void CountStreamFailure() { stream_failures_->Increment(); }
   void StreamStarted() { streams_->Add(1); }
   void StreamEnded() { streams_->Add(-1); }
   std::string NewRequestId(Endpoint endpoint);
@@ -85,6 +87,7 @@ class FrontDoor {
   MetricsRegistry* metrics_ = &own_metrics_;
   Histogram* ttft_ = nullptr;
   Gauge* streams_ = nullptr;
+  Counter* stream_failures_ = nullptr;
   absl::Mutex counters_mutex_;
   absl::flat_hash_map<std::string, Counter*> request_counters_ ABSL_GUARDED_BY(counters_mutex_);
 

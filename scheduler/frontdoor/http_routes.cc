@@ -49,6 +49,7 @@ bool WriteStream(StreamState& state, httplib::DataSink& sink) {
   while (true) {
     absl::StatusOr<Piece> piece = state.stream->Next();
     if (!piece.ok()) {
+      state.door->CountStreamFailure();
       LogWarning(StrCat("error=stream_failed endpoint=", EndpointName(state.endpoint), " id=", state.header.id,
                         " message=\"", piece.status().message(), "\""));
       return write(SseEvent(ErrorJson(piece.status()))) && write(std::string(kSseDone));

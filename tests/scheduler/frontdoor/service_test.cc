@@ -322,6 +322,7 @@ TEST_F(FrontDoorTest, WorkerDyingMidStreamEndsTheStreamWithAnErrorEvent) {
   ASSERT_TRUE(error.contains("error")) << result->body;
   EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr("worker worker-0"));
   EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr("failed mid-stream after 2 tokens"));
+  EXPECT_THAT(door_->metrics().RenderText(), HasSubstr("strata_frontdoor_stream_failures_total 1"));
 
   // The worker is gone: a new request cannot reach it.
   httplib::Result after = Post("/v1/completions", Completion({5, 6, 7}, 4));
