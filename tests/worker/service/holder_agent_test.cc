@@ -62,12 +62,13 @@ TEST(HolderAgent, SendsInventoryAndEventsAndRegistersAgainAfterASchedulerRestart
   FakeStore store;
   {
     absl::MutexLock lock(&store.mutex);
-    store.keys = {Key(1), Key(2)};
+    store.keys = {Key(1), Key(2), Key(10), Key(11), Key(12)};
   }
   scheduler::HolderAgentOptions options;
   options.scheduler_address = (*scheduler)->address();
   options.min_backoff = std::chrono::milliseconds(50);
   options.max_backoff = std::chrono::milliseconds(200);
+  options.inventory_chunk_keys = 2;  // inventories travel in several chunks
   proto::RegisterRequest& r = options.registration;
   r.set_holder_id("kvstore-7");
   r.set_kind(proto::HOLDER_KIND_KVSTORE);
@@ -78,12 +79,12 @@ TEST(HolderAgent, SendsInventoryAndEventsAndRegistersAgainAfterASchedulerRestart
   store.agent = &agent;
   agent.Start();
 
-  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**scheduler, 2); }, std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**scheduler, 5); }, std::chrono::seconds(20)));
   EXPECT_TRUE(agent.connected());
   store.Store(Key(3));
-  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**scheduler, 3); }, std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**scheduler, 6); }, std::chrono::seconds(20)));
   store.Evict(Key(1));
-  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**scheduler, 2); }, std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**scheduler, 5); }, std::chrono::seconds(20)));
 
   // A new scheduler on the same port knows nothing: the agent's heartbeat gets NotFound, it registers
   // again and sends its inventory; changes made while it was away are in it.
@@ -92,7 +93,7 @@ TEST(HolderAgent, SendsInventoryAndEventsAndRegistersAgainAfterASchedulerRestart
   store.Store(Key(4));
   auto restarted = SchedulerProcess::Start(port);
   ASSERT_TRUE(restarted.ok()) << restarted.status();
-  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**restarted, 3); }, std::chrono::seconds(20)))
+  ASSERT_TRUE(WaitFor([&] { return HolderHasBlocks(**restarted, 6); }, std::chrono::seconds(20)))
       << "holders: " << List(**restarted).DebugString();
   EXPECT_NE(agent.epoch(), 0u);
   EXPECT_TRUE(agent.connected());

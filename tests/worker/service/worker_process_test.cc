@@ -156,6 +156,13 @@ TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
   EXPECT_EQ(again.ids, cold.ids);
   EXPECT_EQ(worker->Metric("strata_worker_cached_tokens_total{tier=\"host\"}"), 176);
 
+  // With the prefix cache off nothing is read (nor written).
+  proto::GenerateRequest uncached = GreedyRequest(first, 8);
+  uncached.set_disable_prefix_cache(true);
+  const StreamResult off = Generate(worker->stub(), uncached);
+  EXPECT_EQ(off.last().prefix().cached_tokens(), 0u);
+  EXPECT_EQ(off.ids, cold.ids);
+
   // Another tenant shares nothing.
   proto::GenerateRequest other = GreedyRequest(first, 8);
   other.set_tenant("tenant-b");
