@@ -14,6 +14,8 @@ namespace strata::frontdoor {
 namespace {
 
 constexpr absl::Duration kInfoRetry = absl::Seconds(3);
+// Routes tried for a request whose worker is unreachable or full before any output.
+constexpr int kAttempts = 3;
 
 std::chrono::milliseconds Millis(absl::Duration d) { return std::chrono::milliseconds(absl::ToInt64Milliseconds(d)); }
 
@@ -159,27 +161,6 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
     if (w.fingerprint == fingerprint) any = &w;
   }
 
-  scheduler::TokenRoute route;
-  route.model_fingerprint = fingerprint;
-  route.token_ids = request.prompt_ids;
-  route.tenant = tenant;
-  route.cache_salt = request.cache_salt;
-  absl::StatusOr<scheduler::RouteResult> routed = scheduler_->Route(route);
-  if (!routed.ok()) {
-    return ApiError(absl::StatusCode::kUnavailable,
-                    StrCat("no worker for model '", request.model, "': ", routed.status().message(), "; retry later"),
-                    {}, {}, 503);
-  }
-
-  auto stream = std::unique_ptr<GenerationStream>(new GenerationStream(tokenizer, request.stop));
-  stream->usage_.worker_id = routed->worker_id;
-  stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
-  stream->worker_address_ = routed->worker_address;
-  for (int32_t id : request.stop_token_ids) stream->stop_ids_.insert(id);
-  if (!request.ignore_eos) {
-    for (int32_t id : any->eos_token_ids) stream->stop_ids_.insert(id);
-  }
-
   proto::GenerateRequest generate;
   generate.set_model_fingerprint(std::string(fingerprint.begin(), fingerprint.end()));
   generate.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
@@ -195,11 +176,39 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
   generate.set_disable_prefix_cache(request.disable_prefix_cache);
   generate.set_request_id(request.request_id);
 
-  stream->stub_ = directory_->Stub(routed->worker_address);
-  SetDeadline(stream->context_, Millis(request_timeout_));
-  stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
-  proto::GenerateResponse first;
-  if (!stream->reader_->Read(&first)) {
+  scheduler::TokenRoute route;
+  route.model_fingerprint = fingerprint;
+  route.token_ids = request.prompt_ids;
+  route.tenant = tenant;
+  route.cache_salt = request.cache_salt;
+  absl::Status last_error;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    // A worker that cannot be reached (dead but within its lease) or is full: the cache-aware choice would
+    // pick the same holder again, so the retries go round-robin (two in a row reach two different workers).
+    if (attempt > 0) route.policy = scheduler::Policy::kRoundRobin;
+    absl::StatusOr<scheduler::RouteResult> routed = scheduler_->Route(route);
+    if (!routed.ok()) {
+      return ApiError(absl::StatusCode::kUnavailable,
+                      StrCat("no worker for model '", request.model, "': ", routed.status().message(), "; retry later"),
+                      {}, {}, 503);
+    }
+    auto stream = std::unique_ptr<GenerationStream>(new GenerationStream(tokenizer, request.stop));
+    stream->usage_.worker_id = routed->worker_id;
+    stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
+    stream->worker_address_ = routed->worker_address;
+    for (int32_t id : request.stop_token_ids) stream->stop_ids_.insert(id);
+    if (!request.ignore_eos) {
+      for (int32_t id : any->eos_token_ids) stream->stop_ids_.insert(id);
+    }
+    stream->stub_ = directory_->Stub(routed->worker_address);
+    SetDeadline(stream->context_, Millis(request_timeout_));
+    stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
+    proto::GenerateResponse first;
+    if (stream->reader_->Read(&first)) {
+      stream->usage_.ttft_s = absl::ToDoubleSeconds(absl::Now() - arrived);
+      stream->first_ = std::move(first);
+      return stream;
+    }
     const grpc::Status status = stream->reader_->Finish();
     stream->reaped_ = true;
     stream->done_ = true;
@@ -209,11 +218,14 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
                              ") ended the stream without output; retry"),
                       {}, {}, 503);
     }
-    return BeforeOutput(status, routed->worker_id, routed->worker_address);
+    last_error = BeforeOutput(status, routed->worker_id, routed->worker_address);
+    const bool retryable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+    if (!retryable) return last_error;
+    LogWarning(StrCat("error=worker_unreachable worker=", routed->worker_id, " address=", routed->worker_address,
+                      " attempt=", attempt + 1, " message=\"", status.error_message(), "\""));
   }
-  stream->usage_.ttft_s = absl::ToDoubleSeconds(absl::Now() - arrived);
-  stream->first_ = std::move(first);
-  return stream;
+  return last_error;
 }
 
 GenerationStream::~GenerationStream() {

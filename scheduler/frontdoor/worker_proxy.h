@@ -133,7 +133,8 @@ class WorkerProxy {
   // Picks the worker (scheduler Route by token ids, tenant and cache_salt), starts its Generate and waits
   // for the first token, so that errors before any output are plain HTTP errors: Unavailable (503) when
   // no live worker serves the model or the chosen one cannot be reached, InvalidArgument for what the
-  // worker refuses, ResourceExhausted when its queue is full. `arrived`: when the request came in (TTFT).
+  // worker refuses, ResourceExhausted when its queue is full. A worker that is unreachable (UNAVAILABLE)
+  // or full before any output is retried twice, round-robin. `arrived`: when the request came in (TTFT).
   absl::StatusOr<std::unique_ptr<GenerationStream>> Start(const PreparedRequest& request, const std::string& tenant,
                                                           const model::Tokenizer& tokenizer, absl::Time arrived);
 

@@ -331,6 +331,22 @@ TEST_F(FrontDoorTest, WorkerDyingMidStreamEndsTheStreamWithAnErrorEvent) {
   worker_.reset();  // the next test starts a fresh one
 }
 
+TEST_F(FrontDoorTest, AnUnreachableWorkerWithinItsLeaseIsRetriedElsewhere) {
+  absl::StatusOr<std::unique_ptr<testing::EngineWorker>> second = testing::EngineWorker::Start(kModelDir, kModel);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(server_->scheduler().Register((*second)->MakeRegistration("worker-1")).ok());
+  ASSERT_EQ(Post("/v1/completions", Completion({5, 6, 7}, 1))->status, 200);  // both known to the front door
+  ASSERT_EQ(Post("/v1/completions", Completion({5, 6, 8}, 1))->status, 200);
+  worker_->Kill();  // still registered: its lease has not lapsed
+  for (int i = 0; i < 6; ++i) {
+    httplib::Result result = Post("/v1/completions", Completion({5, 6, 7, 8, i}, 2));
+    ASSERT_TRUE(result);
+    ASSERT_EQ(result->status, 200) << result->body;
+    EXPECT_EQ(Json::parse(result->body)["usage"]["strata"]["worker_id"], "worker-1");
+  }
+  worker_.reset();
+}
+
 TEST_F(FrontDoorTest, NonStreamingRequestOfADyingWorkerIs502) {
   worker_->set_hold_after_tokens(1);
   std::thread killer([&] {
