@@ -353,24 +353,43 @@ void EngineLoop::Step() {
     metrics_->batch_tokens.Observe(static_cast<double>(batch_tokens));
     metrics_->step_seconds.Observe(Seconds(step_start, step_end));
   }
-  if (!logits.ok()) {
-    // The engine failed: every request of the step fails with the reason (their KV is freed).
-    LogError(StrCat("error=engine_step_failed requests=", items.size(), " tokens=", batch_tokens, " message=\"",
-                    logits.status().message(), "\""));
-    for (Planned& p : planned) {
-      p.active->stream->Fail(absl::InternalError(StrCat("engine: ", logits.status().message())));
-      p.active->exported = true;
-      p.active->generated = -1;  // marks it for removal below
-      if (metrics_ != nullptr) metrics_->requests_failed.Increment();
+  std::vector<bool> failed(planned.size(), false);
+  if (!logits.ok() && items.size() > 1) {
+    // The batch failed and changed no sequence: run each item alone, so that one bad request (or one
+    // that no longer fits) fails by itself and its batch-mates go on.
+    LogWarning(StrCat("error=engine_batch_failed requests=", items.size(), " tokens=", batch_tokens, " message=\"",
+                      logits.status().message(), "\" effect=retry_one_by_one"));
+    std::vector<std::vector<float>> each(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      absl::StatusOr<std::vector<std::vector<float>>> one = engine_->ForwardBatch({&items[i], 1});
+      if (one.ok()) {
+        each[i] = std::move((*one)[0]);
+        continue;
+      }
+      failed[i] = true;
+      LogError(StrCat("error=engine_step_failed request=", planned[i].active->request.request_id, " message=\"",
+                      one.status().message(), "\""));
+      planned[i].active->stream->Fail(absl::InternalError(StrCat("engine: ", one.status().message())));
     }
-    std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->generated < 0; });
-    return;
+    logits = std::move(each);
+  } else if (!logits.ok()) {
+    LogError(StrCat("error=engine_step_failed request=", planned[0].active->request.request_id, " message=\"",
+                    logits.status().message(), "\""));
+    planned[0].active->stream->Fail(absl::InternalError(StrCat("engine: ", logits.status().message())));
+    failed[0] = true;
+    logits = std::vector<std::vector<float>>(1);
   }
 
   std::vector<Active*> finished_prefill;
   std::vector<Active*> done;
   for (size_t i = 0; i < planned.size(); ++i) {
     Active& a = *planned[i].active;
+    if (failed[i]) {  // already told; its KV goes with it
+      if (metrics_ != nullptr) metrics_->requests_failed.Increment();
+      a.exported = true;
+      done.push_back(&a);
+      continue;
+    }
     a.prefilled += planned[i].prefill_tokens;
     if (planned[i].logit_row < 0) continue;
     absl::StatusOr<int32_t> token = a.sampler->Sample((*logits)[i]);
