@@ -255,7 +255,7 @@ absl::StatusOr<Piece> GenerationStream::Next() {
     const absl::Status status = Reap();
     return ApiError(absl::StatusCode::kUnavailable,
                     StrCat("worker ", usage_.worker_id, " (", worker_address_, ") failed mid-stream after ",
-                           usage_.completion_tokens, " tokens: ",
+                           usage_.completion_tokens, usage_.completion_tokens == 1 ? " token: " : " tokens: ",
                            status.ok() ? "the stream ended without its last message" : status.message()),
                     {}, {}, 502);
   }

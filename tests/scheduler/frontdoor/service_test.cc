@@ -321,7 +321,9 @@ TEST_F(FrontDoorTest, WorkerDyingMidStreamEndsTheStreamWithAnErrorEvent) {
   const Json error = Json::parse(events[events.size() - 2]);
   ASSERT_TRUE(error.contains("error")) << result->body;
   EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr("worker worker-0"));
-  EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr("failed mid-stream after 2 tokens"));
+  // The worker sent two tokens; the second may still be in flight when it dies.
+  EXPECT_THAT(error["error"]["message"].get<std::string>(),
+              ::testing::ContainsRegex("failed mid-stream after (1 token|2 tokens): "));
   EXPECT_THAT(door_->metrics().RenderText(), HasSubstr("strata_frontdoor_stream_failures_total 1"));
 
   // The worker is gone: a new request cannot reach it.
