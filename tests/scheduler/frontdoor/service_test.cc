@@ -399,9 +399,10 @@ TEST_F(FrontDoorTest, TheTenantComesFromTheApiKeyAndSteersRouting) {
     ASSERT_EQ(a->status, 200) << a->body;
     EXPECT_EQ(Json::parse(a->body)["usage"]["strata"]["worker_id"], "worker-1");
   }
-  // Team b shares nothing with team a: the cached prefix does not attract its requests, so they spread.
+  // Team b shares nothing with team a: the cached prefix does not attract its requests, so they spread
+  // (by queue: each routed request makes its worker look busier; 8 outweigh team a's 3 on worker-1).
   std::set<std::string> b_workers;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 8; ++i) {
     httplib::Result b = Post("/v1/completions", request, "sk-b");
     ASSERT_TRUE(b);
     ASSERT_EQ(b->status, 200) << b->body;
@@ -411,7 +412,7 @@ TEST_F(FrontDoorTest, TheTenantComesFromTheApiKeyAndSteersRouting) {
   // A cache_salt narrows team a's sharing: the salted keys are not the cached ones either.
   request["cache_salt"] = "private";
   std::set<std::string> salted_workers;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 8; ++i) {
     httplib::Result salted = Post("/v1/completions", request, "sk-a");
     ASSERT_TRUE(salted);
     salted_workers.insert(Json::parse(salted->body)["usage"]["strata"]["worker_id"].get<std::string>());
