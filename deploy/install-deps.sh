@@ -42,7 +42,9 @@ install_openai_npm() {
     return 0
   fi
   echo "install-deps: npm ci openai $want into $dir/node_modules"
-  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  # Not fatal: without the registry the build and every other test still work; that test skips, saying why.
+  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
+    echo "install-deps: warning: npm ci failed (registry unreachable?); the openai client test will skip"
 }
 
 missing=()
