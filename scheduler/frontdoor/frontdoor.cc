@@ -27,8 +27,6 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
                                                             MetricsRegistry* metrics) {
   if (options.model_dir.empty()) return absl::InvalidArgumentError("front door: no model directory (--model-dir)");
   std::unique_ptr<FrontDoor> door(new FrontDoor());
-  door->options_ = options;
-  door->scheduler_ = scheduler;
   if (metrics != nullptr) door->metrics_ = metrics;
   STRATA_ASSIGN_OR_RETURN(door->model_, ServedModel::Load(options.model_dir, options.served_model_name));
   if (!options.api_keys_file.empty()) {

@@ -74,8 +74,6 @@ class FrontDoor {
   FrontDoor() = default;
   void InstallHttpRoutes();
 
-  scheduler::Options options_;
-  scheduler::Scheduler* scheduler_ = nullptr;
   std::unique_ptr<ServedModel> model_;
   ApiKeys keys_;
   std::unique_ptr<WorkerDirectory> directory_;
