@@ -231,7 +231,7 @@ void WorkerServer::Shutdown(std::chrono::milliseconds drain) {
   if (loop_ != nullptr && !loop_->WaitIdle(drain)) LogWarning("event=drain_timeout effect=requests_cancelled");
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (loop_ != nullptr) loop_->Stop();
-  LogInfo("event=worker_stopped");
+  if (server_ != nullptr) LogInfo("event=worker_stopped");  // not after a start that failed
 }
 
 WorkerServer::~WorkerServer() {

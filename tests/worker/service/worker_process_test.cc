@@ -375,6 +375,17 @@ TEST(WorkerProcess, SigtermFinishesRunningRequestsAndRefusesNewOnes) {
   EXPECT_EQ(worker->process().Wait(std::chrono::seconds(30)), 0);
 }
 
+TEST(WorkerProcess, ABadModelOrFlagExitsOneWithOneLine) {
+  strata::testing::ChildProcess missing({STRATA_WORKER_PATH, "--model", "/nonexistent/model", "--metrics-port", "-1"});
+  EXPECT_EQ(missing.Wait(std::chrono::seconds(30)), 1);
+  EXPECT_NE(missing.err().find("strata-worker: /nonexistent/model: not a model directory"), std::string::npos)
+      << missing.err();
+  strata::testing::ChildProcess zero_block({STRATA_WORKER_PATH, "--model", ModelDir("llama3-tiny"), "--block-tokens",
+                                            "0", "--metrics-port", "-1", "--grpc-address", "127.0.0.1:0"});
+  EXPECT_EQ(zero_block.Wait(std::chrono::seconds(30)), 1);
+  EXPECT_NE(zero_block.err().find("--block-tokens must be > 0"), std::string::npos) << zero_block.err();
+}
+
 TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
   auto scheduler = SchedulerProcess::Start();
   ASSERT_TRUE(scheduler.ok()) << scheduler.status();
