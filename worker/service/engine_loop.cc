@@ -320,11 +320,16 @@ void EngineLoop::Step() {
       --budget;
     }
   }
+  bool prefill_planned = false;
   for (auto& active : running_) {
-    if (active->decoding() || budget <= 0) continue;
+    if (active->decoding()) continue;
     const int64_t rest = active->prompt_tokens() - active->prefilled;
-    const int64_t chunk = std::min({rest, options_.prefill_chunk_tokens, budget});
-    if (chunk <= 0) continue;
+    // Decodes may use up the budget; the first prefill still gets a chunk, so that a full batch of
+    // decoding requests never starves a new one.
+    const int64_t allowed = prefill_planned ? budget : std::max<int64_t>(budget, options_.prefill_chunk_tokens);
+    const int64_t chunk = std::min({rest, options_.prefill_chunk_tokens, allowed});
+    if (chunk <= 0) break;
+    prefill_planned = true;
     planned.push_back({active.get(), chunk, chunk == rest ? chunk - 1 : -1});
     budget -= chunk;
   }

@@ -46,7 +46,9 @@ struct EngineLoopOptions {
   int max_running_requests = 32;          // sequences in the batch at once
   int max_queued_requests = 256;          // admitted but not running; past it Submit is ResourceExhausted
   int64_t prefill_chunk_tokens = 512;     // most prompt tokens of one request in one step
-  int64_t step_token_budget = 2048;       // most tokens in one step (decodes + prefill chunks)
+  // Most tokens in one step (decodes + prefill chunks); decodes come first, but one prefill chunk always
+  // runs when a request is prefilling (the step may then exceed the budget by up to a chunk).
+  int64_t step_token_budget = 2048;
 };
 
 // A request as the service validated it.

@@ -89,6 +89,36 @@ TEST(WorkerProcess, LongPromptIsPrefilledBetweenDecodeStepsOfARunningStream) {
       << " when B's first token arrived";
 }
 
+TEST(WorkerProcess, DecodesThatFillTheStepBudgetDoNotStarveANewPrompt) {
+  // Two decoding requests use the whole budget of 2 tokens a step; the third request's prompt is still
+  // prefilled (a chunk a step) while they run.
+  auto worker = StartWorker("llama3-tiny", {"--step-token-budget", "2", "--prefill-chunk-tokens", "16"});
+  ASSERT_NE(worker, nullptr);
+  std::atomic<bool> c_done{false};
+  std::atomic<int> streaming{0};
+  std::vector<StreamResult> long_results(2);
+  std::vector<std::thread> long_runs;
+  for (int i = 0; i < 2; ++i) {
+    long_runs.emplace_back([&, i] {
+      bool counted = false;
+      long_results[i] = Generate(worker->stub(), GreedyRequest(Prompt(8, 20 + i), 8000, true),
+                                 [&](const proto::GenerateResponse&, grpc::ClientContext& context) {
+                                   if (!counted) streaming += 1;
+                                   counted = true;
+                                   if (c_done) context.TryCancel();
+                                 });
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return streaming.load() == 2; }, std::chrono::seconds(30)));
+  const StreamResult c = Generate(worker->stub(), GreedyRequest(Prompt(40, 22), 4, true));
+  c_done = true;
+  for (auto& t : long_runs) t.join();
+  ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+  EXPECT_EQ(c.ids.size(), 4u);
+  // The long requests were still running when the new one finished (they were cancelled after it).
+  for (const StreamResult& r : long_results) EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED);
+}
+
 TEST(WorkerProcess, CancelledRequestLeavesTheBatchAndFreesItsSlot) {
   auto worker = StartWorker("llama3-tiny", {"--max-running-requests", "1"});
   ASSERT_NE(worker, nullptr);
