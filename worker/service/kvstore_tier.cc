@@ -183,9 +183,13 @@ void KvStoreTier::FetchLoop() {
       job.done({});
       continue;
     }
+    const auto start = std::chrono::steady_clock::now();
     std::vector<std::shared_ptr<const BlockPayload>> payloads;
     for (const absl::Span<const std::byte> span : FetchPrefix(job.keys)) {
       payloads.push_back(std::make_shared<const BlockPayload>(span.begin(), span.end()));
+    }
+    if (metrics_.fetch_seconds != nullptr) {
+      metrics_.fetch_seconds->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     job.done(std::move(payloads));
   }

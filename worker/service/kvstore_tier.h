@@ -54,6 +54,7 @@ struct KvStoreTierMetrics {
   Counter* fetched_blocks = nullptr;
   Counter* written_blocks = nullptr;
   Counter* write_failures = nullptr;    // blocks not written (daemon down, queue full)
+  Histogram* fetch_seconds = nullptr;   // one prefix fetch, all daemons
 };
 
 class KvStoreTier {

@@ -40,6 +40,9 @@ WorkerMetrics::WorkerMetrics(MetricsRegistry& r)
       queue_seconds(
           r.AddHistogram("strata_worker_queue_seconds", "Admission to start of prefill", LatencyBucketsSeconds())),
       step_seconds(r.AddHistogram("strata_worker_step_seconds", "One engine step (batched forward)",
-                                  LatencyBucketsSeconds())) {}
+                                  LatencyBucketsSeconds())),
+      kvstore_fetch_seconds(r.AddHistogram("strata_worker_kvstore_fetch_seconds",
+                                           "One request's prefix fetch from the kvstores (off the engine thread)",
+                                           LatencyBucketsSeconds())) {}
 
 }  // namespace strata::worker

@@ -28,9 +28,11 @@ struct WorkerMetrics {
   Histogram& ttft_seconds;
   Histogram& queue_seconds;
   Histogram& step_seconds;
+  Histogram& kvstore_fetch_seconds;
 
   KvStoreTierMetrics kvstore_tier() {
-    return {&kvstore_fetch_failures, &kvstore_fetched_blocks, &kvstore_written_blocks, &kvstore_write_failures};
+    return {&kvstore_fetch_failures, &kvstore_fetched_blocks, &kvstore_written_blocks, &kvstore_write_failures,
+            &kvstore_fetch_seconds};
   }
 };
 

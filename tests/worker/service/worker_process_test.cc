@@ -252,6 +252,7 @@ TEST_P(KvstoreTest, SecondWorkerFetchesThePrefixFromTheKvstores) {
   EXPECT_EQ(warm.last().prefix().prefill_tokens(), 6u);
   EXPECT_EQ(warm.ids, cold.ids);
   EXPECT_EQ(reader->Metric("strata_worker_kvstore_fetch_failures_total"), 0);
+  EXPECT_EQ(reader->Metric("strata_worker_kvstore_fetch_seconds_count"), 1);
   // Promoted into the reader's tier H on use.
   const StreamResult again = Generate(reader->stub(), request);
   EXPECT_EQ(again.last().prefix().cached_tokens_host(), 144u);
