@@ -12,6 +12,7 @@ namespace strata::worker {
 namespace {
 
 constexpr uint64_t kArenaAlignment = 2ull << 20;  // huge-page friendly; UCX registers whole pages
+constexpr int kWriteConnectAttempts = 8;           // times reconnect_interval: ~2 s by default
 
 }  // namespace
 
@@ -240,6 +241,17 @@ void KvStoreTier::WriterLoop() {
       if (per_shard[s].empty()) continue;
       const double blocks = static_cast<double>(per_shard[s].size());
       kvstore::KvStoreClient* client = Client(*shards_[s]);
+      // Writes are off every request's path: a daemon that is not reachable yet (a cluster starting) is
+      // given a few reconnect intervals before the blocks are dropped.
+      for (int attempt = 0; client == nullptr && attempt < kWriteConnectAttempts; ++attempt) {
+        {
+          absl::MutexLock lock(&queue_mutex_);
+          if (queue_mutex_.AwaitWithTimeout(absl::Condition(&stop_), absl::FromChrono(options_.reconnect_interval))) {
+            break;  // stopping
+          }
+        }
+        client = Client(*shards_[s]);
+      }
       if (client == nullptr) {
         if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
         continue;

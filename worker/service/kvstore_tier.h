@@ -43,7 +43,9 @@ struct KvStoreTierOptions {
   uint64_t staging_bytes = 64ull << 20;
   std::chrono::milliseconds rpc_timeout{2000};
   std::chrono::milliseconds transfer_timeout{10000};
-  std::chrono::milliseconds reconnect_interval{1000};  // a daemon that refused to connect is retried after this
+  // A daemon that refused to connect is tried again on the first use after this (a cluster starting up
+  // brings its kvstores up beside its workers: blocks written meanwhile are dropped, so keep it short).
+  std::chrono::milliseconds reconnect_interval{250};
   kvstore::PeerFailure peer_failure = kvstore::PeerFailure::kDetect;
   // Blocks waiting to be written; past this new ones are dropped (counted): the kvstore is a cache.
   size_t max_write_queue_blocks = 4096;
