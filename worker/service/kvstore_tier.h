@@ -14,7 +14,6 @@
 #define STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
