@@ -218,18 +218,29 @@ void KvStoreTier::WriterLoop() {
   const uint64_t block_bytes = options_.block_bytes;
   const size_t max_blocks = half_bytes_ / block_bytes;
   std::byte* staging = arena_.get() + half_bytes_;
+  // While idle, the writer connects to daemons that were down (backing off while they stay down), so the
+  // first fetch after a daemon comes up does not pay for the connection and the arena's registration.
+  auto idle_wait = options_.reconnect_interval;
   while (true) {
     std::vector<WriteItem> batch;
+    bool idle = false;
     {
       absl::MutexLock lock(&queue_mutex_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_) { return stop_ || !queue_.empty(); };
-      queue_mutex_.Await(absl::Condition(&ready));
+      idle = !queue_mutex_.AwaitWithTimeout(absl::Condition(&ready), absl::FromChrono(idle_wait));
       if (stop_) return;
-      while (!queue_.empty() && batch.size() < max_blocks) {
+      while (!idle && !queue_.empty() && batch.size() < max_blocks) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      writing_ = true;
+      writing_ = !idle;
+    }
+    if (idle) {
+      bool all_connected = true;
+      for (auto& shard : shards_) all_connected &= Client(*shard) != nullptr;
+      idle_wait = all_connected ? options_.reconnect_interval
+                                : std::min<std::chrono::milliseconds>(2 * idle_wait, std::chrono::seconds(5));
+      continue;
     }
     std::vector<std::vector<kvstore::PutBlock>> per_shard(shards_.size());
     for (size_t i = 0; i < batch.size(); ++i) {
