@@ -42,8 +42,8 @@ struct KvStoreTierOptions {
   uint64_t staging_bytes = 64ull << 20;
   std::chrono::milliseconds rpc_timeout{2000};
   std::chrono::milliseconds transfer_timeout{10000};
-  // A daemon that refused to connect is tried again on the first use after this (a cluster starting up
-  // brings its kvstores up beside its workers: blocks written meanwhile are dropped, so keep it short).
+  // A daemon that refused to connect is tried again on use after this, and by the idle writer thread
+  // (backing off to 5 s while it stays down): a cluster brings its kvstores up beside its workers.
   std::chrono::milliseconds reconnect_interval{250};
   kvstore::PeerFailure peer_failure = kvstore::PeerFailure::kDetect;
   // Blocks waiting to be written; past this new ones are dropped (counted): the kvstore is a cache.
