@@ -190,11 +190,14 @@ class CudaBackend final : public Backend {
     return CopyFloatsToHost(floats, dst);
   }
 
+  // Page-aligned (direct I/O into it needs that; cudaHostAlloc does not promise it for small sizes).
   absl::StatusOr<Tensor> AllocateHost(DType dtype, int64_t rows, int64_t cols) override {
-    STRATA_ASSIGN_OR_RETURN(const size_t rounded, AllocationBytes(dtype, rows, cols, kPoolGranularityBytes));
-    STRATA_ASSIGN_OR_RETURN(kernels::PinnedBuffer buffer, kernels::PinnedBuffer::Allocate(rounded));
+    constexpr size_t kPageBytes = 4096;
+    STRATA_ASSIGN_OR_RETURN(const size_t rounded, AllocationBytes(dtype, rows, cols, kPageBytes));
+    STRATA_ASSIGN_OR_RETURN(kernels::PinnedBuffer buffer, kernels::PinnedBuffer::Allocate(rounded + kPageBytes));
     auto owner = std::make_shared<kernels::PinnedBuffer>(std::move(buffer));
-    void* data = owner->data();
+    const uintptr_t base = reinterpret_cast<uintptr_t>(owner->data());
+    void* data = reinterpret_cast<void*>((base + kPageBytes - 1) / kPageBytes * kPageBytes);
     return Tensor(dtype, rows, cols, data, std::move(owner));
   }
 

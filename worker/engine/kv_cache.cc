@@ -272,8 +272,11 @@ absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
         Tensor bounce = BounceRows(slot, ssd_ordinal, value);
         const int64_t bytes = (valid_tokens * shape_.RowBytes() + SsdFile::kAlignmentBytes - 1) /
                               SsdFile::kAlignmentBytes * SsdFile::kAlignmentBytes;
-        STRATA_RETURN_IF_ERROR(
-            ssd_->ReadDirect(home.ssd_offset + (value ? RegionBytes() : 0), bytes, bounce.data()));
+        {
+          HostTimer read_timer(stats_.ssd_read_s);
+          STRATA_RETURN_IF_ERROR(
+              ssd_->ReadDirect(home.ssd_offset + (value ? RegionBytes() : 0), bytes, bounce.data()));
+        }
         stats_.ssd_bytes_read += bytes;
         STRATA_RETURN_IF_ERROR(backend_.CopyRows(bounce, 0, dst, 0, valid_tokens, Queue::kUpload));
       } else {

@@ -92,6 +92,7 @@ struct KvTransferStats {
   int64_t bytes_downloaded = 0;  // written rows back to their homes
   int64_t ssd_bytes_read = 0;
   int64_t ssd_bytes_written = 0;
+  double ssd_read_s = 0;         // inside direct SSD reads
   double compute_stall_s = 0;    // compute waiting for uploads (GPU-side; 0 on the CPU backend)
   double host_transfer_s = 0;    // the calling thread inside transfers: SSD I/O, fence waits, CPU copies
 };

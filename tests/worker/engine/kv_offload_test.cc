@@ -204,7 +204,8 @@ TEST_P(KvOffloadTest, ABatchGivesWhatEachSequenceGivesAlone) {
   ASSERT_TRUE(alone_a.ok() && alone_b.ok());
   auto a = engine->Forward(*alone_a, prompt_, {&last_a, 1});
   auto b = engine->Forward(*alone_b, other, {&last_b, 1});
-  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
   // Together: a prefill and another prefill in one pass, then a decode step of both in one pass.
   auto together_a = engine->NewSequence(n + 1);
   auto together_b = engine->NewSequence(n + 1, PlacementFor(Placement::kMixedPerHead, n + 1));
@@ -218,7 +219,9 @@ TEST_P(KvOffloadTest, ABatchGivesWhatEachSequenceGivesAlone) {
   auto step_a = engine->Forward(*alone_a, {&token, 1}, {&zero, 1});
   auto step_b = engine->Forward(*alone_b, {&token, 1}, {&zero, 1});
   auto step = engine->ForwardBatch({{&*together_a, {&token, 1}, {&zero, 1}}, {&*together_b, {&token, 1}, {&zero, 1}}});
-  ASSERT_TRUE(step_a.ok() && step_b.ok() && step.ok());
+  ASSERT_TRUE(step_a.ok()) << step_a.status();
+  ASSERT_TRUE(step_b.ok()) << step_b.status();
+  ASSERT_TRUE(step.ok()) << step.status();
   EXPECT_LE(testing::RelativeL2((*step)[0], *step_a), kSameResult);
   EXPECT_LE(testing::RelativeL2((*step)[1], *step_b), kSameResult);
   EXPECT_EQ(together_a->length(), n + 1);
