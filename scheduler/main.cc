@@ -32,7 +32,7 @@ int Serve(const sched::Options& options) {
   std::unique_ptr<strata::frontdoor::FrontDoor> front_door;
   if (!options.model_dir.empty()) {
     absl::StatusOr<std::unique_ptr<strata::frontdoor::FrontDoor>> started =
-        strata::frontdoor::FrontDoor::Start(options, &(*server)->scheduler());
+        strata::frontdoor::FrontDoor::Start(options, &(*server)->scheduler(), &(*server)->metrics());
     if (!started.ok()) {
       (*server)->Shutdown(absl::ZeroDuration());
       return Fail(started.status());

@@ -61,6 +61,9 @@ class SchedulerServer {
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_http_->port(); }
   Scheduler& scheduler() { return *scheduler_; }
+  // The registry served on the metrics port; others (the front door) may add their series to it. Lives as
+  // long as the server.
+  MetricsRegistry& metrics() { return metrics_; }
 
   // Health NOT_SERVING, stop accepting, let in-flight calls finish (at most `grace`), stop the reaper.
   void Shutdown(absl::Duration grace = absl::Seconds(5));

@@ -578,6 +578,36 @@ TEST(FrontDoorProcess, ServeWithModelDirAnswersOpenAiRequests) {
   EXPECT_NE(child.err().find("event=frontdoor_stopped"), std::string::npos) << child.err();
 }
 
+// strata-scheduler serve: the front door's series are on the scheduler's /metrics (the port Prometheus
+// scrapes), beside the scheduler's own, and the HTTP port's /metrics shows the same registry.
+TEST(FrontDoorProcess, SchedulerMetricsPortShowsTheFrontDoorSeries) {
+  const int http_port = FreePort();
+  ChildProcess child({STRATA_SCHEDULER_PATH, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host", "127.0.0.1",
+                      "--metrics-port", "0", "--http-port", std::to_string(http_port), "--http-host", "127.0.0.1",
+                      "--model-dir", kModelDir, "--served-model-name", "tiny"});
+  const std::string log = child.ReadStderrUntil("event=frontdoor_started", std::chrono::seconds(20));
+  ASSERT_NE(log.find("event=frontdoor_started"), std::string::npos) << log;
+  const int metrics_port = FieldAfter(log, "metrics_port=");
+  ASSERT_GT(metrics_port, 0) << log;
+
+  httplib::Client http("127.0.0.1", http_port);
+  httplib::Result malformed = http.Post("/v1/completions", "{\"model\": ", "application/json");
+  ASSERT_TRUE(malformed);
+  EXPECT_EQ(malformed->status, 400);
+  const std::string counted = "strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1";
+  for (const int port : {metrics_port, http_port}) {
+    httplib::Client client("127.0.0.1", port);
+    httplib::Result metrics = client.Get("/metrics");
+    ASSERT_TRUE(metrics) << "port " << port;
+    ASSERT_EQ(metrics->status, 200) << "port " << port;
+    EXPECT_THAT(metrics->body, HasSubstr(counted)) << "port " << port;
+    EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count 0")) << "port " << port;
+    EXPECT_THAT(metrics->body, HasSubstr("strata_scheduler_holders{kind=\"worker\"} 0")) << "port " << port;
+  }
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(std::chrono::seconds(15)), 0) << child.err();
+}
+
 // The whole path with real processes: strata-scheduler with the front door, and the real strata-worker
 // (CPU) registering itself. Skips where strata-worker is not built.
 TEST(FrontDoorProcess, RealWorkerServesGreedyTokensAndReusesThePrefix) {
