@@ -91,6 +91,10 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
                                                  {.mini_sequence_tokens = c.mini_sequence_tokens}));
 
   engine::GenerateOptions options{.max_new_tokens = c.max_new_tokens, .sampling = c.sampling};
+  if (c.gpu_kv_budget_bytes >= 0) options.kv_placement.budgets.device_bytes = c.gpu_kv_budget_bytes;
+  options.kv_placement.budgets.host_bytes = c.host_kv_budget_bytes;
+  options.kv_placement.budgets.ssd_bytes = c.ssd_budget_bytes;
+  options.kv_placement.budgets.ssd_dir = c.ssd_dir;
   if (!c.ignore_eos) {
     for (int64_t id : model.config.eos_token_ids) options.stop_token_ids.push_back(static_cast<int32_t>(id));
   }
@@ -116,6 +120,17 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
         {"decode_seconds", result.decode_seconds},
         {"prefill_tokens_per_second", PerSecond(static_cast<double>(prompt.size()), result.prefill_seconds)},
         {"decode_tokens_per_second", PerSecond(decode_tokens, result.decode_seconds)},
+        {"kv",
+         {{"heads_gpu", result.memory.residency.HeadsIn(engine::KvTier::kDevice)},
+          {"heads_host", result.memory.residency.HeadsIn(engine::KvTier::kHost)},
+          {"heads_ssd", result.memory.residency.HeadsIn(engine::KvTier::kSsd)},
+          {"gpu_bytes", result.memory.kv.device_bytes},
+          {"host_bytes", result.memory.kv.host_bytes},
+          {"ssd_bytes", result.memory.kv.ssd_bytes},
+          {"bytes_uploaded", result.transfers.bytes_uploaded},
+          {"bytes_downloaded", result.transfers.bytes_downloaded},
+          {"ssd_bytes_read", result.transfers.ssd_bytes_read},
+          {"compute_stall_seconds", result.transfers.compute_stall_s}}},
     };
     out << Dump(j) << "\n";
     return absl::OkStatus();
@@ -131,6 +146,13 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
         << PerSecond(static_cast<double>(prompt.size()), result.prefill_seconds) << " tokens/s)\n";
     out << "decode: " << decode_tokens << " tokens in " << result.decode_seconds * 1e3 << " ms ("
         << PerSecond(decode_tokens, result.decode_seconds) << " tokens/s)\n";
+    const engine::ResidencyPlan& plan = result.memory.residency;
+    if (!plan.AllOnDevice()) {
+      out << "kv heads: " << plan.HeadsIn(engine::KvTier::kDevice) << " gpu, " << plan.HeadsIn(engine::KvTier::kHost)
+          << " host, " << plan.HeadsIn(engine::KvTier::kSsd) << " ssd; moved " << result.transfers.bytes_uploaded
+          << " bytes in, " << result.transfers.bytes_downloaded << " out; compute waited "
+          << result.transfers.compute_stall_s * 1e3 << " ms\n";
+    }
   }
   return absl::OkStatus();
 }

@@ -33,6 +33,12 @@ struct GenerateCommand {
   int threads = 0;     // 0: one per core
   BackendKind backend = BackendKind::kCpu;
   DType cuda_dtype = DType::kBF16;  // --backend cuda only: BF16 or F32
+  // Where the KV lives (worker/engine/kv_cache.h): all in backend memory unless the GPU budget is set,
+  // then head by head in HBM up to it, pinned host memory up to the host budget, SSD files under ssd_dir.
+  int64_t gpu_kv_budget_bytes = -1;  // < 0: unlimited
+  int64_t host_kv_budget_bytes = 0;
+  int64_t ssd_budget_bytes = 0;
+  std::string ssd_dir;
   bool stats = false;  // text mode: also print ids and tokens/s
   OutputFormat format = OutputFormat::kText;
 };

@@ -47,7 +47,15 @@ int main(int argc, char** argv) {
   gen->add_option("--dtype", generate.cuda_dtype, "CUDA backend activations: bf16 (default) or f32")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, strata::DType>{{"bf16", strata::DType::kBF16}, {"f32", strata::DType::kF32}}));
-  gen->add_flag("--stats", generate.stats, "Also print the ids and tokens/s");
+  gen->add_option("--gpu-kv-budget", generate.gpu_kv_budget_bytes,
+                  "KV bytes in GPU memory (e.g. 40GiB); the rest is offloaded head by head (default: all)")
+      ->transform(CLI::AsSizeValue(false));
+  gen->add_option("--host-kv-budget", generate.host_kv_budget_bytes, "KV bytes in pinned host memory")
+      ->transform(CLI::AsSizeValue(false));
+  gen->add_option("--ssd-budget", generate.ssd_budget_bytes, "KV bytes in files under --ssd-dir")
+      ->transform(CLI::AsSizeValue(false));
+  gen->add_option("--ssd-dir", generate.ssd_dir, "Directory for the SSD tier (direct I/O)");
+  gen->add_flag("--stats", generate.stats, "Also print the ids, tokens/s and the KV placement");
   gen->add_flag("--json", generate_json, "Print one JSON object");
 
   strata::cli::TokenizeCommand tokenize;

@@ -107,6 +107,7 @@ absl::StatusOr<std::vector<float>> Engine::Forward(Sequence& sequence, absl::Spa
 absl::StatusOr<std::vector<std::vector<float>>> Engine::ForwardBatch(absl::Span<const BatchItem> items) {
   std::vector<LlamaModel::Segment> segments;
   segments.reserve(items.size());
+  int64_t rows = 0;
   for (const BatchItem& item : items) {
     if (item.sequence == nullptr || item.sequence->cache_ == nullptr) {
       return absl::InvalidArgumentError("Forward: a batch item without a sequence");
@@ -122,15 +123,31 @@ absl::StatusOr<std::vector<std::vector<float>>> Engine::ForwardBatch(absl::Span<
         return absl::InvalidArgumentError("Forward: a sequence appears twice in one batch");
       }
     }
+    rows += static_cast<int64_t>(item.ids.size());
     segments.push_back(LlamaModel::Segment{.ids = item.ids,
                                            .first_position = item.sequence->length_,
                                            .cache = item.sequence->cache_.get(),
                                            .logit_rows = item.logit_rows});
   }
   STRATA_ASSIGN_OR_RETURN(std::vector<std::vector<float>> logits,
-                          model_->Forward(*backend_, segments, options_.mini_sequence_tokens));
+                          model_->Forward(*backend_, segments, options_.mini_sequence_tokens, HiddenOnHost(rows)));
   for (const BatchItem& item : items) item.sequence->length_ += static_cast<int64_t>(item.ids.size());
   return logits;
+}
+
+bool Engine::HiddenOnHost(int64_t rows) {
+  switch (options_.hidden_states) {
+    case EngineOptions::HiddenStates::kDevice:
+      return false;
+    case EngineOptions::HiddenStates::kHost:
+      return true;
+    case EngineOptions::HiddenStates::kAuto:
+      break;
+  }
+  const std::optional<int64_t> free = backend_->FreeDeviceBytes();
+  if (!free.has_value() || rows == 1) return false;
+  // The whole pass's activations (hidden rows included) must fit what is free.
+  return model_->ActivationBytes(rows, 1, options_.mini_sequence_tokens, kv_dtype()) > *free;
 }
 
 // Payload layout (ARCHITECTURE.md): [layer][K|V][kv_head][token][head_dim].

@@ -23,6 +23,11 @@ struct EngineOptions {
   // Rows that the projections, the MLP and the LM head see at once during prefill (MsT / MOM
   // mini-sequences). Smaller bounds activation memory; any value gives the same outputs. Default 1024.
   int64_t mini_sequence_tokens = 1024;
+  // Where the residual stream of a forward pass's rows lives: in backend memory while it fits (kAuto:
+  // with room for the mini-sequence activations besides), else in pinned host memory, a mini-sequence
+  // copied in and out at a time. The same outputs either way.
+  enum class HiddenStates { kAuto, kDevice, kHost };
+  HiddenStates hidden_states = HiddenStates::kAuto;
 };
 
 // Where a sequence's KV lives (kv_cache.h): by budgets (default: everything in backend memory), or by
@@ -110,6 +115,8 @@ class Engine {
 
  private:
   Engine(std::unique_ptr<Backend> backend, std::unique_ptr<LlamaModel> model, const EngineOptions& options);
+  // Whether a pass of `rows` new tokens keeps its hidden states in host memory (EngineOptions::hidden_states).
+  bool HiddenOnHost(int64_t rows);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;  // declared after backend_: weights are released first

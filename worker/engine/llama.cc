@@ -171,7 +171,8 @@ int64_t LlamaModel::ActivationBytes(int64_t tokens, int64_t logit_rows, int64_t 
 
 absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& backend,
                                                                     absl::Span<const Segment> segments,
-                                                                    int64_t mini_sequence_tokens) const {
+                                                                    int64_t mini_sequence_tokens,
+                                                                    bool hidden_on_host) const {
   const model::ModelConfig& c = config_;
   if (mini_sequence_tokens <= 0) {
     return absl::InvalidArgumentError(
@@ -205,14 +206,28 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
   const int64_t n = starts.back();
   // A one-token pass over a cache wholly in backend memory is a decode step: the backend may record it
   // and run it as one unit. Transfers between tiers are not recorded.
-  StepScope step(backend, n == 1 && segments[0].cache->plan().AllOnDevice());
+  StepScope step(backend, n == 1 && !hidden_on_host && segments[0].cache->plan().AllOnDevice());
   STRATA_RETURN_IF_ERROR(step.Begin());
   const int64_t chunk = std::min(n, mini_sequence_tokens);
   STRATA_ASSIGN_OR_RETURN(Scratch scratch, Scratch::Allocate(backend, c, std::max<int64_t>(chunk, 1)));
 
   // The residual stream of every new token lives across layers; everything else is per mini-sequence.
-  STRATA_ASSIGN_OR_RETURN(Tensor hidden, backend.Allocate(backend.activation_dtype(), n, c.hidden_size));
-  STRATA_RETURN_IF_ERROR(backend.Embed(embed_, ids, hidden));
+  // When it lives in host memory, `resident` holds the current mini-sequence's rows on the device.
+  const DType dtype = backend.activation_dtype();
+  Tensor hidden, resident;
+  if (hidden_on_host) {
+    STRATA_ASSIGN_OR_RETURN(hidden, backend.AllocateHost(dtype, n, c.hidden_size));
+    STRATA_ASSIGN_OR_RETURN(resident, backend.Allocate(dtype, std::max<int64_t>(chunk, 1), c.hidden_size));
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t rows = std::min(chunk, n - begin);
+      Tensor h = resident.Rows(0, rows);
+      STRATA_RETURN_IF_ERROR(backend.Embed(embed_, absl::MakeConstSpan(ids).subspan(begin, rows), h));
+      STRATA_RETURN_IF_ERROR(backend.CopyRows(h, 0, hidden, begin, rows, Queue::kCompute));
+    }
+  } else {
+    STRATA_ASSIGN_OR_RETURN(hidden, backend.Allocate(dtype, n, c.hidden_size));
+    STRATA_RETURN_IF_ERROR(backend.Embed(embed_, ids, hidden));
+  }
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   std::vector<KvLayer> views(segments.size());
@@ -229,7 +244,8 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t rows = std::min(chunk, n - begin);
       Scratch s = scratch.Prefix(rows);
-      Tensor h = hidden.Rows(begin, rows);
+      Tensor h = hidden_on_host ? resident.Rows(0, rows) : hidden.Rows(begin, rows);
+      if (hidden_on_host) STRATA_RETURN_IF_ERROR(backend.CopyRows(hidden, begin, h, 0, rows, Queue::kCompute));
 
       STRATA_RETURN_IF_ERROR(backend.RmsNorm(h, w.attn_norm, eps, s.normed));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.q, w.q_bias, s.q));
@@ -257,6 +273,7 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
       STRATA_RETURN_IF_ERROR(backend.SwiGlu(s.gate, s.up, s.gate));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.gate, w.down, w.down_bias, s.projected));
       STRATA_RETURN_IF_ERROR(backend.Add(s.projected, h));
+      if (hidden_on_host) STRATA_RETURN_IF_ERROR(backend.CopyRows(h, 0, hidden, begin, rows, Queue::kCompute));
     }
     // The written rows go home and the next layer's off-device heads start coming in while this
     // layer's work runs (after the last layer: layer 0 of the next decode step).
@@ -283,7 +300,13 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
       const int64_t rows = std::min<int64_t>(head_rows, static_cast<int64_t>(logit_rows.size() - begin));
       for (int64_t i = 0; i < rows; ++i) {
         Tensor normed_row = head_in.Rows(i, 1);
-        STRATA_RETURN_IF_ERROR(backend.RmsNorm(hidden.Rows(logit_rows[begin + i], 1), final_norm_, eps, normed_row));
+        Tensor row = hidden.Rows(logit_rows[begin + i], 1);
+        if (hidden_on_host) {
+          Tensor staged = resident.Rows(0, 1);
+          STRATA_RETURN_IF_ERROR(backend.CopyRows(hidden, logit_rows[begin + i], staged, 0, 1, Queue::kCompute));
+          row = staged;
+        }
+        STRATA_RETURN_IF_ERROR(backend.RmsNorm(row, final_norm_, eps, normed_row));
       }
       Tensor out = head_out.Rows(0, rows);
       STRATA_RETURN_IF_ERROR(backend.Linear(head_in.Rows(0, rows), lm_head_, Tensor(), out));
@@ -292,6 +315,10 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
   }
   STRATA_RETURN_IF_ERROR(step.End());
   for (const Segment& seg : segments) STRATA_RETURN_IF_ERROR(seg.cache->Finish());
+  if (hidden_on_host) {  // the host rows are freed on return: their copies must be done
+    STRATA_ASSIGN_OR_RETURN(Fence done, backend.Record(Queue::kCompute));
+    STRATA_RETURN_IF_ERROR(backend.Synchronize(done));
+  }
 
   std::vector<std::vector<float>> out;
   out.reserve(segments.size());

@@ -46,8 +46,10 @@ class LlamaModel {
   // rows at a time, rows of several segments together; attention runs per segment over its own cache.
   // Only the rows of `logit_rows` reach the LM head. Returns each segment's logits, row-major
   // [logit_rows.size(), vocab]. On error the caches' rows past each first_position are unspecified.
+  // `hidden_on_host`: the residual stream of all rows lives in pinned host memory and each mini-sequence's
+  // rows are copied in and out (for prompts whose hidden states do not fit the device).
   absl::StatusOr<std::vector<std::vector<float>>> Forward(Backend& backend, absl::Span<const Segment> segments,
-                                                          int64_t mini_sequence_tokens) const;
+                                                          int64_t mini_sequence_tokens, bool hidden_on_host = false) const;
 
   // Bytes of activations a forward pass of `tokens` new tokens allocates on the backend.
   int64_t ActivationBytes(int64_t tokens, int64_t logit_rows, int64_t mini_sequence_tokens, DType dtype) const;

@@ -66,6 +66,34 @@ TEST(StrataCli, GenerateJsonReproducesTheGreedyGolden) {
   EXPECT_EQ(j.at("finish_reason"), "length");
 }
 
+TEST(StrataCli, GenerateWithKvOffloadedToHostAndSsdGivesTheGreedyGolden) {
+  auto golden = testing::LoadModelGolden(testing::TestDataDir() / "models/llama3-tiny/golden.json");
+  ASSERT_TRUE(golden.ok());
+  auto ssd = testing::ScratchDir::Create(::testing::TempDir(), "cli-ssd");
+  ASSERT_TRUE(ssd.ok()) << ssd.status();
+  // llama3-tiny at 324 tokens: a KV head (K and V) is 40.5 KiB, two staging layers 162 KiB. 210 KiB
+  // of "GPU" budget hold one head; the other five (202.5 KiB) do not fit 200 KiB of host memory, which
+  // then holds only the SSD tier's bounce buffers (192 KiB): five heads on SSD.
+  const ProcessResult run =
+      Strata({"generate", "--model", kLlama, "--prompt-ids", absl::StrJoin(golden->prompt_ids, ","),
+              "--max-new-tokens", "24", "--json", "--gpu-kv-budget", "210KiB", "--host-kv-budget", "200KiB",
+              "--ssd-budget", "1GiB", "--ssd-dir", ssd->path().string()});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j.at("output_ids").get<std::vector<int32_t>>(), golden->cpu.greedy_ids);
+  EXPECT_EQ(j.at("kv").at("heads_gpu").get<int>(), 1) << j.at("kv").dump();
+  EXPECT_EQ(j.at("kv").at("heads_host").get<int>(), 0) << j.at("kv").dump();
+  EXPECT_EQ(j.at("kv").at("heads_ssd").get<int>(), 5) << j.at("kv").dump();
+  EXPECT_GT(j.at("kv").at("ssd_bytes_read").get<int64_t>(), 0) << j.at("kv").dump();
+  EXPECT_GT(j.at("kv").at("bytes_downloaded").get<int64_t>(), 0);
+  // Too small a budget is refused up front, naming the flag to raise.
+  const ProcessResult refused =
+      Strata({"generate", "--model", kLlama, "--prompt-ids", absl::StrJoin(golden->prompt_ids, ","),
+              "--gpu-kv-budget", "1KiB"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("--gpu-kv-budget"));
+}
+
 TEST(StrataCli, GenerateFromTextAddsBeginOfTextAndPrintsTheText) {
   const ProcessResult run =
       Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5", "--json",

@@ -62,10 +62,12 @@ class KvOffloadTest : public ::testing::TestWithParam<std::tuple<BackendKind, st
     model_ = std::make_unique<model::Model>(std::move(tiny->model));
   }
 
-  std::unique_ptr<Engine> MakeEngine(int64_t mini_sequence_tokens = 1024) {
+  std::unique_ptr<Engine> MakeEngine(int64_t mini_sequence_tokens = 1024,
+                                     EngineOptions::HiddenStates hidden = EngineOptions::HiddenStates::kAuto) {
     auto backend = MakeBackend(std::get<0>(GetParam()));
     STRATA_CHECK(backend.ok());
-    auto engine = Engine::Create(*model_, *std::move(backend), {.mini_sequence_tokens = mini_sequence_tokens});
+    auto engine = Engine::Create(*model_, *std::move(backend),
+                                 {.mini_sequence_tokens = mini_sequence_tokens, .hidden_states = hidden});
     STRATA_CHECK(engine.ok());
     return *std::move(engine);
   }
@@ -191,6 +193,17 @@ TEST_P(KvOffloadTest, MiniSequencesOf1And7And64AndOneShotAgreeWhenOffloaded) {
     }
     EXPECT_LE(testing::RelativeL2(logits, one_shot), kSameResult) << "mini-sequence " << mini;
   }
+}
+
+TEST_P(KvOffloadTest, HiddenStatesInHostMemoryGiveTheSameLogits) {
+  const int64_t n = static_cast<int64_t>(prompt_.size());
+  auto on_device = MakeEngine(/*mini_sequence_tokens=*/7, EngineOptions::HiddenStates::kDevice);
+  auto on_host = MakeEngine(/*mini_sequence_tokens=*/7, EngineOptions::HiddenStates::kHost);
+  const std::vector<float> expected = RunPrompt(*on_device, PlacementFor(Placement::kMixedPerHead, n + 3), 3);
+  const std::vector<float> logits = RunPrompt(*on_host, PlacementFor(Placement::kMixedPerHead, n + 3), 3);
+  ASSERT_FALSE(expected.empty());
+  ASSERT_EQ(logits.size(), expected.size());
+  EXPECT_LE(testing::RelativeL2(logits, expected), kSameResult);
 }
 
 TEST_P(KvOffloadTest, ABatchGivesWhatEachSequenceGivesAlone) {
