@@ -4,6 +4,7 @@
 #include <cstring>
 #include <future>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -12,12 +13,18 @@ namespace strata::worker {
 namespace {
 
 constexpr uint64_t kArenaAlignment = 2ull << 20;  // huge-page friendly; UCX registers whole pages
-constexpr int kWriteConnectAttempts = 8;           // times reconnect_interval: ~2 s by default
+constexpr int kWriteConnectAttempts = 8;          // times reconnect_interval: ~2 s by default
+
+// Codes by which the client says the daemon or the transfer failed (retry later); any other code is the
+// daemon's answer to the request itself (refused: invalid, too large), which says nothing of its health.
+bool IsUnreachable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) || absl::IsCancelled(status);
+}
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTierOptions& options,
-                                                                  KvStoreTierMetrics metrics) {
+                                                                 KvStoreTierMetrics metrics) {
   if (options.addresses.empty()) return absl::InvalidArgumentError("kvstore tier: no kvstore address");
   if (options.block_bytes == 0) return absl::InvalidArgumentError("kvstore tier: block_bytes is 0");
   std::unique_ptr<KvStoreTier> tier(new KvStoreTier(options, metrics));
@@ -26,7 +33,8 @@ absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTi
   half = (half + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
   void* memory = std::aligned_alloc(kArenaAlignment, 2 * half);
   if (memory == nullptr) {
-    return absl::ResourceExhaustedError(StrCat("kvstore tier: cannot allocate a staging arena of ", 2 * half, " bytes"));
+    return absl::ResourceExhaustedError(
+        StrCat("kvstore tier: cannot allocate a staging arena of ", 2 * half, " bytes"));
   }
   std::memset(memory, 0, 2 * half);  // fault it in now, not on the first fetch
   tier->arena_ = std::unique_ptr<std::byte, void (*)(void*)>(static_cast<std::byte*>(memory), std::free);
@@ -78,8 +86,8 @@ kvstore::KvStoreClient* KvStoreTier::Client(Shard& shard) {
     shard.retry_at = now + options_.reconnect_interval;
     if (shard.healthy) {
       shard.healthy = false;
-      LogWarning(StrCat("event=kvstore_unreachable kvstore=", shard.address, " op=connect message=\"",
-                        status.message(), "\" effect=recompute"));
+      LogWarning(StrCat("event=kvstore_unreachable kvstore=", shard.address, " op=connect message=\"", status.message(),
+                        "\" effect=recompute"));
     }
     return nullptr;
   }
@@ -97,6 +105,25 @@ void KvStoreTier::MarkFailure(Shard& shard, const absl::Status& status, std::str
   shard.healthy = false;
   LogWarning(StrCat("event=kvstore_unreachable kvstore=", shard.address, " op=", op, " message=\"", status.message(),
                     "\" effect=recompute"));
+}
+
+void KvStoreTier::MarkPutRejected(Shard& shard, const absl::Status& status, size_t blocks) {
+  absl::MutexLock lock(&shard.mutex);
+  // The daemon answered: it is reachable, whatever its health said.
+  if (!shard.healthy) {
+    shard.healthy = true;
+    LogInfo(StrCat("event=kvstore_reachable kvstore=", shard.address));
+  }
+  if (shard.rejecting_puts) return;
+  shard.rejecting_puts = true;
+  LogWarning(StrCat("error=kvstore_put_rejected kvstore=", shard.address,
+                    " code=", absl::StatusCodeToString(status.code()), " blocks=", blocks, " message=\"",
+                    status.message(), "\" effect=blocks_not_written"));
+}
+
+void KvStoreTier::MarkPutAccepted(Shard& shard) {
+  absl::MutexLock lock(&shard.mutex);
+  shard.rejecting_puts = false;
 }
 
 void KvStoreTier::MarkHealthy(Shard& shard) {
@@ -242,6 +269,10 @@ void KvStoreTier::WriterLoop() {
                                 : std::min<std::chrono::milliseconds>(2 * idle_wait, std::chrono::seconds(5));
       continue;
     }
+    // Requests that share a prefix export the same blocks; the daemon refuses a put that names a key twice
+    // (all of it), so each key goes once: the first copy, as the host cache keeps it.
+    absl::flat_hash_set<BlockKey> seen;
+    std::erase_if(batch, [&seen](const WriteItem& item) { return !seen.insert(item.key).second; });
     std::vector<std::vector<kvstore::PutBlock>> per_shard(shards_.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       std::memcpy(staging + i * block_bytes, batch[i].payload->data(), block_bytes);
@@ -270,10 +301,15 @@ void KvStoreTier::WriterLoop() {
       absl::StatusOr<std::vector<kvstore::PutOutcome>> outcomes = client->Put(per_shard[s]);
       if (!outcomes.ok()) {
         if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
-        MarkFailure(*shards_[s], outcomes.status(), "put");
+        if (IsUnreachable(outcomes.status())) {
+          MarkFailure(*shards_[s], outcomes.status(), "put");
+        } else {
+          MarkPutRejected(*shards_[s], outcomes.status(), per_shard[s].size());
+        }
         continue;
       }
       MarkHealthy(*shards_[s]);
+      MarkPutAccepted(*shards_[s]);
       if (metrics_.written_blocks != nullptr) metrics_.written_blocks->Increment(blocks);
     }
     absl::MutexLock lock(&queue_mutex_);

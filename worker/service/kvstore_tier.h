@@ -8,7 +8,8 @@
 //
 // Never serves wrong KV: the client checks every block's xxh3 (a failing block is a miss), and a block
 // whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a
-// miss: the caller recomputes; each failure is counted and logged once per change of state.
+// miss: the caller recomputes; each failure is counted and logged once per change of state. A put the
+// daemon refuses (a bad request, not a dead daemon) loses its blocks without marking the daemon down.
 // Thread-safe.
 #ifndef STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
 #define STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
@@ -51,11 +52,11 @@ struct KvStoreTierOptions {
 };
 
 struct KvStoreTierMetrics {
-  Counter* fetch_failures = nullptr;    // a daemon's get failed, or a block had the wrong size
+  Counter* fetch_failures = nullptr;  // a daemon's get failed, or a block had the wrong size
   Counter* fetched_blocks = nullptr;
   Counter* written_blocks = nullptr;
-  Counter* write_failures = nullptr;    // blocks not written (daemon down, queue full)
-  Histogram* fetch_seconds = nullptr;   // one prefix fetch, all daemons
+  Counter* write_failures = nullptr;   // blocks not written (daemon down or refusing the put, queue full)
+  Histogram* fetch_seconds = nullptr;  // one prefix fetch, all daemons
 };
 
 class KvStoreTier {
@@ -90,7 +91,8 @@ class KvStoreTier {
     absl::Mutex mutex;
     std::unique_ptr<kvstore::KvStoreClient> client ABSL_GUARDED_BY(mutex);
     std::chrono::steady_clock::time_point retry_at ABSL_GUARDED_BY(mutex){};
-    bool healthy ABSL_GUARDED_BY(mutex) = true;  // for logging state changes only
+    bool healthy ABSL_GUARDED_BY(mutex) = true;          // for logging state changes only
+    bool rejecting_puts ABSL_GUARDED_BY(mutex) = false;  // likewise: its last put was refused
   };
   explicit KvStoreTier(const KvStoreTierOptions& options, KvStoreTierMetrics metrics);
   // The shard's client, connecting (and registering the arena) when there is none and the retry time
@@ -98,6 +100,10 @@ class KvStoreTier {
   kvstore::KvStoreClient* Client(Shard& shard);
   void MarkFailure(Shard& shard, const absl::Status& status, std::string_view op);
   void MarkHealthy(Shard& shard);
+  // The daemon refused a put (InvalidArgument, ResourceExhausted, ...): its blocks are lost, but the daemon
+  // is reachable. Logged once until a put succeeds again.
+  void MarkPutRejected(Shard& shard, const absl::Status& status, size_t blocks);
+  void MarkPutAccepted(Shard& shard);
   size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
   void WriterLoop();
   void FetchLoop();
