@@ -91,7 +91,7 @@ TEST(ClusterE2E, AKvstoreKilledDuringABurstLosesNoRequestAndItsSsdBlocksServeAga
       done.fetch_add(1);
     }
   };
-  std::vector<std::thread> threads;
+  std::vector<std::jthread> threads;  // joined on a failed ASSERT too (std::thread would terminate)
   for (int t = 0; t < 4; ++t) threads.emplace_back(sender);
   // Mid-burst: some requests done and blocks stored, the rest running or still to come.
   ASSERT_TRUE(WaitFor(
@@ -99,7 +99,7 @@ TEST(ClusterE2E, AKvstoreKilledDuringABurstLosesNoRequestAndItsSsdBlocksServeAga
       std::chrono::seconds(60)));
   c.KillKvstore();
   const int done_at_kill = done.load();
-  for (std::thread& thread : threads) thread.join();
+  for (std::jthread& thread : threads) thread.join();
   EXPECT_LT(done_at_kill, kRequests) << "the burst ended before the kvstore was killed";
   for (int i = 0; i < kRequests; ++i) {
     EXPECT_TRUE(results[i].ok) << "request " << i << ": " << results[i].error;
@@ -141,7 +141,7 @@ TEST(ClusterE2E, AWorkerKilledMidStreamFailsThatRequestAndLeavesPlacementAfterIt
   cluster_bench::CompletionRequest long_request{"llama3-tiny", Tokens(7, 40), 6000, true, true, false};
   std::atomic<bool> finished{false};
   cluster_bench::CompletionResult result;
-  std::thread stream([&] {
+  std::jthread stream([&] {  // joined on a failed ASSERT too
     result = client.Complete(long_request);
     finished = true;
   });

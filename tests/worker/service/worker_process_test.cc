@@ -63,7 +63,7 @@ TEST(WorkerProcess, LongPromptIsPrefilledBetweenDecodeStepsOfARunningStream) {
   int a_tokens = 0;
   int a_tokens_when_b_started = -1, a_tokens_at_b_first = -1;
   std::atomic<bool> a_streaming{false};
-  std::thread a([&] {
+  std::jthread a([&] {  // joined on a failed ASSERT too
     Generate(worker->stub(), GreedyRequest(Prompt(8, 1), 400, true), [&](const proto::GenerateResponse& r, auto&) {
       absl::MutexLock lock(&mutex);
       a_tokens += r.token_ids_size();
@@ -97,7 +97,7 @@ TEST(WorkerProcess, DecodesThatFillTheStepBudgetDoNotStarveANewPrompt) {
   std::atomic<bool> c_done{false};
   std::atomic<int> streaming{0};
   std::vector<StreamResult> long_results(2);
-  std::vector<std::thread> long_runs;
+  std::vector<std::jthread> long_runs;  // joined on a failed ASSERT too (std::thread would terminate)
   for (int i = 0; i < 2; ++i) {
     long_runs.emplace_back([&, i] {
       bool counted = false;
@@ -391,7 +391,7 @@ TEST(WorkerProcess, SigtermFinishesRunningRequestsAndRefusesNewOnes) {
   const proto::GenerateRequest long_request = GreedyRequest(Prompt(12, 4), 3000, true);
   std::atomic<bool> started{false};
   StreamResult running;
-  std::thread client([&] {
+  std::jthread client([&] {  // joined on a failed ASSERT too
     running = Generate(worker->stub(), long_request, [&](const proto::GenerateResponse&, auto&) { started = true; });
   });
   ASSERT_TRUE(WaitFor([&] { return started.load(); }, std::chrono::seconds(20)));
