@@ -63,7 +63,6 @@ class FrontDoor {
   int WorkerCount();
   // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).
   void CountRequest(std::string_view endpoint, int http_status);
-  void ObserveTtft(double seconds) { ttft_->Observe(seconds); }
   // A stream that had started (HTTP 200 sent) and then failed.
   void CountStreamFailure() { stream_failures_->Increment(); }
   void StreamStarted() { streams_->Add(1); }

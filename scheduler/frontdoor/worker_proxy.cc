@@ -65,22 +65,20 @@ std::vector<WorkerModel> WorkerDirectory::Refresh() {
   std::vector<const scheduler::HolderSnapshot*> ask;
   {
     absl::MutexLock lock(&mutex_);
-    absl::flat_hash_set<std::string> live;
+    absl::flat_hash_set<std::string> live, live_addresses;
     for (const scheduler::HolderSnapshot& h : holders) {
       if (h.kind != scheduler::HolderKind::kWorker) continue;
       live.insert(h.holder_id);
+      live_addresses.insert(h.address);
       auto it = known_.find(h.holder_id);
       if (it == known_.end() || it->second.epoch != h.epoch || (!it->second.model && now >= it->second.retry_after)) {
         ask.push_back(&h);
       }
     }
-    for (auto it = known_.begin(); it != known_.end();) {
-      if (!live.contains(it->first)) {
-        known_.erase(it++);
-      } else {
-        ++it;
-      }
-    }
+    absl::erase_if(known_, [&](const auto& entry) { return !live.contains(entry.first); });
+    // The channel of a worker that left goes too (a call still running on it holds its own reference); a
+    // worker that comes back at the address gets a fresh channel, not one in reconnect backoff.
+    absl::erase_if(stubs_, [&](const auto& entry) { return !live_addresses.contains(entry.first); });
   }
   for (const scheduler::HolderSnapshot* h : ask) {
     std::shared_ptr<proto::Worker::Stub> stub = Stub(h->address);
