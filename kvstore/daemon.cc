@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
     link.dram_blocks = std::max<uint64_t>(1, daemon->ucx_->arena_bytes() / block_bytes);
     if (!options.ssd_dir.empty()) {
       link.ssd_blocks = options.ssd_bytes > 0 ? options.ssd_bytes / block_bytes : uint64_t{1} << 32;
+      link.ssd_read_bytes_per_s = options.ssd_read_bytes_per_s;
     }
     LogInfo(StrCat("event=scheduler_link scheduler=", link.scheduler_address, " holder_id=", link.holder_id,
                    " address=", link.advertise_address));

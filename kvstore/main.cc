@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
   app.add_option("--ssd-io", options.ssd_io, "SSD reads: buffered (page cache) or direct (O_DIRECT)")
       ->transform(CLI::CheckedTransformer(io_map, CLI::ignore_case))
       ->default_str("buffered");
+  app.add_option("--ssd-read-bytes-per-s", options.ssd_read_bytes_per_s,
+                 "SSD tier read rate reported to the scheduler (prices tier-D hits); measure with fio")
+      ->capture_default_str();
   app.add_option("--put-ttl-ms", options.put_ttl_ms, "Uncommitted puts are freed after this")->capture_default_str();
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
       ->capture_default_str();
@@ -57,6 +60,10 @@ int main(int argc, char** argv) {
   int drain_ms = 5000;
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long in-flight calls may finish")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (!(options.ssd_read_bytes_per_s > 0)) {
+    std::cerr << "strata-kvstore: --ssd-read-bytes-per-s must be > 0 (bytes per second)\n";
+    return 1;
+  }
   options.ssd_dir = ssd_dir;
   options.port_file = port_file;
 

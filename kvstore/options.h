@@ -45,6 +45,12 @@ struct Options {
   // recently used first (blocks also in DRAM keep their SSD copy).
   uint64_t ssd_bytes = 0;
   SsdIo ssd_io = SsdIo::kBuffered;
+  // The SSD tier's read rate, reported to the scheduler, which prices a tier-D hit at the lower of this and
+  // the worker's network rate. Not measured by the daemon: the default, 1.0 GB/s, is what sequential
+  // O_DIRECT reads of whole blocks measured on the GPU machine's disk (dd: 1.0-1.1 GB/s) and on the dev VM's
+  // (dd and fio, 32 MiB reads: 0.96-1.1 GB/s); set this from `fio --rw=read --direct=1 --bs=<block bytes>`
+  // on the SSD directory's device. Must be > 0.
+  double ssd_read_bytes_per_s = 1e9;
 
   // An uncommitted put's reservation and an un-ended get's pins are freed after these.
   uint32_t put_ttl_ms = 30'000;

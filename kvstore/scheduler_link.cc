@@ -22,8 +22,9 @@ SchedulerLink::SchedulerLink(SchedulerLinkOptions options, Store& store, EventBa
   registration.set_address(options.advertise_address);
   registration.mutable_kvstore()->set_dram_blocks(options.dram_blocks);
   registration.mutable_kvstore()->set_ssd_blocks(options.ssd_blocks);
-  agent_ = std::make_unique<scheduler::HolderAgent>(std::move(agent_options),
-                                                    scheduler::HolderAgentCallbacks{.inventory = [this] { return Inventory(); }});
+  registration.mutable_kvstore()->set_ssd_read_bytes_per_s(options.ssd_read_bytes_per_s);
+  agent_ = std::make_unique<scheduler::HolderAgent>(
+      std::move(agent_options), scheduler::HolderAgentCallbacks{.inventory = [this] { return Inventory(); }});
   agent_->Start();
   flusher_ = std::thread([this] { FlushLoop(); });
 }

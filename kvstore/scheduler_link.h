@@ -28,6 +28,7 @@ struct SchedulerLinkOptions {
   std::string advertise_address;  // where workers reach this kvstore's gRPC (host:port)
   uint64_t dram_blocks = 0;       // capacities reported at registration (informational)
   uint64_t ssd_blocks = 0;
+  double ssd_read_bytes_per_s = 0;  // tier D's read rate (placement prices SSD hits with it); 0: no SSD tier
   std::chrono::milliseconds flush_interval{20};
 };
 

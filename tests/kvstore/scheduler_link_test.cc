@@ -4,6 +4,7 @@
 // A real daemon process against an in-process scheduler server on loopback.
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,10 +70,13 @@ class SchedulerLinkTest : public ::testing::Test {
     if (heartbeats_.joinable()) heartbeats_.join();
   }
 
-  std::unique_ptr<DaemonProcess> StartKvstore(const std::filesystem::path& ssd_dir) {
-    auto daemon = DaemonProcess::Start({"--scheduler", address_, "--holder-id", "kvstore-t", "--dram-bytes",
-                                        std::to_string(8 * kBlockBytes), "--max-block-bytes",
-                                        std::to_string(kBlockBytes), "--ssd-dir", ssd_dir.string()});
+  std::unique_ptr<DaemonProcess> StartKvstore(const std::filesystem::path& ssd_dir,
+                                              const std::vector<std::string>& more_args = {}) {
+    std::vector<std::string> args = {"--scheduler", address_, "--holder-id", "kvstore-t", "--dram-bytes",
+                                     std::to_string(8 * kBlockBytes), "--max-block-bytes",
+                                     std::to_string(kBlockBytes), "--ssd-dir", ssd_dir.string()};
+    args.insert(args.end(), more_args.begin(), more_args.end());
+    auto daemon = DaemonProcess::Start(args);
     EXPECT_TRUE(daemon.ok()) << daemon.status();
     return daemon.ok() ? *std::move(daemon) : nullptr;
   }
@@ -168,6 +172,43 @@ TEST_F(SchedulerLinkTest, TheIndexFollowsPutsEvictionsToSsdDeletesAndARestart) {
       << KvstoreBlocks() << " blocks in the index, " << recovered << " on SSD";
   const std::vector<BlockKey> kept(all.begin(), all.begin() + 14);
   EXPECT_EQ(Tiers(kept), std::make_pair(0, static_cast<int>(recovered)));
+  EXPECT_EQ(daemon->Terminate(), 0);
+}
+
+// --ssd-read-bytes-per-s reaches the scheduler with the registration: a block only on the kvstore's SSD is
+// priced at that rate (here 10x below the worker's network rate), not at the network's.
+TEST_F(SchedulerLinkTest, PlacementPricesSsdHitsAtTheReportedReadRate) {
+  constexpr double kSsdReadBytesPerS = 1e8;
+  ScratchDir ssd = MakeTempDir("strata-kvstore-link");
+  std::unique_ptr<DaemonProcess> daemon = StartKvstore(ssd.path() / "ssd", {"--ssd-read-bytes-per-s", "1e8"});
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return KvstoreBlocks() == 0; }, std::chrono::seconds(20))) << "the kvstore never registered";
+  auto client = daemon->Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  RegisteredBuffer buffer(**client, 4 * kBlockBytes);
+  const std::vector<BlockKey> keys = Keys(12, 300);  // in an 8-block arena: some move to SSD
+  PutKeys(**client, buffer, keys, kBlockBytes, kBlockBytes);
+  std::optional<BlockKey> on_ssd;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const BlockKey& key : keys) {
+          if (Tiers({key}).second == 1) on_ssd = key;
+        }
+        return on_ssd.has_value();
+      },
+      std::chrono::seconds(10)))
+      << "no block reached the index at the SSD tier";
+
+  scheduler::KeyRoute route;
+  route.model_fingerprint.fill(0x07);
+  route.keys = {*on_ssd};
+  route.prompt_tokens = 17;
+  absl::StatusOr<std::vector<scheduler::Estimate>> estimates = server_->scheduler().EstimateAll(route);
+  ASSERT_TRUE(estimates.ok()) << estimates.status();
+  ASSERT_EQ(estimates->size(), 1u);
+  const scheduler::Estimate& estimate = estimates->front();
+  EXPECT_EQ(estimate.blocks_by_tier[static_cast<size_t>(scheduler::Tier::kKvstoreSsd)], 1u);
+  EXPECT_NEAR(estimate.fetch_s, kBlockBytes / kSsdReadBytesPerS, 1e-6);
   EXPECT_EQ(daemon->Terminate(), 0);
 }
 
