@@ -39,6 +39,9 @@ struct WorkerInfo {
   double host_to_gpu_bytes_per_s = 0;
   double network_bytes_per_s = 0;
   double decode_tokens_per_s = 0;
+  // The name clients ask for (OpenAI "model"), as the worker reports it; may be empty. Informational: the
+  // key scheme (fingerprint) decides which KV a worker may use, never the name.
+  std::string model_name;
 };
 
 struct KvstoreInfo {

@@ -70,6 +70,18 @@ class SchedulerServiceTest : public ::testing::Test {
   std::unique_ptr<proto::Scheduler::Stub> stub_;
 };
 
+TEST_F(SchedulerServiceTest, RegistrationKeepsTheWorkersModelNameAndKeyScheme) {
+  proto::RegisterRequest request = WorkerRequest("w-name");
+  request.mutable_worker()->set_model_name("llama-3-8b");
+  absl::StatusOr<Registration> registration = RegistrationFromProto(request);
+  ASSERT_TRUE(registration.ok()) << registration.status();
+  EXPECT_EQ(registration->worker.model_name, "llama-3-8b");
+  EXPECT_EQ(std::string(registration->key_context.model_fingerprint.begin(),
+                        registration->key_context.model_fingerprint.end()),
+            request.key_scheme().model_fingerprint());
+  EXPECT_EQ(registration->key_context.block_tokens, 4u);
+}
+
 TEST_F(SchedulerServiceTest, RegistrationErrorsCarryTheirGrpcCodes) {
   proto::RegisterResponse response;
   ASSERT_TRUE(Register(WorkerRequest("w0"), &response).ok());
