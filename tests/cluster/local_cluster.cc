@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "common/status.h"
 #include "common/strings.h"
@@ -191,20 +190,6 @@ int LocalCluster::Holders(const std::string& kind) const {
   return value ? static_cast<int>(*value) : -1;
 }
 
-std::optional<double> MetricValue(int port, const std::string& series) {
-  httplib::Client http("127.0.0.1", port);
-  http.set_connection_timeout(1);
-  http.set_read_timeout(2);
-  auto response = http.Get("/metrics");
-  if (!response || response->status != 200) return std::nullopt;
-  std::istringstream lines(response->body);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-    }
-  }
-  return std::nullopt;
-}
 
 GenerateResult Generate(const std::string& worker_address, const std::vector<int32_t>& prompt_ids,
                         uint32_t max_new_tokens, bool disable_prefix_cache) {

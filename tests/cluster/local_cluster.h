@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "proto/worker.grpc.pb.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/metrics_scrape.h"
 #include "tests/testing/scratch_dir.h"
 
 namespace strata::cluster_testing {
@@ -76,9 +77,7 @@ class LocalCluster {
   std::vector<Daemon> workers_;
 };
 
-// The value of the sample `series` (e.g. `strata_kvstore_blocks{tier="dram"}`) on 127.0.0.1:port/metrics;
-// nullopt when the endpoint or the series is missing.
-std::optional<double> MetricValue(int port, const std::string& series);
+using strata::testing::MetricValue;  // tests/testing/metrics_scrape.h
 
 // One Worker.Generate call, streamed to its end.
 struct GenerateResult {

@@ -4,8 +4,8 @@
 
 #include <fstream>
 #include <map>
-#include <sstream>
 
+#include "tests/testing/metrics_scrape.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
@@ -64,14 +64,7 @@ std::string WorkerProcess::Metrics() const {
 }
 
 double WorkerProcess::Metric(const std::string& series) const {
-  std::istringstream in(Metrics());
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
-      return std::stod(line.substr(series.size() + 1));
-    }
-  }
-  return -1;
+  return strata::testing::MetricValue(metrics_port_, series).value_or(-1);
 }
 
 absl::StatusOr<std::unique_ptr<SchedulerProcess>> SchedulerProcess::Start(int port) {

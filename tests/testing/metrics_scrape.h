@@ -1,0 +1,16 @@
+// A daemon's Prometheus text on 127.0.0.1:port/metrics, read by tests that wait on what it reports.
+#ifndef STRATA_TESTS_TESTING_METRICS_SCRAPE_H_
+#define STRATA_TESTS_TESTING_METRICS_SCRAPE_H_
+
+#include <optional>
+#include <string>
+
+namespace strata::testing {
+
+// The value of the sample `series` (e.g. `strata_kvstore_blocks{tier="dram"}`, labels as rendered);
+// nullopt when the endpoint does not answer 200 or has no such sample.
+std::optional<double> MetricValue(int port, const std::string& series);
+
+}  // namespace strata::testing
+
+#endif  // STRATA_TESTS_TESTING_METRICS_SCRAPE_H_
