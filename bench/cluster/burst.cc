@@ -11,6 +11,7 @@ BurstResult RunBurst(const CompletionClient& client, const std::vector<BenchRequ
                      const BurstOptions& options) {
   BurstResult burst;
   burst.results.resize(requests.size());
+  if (requests.empty()) return burst;  // (std::clamp below needs 1 <= requests.size())
   std::atomic<size_t> next{0};
   const auto start = std::chrono::steady_clock::now();
   auto sender = [&] {

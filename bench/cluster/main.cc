@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
 
   auto trace = strata::scheduler::replay::ReadMooncakeTrace(trace_path, prompt_options.trace_block_tokens);
   if (!trace.ok()) return Fail(std::string(trace.status().message()));
+  if (requests == 0) return Fail("--requests must be > 0");
   if (offset >= trace->size()) return Fail(strata::StrCat("--offset ", offset, ": the trace has ", trace->size(), " requests"));
   std::vector<strata::scheduler::replay::TraceRequest> head(
       trace->begin() + static_cast<ptrdiff_t>(offset),
