@@ -111,11 +111,12 @@ FrontDoor::~FrontDoor() { Shutdown(); }
 
 absl::StatusOr<std::unique_ptr<GenerationStream>> FrontDoor::Generate(const GenerationRequest& request,
                                                                       const std::string& tenant,
-                                                                      const std::string& request_id, absl::Time arrived) {
+                                                                      const std::string& request_id, absl::Time arrived,
+                                                                      absl::Time caller_deadline) {
   STRATA_ASSIGN_OR_RETURN(PreparedRequest prepared, model_->Prepare(request));
   prepared.request_id = request_id;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GenerationStream> stream,
-                          proxy_->Start(prepared, tenant, model_->tokenizer(), arrived));
+                          proxy_->Start(prepared, tenant, model_->tokenizer(), arrived, caller_deadline));
   ttft_->Observe(stream->ttft_s());
   return stream;
 }

@@ -56,9 +56,11 @@ class FrontDoor {
 
   // The pipeline both faces use.
   absl::StatusOr<std::string> Authenticate(std::string_view authorization) const { return keys_.TenantOf(authorization); }
-  // `request_id` (NewRequestId) travels to the worker for its logs.
+  // `request_id` (NewRequestId) travels to the worker for its logs. `caller_deadline`: the caller's own
+  // deadline (gRPC), which the worker's call keeps when it is sooner than --request-timeout-s.
   absl::StatusOr<std::unique_ptr<GenerationStream>> Generate(const GenerationRequest& request, const std::string& tenant,
-                                                             const std::string& request_id, absl::Time arrived);
+                                                             const std::string& request_id, absl::Time arrived,
+                                                             absl::Time caller_deadline = absl::InfiniteFuture());
   // Live workers serving the model.
   int WorkerCount();
   // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).

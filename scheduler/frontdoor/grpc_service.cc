@@ -68,7 +68,8 @@ grpc::Status Run(FrontDoor& door, const char* name, grpc::ServerContext& context
   if (!tenant.ok()) return fail(tenant.status());
   if (absl::Status valid = CheckOptions(request); !valid.ok()) return fail(valid);
   const std::string id = door.NewRequestId(request.endpoint);
-  absl::StatusOr<std::unique_ptr<GenerationStream>> stream = door.Generate(request, *tenant, id, arrived);
+  absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
+      door.Generate(request, *tenant, id, arrived, absl::FromChrono(context.deadline()));
   if (!stream.ok()) return fail(stream.status());
   door.StreamStarted();
   grpc::Status result = grpc::Status::OK;

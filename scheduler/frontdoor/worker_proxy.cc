@@ -134,7 +134,7 @@ absl::flat_hash_map<std::string, int> WorkerDirectory::ModelCounts() {
 absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const PreparedRequest& request,
                                                                      const std::string& tenant,
                                                                      const model::Tokenizer& tokenizer,
-                                                                     absl::Time arrived) {
+                                                                     absl::Time arrived, absl::Time caller_deadline) {
   std::vector<WorkerModel> workers = directory_->WorkersOf(request.model);
   if (workers.empty()) {
     // Name what the live workers do serve: a --served-model-name that differs between the scheduler and
@@ -199,7 +199,10 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
       for (int32_t id : any->eos_token_ids) stream->stop_ids_.insert(id);
     }
     stream->stub_ = directory_->Stub(routed->worker_address);
-    SetDeadline(stream->context_, Millis(request_timeout_));
+    // A caller that gives up sooner (its gRPC deadline) takes the worker's call with it: the worker frees
+    // the request's batch slot and KV then, not at --request-timeout-s.
+    SetDeadline(stream->context_, Millis(std::max(absl::ZeroDuration(),
+                                                  std::min(request_timeout_, caller_deadline - absl::Now()))));
     stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
     proto::GenerateResponse first;
     if (stream->reader_->Read(&first)) {

@@ -135,8 +135,10 @@ class WorkerProxy {
   // no live worker serves the model or the chosen one cannot be reached, InvalidArgument for what the
   // worker refuses, ResourceExhausted when its queue is full. A worker that is unreachable (UNAVAILABLE)
   // or full before any output is retried twice, round-robin. `arrived`: when the request came in (TTFT).
+  // The worker's call ends at the sooner of `caller_deadline` and now + the request timeout.
   absl::StatusOr<std::unique_ptr<GenerationStream>> Start(const PreparedRequest& request, const std::string& tenant,
-                                                          const model::Tokenizer& tokenizer, absl::Time arrived);
+                                                          const model::Tokenizer& tokenizer, absl::Time arrived,
+                                                          absl::Time caller_deadline = absl::InfiniteFuture());
 
  private:
   scheduler::Scheduler* scheduler_;

@@ -426,6 +426,33 @@ TEST_F(FrontDoorTest, TheTenantComesFromTheApiKeyAndSteersRouting) {
   EXPECT_TRUE((*second)->last_request().tenant() == "team-a" || worker_->last_request().tenant() == "team-a");
 }
 
+TEST_F(FrontDoorTest, AGrpcCallersDeadlineEndsTheWorkersCall) {
+  // The worker holds its stream after the first token until its call is cancelled: only the caller's
+  // deadline, carried over to the worker's call, ends it before the front door's 30 s request timeout.
+  worker_->set_hold_after_tokens(1);
+  auto stub = proto::FrontDoor::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(door_->grpc_port()),
+                                                            grpc::InsecureChannelCredentials()));
+  proto::CompleteRequest request;
+  request.set_model(kModel);
+  request.mutable_token_ids()->mutable_ids()->Assign(golden_.prompt.begin(), golden_.prompt.end());
+  request.mutable_options()->set_max_tokens(16);
+  request.mutable_options()->set_temperature(0);
+  request.mutable_options()->set_ignore_eos(true);
+  const auto start = std::chrono::steady_clock::now();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  auto reader = stub->Complete(&context, request);
+  proto::CompletionChunk chunk;
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The front door's handler returns once the worker's call has ended: no stream stays open.
+  EXPECT_TRUE(WaitFor([&] { return door_->metrics().RenderText().find("strata_frontdoor_open_streams 0") !=
+                                   std::string::npos; },
+                      std::chrono::seconds(10)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+}
+
 TEST_F(FrontDoorTest, GrpcFrontDoorStreamsTheSameTokens) {
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(door_->grpc_port()),
                                      grpc::InsecureChannelCredentials());
