@@ -189,14 +189,6 @@ absl::StatusOr<std::vector<float>> RunForward(BenchModel& m, absl::Span<const in
   return std::move(logits[0]);
 }
 
-std::vector<int32_t> RandomIds(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, 127999);
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = dist(rng);
-  return ids;
-}
-
 double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -207,13 +199,13 @@ absl::Status MeasureTtft(BenchModel& m, const std::vector<int64_t>& lengths, int
   std::printf("time to first token (engine forward, mini-sequence %lld)\n", static_cast<long long>(mini));
   {  // warm-up: handles, kernels, the pool
     STRATA_ASSIGN_OR_RETURN(auto kv, MakeKv(m, 4096));
-    const auto ids = RandomIds(4096, 1);
+    const auto ids = RandomTokenIds(4096, 1);
     const int64_t last = 4095;
     STRATA_RETURN_IF_ERROR(RunForward(m, ids, 0, *kv, last, mini).status());
   }
   for (int64_t s : lengths) {
     STRATA_ASSIGN_OR_RETURN(auto kv, MakeKv(m, s));
-    const auto ids = RandomIds(s, 2);
+    const auto ids = RandomTokenIds(s, 2);
     const int64_t last = s - 1;
     const auto start = std::chrono::steady_clock::now();
     STRATA_RETURN_IF_ERROR(RunForward(m, ids, 0, *kv, last, mini).status());
@@ -229,7 +221,7 @@ absl::Status MeasureEngineDecode(BenchModel& m, int64_t context, const std::stri
               label.c_str());
   constexpr int kSteps = 64;
   STRATA_ASSIGN_OR_RETURN(auto kv, MakeKv(m, context + kSteps + 8));
-  const auto ids = RandomIds(context, 3);
+  const auto ids = RandomTokenIds(context, 3);
   const int64_t last = context - 1, zero = 0;
   STRATA_RETURN_IF_ERROR(RunForward(m, ids, 0, *kv, last, 8192).status());
   int32_t token = 7;

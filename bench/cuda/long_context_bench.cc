@@ -82,19 +82,12 @@ absl::StatusOr<double> MeasureH2dBytesPerSecond() {
   double best = 0;
   for (int i = 0; i < 5; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device.data(), host.data(), kBytes, cudaMemcpyHostToDevice, stream.get()));
+    STRATA_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(device.data(), host.data(), kBytes, cudaMemcpyHostToDevice, stream.get()));
     STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream.get()));
     best = std::max(best, kBytes / Seconds(start));
   }
   return best;
-}
-
-std::vector<int32_t> RandomIds(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, 127999);
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = dist(rng);
-  return ids;
 }
 
 int64_t GiBToBytes(double gib) { return gib < 0 ? engine::KvBudgets::kUnlimited : static_cast<int64_t>(gib * kGiB); }
@@ -102,7 +95,7 @@ int64_t GiBToBytes(double gib) { return gib < 0 ? engine::KvBudgets::kUnlimited 
 // One prompt through the engine with `placement`: prefill, then greedy decode. Returns the JSON row.
 absl::StatusOr<nlohmann::json> RunOnce(engine::Engine& engine, const Options& o, const engine::KvPlacement& placement,
                                        const std::string& label, double h2d_bytes_per_s) {
-  const std::vector<int32_t> prompt = RandomIds(o.prompt_tokens, 7);
+  const std::vector<int32_t> prompt = RandomTokenIds(o.prompt_tokens, 7);
   const int64_t capacity = o.prompt_tokens + o.decode_tokens;
   STRATA_ASSIGN_OR_RETURN(engine::MemoryPlan plan, engine.PlanMemory(capacity, o.prompt_tokens, placement));
   engine::KvPlacement planned = placement;
@@ -110,8 +103,8 @@ absl::StatusOr<nlohmann::json> RunOnce(engine::Engine& engine, const Options& o,
   const engine::ResidencyPlan& r = plan.residency;
   Log(StrCat(label, ": ", o.prompt_tokens, " tokens; KV heads G/H/S = ", r.HeadsIn(engine::KvTier::kDevice), "/",
              r.HeadsIn(engine::KvTier::kHost), "/", r.HeadsIn(engine::KvTier::kSsd), "; KV on GPU ",
-             plan.kv.device_bytes / kGiB, " GiB, host ", plan.kv.host_bytes / kGiB, " GiB, SSD ", plan.kv.ssd_bytes / kGiB,
-             " GiB; activations ", plan.activation_bytes / kGiB, " GiB"));
+             plan.kv.device_bytes / kGiB, " GiB, host ", plan.kv.host_bytes / kGiB, " GiB, SSD ",
+             plan.kv.ssd_bytes / kGiB, " GiB; activations ", plan.activation_bytes / kGiB, " GiB"));
   auto start = std::chrono::steady_clock::now();
   STRATA_ASSIGN_OR_RETURN(engine::Sequence sequence, engine.NewSequence(capacity, planned));
   const double allocate_s = Seconds(start);
@@ -146,8 +139,7 @@ absl::StatusOr<nlohmann::json> RunOnce(engine::Engine& engine, const Options& o,
       timed_steps > 0 ? static_cast<double>(end.bytes_uploaded - before_timed.bytes_uploaded) / timed_steps : 0;
   const double decode_tok_s = timed_steps > 0 ? timed_steps / decode_s : 0;
   const double floor_tok_s = uploaded_per_step > 0 ? h2d_bytes_per_s / uploaded_per_step : 0;
-  const double ssd_read_gbps =
-      end.ssd_read_s > 0 ? static_cast<double>(end.ssd_bytes_read) / end.ssd_read_s / 1e9 : 0;
+  const double ssd_read_gbps = end.ssd_read_s > 0 ? static_cast<double>(end.ssd_bytes_read) / end.ssd_read_s / 1e9 : 0;
   nlohmann::json row = {
       {"label", label},
       {"prompt_tokens", o.prompt_tokens},

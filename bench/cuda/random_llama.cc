@@ -52,7 +52,6 @@ model::ModelConfig Llama3_8B() {
   return c;
 }
 
-
 absl::StatusOr<BenchModel> MakeModel(engine::DecodeGraphs graphs) {
   BenchModel m;
   m.config = Llama3_8B();
@@ -78,10 +77,17 @@ absl::StatusOr<BenchModel> MakeModel(engine::DecodeGraphs graphs) {
     m.layers.push_back(std::move(w));
   }
   STRATA_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-  STRATA_ASSIGN_OR_RETURN(LlamaModel model,
-                          LlamaModel::FromWeights(c, m.embed, m.final_norm, m.lm_head, m.layers, b));
+  STRATA_ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::FromWeights(c, m.embed, m.final_norm, m.lm_head, m.layers, b));
   m.model = std::make_unique<LlamaModel>(std::move(model));
   return m;
+}
+
+std::vector<int32_t> RandomTokenIds(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, 127999);
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = dist(rng);
+  return ids;
 }
 
 }  // namespace strata::bench

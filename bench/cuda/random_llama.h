@@ -26,6 +26,9 @@ struct BenchModel {
 
 absl::StatusOr<BenchModel> MakeModel(engine::DecodeGraphs graphs);
 
+// `n` token ids drawn uniformly from the first 128,000 of the vocabulary, the same for the same seed.
+std::vector<int32_t> RandomTokenIds(int64_t n, uint32_t seed);
+
 }  // namespace strata::bench
 
 #endif  // STRATA_BENCH_CUDA_RANDOM_LLAMA_H_

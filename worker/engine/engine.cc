@@ -6,16 +6,6 @@
 #include "worker/engine/llama.h"
 
 namespace strata::engine {
-namespace {
-
-std::string GiB(int64_t bytes) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.2f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
-  return text;
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::Model& model, std::unique_ptr<Backend> backend,
                                                        const EngineOptions& options) {
   if (backend == nullptr) return absl::InvalidArgumentError("Engine::Create: no backend");
@@ -43,6 +33,15 @@ const model::ModelConfig& Engine::config() const { return model_->config(); }
 std::string_view Engine::backend_name() const { return backend_->name(); }
 DType Engine::kv_dtype() const { return backend_->activation_dtype(); }
 
+KvShape Engine::KvShapeOf(int64_t capacity_tokens) const {
+  const model::ModelConfig& c = config();
+  return KvShape{.num_layers = c.num_layers,
+                 .num_kv_heads = c.num_kv_heads,
+                 .head_dim = c.head_dim,
+                 .capacity_tokens = capacity_tokens,
+                 .dtype = kv_dtype()};
+}
+
 int64_t Engine::KvPayloadBytes(int64_t tokens) const {
   const model::ModelConfig& c = config();
   return 2 * c.num_layers * c.num_kv_heads * tokens * c.head_dim * static_cast<int64_t>(DTypeSize(kv_dtype()));
@@ -55,11 +54,7 @@ absl::StatusOr<MemoryPlan> Engine::PlanMemory(int64_t capacity_tokens, int64_t p
     return absl::InvalidArgumentError(StrCat("sequence capacity must be in [1, ", c.max_position_embeddings,
                                              "] (max_position_embeddings), got ", capacity_tokens));
   }
-  const KvShape shape{.num_layers = c.num_layers,
-                      .num_kv_heads = c.num_kv_heads,
-                      .head_dim = c.head_dim,
-                      .capacity_tokens = capacity_tokens,
-                      .dtype = kv_dtype()};
+  const KvShape shape = KvShapeOf(capacity_tokens);
   MemoryPlan plan;
   if (placement.plan.has_value()) {
     plan.residency = *placement.plan;
@@ -67,29 +62,24 @@ absl::StatusOr<MemoryPlan> Engine::PlanMemory(int64_t capacity_tokens, int64_t p
     STRATA_ASSIGN_OR_RETURN(plan.residency, ResidencyPlan::FromBudgets(shape, placement.budgets));
   }
   plan.kv = plan.residency.Memory(shape);
-  plan.activation_bytes = model_->ActivationBytes(std::max<int64_t>(prompt_tokens, 1), 1,
-                                                  options_.mini_sequence_tokens, kv_dtype());
+  plan.activation_bytes =
+      model_->ActivationBytes(std::max<int64_t>(prompt_tokens, 1), 1, options_.mini_sequence_tokens, kv_dtype());
   plan.weight_bytes = model_->WeightBytes();
   if (const std::optional<int64_t> free = backend_->FreeDeviceBytes(); free.has_value()) {
     const int64_t needed = plan.kv.device_bytes + plan.activation_bytes;
     if (needed > *free) {
-      return absl::ResourceExhaustedError(
-          StrCat("a sequence of ", capacity_tokens, " tokens needs ", GiB(plan.kv.device_bytes), " of GPU memory for KV and ",
-                 GiB(plan.activation_bytes), " for activations, but ", GiB(*free),
-                 " are free: lower --gpu-kv-budget (the rest goes to host memory) or --mini-sequence"));
+      return absl::ResourceExhaustedError(StrCat(
+          "a sequence of ", capacity_tokens, " tokens needs ", FormatGiB(plan.kv.device_bytes),
+          " of GPU memory for KV and ", FormatGiB(plan.activation_bytes), " for activations, but ", FormatGiB(*free),
+          " are free: lower --gpu-kv-budget (the rest goes to host memory) or --mini-sequence"));
     }
   }
   return plan;
 }
 
 absl::StatusOr<Sequence> Engine::NewSequence(int64_t capacity_tokens, const KvPlacement& placement) {
-  const model::ModelConfig& c = config();
   STRATA_ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(capacity_tokens, 0, placement));
-  const KvShape shape{.num_layers = c.num_layers,
-                      .num_kv_heads = c.num_kv_heads,
-                      .head_dim = c.head_dim,
-                      .capacity_tokens = capacity_tokens,
-                      .dtype = kv_dtype()};
+  const KvShape shape = KvShapeOf(capacity_tokens);
   Sequence sequence;
   sequence.capacity_ = capacity_tokens;
   STRATA_ASSIGN_OR_RETURN(sequence.cache_,

@@ -88,8 +88,8 @@ class Engine {
   // One sequence's part of a batched forward pass.
   struct BatchItem {
     Sequence* sequence = nullptr;
-    absl::Span<const int32_t> ids;          // at least one
-    absl::Span<const int64_t> logit_rows;   // indices into ids
+    absl::Span<const int32_t> ids;         // at least one
+    absl::Span<const int64_t> logit_rows;  // indices into ids
   };
   // Forward of several sequences as one pass (continuous batching): the projections, the MLP and the
   // LM head see the rows of all items together (still at most mini_sequence_tokens at a time); attention
@@ -115,6 +115,7 @@ class Engine {
 
  private:
   Engine(std::unique_ptr<Backend> backend, std::unique_ptr<LlamaModel> model, const EngineOptions& options);
+  KvShape KvShapeOf(int64_t capacity_tokens) const;
   // Whether a pass of `rows` new tokens keeps its hidden states in host memory (EngineOptions::hidden_states).
   bool HiddenOnHost(int64_t rows);
 

@@ -9,12 +9,6 @@
 namespace strata::engine {
 namespace {
 
-std::string GiB(int64_t bytes) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.2f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
-  return text;
-}
-
 // Adds the calling thread's time in scope to `seconds`.
 class HostTimer {
  public:
@@ -34,6 +28,12 @@ int64_t RegionRowsOf(const KvShape& shape) {
 }
 
 }  // namespace
+
+std::string FormatGiB(int64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
+  return text;
+}
 
 std::string_view KvTierName(KvTier tier) {
   switch (tier) {
@@ -58,8 +58,8 @@ ResidencyPlan ResidencyPlan::Uniform(int64_t num_layers, int64_t num_kv_heads, K
 absl::StatusOr<ResidencyPlan> ResidencyPlan::FromTiers(int64_t num_layers, int64_t num_kv_heads,
                                                        std::vector<KvTier> tiers) {
   if (num_layers <= 0 || num_kv_heads <= 0 || static_cast<int64_t>(tiers.size()) != num_layers * num_kv_heads) {
-    return absl::InvalidArgumentError(StrCat("residency plan: ", tiers.size(), " tiers for ", num_layers,
-                                             " layers of ", num_kv_heads, " KV heads"));
+    return absl::InvalidArgumentError(
+        StrCat("residency plan: ", tiers.size(), " tiers for ", num_layers, " layers of ", num_kv_heads, " KV heads"));
   }
   ResidencyPlan plan;
   plan.num_layers_ = num_layers;
@@ -79,9 +79,10 @@ absl::StatusOr<ResidencyPlan> ResidencyPlan::FromBudgets(const KvShape& shape, c
   const int64_t staging = 2 * shape.num_kv_heads * head_bytes;
   if (budgets.device_bytes < staging) {
     return absl::ResourceExhaustedError(
-        StrCat("KV of ", shape.capacity_tokens, " tokens (", GiB(shape.TotalBytes()), ") does not fit the GPU KV budget of ",
-               GiB(budgets.device_bytes), ", and offloading it needs ", GiB(staging),
-               " of GPU memory for two staging layers: raise --gpu-kv-budget to at least ", GiB(staging)));
+        StrCat("KV of ", shape.capacity_tokens, " tokens (", FormatGiB(shape.TotalBytes()),
+               ") does not fit the GPU KV budget of ", FormatGiB(budgets.device_bytes), ", and offloading it needs ",
+               FormatGiB(staging), " of GPU memory for two staging layers: raise --gpu-kv-budget to at least ",
+               FormatGiB(staging)));
   }
   const int64_t on_device = std::min(heads, (budgets.device_bytes - staging) / head_bytes);
   const int64_t rest = heads - on_device;
@@ -99,11 +100,12 @@ absl::StatusOr<ResidencyPlan> ResidencyPlan::FromBudgets(const KvShape& shape, c
     if (ssd_needed > budgets.ssd_bytes) {
       const int64_t host_short = rest * head_bytes - budgets.host_bytes;
       return absl::ResourceExhaustedError(
-          StrCat("KV of ", shape.capacity_tokens, " tokens (", GiB(shape.TotalBytes()), ") does not fit: the GPU KV budget (",
-                 GiB(budgets.device_bytes), ") holds ", GiB(on_device * head_bytes), ", the host KV budget (",
-                 GiB(budgets.host_bytes), ") ", GiB(on_host * head_bytes), ", the SSD budget (", GiB(budgets.ssd_bytes),
-                 ") needs ", GiB(ssd_needed), ": raise --ssd-budget by ", GiB(ssd_needed - budgets.ssd_bytes),
-                 " or --host-kv-budget by ", GiB(host_short), " (or --gpu-kv-budget)"));
+          StrCat("KV of ", shape.capacity_tokens, " tokens (", FormatGiB(shape.TotalBytes()),
+                 ") does not fit: the GPU KV budget (", FormatGiB(budgets.device_bytes), ") holds ",
+                 FormatGiB(on_device * head_bytes), ", the host KV budget (", FormatGiB(budgets.host_bytes), ") ",
+                 FormatGiB(on_host * head_bytes), ", the SSD budget (", FormatGiB(budgets.ssd_bytes), ") needs ",
+                 FormatGiB(ssd_needed), ": raise --ssd-budget by ", FormatGiB(ssd_needed - budgets.ssd_bytes),
+                 " or --host-kv-budget by ", FormatGiB(host_short), " (or --gpu-kv-budget)"));
     }
     if (budgets.ssd_dir.empty()) {
       return absl::InvalidArgumentError(StrCat(on_ssd, " KV heads need the SSD tier, but no --ssd-dir is given"));
@@ -173,8 +175,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend, const
                                              " heads does not fit ", shape.num_layers, "x", shape.num_kv_heads));
   }
   if (shape.capacity_tokens <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError(StrCat("KV cache: capacity ", shape.capacity_tokens, " tokens of width ",
-                                             shape.head_dim));
+    return absl::InvalidArgumentError(
+        StrCat("KV cache: capacity ", shape.capacity_tokens, " tokens of width ", shape.head_dim));
   }
   std::unique_ptr<KvCache> cache(new KvCache(backend, shape, std::move(plan)));
   const ResidencyPlan& p = cache->plan_;
@@ -274,14 +276,12 @@ absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
                               SsdFile::kAlignmentBytes * SsdFile::kAlignmentBytes;
         {
           HostTimer read_timer(stats_.ssd_read_s);
-          STRATA_RETURN_IF_ERROR(
-              ssd_->ReadDirect(home.ssd_offset + (value ? RegionBytes() : 0), bytes, bounce.data()));
+          STRATA_RETURN_IF_ERROR(ssd_->ReadDirect(home.ssd_offset + (value ? RegionBytes() : 0), bytes, bounce.data()));
         }
         stats_.ssd_bytes_read += bytes;
         STRATA_RETURN_IF_ERROR(backend_.CopyRows(bounce, 0, dst, 0, valid_tokens, Queue::kUpload));
       } else {
-        STRATA_RETURN_IF_ERROR(
-            backend_.CopyRows(value ? home.v : home.k, 0, dst, 0, valid_tokens, Queue::kUpload));
+        STRATA_RETURN_IF_ERROR(backend_.CopyRows(value ? home.v : home.k, 0, dst, 0, valid_tokens, Queue::kUpload));
       }
       stats_.bytes_uploaded += valid_tokens * shape_.RowBytes();
     }
@@ -309,7 +309,8 @@ absl::StatusOr<KvLayer> KvCache::Acquire(int64_t layer, int64_t valid_tokens) {
   Slot& slot = slots_[layer % 2];
   {
     HostTimer timer(stats_.host_transfer_s);
-    if (slot.holds_layer != layer || slot.holds_tokens != valid_tokens) STRATA_RETURN_IF_ERROR(Fill(layer, valid_tokens));
+    if (slot.holds_layer != layer || slot.holds_tokens != valid_tokens)
+      STRATA_RETURN_IF_ERROR(Fill(layer, valid_tokens));
   }
   STRATA_ASSIGN_OR_RETURN(Fence before, backend_.Record(Queue::kCompute));
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kCompute, slot.uploaded));
@@ -393,8 +394,8 @@ absl::Status KvCache::Finish() {
 absl::Status KvCache::ReadRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows, void* data) {
   if (layer < 0 || layer >= shape_.num_layers || head < 0 || head >= shape_.num_kv_heads || first < 0 || rows < 0 ||
       first + rows > shape_.capacity_tokens) {
-    return absl::OutOfRangeError(StrCat("KV cache: rows [", first, ", ", first + rows, ") of layer ", layer, " head ",
-                                        head));
+    return absl::OutOfRangeError(
+        StrCat("KV cache: rows [", first, ", ", first + rows, ") of layer ", layer, " head ", head));
   }
   const Home& home = homes_[layer * shape_.num_kv_heads + head];
   if (plan_.tier(layer, head) == KvTier::kSsd) {
@@ -413,8 +414,8 @@ absl::Status KvCache::WriteRows(int64_t layer, int64_t head, bool value, int64_t
                                 const void* data) {
   if (layer < 0 || layer >= shape_.num_layers || head < 0 || head >= shape_.num_kv_heads || first < 0 || rows < 0 ||
       first + rows > shape_.capacity_tokens) {
-    return absl::OutOfRangeError(StrCat("KV cache: rows [", first, ", ", first + rows, ") of layer ", layer, " head ",
-                                        head));
+    return absl::OutOfRangeError(
+        StrCat("KV cache: rows [", first, ", ", first + rows, ") of layer ", layer, " head ", head));
   }
   for (Slot& slot : slots_) {
     if (slot.holds_layer == layer) slot.holds_layer = -1;  // its copy is stale now

@@ -26,6 +26,9 @@ namespace strata::engine {
 enum class KvTier : uint8_t { kDevice, kHost, kSsd };
 std::string_view KvTierName(KvTier tier);
 
+// "12.50 GiB": how memory plans and their errors print sizes.
+std::string FormatGiB(int64_t bytes);
+
 // The shape of one sequence's cache.
 struct KvShape {
   int64_t num_layers = 0;
@@ -47,7 +50,7 @@ struct KvBudgets {
   int64_t device_bytes = kUnlimited;
   int64_t host_bytes = 0;
   int64_t ssd_bytes = 0;
-  std::string ssd_dir;   // where SSD-tier files go (required when any head lands there)
+  std::string ssd_dir;  // where SSD-tier files go (required when any head lands there)
   SsdIo ssd_io = SsdIo::kIoUring;
 };
 
@@ -92,9 +95,9 @@ struct KvTransferStats {
   int64_t bytes_downloaded = 0;  // written rows back to their homes
   int64_t ssd_bytes_read = 0;
   int64_t ssd_bytes_written = 0;
-  double ssd_read_s = 0;         // inside direct SSD reads
-  double compute_stall_s = 0;    // compute waiting for uploads (GPU-side; 0 on the CPU backend)
-  double host_transfer_s = 0;    // the calling thread inside transfers: SSD I/O, fence waits, CPU copies
+  double ssd_read_s = 0;       // inside direct SSD reads
+  double compute_stall_s = 0;  // compute waiting for uploads (GPU-side; 0 on the CPU backend)
+  double host_transfer_s = 0;  // the calling thread inside transfers: SSD I/O, fence waits, CPU copies
 };
 
 // Not thread-safe; used by one engine thread. Every backend call goes to the backend it was created with.
@@ -139,11 +142,11 @@ class KvCache {
   // A staging slot: every head of one layer in backend memory, and host bounce space for its SSD heads.
   struct Slot {
     KvLayer layer;
-    Tensor bounce;           // host, [2 * heads * region_rows, head_dim]: K region then V region per head
+    Tensor bounce;  // host, [2 * heads * region_rows, head_dim]: K region then V region per head
     int64_t holds_layer = -1;
     int64_t holds_tokens = 0;
-    Fence uploaded;          // the slot's content is in place (upload queue)
-    Fence drained;           // its written rows have left for home (download queue)
+    Fence uploaded;  // the slot's content is in place (upload queue)
+    Fence drained;   // its written rows have left for home (download queue)
   };
   struct PendingSsdWrite {
     int64_t slot, layer, first, rows;
@@ -151,7 +154,7 @@ class KvCache {
   };
 
   KvCache(Backend& backend, const KvShape& shape, ResidencyPlan plan);
-  int64_t RegionRows() const;   // rows of one K (or V) region on SSD: capacity rounded to the alignment
+  int64_t RegionRows() const;  // rows of one K (or V) region on SSD: capacity rounded to the alignment
   int64_t RegionBytes() const { return RegionRows() * shape_.RowBytes(); }
   // The bounce rows of a layer's `ssd_ordinal`-th SSD head (counting only that layer's SSD heads).
   Tensor BounceRows(Slot& slot, int64_t ssd_ordinal, bool value) const;

@@ -126,9 +126,9 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const model::ModelConfig& config, co
   return m;
 }
 
-absl::StatusOr<LlamaModel> LlamaModel::FromWeights(const model::ModelConfig& config, Tensor embed,
-                                                   Tensor final_norm, Tensor lm_head,
-                                                   std::vector<LlamaLayerWeights> layers, Backend& backend) {
+absl::StatusOr<LlamaModel> LlamaModel::FromWeights(const model::ModelConfig& config, Tensor embed, Tensor final_norm,
+                                                   Tensor lm_head, std::vector<LlamaLayerWeights> layers,
+                                                   Backend& backend) {
   if (static_cast<int64_t>(layers.size()) != config.num_layers ||
       static_cast<int64_t>(config.layer_window.size()) != config.num_layers) {
     return absl::InvalidArgumentError(StrCat("FromWeights: ", layers.size(), " layers and ", config.layer_window.size(),
@@ -185,14 +185,16 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
   std::vector<int64_t> logit_rows;  // global row indices
   for (const Segment& seg : segments) {
     const int64_t n = static_cast<int64_t>(seg.ids.size());
-    if (seg.cache == nullptr || n == 0) return absl::InvalidArgumentError("Forward: a sequence without tokens or cache");
+    if (seg.cache == nullptr || n == 0)
+      return absl::InvalidArgumentError("Forward: a sequence without tokens or cache");
     if (seg.cache->shape().num_layers != c.num_layers) {
-      return absl::InvalidArgumentError(
-          StrCat("Forward: a KV cache of ", seg.cache->shape().num_layers, " layers for a ", c.num_layers, "-layer model"));
+      return absl::InvalidArgumentError(StrCat("Forward: a KV cache of ", seg.cache->shape().num_layers,
+                                               " layers for a ", c.num_layers, "-layer model"));
     }
     if (seg.first_position < 0 || seg.first_position + n > seg.cache->shape().capacity_tokens) {
       return absl::OutOfRangeError(StrCat("Forward: positions [", seg.first_position, ", ", seg.first_position + n,
-                                          ") exceed the KV capacity of ", seg.cache->shape().capacity_tokens, " tokens"));
+                                          ") exceed the KV capacity of ", seg.cache->shape().capacity_tokens,
+                                          " tokens"));
     }
     for (int64_t row : seg.logit_rows) {
       if (row < 0 || row >= n) {

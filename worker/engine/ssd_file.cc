@@ -42,8 +42,8 @@ struct SsdFile::Ring {
 absl::StatusOr<std::unique_ptr<SsdFile>> SsdFile::Create(const std::string& dir, int64_t bytes, SsdIo io) {
   if (dir.empty()) return absl::InvalidArgumentError("SSD tier: no directory given (--ssd-dir)");
   if (bytes <= 0 || !Aligned(bytes)) {
-    return absl::InvalidArgumentError(StrCat("SSD tier: file size ", bytes, " is not a positive multiple of ",
-                                             kAlignmentBytes));
+    return absl::InvalidArgumentError(
+        StrCat("SSD tier: file size ", bytes, " is not a positive multiple of ", kAlignmentBytes));
   }
   std::unique_ptr<SsdFile> file(new SsdFile());
   file->where_ = dir;
@@ -82,14 +82,14 @@ absl::Status SsdFile::ReadDirect(int64_t offset, int64_t bytes, void* dst) {
         StrCat("SSD tier: direct read of ", bytes, " bytes at ", offset, " is not aligned to ", kAlignmentBytes));
   }
   if (offset < 0 || offset + bytes > bytes_) {
-    return absl::OutOfRangeError(StrCat("SSD tier: read [", offset, ", ", offset + bytes, ") of a ", bytes_,
-                                        "-byte file"));
+    return absl::OutOfRangeError(
+        StrCat("SSD tier: read [", offset, ", ", offset + bytes, ") of a ", bytes_, "-byte file"));
   }
   auto* out = static_cast<std::byte*>(dst);
   if (io_ == SsdIo::kPread) {
     for (int64_t done = 0; done < bytes;) {
-      const ssize_t n = pread(direct_fd_, out + done, static_cast<size_t>(std::min(bytes - done, kRequestBytes)),
-                              offset + done);
+      const ssize_t n =
+          pread(direct_fd_, out + done, static_cast<size_t>(std::min(bytes - done, kRequestBytes)), offset + done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return ErrnoError("reading KV", where_, n < 0 ? errno : EIO);
       done += n;
@@ -152,8 +152,8 @@ absl::Status SsdFile::ReadDirect(int64_t offset, int64_t bytes, void* dst) {
 
 absl::Status SsdFile::Write(int64_t offset, const void* src, int64_t bytes) {
   if (offset < 0 || bytes < 0 || offset + bytes > bytes_) {
-    return absl::OutOfRangeError(StrCat("SSD tier: write [", offset, ", ", offset + bytes, ") of a ", bytes_,
-                                        "-byte file"));
+    return absl::OutOfRangeError(
+        StrCat("SSD tier: write [", offset, ", ", offset + bytes, ") of a ", bytes_, "-byte file"));
   }
   const auto* in = static_cast<const std::byte*>(src);
   for (int64_t done = 0; done < bytes;) {
@@ -168,8 +168,8 @@ absl::Status SsdFile::Write(int64_t offset, const void* src, int64_t bytes) {
 
 absl::Status SsdFile::Read(int64_t offset, int64_t bytes, void* dst) {
   if (offset < 0 || bytes < 0 || offset + bytes > bytes_) {
-    return absl::OutOfRangeError(StrCat("SSD tier: read [", offset, ", ", offset + bytes, ") of a ", bytes_,
-                                        "-byte file"));
+    return absl::OutOfRangeError(
+        StrCat("SSD tier: read [", offset, ", ", offset + bytes, ") of a ", bytes_, "-byte file"));
   }
   auto* out = static_cast<std::byte*>(dst);
   for (int64_t done = 0; done < bytes;) {

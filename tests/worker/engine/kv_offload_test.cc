@@ -319,11 +319,13 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, KvOffloadTest,
 
 // Llama-3-8B at 1M tokens (128 GiB of KV) over a 40 GiB HBM budget, 100 GiB of host and SSD.
 TEST(ResidencyPlan, PlannerSplitsAnEightBillionModelOverThreeTiers) {
-  const KvShape shape{.num_layers = 32, .num_kv_heads = 8, .head_dim = 128, .capacity_tokens = 1 << 20,
-                      .dtype = DType::kBF16};
+  const KvShape shape{
+      .num_layers = 32, .num_kv_heads = 8, .head_dim = 128, .capacity_tokens = 1 << 20, .dtype = DType::kBF16};
   ASSERT_EQ(shape.TotalBytes(), int64_t{128} << 30);
-  const KvBudgets budgets{.device_bytes = int64_t{40} << 30, .host_bytes = int64_t{80} << 30,
-                          .ssd_bytes = int64_t{100} << 30, .ssd_dir = "/unused"};
+  const KvBudgets budgets{.device_bytes = int64_t{40} << 30,
+                          .host_bytes = int64_t{80} << 30,
+                          .ssd_bytes = int64_t{100} << 30,
+                          .ssd_dir = "/unused"};
   auto plan = ResidencyPlan::FromBudgets(shape, budgets);
   ASSERT_TRUE(plan.ok()) << plan.status();
   const KvMemory memory = plan->Memory(shape);
