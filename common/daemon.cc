@@ -37,8 +37,8 @@ int WaitForShutdownSignal() {
 }
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& host, int port,
-                                                                           const MetricsRegistry& registry,
-                                                                           std::function<bool()> healthy) {
+                                                                            const MetricsRegistry& registry,
+                                                                            std::function<bool()> healthy) {
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   server->server_ = std::make_unique<httplib::Server>();
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which lets a second daemon bind a port
@@ -50,19 +50,20 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   server->server_->Get("/metrics", [&registry](const httplib::Request&, httplib::Response& response) {
     response.set_content(registry.RenderText(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  server->server_->Get("/healthz", [healthy = std::move(healthy)](const httplib::Request&, httplib::Response& response) {
-    const bool ok = !healthy || healthy();
-    response.status = ok ? 200 : 503;
-    response.set_content(ok ? "ok\n" : "unavailable\n", "text/plain");
-  });
+  server->server_->Get("/healthz",
+                       [healthy = std::move(healthy)](const httplib::Request&, httplib::Response& response) {
+                         const bool ok = !healthy || healthy();
+                         response.status = ok ? 200 : 503;
+                         response.set_content(ok ? "ok\n" : "unavailable\n", "text/plain");
+                       });
   if (port == 0) {
     server->port_ = server->server_->bind_to_any_port(host);
   } else {
     server->port_ = server->server_->bind_to_port(host, port) ? port : -1;
   }
   if (server->port_ <= 0) {
-    return absl::UnavailableError(StrCat("metrics endpoint: cannot listen on ", host, ":", port,
-                                         " (address in use or not local?)"));
+    return absl::UnavailableError(
+        StrCat("metrics endpoint: cannot listen on ", host, ":", port, " (address in use or not local?)"));
   }
   httplib::Server* raw = server->server_.get();
   std::atomic<bool>* done = &server->listen_done_;
@@ -73,19 +74,21 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   return server;
 }
 
-MetricsHttpServer::~MetricsHttpServer() {
-  if (!thread_.joinable()) return;
-  // httplib's stop() does nothing until the listen loop has started (a call made earlier would leave the
-  // loop running forever), and must not be repeated once it took effect: stop once the loop runs.
+void StopHttpServer(httplib::Server& server, const std::atomic<bool>& listen_done, std::thread& thread) {
+  if (!thread.joinable()) return;
   bool stopped = false;
-  while (!listen_done_.load()) {
-    if (!stopped && server_->is_running()) {
-      server_->stop();
+  while (!listen_done.load()) {
+    if (!stopped && server.is_running()) {
+      server.stop();
       stopped = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  thread_.join();
+  thread.join();
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  if (server_ != nullptr) StopHttpServer(*server_, listen_done_, thread_);
 }
 
 }  // namespace strata

@@ -24,6 +24,12 @@ namespace strata {
 void BlockShutdownSignals();
 int WaitForShutdownSignal();
 
+// Stops an httplib server whose listen loop runs on `thread` (which sets `listen_done` when the loop
+// returns) and joins the thread. httplib's stop() does nothing until the loop has started (a call made
+// earlier would leave it running forever) and must not be repeated once it took effect, so this stops
+// once the loop runs.
+void StopHttpServer(httplib::Server& server, const std::atomic<bool>& listen_done, std::thread& thread);
+
 // Serves `GET /metrics` (the registry's text format) and `GET /healthz` (200 "ok" while `healthy()`,
 // 503 otherwise) on host:port, from its own thread. Port 0 picks a free port. Stops in the destructor.
 class MetricsHttpServer {

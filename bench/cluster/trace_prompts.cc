@@ -11,12 +11,7 @@
 namespace strata::cluster_bench {
 namespace {
 
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+using scheduler::replay::SplitMix64;
 
 int32_t TokenFrom(uint64_t hash, const PromptOptions& options) {
   const int32_t end = std::min(options.vocab_size, kMaxTokenId);

@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -92,18 +93,7 @@ void FrontDoor::Shutdown() {
     shut_down_ = true;
   }
   if (grpc_server_ != nullptr) grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  if (http_thread_.joinable()) {
-    // As common/daemon.cc: stop() only once the listen loop runs, and only once.
-    bool stopped = false;
-    while (!http_listen_done_.load()) {
-      if (!stopped && http_->is_running()) {
-        http_->stop();
-        stopped = true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    http_thread_.join();
-  }
+  if (http_ != nullptr) StopHttpServer(*http_, http_listen_done_, http_thread_);
   LogInfo("event=frontdoor_stopped");
 }
 

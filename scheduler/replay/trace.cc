@@ -56,16 +56,12 @@ absl::StatusOr<std::vector<TraceRequest>> ReadMooncakeTrace(const std::string& p
   return out;
 }
 
-namespace {
-
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
-
-}  // namespace
 
 BlockKey TraceBlockKey(uint64_t hash_id) {
   BlockKey key;

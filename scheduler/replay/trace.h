@@ -32,6 +32,9 @@ double IdealPrefixHitRate(const std::vector<TraceRequest>& trace);
 // key, which the index's hash relies on. Trace ids are not token blocks, so no SHA-256 is spent on them.
 BlockKey TraceBlockKey(uint64_t hash_id);
 
+// SplitMix64's finalizer: a cheap bijective mix of a trace's small hash ids into well-spread 64 bits.
+uint64_t SplitMix64(uint64_t x);
+
 }  // namespace strata::scheduler::replay
 
 #endif  // STRATA_SCHEDULER_REPLAY_TRACE_H_
