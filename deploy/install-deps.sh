@@ -32,7 +32,10 @@ install_openai_npm() {
   local dir want have
   dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
   want=$(sed -n 's/.*"openai": *"\([^"]*\)".*/\1/p' "$dir/package.json")
-  have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$dir/node_modules/openai/package.json" 2>/dev/null | head -1)
+  have=""
+  if [[ -f "$dir/node_modules/openai/package.json" ]]; then  # absent on a fresh clone (pipefail would stop us)
+    have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$dir/node_modules/openai/package.json" | head -1)
+  fi
   if [[ -n "$want" && "$have" == "$want" ]]; then
     echo "install-deps: npm openai $have present"
     return 0
