@@ -155,9 +155,9 @@ absl::Status Engine::ExportKv(const Sequence& sequence, int64_t first_token, int
   const int64_t head_bytes = tokens * c.head_dim * static_cast<int64_t>(DTypeSize(kv_dtype()));
   std::byte* out = payload.data();
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    for (bool value : {false, true}) {
+    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
       for (int64_t head = 0; head < c.num_kv_heads; ++head) {
-        STRATA_RETURN_IF_ERROR(sequence.cache_->ReadRows(layer, head, value, first_token, tokens, out));
+        STRATA_RETURN_IF_ERROR(sequence.cache_->ReadRows(layer, head, part, first_token, tokens, out));
         out += head_bytes;
       }
     }
@@ -178,9 +178,9 @@ absl::Status Engine::AppendKv(Sequence& sequence, absl::Span<const std::byte> pa
   const int64_t head_bytes = tokens * c.head_dim * static_cast<int64_t>(DTypeSize(kv_dtype()));
   const std::byte* in = payload.data();
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    for (bool value : {false, true}) {
+    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
       for (int64_t head = 0; head < c.num_kv_heads; ++head) {
-        STRATA_RETURN_IF_ERROR(sequence.cache_->WriteRows(layer, head, value, sequence.length_, tokens, in));
+        STRATA_RETURN_IF_ERROR(sequence.cache_->WriteRows(layer, head, part, sequence.length_, tokens, in));
         in += head_bytes;
       }
     }

@@ -250,12 +250,12 @@ KvCache::~KvCache() {
   for (Slot& slot : slots_) (void)backend_.Synchronize(slot.uploaded);
 }
 
-Tensor KvCache::HeadRows(const KvLayer& layer, int64_t head, bool value) const {
-  return (value ? layer.v : layer.k).Rows(head * shape_.capacity_tokens, shape_.capacity_tokens);
+Tensor KvCache::HeadRows(const KvLayer& layer, int64_t head, KvPart part) const {
+  return (part == KvPart::kValue ? layer.v : layer.k).Rows(head * shape_.capacity_tokens, shape_.capacity_tokens);
 }
 
-Tensor KvCache::BounceRows(Slot& slot, int64_t ssd_ordinal, bool value) const {
-  return slot.bounce.Rows((2 * ssd_ordinal + (value ? 1 : 0)) * RegionRows(), RegionRows());
+Tensor KvCache::BounceRows(Slot& slot, int64_t ssd_ordinal, KvPart part) const {
+  return slot.bounce.Rows((2 * ssd_ordinal + (part == KvPart::kValue ? 1 : 0)) * RegionRows(), RegionRows());
 }
 
 absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
@@ -268,20 +268,22 @@ absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
   int64_t ssd_ordinal = 0;
   for (int64_t h = 0; h < heads && valid_tokens > 0; ++h) {
     const Home& home = homes_[layer * heads + h];
-    for (bool value : {false, true}) {
-      Tensor dst = HeadRows(slot.layer, h, value);
+    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+      Tensor dst = HeadRows(slot.layer, h, part);
       if (plan_.tier(layer, h) == KvTier::kSsd) {
-        Tensor bounce = BounceRows(slot, ssd_ordinal, value);
+        Tensor bounce = BounceRows(slot, ssd_ordinal, part);
         const int64_t bytes = (valid_tokens * shape_.RowBytes() + SsdFile::kAlignmentBytes - 1) /
                               SsdFile::kAlignmentBytes * SsdFile::kAlignmentBytes;
         {
           HostTimer read_timer(stats_.ssd_read_s);
-          STRATA_RETURN_IF_ERROR(ssd_->ReadDirect(home.ssd_offset + (value ? RegionBytes() : 0), bytes, bounce.data()));
+          STRATA_RETURN_IF_ERROR(
+              ssd_->ReadDirect(home.ssd_offset + (part == KvPart::kValue ? RegionBytes() : 0), bytes, bounce.data()));
         }
         stats_.ssd_bytes_read += bytes;
         STRATA_RETURN_IF_ERROR(backend_.CopyRows(bounce, 0, dst, 0, valid_tokens, Queue::kUpload));
       } else {
-        STRATA_RETURN_IF_ERROR(backend_.CopyRows(value ? home.v : home.k, 0, dst, 0, valid_tokens, Queue::kUpload));
+        STRATA_RETURN_IF_ERROR(
+            backend_.CopyRows(part == KvPart::kValue ? home.v : home.k, 0, dst, 0, valid_tokens, Queue::kUpload));
       }
       stats_.bytes_uploaded += valid_tokens * shape_.RowBytes();
     }
@@ -335,9 +337,9 @@ absl::Status KvCache::Release(int64_t layer, int64_t first_token, int64_t rows) 
   for (int64_t h = 0; h < heads; ++h) {
     Home& home = homes_[layer * heads + h];
     const bool on_ssd = plan_.tier(layer, h) == KvTier::kSsd;
-    for (bool value : {false, true}) {
-      const Tensor src = HeadRows(slot.layer, h, value);
-      Tensor dst = on_ssd ? BounceRows(slot, ssd_ordinal, value) : (value ? home.v : home.k);
+    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+      const Tensor src = HeadRows(slot.layer, h, part);
+      Tensor dst = on_ssd ? BounceRows(slot, ssd_ordinal, part) : (part == KvPart::kValue ? home.v : home.k);
       STRATA_RETURN_IF_ERROR(backend_.CopyRows(src, first_token, dst, first_token, rows, Queue::kDownload));
       stats_.bytes_downloaded += rows * shape_.RowBytes();
     }
@@ -364,11 +366,11 @@ absl::Status KvCache::FlushSsdWrites(int64_t slot_index) {
     for (int64_t h = 0; h < heads; ++h) {
       if (plan_.tier(write.layer, h) != KvTier::kSsd) continue;
       const Home& home = homes_[write.layer * heads + h];
-      for (bool value : {false, true}) {
-        const Tensor bounce = BounceRows(slot, ssd_ordinal, value);
-        STRATA_RETURN_IF_ERROR(ssd_->Write(home.ssd_offset + (value ? RegionBytes() : 0) + write.first * row_bytes,
-                                           static_cast<const std::byte*>(bounce.data()) + write.first * row_bytes,
-                                           write.rows * row_bytes));
+      for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+        const Tensor bounce = BounceRows(slot, ssd_ordinal, part);
+        STRATA_RETURN_IF_ERROR(ssd_->Write(
+            home.ssd_offset + (part == KvPart::kValue ? RegionBytes() : 0) + write.first * row_bytes,
+            static_cast<const std::byte*>(bounce.data()) + write.first * row_bytes, write.rows * row_bytes));
         stats_.ssd_bytes_written += write.rows * row_bytes;
       }
       ++ssd_ordinal;
@@ -391,7 +393,7 @@ absl::Status KvCache::Finish() {
   return absl::OkStatus();
 }
 
-absl::Status KvCache::ReadRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows, void* data) {
+absl::Status KvCache::ReadRows(int64_t layer, int64_t head, KvPart part, int64_t first, int64_t rows, void* data) {
   if (layer < 0 || layer >= shape_.num_layers || head < 0 || head >= shape_.num_kv_heads || first < 0 || rows < 0 ||
       first + rows > shape_.capacity_tokens) {
     return absl::OutOfRangeError(
@@ -399,18 +401,19 @@ absl::Status KvCache::ReadRows(int64_t layer, int64_t head, bool value, int64_t 
   }
   const Home& home = homes_[layer * shape_.num_kv_heads + head];
   if (plan_.tier(layer, head) == KvTier::kSsd) {
-    return ssd_->Read(home.ssd_offset + (value ? RegionBytes() : 0) + first * shape_.RowBytes(),
+    return ssd_->Read(home.ssd_offset + (part == KvPart::kValue ? RegionBytes() : 0) + first * shape_.RowBytes(),
                       rows * shape_.RowBytes(), data);
   }
   Tensor out(shape_.dtype, rows, shape_.head_dim, data, nullptr);
   STRATA_ASSIGN_OR_RETURN(Fence computed, backend_.Record(Queue::kCompute));
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kDownload, computed));
-  STRATA_RETURN_IF_ERROR(backend_.CopyRows(value ? home.v : home.k, first, out, 0, rows, Queue::kDownload));
+  STRATA_RETURN_IF_ERROR(
+      backend_.CopyRows(part == KvPart::kValue ? home.v : home.k, first, out, 0, rows, Queue::kDownload));
   STRATA_ASSIGN_OR_RETURN(Fence copied, backend_.Record(Queue::kDownload));
   return backend_.Synchronize(copied);
 }
 
-absl::Status KvCache::WriteRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows,
+absl::Status KvCache::WriteRows(int64_t layer, int64_t head, KvPart part, int64_t first, int64_t rows,
                                 const void* data) {
   if (layer < 0 || layer >= shape_.num_layers || head < 0 || head >= shape_.num_kv_heads || first < 0 || rows < 0 ||
       first + rows > shape_.capacity_tokens) {
@@ -422,11 +425,11 @@ absl::Status KvCache::WriteRows(int64_t layer, int64_t head, bool value, int64_t
   }
   Home& home = homes_[layer * shape_.num_kv_heads + head];
   if (plan_.tier(layer, head) == KvTier::kSsd) {
-    return ssd_->Write(home.ssd_offset + (value ? RegionBytes() : 0) + first * shape_.RowBytes(), data,
+    return ssd_->Write(home.ssd_offset + (part == KvPart::kValue ? RegionBytes() : 0) + first * shape_.RowBytes(), data,
                        rows * shape_.RowBytes());
   }
   const Tensor in(shape_.dtype, rows, shape_.head_dim, const_cast<void*>(data), nullptr);
-  Tensor dst = value ? home.v : home.k;
+  Tensor dst = part == KvPart::kValue ? home.v : home.k;
   // Ordered after compute that may still read the rows' old values, and before compute that reads them.
   STRATA_ASSIGN_OR_RETURN(Fence computed, backend_.Record(Queue::kCompute));
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kUpload, computed));

@@ -24,6 +24,7 @@
 namespace strata::engine {
 
 enum class KvTier : uint8_t { kDevice, kHost, kSsd };
+enum class KvPart : uint8_t { kKey, kValue };
 std::string_view KvTierName(KvTier tier);
 
 // "12.50 GiB": how memory plans and their errors print sizes.
@@ -128,8 +129,8 @@ class KvCache {
 
   // Rows [first, first + rows) of one head's K (or V) to or from host memory `data` (rows * RowBytes).
   // For KV export and import; complete when they return. REQUIRES: Finish() since the last Release.
-  absl::Status ReadRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows, void* data);
-  absl::Status WriteRows(int64_t layer, int64_t head, bool value, int64_t first, int64_t rows, const void* data);
+  absl::Status ReadRows(int64_t layer, int64_t head, KvPart part, int64_t first, int64_t rows, void* data);
+  absl::Status WriteRows(int64_t layer, int64_t head, KvPart part, int64_t first, int64_t rows, const void* data);
 
   const KvTransferStats& stats() const { return stats_; }
 
@@ -157,8 +158,8 @@ class KvCache {
   int64_t RegionRows() const;  // rows of one K (or V) region on SSD: capacity rounded to the alignment
   int64_t RegionBytes() const { return RegionRows() * shape_.RowBytes(); }
   // The bounce rows of a layer's `ssd_ordinal`-th SSD head (counting only that layer's SSD heads).
-  Tensor BounceRows(Slot& slot, int64_t ssd_ordinal, bool value) const;
-  Tensor HeadRows(const KvLayer& layer, int64_t head, bool value) const;
+  Tensor BounceRows(Slot& slot, int64_t ssd_ordinal, KvPart part) const;
+  Tensor HeadRows(const KvLayer& layer, int64_t head, KvPart part) const;
   absl::Status Fill(int64_t layer, int64_t valid_tokens);
   absl::Status FlushSsdWrites(int64_t keep_layer);
 
