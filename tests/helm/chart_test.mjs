@@ -225,6 +225,10 @@ function flags(argv) {
     kvstore: helpFlags(bins.kvstore, []),
     worker: helpFlags(bins.worker, []),
   };
+  // The help was read: each daemon lists a flag of its own, and not one that exists nowhere.
+  for (const [daemon, own] of [["scheduler", "--policy"], ["kvstore", "--dram-bytes"], ["worker", "--max-running-requests"]]) {
+    check(help[daemon].has(own) && !help[daemon].has("--no-such-flag"), `${daemon} --help was not parsed: ${[...help[daemon]]}`);
+  }
   let checked = 0;
   for (const v of VARIANTS) {
     const seen = new Set();
