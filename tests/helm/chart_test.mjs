@@ -432,14 +432,16 @@ const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 // Runs the helm test pod's container command with `script` (asynchronously: a server of this process may be
 // what it talks to).
-function runScript(container, script, env) {
+// `stop()` true ends it early (a daemon it waits for died).
+function runScript(container, script, env, stop = () => false) {
   return new Promise((ok) => {
     const child = spawn(container.command[0], [...container.command.slice(1), script], { env });
     let out = "";
     child.stdout.on("data", (d) => { out += d; });
     child.stderr.on("data", (d) => { out += d; });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 100000);
-    child.on("exit", (status) => { clearTimeout(timer); ok({ status, stdout: out, stderr: "" }); });
+    const started = Date.now();
+    const watch = setInterval(() => { if (stop() || Date.now() - started > 100000) child.kill("SIGKILL"); }, 200);
+    child.on("exit", (status) => { clearInterval(watch); ok({ status, stdout: out, stderr: "" }); });
   });
 }
 
@@ -519,7 +521,7 @@ async function run(argv) {
     const script = test.args[0].replace(/http:\/\/strata-scheduler:/, "http://127.0.0.1:");
     const env = { ...process.env };
     for (const e of test.env) env[e.name] = e.value ?? decode(secrets[e.valueFrom.secretKeyRef.name], e.valueFrom.secretKeyRef.key);
-    const result = await runScript(test, script, env);
+    const result = await runScript(test, script, env, () => children.some((x) => x.exited !== null));
     check(result?.status === 0, `the helm test script did not pass against the chart's cluster: ${result?.stdout}${result?.stderr}`);
     if (result?.status === 0) console.log(result.stdout.trim());
     // Without the API key the front door refuses.
