@@ -430,9 +430,8 @@ const freePort = () => new Promise((ok, ko) => {
 });
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
-// Runs the helm test pod's container command with `script` (asynchronously: a server of this process may be
-// what it talks to).
-// `stop()` true ends it early (a daemon it waits for died).
+// Runs the helm test pod's container command with `script`, asynchronously (a server of this process may be
+// what it talks to); `stop()` returning true ends it early (a daemon it waits for died).
 function runScript(container, script, env, stop = () => false) {
   return new Promise((ok) => {
     const child = spawn(container.command[0], [...container.command.slice(1), script], { env });
