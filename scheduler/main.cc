@@ -135,6 +135,25 @@ int main(int argc, char** argv) {
   int64_t request_timeout_s = 600;
   serve->add_option("--request-timeout-s", request_timeout_s, "front door: deadline of a request's worker stream")
       ->capture_default_str();
+  serve->add_option("--max-request-bytes", options.max_request_bytes,
+                    "front door: largest request body (413 beyond; 0: no limit)")
+      ->capture_default_str();
+  serve->add_option("--max-prompt-tokens", options.max_prompt_tokens,
+                    "front door: most prompt tokens per request, after the chat template (0: the context)")
+      ->capture_default_str();
+  serve->add_option("--max-completion-tokens", options.max_completion_tokens,
+                    "front door: most max_tokens per request; an absent max_tokens is capped by it (0: the context)")
+      ->capture_default_str();
+  serve->add_option("--rate-limit-rps", options.rate_limit_rps,
+                    "front door: requests per second per API key, 429 beyond (0: unlimited; key file: rps=)")
+      ->capture_default_str();
+  serve->add_option("--rate-limit-burst", options.rate_limit_burst,
+                    "front door: burst of that rate (0: max(1, rps); key file: burst=)")
+      ->capture_default_str();
+  serve->add_option("--max-concurrent-requests-per-key", options.max_concurrent_requests_per_key,
+                    "front door: requests open at once per API key, streams included (0: unlimited; key file: "
+                    "concurrency=)")
+      ->capture_default_str();
 
   replay::ReplayOptions replay_options;
   std::string trace_path, policies = "round-robin,least-loaded,cache-aware", sweep, plot;
@@ -184,6 +203,12 @@ int main(int argc, char** argv) {
   options.lease = absl::Milliseconds(lease_ms);
   options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);
   options.tie_window = absl::Milliseconds(tie_window_ms);
+  if (options.max_prompt_tokens < 0 || options.max_completion_tokens < 0 || !(options.rate_limit_rps >= 0) ||
+      !(options.rate_limit_burst >= 0) || options.max_concurrent_requests_per_key < 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--max-prompt-tokens, --max-completion-tokens, --rate-limit-rps, --rate-limit-burst and "
+        "--max-concurrent-requests-per-key must be >= 0 (0: no limit)"));
+  }
   if (options.http_port < 0 || options.http_port > 65535 || request_timeout_s <= 0) {
     return Fail(absl::InvalidArgumentError("--http-port must be in [0, 65535] and --request-timeout-s > 0"));
   }

@@ -59,11 +59,22 @@ struct Options {
   int http_port = 8000;
   // Listen address of the FrontDoor gRPC service (proto/frontdoor.proto). Empty: off.
   std::string frontdoor_grpc_address;
-  // Lines `key tenant`: requests need `Authorization: Bearer key`, and the tenant is the key's. Empty:
-  // no keys, every caller is tenant "default".
+  // Lines `key tenant [rps=R burst=B concurrency=C models=a,b]` (scheduler/frontdoor/api_keys.h):
+  // requests need `Authorization: Bearer key`, and the tenant is the key's. Empty: no keys, every caller
+  // is tenant "default" (and shares one set of per-key limits).
   std::string api_keys_file;
   // Deadline of a request's Generate call on its worker (the whole stream). Default 10 min.
   absl::Duration request_timeout = absl::Minutes(10);
+  // Front-door limits (scheduler/frontdoor/limits.h). Per request: the body (413, never buffered past
+  // it; also the front door's gRPC message limit), prompt tokens after the chat template and max_tokens
+  // (400). Per API key (the key file can override them): requests per second with a burst, and requests
+  // open at once (429). 0: no limit of the server's own.
+  uint64_t max_request_bytes = 16 << 20;
+  int64_t max_prompt_tokens = 0;
+  int64_t max_completion_tokens = 0;
+  double rate_limit_rps = 0;
+  double rate_limit_burst = 0;
+  int64_t max_concurrent_requests_per_key = 0;
 };
 
 }  // namespace strata::scheduler

@@ -3,7 +3,9 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 
 #include "common/daemon.h"
 #include "common/log.h"
@@ -35,6 +37,12 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
   }
   door->directory_ = std::make_unique<WorkerDirectory>(scheduler, absl::Seconds(2));
   door->proxy_ = std::make_unique<WorkerProxy>(scheduler, door->directory_.get(), options.request_timeout);
+  door->request_limits_ = {options.max_request_bytes, options.max_prompt_tokens, options.max_completion_tokens};
+  door->caller_limits_ = {options.rate_limit_rps, options.rate_limit_burst, options.max_concurrent_requests_per_key};
+  for (const std::string_view reason : {"invalid_request", "invalid_api_key", "permission_denied", "not_found",
+                                        "request_too_large", "rate_limit", "concurrency_limit"}) {
+    door->RefusalCounter(reason);  // every reason shows, at 0, from the start
+  }
   door->started_unix_s_ = absl::ToUnixSeconds(absl::Now());
   door->ttft_ = &door->metrics_->AddHistogram("strata_frontdoor_ttft_seconds",
                                              "Request arrival to first token, as the front door sees it",
@@ -52,6 +60,9 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
       const int yes = 1;
       ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
+    // Bodies are read by the routes themselves, counted as they arrive (chunked and compressed ones too);
+    // this bounds a declared Content-Length before anything is read.
+    if (options.max_request_bytes > 0) door->http_->set_payload_max_length(options.max_request_bytes);
     door->InstallHttpRoutes();
     door->http_port_ = options.http_port == 0 ? door->http_->bind_to_any_port(options.http_host)
                                               : (door->http_->bind_to_port(options.http_host, options.http_port)
@@ -74,6 +85,9 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
     builder.AddListeningPort(options.frontdoor_grpc_address, grpc::InsecureServerCredentials(), &door->grpc_port_);
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.RegisterService(door->grpc_service_.get());
+    if (options.max_request_bytes > 0) {
+      builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(options.max_request_bytes, INT32_MAX)));
+    }
     door->grpc_server_ = builder.BuildAndStart();
     if (door->grpc_server_ == nullptr || door->grpc_port_ == 0) {
       return absl::UnavailableError(
@@ -81,7 +95,11 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
     }
   }
   LogInfo(StrCat("event=frontdoor_started model=", door->model_->name(), " http_port=", door->http_port_,
-                 " grpc_port=", door->grpc_port_, " api_keys=", door->keys_.size(),
+                 " grpc_port=", door->grpc_port_, " api_keys=", door->keys_.required() ? door->keys_.size() : 0,
+                 " max_request_bytes=", options.max_request_bytes, " max_prompt_tokens=", options.max_prompt_tokens,
+                 " max_completion_tokens=", options.max_completion_tokens, " rate_limit_rps=", options.rate_limit_rps,
+                 " rate_limit_burst=", options.rate_limit_burst,
+                 " max_concurrent_requests_per_key=", options.max_concurrent_requests_per_key,
                  " context_tokens=", door->model_->context_tokens()));
   return door;
 }
@@ -103,7 +121,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> FrontDoor::Generate(const Gene
                                                                       const std::string& tenant,
                                                                       const std::string& request_id, absl::Time arrived,
                                                                       absl::Time caller_deadline) {
-  STRATA_ASSIGN_OR_RETURN(PreparedRequest prepared, model_->Prepare(request));
+  STRATA_ASSIGN_OR_RETURN(PreparedRequest prepared, model_->Prepare(request, request_limits_));
   prepared.request_id = request_id;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GenerationStream> stream,
                           proxy_->Start(prepared, tenant, model_->tokenizer(), arrived, caller_deadline));
@@ -126,6 +144,29 @@ void FrontDoor::CountRequest(std::string_view endpoint, int http_status) {
     counter = slot;
   }
   counter->Increment();
+}
+
+absl::Status FrontDoor::CheckModel(const Caller& caller, const std::string& model) const {
+  if (caller.MayUse(model)) return absl::OkStatus();
+  return ApiError(absl::StatusCode::kPermissionDenied,
+                  StrCat("This API key may not use the model `", model, "`."), "permission_denied", "model");
+}
+
+Counter* FrontDoor::RefusalCounter(std::string_view reason) {
+  absl::MutexLock lock(&counters_mutex_);
+  Counter*& slot = refusal_counters_[std::string(reason)];
+  if (slot == nullptr) {
+    slot = &metrics_->AddCounter("strata_frontdoor_refusals_total",
+                                 "Front-door requests refused before reaching a worker (4xx), by reason",
+                                 {{"reason", std::string(reason)}});
+  }
+  return slot;
+}
+
+void FrontDoor::CountFailure(std::string_view endpoint, const absl::Status& status) {
+  const int http_status = HttpStatusOf(status);
+  CountRequest(endpoint, http_status);
+  if (http_status >= 400 && http_status < 500) RefusalCounter(RefusalReasonOf(status))->Increment();
 }
 
 std::string FrontDoor::NewRequestId(Endpoint endpoint) {

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/metrics.h"
 #include "scheduler/frontdoor/api_keys.h"
+#include "scheduler/frontdoor/limits.h"
 #include "scheduler/frontdoor/served_model.h"
 #include "scheduler/frontdoor/worker_proxy.h"
 #include "scheduler/options.h"
@@ -54,8 +55,16 @@ class FrontDoor {
   const MetricsRegistry& metrics() const { return *metrics_; }
   const ServedModel& model() const { return *model_; }
 
-  // The pipeline both faces use.
-  absl::StatusOr<std::string> Authenticate(std::string_view authorization) const { return keys_.TenantOf(authorization); }
+  // The pipeline both faces use, in this order: Authenticate (401), Admit (429), parse (400; the HTTP
+  // face checks the body's size first, 413), CheckModel (403), Generate (Prepare: 404, 400; Route: 503).
+  // Nothing before Generate talks to the scheduler or a worker.
+  absl::StatusOr<const Caller*> Authenticate(std::string_view authorization) const { return keys_.Find(authorization); }
+  // The caller's rate and concurrency (the server's limits with its key's overrides). The Admission
+  // holds a concurrency slot until it is destroyed: keep it for the request's whole life, stream included.
+  absl::StatusOr<Admission> Admit(const Caller& caller) { return limiter_.Admit(caller.index, caller.LimitsOver(caller_limits_)); }
+  // PermissionDenied (403, code permission_denied) when the caller's key may not use `model`.
+  absl::Status CheckModel(const Caller& caller, const std::string& model) const;
+  const RequestLimits& request_limits() const { return request_limits_; }
   // `request_id` (NewRequestId) travels to the worker for its logs. `caller_deadline`: the caller's own
   // deadline (gRPC), which the worker's call keeps when it is sooner than --request-timeout-s.
   absl::StatusOr<std::unique_ptr<GenerationStream>> Generate(const GenerationRequest& request, const std::string& tenant,
@@ -65,6 +74,9 @@ class FrontDoor {
   int WorkerCount();
   // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).
   void CountRequest(std::string_view endpoint, int http_status);
+  // One request failed with `status`: counted by HTTP status and, for a 4xx, as a refusal by reason
+  // (strata_frontdoor_refusals_total{reason}, RefusalReasonOf).
+  void CountFailure(std::string_view endpoint, const absl::Status& status);
   // A stream that had started (HTTP 200 sent) and then failed.
   void CountStreamFailure() { stream_failures_->Increment(); }
   void StreamStarted() { streams_->Add(1); }
@@ -74,9 +86,13 @@ class FrontDoor {
  private:
   FrontDoor() = default;
   void InstallHttpRoutes();
+  Counter* RefusalCounter(std::string_view reason);
 
   std::unique_ptr<ServedModel> model_;
   ApiKeys keys_;
+  RequestLimits request_limits_;
+  CallerLimits caller_limits_;
+  CallerLimiter limiter_;
   std::unique_ptr<WorkerDirectory> directory_;
   std::unique_ptr<WorkerProxy> proxy_;
   int64_t started_unix_s_ = 0;
@@ -89,6 +105,7 @@ class FrontDoor {
   Counter* stream_failures_ = nullptr;
   absl::Mutex counters_mutex_;
   absl::flat_hash_map<std::string, Counter*> request_counters_ ABSL_GUARDED_BY(counters_mutex_);
+  absl::flat_hash_map<std::string, Counter*> refusal_counters_ ABSL_GUARDED_BY(counters_mutex_);
 
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;

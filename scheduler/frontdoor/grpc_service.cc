@@ -61,15 +61,22 @@ grpc::Status Run(FrontDoor& door, const char* name, grpc::ServerContext& context
                  grpc::ServerWriter<proto::CompletionChunk>& writer) {
   const absl::Time arrived = absl::Now();
   auto fail = [&](const absl::Status& status) {
-    door.CountRequest(name, HttpStatusOf(status));
+    door.CountFailure(name, status);
+    if (const int64_t retry_s = RetryAfterOf(status); retry_s > 0) {
+      context.AddTrailingMetadata("retry-after", StrCat(retry_s));
+    }
     return ToGrpcStatus(status);
   };
-  absl::StatusOr<std::string> tenant = door.Authenticate(Authorization(context));
-  if (!tenant.ok()) return fail(tenant.status());
+  absl::StatusOr<const Caller*> caller = door.Authenticate(Authorization(context));
+  if (!caller.ok()) return fail(caller.status());
+  // Held until this handler returns: the stream's whole life.
+  absl::StatusOr<Admission> admission = door.Admit(**caller);
+  if (!admission.ok()) return fail(admission.status());
   if (absl::Status valid = CheckOptions(request); !valid.ok()) return fail(valid);
+  if (absl::Status allowed = door.CheckModel(**caller, request.model); !allowed.ok()) return fail(allowed);
   const std::string id = door.NewRequestId(request.endpoint);
   absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
-      door.Generate(request, *tenant, id, arrived, absl::FromChrono(context.deadline()));
+      door.Generate(request, (*caller)->tenant, id, arrived, absl::FromChrono(context.deadline()));
   if (!stream.ok()) return fail(stream.status());
   door.StreamStarted();
   grpc::Status result = grpc::Status::OK;
@@ -127,8 +134,9 @@ grpc::Status FrontDoorService::Chat(grpc::ServerContext* context, const proto::C
   r.model = request->model();
   for (const proto::ChatMessage& m : request->messages()) r.messages.push_back({m.role(), m.content()});
   if (r.messages.empty()) {
-    door_->CountRequest("grpc:Chat", 400);
-    return ToGrpcStatus(absl::InvalidArgumentError("messages must not be empty"));
+    const absl::Status empty = ApiError(absl::StatusCode::kInvalidArgument, "messages must not be empty", {}, "messages");
+    door_->CountFailure("grpc:Chat", empty);
+    return ToGrpcStatus(empty);
   }
   ApplyOptions(request->options(), r);
   return Run(*door_, "grpc:Chat", *context, r, *writer);
@@ -136,8 +144,9 @@ grpc::Status FrontDoorService::Chat(grpc::ServerContext* context, const proto::C
 
 grpc::Status FrontDoorService::ListModels(grpc::ServerContext* context, const proto::ListModelsRequest*,
                                           proto::ListModelsResponse* response) {
-  absl::StatusOr<std::string> tenant = door_->Authenticate(Authorization(*context));
-  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  absl::StatusOr<const Caller*> caller = door_->Authenticate(Authorization(*context));
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (!(*caller)->MayUse(door_->model().name())) return grpc::Status::OK;  // a key sees only its models
   proto::ModelCard* card = response->add_models();
   card->set_id(door_->model().name());
   card->set_max_context_tokens(static_cast<uint32_t>(door_->model().context_tokens()));

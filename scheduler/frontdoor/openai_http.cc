@@ -198,6 +198,20 @@ absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
   return request;
 }
 
+absl::Status RequestTooLarge(uint64_t max_request_bytes) {
+  return ApiError(absl::StatusCode::kInvalidArgument,
+                  StrCat("The request body is larger than this server accepts (", max_request_bytes,
+                         " bytes). Send a shorter prompt, or token ids instead of text."),
+                  "request_too_large", {}, 413);
+}
+
+absl::StatusOr<GenerationRequest> ParseRequest(std::string_view body, Endpoint endpoint, const RequestLimits& limits) {
+  if (limits.max_request_bytes > 0 && body.size() > limits.max_request_bytes) {
+    return RequestTooLarge(limits.max_request_bytes);
+  }
+  return endpoint == Endpoint::kChat ? ParseChatRequest(body) : ParseCompletionRequest(body);
+}
+
 Json ErrorJson(const absl::Status& status) {
   const std::string code = OpenAiCodeOf(status);
   const std::string param = OpenAiParamOf(status);

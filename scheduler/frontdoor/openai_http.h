@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/frontdoor/limits.h"
 #include "scheduler/frontdoor/request.h"
 
 namespace strata::frontdoor {
@@ -19,6 +20,12 @@ namespace strata::frontdoor {
 // best_of, tools). Unknown fields are ignored, as vLLM does.
 absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body);
 absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body);
+// The HTTP face's whole parse step, a pure function of the body (no server, no model): the body's size
+// against limits.max_request_bytes (413, code request_too_large, before any parsing), then the endpoint's
+// parser. The token limits need the tokenizer: ServedModel::Prepare checks them.
+absl::StatusOr<GenerationRequest> ParseRequest(std::string_view body, Endpoint endpoint, const RequestLimits& limits);
+// The 413 for a body over `max_request_bytes`.
+absl::Status RequestTooLarge(uint64_t max_request_bytes);
 
 // {"error": {"message", "type", "param", "code"}}.
 nlohmann::json ErrorJson(const absl::Status& status);

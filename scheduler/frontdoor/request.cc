@@ -11,6 +11,8 @@ namespace {
 constexpr char kCodeUrl[] = "strata.frontdoor/openai_code";
 constexpr char kParamUrl[] = "strata.frontdoor/param";
 constexpr char kHttpUrl[] = "strata.frontdoor/http_status";
+constexpr char kRetryAfterUrl[] = "strata.frontdoor/retry_after_s";
+constexpr char kRefusalUrl[] = "strata.frontdoor/refusal";
 
 std::string Payload(const absl::Status& status, const char* url) {
   absl::optional<absl::Cord> payload = status.GetPayload(url);
@@ -61,7 +63,10 @@ std::string_view OpenAiTypeOf(const absl::Status& status) {
     case 403:
       return "permission_error";
     case 404:
+    case 413:
       return "invalid_request_error";  // OpenAI's type for model_not_found
+    case 429:
+      return "requests";
     case 502:
     case 503:
       return "service_unavailable_error";
@@ -72,5 +77,42 @@ std::string_view OpenAiTypeOf(const absl::Status& status) {
 
 std::string OpenAiCodeOf(const absl::Status& status) { return Payload(status, kCodeUrl); }
 std::string OpenAiParamOf(const absl::Status& status) { return Payload(status, kParamUrl); }
+
+absl::Status WithRetryAfter(absl::Status status, int64_t seconds) {
+  status.SetPayload(kRetryAfterUrl, absl::Cord(StrCat(seconds)));
+  return status;
+}
+
+int64_t RetryAfterOf(const absl::Status& status) {
+  const std::string seconds = Payload(status, kRetryAfterUrl);
+  return seconds.empty() ? 0 : std::atoll(seconds.c_str());
+}
+
+absl::Status WithRefusal(absl::Status status, std::string_view reason) {
+  status.SetPayload(kRefusalUrl, absl::Cord(absl::string_view(reason.data(), reason.size())));
+  return status;
+}
+
+std::string RefusalReasonOf(const absl::Status& status) {
+  std::string reason = Payload(status, kRefusalUrl);
+  return reason.empty() ? std::string(RefusalReasonOf(HttpStatusOf(status))) : reason;
+}
+
+std::string_view RefusalReasonOf(int http_status) {
+  switch (http_status) {
+    case 401:
+      return "invalid_api_key";
+    case 403:
+      return "permission_denied";
+    case 404:
+      return "not_found";
+    case 413:
+      return "request_too_large";
+    case 429:
+      return "rate_limit";
+    default:
+      return "invalid_request";
+  }
+}
 
 }  // namespace strata::frontdoor

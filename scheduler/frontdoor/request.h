@@ -68,11 +68,22 @@ absl::Status ApiError(absl::StatusCode code, std::string_view message, std::stri
 // The HTTP status of an error: its attached status, else by code (InvalidArgument 400, Unauthenticated
 // 401, PermissionDenied 403, NotFound 404, ResourceExhausted and Unavailable 503, others 500).
 int HttpStatusOf(const absl::Status& status);
-// OpenAI's `type` for it: invalid_request_error, authentication_error, permission_error,
-// not_found_error, service_unavailable_error, api_error.
+// OpenAI's `type` for it: invalid_request_error, authentication_error, permission_error, requests (429,
+// as OpenAI's rate limits say), service_unavailable_error, api_error.
 std::string_view OpenAiTypeOf(const absl::Status& status);
 std::string OpenAiCodeOf(const absl::Status& status);
 std::string OpenAiParamOf(const absl::Status& status);
+
+// Seconds a refused caller should wait (HTTP Retry-After, gRPC trailing metadata `retry-after`); 0: none.
+absl::Status WithRetryAfter(absl::Status status, int64_t seconds);
+int64_t RetryAfterOf(const absl::Status& status);
+
+// The `reason` label of strata_frontdoor_refusals_total for a refused (4xx) request: the one attached by
+// WithRefusal, else by HTTP status (invalid_request, invalid_api_key, permission_denied, not_found,
+// request_too_large, rate_limit).
+absl::Status WithRefusal(absl::Status status, std::string_view reason);
+std::string RefusalReasonOf(const absl::Status& status);
+std::string_view RefusalReasonOf(int http_status);
 
 }  // namespace strata::frontdoor
 

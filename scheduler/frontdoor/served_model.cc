@@ -61,7 +61,8 @@ absl::StatusOr<std::string> ServedModel::RenderChat(const GenerationRequest& req
   return text;
 }
 
-absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& request) const {
+absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& request,
+                                                     const RequestLimits& limits) const {
   if (request.model != name_) {
     return ApiError(absl::StatusCode::kNotFound,
                     StrCat("The model `", request.model, "` does not exist (this server serves `", name_, "`)."),
@@ -95,11 +96,25 @@ absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& re
     }
   }
   const int64_t prompt_tokens = static_cast<int64_t>(out.prompt_ids.size());
+  if (limits.max_prompt_tokens > 0 && prompt_tokens > limits.max_prompt_tokens) {
+    return ApiError(absl::StatusCode::kInvalidArgument,
+                    StrCat("Your ", prompt_param, " has ", prompt_tokens, " tokens; this server accepts at most ",
+                           limits.max_prompt_tokens, " prompt tokens per request. Please reduce the length of the ",
+                           prompt_param, "."),
+                    "context_length_exceeded", prompt_param);
+  }
   int64_t max_tokens = 0;
   if (request.max_tokens) {
     max_tokens = *request.max_tokens;
+    if (limits.max_completion_tokens > 0 && max_tokens > limits.max_completion_tokens) {
+      return ApiError(absl::StatusCode::kInvalidArgument,
+                      StrCat("max_tokens is ", max_tokens, ", but this server generates at most ",
+                             limits.max_completion_tokens, " completion tokens per request."),
+                      {}, "max_tokens");
+    }
   } else {
     max_tokens = request.endpoint == Endpoint::kChat ? context_tokens_ - prompt_tokens : 16;
+    if (limits.max_completion_tokens > 0) max_tokens = std::min(max_tokens, limits.max_completion_tokens);
   }
   if (prompt_tokens + std::max<int64_t>(max_tokens, 1) > context_tokens_) {
     return ApiError(absl::StatusCode::kInvalidArgument,

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "scheduler/frontdoor/chat_template.h"
+#include "scheduler/frontdoor/limits.h"
 #include "scheduler/frontdoor/request.h"
 #include "scheduler/frontdoor/worker_proxy.h"
 #include "worker/model/tokenizer.h"
@@ -35,8 +36,11 @@ class ServedModel {
   // Checks the model name (NotFound, code model_not_found), tokenizes or renders the prompt, checks the
   // ids against the vocabulary and prompt + max_tokens against the context (InvalidArgument, code
   // context_length_exceeded), and fills the defaults (max_tokens 16 for completions, the rest of the
-  // context for chat; a random seed when none is given).
-  absl::StatusOr<PreparedRequest> Prepare(const GenerationRequest& request) const;
+  // context for chat; a random seed when none is given). `limits`: a prompt over max_prompt_tokens
+  // (counted after tokenization and the chat template) or a max_tokens over max_completion_tokens is
+  // InvalidArgument naming the count and the limit; an absent max_tokens is capped by
+  // max_completion_tokens as well as by the context.
+  absl::StatusOr<PreparedRequest> Prepare(const GenerationRequest& request, const RequestLimits& limits = {}) const;
 
   // The chat prompt's text (exposed for tests).
   absl::StatusOr<std::string> RenderChat(const GenerationRequest& request) const;

@@ -111,10 +111,10 @@ grpc::Status EngineWorker::Generate(grpc::ServerContext* context, const proto::G
     ++sent;
     if (hold_after_tokens_ >= 0 && sent >= hold_after_tokens_) {
       const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-      while (!context->IsCancelled() && std::chrono::steady_clock::now() < give_up) {
+      while (!context->IsCancelled() && hold_after_tokens_ >= 0 && std::chrono::steady_clock::now() < give_up) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      writing = false;
+      if (hold_after_tokens_ >= 0) writing = false;  // held to the end; a lifted hold goes on
     }
     if (context->IsCancelled()) writing = false;
   });

@@ -33,7 +33,7 @@ class EngineWorker final : public proto::Worker::Service {
   scheduler::Registration MakeRegistration(const std::string& holder_id) const;
 
   // After this many tokens of a stream, hold it until the call is cancelled (a worker that hangs or dies
-  // mid-stream). -1 (default): never.
+  // mid-stream). -1 (default): never; setting -1 lifts a hold in place (the stream goes on).
   void set_hold_after_tokens(int tokens) { hold_after_tokens_ = tokens; }
   // The worker dies: the server shuts down at once, cancelling every stream.
   void Kill();

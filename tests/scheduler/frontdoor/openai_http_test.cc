@@ -150,18 +150,18 @@ TEST(OpenAiHttp, ResponseAndChunkShapes) {
 
 TEST(ApiKeys, MapKeysToTenantsAndRefuseTheRest) {
   ApiKeys open;
-  EXPECT_EQ(*open.TenantOf(""), "default");
-  EXPECT_EQ(*open.TenantOf("Bearer whatever"), "default");
+  EXPECT_EQ((*open.Find(""))->tenant, "default");
+  EXPECT_EQ((*open.Find("Bearer whatever"))->tenant, "default");
 
   strata::testing::ScratchDir dir = strata::testing::MakeTempDir("api_keys");
   const std::filesystem::path path = dir.path() / "keys";
   std::ofstream(path) << "# key tenant\nsk-alpha team-a\n\nsk-beta team-b\n";
   absl::StatusOr<ApiKeys> keys = ApiKeys::Load(path);
   ASSERT_TRUE(keys.ok()) << keys.status();
-  EXPECT_EQ(*keys->TenantOf("Bearer sk-alpha"), "team-a");
-  EXPECT_EQ(*keys->TenantOf("Bearer sk-beta"), "team-b");
+  EXPECT_EQ((*keys->Find("Bearer sk-alpha"))->tenant, "team-a");
+  EXPECT_EQ((*keys->Find("Bearer sk-beta"))->tenant, "team-b");
   for (const char* bad : {"", "sk-alpha", "Bearer ", "Bearer sk-gamma", "Basic sk-alpha"}) {
-    absl::StatusOr<std::string> tenant = keys->TenantOf(bad);
+    absl::StatusOr<const Caller*> tenant = keys->Find(bad);
     ASSERT_FALSE(tenant.ok()) << bad;
     EXPECT_EQ(HttpStatusOf(tenant.status()), 401) << bad;
     EXPECT_EQ(OpenAiCodeOf(tenant.status()), "invalid_api_key") << bad;
@@ -169,7 +169,7 @@ TEST(ApiKeys, MapKeysToTenantsAndRefuseTheRest) {
   std::ofstream(path) << "sk-alpha team-a\nsk-alpha team-c\n";
   EXPECT_THAT(ApiKeys::Load(path).status().message(), HasSubstr(":2: this key appeared on an earlier line"));
   std::ofstream(path) << "just-a-key\n";
-  EXPECT_THAT(ApiKeys::Load(path).status().message(), HasSubstr(":1: expected `key tenant`"));
+  EXPECT_THAT(ApiKeys::Load(path).status().message(), HasSubstr(":1: expected `key tenant [option=value ...]`"));
 }
 
 TEST(ServedModel, PrepareChecksModelTokensAndContext) {
