@@ -15,7 +15,8 @@
 //   node chart_test.mjs run --scheduler BIN --kvstore BIN --worker BIN
 //                                            the chart's own command lines, certificate, token and API key run a
 //                                            real cluster on loopback (the tiny Llama on the CPU), and the
-//                                            `helm test` pod's script passes against its front door
+//                                            `helm test` pod's script passes against its front door; every
+//                                            series of the Grafana dashboard is one the daemons export
 //
 // Helm, kubectl and the schema packages come from deploy/node (deploy/install-deps.sh). Without them the
 // test exits 77, which ctest reports as skipped, saying why. Offline: nothing talks to a cluster.
@@ -527,6 +528,17 @@ async function run(argv) {
     const anonymous = spawnSync("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json",
       "-d", '{"model":"llama3-tiny","prompt":"x","max_tokens":1}', `http://127.0.0.1:${p.http}/v1/completions`], { encoding: "utf8" });
     check(anonymous.stdout === "401", `a completion without the API key got HTTP ${anonymous.stdout}, not 401`);
+    // Every series the Grafana dashboard plots is one these daemons export (dashboard and binaries cannot drift).
+    const exported = new Set();
+    for (const port of [p.sm, p.km, p.wm]) {
+      const text = spawnSync("curl", ["-s", "--max-time", "10", `http://127.0.0.1:${port}/metrics`], { encoding: "utf8" }).stdout;
+      for (const [, name] of text.matchAll(/^(strata_[a-z0-9_]+?)(?:_bucket|_sum|_count)?[{ ]/gm)) exported.add(name);
+    }
+    const dashboard = JSON.parse(byKind(docs, "ConfigMap")[0].data["strata.json"]);
+    const plotted = new Set(dashboard.panels.flatMap((panel) => panel.targets ?? [])
+      .flatMap((t) => [...t.expr.matchAll(/\b(strata_[a-z0-9_]+)/g)].map((m) => m[1].replace(/_bucket$/, ""))));
+    for (const name of plotted) check(exported.has(name), `the dashboard plots ${name}, which no daemon exports`);
+    console.log(`dashboard: ${plotted.size} series checked against ${exported.size} exported`);
     for (const x of children) check(x.exited === null, `${x.daemon} exited (${x.exited}) under the chart's command line; log ${x.log}`);
   } finally {
     for (const x of children) if (x.exited === null) x.child.kill("SIGTERM");
