@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/grpc_security.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -16,11 +17,11 @@ namespace {
 // Requests carry keys and checksums only; anything larger is malformed (RESOURCE_EXHAUSTED from gRPC).
 constexpr int kMaxRequestBytes = 4 << 20;
 
-absl::Status WritePortFile(const std::filesystem::path& path, int grpc_port, int metrics_port) {
+absl::Status WritePortFile(const std::filesystem::path& path, int grpc_port, int metrics_port, int health_port) {
   const std::filesystem::path tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp);
-    out << "grpc_port=" << grpc_port << " metrics_port=" << metrics_port << "\n";
+    out << "grpc_port=" << grpc_port << " metrics_port=" << metrics_port << " health_port=" << health_port << "\n";
     if (!out) return absl::InternalError(StrCat("--port-file ", path.string(), ": cannot write"));
   }
   std::error_code error;
@@ -37,6 +38,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   daemon->options_ = options;
   // A block never exceeds the arena.
   daemon->options_.max_block_bytes = std::min(options.max_block_bytes, options.dram_bytes);
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
   CheckMemlockLimit(options.dram_bytes);
   STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes));
   std::unique_ptr<SsdTier> ssd;
@@ -56,8 +58,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(StrCat(options.host, ":", options.port), grpc::InsecureServerCredentials(),
-                           &daemon->grpc_port_);
+  builder.AddListeningPort(StrCat(options.host, ":", options.port), security->ServerCredentials(), &daemon->grpc_port_);
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   builder.RegisterService(daemon->service_.get());
   daemon->server_ = builder.BuildAndStart();
@@ -71,10 +72,15 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
                             MetricsHttpServer::Start(options.host, options.metrics_port, daemon->registry_,
                                                      [raw] { return raw->serving_.load(); }));
   }
+  if (options.health_port >= 0) {
+    STRATA_ASSIGN_OR_RETURN(daemon->health_port_,
+                            HealthPortServer::Start(StrCat(options.host, ":", daemon->grpc_port_), options.health_port));
+  }
   daemon->serving_ = true;
   if (!options.scheduler_address.empty()) {
     SchedulerLinkOptions link;
     link.scheduler_address = options.scheduler_address;
+    link.security = security;
     link.advertise_address = options.advertise_address.empty() ? StrCat(options.host, ":", daemon->grpc_port_)
                                                                 : options.advertise_address;
     link.holder_id = options.holder_id.empty() ? StrCat("kvstore-", link.advertise_address) : options.holder_id;
@@ -91,10 +97,12 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
                                                     daemon->registry_);
   }
   if (!options.port_file.empty()) {
-    STRATA_RETURN_IF_ERROR(WritePortFile(options.port_file, daemon->grpc_port_, daemon->metrics_port()));
+    STRATA_RETURN_IF_ERROR(
+        WritePortFile(options.port_file, daemon->grpc_port_, daemon->metrics_port(), daemon->health_port()));
   }
   LogInfo(StrCat("event=kvstore_serving grpc=", options.host, ":", daemon->grpc_port_,
-                 " metrics_port=", daemon->metrics_port(), " dram_bytes=", daemon->ucx_->arena_bytes(),
+                 " metrics_port=", daemon->metrics_port(), " health_port=", daemon->health_port(),
+                 " security=", security->Describe(), " dram_bytes=", daemon->ucx_->arena_bytes(),
                  " ssd_dir=", options.ssd_dir.string(),
                  " persist=", options.persist == Persist::kWriteThrough ? "write-through" : "write-back",
                  " eviction=", EvictionPolicyName(options.eviction)));
@@ -106,6 +114,7 @@ void KvStoreDaemon::Shutdown(std::chrono::milliseconds drain) {
   link_.reset();  // deregisters: the scheduler stops routing fetches here first
   serving_ = false;
   server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_port_ != nullptr) health_port_->SetServing(false);
   // Let the calls under way finish (each is short: no call waits on a client), then stop. gRPC's own
   // Shutdown(deadline) also waits out idle client connections, so it gets only a short deadline.
   const auto deadline = std::chrono::steady_clock::now() + drain;

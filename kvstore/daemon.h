@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/daemon.h"
+#include "common/health_port.h"
 #include "common/metrics.h"
 #include "kvstore/event_batcher.h"
 #include "kvstore/memlock.h"
@@ -31,6 +32,7 @@ class KvStoreDaemon {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : -1; }
+  int health_port() const { return health_port_ ? health_port_->port() : -1; }
 
  private:
   KvStoreDaemon() = default;
@@ -43,6 +45,7 @@ class KvStoreDaemon {
   std::unique_ptr<KvStoreService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;
+  std::unique_ptr<HealthPortServer> health_port_;  // --health-port; null when off
   std::unique_ptr<SchedulerLink> link_;
   std::atomic<bool> serving_{false};
   int grpc_port_ = 0;

@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "common/daemon.h"
+#include "common/grpc_security_flags.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "kvstore/daemon.h"
@@ -24,7 +25,11 @@ int main(int argc, char** argv) {
   app.add_option("--port", options.port, "gRPC port (0: pick a free one)")->capture_default_str();
   app.add_option("--metrics-port", options.metrics_port, "HTTP /metrics and /healthz port (0: pick, -1: off)")
       ->capture_default_str();
-  app.add_option("--port-file", port_file, "Write 'grpc_port=N metrics_port=M' here once serving");
+  app.add_option("--health-port", options.health_port,
+                 "Plaintext gRPC port serving only grpc.health.v1.Health (0: pick, -1: off)")
+      ->capture_default_str();
+  app.add_option("--port-file", port_file, "Write 'grpc_port=N metrics_port=M health_port=H' here once serving");
+  strata::AddRpcSecurityFlags(app, options.security);
   app.add_option("--dram-bytes", options.dram_bytes, "DRAM arena size in bytes")->capture_default_str();
   app.add_option("--max-block-bytes", options.max_block_bytes, "Largest block accepted")->capture_default_str();
   app.add_option("--ssd-bytes", options.ssd_bytes, "SSD tier capacity in block bytes (0: no limit)")

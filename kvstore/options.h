@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include "common/rpc_security_options.h"
+
 namespace strata::kvstore {
 
 // When a block reaches the SSD tier.
@@ -29,7 +31,13 @@ struct Options {
   int port = 7480;
   // Prometheus /metrics and /healthz over HTTP; 0 picks a free port, -1 disables.
   int metrics_port = 7481;
-  // When set, written (atomically) once the daemon serves: "grpc_port=N metrics_port=M\n".
+  // A plaintext gRPC port with only grpc.health.v1.Health (for probes that do neither TLS nor tokens);
+  // 0 picks a free port, -1 (default) disables.
+  int health_port = -1;
+  // Mutual TLS and the shared token of the gRPC port and of the channel to the scheduler
+  // (common/grpc_security.h). Default: neither.
+  RpcSecurityOptions security;
+  // When set, written (atomically) once the daemon serves: "grpc_port=N metrics_port=M health_port=H\n".
   std::filesystem::path port_file;
 
   // DRAM tier: the one registered arena. Rounded up to 2 MiB.

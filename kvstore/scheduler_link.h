@@ -24,6 +24,7 @@ namespace strata::kvstore {
 
 struct SchedulerLinkOptions {
   std::string scheduler_address;  // host:port
+  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();  // the channel's certificate and token
   std::string holder_id;          // unique in the cluster
   std::string advertise_address;  // where workers reach this kvstore's gRPC (host:port)
   uint64_t dram_blocks = 0;       // capacities reported at registration (informational)

@@ -84,7 +84,6 @@ grpc::Status KvStoreService::Connect(grpc::ServerContext*, const proto::ConnectR
                                      proto::ConnectResponse* response) {
   CallGuard guard(in_flight_);
   response->set_worker_address(data_plane_.worker_address);
-  response->set_rkey(data_plane_.rkey);
   response->set_arena_base(data_plane_.arena_base);
   response->set_arena_bytes(data_plane_.arena_bytes);
   response->set_max_block_bytes(options_.max_block_bytes);
@@ -149,7 +148,8 @@ grpc::Status KvStoreService::BeginPut(grpc::ServerContext*, const proto::BeginPu
     slot->set_reserved(offset.has_value());
     if (offset) slot->set_remote_address(data_plane_.arena_base + *offset);
   }
-  response->set_rkey(data_plane_.rkey);
+  // The rkey only with a grant: a request that reserved nothing learns nothing of the data plane.
+  if (reservation->put_id != 0) response->set_rkey(data_plane_.rkey);
   return grpc::Status::OK;
 }
 
@@ -177,7 +177,7 @@ grpc::Status KvStoreService::BeginGet(grpc::ServerContext*, const proto::BeginGe
   if (!lease.ok()) return ToGrpcStatus(lease.status());
   response->set_lease_id(lease->lease_id);
   response->set_lease_ttl_ms(options_.lease_ttl_ms);
-  response->set_rkey(data_plane_.rkey);
+  if (lease->lease_id != 0) response->set_rkey(data_plane_.rkey);
   for (const GetSlot& slot : lease->slots) {
     proto::GetSlot* out = response->add_slots();
     out->set_present(slot.present);

@@ -7,6 +7,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
+#include "common/grpc_security_flags.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "scheduler/frontdoor/frontdoor.h"
@@ -107,6 +108,10 @@ int main(int argc, char** argv) {
   serve->add_option("--grpc-address", options.grpc_address, "gRPC listen address")->capture_default_str();
   serve->add_option("--metrics-host", options.metrics_host, "/metrics and /healthz host")->capture_default_str();
   serve->add_option("--metrics-port", options.metrics_port, "/metrics port (0: any free)")->capture_default_str();
+  strata::AddRpcSecurityFlags(*serve, options.security);
+  serve->add_option("--health-port", options.health_port,
+                    "plaintext gRPC port serving only grpc.health.v1.Health (-1: off, 0: any free)")
+      ->capture_default_str();
   serve->add_option("--lease-ms", lease_ms, "lease of a holder without heartbeats")->capture_default_str();
   serve->add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval told to holders")->capture_default_str();
   serve->add_option("--index-capacity-blocks", options.index_capacity_blocks, "index bound")->capture_default_str();

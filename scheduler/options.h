@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "absl/time/time.h"
+#include "common/rpc_security_options.h"
 
 namespace strata::scheduler {
 
@@ -39,10 +40,16 @@ struct Options {
   double load_bound = 0.5;
   absl::Duration queue_slack = absl::Seconds(2);
   absl::Duration load_knee = absl::Seconds(1);
-  // Listen addresses of the daemon.
-  std::string grpc_address = "0.0.0.0:50070";
-  std::string metrics_host = "0.0.0.0";
+  // Listen addresses of the daemon: loopback unless given (a deployment passes 0.0.0.0 or a pod IP).
+  std::string grpc_address = "127.0.0.1:50070";
+  std::string metrics_host = "127.0.0.1";
   int metrics_port = 9470;
+  // Mutual TLS and the shared token of the scheduler's gRPC and of the front door's channels to workers
+  // (common/grpc_security.h); not of the front door's own faces (HTTP, FrontDoor gRPC), whose callers
+  // are users with API keys. Default: neither.
+  RpcSecurityOptions security;
+  // A plaintext gRPC port with only grpc.health.v1.Health, on the gRPC address's host; -1: off.
+  int health_port = -1;
   // A live holder that has sent no KV event for this long while its heartbeat says it sent some is
   // logged (silence is a bug). Default 30 s.
   absl::Duration silence_warning = absl::Seconds(30);
@@ -54,7 +61,7 @@ struct Options {
   // The name clients give as `model`, and workers register as WorkerInfo.model_name. Empty: the base
   // name of model_dir.
   std::string served_model_name;
-  std::string http_host = "0.0.0.0";
+  std::string http_host = "127.0.0.1";
   // -1: no HTTP front door; 0: any free port (tests). Default 8000.
   int http_port = 8000;
   // Listen address of the FrontDoor gRPC service (proto/frontdoor.proto). Empty: off.

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/grpc_security.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/status.h"
@@ -290,9 +291,10 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Op
   server->scheduler_ = std::make_unique<Scheduler>(options, &server->clock_, &server->metrics_);
   server->service_ = std::make_unique<SchedulerService>(server->scheduler_.get());
   server->service_->set_options(options);
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &server->grpc_port_);
+  builder.AddListeningPort(options.grpc_address, security->ServerCredentials(), &server->grpc_port_);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);  // inventory chunks
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second scheduler on this port is an error
   builder.RegisterService(server->service_.get());
@@ -305,6 +307,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Op
   STRATA_ASSIGN_OR_RETURN(server->metrics_http_,
                           MetricsHttpServer::Start(options.metrics_host, options.metrics_port, server->metrics_,
                                                    [raw] { return raw->serving_.load(); }));
+  if (options.health_port >= 0) {
+    STRATA_ASSIGN_OR_RETURN(server->health_port_, HealthPortServer::Start(options.grpc_address, options.health_port));
+  }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   server->serving_ = true;
   server->reaper_ = std::thread([raw] {
@@ -315,7 +320,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Op
   });
   LogInfo(StrCat("event=scheduler_started grpc_port=", server->grpc_port_,
                  " metrics_port=", server->metrics_http_->port(), " policy=", PolicyName(options.default_policy),
-                 " lease_ms=", absl::ToInt64Milliseconds(options.lease),
+                 " lease_ms=", absl::ToInt64Milliseconds(options.lease), " security=", security->Describe(),
+                 " health_port=", server->health_port(),
                  " index_capacity_blocks=", options.index_capacity_blocks));
   return server;
 }
@@ -328,6 +334,7 @@ void SchedulerServer::Shutdown(absl::Duration grace) {
   }
   serving_ = false;
   server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_port_ != nullptr) health_port_->SetServing(false);
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(grace)));
   stop_.Notify();
   if (reaper_.joinable()) reaper_.join();

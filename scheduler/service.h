@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/daemon.h"
+#include "common/health_port.h"
 #include "common/metrics.h"
 #include "proto/scheduler.grpc.pb.h"
 #include "scheduler/clock.h"
@@ -60,6 +61,8 @@ class SchedulerServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_http_->port(); }
+  // The --health-port server's port; -1 when off.
+  int health_port() const { return health_port_ != nullptr ? health_port_->port() : -1; }
   Scheduler& scheduler() { return *scheduler_; }
   // The registry served on the metrics port; others (the front door) may add their series to it. Lives as
   // long as the server.
@@ -78,6 +81,7 @@ class SchedulerServer {
   std::unique_ptr<SchedulerService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<HealthPortServer> health_port_;  // --health-port; null when off
   int grpc_port_ = 0;
   std::atomic<bool> serving_{false};
   absl::Notification stop_;

@@ -41,8 +41,7 @@ absl::StatusOr<std::unique_ptr<KvStoreClient>> KvStoreClient::Connect(const Clie
   std::unique_ptr<KvStoreClient> client(new KvStoreClient(options));
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(64 << 20);
-  client->stub_ = proto::KvStore::NewStub(
-      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), arguments));
+  client->stub_ = proto::KvStore::NewStub(options.security->CreateChannel(options.address, arguments));
   ucp_config_t* config = nullptr;
   STRATA_UCX_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
   ucp_params_t params{};

@@ -42,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
+#include "common/grpc_security.h"
 #include "proto/kvstore.grpc.pb.h"
 
 namespace strata::kvstore {
@@ -61,6 +62,8 @@ enum class PeerFailure {
 
 struct ClientOptions {
   std::string address;  // host:port of the daemon's gRPC endpoint
+  // The channel's certificate and token (common/grpc_security.h); default: plaintext, no token.
+  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
   std::chrono::milliseconds rpc_timeout{5000};
   std::chrono::milliseconds transfer_timeout{60000};  // a batch's RMA phase
   bool verify_reads = true;                           // check the xxh3-64 of every block read

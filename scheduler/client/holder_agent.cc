@@ -217,7 +217,7 @@ HolderAgent::HolderAgent(HolderAgentOptions options, HolderAgentCallbacks callba
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options_.max_backoff.count()));
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(options_.min_backoff.count()));
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(options_.min_backoff.count()));
-  channel_ = grpc::CreateCustomChannel(options_.scheduler_address, grpc::InsecureChannelCredentials(), args);
+  channel_ = options_.security->CreateChannel(options_.scheduler_address, args);
   stub_ = proto::Scheduler::NewStub(channel_);
   if (options_.metrics != nullptr) {
     MetricsRegistry& m = *options_.metrics;

@@ -40,6 +40,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
+#include "common/grpc_security.h"
 #include "common/metrics.h"
 #include "proto/scheduler.grpc.pb.h"
 
@@ -47,6 +48,8 @@ namespace strata::scheduler {
 
 struct HolderAgentOptions {
   std::string scheduler_address;  // host:port of strata-scheduler
+  // The channel's certificate and token (common/grpc_security.h); default: plaintext, no token.
+  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
   // What Register sends: holder_id, kind, key_scheme, address and the kind's info. Required.
   proto::RegisterRequest registration;
   std::chrono::milliseconds rpc_timeout{3000};  // every unary call

@@ -35,7 +35,10 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
   if (!options.api_keys_file.empty()) {
     STRATA_ASSIGN_OR_RETURN(door->keys_, ApiKeys::Load(options.api_keys_file));
   }
-  door->directory_ = std::make_unique<WorkerDirectory>(scheduler, absl::Seconds(2));
+  // The channels to workers are the internal plane (mutual TLS, the shared token). The FrontDoor gRPC
+  // face below is the public one, like HTTP: its callers send API keys in `authorization`, not the token.
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
+  door->directory_ = std::make_unique<WorkerDirectory>(scheduler, absl::Seconds(2), security);
   door->proxy_ = std::make_unique<WorkerProxy>(scheduler, door->directory_.get(), options.request_timeout);
   door->request_limits_ = {options.max_request_bytes, options.max_prompt_tokens, options.max_completion_tokens};
   door->caller_limits_ = {options.rate_limit_rps, options.rate_limit_burst, options.max_concurrent_requests_per_key};

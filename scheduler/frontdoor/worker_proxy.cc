@@ -46,14 +46,15 @@ absl::Status BeforeOutput(const grpc::Status& status, const std::string& worker_
 
 }  // namespace
 
-WorkerDirectory::WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout)
-    : scheduler_(scheduler), info_timeout_(info_timeout) {}
+WorkerDirectory::WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout,
+                                 std::shared_ptr<const RpcSecurity> security)
+    : scheduler_(scheduler), info_timeout_(info_timeout), security_(std::move(security)) {}
 
 std::shared_ptr<proto::Worker::Stub> WorkerDirectory::Stub(const std::string& address) {
   absl::MutexLock lock(&mutex_);
   std::shared_ptr<proto::Worker::Stub>& stub = stubs_[address];
   if (stub == nullptr) {
-    stub = proto::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    stub = proto::Worker::NewStub(security_->CreateChannel(address, grpc::ChannelArguments()));
   }
   return stub;
 }

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/grpc_security.h"
 #include "common/sha256.h"
 #include "proto/worker.grpc.pb.h"
 #include "scheduler/frontdoor/request.h"
@@ -40,8 +41,10 @@ struct WorkerModel {
 // Thread-safe.
 class WorkerDirectory {
  public:
-  // `scheduler` must outlive the directory. `info_timeout` bounds each Worker.Info call.
-  WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout);
+  // `scheduler` must outlive the directory. `info_timeout` bounds each Worker.Info call. Channels to
+  // workers carry `security`'s certificate and token (default: plaintext, no token).
+  WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout,
+                  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure());
 
   // The live workers (per the scheduler's registry) that serve `model_name`. A worker not seen before is
   // asked for its Info now; one that does not answer is skipped and asked again a few seconds later.
@@ -62,6 +65,7 @@ class WorkerDirectory {
 
   scheduler::Scheduler* scheduler_;
   absl::Duration info_timeout_;
+  const std::shared_ptr<const RpcSecurity> security_;
   absl::Mutex mutex_;
   absl::flat_hash_map<std::string, Known> known_ ABSL_GUARDED_BY(mutex_);  // by holder id
   absl::flat_hash_map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs_ ABSL_GUARDED_BY(mutex_);

@@ -110,15 +110,15 @@ absl::Status LocalCluster::StartScheduler() {
   scheduler_port_ = FreePort();
   scheduler_metrics_port_ = FreePort();
   http_port_ = FreePort();
-  scheduler_ = std::make_unique<ChildProcess>(
-      std::vector<std::string>{STRATA_SCHEDULER_PATH, "serve", "--grpc-address",
-                               StrCat("127.0.0.1:", scheduler_port_), "--metrics-host", "127.0.0.1", "--metrics-port",
-                               std::to_string(scheduler_metrics_port_), "--http-host", "127.0.0.1", "--http-port",
-                               std::to_string(http_port_), "--model-dir", ModelDir(), "--served-model-name",
-                               "llama3-tiny", "--policy", options_.policy, "--lease-ms",
-                               std::to_string(options_.lease_ms), "--heartbeat-ms",
-                               std::to_string(options_.heartbeat_ms)},
-      ChildOutput::kInherit);
+  std::vector<std::string> argv = {STRATA_SCHEDULER_PATH, "serve", "--grpc-address",
+                                   StrCat("127.0.0.1:", scheduler_port_), "--metrics-host", "127.0.0.1", "--metrics-port",
+                                   std::to_string(scheduler_metrics_port_), "--http-host", "127.0.0.1", "--http-port",
+                                   std::to_string(http_port_), "--model-dir", ModelDir(), "--served-model-name",
+                                   "llama3-tiny", "--policy", options_.policy, "--lease-ms",
+                                   std::to_string(options_.lease_ms), "--heartbeat-ms",
+                                   std::to_string(options_.heartbeat_ms)};
+  argv.insert(argv.end(), options_.scheduler_args.begin(), options_.scheduler_args.end());
+  scheduler_ = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
   return WaitServing(*scheduler_, "strata-scheduler",
                      [this] { return Healthy(scheduler_metrics_port_) && Healthy(http_port_); });
 }

@@ -24,7 +24,8 @@ struct ClusterOptions {
   int lease_ms = 1500;
   int heartbeat_ms = 300;
   uint32_t block_tokens = 16;
-  std::vector<std::string> kvstore_args;  // extra flags
+  std::vector<std::string> scheduler_args;  // extra flags of each daemon
+  std::vector<std::string> kvstore_args;
   std::vector<std::string> worker_args;
 };
 
@@ -39,6 +40,8 @@ class LocalCluster {
 
   static std::string ModelDir();
   int http_port() const { return http_port_; }
+  std::string scheduler_address() const { return "127.0.0.1:" + std::to_string(scheduler_port_); }
+  std::string kvstore_address() const { return "127.0.0.1:" + std::to_string(kvstore_port_); }
   int scheduler_metrics_port() const { return scheduler_metrics_port_; }
   int kvstore_metrics_port() const { return kvstore_metrics_port_; }
   std::string worker_address(int i) const { return "127.0.0.1:" + std::to_string(workers_.at(i).grpc_port); }

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "common/block_key.h"
+#include "common/grpc_security_flags.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "kvstore/client/client.h"
@@ -163,6 +164,7 @@ CLI::App* AddKvCommand(CLI::App& app, KvCommand& command) {
   kv->require_subcommand(1);
   kv->add_option("--kvstore", command.kvstore, "The daemon's gRPC address, HOST:PORT")->required();
   kv->add_option("--timeout-ms", command.timeout_ms, "Deadline of each call")->capture_default_str();
+  AddRpcSecurityFlags(*kv, command.security);
   CLI::App* put = kv->add_subcommand("put", "Store FILE as one block");
   put->add_option("--key", command.keys, "Block key, 32 hex digits")->required()->expected(1);
   put->add_option("--parent", command.parent, "Key of the previous block of its chain (optional)");
@@ -186,6 +188,7 @@ absl::Status RunKv(const KvCommand& command, std::ostream& out) {
   STRATA_ASSIGN_OR_RETURN(std::vector<BlockKey> keys, ParseKeys(command.keys));
   kvstore::ClientOptions options;
   options.address = command.kvstore;
+  STRATA_ASSIGN_OR_RETURN(options.security, RpcSecurity::Load(command.security));
   options.rpc_timeout = std::chrono::milliseconds(command.timeout_ms);
   options.transfer_timeout = std::chrono::milliseconds(command.timeout_ms);
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<kvstore::KvStoreClient> client, kvstore::KvStoreClient::Connect(options));

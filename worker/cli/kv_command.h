@@ -10,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "common/rpc_security_options.h"
 
 namespace strata::cli {
 
@@ -22,6 +23,7 @@ struct KvCommand {
   std::string parent;             // put: optional parent key (hex)
   bool json = false;              // stat: one JSON object
   int timeout_ms = 10'000;
+  RpcSecurityOptions security;    // --tls-* and --auth-token-file, as the daemon's peers use them
 };
 
 // Adds `kv` and its subcommands to `app`; `command` receives the flags. Returns the `kv` subcommand.

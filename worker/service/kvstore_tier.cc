@@ -79,6 +79,7 @@ kvstore::KvStoreClient* KvStoreTier::Client(Shard& shard) {
   client_options.rpc_timeout = options_.rpc_timeout;
   client_options.transfer_timeout = options_.transfer_timeout;
   client_options.peer_failure = options_.peer_failure;
+  client_options.security = options_.security;
   absl::StatusOr<std::unique_ptr<kvstore::KvStoreClient>> client = kvstore::KvStoreClient::Connect(client_options);
   absl::Status status = client.status();
   if (status.ok()) status = (*client)->RegisterMemory(arena_.get(), 2 * half_bytes_);

@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
+#include "common/grpc_security.h"
 #include "common/metrics.h"
 #include "kvstore/client/client.h"
 #include "worker/service/host_block_cache.h"
@@ -47,6 +48,8 @@ struct KvStoreTierOptions {
   // (backing off to 5 s while it stays down): a cluster brings its kvstores up beside its workers.
   std::chrono::milliseconds reconnect_interval{250};
   kvstore::PeerFailure peer_failure = kvstore::PeerFailure::kDetect;
+  // The channels' certificate and token (common/grpc_security.h); default: plaintext, no token.
+  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
   // Blocks waiting to be written; past this new ones are dropped (counted): the kvstore is a cache.
   size_t max_write_queue_blocks = 4096;
 };

@@ -5,6 +5,7 @@
 
 #include "CLI/CLI.hpp"
 #include "common/daemon.h"
+#include "common/grpc_security_flags.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "worker/service/worker_server.h"
@@ -34,7 +35,11 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-host", o.metrics_host, "/metrics and /healthz host")->capture_default_str();
   app.add_option("--metrics-port", o.metrics_port, "/metrics and /healthz port (0: any free, -1: off)")
       ->capture_default_str();
-  app.add_option("--port-file", o.port_file, "Write 'grpc_port=N metrics_port=M' here once serving");
+  app.add_option("--health-port", o.health_port,
+                 "Plaintext gRPC port serving only grpc.health.v1.Health (0: any free, -1: off)")
+      ->capture_default_str();
+  app.add_option("--port-file", o.port_file, "Write 'grpc_port=N metrics_port=M health_port=H' here once serving");
+  strata::AddRpcSecurityFlags(app, o.security);
   app.add_option("--max-context-tokens", o.max_context_tokens, "Cap on prompt + new tokens (0: the model's)")
       ->capture_default_str();
   app.add_option("--block-tokens", o.loop.block_tokens, "Tokens per KV block (the key scheme's block size)")

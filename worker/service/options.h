@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/rpc_security_options.h"
 #include "kvstore/client/client.h"
 #include "worker/service/engine_loop.h"
 
@@ -24,11 +25,16 @@ struct WorkerOptions {
   int64_t mini_sequence_tokens = 1024;
   std::string served_model_name;         // empty: the model directory's name
   std::string worker_id;                 // empty: "worker-" + advertise address
-  std::string grpc_address = "0.0.0.0:50080";
+  // Listen addresses: loopback unless given (a deployment passes 0.0.0.0 or a pod IP).
+  std::string grpc_address = "127.0.0.1:50080";
   std::string advertise_address;         // empty: grpc_address with the bound port
-  std::string metrics_host = "0.0.0.0";
+  std::string metrics_host = "127.0.0.1";
   int metrics_port = 9480;               // 0: any free port, -1: off
-  std::string port_file;                 // when set: "grpc_port=N metrics_port=M" once serving
+  int health_port = -1;                  // plaintext gRPC with only grpc.health.v1.Health; 0: any, -1: off
+  // Mutual TLS and the shared token of the gRPC port and of the channels to the scheduler and the
+  // kvstores (common/grpc_security.h). Default: neither.
+  RpcSecurityOptions security;
+  std::string port_file;                 // when set: "grpc_port=N metrics_port=M health_port=H" once serving
   int64_t max_context_tokens = 0;        // 0: the model's max_position_embeddings (never more)
   EngineLoopOptions loop;                // block size, batch and queue limits, prefill chunk, step budget
   uint64_t host_cache_bytes = 1ull << 30;   // tier H; 0: off

@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "common/grpc_security.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "worker/engine/cpu_backend.h"
@@ -33,6 +34,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     return absl::InvalidArgumentError(
         "--prefill-chunk-tokens, --step-token-budget and --max-running-requests must be > 0");
   }
+  // Before the model loads: a wrong certificate or token file is reported at once.
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
   s.metrics_ = std::make_unique<WorkerMetrics>(s.registry_);
 
   STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(options.model_dir));
@@ -84,6 +87,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   }
   if (!options.kvstores.empty()) {
     KvStoreTierOptions kv;
+    kv.security = security;
     kv.addresses = options.kvstores;
     kv.block_bytes = block_bytes;
     kv.staging_bytes = options.kvstore_staging_bytes;
@@ -102,7 +106,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &s.grpc_port_);
+  builder.AddListeningPort(options.grpc_address, security->ServerCredentials(), &s.grpc_port_);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second worker on this port is an error
   builder.SetMaxReceiveMessageSize(64 << 20);  // a million-token prompt is ~5 MB of ids
   builder.RegisterService(s.service_.get());
@@ -121,6 +125,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   if (!options.scheduler_address.empty()) {
     scheduler::HolderAgentOptions agent;
     agent.scheduler_address = options.scheduler_address;
+    agent.security = security;
     agent.metrics = &s.registry_;
     proto::RegisterRequest& r = agent.registration;
     r.set_holder_id(worker_id);
@@ -168,9 +173,13 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     s.agent_->Start();
   }
 
+  if (options.health_port >= 0) {
+    STRATA_ASSIGN_OR_RETURN(s.health_port_, HealthPortServer::Start(options.grpc_address, options.health_port));
+  }
   s.server_->GetHealthCheckService()->SetServingStatus(true);
   s.serving_ = true;
   LogInfo(StrCat("event=worker_started grpc_port=", s.grpc_port_, " metrics_port=", s.metrics_port(),
+                 " health_port=", s.health_port(), " security=", security->Describe(),
                  " worker_id=", worker_id, " address=", advertise, " model=", served_copy.name,
                  " fingerprint=", s.model_->fingerprint.Hex(), " backend=", served_copy.backend,
                  " block_tokens=", options.loop.block_tokens, " block_bytes=", block_bytes,
@@ -180,7 +189,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                  " scheduler=", options.scheduler_address.empty() ? "none" : options.scheduler_address));
   if (!options.port_file.empty()) {
     std::ofstream out(options.port_file);
-    out << "grpc_port=" << s.grpc_port_ << " metrics_port=" << s.metrics_port() << "\n";
+    out << "grpc_port=" << s.grpc_port_ << " metrics_port=" << s.metrics_port() << " health_port=" << s.health_port()
+        << "\n";
     if (!out) return absl::UnavailableError(StrCat(options.port_file, ": cannot write the port file"));
   }
   return server;
@@ -221,6 +231,7 @@ void WorkerServer::Shutdown(std::chrono::milliseconds drain) {
   if (shut_down_.exchange(true)) return;
   serving_ = false;
   if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_port_ != nullptr) health_port_->SetServing(false);
   if (loop_ != nullptr) loop_->StopAccepting();
   // Leave placement first (deregister), so that the front door stops sending requests we would refuse,
   // then let the running ones finish.

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/daemon.h"
+#include "common/health_port.h"
 #include "common/metrics.h"
 #include "scheduler/client/holder_agent.h"
 #include "worker/engine/engine.h"
@@ -38,6 +39,7 @@ class WorkerServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : -1; }
+  int health_port() const { return health_port_ ? health_port_->port() : -1; }
 
  private:
   WorkerServer() = default;
@@ -57,6 +59,7 @@ class WorkerServer {
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<HealthPortServer> health_port_;  // --health-port; null when off
   std::unique_ptr<scheduler::HolderAgent> agent_;
   // What tier H's listener reports to: set once the agent exists, cleared before it goes.
   std::atomic<scheduler::HolderAgent*> events_to_{nullptr};

@@ -1,0 +1,293 @@
+// The internal plane's guarantees with real daemons on loopback: a cluster whose every daemon runs mutual
+// TLS and a shared token works end to end (kvstore -> scheduler, worker -> scheduler and kvstore, front
+// door -> worker), while a caller without the token is refused before any state changes; the health port;
+// start-up errors naming the bad file; rkeys only in grant replies.
+#include <httplib.h>
+
+#include <fstream>
+
+#include "common/grpc_security.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/kvstore.grpc.pb.h"
+#include "proto/scheduler.grpc.pb.h"
+#include "proto/worker.grpc.pb.h"
+#include "scheduler/service.h"
+#include "tests/cluster/local_cluster.h"
+#include "tests/security/health_check.h"
+#include "tests/testing/child_process.h"
+#include "tests/testing/metrics_scrape.h"
+#include "tests/testing/scratch_dir.h"
+
+namespace strata {
+namespace {
+
+using cluster_testing::ClusterOptions;
+using cluster_testing::LocalCluster;
+using testing::ChildOutput;
+using testing::ChildProcess;
+using ::testing::HasSubstr;
+using testing::MetricValue;
+using testing::WaitFor;
+
+const std::string kTls = std::string(STRATA_TEST_DATA_DIR) + "/tls/";
+
+struct Credentials {
+  testing::ScratchDir dir = testing::MakeTempDir("strata-security-test");
+  std::string token_file() const {
+    const std::filesystem::path path = dir.path() / "token";
+    if (!std::filesystem::exists(path)) std::ofstream(path) << "cluster-token-0123456789\n";
+    return path.string();
+  }
+  // What every daemon of the cluster gets (the chart passes the same).
+  std::vector<std::string> Flags() const {
+    return {"--tls-cert",    kTls + "node.pem",   "--tls-key",       kTls + "node-key.pem", "--tls-ca",
+            kTls + "ca.pem", "--tls-server-name", "strata.internal", "--auth-token-file",   token_file()};
+  }
+  RpcSecurityOptions Mtls() const {
+    return {.tls_cert = kTls + "node.pem",
+            .tls_key = kTls + "node-key.pem",
+            .tls_ca = kTls + "ca.pem",
+            .tls_server_name = "strata.internal"};
+  }
+  RpcSecurityOptions MtlsAndToken() const {
+    RpcSecurityOptions options = Mtls();
+    options.auth_token_file = token_file();
+    return options;
+  }
+};
+
+std::shared_ptr<grpc::Channel> ChannelAs(const RpcSecurityOptions& options, const std::string& address) {
+  absl::StatusOr<std::shared_ptr<const RpcSecurity>> security = RpcSecurity::Load(options);
+  STRATA_CHECK(security.ok());
+  return (*security)->CreateChannel(address, grpc::ChannelArguments());
+}
+
+template <typename Stub>
+std::unique_ptr<Stub> StubAs(const RpcSecurityOptions& options, const std::string& address) {
+  return std::make_unique<Stub>(ChannelAs(options, address));
+}
+
+struct Deadline : grpc::ClientContext {
+  Deadline() { set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10)); }
+};
+
+double WorkerRequests(int metrics_port) {
+  double total = 0;
+  for (const char* outcome : {"ok", "cancelled", "error", "rejected"}) {
+    total += MetricValue(metrics_port, StrCat("strata_worker_requests_total{outcome=\"", outcome, "\"}")).value_or(0);
+  }
+  return total;
+}
+
+TEST(InternalPlane, AClusterOnMutualTlsAndATokenServesAndRefusesCallersWithoutTheToken) {
+  if (const std::string missing = LocalCluster::MissingBinaries(); !missing.empty()) GTEST_SKIP() << missing;
+  Credentials credentials;
+  ClusterOptions options;
+  options.workers = 1;
+  options.scheduler_args = credentials.Flags();
+  options.kvstore_args = credentials.Flags();
+  options.worker_args = credentials.Flags();
+  // Start waits until the scheduler lists the kvstore and the worker: both registered, and stream their
+  // KV events, over mutual TLS with the token.
+  absl::StatusOr<std::unique_ptr<LocalCluster>> started = LocalCluster::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  LocalCluster& cluster = **started;
+
+  // The front door reaches the worker over mutual TLS; the worker writes the prompt's blocks to the kvstore.
+  httplib::Client http("127.0.0.1", cluster.http_port());
+  http.set_read_timeout(60, 0);
+  const std::string prompt(400, 'a');
+  auto response =
+      http.Post("/v1/completions", StrCat(R"({"model":"llama3-tiny","max_tokens":2,"prompt":")", prompt, R"("})"),
+                "application/json");
+  ASSERT_TRUE(response) << httplib::to_string(response.error());
+  ASSERT_EQ(response->status, 200) << response->body;
+  EXPECT_TRUE(WaitFor(
+      [&] { return MetricValue(cluster.worker_metrics_port(0), "strata_worker_kvstore_written_blocks_total") >= 1; },
+      std::chrono::seconds(30)));
+
+  // Callers with the certificate but without the token change nothing.
+  const RpcSecurityOptions no_token = credentials.Mtls();
+  {
+    Deadline context;
+    proto::BeginPutRequest request;
+    proto::PutItem* item = request.add_items();
+    item->set_key(std::string(16, '\x7f'));
+    item->set_size_bytes(4096);
+    proto::BeginPutResponse reply;
+    const grpc::Status status =
+        StubAs<proto::KvStore::Stub>(no_token, cluster.kvstore_address())->BeginPut(&context, request, &reply);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+    EXPECT_TRUE(reply.rkey().empty());
+    Deadline stats_context;
+    proto::StatsResponse stats;
+    ASSERT_TRUE(StubAs<proto::KvStore::Stub>(credentials.MtlsAndToken(), cluster.kvstore_address())
+                    ->Stats(&stats_context, proto::StatsRequest(), &stats)
+                    .ok());
+    EXPECT_EQ(stats.open_puts(), 0u);
+    EXPECT_EQ(stats.reserved_bytes(), 0u);
+  }
+  {
+    Deadline context;
+    proto::RegisterRequest request;
+    request.set_holder_id("intruder");
+    request.set_kind(proto::HOLDER_KIND_KVSTORE);
+    request.set_address("127.0.0.1:1");
+    proto::RegisterResponse reply;
+    const grpc::Status status =
+        StubAs<proto::Scheduler::Stub>(no_token, cluster.scheduler_address())->Register(&context, request, &reply);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+    Deadline list_context;
+    proto::ListHoldersResponse holders;
+    ASSERT_TRUE(StubAs<proto::Scheduler::Stub>(credentials.MtlsAndToken(), cluster.scheduler_address())
+                    ->ListHolders(&list_context, proto::ListHoldersRequest(), &holders)
+                    .ok());
+    EXPECT_EQ(holders.holders_size(), 2);
+    for (const proto::HolderStatus& holder : holders.holders()) EXPECT_NE(holder.holder_id(), "intruder");
+  }
+  {
+    const double before = WorkerRequests(cluster.worker_metrics_port(0));
+    Deadline context;
+    proto::GenerateRequest request;
+    request.add_prompt_ids(1);
+    request.set_max_new_tokens(1);
+    auto stream = StubAs<proto::Worker::Stub>(no_token, cluster.worker_address(0))->Generate(&context, request);
+    proto::GenerateResponse message;
+    EXPECT_FALSE(stream->Read(&message));
+    const grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+    EXPECT_EQ(WorkerRequests(cluster.worker_metrics_port(0)), before);
+  }
+  // Without a certificate there is no connection at all, token or not.
+  {
+    RpcSecurityOptions plaintext{.auth_token_file = credentials.token_file()};
+    Deadline context;
+    proto::StatsResponse stats;
+    EXPECT_EQ(StubAs<proto::KvStore::Stub>(plaintext, cluster.kvstore_address())
+                  ->Stats(&context, proto::StatsRequest(), &stats)
+                  .error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+}
+
+// A kvstore process: its port file's grpc and health ports.
+struct Kvstore {
+  testing::ScratchDir dir = testing::MakeTempDir("strata-security-kvstore");
+  std::unique_ptr<ChildProcess> process;
+  int grpc_port = 0, health_port = 0;
+
+  explicit Kvstore(std::vector<std::string> args) {
+    const std::filesystem::path port_file = dir.path() / "ports";
+    std::vector<std::string> argv = {STRATA_KVSTORE_PATH,      "--port",      "0",
+                                     "--metrics-port",         "-1",          "--dram-bytes",
+                                     std::to_string(16 << 20), "--port-file", port_file.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    process = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
+    WaitFor(
+        [&] {
+          if (process->Wait(std::chrono::milliseconds(0)).has_value()) return true;  // exited: fail below
+          std::ifstream in(port_file);
+          std::string grpc, metrics, health;
+          if (!(in >> grpc >> metrics >> health)) return false;
+          grpc_port = std::stoi(grpc.substr(grpc.find('=') + 1));
+          health_port = std::stoi(health.substr(health.find('=') + 1));
+          return true;
+        },
+        std::chrono::seconds(20));
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port); }
+};
+
+TEST(HealthPort, AnswersPlaintextHealthChecksBesideAMutualTlsAndTokenPortAndNothingElse) {
+  Credentials credentials;
+  std::vector<std::string> args = credentials.Flags();
+  args.insert(args.end(), {"--health-port", "0"});
+  Kvstore kvstore(args);
+  ASSERT_GT(kvstore.health_port, 0);
+  const auto plaintext =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(kvstore.health_port), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(testing::CheckHealth(plaintext), testing::Health::kServing);
+  Deadline context;
+  proto::StatsResponse stats;
+  EXPECT_EQ(proto::KvStore::NewStub(plaintext)->Stats(&context, proto::StatsRequest(), &stats).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST(HealthPort, TurnsNotServingWhenTheSchedulerDrains) {
+  Credentials credentials;
+  scheduler::Options options;
+  options.grpc_address = "127.0.0.1:0";
+  options.metrics_port = 0;
+  options.health_port = 0;
+  options.security = credentials.MtlsAndToken();
+  absl::StatusOr<std::unique_ptr<scheduler::SchedulerServer>> server = scheduler::SchedulerServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const auto health =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->health_port()), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(testing::CheckHealth(health), testing::Health::kServing);
+  (*server)->Shutdown(absl::ZeroDuration());
+  EXPECT_EQ(testing::CheckHealth(health), testing::Health::kNotServing);
+}
+
+TEST(StartUp, EachDaemonRefusesToStartWithABadSecurityFileNamingTheFlagAndTheFile) {
+  Credentials credentials;
+  const std::vector<std::vector<std::string>> daemons = {
+      {STRATA_KVSTORE_PATH, "--port", "0", "--metrics-port", "-1"},
+      {STRATA_SCHEDULER_PATH, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-port", "0"},
+      {STRATA_WORKER_PATH, "--model", LocalCluster::ModelDir(), "--grpc-address", "127.0.0.1:0", "--metrics-port",
+       "-1"}};
+  for (std::vector<std::string> argv : daemons) {
+    argv.insert(argv.end(), {"--tls-cert", "/nonexistent/node.pem", "--tls-key", kTls + "node-key.pem", "--tls-ca",
+                             kTls + "ca.pem"});
+    ChildProcess process(argv);
+    const std::optional<int> exit_code = process.Wait(std::chrono::seconds(30));
+    ASSERT_TRUE(exit_code.has_value()) << argv[0];
+    EXPECT_NE(*exit_code, 0) << argv[0];
+    EXPECT_THAT(process.err(), HasSubstr("--tls-cert /nonexistent/node.pem")) << argv[0];
+  }
+  std::ofstream(credentials.dir.path() / "empty-token") << "\n";
+  ChildProcess empty_token({STRATA_KVSTORE_PATH, "--port", "0", "--metrics-port", "-1", "--auth-token-file",
+                            (credentials.dir.path() / "empty-token").string()});
+  ASSERT_TRUE(empty_token.Wait(std::chrono::seconds(30)).has_value());
+  EXPECT_THAT(empty_token.err(), HasSubstr("--auth-token-file"));
+}
+
+TEST(KvstoreGrants, AnRkeyTravelsOnlyInTheReplyOfAGrant) {
+  Kvstore kvstore({});
+  ASSERT_GT(kvstore.grpc_port, 0);
+  auto stub = proto::KvStore::NewStub(grpc::CreateChannel(kvstore.address(), grpc::InsecureChannelCredentials()));
+  const std::string key(16, '\x11');
+  {
+    Deadline context;
+    proto::BeginGetRequest request;
+    request.add_keys(key);
+    proto::BeginGetResponse reply;
+    ASSERT_TRUE(stub->BeginGet(&context, request, &reply).ok());
+    EXPECT_EQ(reply.lease_id(), 0u);
+    EXPECT_TRUE(reply.rkey().empty()) << "a get that found nothing handed out an rkey";
+  }
+  Deadline context;
+  proto::BeginPutRequest request;
+  proto::PutItem* item = request.add_items();
+  item->set_key(key);
+  item->set_size_bytes(4096);
+  proto::BeginPutResponse reply;
+  ASSERT_TRUE(stub->BeginPut(&context, request, &reply).ok());
+  ASSERT_NE(reply.put_id(), 0u);
+  EXPECT_FALSE(reply.rkey().empty());
+  ASSERT_EQ(reply.slots_size(), 1);
+  EXPECT_TRUE(reply.slots(0).reserved());
+  // The same key again while the first put holds it: nothing granted, no rkey.
+  Deadline again_context;
+  proto::BeginPutResponse again;
+  ASSERT_TRUE(stub->BeginPut(&again_context, request, &again).ok());
+  EXPECT_EQ(again.put_id(), 0u);
+  EXPECT_TRUE(again.rkey().empty());
+  EXPECT_EQ(again.slots(0).remote_address(), 0u);
+}
+
+}  // namespace
+}  // namespace strata
