@@ -173,18 +173,15 @@ TEST(InternalPlane, AClusterOnMutualTlsAndATokenServesAndRefusesCallersWithoutTh
   }
 }
 
-// A kvstore process: its port file's grpc and health ports.
-struct Kvstore {
-  testing::ScratchDir dir = testing::MakeTempDir("strata-security-kvstore");
+// A daemon process started with `--port-file`: its grpc and health ports once serving (0 if it exited).
+struct Daemon {
+  testing::ScratchDir dir = testing::MakeTempDir("strata-security-daemon");
   std::unique_ptr<ChildProcess> process;
   int grpc_port = 0, health_port = 0;
 
-  explicit Kvstore(std::vector<std::string> args) {
+  explicit Daemon(std::vector<std::string> argv) {
     const std::filesystem::path port_file = dir.path() / "ports";
-    std::vector<std::string> argv = {STRATA_KVSTORE_PATH,      "--port",      "0",
-                                     "--metrics-port",         "-1",          "--dram-bytes",
-                                     std::to_string(16 << 20), "--port-file", port_file.string()};
-    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--port-file", port_file.string()});
     process = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
     WaitFor(
         [&] {
@@ -196,16 +193,23 @@ struct Kvstore {
           health_port = std::stoi(health.substr(health.find('=') + 1));
           return true;
         },
-        std::chrono::seconds(20));
+        std::chrono::seconds(30));
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port); }
 };
+
+Daemon Kvstore(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {STRATA_KVSTORE_PATH,     "--port", "0", "--metrics-port", "-1", "--dram-bytes",
+                                   std::to_string(16 << 20)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Daemon(argv);
+}
 
 TEST(HealthPort, AnswersPlaintextHealthChecksBesideAMutualTlsAndTokenPortAndNothingElse) {
   Credentials credentials;
   std::vector<std::string> args = credentials.Flags();
   args.insert(args.end(), {"--health-port", "0"});
-  Kvstore kvstore(args);
+  Daemon kvstore = Kvstore(args);
   ASSERT_GT(kvstore.health_port, 0);
   const auto plaintext =
       grpc::CreateChannel("127.0.0.1:" + std::to_string(kvstore.health_port), grpc::InsecureChannelCredentials());
@@ -214,6 +218,30 @@ TEST(HealthPort, AnswersPlaintextHealthChecksBesideAMutualTlsAndTokenPortAndNoth
   proto::StatsResponse stats;
   EXPECT_EQ(proto::KvStore::NewStub(plaintext)->Stats(&context, proto::StatsRequest(), &stats).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST(HealthPort, TheWorkersHealthPortServesBesideItsMutualTlsPort) {
+  Credentials credentials;
+  std::vector<std::string> argv = {STRATA_WORKER_PATH,
+                                   "--model",
+                                   LocalCluster::ModelDir(),
+                                   "--grpc-address",
+                                   "127.0.0.1:0",
+                                   "--metrics-port",
+                                   "-1",
+                                   "--threads",
+                                   "1",
+                                   "--health-port",
+                                   "0"};
+  for (const std::string& flag : credentials.Flags()) argv.push_back(flag);
+  Daemon worker(argv);
+  ASSERT_GT(worker.health_port, 0);
+  EXPECT_EQ(testing::CheckHealth(grpc::CreateChannel("127.0.0.1:" + std::to_string(worker.health_port),
+                                                     grpc::InsecureChannelCredentials())),
+            testing::Health::kServing);
+  // The main port takes no plaintext, not even for health.
+  EXPECT_EQ(testing::CheckHealth(grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials())),
+            testing::Health::kRefused);
 }
 
 TEST(HealthPort, TurnsNotServingWhenTheSchedulerDrains) {
@@ -256,7 +284,7 @@ TEST(StartUp, EachDaemonRefusesToStartWithABadSecurityFileNamingTheFlagAndTheFil
 }
 
 TEST(KvstoreGrants, AnRkeyTravelsOnlyInTheReplyOfAGrant) {
-  Kvstore kvstore({});
+  Daemon kvstore = Kvstore({});
   ASSERT_GT(kvstore.grpc_port, 0);
   auto stub = proto::KvStore::NewStub(grpc::CreateChannel(kvstore.address(), grpc::InsecureChannelCredentials()));
   const std::string key(16, '\x11');
@@ -287,6 +315,21 @@ TEST(KvstoreGrants, AnRkeyTravelsOnlyInTheReplyOfAGrant) {
   EXPECT_EQ(again.put_id(), 0u);
   EXPECT_TRUE(again.rkey().empty());
   EXPECT_EQ(again.slots(0).remote_address(), 0u);
+}
+
+TEST(StrataKvCli, ReachesAKvstoreOnMutualTlsAndATokenWithTheSameFlags) {
+  Credentials credentials;
+  Daemon kvstore = Kvstore(credentials.Flags());
+  ASSERT_GT(kvstore.grpc_port, 0);
+  std::vector<std::string> with = {STRATA_CLI_PATH, "kv", "--kvstore", kvstore.address()};
+  for (const std::string& flag : credentials.Flags()) with.push_back(flag);
+  with.push_back("stat");
+  ChildProcess secured(with);
+  ASSERT_EQ(secured.Wait(std::chrono::seconds(30)), 0) << secured.err();
+  ChildProcess plain({STRATA_CLI_PATH, "kv", "--kvstore", kvstore.address(), "--timeout-ms", "2000", "stat"});
+  const std::optional<int> exit_code = plain.Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(exit_code.has_value());
+  EXPECT_NE(*exit_code, 0);
 }
 
 }  // namespace
