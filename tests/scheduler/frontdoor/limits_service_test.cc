@@ -218,7 +218,7 @@ TEST_F(LimitsTest, ConcurrencyLimitCountsStreamsUntilTheirClientLeaves) {
   Start(options, "sk-a team-a\nsk-b team-b\n");
   worker_->set_hold_after_tokens(1);  // the stream stays open after its first token
   std::atomic<bool> got_data{false};
-  std::thread streamer([&] {
+  std::jthread streamer([&] {  // joined (after its 30 s read timeout at most) even when an ASSERT fails
     httplib::Client client("127.0.0.1", door_->http_port());
     client.set_read_timeout(30, 0);
     httplib::Request request;
