@@ -1,10 +1,6 @@
 #include "tests/cluster/local_cluster.h"
 
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,6 +9,7 @@
 
 #include "common/status.h"
 #include "common/strings.h"
+#include "tests/testing/loopback.h"
 
 namespace strata::cluster_testing {
 namespace {
@@ -23,30 +20,8 @@ using strata::testing::WaitFor;
 
 constexpr std::chrono::seconds kStartTimeout{60};
 
-// A port nothing listens on now (bound to 0, read, closed): for daemons whose port must be known before
-// they start or stay the same across restarts.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-bool Healthy(int port) {
-  httplib::Client http("127.0.0.1", port);
-  http.set_connection_timeout(1);
-  http.set_read_timeout(2);
-  auto response = http.Get("/healthz");
-  return response && response->status == 200;
-}
+using strata::testing::FreePort;
+using strata::testing::Healthy;
 
 // Reads "grpc_port=N metrics_port=M" once both are there.
 bool ReadPortFile(const std::filesystem::path& path, int& grpc_port, int& metrics_port) {

@@ -1,11 +1,7 @@
 #include "tests/faults/fault_processes.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
-#include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -42,29 +38,6 @@ uint64_t RssOf(const std::string& status_path) {
 }
 
 }  // namespace
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-bool Healthy(int port) {
-  httplib::Client http("127.0.0.1", port);
-  http.set_connection_timeout(1);
-  http.set_read_timeout(2);
-  auto response = http.Get("/healthz");
-  return response && response->status == 200;
-}
 
 std::string ModelDir() { return std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny"; }
 

@@ -14,13 +14,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/loopback.h"
 
 namespace strata::faults {
 
-// A port nothing listens on now (bound to 0, read, closed).
-int FreePort();
-// GET 127.0.0.1:port/healthz answers 200.
-bool Healthy(int port);
+using strata::testing::FreePort;
+using strata::testing::Healthy;
 // The tiny Llama of tests/data.
 std::string ModelDir();
 // "" when strata-kvstore, strata-worker and strata-scheduler are built; otherwise what is missing.

@@ -171,6 +171,8 @@ void TcpProxy::Loop() {
         }
       }
     }
+    // Frozen while poll waited: bytes that arrived after Freeze() returned must not pass.
+    if (frozen_.load()) owners.clear();
     for (size_t i = 0; i < owners.size(); ++i) {
       Connection& c = *owners[i];
       const pollfd& down = fds[2 + 2 * i];

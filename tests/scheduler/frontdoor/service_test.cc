@@ -3,8 +3,6 @@
 // `openai` npm client and the strata-scheduler binary where they are available.
 #include <httplib.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -21,6 +19,7 @@
 #include "scheduler/service.h"
 #include "tests/scheduler/frontdoor/engine_worker.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/loopback.h"
 #include "tests/testing/scratch_dir.h"
 
 namespace strata::frontdoor {
@@ -532,18 +531,7 @@ TEST_F(FrontDoorTest, OfficialOpenAiNodeClient) {
   EXPECT_THAT(client.out(), HasSubstr("openai-node: all checks passed"));
 }
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof(address);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
+using strata::testing::FreePort;
 
 int FieldAfter(const std::string& text, const std::string& key) {
   const size_t at = text.find(key);

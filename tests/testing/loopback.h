@@ -1,0 +1,17 @@
+// Loopback ports for tests that start daemons on ports known in advance (restarted on the same port,
+// or behind a proxy), and the HTTP health check they wait on.
+#ifndef STRATA_TESTS_TESTING_LOOPBACK_H_
+#define STRATA_TESTS_TESTING_LOOPBACK_H_
+
+namespace strata::testing {
+
+// A port nothing listens on now on 127.0.0.1 (bound to 0, read, closed); 0 if none could be bound.
+// Another process may take it before the caller binds it: good enough for tests, not for daemons.
+int FreePort();
+
+// GET 127.0.0.1:`port`/healthz answers 200 (within a 1 s connect and 2 s read timeout).
+bool Healthy(int port);
+
+}  // namespace strata::testing
+
+#endif  // STRATA_TESTS_TESTING_LOOPBACK_H_
