@@ -26,4 +26,17 @@ void Log(LogLevel level, std::string_view line) {
   [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, out.data(), out.size());
 }
 
+bool LogThrottle::Allow(uint64_t* held_back) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (now < next_) {
+    ++held_back_;
+    return false;
+  }
+  next_ = now + std::chrono::seconds(1);
+  *held_back = held_back_;
+  held_back_ = 0;
+  return true;
+}
+
 }  // namespace strata

@@ -69,6 +69,9 @@ void Store::RegisterMetrics(MetricsRegistry& metrics) {
   }
   checksum_failures_ = &metrics.AddCounter("strata_kvstore_checksum_failures_total",
                                            "Blocks refused because their checksum did not match (commit or SSD read)");
+  ssd_write_errors_ = &metrics.AddCounter("strata_kvstore_ssd_write_errors_total",
+                                          "SSD writes that failed (disk full, I/O error): evictions dropped, "
+                                          "write-through puts refused");
   expired_leases_ = &metrics.AddCounter("strata_kvstore_expired_leases_total", "Get leases that timed out");
   expired_puts_ = &metrics.AddCounter("strata_kvstore_expired_puts_total", "Puts never committed that timed out");
   auto gauge = [this, &metrics](const char* name, const char* help, MetricLabels labels, auto read) {
@@ -160,7 +163,11 @@ bool Store::EvictOne() {
         ssd_metrics_.bytes_in->Increment(static_cast<double>(victim->size_bytes));
       }
     } else {
-      LogError(StrCat("error=ssd_write_back key=", victim->key.Hex(), " message=\"", written.message(), "\""));
+      ssd_write_errors_->Increment();
+      if (uint64_t held_back; write_error_log_.Allow(&held_back)) {  // a failing disk fails every eviction
+        LogError(StrCat("error=ssd_write_back key=", victim->key.Hex(), " held_back=", held_back,
+                        " message=\"", written.message(), "\""));
+      }
     }
     if (victim->pins > 0) {  // a reader pinned it while we wrote: keep it in DRAM
       if (!victim->deleted) policy_->Insert(victim->key);
@@ -374,6 +381,7 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
   if (!bad.empty() || !persisted.ok()) {
     if (!bad.empty()) checksum_failures_->Increment();
     if (!persisted.ok()) {
+      ssd_write_errors_->Increment();
       for (const auto& block : txn.blocks) (void)ssd_->Delete(block->key);
     }
     ReleaseTxn(txn);
@@ -416,10 +424,17 @@ absl::Status Store::AbortPut(uint64_t put_id) {
 bool Store::Promote(const std::shared_ptr<Block>& block) {
   absl::StatusOr<uint64_t> offset = AllocateDram(block->size_bytes);
   if (!offset.ok()) {
-    LogWarning(StrCat("event=promotion_skipped key=", block->key.Hex(), " reason=\"", offset.status().message(), "\""));
+    if (uint64_t held_back; promotion_log_.Allow(&held_back)) {
+      LogWarning(StrCat("event=promotion_skipped key=", block->key.Hex(), " held_back=", held_back, " reason=\"",
+                        offset.status().message(), "\""));
+    }
     return false;
   }
-  if (block->in_dram || block->deleted || !block->on_ssd) {  // changed while AllocateDram evicted
+  // AllocateDram may have let go of the lock (a write-back): another get may have promoted the block
+  // meanwhile, or be reading it now. Wait for that reader, and then use its copy.
+  mutex_.Await(absl::Condition(
+      +[](Block* b) { return !b->moving || b->in_dram; }, block.get()));
+  if (block->in_dram || block->deleted || !block->on_ssd) {
     allocator_.Free(*offset);
     return block->in_dram && !block->deleted;
   }

@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
+#include "common/log.h"
 #include "common/metrics.h"
 #include "kvstore/block_events.h"
 #include "kvstore/eviction_policy.h"
@@ -174,6 +175,7 @@ class Store {
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mutex_) = 0, pinned_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t ssd_inflight_bytes_ ABSL_GUARDED_BY(mutex_) = 0;  // being written to SSD
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
+  LogThrottle write_error_log_, promotion_log_;
 
   struct TierMetrics {
     Counter* hits;
@@ -184,6 +186,7 @@ class Store {
   };
   TierMetrics dram_metrics_{}, ssd_metrics_{};
   Counter* checksum_failures_ = nullptr;
+  Counter* ssd_write_errors_ = nullptr;
   Counter* expired_leases_ = nullptr;
   Counter* expired_puts_ = nullptr;
 

@@ -8,66 +8,15 @@
 #include "kvstore/checksum.h"
 #include "kvstore/event_batcher.h"
 #include "kvstore/store.h"
-#include "tests/testing/scratch_dir.h"
+#include "tests/kvstore/store_fixture.h"
 
 namespace strata::kvstore {
 namespace {
 
+using testing::Key;
+using testing::StoreFixture;
+
 using Type = BlockEvent::Type;
-
-BlockKey Key(uint8_t i) {
-  BlockKey key;
-  key.bytes[0] = i;
-  key.bytes[15] = 0x5A;
-  return key;
-}
-
-constexpr uint64_t kBlockBytes = 4096;
-
-// A store over a heap arena of `blocks` blocks, its SSD tier in a scratch dir (or none).
-class StoreFixture {
- public:
-  StoreFixture(int blocks, bool with_ssd) : arena_(blocks * kBlockBytes) {
-    Options options;
-    options.dram_bytes = arena_.size();
-    options.max_block_bytes = kBlockBytes;
-    std::unique_ptr<SsdTier> ssd;
-    if (with_ssd) {
-      auto opened = SsdTier::Open(dir_.path() / "ssd", SsdIo::kBuffered);
-      EXPECT_TRUE(opened.ok()) << opened.status();
-      ssd = *std::move(opened);
-    }
-    auto store = Store::Create(options, arena_.data(), arena_.size(), std::move(ssd), metrics_, &batcher_);
-    EXPECT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-  }
-
-  // Puts the blocks in one two-phase put.
-  void Put(const std::vector<uint8_t>& ids) {
-    std::vector<PutItem> items;
-    for (uint8_t id : ids) items.push_back(PutItem{Key(id), kBlockBytes, std::nullopt});
-    auto reservation = store_->BeginPut(items);
-    ASSERT_TRUE(reservation.ok()) << reservation.status();
-    std::vector<uint64_t> checksums;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      ASSERT_TRUE(reservation->offsets[i].has_value());
-      uint8_t* data = arena_.data() + *reservation->offsets[i];
-      std::memset(data, ids[i], kBlockBytes);
-      checksums.push_back(BlockChecksum(data, kBlockBytes));
-    }
-    ASSERT_TRUE(store_->CommitPut(reservation->put_id, checksums).ok());
-  }
-
-  Store& store() { return *store_; }
-  EventBatcher& batcher() { return batcher_; }
-
- private:
-  strata::testing::ScratchDir dir_ = strata::testing::MakeTempDir("strata-block-events");
-  std::vector<uint8_t> arena_;
-  MetricsRegistry metrics_;
-  EventBatcher batcher_;
-  std::unique_ptr<Store> store_;
-};
 
 TEST(EventBatcher, CoalescesRunsOfOneKindInOrder) {
   EventBatcher batcher;
