@@ -1,12 +1,20 @@
 #include "kvstore/ssd_tier.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "common/log.h"
+#include "common/status.h"
 #include "common/strings.h"
 #include "kvstore/checksum.h"
 
@@ -50,6 +58,27 @@ std::optional<SsdBlockMeta> DecodeMeta(std::string_view in) {
   return meta;
 }
 
+// RocksDB's own messages (warnings and worse) go to the daemon's log. RocksDB would otherwise write them to
+// a LOG file in --ssd-dir, and a full or failing disk makes that file's writer fail: Debian's librocksdb is
+// built with assertions, and the next message after a failed log write aborts the process.
+class RocksLogger final : public rocksdb::Logger {
+ public:
+  RocksLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list args) override { Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, args); }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list args) override {
+    if (level < GetInfoLogLevel()) return;
+    char message[1024];
+    std::vsnprintf(message, sizeof(message), format, args);
+    const std::string line = StrCat("event=rocksdb message=\"", message, "\"");
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      LogError(line);
+    } else {
+      LogWarning(line);
+    }
+  }
+};
+
 absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
   if (status.ok()) return absl::OkStatus();
   const std::string message = StrCat("rocksdb ", what, ": ", status.ToString());
@@ -59,10 +88,48 @@ absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
   return absl::InternalError(message);
 }
 
+// Opens (creating if missing) the RocksDB under `dir`.
+absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(const std::filesystem::path& dir, SsdIo io) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.enable_blob_files = true;
+  options.min_blob_size = 4096;  // payloads go to blob files, metadata stays in the LSM
+  options.blob_file_size = uint64_t{256} << 20;
+  options.enable_blob_garbage_collection = true;
+  // Blocks are MiBs: a memtable holds a few dozen before a flush, and writes never wait on one flush.
+  options.write_buffer_size = uint64_t{256} << 20;
+  options.max_write_buffer_number = 4;
+  options.paranoid_checks = true;
+  options.info_log = std::make_shared<RocksLogger>();
+  options.IncreaseParallelism(2);
+  options.use_direct_reads = io == SsdIo::kDirect;
+  options.use_direct_io_for_flush_and_compaction = io == SsdIo::kDirect;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status status = rocksdb::DB::Open(options, dir.string(), &raw);
+  if (!status.ok()) return FromRocks(status, StrCat("open ", dir.string()));
+  return std::unique_ptr<rocksdb::DB>(raw);
+}
+
+// Whether the disk under `dir` takes a small write and its fsync again.
+bool DiskWritable(const std::filesystem::path& dir) {
+  const std::string path = (dir / ".strata-write-probe").string();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  char page[4096] = {};
+  const bool ok = ::write(fd, page, sizeof(page)) == static_cast<ssize_t>(sizeof(page)) && ::fsync(fd) == 0;
+  ::close(fd);
+  ::unlink(path.c_str());
+  return ok;
+}
+
 }  // namespace
 
-SsdTier::SsdTier(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+SsdTier::SsdTier(std::filesystem::path dir, SsdIo io, std::unique_ptr<rocksdb::DB> db)
+    : dir_(std::move(dir)), io_(io), db_(std::move(db)) {}
+
 SsdTier::~SsdTier() {
+  absl::WriterMutexLock lock(&db_mutex_);
+  if (!db_) return;
   // Graceful close: memtables into SST and blob files, so a restart does not replay the WAL.
   rocksdb::FlushOptions flush;
   flush.wait = true;
@@ -74,30 +141,72 @@ absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::pa
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) return absl::InvalidArgumentError(StrCat("--ssd-dir ", dir.string(), ": ", error.message()));
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.enable_blob_files = true;
-  options.min_blob_size = 4096;  // payloads go to blob files, metadata stays in the LSM
-  options.blob_file_size = uint64_t{256} << 20;
-  options.enable_blob_garbage_collection = true;
-  // Blocks are MiBs: a memtable holds a few dozen before a flush, and writes never wait on one flush.
-  options.write_buffer_size = uint64_t{256} << 20;
-  options.max_write_buffer_number = 4;
-  options.paranoid_checks = true;
-  options.IncreaseParallelism(2);
-  options.use_direct_reads = io == SsdIo::kDirect;
-  options.use_direct_io_for_flush_and_compaction = io == SsdIo::kDirect;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status status = rocksdb::DB::Open(options, dir.string(), &raw);
-  if (!status.ok()) return FromRocks(status, StrCat("open ", dir.string()));
-  return std::unique_ptr<SsdTier>(new SsdTier(std::unique_ptr<rocksdb::DB>(raw)));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<rocksdb::DB> db, OpenDb(dir, io));
+  return std::unique_ptr<SsdTier>(new SsdTier(dir, io, std::move(db)));
 }
 
 absl::Status SsdTier::Put(const BlockKey& key, const SsdBlockMeta& meta, const uint8_t* data) {
   rocksdb::WriteBatch batch;
   batch.Put(DataKey(key), rocksdb::Slice(reinterpret_cast<const char*>(data), meta.size_bytes));
   batch.Put(MetaKey(key), EncodeMeta(meta));
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), StrCat("put ", key.Hex()));
+  return Write(batch, StrCat("put ", key.Hex()));
+}
+
+absl::Status SsdTier::Write(rocksdb::WriteBatch& batch, std::string_view what) {
+  constexpr absl::Duration kRetryEvery = absl::Seconds(1);
+  {
+    absl::MutexLock lock(&mutex_);
+    if (!failure_.ok()) {
+      const absl::Status refused(failure_.code(), StrCat("rocksdb ", what, ": not attempted: the SSD tier stopped "
+                                                         "taking writes after an error (retried every second): ",
+                                                         failure_.message()));
+      if (absl::Now() < next_retry_) return refused;
+      next_retry_ = absl::Now() + kRetryEvery;
+      if (!Recover()) return refused;
+      LogInfo(StrCat("event=ssd_tier_resumed after=\"", failure_.message(), "\""));
+      failure_ = absl::OkStatus();
+    }
+  }
+  absl::Status written;
+  {
+    absl::ReaderMutexLock lock(&db_mutex_);
+    written = db_ ? FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), what) : Closed();
+  }
+  if (!written.ok()) {
+    absl::MutexLock lock(&mutex_);
+    if (failure_.ok()) {
+      failure_ = written;
+      next_retry_ = absl::Now() + kRetryEvery;
+      LogError(StrCat("event=ssd_tier_failing message=\"", written.message(), "\""));
+    }
+  }
+  return written;
+}
+
+bool SsdTier::Recover() {
+  if (!DiskWritable(dir_)) return false;
+  {
+    absl::ReaderMutexLock lock(&db_mutex_);
+    if (db_ && db_->Resume().ok()) return true;
+  }
+  // RocksDB keeps refusing writes after some errors (an I/O error in its WAL): close it and open it again,
+  // which replays what the WAL holds. Reads wait meanwhile.
+  absl::WriterMutexLock lock(&db_mutex_);
+  if (db_) {
+    (void)db_->Close();
+    db_.reset();
+  }
+  absl::StatusOr<std::unique_ptr<rocksdb::DB>> reopened = OpenDb(dir_, io_);
+  if (!reopened.ok()) {
+    LogError(StrCat("event=ssd_tier_reopen_failed message=\"", reopened.status().message(), "\""));
+    return false;
+  }
+  db_ = *std::move(reopened);
+  return true;
+}
+
+absl::Status SsdTier::Closed() const {
+  return absl::UnavailableError(StrCat("rocksdb ", dir_.string(), ": closed after a disk error and not reopened yet"));
 }
 
 absl::Status SsdTier::Read(const BlockKey& key, const SsdBlockMeta& meta, uint8_t* out) {
@@ -106,6 +215,8 @@ absl::Status SsdTier::Read(const BlockKey& key, const SsdBlockMeta& meta, uint8_
   // and Debian's librocksdb computes CRC32C in software (Slow_CRC32: a third of the read time here).
   read_options.verify_checksums = false;
   rocksdb::PinnableSlice value;
+  absl::ReaderMutexLock lock(&db_mutex_);
+  if (!db_) return Closed();
   rocksdb::Status status = db_->Get(read_options, db_->DefaultColumnFamily(), DataKey(key), &value);
   if (status.IsNotFound()) return absl::DataLossError(StrCat("block ", key.Hex(), ": payload missing on SSD"));
   if (!status.ok()) {
@@ -128,12 +239,14 @@ absl::Status SsdTier::Delete(const BlockKey& key) {
   rocksdb::WriteBatch batch;
   batch.Delete(MetaKey(key));
   batch.Delete(DataKey(key));
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), StrCat("delete ", key.Hex()));
+  return Write(batch, StrCat("delete ", key.Hex()));
 }
 
 absl::Status SsdTier::ForEach(const std::function<void(const BlockKey&, const SsdBlockMeta&)>& visit,
                               uint64_t* dropped) {
   *dropped = 0;
+  absl::ReaderMutexLock lock(&db_mutex_);
+  if (!db_) return Closed();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("m"); it->Valid() && it->key().starts_with("m"); it->Next()) {
     const std::string_view raw_key(it->key().data() + 1, it->key().size() - 1);

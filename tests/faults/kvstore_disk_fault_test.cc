@@ -221,15 +221,12 @@ TEST_F(DiskFaultTest, WriteBackPutsStayInDramAndEvictionsResumeOnceTheDiskIsBack
 
   SetFault("ok");
   const uint64_t on_ssd_at_recovery = SsdBlocks();
-  const std::vector<BlockKey> after = Keys(13, 32);
-  // Evictions reach SSD again (possibly after the SSD tier resumes on a later write).
-  size_t next = 0;
+  // Evictions reach SSD again once the SSD tier has retried (at most a second after a failed write).
+  std::vector<BlockKey> after;
   EXPECT_TRUE(WaitFor(
       [&] {
-        if (next + 4 <= after.size()) {
-          (void)Put({after.begin() + static_cast<ptrdiff_t>(next), after.begin() + static_cast<ptrdiff_t>(next + 4)});
-          next += 4;
-        }
+        const std::vector<BlockKey> batch = Keys(13 + after.size(), 4);
+        if (Put(batch).ok()) after.insert(after.end(), batch.begin(), batch.end());
         return SsdBlocks() >= on_ssd_at_recovery + 8;
       },
       std::chrono::seconds(20)))
