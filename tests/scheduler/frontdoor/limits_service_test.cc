@@ -217,25 +217,32 @@ TEST_F(LimitsTest, ConcurrencyLimitCountsStreamsUntilTheirClientLeaves) {
   options.max_concurrent_requests_per_key = 1;
   Start(options, "sk-a team-a\nsk-b team-b\n");
   worker_->set_hold_after_tokens(1);  // the stream stays open after its first token
-  std::atomic<bool> got_data{false};
-  std::jthread streamer([&] {  // joined (after its 30 s read timeout at most) even when an ASSERT fails
+  std::atomic<bool> got_data{false}, leave{false};
+  std::jthread streamer([&] {  // joined even when an ASSERT fails: `leave` is set on every path out
     httplib::Client client("127.0.0.1", door_->http_port());
     client.set_read_timeout(30, 0);
     httplib::Request request;
     request.method = "POST";
     request.path = "/v1/completions";
     request.headers = {{"Authorization", "Bearer sk-a"}};
+    // Greedy: a sampled first token may have no text of its own (a partial UTF-8 sequence), and then
+    // nothing is sent before the worker holds.
     request.body = Json{{"model", kModel}, {"prompt", {5, 6, 7}}, {"max_tokens", 200}, {"ignore_eos", true},
-                        {"stream", true}}.dump();
+                        {"temperature", 0}, {"stream", true}}.dump();
     request.set_header("Content-Type", "application/json");
     request.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
       got_data = true;
-      return false;  // the client goes away after its first event
+      // Connected until the test has seen the slot taken; then the client goes away.
+      while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      return false;
     };
     client.send(request);
   });
+  struct Leave {
+    std::atomic<bool>& leave;
+    ~Leave() { leave = true; }
+  } leave_on_exit{leave};
   ASSERT_TRUE(WaitFor([&] { return got_data.load(); }, std::chrono::seconds(20)));
-  streamer.join();  // the client has disconnected; the front door learns it at its next write
 
   httplib::Result second = Complete("sk-a");
   ASSERT_TRUE(second);
@@ -247,7 +254,10 @@ TEST_F(LimitsTest, ConcurrencyLimitCountsStreamsUntilTheirClientLeaves) {
   EXPECT_THAT(Metrics(), HasSubstr(Refusals("concurrency_limit", 2)));
   EXPECT_EQ(worker_->generate_calls(), 1);
 
-  // The worker goes on; the front door's next write fails and the stream ends, releasing the slot.
+  // The client leaves; the worker goes on; the front door's next write fails and the stream ends,
+  // releasing the slot.
+  leave = true;
+  streamer.join();
   worker_->set_hold_after_tokens(-1);
   EXPECT_TRUE(WaitFor([&] { return Metrics().find("strata_frontdoor_open_streams 0") != std::string::npos; },
                       std::chrono::seconds(20)));
