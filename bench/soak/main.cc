@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   strata::soak::SoakOptions options;
   options.scheduler_path = STRATA_SCHEDULER_PATH;
   options.kvstore_path = STRATA_KVSTORE_PATH;
+  options.io_fault_shim = STRATA_IO_FAULT_SHIM_PATH;
   options.worker_path = STRATA_WORKER_PATH;
   options.model_dir = STRATA_SOURCE_DIR "/tests/data/models/llama3-tiny";
   options.trace_path = STRATA_SOURCE_DIR "/tests/data/traces/mooncake_synthetic_trace.jsonl";
@@ -29,6 +30,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", options.seed, "fault and request choice")->capture_default_str();
   app.add_option("--scheduler-bin", options.scheduler_path, "strata-scheduler binary")->capture_default_str();
   app.add_option("--kvstore-bin", options.kvstore_path, "strata-kvstore binary")->capture_default_str();
+  app.add_option("--io-fault-shim", options.io_fault_shim,
+                 "LD_PRELOAD library that fails the kvstore's SSD writes on command (empty: no disk faults)")
+      ->capture_default_str();
   app.add_option("--worker-bin", options.worker_path, "strata-worker binary")->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of the summary");
   CLI11_PARSE(app, argc, argv);

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -59,12 +61,19 @@ class SoakCluster {
     return absl::OkStatus();
   }
   absl::Status StartKvstore() {
+    std::filesystem::create_directories(dir_.path() / "kvstore-ssd");
+    const std::string ssd_dir = std::filesystem::canonical(dir_.path() / "kvstore-ssd").string();
     Daemon::Spec spec{.name = "strata-kvstore",
                       .argv = {options_.kvstore_path, "--host", "127.0.0.1", "--port", std::to_string(kvstore_port_),
-                               "--metrics-port", "0", "--dram-bytes", std::to_string(64 << 20), "--ssd-dir",
-                               (dir_.path() / "kvstore-ssd").string(), "--scheduler", Address(scheduler_port_),
-                               "--holder-id", "kvstore-0", "--lease-ttl-ms", "5000", "--put-ttl-ms", "5000"},
+                               "--metrics-port", "0", "--dram-bytes", std::to_string(4 << 20), "--ssd-dir", ssd_dir,
+                               "--ssd-bytes", std::to_string(4 << 20),
+                               "--scheduler", Address(scheduler_port_), "--holder-id", "kvstore-0",
+                               "--lease-ttl-ms", "5000", "--put-ttl-ms", "5000"},
                       .port_file = dir_.path() / "kvstore.ports"};
+    if (disk_faults()) {
+      spec.env = {StrCat("LD_PRELOAD=", options_.io_fault_shim), StrCat("STRATA_IO_FAULT_DIR=", ssd_dir),
+                  StrCat("STRATA_IO_FAULT_CONTROL=", disk_control().string())};
+    }
     STRATA_ASSIGN_OR_RETURN(kvstore_, Daemon::Start(std::move(spec)));
     return absl::OkStatus();
   }
@@ -74,7 +83,7 @@ class SoakCluster {
                                "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--block-tokens", "16",
                                "--threads", "1", "--served-model-name", "soak", "--worker-id", StrCat("worker-", i),
                                "--scheduler", Address(scheduler_port_), "--kvstore", proxy_->address(),
-                               "--host-cache-bytes", std::to_string(32 << 20)},
+                               "--host-cache-bytes", std::to_string(2 << 20)},
                       .port_file = dir_.path() / StrCat("worker-", i, ".ports")};
     STRATA_ASSIGN_OR_RETURN(workers_[static_cast<size_t>(i)], Daemon::Start(std::move(spec)));
     return absl::OkStatus();
@@ -100,8 +109,18 @@ class SoakCluster {
   Daemon& worker(int i) { return *workers_[static_cast<size_t>(i)]; }
   strata::testing::TcpProxy& proxy() { return *proxy_; }
 
+  bool disk_faults() const { return !options_.io_fault_shim.empty(); }
+  // The shim's control line for the kvstore's SSD directory: "ok", "enospc" or "eio" (written whole, by
+  // rename, so the daemon never reads half a line).
+  void SetDisk(const std::string& mode) {
+    const std::filesystem::path temp = disk_control().string() + ".new";
+    std::ofstream(temp) << mode << "\n";
+    std::filesystem::rename(temp, disk_control());
+  }
+
  private:
   static std::string Address(int port) { return StrCat("127.0.0.1:", port); }
+  std::filesystem::path disk_control() const { return dir_.path() / "io-fault"; }
 
   const SoakOptions& options_;
   strata::testing::ScratchDir dir_ = strata::testing::MakeTempDir("strata-soak");
@@ -204,7 +223,8 @@ absl::StatusOr<SoakReport> RunSoak(const SoakOptions& options) {
   // The fault injector, on this thread.
   std::mt19937_64 random(options.seed);
   std::exponential_distribution<double> interval(1.0 / options.mean_fault_interval_s);
-  const std::vector<std::string> kinds = {"kill_kvstore", "kill_worker", "kill_scheduler", "freeze_kvstore_path"};
+  std::vector<std::string> kinds = {"kill_kvstore", "kill_worker", "kill_scheduler", "freeze_kvstore_path"};
+  if (cluster.disk_faults()) kinds.push_back("fail_kvstore_disk");
   absl::Status broken = absl::OkStatus();
   while (broken.ok()) {
     const double wait_s = std::clamp(interval(random), 2.0, 4.0 * options.mean_fault_interval_s);
@@ -235,6 +255,10 @@ absl::StatusOr<SoakReport> RunSoak(const SoakOptions& options) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200 + random() % 1000));
       broken = cluster.StartScheduler();
       restarted = 0;
+    } else if (kind == "fail_kvstore_disk") {
+      cluster.SetDisk(random() % 2 == 0 ? "enospc" : "eio");
+      std::this_thread::sleep_for(std::chrono::milliseconds(2000 + random() % 6000));  // until the disk is back
+      cluster.SetDisk("ok");
     } else {
       cluster.proxy().Freeze();
       std::this_thread::sleep_for(std::chrono::milliseconds(1000 + random() % 5000));  // the stall's length

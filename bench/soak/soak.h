@@ -1,7 +1,7 @@
 // The soak benchmark: a whole local cluster (strata-scheduler with its front door, strata-kvstore behind a
 // TCP proxy on the workers' path to it, strata-workers on a model) under a Mooncake trace for a set time,
 // with faults injected at random: kill -9 and restart of the kvstore, of a worker or of the scheduler,
-// and freezes of the worker <-> kvstore path. Every answer is compared with the answer the same prompt
+// freezes of the worker <-> kvstore path, and (with the I/O fault shim) a full or failing kvstore SSD. Every answer is compared with the answer the same prompt
 // got before any fault (greedy decoding, prefix cache off); every failure is put down to the fault
 // active when it happened, or counted as unexplained; each daemon's memory is compared start vs end.
 #ifndef STRATA_BENCH_SOAK_SOAK_H_
@@ -19,6 +19,7 @@ namespace strata::soak {
 
 struct SoakOptions {
   std::string scheduler_path, kvstore_path, worker_path;  // the daemons' binaries
+  std::string io_fault_shim;  // tests/testing/io_fault_shim.c's library; empty: no disk faults
   std::string model_dir;
   std::string trace_path;
   double duration_s = 600;
@@ -34,7 +35,8 @@ struct SoakOptions {
 };
 
 struct FaultRecord {
-  std::string kind;                 // kill_kvstore, kill_worker, kill_scheduler, freeze_kvstore_path
+  std::string kind;                 // kill_kvstore, kill_worker, kill_scheduler, freeze_kvstore_path,
+                                    // fail_kvstore_disk
   double start_s = 0, end_s = 0;    // since the soak began; end: the cluster is whole again
   int failures = 0;                 // requests that failed while it was active (or within its grace)
 };
