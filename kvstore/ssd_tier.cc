@@ -96,9 +96,11 @@ absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(const std::filesystem::path&
   options.min_blob_size = 4096;  // payloads go to blob files, metadata stays in the LSM
   options.blob_file_size = uint64_t{256} << 20;
   options.enable_blob_garbage_collection = true;
-  // Blocks are MiBs: a memtable holds a few dozen before a flush, and writes never wait on one flush.
-  options.write_buffer_size = uint64_t{256} << 20;
-  options.max_write_buffer_number = 4;
+  // Payloads sit in the memtable until a flush moves them to blob files: memtables bound the daemon's
+  // memory beyond its arena (3 x 64 MiB). A memtable holds a few dozen MiB-sized blocks; writes wait only
+  // when two flushes are behind.
+  options.write_buffer_size = uint64_t{64} << 20;
+  options.max_write_buffer_number = 3;
   options.paranoid_checks = true;
   options.info_log = std::make_shared<RocksLogger>();
   options.IncreaseParallelism(2);
