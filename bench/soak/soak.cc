@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -110,13 +109,8 @@ class SoakCluster {
   strata::testing::TcpProxy& proxy() { return *proxy_; }
 
   bool disk_faults() const { return !options_.io_fault_shim.empty(); }
-  // The shim's control line for the kvstore's SSD directory: "ok", "enospc" or "eio" (written whole, by
-  // rename, so the daemon never reads half a line).
-  void SetDisk(const std::string& mode) {
-    const std::filesystem::path temp = disk_control().string() + ".new";
-    std::ofstream(temp) << mode << "\n";
-    std::filesystem::rename(temp, disk_control());
-  }
+  // Every write to the kvstore's SSD directory fails ("enospc", "eio") or passes ("ok").
+  void SetDisk(const std::string& mode) { faults::SetIoFault(disk_control(), mode); }
 
  private:
   static std::string Address(int port) { return StrCat("127.0.0.1:", port); }

@@ -132,6 +132,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> StartWorker(const std::filesystem::path&
   return Daemon::Start(std::move(spec));
 }
 
+void SetIoFault(const std::filesystem::path& control, const std::string& line) {
+  const std::filesystem::path temp = control.string() + ".new";
+  std::ofstream(temp) << line << "\n";
+  std::filesystem::rename(temp, control);
+}
+
 uint64_t SelfRssBytes() { return RssOf("/proc/self/status"); }
 
 int SelfOpenFds() {

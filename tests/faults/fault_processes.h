@@ -68,6 +68,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> StartKvstore(int port, const std::filesy
 absl::StatusOr<std::unique_ptr<Daemon>> StartWorker(const std::filesystem::path& port_file,
                                                     std::vector<std::string> args);
 
+// Writes tests/testing/io_fault_shim.c's control file: `line` is "ok", "enospc [N]" or "eio [N]". Written
+// whole (by rename), so the daemon never reads half a line.
+void SetIoFault(const std::filesystem::path& control, const std::string& line);
+
 // This process's resident memory and open file descriptors, for "does not grow" checks.
 uint64_t SelfRssBytes();
 int SelfOpenFds();

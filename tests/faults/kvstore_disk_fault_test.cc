@@ -4,7 +4,6 @@
 // bytes, nothing stays reserved, and once the disk is back puts reach SSD again and survive kill -9.
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 
 #include "common/strings.h"
 #include "gtest/gtest.h"
@@ -73,12 +72,7 @@ class DiskFaultTest : public ::testing::Test {
     std::free(buffer_);
   }
 
-  // Writes the shim's control file atomically (rename), so the daemon never reads half a line.
-  void SetFault(const std::string& line) {
-    const std::filesystem::path temp = control_.string() + ".new";
-    std::ofstream(temp) << line << "\n";
-    std::filesystem::rename(temp, control_);
-  }
+  void SetFault(const std::string& line) { SetIoFault(control_, line); }
 
   absl::Status Put(const std::vector<BlockKey>& keys) {
     std::vector<PutBlock> blocks;

@@ -5,8 +5,10 @@
 
 namespace strata::testing {
 
-// A port nothing listens on now on 127.0.0.1 (bound to 0, read, closed); 0 if none could be bound.
-// Another process may take it before the caller binds it: good enough for tests, not for daemons.
+// A port nothing listens on now on 127.0.0.1; 0 if none could be bound. Another process may take it before
+// the caller binds it: good enough for tests, not for daemons. Chosen below Linux's ephemeral range
+// (32768+), so no outgoing connection is ever given it: a daemon killed and restarted on it gets it back
+// (a client reconnecting to an ephemeral-range port can be handed that very port, a TCP self-connect).
 int FreePort();
 
 // GET 127.0.0.1:`port`/healthz answers 200 (within a 1 s connect and 2 s read timeout).
