@@ -10,6 +10,10 @@
 //   node chart_test.mjs guarantees           what the chart promises: 0.0.0.0 listeners, gRPC probes on
 //                                            --health-port, grace > --drain-ms, kvstore memory = DRAM +
 //                                            overhead, GPUs, /dev/shm, RDMA only when asked, security contexts
+//   node chart_test.mjs networkpolicies      each daemon port admits exactly the peers that must reach it (kvstore
+//                                            gRPC and UCX range: workers; scheduler gRPC: workers, kvstores; worker
+//                                            gRPC: the scheduler; front door: anyone; metrics, health: metricsFrom),
+//                                            on the ports the containers listen on; off renders none
 //   node chart_test.mjs secrets              the generated CA, certificate, token and API keys are usable and
 //                                            wired to every daemon; an existing Secret and the off switch work
 //   node chart_test.mjs run --scheduler BIN --kvstore BIN --worker BIN
@@ -22,7 +26,8 @@
 // test exits 77, which ctest reports as skipped, saying why. Offline: nothing talks to a cluster. Shared
 // rendering: chart.mjs; the run: loopback_run.mjs.
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -110,7 +115,7 @@ async function schema() {
   }
   console.log(`validated: ${[...kinds].sort().join(", ")}`);
   for (const k of ["apps/v1 Deployment", "apps/v1 StatefulSet", "v1 Service", "v1 Secret", "policy/v1 PodDisruptionBudget",
-                   "networking.k8s.io/v1 Ingress", "monitoring.coreos.com/v1 ServiceMonitor", "v1 Pod"]) {
+                   "networking.k8s.io/v1 Ingress", "networking.k8s.io/v1 NetworkPolicy", "monitoring.coreos.com/v1 ServiceMonitor", "v1 Pod"]) {
     check(kinds.has(k), `no ${k} rendered by any values set: its validation was never exercised`);
   }
 
@@ -136,7 +141,9 @@ async function schema() {
 
   // values.schema.json refuses bad values.
   for (const set of ["kvstore.dramBytes=lots", "worker.gpuz=1", "model.source=s3", "scheduler.policy=random",
-                     "ucx.extraEnv.TLS=rc", "kvstore.ssd.io=mmap", "model.source=initContainer"]) {
+                     "ucx.extraEnv.TLS=rc", "kvstore.ssd.io=mmap", "model.source=initContainer",
+                     "ucx.extraEnv.UCX_TCP_PORT_RANGE=1-2", "kvstore.ports.ucx.first=0", "networkPolicy.enabled=yes",
+                     "networkPolicy.metricsFrom[0].podSelecter.app=x"]) {
     const r = helm(["template", "strata", chart, "--set", set]);
     check(!r.ok && /schema/.test(r.err), `values ${set} were not refused by values.schema.json: ${r.err.trim()}`);
   }
@@ -230,8 +237,12 @@ function guarantees() {
       check(JSON.stringify(added) === JSON.stringify(wantLock ? ["IPC_LOCK"] : []), `${where} adds capabilities ${added}; want ${wantLock ? "IPC_LOCK" : "none"}`);
       const rdmaRequest = Object.keys(c.resources?.limits ?? {}).some((k) => k.startsWith("rdma/"));
       check(rdmaRequest === wantLock, `${where} RDMA device request is ${rdmaRequest}; want ${wantLock}`);
-      check(rdma ? (c.env ?? []).some((e) => e.name === "UCX_TLS") || daemon === "scheduler" : !(c.env ?? []).some((e) => e.name.startsWith("UCX_")),
+      // UCX_TCP_PORT_RANGE (kvstores, always) pins the UCX listener that the NetworkPolicy opens.
+      const ucxEnv = (c.env ?? []).filter((e) => e.name.startsWith("UCX_") && !(daemon === "kvstore" && e.name === "UCX_TCP_PORT_RANGE"));
+      check(rdma ? ucxEnv.some((e) => e.name === "UCX_TLS") || daemon === "scheduler" : ucxEnv.length === 0,
             `${where} UCX environment does not follow the values: ${JSON.stringify(c.env)}`);
+      check((daemon === "kvstore") === (c.env ?? []).some((e) => e.name === "UCX_TCP_PORT_RANGE"),
+            `${where} UCX_TCP_PORT_RANGE is ${daemon === "kvstore" ? "missing" : "set"}`);
       check(pod.automountServiceAccountToken === false && pod.serviceAccountName.endsWith(`-${daemon}`),
             `${where} does not run under its own service account without an API token`);
       // Prometheus scrape annotations point at the metrics port.
@@ -267,6 +278,181 @@ function guarantees() {
     check(byKind(docs, "Service").some((s) => s.metadata.name === "strata-kvstore" && s.spec.clusterIP === "None"), `${tag} no headless kvstore Service`);
     check(byKind(docs, "ConfigMap").some((m) => JSON.parse(m.data["strata.json"]).panels.length > 0), `${tag} no Grafana dashboard`);
   }
+}
+
+// ---- networkpolicies -------------------------------------------------------------------------------------
+
+// Does a LabelSelector select these labels? ({} selects everything.)
+function selects(sel, labels) {
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of sel.matchExpressions ?? []) {
+    const has = e.key in labels;
+    const ok = { In: has && e.values.includes(labels[e.key]), NotIn: !has || !e.values.includes(labels[e.key]),
+                 Exists: has, DoesNotExist: !has }[e.operator];
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Kubernetes' ingress semantics: do the namespace's policies admit a TCP connection from `source` to `port` of
+// a pod with `labels` in namespace llm? A source is a pod {ns, labels} or anything else {ip}.
+function admits(policies, labels, source, port) {
+  const applying = policies.filter((p) => selects(p.spec.podSelector, labels) && (p.spec.policyTypes ?? ["Ingress"]).includes("Ingress"));
+  if (applying.length === 0) return true;  // a pod no policy selects is not isolated
+  const peerMatches = (peer) => {
+    if (peer.ipBlock) throw new Error("ipBlock peers: not modelled by this test");
+    if (!source.labels) return false;  // pod and namespace selectors match pods only
+    const inNs = peer.namespaceSelector ? selects(peer.namespaceSelector, { "kubernetes.io/metadata.name": source.ns }) : source.ns === "llm";
+    return inNs && (!peer.podSelector || selects(peer.podSelector, source.labels));
+  };
+  const portMatches = (p) => {
+    if ((p.protocol ?? "TCP") !== "TCP") return false;
+    if (p.port === undefined) return true;
+    if (typeof p.port !== "number") throw new Error(`named port ${p.port}: the policies give numbers`);
+    return port >= p.port && port <= (p.endPort ?? p.port);
+  };
+  return applying.some((p) => (p.spec.ingress ?? []).some((rule) =>
+    (!rule.from?.length || rule.from.some(peerMatches)) && (!rule.ports?.length || rule.ports.some(portMatches))));
+}
+
+// The ports a daemon's container listens on, from its flags and environment: {role: port} ({ucx: [first, last]}).
+function listeningPorts(daemon, c) {
+  const ports = { metrics: Number(flagValue(c, "--metrics-port")), health: Number(flagValue(c, "--health-port")) };
+  if (daemon === "kvstore") {
+    ports.grpc = Number(flagValue(c, "--port"));
+    const m = /^(\d+)-(\d+)$/.exec((c.env ?? []).find((e) => e.name === "UCX_TCP_PORT_RANGE")?.value ?? "");
+    if (m) ports.ucx = [Number(m[1]), Number(m[2])];
+  } else {
+    ports.grpc = Number(String(flagValue(c, "--grpc-address")).split(":").pop());
+  }
+  if (daemon === "scheduler") ports.http = Number(flagValue(c, "--http-port"));
+  return ports;
+}
+
+// Who must reach each port (from the daemons' code: workers call the scheduler and the kvstores, gRPC and
+// UCX; kvstores call the scheduler; the scheduler's front door calls workers); metrics and health: `metrics`.
+const MUST_REACH = { kvstore: { grpc: ["worker"], ucx: ["worker"] }, scheduler: { grpc: ["worker", "kvstore"], http: "anyone" },
+                     worker: { grpc: ["scheduler"] } };
+const METRICS_FROM = {
+  "any pod": (s) => !!s.labels,
+  namespace: (s) => !!s.labels && s.ns === "llm",
+  monitoring: (s) => !!s.labels && (s.ns === "llm" || s.prometheus === true),
+};
+
+// What is wrong with the rendered chart's NetworkPolicies (empty: nothing). metrics: a key of METRICS_FROM.
+function policyProblems(docs, metrics) {
+  const problems = [];
+  const policies = byKind(docs, "NetworkPolicy");
+  const names = policies.map((p) => p.metadata.name).sort();
+  if (JSON.stringify(names) !== JSON.stringify(["strata-kvstore", "strata-scheduler", "strata-worker"])) problems.push(`NetworkPolicies ${names}; want one per component`);
+  for (const p of policies) {
+    if (!(p.spec.policyTypes ?? []).includes("Ingress")) problems.push(`${p.metadata.name} does not isolate ingress`);
+    (p.spec.ingress ?? []).forEach((rule, i) => { if (!rule.ports?.length) problems.push(`${p.metadata.name} ingress rule ${i} opens every port`); });
+  }
+  const daemons = daemonContainers(docs);
+  const test = byKind(docs, "Pod")[0];
+  const sources = [
+    ...daemons.map(({ daemon, workload }) => ({ name: daemon, component: daemon, ns: "llm", labels: workload.spec.template.metadata.labels })),
+    { name: "the helm test pod", ns: "llm", labels: test.metadata.labels },
+    { name: "another pod of the namespace", ns: "llm", labels: { app: "other" } },
+    { name: "Prometheus in namespace monitoring", ns: "monitoring", labels: { "app.kubernetes.io/name": "prometheus" }, prometheus: true },
+    { name: "a pod of namespace default", ns: "default", labels: { app: "other" } },
+    { name: "a client outside the cluster", ip: "203.0.113.7" },
+  ];
+  for (const { daemon, workload, c } of daemons) {
+    const labels = workload.spec.template.metadata.labels;
+    const listens = listeningPorts(daemon, c);
+    if (daemon === "kvstore" && !listens.ucx) problems.push("the kvstore has no UCX_TCP_PORT_RANGE: its UCX listener takes any port");
+    // Each policy selects its own component's pods only.
+    for (const p of policies) {
+      if (selects(p.spec.podSelector, labels) !== (p.metadata.name === `strata-${daemon}`)) problems.push(`${p.metadata.name} ${selects(p.spec.podSelector, labels) ? "selects" : "misses"} the ${daemon} pods`);
+    }
+    if (selects(policies.find((p) => p.metadata.name === "strata-kvstore")?.spec.podSelector ?? { matchLabels: { none: "" } }, test.metadata.labels)) problems.push("a policy selects the helm test pod");
+    // Each listening port admits exactly the sources that must reach it.
+    for (const [role, port] of Object.entries(listens)) {
+      const must = MUST_REACH[daemon][role];
+      const want = (s) => (role === "metrics" || role === "health" ? METRICS_FROM[metrics](s) : must === "anyone" || must.includes(s.component));
+      const probes = Array.isArray(port) ? [port[0], Math.floor((port[0] + port[1]) / 2), port[1]] : [port];
+      for (const n of probes) {
+        for (const s of sources) {
+          const got = admits(policies, labels, s, n);
+          if (got !== want(s)) problems.push(`${daemon} ${role} port ${n}: ${s.name} is ${got ? "admitted" : "refused"}`);
+        }
+      }
+    }
+    // Every port a policy opens on these pods is one the container listens on (the UCX range as a whole).
+    const open = new Set(Object.values(listens).map((p) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : `${p}-${p}`)));
+    for (const p of policies.filter((x) => selects(x.spec.podSelector, labels))) {
+      for (const rule of p.spec.ingress ?? []) {
+        for (const q of rule.ports ?? []) {
+          if (!open.has(`${q.port}-${q.endPort ?? q.port}`)) problems.push(`${p.metadata.name} opens ${q.port}-${q.endPort ?? q.port}, not a port the ${daemon} listens on (${[...open]})`);
+        }
+      }
+    }
+    // Nothing just outside the UCX range.
+    if (Array.isArray(listens.ucx)) {
+      for (const n of [listens.ucx[0] - 1, listens.ucx[1] + 1].filter((x) => !Object.values(listens).includes(x))) {
+        if (sources.some((s) => admits(policies, labels, s, n))) problems.push(`kvstore port ${n}, outside the UCX range, admits someone`);
+      }
+    }
+  }
+  return problems;
+}
+
+function networkpolicies() {
+  const dir = mkdtempSync(join(tmpdir(), "strata-np-"));
+  const file = (name, text) => { writeFileSync(join(dir, name), text); return join(dir, name); };
+  const nsOnly = file("ns-only.yaml", "networkPolicy:\n  metricsFrom: []\n");
+  const prometheus = file("prometheus.yaml", [
+    "networkPolicy:", "  metricsFrom:",
+    "    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}",
+    "      podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}", ""].join("\n"));
+  const moved = ["kvstore.ports.grpc=9100", "kvstore.ports.ucx.first=9200", "kvstore.ports.ucx.last=9203", "scheduler.ports.grpc=9300",
+                 "worker.ports.grpc=9400", "frontDoor.httpPort=8080", "kvstore.ports.metrics=9101", "worker.ports.health=9401"];
+  const variants = [
+    ...VARIANTS.map((v) => ({ ...v, metrics: "any pod" })),
+    { name: "metrics from the namespace only, ports moved", files: [nsOnly], set: moved, metrics: "namespace" },
+    { name: "metrics from Prometheus's namespace, a one-port UCX range", files: [prometheus], set: ["kvstore.ports.ucx.last=7490"], metrics: "monitoring" },
+  ];
+  let policies = 0;
+  for (const v of variants) {
+    const docs = render(v);
+    policies += byKind(docs, "NetworkPolicy").length;
+    for (const p of policyProblems(docs, v.metrics)) fail(`(${v.name}) ${p}`);
+  }
+  check(policies === 3 * variants.length, `${policies} NetworkPolicies over ${variants.length} values sets`);
+
+  // Off: no policy; the UCX range stays pinned.
+  const off = render({ name: "network policies off", files: [], set: ["networkPolicy.enabled=false"] });
+  check(byKind(off, "NetworkPolicy").length === 0, "networkPolicy.enabled=false still renders NetworkPolicies");
+  const kv = daemonContainers(off).find((x) => x.daemon === "kvstore");
+  check(listeningPorts("kvstore", kv.c).ucx?.join("-") === "7490-7499", "networkPolicy.enabled=false drops UCX_TCP_PORT_RANGE");
+  const r = helm(["template", "strata", chart, "--set", "kvstore.ports.ucx.first=7499", "--set", "kvstore.ports.ucx.last=7490"]);
+  check(!r.ok && /last is below first/.test(r.err), `a UCX range whose last is below its first was not refused: ${r.err.trim()}`);
+
+  // The check can fail: each broken chart below must be reported as such.
+  const base = render(VARIANTS[0]);
+  const policy = (docs, name) => docs.find((d) => d.kind === "NetworkPolicy" && d.metadata.name === name);
+  const kvstoreOf = (docs) => daemonContainers(docs).find((x) => x.daemon === "kvstore").c;
+  const broken = [
+    ["the scheduler admitted to kvstore gRPC", (d) => { policy(d, "strata-kvstore").spec.ingress[0].from.push({ podSelector: { matchLabels: { "app.kubernetes.io/component": "scheduler" } } }); },
+     /kvstore grpc port 7480: scheduler is admitted/],
+    ["the UCX range one port too long", (d) => { policy(d, "strata-kvstore").spec.ingress[0].ports[1].endPort = 7500; }, /opens 7490-7500, not a port the kvstore listens on/],
+    ["a kvstore rule without ports", (d) => { delete policy(d, "strata-kvstore").spec.ingress[0].ports; }, /strata-kvstore ingress rule 0 opens every port/],
+    ["a kvstore listening on another gRPC port", (d) => { const c = kvstoreOf(d); c.args[c.args.indexOf("--port") + 1] = "7483"; }, /kvstore grpc port 7483: worker is refused/],
+    ["a kvstore without UCX_TCP_PORT_RANGE", (d) => { const c = kvstoreOf(d); c.env = c.env.filter((e) => e.name !== "UCX_TCP_PORT_RANGE"); }, /no UCX_TCP_PORT_RANGE/],
+    ["worker metrics open to the world", (d) => { delete policy(d, "strata-worker").spec.ingress[1].from; }, /worker metrics port 9480: a client outside the cluster is admitted/],
+    ["no worker policy", (d) => { d.splice(d.indexOf(policy(d, "strata-worker")), 1); }, /NetworkPolicies strata-kvstore,strata-scheduler; want one per component/],
+    ["workers admitted to workers' gRPC", (d) => { policy(d, "strata-worker").spec.ingress[0].from[0].podSelector.matchLabels["app.kubernetes.io/component"] = "worker"; },
+     /worker grpc port 50080: scheduler is refused/],
+  ];
+  for (const [what, mutate, mentions] of broken) {
+    const d = structuredClone(base);
+    mutate(d);
+    const problems = policyProblems(d, "any pod");
+    check(problems.some((p) => mentions.test(p)), `${what} was not reported (${mentions}): ${problems.join("; ") || "no problem found"}`);
+  }
+  console.log(`checked ${policies} NetworkPolicies over ${variants.length} values sets, the off switch and ${broken.length} broken charts`);
 }
 
 // ---- secrets ---------------------------------------------------------------------------------------------
@@ -342,7 +528,7 @@ function secrets() {
 // ---- main ------------------------------------------------------------------------------------------------
 
 const [command, ...rest] = process.argv.slice(2);
-const commands = { lint, schema, flags: () => flags(rest), guarantees, secrets, run: () => run(rest) };
+const commands = { lint, schema, flags: () => flags(rest), guarantees, networkpolicies, secrets, run: () => run(rest) };
 if (!commands[command]) {
   console.log(`usage: node chart_test.mjs ${Object.keys(commands).join("|")} [...]`);
   process.exit(2);

@@ -144,6 +144,21 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
+{{/* The kvstore's UCX-over-TCP listener ports, as UCX_TCP_PORT_RANGE wants them: first-last. */}}
+{{- define "strata.kvstoreUcxPortRange" -}}
+{{- $r := .Values.kvstore.ports.ucx }}
+{{- if lt (int $r.last) (int $r.first) }}{{ fail "kvstore.ports.ucx: last is below first" }}{{ end }}
+{{- printf "%d-%d" (int $r.first) (int $r.last) }}
+{{- end }}
+
+{{/* NetworkPolicy peers of the metrics and health ports: the release namespace's pods, and metricsFrom. */}}
+{{- define "strata.metricsPeers" -}}
+- podSelector: {}
+{{- with .Values.networkPolicy.metricsFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* Container securityContext: the chart's, plus IPC_LOCK for kvstores and workers when RDMA is on. */}}
 {{- define "strata.containerSecurityContext" -}}
 {{- $sc := deepCopy .root.Values.securityContext }}
