@@ -52,7 +52,12 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
                                         std::move(ssd), daemon->registry_,
                                         options.scheduler_address.empty() ? nullptr : &daemon->batcher_));
   DataPlane data_plane{daemon->ucx_->worker_address(), daemon->ucx_->rkey(),
-                       reinterpret_cast<uint64_t>(daemon->ucx_->arena()), daemon->ucx_->arena_bytes()};
+                       reinterpret_cast<uint64_t>(daemon->ucx_->arena()), daemon->ucx_->arena_bytes(),
+                       daemon->ucx_.get()};
+  UcxServer* ucx = daemon->ucx_.get();
+  daemon->registry_.AddGaugeCallback("strata_kvstore_block_rkeys",
+                                     "Blocks registered for one put or get each (--rkey-scope=grant)", {},
+                                     [ucx] { return static_cast<double>(ucx->block_rkeys()); });
   daemon->service_ =
       std::make_unique<KvStoreService>(daemon->options_, *daemon->store_, std::move(data_plane), daemon->registry_);
 
@@ -103,6 +108,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   LogInfo(StrCat("event=kvstore_serving grpc=", options.host, ":", daemon->grpc_port_,
                  " metrics_port=", daemon->metrics_port(), " health_port=", daemon->health_port(),
                  " security=", security->Describe(), " dram_bytes=", daemon->ucx_->arena_bytes(),
+                 " rkey_scope=", options.rkey_scope == RkeyScope::kGrant ? "grant" : "arena",
                  " ssd_dir=", options.ssd_dir.string(),
                  " persist=", options.persist == Persist::kWriteThrough ? "write-through" : "write-back",
                  " eviction=", EvictionPolicyName(options.eviction)));

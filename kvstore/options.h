@@ -25,6 +25,12 @@ enum class SsdIo {
               // buffered; needs a filesystem with O_DIRECT)
 };
 
+// What the rkey of a put's or get's grant reaches (kvstore/ucx_server.h).
+enum class RkeyScope {
+  kArena,  // the whole arena, for the daemon's life (default): same-host peers map it as shared memory
+  kGrant,  // only the granted blocks, until the put or lease ends: RDMA transports check it; the chart's default
+};
+
 struct Options {
   // gRPC control plane. Port 0 picks a free port (written to port_file).
   std::string host = "127.0.0.1";
@@ -59,6 +65,8 @@ struct Options {
   // (dd and fio, 32 MiB reads: 0.96-1.1 GB/s); set this from `fio --rw=read --direct=1 --bs=<block bytes>`
   // on the SSD directory's device. Must be > 0.
   double ssd_read_bytes_per_s = 1e9;
+
+  RkeyScope rkey_scope = RkeyScope::kArena;
 
   // An uncommitted put's reservation and an un-ended get's pins are freed after these.
   uint32_t put_ttl_ms = 30'000;

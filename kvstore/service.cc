@@ -7,6 +7,7 @@
 #include "common/rpc.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "kvstore/ucx_server.h"
 
 namespace strata::kvstore {
 namespace {
@@ -80,12 +81,39 @@ Histogram& KvStoreService::Latency(const char* op, MetricsRegistry& metrics) {
                               {{"op", op}});
 }
 
+namespace {
+
+// The per-block registrations of one grant; the store ends them with the put or lease.
+class BlockRkeys final : public Grant {
+ public:
+  std::vector<std::unique_ptr<UcxServer::BlockRkey>> rkeys;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> KvStoreService::GrantRkeys(uint64_t id, absl::Span<const uint64_t> offsets,
+                                                                    absl::Span<const uint64_t> bytes) {
+  if (data_plane_.ucx == nullptr) return absl::FailedPreconditionError("--rkey-scope=grant needs the UCX data plane");
+  auto grant = std::make_unique<BlockRkeys>();
+  std::vector<std::string> packed;
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<UcxServer::BlockRkey> rkey,
+                            data_plane_.ucx->RegisterBlock(offsets[i], bytes[i]));
+    packed.push_back(rkey->packed());
+    grant->rkeys.push_back(std::move(rkey));
+  }
+  STRATA_RETURN_IF_ERROR(store_.AttachGrant(id, std::move(grant)));
+  return packed;
+}
+
 grpc::Status KvStoreService::Connect(grpc::ServerContext*, const proto::ConnectRequest*,
                                      proto::ConnectResponse* response) {
   CallGuard guard(in_flight_);
   response->set_worker_address(data_plane_.worker_address);
-  response->set_arena_base(data_plane_.arena_base);
-  response->set_arena_bytes(data_plane_.arena_bytes);
+  if (options_.rkey_scope == RkeyScope::kArena) {  // else a client learns only the addresses it is granted
+    response->set_arena_base(data_plane_.arena_base);
+    response->set_arena_bytes(data_plane_.arena_bytes);
+  }
   response->set_max_block_bytes(options_.max_block_bytes);
   response->set_lease_ttl_ms(options_.lease_ttl_ms);
   response->set_put_ttl_ms(options_.put_ttl_ms);
@@ -142,14 +170,36 @@ grpc::Status KvStoreService::BeginPut(grpc::ServerContext*, const proto::BeginPu
   }
   absl::StatusOr<PutReservation> reservation = store_.BeginPut(items);
   if (!reservation.ok()) return ToGrpcStatus(reservation.status());
+  if (reservation->put_id == 0) {  // nothing reserved: the reply tells nothing of the data plane
+    for (size_t i = 0; i < items.size(); ++i) response->add_slots()->set_reserved(false);
+    return grpc::Status::OK;
+  }
+  std::vector<std::string> block_rkeys;
+  if (options_.rkey_scope == RkeyScope::kGrant) {
+    std::vector<uint64_t> offsets, bytes;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!reservation->offsets[i]) continue;
+      offsets.push_back(*reservation->offsets[i]);
+      bytes.push_back(items[i].size_bytes);
+    }
+    absl::StatusOr<std::vector<std::string>> rkeys = GrantRkeys(reservation->put_id, offsets, bytes);
+    if (!rkeys.ok()) {
+      store_.AbortPut(reservation->put_id).IgnoreError();  // NotFound when it expired meanwhile
+      return ToGrpcStatus(absl::UnavailableError(StrCat("BeginPut: ", rkeys.status().message())));
+    }
+    block_rkeys = *std::move(rkeys);
+  } else {
+    response->set_rkey(data_plane_.rkey);
+  }
   response->set_put_id(reservation->put_id);
+  size_t reserved = 0;
   for (const std::optional<uint64_t>& offset : reservation->offsets) {
     proto::PutSlot* slot = response->add_slots();
     slot->set_reserved(offset.has_value());
-    if (offset) slot->set_remote_address(data_plane_.arena_base + *offset);
+    if (!offset) continue;
+    slot->set_remote_address(data_plane_.arena_base + *offset);
+    if (!block_rkeys.empty()) slot->set_rkey(std::move(block_rkeys[reserved++]));
   }
-  // The rkey only with a grant: a request that reserved nothing learns nothing of the data plane.
-  if (reservation->put_id != 0) response->set_rkey(data_plane_.rkey);
   return grpc::Status::OK;
 }
 
@@ -175,9 +225,26 @@ grpc::Status KvStoreService::BeginGet(grpc::ServerContext*, const proto::BeginGe
   if (!keys.ok()) return ToGrpcStatus(keys.status());
   absl::StatusOr<GetLease> lease = store_.BeginGet(*keys);
   if (!lease.ok()) return ToGrpcStatus(lease.status());
+  std::vector<std::string> block_rkeys;
+  if (lease->lease_id != 0 && options_.rkey_scope == RkeyScope::kGrant) {
+    std::vector<uint64_t> offsets, bytes;
+    for (const GetSlot& slot : lease->slots) {
+      if (!slot.present) continue;
+      offsets.push_back(slot.offset);
+      bytes.push_back(slot.size_bytes);
+    }
+    absl::StatusOr<std::vector<std::string>> rkeys = GrantRkeys(lease->lease_id, offsets, bytes);
+    if (!rkeys.ok()) {
+      store_.EndGet(lease->lease_id).IgnoreError();  // NotFound when it expired meanwhile
+      return ToGrpcStatus(absl::UnavailableError(StrCat("BeginGet: ", rkeys.status().message())));
+    }
+    block_rkeys = *std::move(rkeys);
+  } else if (lease->lease_id != 0) {
+    response->set_rkey(data_plane_.rkey);
+  }
   response->set_lease_id(lease->lease_id);
   response->set_lease_ttl_ms(options_.lease_ttl_ms);
-  if (lease->lease_id != 0) response->set_rkey(data_plane_.rkey);
+  size_t present = 0;
   for (const GetSlot& slot : lease->slots) {
     proto::GetSlot* out = response->add_slots();
     out->set_present(slot.present);
@@ -186,6 +253,7 @@ grpc::Status KvStoreService::BeginGet(grpc::ServerContext*, const proto::BeginGe
     out->set_size_bytes(slot.size_bytes);
     out->set_remote_address(data_plane_.arena_base + slot.offset);
     out->set_checksum(slot.checksum);
+    if (!block_rkeys.empty()) out->set_rkey(std::move(block_rkeys[present++]));
   }
   return grpc::Status::OK;
 }

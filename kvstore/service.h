@@ -14,11 +14,15 @@
 
 namespace strata::kvstore {
 
+class UcxServer;
+
 struct DataPlane {
   std::string worker_address;
-  std::string rkey;
+  std::string rkey;  // the arena's (--rkey-scope=arena)
+
   uint64_t arena_base = 0;
   uint64_t arena_bytes = 0;
+  UcxServer* ucx = nullptr;  // registers each granted block (--rkey-scope=grant); outlives the service
 };
 
 class KvStoreService final : public proto::KvStore::Service {
@@ -42,6 +46,10 @@ class KvStoreService final : public proto::KvStore::Service {
 
  private:
   Histogram& Latency(const char* op, MetricsRegistry& metrics);
+  // --rkey-scope=grant: registers the blocks at `offsets` (sizes `bytes`) and ties the registrations to the
+  // put or lease `id`; the packed rkeys, in order.
+  absl::StatusOr<std::vector<std::string>> GrantRkeys(uint64_t id, absl::Span<const uint64_t> offsets,
+                                                      absl::Span<const uint64_t> bytes);
 
   class CallGuard {
    public:

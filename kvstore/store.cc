@@ -321,6 +321,7 @@ absl::StatusOr<PutReservation> Store::BeginPut(absl::Span<const PutItem> items) 
 }
 
 void Store::ReleaseTxn(Txn& txn) {
+  txn.grant.reset();  // before the blocks can be reused
   for (const std::shared_ptr<Block>& block : txn.blocks) {
     reserved_bytes_ -= block->size_bytes;
     FreeDram(*block);
@@ -346,7 +347,8 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
                                                it->second.blocks.size(), " reserved blocks"));
     }
     txn = std::move(it->second);
-    puts_.erase(it);  // ours now: the reaper cannot expire it while we check
+    puts_.erase(it);    // ours now: the reaper cannot expire it while we check
+    txn.grant.reset();  // no writes from here on: what we check is what we publish
   }
   // The blocks are reserved (invisible, never evicted): read them without the lock.
   std::string bad;
@@ -533,7 +535,22 @@ absl::Status Store::RenewLease(uint64_t lease_id) {
   return absl::OkStatus();
 }
 
+absl::Status Store::AttachGrant(uint64_t id, std::unique_ptr<Grant> grant) {
+  absl::MutexLock lock(&mutex_);
+  auto put = puts_.find(id);
+  Txn* txn = put != puts_.end() ? &put->second : nullptr;
+  if (txn == nullptr) {
+    auto lease = leases_.find(id);
+    if (lease != leases_.end()) txn = &lease->second;
+  }
+  if (txn == nullptr) return absl::NotFoundError(StrCat("put or lease ", id, ": ended before its grant was made"));
+  STRATA_CHECK(txn->grant == nullptr);
+  txn->grant = std::move(grant);
+  return absl::OkStatus();
+}
+
 void Store::ReleaseLease(Txn& lease) {
+  lease.grant.reset();  // before the blocks can be evicted or freed
   for (const std::shared_ptr<Block>& block : lease.blocks) Unpin(*block);
   lease.blocks.clear();
 }

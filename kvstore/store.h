@@ -71,6 +71,14 @@ struct LookupSlot {
   uint64_t size_bytes = 0;
 };
 
+// What the data plane handed out for one put or lease (the service's per-block rkeys, --rkey-scope=grant).
+// The store destroys it when that put or lease ends (commit, abort, end, expiry), under its lock, before
+// the blocks it covers are checked, published, released or reused: it never outlives its grant.
+class Grant {
+ public:
+  virtual ~Grant() = default;
+};
+
 struct TierCounters {
   uint64_t blocks = 0, used_bytes = 0, capacity_bytes = 0;
   uint64_t hits = 0, misses = 0, evictions = 0, bytes_in = 0, bytes_out = 0;
@@ -105,6 +113,8 @@ class Store {
   // misses; a block whose SSD copy fails its checks is deleted.
   absl::StatusOr<GetLease> BeginGet(absl::Span<const BlockKey> keys);
   absl::Status RenewLease(uint64_t lease_id);  // NotFound when ended or expired
+  // Ties `grant` to the put or lease `id` (see Grant). NotFound, destroying `grant`: `id` has ended.
+  absl::Status AttachGrant(uint64_t id, std::unique_ptr<Grant> grant);
   absl::Status EndGet(uint64_t lease_id);      // NotFound when ended or expired
 
   std::vector<LookupSlot> Lookup(absl::Span<const BlockKey> keys);
@@ -123,6 +133,7 @@ class Store {
   struct Txn {
     std::vector<std::shared_ptr<Block>> blocks;
     std::chrono::steady_clock::time_point deadline;
+    std::unique_ptr<Grant> grant;
   };
   using Clock = std::chrono::steady_clock;
 

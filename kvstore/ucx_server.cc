@@ -26,8 +26,9 @@ absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes
   ucp_config_t* config = nullptr;
   STRATA_UCX_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
   ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA;  // no WAKEUP: see Progress()
+  params.mt_workers_shared = 1;       // gRPC threads register blocks (RegisterBlock) while the worker progresses
   const ucs_status_t init = ucp_init(&params, config, &server->context_);
   ucp_config_release(config);
   STRATA_UCX_RETURN_IF_ERROR(init);
@@ -75,6 +76,32 @@ absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes
   LogInfo(StrCat("event=ucx_ready arena_bytes=", bytes, " worker_address_bytes=", server->worker_address_.size(),
                  " rkey_bytes=", server->rkey_.size()));
   return server;
+}
+
+absl::StatusOr<std::unique_ptr<UcxServer::BlockRkey>> UcxServer::RegisterBlock(uint64_t offset, uint64_t bytes) {
+  if (bytes == 0 || offset > arena_bytes_ || bytes > arena_bytes_ - offset) {
+    return absl::InvalidArgumentError(
+        StrCat("block rkey: [", offset, ", +", bytes, ") is outside the arena of ", arena_bytes_, " bytes"));
+  }
+  std::unique_ptr<BlockRkey> block(new BlockRkey(*this));
+  ucp_mem_map_params_t params{};
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  params.address = arena_ + offset;
+  params.length = bytes;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_mem_map(context_, &params, &block->memh_));
+  ++block_rkeys_;  // from here the destructor unmaps
+  void* packed = nullptr;
+  size_t packed_bytes = 0;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_rkey_pack(context_, block->memh_, &packed, &packed_bytes));
+  block->packed_.assign(static_cast<const char*>(packed), packed_bytes);
+  ucp_rkey_buffer_release(packed);
+  return block;
+}
+
+UcxServer::BlockRkey::~BlockRkey() {
+  if (memh_ == nullptr) return;
+  ucp_mem_unmap(server_.context_, memh_);
+  --server_.block_rkeys_;
 }
 
 void UcxServer::Progress() {

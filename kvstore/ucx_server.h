@@ -5,7 +5,12 @@
 // POSIX shared memory first (SysV with SHM_HUGETLB where the kernel has huge pages reserved), and an
 // rkey of such a segment lets a local client read and write it with plain memcpy, one-sided. Memory
 // that UCX did not allocate has no shared-memory rkey, and UCX then emulates RMA with active messages
-// through this daemon's worker (10-100x slower here). The arena is faulted in at start-up. Clients connect to the
+// through this daemon's worker (10-100x slower here).
+//
+// With --rkey-scope=grant the arena's rkey is never handed out: each granted block is registered on its own
+// (BlockRkey) for as long as its put or lease lasts. On transports that check rkeys (RDMA verbs) a peer then
+// reaches only the blocks it was granted, and only while the grant holds; it costs the same-host
+// shared-memory path, since only the arena-wide registration is a shared segment. The arena is faulted in at start-up. Clients connect to the
 // worker address (handed out over gRPC) and read and write the arena with one-sided RMA; the daemon's thread only has
 // to progress the worker (transports such as TCP emulate RMA with messages the target must handle). The thread spins
 // while there is traffic and sleeps in short, growing pauses (at most 1 ms) when there is none.
@@ -33,7 +38,27 @@ class UcxServer {
   UcxServer& operator=(const UcxServer&) = delete;
 
   const std::string& worker_address() const { return worker_address_; }
-  const std::string& rkey() const { return rkey_; }
+  const std::string& rkey() const { return rkey_; }  // the whole arena's
+
+  // [offset, offset + bytes) of the arena registered on its own, with its rkey; unregistered when destroyed.
+  class BlockRkey {
+   public:
+    ~BlockRkey();
+    BlockRkey(const BlockRkey&) = delete;
+    BlockRkey& operator=(const BlockRkey&) = delete;
+    const std::string& packed() const { return packed_; }
+
+   private:
+    friend class UcxServer;
+    explicit BlockRkey(UcxServer& server) : server_(server) {}
+    UcxServer& server_;
+    ucp_mem_h memh_ = nullptr;
+    std::string packed_;
+  };
+  // Thread-safe. InvalidArgument: a range outside the arena.
+  absl::StatusOr<std::unique_ptr<BlockRkey>> RegisterBlock(uint64_t offset, uint64_t bytes);
+  // BlockRkeys alive now (the gauge strata_kvstore_block_rkeys).
+  int64_t block_rkeys() const { return block_rkeys_.load(std::memory_order_relaxed); }
   uint8_t* arena() const { return arena_; }
   uint64_t arena_bytes() const { return arena_bytes_; }
 
@@ -48,6 +73,7 @@ class UcxServer {
   uint64_t arena_bytes_ = 0;
   std::string worker_address_;
   std::string rkey_;
+  std::atomic<int64_t> block_rkeys_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -395,7 +395,7 @@ int Main(int argc, char** argv) {
   std::vector<uint64_t> sizes = {2 * kMiB, 32 * kMiB};
   std::filesystem::path dir = "/var/tmp";
   std::string json_path;
-  bool ssd = true, redis = true, ucx = true, dram = true;
+  bool ssd = true, redis = true, ucx = true, dram = true, grant_rkeys = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -421,6 +421,8 @@ int Main(int argc, char** argv) {
       json_path = value();
     else if (arg == "--no-ssd")
       ssd = false;
+    else if (arg == "--grant-rkeys")
+      grant_rkeys = true;
     else if (arg == "--no-redis")
       redis = false;
     else if (arg == "--no-ucx-perftest")
@@ -433,7 +435,7 @@ int Main(int argc, char** argv) {
     } else {
       std::cerr << "usage: strata_kvstore_bench [--total-mib N] [--clients 1,2,4,8] [--sizes-mib 2,32] [--dir DIR] "
                    "[--json FILE] [--no-dram] [--ssd-io direct|buffered] [--blocks-per-call N] [--window N] "
-                   "[--no-ssd] [--no-redis] [--no-ucx-perftest] [--no-verify] [--peer-failure detect|timeout]\n";
+                   "[--no-ssd] [--grant-rkeys] [--no-redis] [--no-ucx-perftest] [--no-verify] [--peer-failure detect|timeout]\n";
       return 2;
     }
   }
@@ -459,6 +461,12 @@ int Main(int argc, char** argv) {
       const int blocks = static_cast<int>(std::max<uint64_t>(2, total / size / clients));
       if (dram) {
         for (Row& r : KvstorePhases({"--dram-bytes", arena}, "dram", size, clients, blocks, 2, run++, false)) {
+          rows.push_back(r);
+        }
+      }
+      if (dram && grant_rkeys) {  // the same with an rkey per granted block (no shared-memory arena rkey)
+        for (Row& r : KvstorePhases({"--dram-bytes", arena, "--rkey-scope", "grant"}, "dram, rkey per grant", size,
+                                    clients, blocks, 2, run++, false)) {
           rows.push_back(r);
         }
       }

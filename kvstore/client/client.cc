@@ -97,6 +97,7 @@ absl::Status KvStoreClient::EnsureConnected() {
 }
 
 void KvStoreClient::Disconnect() {
+  DropBlockRkeys();
   if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
   rkey_ = nullptr;
   rkey_packed_.clear();
@@ -134,6 +135,7 @@ void KvStoreClient::ReplaceWorker() {
   // Without peer error handling UCX may never complete requests to a dead peer; the worker that owns
   // them goes, with them. Registered memory belongs to the context and stays valid.
   LogWarning("event=kvstore_worker_replaced reason=requests_to_dead_peer_never_completed");
+  DropBlockRkeys();
   if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
   rkey_ = nullptr;
   rkey_packed_.clear();
@@ -163,6 +165,19 @@ absl::StatusOr<ucp_rkey_h> KvStoreClient::Rkey(const std::string& packed) {
     madvise(local, arena_bytes_, MADV_POPULATE_WRITE);
   }
   return rkey_;
+}
+
+absl::StatusOr<ucp_rkey_h> KvStoreClient::SlotRkey(const std::string& grant_rkey, const std::string& block_rkey) {
+  if (block_rkey.empty()) return Rkey(grant_rkey);
+  ucp_rkey_h rkey = nullptr;
+  STRATA_UCX_RETURN_IF_ERROR(ucp_ep_rkey_unpack(ep_, block_rkey.data(), &rkey));
+  block_rkeys_.push_back(rkey);
+  return rkey;
+}
+
+void KvStoreClient::DropBlockRkeys() {
+  for (ucp_rkey_h rkey : block_rkeys_) ucp_rkey_destroy(rkey);
+  block_rkeys_.clear();
 }
 
 absl::Status KvStoreClient::RegisterMemory(void* data, uint64_t bytes) {
@@ -316,19 +331,20 @@ absl::StatusOr<std::vector<PutOutcome>> KvStoreClient::PutBatch(absl::Span<const
   commit.set_put_id(reservation.put_id());
   {
     absl::MutexLock lock(&ucx_mutex_);
+    BatchRkeys batch_rkeys(*this);
     if (connection_ != connection || ep_ == nullptr || ep_failed_) {
       return abort(absl::UnavailableError("kvstore endpoint failed during the put"));
     }
-    absl::StatusOr<ucp_rkey_h> rkey = Rkey(reservation.rkey());
-    if (!rkey.ok()) return abort(rkey.status());
     std::vector<void*> requests;
     std::vector<std::optional<uint64_t>> streamed(blocks.size());  // checksums computed during the writes
     for (size_t i = 0; i < blocks.size(); ++i) {
       if (!reservation.slots(i).reserved()) continue;
       absl::StatusOr<ucp_mem_h> memh = FindMemh(blocks[i].data, blocks[i].size_bytes);
-      if (!memh.ok()) {
+      absl::StatusOr<ucp_rkey_h> rkey =
+          memh.ok() ? SlotRkey(reservation.rkey(), reservation.slots(i).rkey()) : memh.status();
+      if (!rkey.ok()) {
         WaitAll(requests, 0, 0).IgnoreError();
-        return abort(memh.status());
+        return abort(rkey.status());
       }
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
@@ -460,11 +476,10 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
   std::vector<std::optional<uint64_t>> streamed(blocks.size());  // checksums computed during the transfer
   {
     absl::MutexLock lock(&ucx_mutex_);
+    BatchRkeys batch_rkeys(*this);
     if (status.ok() && (connection_ != connection || ep_ == nullptr || ep_failed_)) {
       status = absl::UnavailableError("kvstore endpoint failed during the get");
     }
-    absl::StatusOr<ucp_rkey_h> rkey = status.ok() ? Rkey(lease.rkey()) : absl::StatusOr<ucp_rkey_h>(status);
-    if (status.ok() && !rkey.ok()) status = rkey.status();
     std::vector<void*> requests;
     TransferClock clock;
     clock.start = clock.renewed = std::chrono::steady_clock::now();
@@ -472,8 +487,9 @@ absl::StatusOr<std::vector<GetOutcome>> KvStoreClient::GetBatch(absl::Span<const
       const proto::GetSlot& slot = lease.slots(i);
       if (!slot.present()) continue;
       absl::StatusOr<ucp_mem_h> memh = FindMemh(blocks[i].data, blocks[i].capacity_bytes);
-      if (!memh.ok()) {
-        status = memh.status();
+      absl::StatusOr<ucp_rkey_h> rkey = memh.ok() ? SlotRkey(lease.rkey(), slot.rkey()) : memh.status();
+      if (!rkey.ok()) {
+        status = rkey.status();
         break;
       }
       ucp_request_param_t param{};

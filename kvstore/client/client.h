@@ -127,6 +127,20 @@ class KvStoreClient {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
   void ReplaceWorker() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
   absl::StatusOr<ucp_rkey_h> Rkey(const std::string& packed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  // The rkey of one granted block: its own (a daemon with --rkey-scope=grant), unpacked for this batch
+  // and destroyed by DropBlockRkeys, or else the grant's arena rkey.
+  absl::StatusOr<ucp_rkey_h> SlotRkey(const std::string& grant_rkey, const std::string& block_rkey)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  void DropBlockRkeys() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
+  // Drops the batch's block rkeys when a transfer's scope ends, on every path (under ucx_mutex_).
+  class BatchRkeys {
+   public:
+    explicit BatchRkeys(KvStoreClient& client) : client_(client) {}
+    ~BatchRkeys() ABSL_NO_THREAD_SAFETY_ANALYSIS { client_.DropBlockRkeys(); }
+
+   private:
+    KvStoreClient& client_;
+  };
   absl::StatusOr<ucp_mem_h> FindMemh(const void* data, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ucx_mutex_);
   // Waits for every request; renews `lease_id` (if non-zero) as the transfer runs long.
   struct TransferClock {
@@ -152,6 +166,7 @@ class KvStoreClient {
   bool ep_failed_ = false;  // set by UCX's error callback, on the thread that progresses the worker
   std::string rkey_packed_ ABSL_GUARDED_BY(ucx_mutex_);
   ucp_rkey_h rkey_ ABSL_GUARDED_BY(ucx_mutex_) = nullptr;
+  std::vector<ucp_rkey_h> block_rkeys_ ABSL_GUARDED_BY(ucx_mutex_);  // this batch's (SlotRkey)
   uint64_t arena_base_ ABSL_GUARDED_BY(ucx_mutex_) = 0;
   uint64_t arena_bytes_ ABSL_GUARDED_BY(ucx_mutex_) = 0;
   std::vector<Region> regions_ ABSL_GUARDED_BY(ucx_mutex_);

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -27,6 +28,11 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<
   const std::filesystem::path port_file = daemon->dir_.path() / "ports";
   std::vector<std::string> argv_strings = {STRATA_KVSTORE_PATH, "--port",          "0", "--metrics-port", "0",
                                            "--port-file",       port_file.string()};
+  // The whole suite can run with per-grant rkeys (tests/kvstore/CMakeLists.txt); a test that names a scope keeps it.
+  const char* rkey_scope = std::getenv("STRATA_KVSTORE_TEST_RKEY_SCOPE");
+  if (rkey_scope != nullptr && std::find(args.begin(), args.end(), "--rkey-scope") == args.end()) {
+    argv_strings.insert(argv_strings.end(), {"--rkey-scope", rkey_scope});
+  }
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
   daemon->process_ =
       std::make_unique<strata::testing::ChildProcess>(std::move(argv_strings), strata::testing::ChildOutput::kInherit);
