@@ -261,6 +261,8 @@ function guarantees() {
         check(c.volumeMounts.some((m) => m.name === "ssd" && flagValue(c, "--ssd-dir").startsWith(m.mountPath + "/")), `${where} --ssd-dir is not on the PVC`);
         check(/^\$\(POD_NAME\)\.strata-kvstore\.\$\(POD_NAMESPACE\)\.svc\.cluster\.local:7480$/.test(flagValue(c, "--advertise-address")),
               `${where} does not advertise its stable DNS name: ${flagValue(c, "--advertise-address")}`);
+        // Per-grant rkeys: a worker's rkey reaches its granted blocks only, until its put or lease ends (RDMA).
+        check(flagValue(c, "--rkey-scope") === "grant", `${where} --rkey-scope is ${flagValue(c, "--rkey-scope")}, not grant`);
       }
       if (daemon === "worker") {
         check(Number(c.resources.limits["nvidia.com/gpu"]) >= 1 && flagValue(c, "--backend") === "cuda", `${where} does not ask for a GPU and --backend cuda`);
