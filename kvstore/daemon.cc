@@ -40,7 +40,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   daemon->options_.max_block_bytes = std::min(options.max_block_bytes, options.dram_bytes);
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
   CheckMemlockLimit(options.dram_bytes);
-  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes));
+  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes, options.rkey_scope));
   std::unique_ptr<SsdTier> ssd;
   if (!options.ssd_dir.empty()) {
     STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir, options.ssd_io));

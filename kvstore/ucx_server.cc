@@ -19,12 +19,22 @@ constexpr auto kMaxPause = std::chrono::microseconds(1000);
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes) {
+absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes, RkeyScope rkey_scope) {
   if (arena_bytes == 0) return absl::InvalidArgumentError("DRAM arena: size must be positive");
   const uint64_t bytes = (arena_bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
   std::unique_ptr<UcxServer> server(new UcxServer());
   ucp_config_t* config = nullptr;
   STRATA_UCX_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
+  if (rkey_scope == RkeyScope::kGrant) {
+    // A block's registration must be its own: no cache handing back the arena's, no on-demand-paging MR
+    // over the whole address space (UCX 1.13 takes unknown keys for transports not loaded).
+    for (const auto& [name, value] : {std::pair{"RCACHE_ENABLE", "n"}, std::pair{"IB_REG_METHODS", "direct"}}) {
+      if (ucs_status_t modified = ucp_config_modify(config, name, value); modified != UCS_OK) {
+        ucp_config_release(config);
+        return FromUcsStatus(modified, StrCat("ucp_config_modify UCX_", name, "=", value));
+      }
+    }
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA;  // no WAKEUP: see Progress()
@@ -90,6 +100,9 @@ absl::StatusOr<std::unique_ptr<UcxServer::BlockRkey>> UcxServer::RegisterBlock(u
   params.length = bytes;
   STRATA_UCX_RETURN_IF_ERROR(ucp_mem_map(context_, &params, &block->memh_));
   ++block_rkeys_;  // from here the destructor unmaps
+  if (block->memh_ == memh_) {
+    return absl::InternalError("block rkey: UCX handed back the arena's registration (its registration cache is on)");
+  }
   void* packed = nullptr;
   size_t packed_bytes = 0;
   STRATA_UCX_RETURN_IF_ERROR(ucp_rkey_pack(context_, block->memh_, &packed, &packed_bytes));

@@ -10,7 +10,10 @@
 // With --rkey-scope=grant the arena's rkey is never handed out: each granted block is registered on its own
 // (BlockRkey) for as long as its put or lease lasts. On transports that check rkeys (RDMA verbs) a peer then
 // reaches only the blocks it was granted, and only while the grant holds; it costs the same-host
-// shared-memory path, since only the arena-wide registration is a shared segment. The arena is faulted in at start-up. Clients connect to the
+// shared-memory path, since only the arena-wide registration is a shared segment. UCX's registration
+// caches are off then (UCX_RCACHE_ENABLE=n, UCX_IB_REG_METHODS=direct): with them a block's registration is
+// the arena's own (same rkey, shared segment included) or an on-demand-paging one, and unmapping it
+// would not deregister anything. The arena is faulted in at start-up. Clients connect to the
 // worker address (handed out over gRPC) and read and write the arena with one-sided RMA; the daemon's thread only has
 // to progress the worker (transports such as TCP emulate RMA with messages the target must handle). The thread spins
 // while there is traffic and sleeps in short, growing pauses (at most 1 ms) when there is none.
@@ -26,13 +29,15 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "kvstore/options.h"
 
 namespace strata::kvstore {
 
 class UcxServer {
  public:
   // Allocates and registers an arena of `arena_bytes` (rounded up to 2 MiB) and starts the progress thread.
-  static absl::StatusOr<std::unique_ptr<UcxServer>> Start(uint64_t arena_bytes);
+  // With RkeyScope::kGrant, UCX's registration caches are off (see above).
+  static absl::StatusOr<std::unique_ptr<UcxServer>> Start(uint64_t arena_bytes, RkeyScope rkey_scope);
   ~UcxServer();  // stops the thread, unregisters, destroys the worker and context
   UcxServer(const UcxServer&) = delete;
   UcxServer& operator=(const UcxServer&) = delete;
@@ -55,7 +60,8 @@ class UcxServer {
     ucp_mem_h memh_ = nullptr;
     std::string packed_;
   };
-  // Thread-safe. InvalidArgument: a range outside the arena.
+  // Thread-safe. InvalidArgument: a range outside the arena. Internal: UCX handed back the arena's own
+  // registration (its caches are on: a server started with RkeyScope::kArena).
   absl::StatusOr<std::unique_ptr<BlockRkey>> RegisterBlock(uint64_t offset, uint64_t bytes);
   // BlockRkeys alive now (the gauge strata_kvstore_block_rkeys).
   int64_t block_rkeys() const { return block_rkeys_.load(std::memory_order_relaxed); }
