@@ -56,10 +56,10 @@ int main(int argc, char** argv) {
   std::map<std::string, strata::kvstore::RkeyScope> rkey_map{{"arena", strata::kvstore::RkeyScope::kArena},
                                                              {"grant", strata::kvstore::RkeyScope::kGrant}};
   app.add_option("--rkey-scope", options.rkey_scope,
-                 "What a grant's rkey reaches: arena (the whole arena; same-host shared memory) or grant "
-                 "(each granted block, until its put or lease ends; checked by RDMA transports)")
+                 "What a grant's rkey reaches: grant (each granted block, until its put or lease ends; checked "
+                 "by RDMA transports) or arena (the whole arena, for the daemon's life; same-host shared memory)")
       ->transform(CLI::CheckedTransformer(rkey_map, CLI::ignore_case))
-      ->default_str("arena");
+      ->default_str("grant");
   app.add_option("--put-ttl-ms", options.put_ttl_ms, "Uncommitted puts are freed after this")->capture_default_str();
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
       ->capture_default_str();

@@ -27,8 +27,8 @@ enum class SsdIo {
 
 // What the rkey of a put's or get's grant reaches (kvstore/ucx_server.h).
 enum class RkeyScope {
-  kArena,  // the whole arena, for the daemon's life (default): same-host peers map it as shared memory
-  kGrant,  // only the granted blocks, until the put or lease ends: RDMA transports check it; the chart's default
+  kGrant,  // only the granted blocks, until the put or lease ends (default); RDMA transports check it
+  kArena,  // the whole arena, for the daemon's life: same-host peers map it as shared memory (faster gets)
 };
 
 struct Options {
@@ -66,7 +66,7 @@ struct Options {
   // on the SSD directory's device. Must be > 0.
   double ssd_read_bytes_per_s = 1e9;
 
-  RkeyScope rkey_scope = RkeyScope::kArena;
+  RkeyScope rkey_scope = RkeyScope::kGrant;
 
   // An uncommitted put's reservation and an un-ended get's pins are freed after these.
   uint32_t put_ttl_ms = 30'000;

@@ -113,9 +113,10 @@ class Store {
   // misses; a block whose SSD copy fails its checks is deleted.
   absl::StatusOr<GetLease> BeginGet(absl::Span<const BlockKey> keys);
   absl::Status RenewLease(uint64_t lease_id);  // NotFound when ended or expired
+  absl::Status EndGet(uint64_t lease_id);      // NotFound when ended or expired
+
   // Ties `grant` to the put or lease `id` (see Grant). NotFound, destroying `grant`: `id` has ended.
   absl::Status AttachGrant(uint64_t id, std::unique_ptr<Grant> grant);
-  absl::Status EndGet(uint64_t lease_id);      // NotFound when ended or expired
 
   std::vector<LookupSlot> Lookup(absl::Span<const BlockKey> keys);
   uint32_t Delete(absl::Span<const BlockKey> keys);

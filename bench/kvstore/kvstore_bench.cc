@@ -396,6 +396,9 @@ int Main(int argc, char** argv) {
   std::filesystem::path dir = "/var/tmp";
   std::string json_path;
   bool ssd = true, redis = true, ucx = true, dram = true, grant_rkeys = false;
+  // The daemon's --rkey-scope in every phase; arena by default, as the tables in docs/BENCHMARKS.md ran
+  // (one host: shared memory). --grant-rkeys adds DRAM phases with per-block rkeys beside it.
+  std::string rkey_scope = "arena";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -423,6 +426,8 @@ int Main(int argc, char** argv) {
       ssd = false;
     else if (arg == "--grant-rkeys")
       grant_rkeys = true;
+    else if (arg == "--rkey-scope")
+      rkey_scope = value();
     else if (arg == "--no-redis")
       redis = false;
     else if (arg == "--no-ucx-perftest")
@@ -435,7 +440,8 @@ int Main(int argc, char** argv) {
     } else {
       std::cerr << "usage: strata_kvstore_bench [--total-mib N] [--clients 1,2,4,8] [--sizes-mib 2,32] [--dir DIR] "
                    "[--json FILE] [--no-dram] [--ssd-io direct|buffered] [--blocks-per-call N] [--window N] "
-                   "[--no-ssd] [--grant-rkeys] [--no-redis] [--no-ucx-perftest] [--no-verify] [--peer-failure detect|timeout]\n";
+                   "[--no-ssd] [--rkey-scope arena|grant] [--grant-rkeys] [--no-redis] [--no-ucx-perftest] "
+                   "[--no-verify] [--peer-failure detect|timeout]\n";
       return 2;
     }
   }
@@ -443,7 +449,8 @@ int Main(int argc, char** argv) {
   std::cout << "# strata-kvstore benchmark: UCX_TLS=" << (tls ? tls : "(default)") << ", peer failure "
             << (g_client_options.peer_failure == PeerFailure::kDetect ? "detect (UCP_ERR_HANDLING_MODE_PEER)"
                                                                       : "timeout only (UCP_ERR_HANDLING_MODE_NONE)")
-            << ", reads " << (g_client_options.verify_reads ? "verified (xxh3)" : "not verified") << ", " << total_mib
+            << ", reads " << (g_client_options.verify_reads ? "verified (xxh3)" : "not verified")
+            << ", --rkey-scope " << rkey_scope << ", " << total_mib
             << " MiB per phase, " << std::thread::hardware_concurrency() << " CPUs\n";
   const uint64_t total = total_mib * kMiB;
   const std::string arena = std::to_string(total + 256 * kMiB);
@@ -460,7 +467,8 @@ int Main(int argc, char** argv) {
     for (int clients : client_counts) {
       const int blocks = static_cast<int>(std::max<uint64_t>(2, total / size / clients));
       if (dram) {
-        for (Row& r : KvstorePhases({"--dram-bytes", arena}, "dram", size, clients, blocks, 2, run++, false)) {
+        for (Row& r : KvstorePhases({"--dram-bytes", arena, "--rkey-scope", rkey_scope}, "dram", size, clients, blocks,
+                                    2, run++, false)) {
           rows.push_back(r);
         }
       }
@@ -477,7 +485,8 @@ int Main(int argc, char** argv) {
         std::filesystem::path db = dir / ("strata-kvstore-bench-" + std::to_string(getpid()));
         std::filesystem::remove_all(db);
         for (Row& r : KvstorePhases(
-                 {"--dram-bytes", arena, "--ssd-dir", db.string(), "--persist", "write-through", "--ssd-io", g_ssd_io},
+                 {"--dram-bytes", arena, "--ssd-dir", db.string(), "--persist", "write-through", "--ssd-io", g_ssd_io,
+                  "--rkey-scope", rkey_scope},
                  "ssd", size, clients, blocks, 1, run++, true)) {
           rows.push_back(r);
         }

@@ -161,6 +161,16 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
     // Every call is bounded by rpc_timeout + transfer_timeout: the threads are idle well within this.
     ASSERT_TRUE(WaitFor([&] { return busy.load() == 0; }, std::chrono::seconds(30)));
   };
+  // The first calls after a restart may meet the dead incarnation's endpoint, or gRPC's reconnect backoff
+  // (longer under sanitizers): the client reconnects within a few seconds, so a call is retried for 10 s.
+  auto reconnecting = [](auto call) {
+    auto result = call();
+    for (int retry = 0; retry < 100 && !result.ok(); ++retry) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      result = call();
+    }
+    return result;
+  };
   // Gets `keys` in batches through the check buffer; each must be found with the key's bytes.
   auto expect_present = [&](const std::vector<BlockKey>& keys, int kill) {
     for (size_t begin = 0; begin < keys.size(); begin += 8) {
@@ -169,13 +179,7 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
         blocks.push_back(GetBlock{keys[i], check_buffer + (i - begin) * kMaxBlock, kMaxBlock});
       }
       std::memset(check_buffer, 0xEE, kThreadBuffer);
-      // The first calls after a restart may meet the dead incarnation's endpoint, or gRPC's reconnect
-      // backoff (longer under sanitizers): the client reconnects within a few seconds.
-      auto outcomes = clients[0]->Get(blocks);
-      for (int retry = 0; retry < 100 && !outcomes.ok(); ++retry) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        outcomes = clients[0]->Get(blocks);
-      }
+      auto outcomes = reconnecting([&] { return clients[0]->Get(blocks); });
       ASSERT_TRUE(outcomes.ok()) << "after kill " << kill << ": " << outcomes.status();
       for (size_t i = 0; i < blocks.size(); ++i) {
         ASSERT_TRUE((*outcomes)[i].found) << "after kill " << kill << ": block " << blocks[i].key.Hex()
@@ -205,11 +209,7 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
         std::lock_guard lock(ledger.mutex);
         acked = ledger.acked;
       }
-      auto lookup = clients[0]->Lookup(acked);
-      for (int retry = 0; retry < 100 && !lookup.ok(); ++retry) {  // reconnecting after the last restart
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        lookup = clients[0]->Lookup(acked);
-      }
+      auto lookup = reconnecting([&] { return clients[0]->Lookup(acked); });
       ASSERT_TRUE(lookup.ok()) << lookup.status();
       std::lock_guard lock(ledger.mutex);
       for (size_t i = 0; i < acked.size(); ++i) {
@@ -233,7 +233,8 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
     expect_present(to_check, kill);
     if (HasFatalFailure()) break;
     checked_before = survivors.size();
-    auto stats = clients[0]->Stats();  // the same client just reached the new incarnation
+    // (When nothing needed checking, this is the client's first call to the new incarnation.)
+    auto stats = reconnecting([&] { return clients[0]->Stats(); });
     ASSERT_TRUE(stats.ok()) << stats.status();
     EXPECT_EQ(stats->reserved_bytes(), 0u) << "after restart " << kill;
     EXPECT_EQ(stats->checksum_failures(), 0u);

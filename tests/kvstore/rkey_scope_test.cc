@@ -1,10 +1,10 @@
-// --rkey-scope=grant: each granted block gets an rkey of its own, registered for as long as its put or lease
-// holds and unregistered when it ends (commit, abort, end, expiry); the reply of Connect names no arena. The
-// default scope hands out the arena's one rkey and registers nothing per grant. Whether a lapsed rkey is
+// --rkey-scope=grant (default): each granted block gets an rkey of its own, registered for as long as its put
+// or lease holds and unregistered when it ends (commit, abort, end, expiry); the reply of Connect names no
+// arena. --rkey-scope=arena hands out the arena's one rkey and registers nothing per grant. Whether a lapsed rkey is
 // refused is up to the transport (RDMA verbs check it; TCP and shared memory here do not), so these tests
 // check what the daemon controls: which rkeys it hands out and how long their registrations live
 // (strata_kvstore_block_rkeys). Puts and gets through such rkeys are checked byte for byte here and by the
-// whole daemon suite under STRATA_KVSTORE_TEST_RKEY_SCOPE=grant (tests/kvstore/CMakeLists.txt).
+// whole daemon suite (kvstore.arena_shm runs it with the arena's rkey: tests/kvstore/CMakeLists.txt).
 #include <grpcpp/grpcpp.h>
 #include <ucp/api/ucp.h>
 

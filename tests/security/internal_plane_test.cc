@@ -305,15 +305,18 @@ TEST(KvstoreGrants, AnRkeyTravelsOnlyInTheReplyOfAGrant) {
   proto::BeginPutResponse reply;
   ASSERT_TRUE(stub->BeginPut(&context, request, &reply).ok());
   ASSERT_NE(reply.put_id(), 0u);
-  EXPECT_FALSE(reply.rkey().empty());
   ASSERT_EQ(reply.slots_size(), 1);
   EXPECT_TRUE(reply.slots(0).reserved());
+  // By default the rkey is the block's own (--rkey-scope=grant; tests/kvstore/rkey_scope_test.cc), never the arena's.
+  EXPECT_FALSE(reply.slots(0).rkey().empty());
+  EXPECT_TRUE(reply.rkey().empty());
   // The same key again while the first put holds it: nothing granted, no rkey.
   Deadline again_context;
   proto::BeginPutResponse again;
   ASSERT_TRUE(stub->BeginPut(&again_context, request, &again).ok());
   EXPECT_EQ(again.put_id(), 0u);
   EXPECT_TRUE(again.rkey().empty());
+  EXPECT_TRUE(again.slots(0).rkey().empty());
   EXPECT_EQ(again.slots(0).remote_address(), 0u);
 }
 
