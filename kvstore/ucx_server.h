@@ -7,17 +7,18 @@
 // that UCX did not allocate has no shared-memory rkey, and UCX then emulates RMA with active messages
 // through this daemon's worker (gets at 0.2-1.0x the shared-memory rate here: docs/BENCHMARKS.md).
 //
-// With --rkey-scope=grant (default) the arena's rkey is never handed out: each granted block is registered on
-// its own (BlockRkey) for as long as its put or lease lasts. On transports that check rkeys (RDMA verbs) a
-// peer then reaches only the blocks it was granted, and only while the grant holds; it costs the same-host
-// shared-memory path, since only the arena-wide registration is a shared segment (--rkey-scope=arena hands
-// that out). UCX's registration
-// caches are off then (UCX_RCACHE_ENABLE=n, UCX_IB_REG_METHODS=direct): with them a block's registration is
-// the arena's own (same rkey, shared segment included) or an on-demand-paging one, and unmapping it
-// would not deregister anything. The arena is faulted in at start-up. Clients connect to the
-// worker address (handed out over gRPC) and read and write the arena with one-sided RMA; the daemon's thread only has
-// to progress the worker (transports such as TCP emulate RMA with messages the target must handle). The thread spins
-// while there is traffic and sleeps in short, growing pauses (at most 1 ms) when there is none.
+// With --rkey-scope=grant (default) the arena's rkey is never handed out: each granted block is registered
+// on its own (BlockRkey) for as long as its put or lease lasts. On transports that check rkeys (RDMA verbs)
+// a peer then reaches only the blocks it was granted, and only while the grant holds; it costs the
+// same-host shared-memory path, since only the arena-wide registration is a shared segment
+// (--rkey-scope=arena hands that out). UCX's registration caches are off then (UCX_RCACHE_ENABLE=n,
+// UCX_IB_REG_METHODS=direct): with them a block's registration is the arena's own (same rkey, shared
+// segment included) or an on-demand-paging one, and unmapping it would not deregister anything.
+//
+// The arena is faulted in at start-up. Clients connect to the worker address (handed out over gRPC) and
+// read and write the arena with one-sided RMA; the daemon's thread only has to progress the worker
+// (transports such as TCP emulate RMA with messages the target must handle). The thread spins while there
+// is traffic and sleeps in short, growing pauses (at most 1 ms) when there is none.
 #ifndef STRATA_KVSTORE_UCX_SERVER_H_
 #define STRATA_KVSTORE_UCX_SERVER_H_
 
