@@ -27,6 +27,10 @@ ASAN_EXCLUDE   ?=
 # suites: Debian's libgrpc is not instrumented, so every hand-off through its completion queues reads as a
 # race in grpcpp's inline code (scheduler_service_test: 80 reports, all inside gRPC's call machinery).
 TSAN_TESTS     ?= common_test daemon_test scheduler_test kvstore_unit_test frontdoor_unit_test
+# Left out under TSan: StoreRace writes to RocksDB from six threads at once, and Debian's RocksDB (not
+# instrumented) hands one writer's batch to another inside its write group through atomics TSan cannot
+# see (11 reports, all inside that hand-off). It runs in the plain and ASan suites.
+TSAN_GTEST_FILTER ?= -StoreRace.*
 # Every process a test spawns inherits these: the daemons report too. UBSan findings fail (no recovery is
 # also compiled in); leaks fail at exit; reports are symbolized.
 SANITIZER_ENV  := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:check_initialization_order=1:strict_init_order=1 \
@@ -95,7 +99,7 @@ test-tsan: deps
 	cmake --build $(TSAN_BUILD_DIR) --target strata_tsan_absl_sync $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do echo "== $$t"; \
 	  $(SANITIZER_ENV) OMP_NUM_THREADS=1 UCX_MEM_EVENTS=no LD_PRELOAD=$(CURDIR)/$(TSAN_BUILD_DIR)/libstrata_tsan_absl_sync.so \
-	    $(TSAN_BUILD_DIR)/bin/$$t; done
+	    $(TSAN_BUILD_DIR)/bin/$$t --gtest_filter='$(TSAN_GTEST_FILTER)'; done
 
 fuzz-build: deps
 	cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF -DSTRATA_FUZZ=ON \

@@ -108,14 +108,18 @@ bool Mutex::ReaderTryLock() {
   if (locked) Acquire(this);
   return locked;
 }
+// Unlocking may run the Conditions of waiters (on their stacks) to pick whom to wake: ignored like the
+// waits' own, or a waiter's next Condition in the same stack slot reads as a race with this read.
 void Mutex::Unlock() {
   STRATA_NEXT(void (*)(Mutex*), "5Mutex6UnlockEv");
   Release(this);
+  IgnoreAccesses ignore;
   next(this);
 }
 void Mutex::ReaderUnlock() {
   STRATA_NEXT(void (*)(Mutex*), "5Mutex12ReaderUnlockEv");
   Release(this);
+  IgnoreAccesses ignore;
   next(this);
 }
 void Mutex::LockWhen(const Condition& cond) {
