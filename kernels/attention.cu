@@ -2,12 +2,14 @@
 // tensor-core prefill kernel lives in flash_attention.cu.
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "common/strings.h"
 #include "kernels/attention.h"
 #include "kernels/cuda_status.h"
 #include "kernels/device_types.cuh"
 #include "kernels/dispatch.h"
+#include "kernels/kv_rows.cuh"
 
 namespace strata::kernels {
 namespace {
@@ -21,13 +23,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr int64_t kMinKeysPerSplit = 128;
 constexpr int kMaxSplits = 128;
 
-__device__ __forceinline__ void ApplyDevicePosition(AttentionArgs& a) {
-  if (a.device_position != nullptr) {
-    a.first_position = *a.device_position;
-    a.kv_end = a.first_position + a.rows;
-  }
-}
-
 struct KeyRange {
   int64_t begin, end;  // absolute positions
 };
@@ -40,24 +35,25 @@ __host__ __device__ inline KeyRange VisibleKeys(const AttentionArgs& a, int64_t 
   return {begin, end};
 }
 
-// Split-KV attention. Grid: x = rows * num_heads (one (row, head) pair each), y = splits, z = batch.
-// Block: 4 warps; each warp walks every 4th key of the block's split, kUnroll keys at a time, lanes
-// holding kPerLane consecutive elements of head_dim (lanes past head_dim hold zeros); the warps' online
-// softmax states merge through shared memory. Writes the normalized output and LSE of the split, to
-// `out`/`lse` directly when splits == 1, else to float32 partials [batch][split][rows*heads][head_dim]
-// and [batch][split][rows*heads] for MergeSplitsKernel. Bytes: ~2 * keys * head_dim * sizeof(T) per
-// (row, head) (K and V read once; query heads of one group share them through L2); FLOPs 4 * keys *
-// head_dim per (row, head). Precision: T inputs, float32 scores, softmax and accumulation.
-template <typename T, int kPerLane>
+// Split-KV attention. Grid: x = rows * num_heads (one (row, head) pair each), y = splits, z = batch. Block: 4
+// warps; each warp walks every 4th key of the block's split, kUnroll keys at a time, lanes holding kPerLane
+// consecutive elements of head_dim (lanes past head_dim hold zeros); key rows come from KeyRows<T, kLayout>
+// (contiguous or paged, one instantiation each); the warps' online softmax states merge through shared memory.
+// Writes the normalized output and LSE of the split, to `out`/`lse` directly when splits == 1, else to
+// float32 partials [batch][split][rows*heads][head_dim] and [batch][split][rows*heads] for MergeSplitsKernel.
+// Bytes: ~2 * keys * head_dim * sizeof(T) per (row, head) (K and V read once; query heads of one group share
+// them through L2); FLOPs 4 * keys * head_dim per (row, head). Precision: T inputs, float32 scores, softmax
+// and accumulation.
+template <typename T, int kPerLane, KvLayout kLayout>
 __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, float* partial_out,
                                                                float* partial_lse) {
-  ApplyDevicePosition(a);
+  const int64_t batch = blockIdx.z;
+  ApplyPositions(a, batch);
   constexpr int kUnroll = 4;
   __shared__ float warp_max[kSplitWarps], warp_sum[kSplitWarps];
   __shared__ float warp_acc[kSplitWarps][kWarpSize * kPerLane];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int64_t pair = blockIdx.x, row = pair / a.num_heads, head = pair % a.num_heads;
-  const int64_t batch = blockIdx.z;
   const int splits = gridDim.y, split = blockIdx.y;
   const int64_t kv_head = head / (a.num_heads / a.num_kv_heads);
   const int hd = static_cast<int>(a.head_dim);
@@ -70,9 +66,7 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, 
   if (split_end > keys.end) split_end = keys.end;
 
   const T* q = static_cast<const T*>(a.q) + batch * a.q_batch_stride + row * a.q_row_stride + head * hd;
-  const int64_t kv_offset = batch * a.kv_batch_stride + kv_head * a.kv_head_stride * hd;
-  const T* k = static_cast<const T*>(a.k) + kv_offset;
-  const T* v = static_cast<const T*>(a.v) + kv_offset;
+  const KeyRows<T, kLayout> key_rows = KeyRowsOf<T, kLayout>(a, batch, kv_head, hd);
   const int d0 = lane * kPerLane;
   const bool active = d0 < hd;  // head_dim is a multiple of kPerLane (checked by the launcher)
 
@@ -86,12 +80,15 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, 
   float m = -INFINITY, l = 0.0f;
   for (int64_t base = split_begin + warp; base < split_end; base += kSplitWarps * kUnroll) {
     float s[kUnroll];
+    int64_t key_row[kUnroll];  // kept for the V pass only where it is a block-table walk (paged)
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = base + u * kSplitWarps;
       float dot = 0.0f;
+      key_row[u] = 0;
       if (active && j < split_end) {
-        const T* kr = k + (j - a.kv_begin) * hd + d0;
+        key_row[u] = key_rows.Offset(a, j, hd);
+        const T* kr = key_rows.k + key_row[u] + d0;
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e) dot += qv[e] * ToFloat(kr[e]);
       }
@@ -116,7 +113,7 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, 
       const float p = exp2f(s[u] - m_new);
       l += p;
       if (active && j < split_end) {
-        const T* vr = v + (j - a.kv_begin) * hd + d0;
+        const T* vr = key_rows.v + (KeyRows<T, kLayout>::kPaged ? key_row[u] : key_rows.Offset(a, j, hd)) + d0;
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e) acc[e] += p * ToFloat(vr[e]);
       }
@@ -165,25 +162,26 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKvKernel(AttentionArgs a, 
   }
 }
 
-// Flash-decoding for grouped-query attention: one block serves all `group` query heads that share a KV
-// head, so each key and value is read from memory once, not once per query head. Grid: x = rows *
-// num_kv_heads, y = splits, z = batch. Block: 4 warps; each warp takes chunks of 32 keys, one key per
-// lane: the lane reads its key row in 16-byte vectors and forms the group's dot products against the
-// queries in shared memory (no shuffles per key); the online softmax takes one warp max per chunk and
-// head; P·V broadcasts each key's probabilities by shuffle while lanes hold kPerLane consecutive
-// elements of head_dim and read the value row coalesced. The warps' states merge through shared
-// memory. Output as SplitKvKernel (direct or float32 partials for MergeSplitsKernel). Bytes: K and V of
-// the split once per block (2 * keys * head_dim * sizeof(T)); FLOPs 4 * keys * head_dim per query head.
-// Precision: T inputs, float32 scores, softmax and accumulation.
+// Flash-decoding for grouped-query attention: one block serves all `group` query heads that share a KV head,
+// so each key and value is read from memory once, not once per query head. Grid: x = rows * num_kv_heads, y =
+// splits, z = batch. Block: 4 warps; each warp takes chunks of 32 keys, one key per lane: the lane reads its
+// key row in 16-byte vectors and forms the group's dot products against the queries in shared memory (no
+// shuffles per key); the online softmax takes one warp max per chunk and head; P·V broadcasts each key's
+// probabilities by shuffle while lanes hold kPerLane consecutive elements of head_dim and read the value row
+// coalesced (in a paged cache the row's offset too, from the lane that resolved it through the block table).
+// The warps' states merge through shared memory. Output as SplitKvKernel (direct or float32 partials for
+// MergeSplitsKernel). Bytes: K and V of the split once per block (2 * keys * head_dim * sizeof(T)); FLOPs 4 *
+// keys * head_dim per query head. Precision: T inputs, float32 scores, softmax and accumulation.
 constexpr int kLargestGroup = 8;
 
-template <typename T, int kPerLane, int kMaxGroupHere>
+template <typename T, int kPerLane, int kMaxGroupHere, KvLayout kLayout>
 __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionArgs a, float* partial_out,
                                                                      float* partial_lse) {
   // Per-thread state is sized for kMaxGroupHere (the group rounded up to a power of two), so a GQA
   // ratio of 4 does not pay registers for 8 heads: fewer registers, more blocks resident per SM.
   constexpr int kMaxGroup = kMaxGroupHere;
-  ApplyDevicePosition(a);
+  const int64_t batch = blockIdx.z;
+  ApplyPositions(a, batch);
   extern __shared__ float shared[];  // q [group][head_dim], then warp accumulators [warps][group][head_dim]
   __shared__ float warp_max[kSplitWarps][kMaxGroup], warp_sum[kSplitWarps][kMaxGroup];
   constexpr int kVec = kVecElements<T>;
@@ -191,7 +189,6 @@ __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionAr
   const int group = static_cast<int>(a.num_heads / a.num_kv_heads);
   const int hd = static_cast<int>(a.head_dim);
   const int64_t row = blockIdx.x / a.num_kv_heads, kv_head = blockIdx.x % a.num_kv_heads;
-  const int64_t batch = blockIdx.z;
   const int splits = gridDim.y, split = blockIdx.y;
   float* q_shared = shared;
   float* acc_shared = shared + group * hd;
@@ -207,9 +204,7 @@ __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionAr
   for (int i = threadIdx.x; i < group * hd; i += blockDim.x) q_shared[i] = ToFloat(q[i]) * score_scale;
   __syncthreads();
 
-  const int64_t kv_offset = batch * a.kv_batch_stride + kv_head * a.kv_head_stride * hd;
-  const T* k = static_cast<const T*>(a.k) + kv_offset;
-  const T* v = static_cast<const T*>(a.v) + kv_offset;
+  const KeyRows<T, kLayout> key_rows = KeyRowsOf<T, kLayout>(a, batch, kv_head, hd);
   const int d0 = lane * kPerLane;
   const bool active = d0 < hd;
 
@@ -224,11 +219,15 @@ __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionAr
   for (int64_t chunk = split_begin + warp * kWarpSize; chunk < split_end; chunk += kSplitWarps * kWarpSize) {
     const int64_t j = chunk + lane;
     const bool valid = j < split_end;
+    // In a paged cache the lane walks the block table for its key once, for K here and for V (by shuffle)
+    // below; a contiguous row is a multiply-add, recomputed where used.
+    constexpr bool kPaged = KeyRows<T, kLayout>::kPaged;
+    const int64_t key_row = kPaged && valid ? key_rows.Offset(a, j, hd) : 0;
     float s[kMaxGroup];
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) s[g] = 0.0f;
     if (valid) {
-      const T* kr = k + (j - a.kv_begin) * hd;
+      const T* kr = key_rows.k + (kPaged ? key_row : key_rows.Offset(a, j, hd));
 #pragma unroll 2
       for (int d = 0; d < hd; d += kVec) {
         const Vec<T> kv = *reinterpret_cast<const Vec<T>*>(kr + d);
@@ -257,7 +256,13 @@ __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionAr
     const int keys_here = static_cast<int>(split_end - chunk < kWarpSize ? split_end - chunk : kWarpSize);
     for (int t = 0; t < keys_here; ++t) {
       float vf[kPerLane];
-      const T* vr = v + (chunk + t - a.kv_begin) * hd + d0;
+      int64_t value_row;
+      if constexpr (kPaged) {
+        value_row = __shfl_sync(0xffffffffu, key_row, t);
+      } else {
+        value_row = key_rows.Offset(a, chunk + t, hd);
+      }
+      const T* vr = key_rows.v + value_row + d0;
 #pragma unroll
       for (int e = 0; e < kPerLane; ++e) vf[e] = active ? ToFloat(vr[e]) : 0.0f;
 #pragma unroll
@@ -313,12 +318,10 @@ __global__ void __launch_bounds__(kSplitThreads) GroupedDecodeKernel(AttentionAr
   }
 }
 
-// Whether GroupedDecodeKernel serves `a`: groups of at most kLargestGroup heads, head rows in whole 16-byte
+// Whether GroupedDecodeKernel serves `a`: groups of at most kLargestGroup heads, key rows in whole 16-byte
 // vectors.
 bool UsesGroupedDecode(const AttentionArgs& a) {
-  const int64_t vec = 16 / static_cast<int64_t>(DTypeSize(a.dtype));
-  return a.num_heads / a.num_kv_heads <= kLargestGroup && a.head_dim % vec == 0 && a.kv_batch_stride % vec == 0 &&
-         a.kv_begin >= 0 && Aligned16(a.k) && Aligned16(a.v);
+  return a.num_heads / a.num_kv_heads <= kLargestGroup && a.kv_begin >= 0 && KvRowsAligned16(a);
 }
 
 // Merges the splits of SplitKvKernel. Grid: x = rows * num_heads, y = batch; block: head_dim threads
@@ -377,6 +380,25 @@ __global__ void MergeChunkKernel(T* acc_out, float* acc_lse, const T* part_out, 
 
 unsigned RoundUpToWarp(int64_t n) { return static_cast<unsigned>((n + kWarpSize - 1) / kWarpSize * kWarpSize); }
 
+// The paged-KV part of ValidateAttention. PagedKeyRows splits positions into blocks with 32-bit arithmetic.
+absl::Status ValidatePagedKv(const AttentionArgs& a) {
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  if (a.block_tokens <= 0 || a.block_tokens > kInt32Max || a.block_stride < a.num_kv_heads * a.block_tokens) {
+    return absl::InvalidArgumentError(StrCat("Attention: paged KV blocks of ", a.block_tokens,
+                                             " tokens at a stride of ", a.block_stride, " rows cannot hold ",
+                                             a.num_kv_heads, " KV heads"));
+  }
+  if (a.kv_begin != 0 || a.kv_end > kInt32Max) {
+    return absl::InvalidArgumentError(StrCat("Attention: paged KV covers keys [0, kv_end < 2^31), got [",
+                                             a.kv_begin, ", ", a.kv_end, ")"));
+  }
+  if (a.block_table_stride < 0 || (a.batch > 1 && a.block_table_stride == 0)) {
+    return absl::InvalidArgumentError(StrCat("Attention: a batch of ", a.batch,
+                                             " needs a positive block_table_stride, got ", a.block_table_stride));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateAttention(const AttentionArgs& a) {
@@ -393,10 +415,16 @@ absl::Status ValidateAttention(const AttentionArgs& a) {
     return absl::InvalidArgumentError(StrCat("Attention: row strides ", a.q_row_stride, "/", a.out_row_stride,
                                              " are shorter than ", a.num_heads, " heads of ", a.head_dim));
   }
-  if (a.kv_begin < 0 || a.kv_end < a.kv_begin || a.kv_head_stride < a.kv_end - a.kv_begin || a.first_position < 0 ||
-      a.window < 0) {
+  const bool paged = a.block_table != nullptr;
+  if (a.kv_begin < 0 || a.kv_end < a.kv_begin || (!paged && a.kv_head_stride < a.kv_end - a.kv_begin) ||
+      a.first_position < 0 || a.window < 0) {
     return absl::InvalidArgumentError(StrCat("Attention: key range [", a.kv_begin, ", ", a.kv_end,
                                              ") does not fit a head stride of ", a.kv_head_stride, " tokens"));
+  }
+  if (paged) STRATA_RETURN_IF_ERROR(ValidatePagedKv(a));
+  if (a.batch_positions != nullptr && (a.device_position != nullptr || a.kv_begin != 0)) {
+    return absl::InvalidArgumentError(
+        "Attention: batch_positions covers keys from 0 and excludes device_position (kv_begin must be 0)");
   }
   if (a.rows * a.num_heads > std::numeric_limits<int>::max() || a.batch > 65535) {
     return absl::InvalidArgumentError(StrCat("Attention: ", a.rows, " rows x ", a.num_heads, " heads is too large"));
@@ -434,10 +462,12 @@ absl::Status SplitKvAttention(const AttentionArgs& a, int splits, void* workspac
     using T = decltype(tag);
     const dim3 grid(static_cast<unsigned>(a.rows * a.num_heads), static_cast<unsigned>(splits),
                     static_cast<unsigned>(a.batch));
-    // One dispatch point from head_dim to the per-lane width (elements of head_dim each lane holds).
+    // One dispatch point from head_dim to the per-lane width (elements of head_dim each lane holds) and
+    // from the KV layout to the kernels' instantiation (each layout's key loop compiled on its own).
     const bool grouped = UsesGroupedDecode(a);
-    auto launch = [&](auto per_lane_tag) -> absl::Status {
+    auto launch_layout = [&](auto per_lane_tag, auto layout_tag) -> absl::Status {
       constexpr int kPerLane = decltype(per_lane_tag)::value;
+      constexpr KvLayout kLayout = decltype(layout_tag)::value;
       if (a.head_dim % kPerLane != 0) {
         return absl::InvalidArgumentError(
             StrCat("Attention: head_dim ", a.head_dim, " is not a multiple of ", kPerLane));
@@ -448,23 +478,21 @@ absl::Status SplitKvAttention(const AttentionArgs& a, int splits, void* workspac
         const dim3 grouped_grid(static_cast<unsigned>(a.rows * a.num_kv_heads), static_cast<unsigned>(splits),
                                 static_cast<unsigned>(a.batch));
         // One dispatch point from the GQA ratio to the kernel's per-thread capacity.
-        if (group <= 1) {
-          GroupedDecodeKernel<T, kPerLane, 1><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
-                                                                                                   partial_lse);
-        } else if (group <= 2) {
-          GroupedDecodeKernel<T, kPerLane, 2><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
-                                                                                                   partial_lse);
-        } else if (group <= 4) {
-          GroupedDecodeKernel<T, kPerLane, 4><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
-                                                                                                   partial_lse);
-        } else {
-          GroupedDecodeKernel<T, kPerLane, 8><<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out,
-                                                                                                   partial_lse);
-        }
+        auto* kernel = group <= 1   ? GroupedDecodeKernel<T, kPerLane, 1, kLayout>
+                       : group <= 2 ? GroupedDecodeKernel<T, kPerLane, 2, kLayout>
+                       : group <= 4 ? GroupedDecodeKernel<T, kPerLane, 4, kLayout>
+                                    : GroupedDecodeKernel<T, kPerLane, 8, kLayout>;
+        kernel<<<grouped_grid, kSplitThreads, shared_bytes, stream>>>(a, partial_out, partial_lse);
       } else {
-        SplitKvKernel<T, kPerLane><<<grid, kSplitThreads, 0, stream>>>(a, partial_out, partial_lse);
+        SplitKvKernel<T, kPerLane, kLayout><<<grid, kSplitThreads, 0, stream>>>(a, partial_out, partial_lse);
       }
       return absl::OkStatus();
+    };
+    auto launch = [&](auto per_lane_tag) -> absl::Status {
+      if (a.block_table != nullptr) {
+        return launch_layout(per_lane_tag, std::integral_constant<KvLayout, KvLayout::kPaged>{});
+      }
+      return launch_layout(per_lane_tag, std::integral_constant<KvLayout, KvLayout::kContiguous>{});
     };
     const absl::Status status = per_lane <= 1   ? launch(std::integral_constant<int, 1>{})
                                 : per_lane <= 2 ? launch(std::integral_constant<int, 2>{})
@@ -484,7 +512,7 @@ absl::Status SplitKvAttention(const AttentionArgs& a, int splits, void* workspac
 static bool UsesFlash(const AttentionArgs& a) {
   return a.dtype == DType::kBF16 && (a.head_dim == 64 || a.head_dim == 128) && a.rows >= kFlashMinRows &&
          a.q_row_stride % 8 == 0 && a.out_row_stride % 8 == 0 && a.q_batch_stride % 8 == 0 &&
-         a.out_batch_stride % 8 == 0 && a.kv_batch_stride % 8 == 0;
+         a.out_batch_stride % 8 == 0 && Aligned16(a.q) && KvRowsAligned16(a);
 }
 
 int AttentionSplits(const AttentionArgs& a, size_t workspace_bytes) {

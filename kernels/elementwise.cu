@@ -1,6 +1,8 @@
 #include "kernels/elementwise.h"
 
 #include <cmath>
+#include <limits>
+#include <string_view>
 
 #include "common/strings.h"
 #include "kernels/cuda_status.h"
@@ -60,18 +62,23 @@ __global__ void AddRmsNormKernel(T* __restrict__ x, const T* __restrict__ delta,
   }
 }
 
-// RoPE in place. Grid: one block per row (token); block: 128 threads. The row's head_dim/2 cosines and
-// sines are computed once into shared memory (double-precision sincos of the float32 angle), then every
-// (head, pair) of q and k is rotated. Bytes: 2 * rows * (q_cols + k_cols) * sizeof(T); FLOPs ~6 per pair.
+// RoPE in place. Grid: one block per row (token); block: 128 threads. The row's position is
+// first_position + row (Rope; first_position from device_position when set) or positions[row] (RopeAt).
+// The row's head_dim/2 cosines and sines are computed once into shared memory (double-precision sincos of
+// the float32 angle), then every (head, pair) of q and k is rotated. Bytes: 2 * rows * (q_cols + k_cols) *
+// sizeof(T); FLOPs ~6 per pair.
 template <typename T>
 __global__ void RopeKernel(const float* __restrict__ inv_freq, int half, int64_t first_position,
-                           const int64_t* device_position, T* q, int64_t q_cols, T* k, int64_t k_cols) {
+                           const int64_t* device_position, const int32_t* positions, T* q, int64_t q_cols, T* k,
+                           int64_t k_cols) {
   if (device_position != nullptr) first_position = *device_position;
   extern __shared__ float trig[];  // cos[half], sin[half]
   float* cos_row = trig;
   float* sin_row = trig + half;
   const int64_t row = blockIdx.x;
-  const float position = static_cast<float>(first_position + row);
+  // One int64 -> float32 conversion for both sources: RopeAt matches Rope bit for bit.
+  const int64_t absolute = positions != nullptr ? int64_t{positions[row]} : first_position + row;
+  const float position = static_cast<float>(absolute);
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
     const float angle = position * inv_freq[j];
     double s, c;
@@ -128,6 +135,53 @@ __global__ void AddKernel(const T* __restrict__ delta, int64_t count, int64_t pe
   }
 }
 
+// Paged KV-cache write. Grid: x strides the units of one row (U: a 16-byte vector of T where head rows and
+// pointers allow it, else T), y strides rows; a row with a negative slot is skipped by the whole block.
+// Unit u of head h of row r goes to pool row (slot / block_tokens) * block_stride + h * block_tokens +
+// slot % block_tokens, slot = slots[r]. Bytes: 4 * written rows * num_kv_heads * head_dim * sizeof(T).
+template <typename U>
+__global__ void WriteKvPagedKernel(const U* __restrict__ k, const U* __restrict__ v, int64_t rows,
+                                   int units_per_head, int units_per_row, const int32_t* __restrict__ slots,
+                                   int64_t block_tokens, int64_t block_stride, U* k_pool, U* v_pool) {
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int64_t slot = slots[row];
+    if (slot < 0) continue;
+    const int64_t slot_row = slot / block_tokens * block_stride + slot % block_tokens;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < units_per_row; c += gridDim.x * blockDim.x) {
+      const int head = c / units_per_head, u = c % units_per_head;
+      const int64_t dst = (slot_row + head * block_tokens) * units_per_head + u;
+      k_pool[dst] = k[row * units_per_row + c];
+      v_pool[dst] = v[row * units_per_row + c];
+    }
+  }
+}
+
+// Block copy. Grid: x strides the units of one block (U: 16-byte vector or byte), y strides the blocks.
+// Bytes: 2 * count * block_bytes.
+template <typename U>
+__global__ void CopyBlocksKernel(const U* src, const int32_t* __restrict__ src_blocks, U* dst,
+                                 const int32_t* __restrict__ dst_blocks, int64_t count, int64_t units_per_block) {
+  for (int64_t i = blockIdx.y; i < count; i += gridDim.y) {
+    const U* from = src + (src_blocks == nullptr ? i : int64_t{src_blocks[i]}) * units_per_block;
+    U* to = dst + (dst_blocks == nullptr ? i : int64_t{dst_blocks[i]}) * units_per_block;
+    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units_per_block;
+         u += int64_t{gridDim.x} * blockDim.x) {
+      to[u] = from[u];
+    }
+  }
+}
+
+// A 2-D grid for kernels that stride `items` rows of `units` each along y and x: at most 65535 rows of
+// blocks, and about GridFor's total blocks in all.
+dim3 RowGrid(int64_t items, int64_t units) {
+  constexpr int64_t kMaxGridY = 65535;
+  const int64_t y = items < kMaxGridY ? items : kMaxGridY;
+  const int64_t per_item = (units + kThreads - 1) / kThreads;
+  const int64_t budget = (int64_t{GridFor(items * units, kThreads)} + y - 1) / y;
+  const int64_t x = per_item < budget ? per_item : budget;
+  return dim3(static_cast<unsigned>(x < 1 ? 1 : x), static_cast<unsigned>(y < 1 ? 1 : y));
+}
+
 // KV-cache write: element (row, head, d) of k/v goes to cache[head][first_position + row][d]. Grid-stride
 // over elements of k and v. Bytes: 4 * rows * kv_dim * sizeof(T).
 template <typename T>
@@ -163,6 +217,27 @@ __global__ void FillNormalKernel(T* data, int64_t count, float stddev, uint64_t 
 absl::Status NonNegative(std::string_view what, int64_t a, int64_t b) {
   if (a < 0 || b < 0) return absl::InvalidArgumentError(StrCat(what, ": negative size ", a, " x ", b));
   return absl::OkStatus();
+}
+
+// The launcher of Rope and RopeAt: positions from first_position / device_position, or from `positions`.
+absl::Status LaunchRope(std::string_view what, DType dtype, const float* inv_freq, int64_t head_dim,
+                        int64_t first_position, const int64_t* device_position, const int32_t* positions,
+                        int64_t rows, void* q, int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream) {
+  if (head_dim <= 0 || head_dim % 2 != 0 || q_cols % head_dim != 0 || k_cols % head_dim != 0 || rows < 0) {
+    return absl::InvalidArgumentError(StrCat(what, ": q [", rows, ", ", q_cols, "] and k [", rows, ", ", k_cols,
+                                             "] are not rows of heads of even width ", head_dim));
+  }
+  if (rows == 0) return absl::OkStatus();
+  constexpr int kRopeThreads = 128;
+  const int half = static_cast<int>(head_dim / 2);
+  return DispatchActivation(dtype, what, [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    RopeKernel<T><<<static_cast<unsigned>(rows), kRopeThreads, 2 * half * sizeof(float), stream>>>(
+        inv_freq, half, first_position, device_position, positions, static_cast<T*>(q), q_cols, static_cast<T*>(k),
+        k_cols);
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("RopeKernel");
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace
@@ -202,20 +277,14 @@ absl::Status AddRmsNorm(DType dtype, void* x, const void* delta, const void* wei
 
 absl::Status Rope(DType dtype, const float* inv_freq, int64_t head_dim, int64_t first_position, int64_t rows, void* q,
                   int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream, const int64_t* device_position) {
-  if (head_dim <= 0 || head_dim % 2 != 0 || q_cols % head_dim != 0 || k_cols % head_dim != 0 || rows < 0) {
-    return absl::InvalidArgumentError(StrCat("Rope: q [", rows, ", ", q_cols, "] and k [", rows, ", ", k_cols,
-                                             "] are not rows of heads of even width ", head_dim));
-  }
-  if (rows == 0) return absl::OkStatus();
-  constexpr int kRopeThreads = 128;
-  const int half = static_cast<int>(head_dim / 2);
-  return DispatchActivation(dtype, "Rope", [&](auto tag) -> absl::Status {
-    using T = decltype(tag);
-    RopeKernel<T><<<static_cast<unsigned>(rows), kRopeThreads, 2 * half * sizeof(float), stream>>>(
-        inv_freq, half, first_position, device_position, static_cast<T*>(q), q_cols, static_cast<T*>(k), k_cols);
-    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("RopeKernel");
-    return absl::OkStatus();
-  });
+  return LaunchRope("Rope", dtype, inv_freq, head_dim, first_position, device_position, nullptr, rows, q, q_cols, k,
+                    k_cols, stream);
+}
+
+absl::Status RopeAt(DType dtype, const float* inv_freq, int64_t head_dim, const int32_t* positions, int64_t rows,
+                    void* q, int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream) {
+  if (positions == nullptr && rows > 0) return absl::InvalidArgumentError("RopeAt: positions are required");
+  return LaunchRope("RopeAt", dtype, inv_freq, head_dim, 0, nullptr, positions, rows, q, q_cols, k, k_cols, stream);
 }
 
 absl::Status SwiGlu(DType dtype, const void* gate, const void* up, int64_t count, void* out, cudaStream_t stream) {
@@ -278,6 +347,60 @@ absl::Status WriteKvCache(DType dtype, const void* k, const void* v, int64_t row
     STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("WriteKvKernel");
     return absl::OkStatus();
   });
+}
+
+absl::Status WriteKvPaged(DType dtype, const void* k, const void* v, int64_t rows, int64_t num_kv_heads,
+                          int64_t head_dim, const int32_t* slots, int64_t block_tokens, int64_t block_stride,
+                          void* k_pool, void* v_pool, cudaStream_t stream) {
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  if (rows < 0 || num_kv_heads <= 0 || head_dim <= 0 || num_kv_heads * head_dim > kIntMax || block_tokens <= 0 ||
+      block_stride < num_kv_heads * block_tokens) {
+    return absl::InvalidArgumentError(StrCat("WriteKvPaged: ", rows, " rows of ", num_kv_heads, " heads of ",
+                                             head_dim, " into blocks of ", block_tokens, " tokens at a stride of ",
+                                             block_stride, " rows"));
+  }
+  if (rows == 0) return absl::OkStatus();
+  if (k == nullptr || v == nullptr || slots == nullptr || k_pool == nullptr || v_pool == nullptr) {
+    return absl::InvalidArgumentError("WriteKvPaged: k, v, slots and both pools are required");
+  }
+  return DispatchActivation(dtype, "WriteKvPaged", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    auto launch = [&](auto unit_tag) {
+      using U = decltype(unit_tag);
+      const int units_per_head = static_cast<int>(head_dim * sizeof(T) / sizeof(U));
+      const int units_per_row = static_cast<int>(num_kv_heads) * units_per_head;
+      WriteKvPagedKernel<U><<<RowGrid(rows, units_per_row), kThreads, 0, stream>>>(
+          static_cast<const U*>(k), static_cast<const U*>(v), rows, units_per_head, units_per_row, slots,
+          block_tokens, block_stride, static_cast<U*>(k_pool), static_cast<U*>(v_pool));
+    };
+    if (head_dim % kVecElements<T> == 0 && Aligned16(k) && Aligned16(v) && Aligned16(k_pool) && Aligned16(v_pool)) {
+      launch(Vec<T>{});
+    } else {
+      launch(T{});
+    }
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("WriteKvPagedKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status CopyBlocks(const void* src, const int32_t* src_blocks, void* dst, const int32_t* dst_blocks,
+                        int64_t count, int64_t block_bytes, cudaStream_t stream) {
+  if (count < 0 || block_bytes <= 0) {
+    return absl::InvalidArgumentError(StrCat("CopyBlocks: ", count, " blocks of ", block_bytes, " bytes"));
+  }
+  if (count == 0) return absl::OkStatus();
+  if (src == nullptr || dst == nullptr) return absl::InvalidArgumentError("CopyBlocks: src and dst are required");
+  if (block_bytes % sizeof(uint4) == 0 && Aligned16(src) && Aligned16(dst)) {
+    const int64_t units = block_bytes / static_cast<int64_t>(sizeof(uint4));
+    CopyBlocksKernel<uint4><<<RowGrid(count, units), kThreads, 0, stream>>>(
+        static_cast<const uint4*>(src), src_blocks, static_cast<uint4*>(dst), dst_blocks, count, units);
+  } else {
+    CopyBlocksKernel<unsigned char><<<RowGrid(count, block_bytes), kThreads, 0, stream>>>(
+        static_cast<const unsigned char*>(src), src_blocks, static_cast<unsigned char*>(dst), dst_blocks, count,
+        block_bytes);
+  }
+  STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("CopyBlocksKernel");
+  return absl::OkStatus();
 }
 
 absl::Status Convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, int64_t count,

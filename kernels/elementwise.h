@@ -1,5 +1,6 @@
 // Row-wise and elementwise kernels of a Llama-family layer: embedding gather, residual add fused with
-// RMSNorm, RoPE, SwiGLU, bias, KV-cache writes, dtype conversion and random fill. Every launcher checks
+// RMSNorm, RoPE, SwiGLU, bias, KV-cache writes (contiguous and paged), block copies between a paged pool
+// and a staging buffer, dtype conversion and random fill. Every launcher checks
 // its arguments, enqueues on `stream` and returns a Status; none synchronizes. Activations are F32 or
 // BF16 (the `dtype` argument); arithmetic is float32 in every case. Pointers are device pointers.
 #ifndef STRATA_KERNELS_ELEMENTWISE_H_
@@ -34,6 +35,11 @@ absl::Status Rope(DType dtype, const float* inv_freq, int64_t head_dim, int64_t 
                   void* q, int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream,
                   const int64_t* device_position = nullptr);
 
+// Rotate-half RoPE like Rope, but row i is at position positions[i] (device int32, one per row).
+// Bit-identical to Rope for the same positions (the same kernel: same float32 angle and double sincos).
+absl::Status RopeAt(DType dtype, const float* inv_freq, int64_t head_dim, const int32_t* positions, int64_t rows,
+                    void* q, int64_t q_cols, void* k, int64_t k_cols, cudaStream_t stream);
+
 // out = silu(gate) * up elementwise over `count` elements (out may alias gate or up).
 absl::Status SwiGlu(DType dtype, const void* gate, const void* up, int64_t count, void* out, cudaStream_t stream);
 
@@ -48,6 +54,23 @@ absl::Status AddBias(DType dtype, const void* bias, int64_t rows, int64_t cols, 
 absl::Status WriteKvCache(DType dtype, const void* k, const void* v, int64_t rows, int64_t num_kv_heads,
                           int64_t head_dim, int64_t first_position, int64_t capacity_tokens, void* k_cache,
                           void* v_cache, cudaStream_t stream, const int64_t* device_position = nullptr);
+
+// Writes row i of k and v ([rows, num_kv_heads * head_dim]) into a paged cache at token slot slots[i]
+// (device int32: block * block_tokens + offset in the block): K of head h goes to row
+//   (slots[i] / block_tokens) * block_stride + h * block_tokens + slots[i] % block_tokens of k_pool (V likewise).
+// A negative slot skips the row. Rows are head_dim elements; block_stride counts rows between pool blocks
+// (>= num_kv_heads * block_tokens). Slots must lie inside the pool (unchecked: they are device data).
+absl::Status WriteKvPaged(DType dtype, const void* k, const void* v, int64_t rows, int64_t num_kv_heads,
+                          int64_t head_dim, const int32_t* slots, int64_t block_tokens, int64_t block_stride,
+                          void* k_pool, void* v_pool, cudaStream_t stream);
+
+// Copies `count` blocks of block_bytes: block i of the source (src + src_blocks[i] * block_bytes, or
+// src + i * block_bytes when src_blocks is null) to block i of the destination (likewise with dst_blocks).
+// The gather/scatter between the pool and a contiguous staging buffer in the payload layout. Pointers are
+// device (or mapped pinned) memory; block_bytes a multiple of 16 and pointers 16-byte aligned use 16-byte vector
+// copies. Source and destination blocks must not overlap.
+absl::Status CopyBlocks(const void* src, const int32_t* src_blocks, void* dst, const int32_t* dst_blocks,
+                        int64_t count, int64_t block_bytes, cudaStream_t stream);
 
 // dst[i] = src[i] converted between F32 and BF16 (round to nearest even), or copied when the types match.
 absl::Status Convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, int64_t count, cudaStream_t stream);

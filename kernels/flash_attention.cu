@@ -5,6 +5,7 @@
 #include "kernels/attention.h"
 #include "kernels/cuda_status.h"
 #include "kernels/device_types.cuh"
+#include "kernels/kv_rows.cuh"
 
 namespace strata::kernels {
 namespace {
@@ -60,30 +61,40 @@ __device__ __forceinline__ int Swizzle(int row, int col) {
   return row * kHeadDim + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
 }
 
-// Loads `tile_rows` rows of kHeadDim bf16 (row r from src + r * stride) into a swizzled shared tile;
-// rows at or past `valid_rows` are zero-filled.
-template <int kHeadDim, int kTileRows, int kThreads>
-__device__ __forceinline__ void LoadTile(bf16* smem, const bf16* src, int64_t stride, int valid_rows) {
+// One destination of LoadTiles: a swizzled shared tile filled from rows of `src`.
+struct TileCopy {
+  bf16* smem;
+  const bf16* src;
+};
+
+// Loads kTileRows rows of kHeadDim bf16 into each tile of `tiles` (tiles whose rows sit at the same
+// offsets, as K and V do): row r from src + row_offset(r), an element offset computed once per row and
+// tile set, so rows need not be evenly spaced (a key tile spans several paged blocks). Rows at or past
+// `valid_rows` are zero-filled and row_offset is never called for them.
+template <int kHeadDim, int kTileRows, int kThreads, typename RowOffset, typename... Tiles>
+__device__ __forceinline__ void LoadTiles(int valid_rows, RowOffset row_offset, Tiles... tiles) {
   constexpr int kChunks = kHeadDim / 8;
 #pragma unroll
   for (int i = threadIdx.x; i < kTileRows * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
     const bool valid = r < valid_rows;
-    const bf16* g = valid ? src + r * stride + c * 8 : src;
-    CopyAsync16(smem + Swizzle<kHeadDim>(r, c * 8), g, valid);
+    const int64_t offset = valid ? row_offset(r) + c * 8 : 0;
+    (CopyAsync16(tiles.smem + Swizzle<kHeadDim>(r, c * 8), tiles.src + offset, valid), ...);
   }
 }
 
 // Causal GQA attention, FlashAttention-2 schedule. Grid: x = query tiles of kBlockM = kWarps * 16 *
 // kMTiles rows (heaviest tile first), y = query heads, z = batch. Block: kWarps warps, each owning
 // kMTiles m16 tiles of query rows. K/V tiles of kBlockN keys (64, or 32 where two m-tiles would
-// otherwise spill registers) stream through a 2-stage cp.async pipeline
-// in swizzled shared memory; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16 (bf16 in, float32
-// accumulate), each K/V fragment read from shared memory once per warp and used for all its m-tiles;
-// Q fragments stay in registers when a warp has one m-tile and are re-read from shared memory per k-step
-// when it has two (registers); the online softmax (exp2 of log2-scaled scores, running max and sum per
-// row) stays in registers, P is re-packed from the S accumulators as the A operand. Masks apply only to
-// tiles that cross the causal diagonal, the window edge or the key range end.
+// otherwise spill registers) stream through a 2-stage cp.async pipeline in swizzled shared memory, each
+// key row addressed on its own (KeyRows: contiguous, or paged, where a tile spans several blocks);
+// S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16 (bf16 in, float32 accumulate), each K/V fragment read
+// from shared memory once per warp and used for all its m-tiles; Q fragments stay in registers when a
+// warp has one m-tile and are re-read from shared memory per k-step when it has two (registers); the
+// online softmax (exp2 of log2-scaled scores, running max and sum per row) stays in registers, P is
+// re-packed from the S accumulators as the A operand. Masks apply only to tiles that cross the causal
+// diagonal, the window edge or the key range end. Query positions: first_position, or per batch item
+// from device_position / batch_positions (ApplyPositions).
 // FLOPs: 4 * visible (query, key) pairs * head_dim; bytes: Q and O once, K/V once per query tile.
 // Shared memory: (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2 bytes (96 KiB at head_dim 128, kBlockM 128).
 template <int kHeadDim, int kWarps, int kMTiles, int kBlockN>
@@ -91,10 +102,8 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 8 / kWarps) FlashAttention
   constexpr int kThreads = kWarps * kWarpSize;
   constexpr int kBlockM = kWarps * 16 * kMTiles;
   constexpr bool kQInRegisters = kMTiles == 1;
-  if (a.device_position != nullptr) {
-    a.first_position = *a.device_position;
-    a.kv_end = a.first_position + a.rows;
-  }
+  const int64_t batch = blockIdx.z;
+  ApplyPositions(a, batch);
   extern __shared__ __align__(128) unsigned char shared_raw[];
   bf16* q_tile = reinterpret_cast<bf16*>(shared_raw);
   bf16* k_tiles = q_tile + kBlockM * kHeadDim;
@@ -103,15 +112,15 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 8 / kWarps) FlashAttention
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int group = lane >> 2, quad_lane = lane & 3;
   const int64_t m_tile = gridDim.x - 1 - blockIdx.x;  // the longest (latest) query tiles start first
-  const int64_t head = blockIdx.y, batch = blockIdx.z;
+  const int64_t head = blockIdx.y;
   const int64_t kv_head = head / (a.num_heads / a.num_kv_heads);
   const int64_t m0 = m_tile * kBlockM;
   const int rows_here = static_cast<int>(a.rows - m0 < kBlockM ? a.rows - m0 : kBlockM);
 
   const bf16* q = static_cast<const bf16*>(a.q) + batch * a.q_batch_stride + m0 * a.q_row_stride + head * kHeadDim;
-  const int64_t kv_offset = batch * a.kv_batch_stride + kv_head * a.kv_head_stride * kHeadDim;
-  const bf16* k = static_cast<const bf16*>(a.k) + kv_offset;
-  const bf16* v = static_cast<const bf16*>(a.v) + kv_offset;
+  // The layout branch (KvLayout::kEither) runs per key row a thread loads: a few per tile, against the
+  // tile's mma work (one instantiation per layout measured no fewer registers).
+  const KeyRows<bf16> key_rows = KeyRowsOf<bf16>(a, batch, kv_head, kHeadDim);
 
   // Keys any row of this tile sees, as absolute positions [key_lo, key_hi).
   const int64_t first_row_position = a.first_position + m0;
@@ -139,9 +148,9 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 8 / kWarps) FlashAttention
     const int64_t first_key = key_lo + static_cast<int64_t>(tile) * kBlockN;
     const int64_t remaining = key_hi - first_key;
     const int valid = static_cast<int>(remaining < kBlockN ? remaining : kBlockN);
-    const int64_t offset = (first_key - a.kv_begin) * kHeadDim;
-    LoadTile<kHeadDim, kBlockN, kThreads>(k_tiles + stage * kBlockN * kHeadDim, k + offset, kHeadDim, valid);
-    LoadTile<kHeadDim, kBlockN, kThreads>(v_tiles + stage * kBlockN * kHeadDim, v + offset, kHeadDim, valid);
+    LoadTiles<kHeadDim, kBlockN, kThreads>(valid, [&](int r) { return key_rows.Offset(a, first_key + r, kHeadDim); },
+                                           TileCopy{k_tiles + stage * kBlockN * kHeadDim, key_rows.k},
+                                           TileCopy{v_tiles + stage * kBlockN * kHeadDim, key_rows.v});
   };
   auto load_q_fragment = [&](uint32_t frag[4], int mt, int kk) {
     const int r = (warp * kMTiles + mt) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
@@ -149,7 +158,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 8 / kWarps) FlashAttention
     LoadMatrixX4(frag, q_tile + Swizzle<kHeadDim>(r, c));
   };
 
-  LoadTile<kHeadDim, kBlockM, kThreads>(q_tile, q, a.q_row_stride, rows_here);
+  LoadTiles<kHeadDim, kBlockM, kThreads>(rows_here, [&](int r) { return r * a.q_row_stride; }, TileCopy{q_tile, q});
   if (tiles > 0) load_kv(0, 0);
   CommitAsync();
 
@@ -348,8 +357,9 @@ absl::Status FlashAttentionPrefill(const AttentionArgs& a, cudaStream_t stream, 
     return absl::InvalidArgumentError(StrCat("FlashAttentionPrefill: BF16 only, got ", DTypeName(a.dtype)));
   }
   if (a.q_row_stride % 8 != 0 || a.out_row_stride % 8 != 0 || a.q_batch_stride % 8 != 0 ||
-      a.out_batch_stride % 8 != 0 || a.kv_batch_stride % 8 != 0) {
-    return absl::InvalidArgumentError("FlashAttentionPrefill: strides must be multiples of 8 elements (16 bytes)");
+      a.out_batch_stride % 8 != 0 || !Aligned16(a.q) || !KvRowsAligned16(a)) {
+    return absl::InvalidArgumentError(
+        "FlashAttentionPrefill: strides must be multiples of 8 elements (16 bytes) and q, k, v 16-byte aligned");
   }
   if (a.rows == 0) return absl::OkStatus();
   switch (a.head_dim) {  // the one dispatch point from head_dim to the kernel's template

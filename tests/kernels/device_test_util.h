@@ -1,13 +1,15 @@
 // Helpers of the kernel tests: skip without a GPU, device arrays filled from host floats (rounded to the
-// kernel's dtype, so the CPU reference sees the exact inputs), NaN-poisoned outputs, error measures.
+// kernel's dtype, so the CPU reference sees the exact inputs) or int32s, NaN-poisoned outputs, error measures.
 #ifndef STRATA_TESTS_KERNELS_DEVICE_TEST_UTIL_H_
 #define STRATA_TESTS_KERNELS_DEVICE_TEST_UTIL_H_
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
@@ -86,6 +88,15 @@ class DeviceArray {
   size_t count_;
   DeviceBuffer buffer_;
 };
+
+// A device copy of host int32 values (block tables, slots, positions).
+inline DeviceBuffer DeviceInt32s(const std::vector<int32_t>& values) {
+  auto buffer = DeviceBuffer::Allocate(std::max<size_t>(values.size(), 1) * sizeof(int32_t));
+  EXPECT_TRUE(buffer.ok()) << buffer.status();
+  EXPECT_EQ(cudaMemcpy(buffer->data(), values.data(), values.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  return *std::move(buffer);
+}
 
 // ‖a − b‖ / ‖b‖ in double; infinity when any element of `a` is not finite where b is (an unwritten,
 // poisoned output).

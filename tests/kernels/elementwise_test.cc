@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <random>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -24,6 +27,32 @@ namespace {
 using testing::DeviceArray;
 
 class DTypeTest : public ::testing::TestWithParam<DType> {};
+
+// Rotate-half RoPE of rows of `heads` heads on the host: row r at positions[r], float32 angle, cosine and
+// sine in double rounded to float (as the kernel and transformers compute them).
+std::vector<float> RotateHalf(std::vector<float> x, int64_t heads, int64_t head_dim,
+                              const std::vector<int64_t>& positions, const std::vector<float>& inv_freq) {
+  for (size_t r = 0; r < positions.size(); ++r) {
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = &x[(r * heads + h) * head_dim];
+      for (int64_t i = 0; i < head_dim / 2; ++i) {
+        const float angle = static_cast<float>(positions[r]) * inv_freq[i];
+        const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
+        const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+        const float a = v[i], b = v[i + head_dim / 2];
+        v[i] = a * c - b * s;
+        v[i + head_dim / 2] = b * c + a * s;
+      }
+    }
+  }
+  return x;
+}
+
+std::vector<float> InvFreq(int64_t head_dim) {
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(500000.0f, -2.0f * i / head_dim);
+  return inv_freq;
+}
 
 TEST_P(DTypeTest, EmbedGathersRows) {
   STRATA_SKIP_WITHOUT_GPU();
@@ -85,32 +114,80 @@ TEST_P(DTypeTest, RopeRotatesQAndK) {
   for (int64_t head_dim : {16, 64, 128}) {
     constexpr int64_t kRows = 9, kQHeads = 4, kKHeads = 2, kFirst = 1234;
     std::vector<float> q = testing::RandomFloats(kRows * kQHeads * head_dim, rng),
-                       k = testing::RandomFloats(kRows * kKHeads * head_dim, rng), inv_freq(head_dim / 2);
+                       k = testing::RandomFloats(kRows * kKHeads * head_dim, rng), inv_freq = InvFreq(head_dim);
     testing::RoundTo(dtype, q);
     testing::RoundTo(dtype, k);
-    for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(500000.0f, -2.0f * i / head_dim);
     DeviceArray dq(dtype, q), dk(dtype, k), df(DType::kF32, inv_freq);
     ASSERT_TRUE(Rope(dtype, df.data<float>(), head_dim, kFirst, kRows, dq.data(), kQHeads * head_dim, dk.data(),
                      kKHeads * head_dim, nullptr)
                     .ok());
+    std::vector<int64_t> positions(kRows);
+    std::iota(positions.begin(), positions.end(), kFirst);
     for (auto [x, heads, device] : {std::tuple{&q, kQHeads, &dq}, std::tuple{&k, kKHeads, &dk}}) {
-      std::vector<float> expected = *x;
-      for (int64_t r = 0; r < kRows; ++r) {
-        for (int64_t h = 0; h < heads; ++h) {
-          float* v = &expected[(r * heads + h) * head_dim];
-          for (int64_t i = 0; i < head_dim / 2; ++i) {
-            const float angle = static_cast<float>(kFirst + r) * inv_freq[i];
-            const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
-            const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
-            const float a = v[i], b = v[i + head_dim / 2];
-            v[i] = a * c - b * s;
-            v[i + head_dim / 2] = b * c + a * s;
-          }
-        }
-      }
+      const std::vector<float> expected = RotateHalf(*x, heads, head_dim, positions, inv_freq);
       EXPECT_LT(testing::RelativeError(device->Get(), expected), dtype == DType::kF32 ? 1e-6 : 5e-3) << head_dim;
     }
   }
+}
+
+// RopeAt at consecutive positions is Rope bit for bit; at arbitrary positions every row is Rope of that row
+// alone at its position (bit for bit) and matches the host rotation.
+TEST_P(DTypeTest, RopeAtMatchesRopeRowByRow) {
+  STRATA_SKIP_WITHOUT_GPU();
+  const DType dtype = GetParam();
+  std::mt19937 rng(9);
+  constexpr int64_t kHeadDim = 128, kQHeads = 4, kKHeads = 2;
+  constexpr int64_t kQCols = kQHeads * kHeadDim, kKCols = kKHeads * kHeadDim;
+  const std::vector<float> inv_freq = InvFreq(kHeadDim);
+  const DeviceArray df(DType::kF32, inv_freq);
+  auto random_rows = [&](int64_t rows, int64_t cols) {
+    std::vector<float> x = testing::RandomFloats(rows * cols, rng);
+    testing::RoundTo(dtype, x);
+    return x;
+  };
+  {
+    constexpr int64_t kRows = 9, kFirst = 1234;
+    const std::vector<float> q = random_rows(kRows, kQCols), k = random_rows(kRows, kKCols);
+    std::vector<int32_t> positions(kRows);
+    std::iota(positions.begin(), positions.end(), kFirst);
+    const DeviceBuffer d_positions = testing::DeviceInt32s(positions);
+    DeviceArray q_rope(dtype, q), k_rope(dtype, k), q_at(dtype, q), k_at(dtype, k);
+    ASSERT_TRUE(Rope(dtype, df.data<float>(), kHeadDim, kFirst, kRows, q_rope.data(), kQCols, k_rope.data(), kKCols,
+                     nullptr)
+                    .ok());
+    ASSERT_TRUE(RopeAt(dtype, df.data<float>(), kHeadDim, d_positions.data<int32_t>(), kRows, q_at.data(), kQCols,
+                       k_at.data(), kKCols, nullptr)
+                    .ok());
+    EXPECT_EQ(q_at.Get(), q_rope.Get());
+    EXPECT_EQ(k_at.Get(), k_rope.Get());
+  }
+  const std::vector<int32_t> positions = {0, 7, 100000, 3, 65535, 1234567, 42, 7};
+  const int64_t rows = static_cast<int64_t>(positions.size());
+  const std::vector<float> q = random_rows(rows, kQCols), k = random_rows(rows, kKCols);
+  const DeviceBuffer d_positions = testing::DeviceInt32s(positions);
+  DeviceArray q_at(dtype, q), k_at(dtype, k);
+  ASSERT_TRUE(RopeAt(dtype, df.data<float>(), kHeadDim, d_positions.data<int32_t>(), rows, q_at.data(), kQCols,
+                     k_at.data(), kKCols, nullptr)
+                  .ok());
+  const std::vector<float> got_q = q_at.Get(), got_k = k_at.Get();
+  for (int64_t r = 0; r < rows; ++r) {
+    DeviceArray q_row(dtype, std::vector<float>(q.begin() + r * kQCols, q.begin() + (r + 1) * kQCols)),
+        k_row(dtype, std::vector<float>(k.begin() + r * kKCols, k.begin() + (r + 1) * kKCols));
+    ASSERT_TRUE(Rope(dtype, df.data<float>(), kHeadDim, positions[r], 1, q_row.data(), kQCols, k_row.data(), kKCols,
+                     nullptr)
+                    .ok());
+    EXPECT_EQ(std::vector<float>(got_q.begin() + r * kQCols, got_q.begin() + (r + 1) * kQCols), q_row.Get())
+        << "row " << r;
+    EXPECT_EQ(std::vector<float>(got_k.begin() + r * kKCols, got_k.begin() + (r + 1) * kKCols), k_row.Get())
+        << "row " << r;
+  }
+  const std::vector<int64_t> wide_positions(positions.begin(), positions.end());
+  const double tolerance = dtype == DType::kF32 ? 1e-6 : 5e-3;
+  EXPECT_LT(testing::RelativeError(got_q, RotateHalf(q, kQHeads, kHeadDim, wide_positions, inv_freq)), tolerance);
+  EXPECT_LT(testing::RelativeError(got_k, RotateHalf(k, kKHeads, kHeadDim, wide_positions, inv_freq)), tolerance);
+  EXPECT_FALSE(RopeAt(dtype, df.data<float>(), kHeadDim, nullptr, rows, q_at.data(), kQCols, k_at.data(), kKCols,
+                      nullptr)
+                   .ok());
 }
 
 TEST_P(DTypeTest, SwiGluAddBiasAndConvert) {
@@ -202,6 +279,57 @@ TEST_P(DTypeTest, WriteKvCacheAndPackRoundTrip) {
   EXPECT_FALSE(PackKvLayer(layout, k_cache.data(), v_cache.data(), kCapacity - 1, 2, payload.data(), nullptr).ok());
 }
 
+// WriteKvPaged puts K and V of head h of row i at pool row (slot / block) * stride + h * block + slot % block of
+// layer 1 in the engine's pool layout [block][layer][K|V][head][token][dim], skips negative slots and touches
+// nothing else (the pool keeps its NaN poison).
+TEST_P(DTypeTest, WriteKvPagedPlacesRowsAtTheirSlots) {
+  STRATA_SKIP_WITHOUT_GPU();
+  const DType dtype = GetParam();
+  std::mt19937 rng(10);
+  constexpr int64_t kHeads = 3, kBlockTokens = 16, kBlocks = 4, kLayers = 2;
+  constexpr int64_t kBlockStride = kLayers * 2 * kHeads * kBlockTokens;  // rows
+  const std::vector<int32_t> slots = {5, 17, -1, 63, 0, 40, 33};
+  const int64_t rows = static_cast<int64_t>(slots.size());
+  const DeviceBuffer d_slots = testing::DeviceInt32s(slots);
+  for (int64_t head_dim : {24, 20}) {  // whole 16-byte vectors per head, and (BF16) not
+    std::vector<float> k = testing::RandomFloats(rows * kHeads * head_dim, rng),
+                       v = testing::RandomFloats(k.size(), rng);
+    testing::RoundTo(dtype, k);
+    testing::RoundTo(dtype, v);
+    const int64_t k_offset = 2 * kHeads * kBlockTokens * head_dim, v_offset = 3 * kHeads * kBlockTokens * head_dim;
+    DeviceArray dk(dtype, k), dv(dtype, v), pool(dtype, kBlocks * kBlockStride * head_dim);
+    char* base = static_cast<char*>(pool.data());
+    const size_t element = DTypeSize(dtype);
+    ASSERT_TRUE(WriteKvPaged(dtype, dk.data(), dv.data(), rows, kHeads, head_dim, d_slots.data<int32_t>(),
+                             kBlockTokens, kBlockStride, base + k_offset * element, base + v_offset * element, nullptr)
+                    .ok());
+    std::vector<float> expected(kBlocks * kBlockStride * head_dim, NAN);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (slots[r] < 0) continue;
+      for (int64_t h = 0; h < kHeads; ++h) {
+        const int64_t row = slots[r] / kBlockTokens * kBlockStride + h * kBlockTokens + slots[r] % kBlockTokens;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          expected[k_offset + row * head_dim + d] = k[(r * kHeads + h) * head_dim + d];
+          expected[v_offset + row * head_dim + d] = v[(r * kHeads + h) * head_dim + d];
+        }
+      }
+    }
+    const std::vector<float> got = pool.Get();
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::isnan(expected[i])) {
+        ASSERT_TRUE(std::isnan(got[i])) << "head_dim " << head_dim << ": element " << i << " was written";
+      } else {
+        ASSERT_EQ(got[i], expected[i]) << "head_dim " << head_dim << ": element " << i;
+      }
+    }
+  }
+  void* any = d_slots.data();  // refused before any access
+  EXPECT_FALSE(WriteKvPaged(dtype, any, any, rows, kHeads, 24, d_slots.data<int32_t>(), kBlockTokens,
+                            kHeads * kBlockTokens - 1, any, any, nullptr)
+                   .ok())
+      << "a block must hold every head";
+}
+
 TEST_P(DTypeTest, LinearMatchesReference) {
   STRATA_SKIP_WITHOUT_GPU();
   const DType dtype = GetParam();
@@ -232,6 +360,52 @@ TEST_P(DTypeTest, LinearMatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, DTypeTest, ::testing::Values(DType::kF32, DType::kBF16),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
+
+// CopyBlocks gathers pool blocks into a staging buffer and scatters them back through block lists, byte for
+// byte, with 16-byte vectors or bytewise (a size not a multiple of 16, a misaligned pointer); blocks not listed
+// keep their contents.
+TEST(CopyBlocks, GatherAndScatterRoundTrip) {
+  STRATA_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  constexpr int64_t kPoolBlocks = 9;
+  const std::vector<int32_t> ids = {7, 2, 5, 0, 8};
+  const int64_t count = static_cast<int64_t>(ids.size());
+  const DeviceBuffer d_ids = testing::DeviceInt32s(ids);
+  for (auto [block_bytes, misalign] : {std::pair<int64_t, int64_t>{4096, 0}, {100, 0}, {4096, 4}}) {
+    std::vector<uint8_t> pool(kPoolBlocks * block_bytes + misalign);
+    for (uint8_t& byte : pool) byte = static_cast<uint8_t>(rng());
+    DeviceBuffer d_pool = *DeviceBuffer::Allocate(pool.size());
+    DeviceBuffer d_staging = *DeviceBuffer::Allocate(count * block_bytes + misalign);
+    DeviceBuffer d_back = *DeviceBuffer::Allocate(pool.size());
+    ASSERT_EQ(cudaMemcpy(d_pool.data(), pool.data(), pool.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemset(d_staging.data(), 0xAB, d_staging.bytes()), cudaSuccess);
+    ASSERT_EQ(cudaMemset(d_back.data(), 0xCD, d_back.bytes()), cudaSuccess);
+    const uint8_t* src = d_pool.data<uint8_t>() + misalign;
+    uint8_t* staging = d_staging.data<uint8_t>() + misalign;
+    uint8_t* back = d_back.data<uint8_t>() + misalign;
+    ASSERT_TRUE(CopyBlocks(src, d_ids.data<int32_t>(), staging, nullptr, count, block_bytes, nullptr).ok());
+    ASSERT_TRUE(CopyBlocks(staging, nullptr, back, d_ids.data<int32_t>(), count, block_bytes, nullptr).ok());
+    std::vector<uint8_t> got_staging(count * block_bytes), got_back(kPoolBlocks * block_bytes);
+    ASSERT_EQ(cudaMemcpy(got_staging.data(), staging, got_staging.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got_back.data(), back, got_back.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    const uint8_t* host_blocks = pool.data() + misalign;
+    for (int64_t i = 0; i < count; ++i) {
+      EXPECT_TRUE(std::equal(got_staging.begin() + i * block_bytes, got_staging.begin() + (i + 1) * block_bytes,
+                             host_blocks + ids[i] * block_bytes))
+          << "gathered block " << i << ", " << block_bytes << " bytes, offset " << misalign;
+    }
+    for (int64_t b = 0; b < kPoolBlocks; ++b) {
+      const bool listed = std::find(ids.begin(), ids.end(), b) != ids.end();
+      for (int64_t i = 0; i < block_bytes; ++i) {
+        const uint8_t want = listed ? host_blocks[b * block_bytes + i] : uint8_t{0xCD};
+        ASSERT_EQ(got_back[b * block_bytes + i], want) << "block " << b << " byte " << i << ", offset " << misalign;
+      }
+    }
+  }
+  EXPECT_TRUE(CopyBlocks(nullptr, nullptr, nullptr, nullptr, 0, 16, nullptr).ok());
+  EXPECT_FALSE(CopyBlocks(nullptr, nullptr, nullptr, nullptr, 1, 16, nullptr).ok());
+  EXPECT_FALSE(CopyBlocks(d_ids.data(), nullptr, d_ids.data(), nullptr, 1, 0, nullptr).ok());
+}
 
 TEST(Sampling, ArgmaxTakesLowestIndexOfTheMaximum) {
   STRATA_SKIP_WITHOUT_GPU();
