@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 
 #include "common/status.h"
@@ -50,7 +51,11 @@ double RelativeL2(absl::Span<const float> a, absl::Span<const float> b) {
   return std::sqrt(diff) / std::sqrt(norm);
 }
 
-std::filesystem::path TestDataDir() { return STRATA_TEST_DATA_DIR; }
+std::filesystem::path TestDataDir() {
+  // A build carried to another machine finds the fixtures through the environment.
+  if (const char* dir = std::getenv("STRATA_TEST_DATA_DIR"); dir != nullptr && *dir != '\0') return dir;
+  return STRATA_TEST_DATA_DIR;
+}
 
 absl::StatusOr<TinyModel> LoadTinyModel(const std::string& name) {
   const std::filesystem::path dir = TestDataDir() / "models" / name;

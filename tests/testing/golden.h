@@ -45,7 +45,7 @@ std::string TestNameOf(std::string model_name);
 // ‖a − b‖₂ / ‖b‖₂.
 double RelativeL2(absl::Span<const float> a, absl::Span<const float> b);
 
-// tests/data of the source tree.
+// tests/data of the source tree ($STRATA_TEST_DATA_DIR when set: a build run on another machine).
 std::filesystem::path TestDataDir();
 
 }  // namespace strata::testing

@@ -1,5 +1,5 @@
-// Backend: the operations of a Llama-family forward pass, implemented once per device (CPU here, CUDA
-// next). The forward graph (llama.cc) is written once against this interface.
+// Backend: the operations of a Llama-family forward pass, implemented once per device (CPU and CUDA).
+// The forward graph (llama.cc) is written once against this interface.
 #ifndef STRATA_WORKER_ENGINE_BACKEND_H_
 #define STRATA_WORKER_ENGINE_BACKEND_H_
 
@@ -7,24 +7,61 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "worker/engine/tensor.h"
 #include "worker/model/safetensors.h"
 
 namespace strata::engine {
 
-// K and V of one layer for one sequence, head-major as in a block payload: row (head * capacity + t)
-// of `k` holds the key of token t for KV head `head`, `head_dim` wide. Head-major keeps one head's
-// keys contiguous, so head-wise offload moves slices, not gathers.
+// Int32 indices for the ops (block tables, per-row positions and KV slots): the host values and the
+// same values in backend memory, uploaded once (Backend::UploadIndices) and read by many ops. Cheap to
+// copy; Slice views a part.
+struct Indices {
+  std::shared_ptr<const std::vector<int32_t>> host;
+  const int32_t* device = nullptr;  // == host->data() on a backend without device memory
+  std::shared_ptr<const void> owner;
+  int64_t offset = 0;
+  int64_t size = 0;
+
+  int32_t operator[](int64_t i) const { return (*host)[offset + i]; }
+  const int32_t* device_data() const { return device + offset; }
+  bool empty() const { return size == 0; }
+  Indices Slice(int64_t begin, int64_t count) const {
+    Indices out = *this;
+    out.offset = offset + begin;
+    out.size = count;
+    return out;
+  }
+};
+
+// K and V of one layer for one sequence, in one of two layouts (each row `head_dim` wide):
+//  - contiguous (block_tokens == 0), head-major as in a block payload: row (head * capacity + t) of `k`
+//    holds the key of token t for KV head `head`. Head-major keeps one head's keys contiguous, so
+//    head-wise offload moves slices, not gathers.
+//  - paged (block_tokens > 0, kv_pool.h): `k` and `v` view a pool of blocks from this layer's K (V) rows
+//    on, and the key of token t for head h is row
+//      block_table[t / block_tokens] * block_rows + h * block_tokens + t % block_tokens.
 struct KvLayer {
-  Tensor k;  // [num_kv_heads * capacity_tokens, head_dim]
+  Tensor k;  // contiguous: [num_kv_heads * capacity_tokens, head_dim]
   Tensor v;  // same shape
   int64_t num_kv_heads = 0;
   int64_t capacity_tokens = 0;
+  int64_t block_tokens = 0;  // paged only
+  int64_t block_rows = 0;    // rows between consecutive pool blocks
+  Indices block_table;       // the sequence's blocks, capacity_tokens / block_tokens of them
+
+  bool paged() const { return block_tokens > 0; }
+  // The row of `k` (and `v`) that holds token `token` of KV head `head` (host-side addressing).
+  int64_t Row(int64_t head, int64_t token) const {
+    if (!paged()) return head * capacity_tokens + token;
+    return block_table[token / block_tokens] * block_rows + head * block_tokens + token % block_tokens;
+  }
 };
 
 struct AttentionParams {
@@ -90,6 +127,17 @@ class Backend {
   }
   // Free memory of the backend's device, where it has one (the memory plan checks against it).
   virtual std::optional<int64_t> FreeDeviceBytes() { return std::nullopt; }
+  // `values` in backend memory, for the ops that take Indices. Ordered like the compute calls.
+  virtual absl::StatusOr<Indices> UploadIndices(std::vector<int32_t> values) = 0;
+
+  // Bulk block movement between a pool (backend memory, [blocks * block_bytes] bytes viewed by `pool`)
+  // and host memory: block blocks[i] to or from host[i], block_bytes each. One gather (scatter) and one
+  // transfer for the whole list where the backend has a device, after the compute enqueued so far (and
+  // before compute enqueued later, for the copy into the pool). Complete when they return.
+  virtual absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
+                                        absl::Span<std::byte* const> host) = 0;
+  virtual absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,
+                                          absl::Span<const int32_t> blocks, int64_t block_bytes) = 0;
 
   // out[i] = table[ids[i]]. Ids are checked against the table.
   virtual absl::Status Embed(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) = 0;
@@ -101,11 +149,40 @@ class Backend {
   // is at position first_position + i, so the angles are computed once for the two; inv_freq is
   // [1, head_dim / 2].
   virtual absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& q, Tensor& k) = 0;
-  // Writes rows of k and v ([n, num_kv_heads * head_dim]) at positions first_position.. into `layer`.
+  // Rope where row i of q and k is at position positions[i] (rows of several sequences in one call).
+  virtual absl::Status RopeAt(const Tensor& inv_freq, const Indices& positions, Tensor& q, Tensor& k) = 0;
+  // Writes rows of k and v ([n, num_kv_heads * head_dim]) at positions first_position.. into `layer`
+  // (contiguous).
   virtual absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) = 0;
+  // Writes row i of k and v into the paged `layer` at token slot slots[i] (block * block_tokens + offset
+  // in the block); a negative slot skips the row.
+  virtual absl::Status WriteKvAt(const Tensor& k, const Tensor& v, const Indices& slots, KvLayer& layer) = 0;
   // Causal grouped-query attention of q [n, num_heads * head_dim] over the keys at positions
   // [0, first_position + n) of `layer`; out has q's shape.
   virtual absl::Status Attention(const Tensor& q, const KvLayer& layer, const AttentionParams& params, Tensor& out) = 0;
+  // Batched decode over paged sequences: row b of q is one new token of sequence b at position
+  // positions[b], attending over that sequence's keys [0, positions[b]] through its block table, row b
+  // of `tables` (table_stride entries each; `layer` is any paged view of the same pool layer, and
+  // params.first_position is ignored). out has q's shape. The default runs Attention row by row.
+  virtual absl::Status DecodeAttention(const Tensor& q, const KvLayer& layer, const Indices& tables,
+                                       int64_t table_stride, const Indices& positions,
+                                       const AttentionParams& params, Tensor& out) {
+    if (!layer.paged() || positions.size != q.rows() || tables.size != q.rows() * table_stride) {
+      return absl::InvalidArgumentError(StrCat("DecodeAttention: ", q.rows(), " rows, ", positions.size,
+                                               " positions, ", tables.size, " table entries of stride ",
+                                               table_stride, (layer.paged() ? "" : ", a layer that is not paged")));
+    }
+    for (int64_t b = 0; b < q.rows(); ++b) {
+      KvLayer row_layer = layer;
+      row_layer.block_table = tables.Slice(b * table_stride, table_stride);
+      row_layer.capacity_tokens = table_stride * layer.block_tokens;
+      AttentionParams row_params = params;
+      row_params.first_position = positions[b];
+      Tensor row_out = out.Rows(b, 1);
+      STRATA_RETURN_IF_ERROR(Attention(q.Rows(b, 1), row_layer, row_params, row_out));
+    }
+    return absl::OkStatus();
+  }
   // out = silu(gate) * up, elementwise.
   virtual absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // x += delta, elementwise.

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "common/strings.h"
@@ -173,60 +174,62 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& q, Tensor& k) override {
-    STRATA_RETURN_IF_ERROR(ExpectF32(inv_freq, "Rope inv_freq"));
-    STRATA_RETURN_IF_ERROR(ExpectF32(q, "Rope q"));
-    STRATA_RETURN_IF_ERROR(ExpectF32(k, "Rope k"));
-    const int64_t half = inv_freq.cols(), head_dim = 2 * half;
-    if (inv_freq.rows() != 1 || q.cols() % head_dim != 0 || k.cols() % head_dim != 0 || q.rows() != k.rows()) {
-      return absl::InvalidArgumentError(StrCat("Rope: q [", q.rows(), ", ", q.cols(), "] and k [", k.rows(), ", ",
-                                               k.cols(), "] are not rows of heads of width ", head_dim));
-    }
-    const float* freq = inv_freq.data<float>();
-#pragma omp parallel num_threads(threads_) if (q.elements() > kParallelElements)
-    {
-      std::vector<float> cos(half), sin(half);  // one row's angles, reused across rows
-#pragma omp for schedule(static)
-      for (int64_t row = 0; row < q.rows(); ++row) {
-        // As transformers does: the angle is a float32 product, its cosine and sine rounded to float32.
-        const float position = static_cast<float>(first_position + row);
-        for (int64_t i = 0; i < half; ++i) {
-          const float angle = position * freq[i];
-          cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-          sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
-        }
-        for (Tensor* x : {&q, &k}) {
-          for (int64_t h = 0; h < x->cols() / head_dim; ++h) {
-            float* v = x->data<float>() + row * x->cols() + h * head_dim;
-            for (int64_t i = 0; i < half; ++i) {
-              const float a = v[i], b = v[i + half];
-              v[i] = a * cos[i] - b * sin[i];
-              v[i + half] = b * cos[i] + a * sin[i];
-            }
-          }
-        }
-      }
+  absl::StatusOr<Indices> UploadIndices(std::vector<int32_t> values) override {
+    auto host = std::make_shared<const std::vector<int32_t>>(std::move(values));
+    return Indices{.host = host, .device = host->data(), .owner = host, .size = static_cast<int64_t>(host->size())};
+  }
+
+  absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
+                                absl::Span<std::byte* const> host) override {
+    STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      std::memcpy(host[i], static_cast<const std::byte*>(pool.data()) + blocks[i] * block_bytes, block_bytes);
     }
     return absl::OkStatus();
   }
 
+  absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,
+                                  absl::Span<const int32_t> blocks, int64_t block_bytes) override {
+    STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      std::memcpy(static_cast<std::byte*>(pool.data()) + blocks[i] * block_bytes, host[i], block_bytes);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Rope(const Tensor& inv_freq, int64_t first_position, Tensor& q, Tensor& k) override {
+    return RopeRows(inv_freq, [first_position](int64_t row) { return first_position + row; }, q, k);
+  }
+
+  absl::Status RopeAt(const Tensor& inv_freq, const Indices& positions, Tensor& q, Tensor& k) override {
+    if (positions.size != q.rows()) {
+      return absl::InvalidArgumentError(StrCat("RopeAt: ", positions.size, " positions for ", q.rows(), " rows"));
+    }
+    return RopeRows(inv_freq, [&positions](int64_t row) { return int64_t{positions[row]}; }, q, k);
+  }
+
   absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) override {
-    const int64_t head_dim = layer.k.cols(), width = layer.num_kv_heads * head_dim, n = k.rows();
-    STRATA_RETURN_IF_ERROR(ExpectShape(k, DType::kF32, n, width, "WriteKv k"));
-    STRATA_RETURN_IF_ERROR(ExpectShape(v, DType::kF32, n, width, "WriteKv v"));
+    const int64_t n = k.rows();
+    if (layer.paged()) return absl::InvalidArgumentError("WriteKv: a paged layer takes WriteKvAt");
     if (first_position < 0 || first_position + n > layer.capacity_tokens) {
       return absl::OutOfRangeError(StrCat("WriteKv: positions [", first_position, ", ", first_position + n,
                                           ") exceed the KV capacity of ", layer.capacity_tokens, " tokens"));
     }
-    for (int64_t head = 0; head < layer.num_kv_heads; ++head) {
-      float* k_dst = layer.k.data<float>() + (head * layer.capacity_tokens + first_position) * head_dim;
-      float* v_dst = layer.v.data<float>() + (head * layer.capacity_tokens + first_position) * head_dim;
-      for (int64_t t = 0; t < n; ++t) {
-        std::memcpy(k_dst + t * head_dim, k.data<float>() + t * width + head * head_dim, head_dim * sizeof(float));
-        std::memcpy(v_dst + t * head_dim, v.data<float>() + t * width + head * head_dim, head_dim * sizeof(float));
-      }
+    return WriteKvRows(k, v, [first_position](int64_t t) { return first_position + t; }, layer);
+  }
+
+  absl::Status WriteKvAt(const Tensor& k, const Tensor& v, const Indices& slots, KvLayer& layer) override {
+    if (!layer.paged()) return absl::InvalidArgumentError("WriteKvAt: the layer is not paged");
+    if (slots.size != k.rows()) {
+      return absl::InvalidArgumentError(StrCat("WriteKvAt: ", slots.size, " slots for ", k.rows(), " rows"));
     }
-    return absl::OkStatus();
+    // A slot names (block, offset in the block) directly, not a token of the sequence.
+    const int64_t block_tokens = layer.block_tokens;
+    return WriteKvRows(
+        k, v, [&slots](int64_t t) { return int64_t{slots[t]}; }, layer,
+        [&layer, block_tokens](int64_t head, int64_t slot) {
+          return slot / block_tokens * layer.block_rows + head * block_tokens + slot % block_tokens;
+        });
   }
 
   // One (query row, head) pair per iteration: scores over the visible keys, a max-subtracted softmax in
@@ -255,12 +258,12 @@ class CpuBackend final : public Backend {
           const int64_t first_key = p.window > 0 ? std::max<int64_t>(0, position - p.window + 1) : 0;
           const int64_t kv_head = head / group;
           const float* query = q.data<float>() + row * q.cols() + head * head_dim;
-          const float* keys = layer.k.data<float>() + kv_head * layer.capacity_tokens * head_dim;
-          const float* values = layer.v.data<float>() + kv_head * layer.capacity_tokens * head_dim;
+          const float* keys = layer.k.data<float>();
+          const float* values = layer.v.data<float>();
           scores.resize(position - first_key + 1);
           float max_score = -INFINITY;
           for (int64_t j = first_key; j <= position; ++j) {
-            const float* key = keys + j * head_dim;
+            const float* key = keys + layer.Row(kv_head, j) * head_dim;
             float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
             for (int64_t d = 0; d < head_dim; ++d) dot += query[d] * key[d];
@@ -277,7 +280,7 @@ class CpuBackend final : public Backend {
           const float inv_total = 1.0f / total;
           for (int64_t j = first_key; j <= position; ++j) {
             const float weight = scores[j - first_key] * inv_total;
-            const float* value = values + j * head_dim;
+            const float* value = values + layer.Row(kv_head, j) * head_dim;
 #pragma omp simd
             for (int64_t d = 0; d < head_dim; ++d) o[d] += weight * value[d];
           }
@@ -310,6 +313,72 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Copies row t of k and v to token token_of(t) of each head (skipped when negative), at row
+  // row_of(head, token) of the layer (default: the layer's own addressing).
+  template <typename TokenOf, typename RowOf = std::nullptr_t>
+  absl::Status WriteKvRows(const Tensor& k, const Tensor& v, TokenOf token_of, KvLayer& layer, RowOf row_of = nullptr) {
+    const int64_t head_dim = layer.k.cols(), width = layer.num_kv_heads * head_dim, n = k.rows();
+    STRATA_RETURN_IF_ERROR(ExpectShape(k, DType::kF32, n, width, "WriteKv k"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(v, DType::kF32, n, width, "WriteKv v"));
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t token = token_of(t);
+      if (token < 0) continue;
+      for (int64_t head = 0; head < layer.num_kv_heads; ++head) {
+        int64_t row = 0;
+        if constexpr (std::is_same_v<RowOf, std::nullptr_t>) {
+          row = layer.Row(head, token);
+        } else {
+          row = row_of(head, token);
+        }
+        std::memcpy(layer.k.data<float>() + row * head_dim, k.data<float>() + t * width + head * head_dim,
+                    head_dim * sizeof(float));
+        std::memcpy(layer.v.data<float>() + row * head_dim, v.data<float>() + t * width + head * head_dim,
+                    head_dim * sizeof(float));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Rotate-half RoPE with row r at position_of(r).
+  template <typename PositionOf>
+  absl::Status RopeRows(const Tensor& inv_freq, PositionOf position_of, Tensor& q, Tensor& k) {
+    STRATA_RETURN_IF_ERROR(ExpectF32(inv_freq, "Rope inv_freq"));
+    STRATA_RETURN_IF_ERROR(ExpectF32(q, "Rope q"));
+    STRATA_RETURN_IF_ERROR(ExpectF32(k, "Rope k"));
+    const int64_t half = inv_freq.cols(), head_dim = 2 * half;
+    if (inv_freq.rows() != 1 || q.cols() % head_dim != 0 || k.cols() % head_dim != 0 || q.rows() != k.rows()) {
+      return absl::InvalidArgumentError(StrCat("Rope: q [", q.rows(), ", ", q.cols(), "] and k [", k.rows(), ", ",
+                                               k.cols(), "] are not rows of heads of width ", head_dim));
+    }
+    const float* freq = inv_freq.data<float>();
+#pragma omp parallel num_threads(threads_) if (q.elements() > kParallelElements)
+    {
+      std::vector<float> cos(half), sin(half);  // one row's angles, reused across rows
+#pragma omp for schedule(static)
+      for (int64_t row = 0; row < q.rows(); ++row) {
+        // As transformers does: the angle is a float32 product, its cosine and sine rounded to float32.
+        const float position = static_cast<float>(position_of(row));
+        for (int64_t i = 0; i < half; ++i) {
+          const float angle = position * freq[i];
+          cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+          sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+        }
+        for (Tensor* x : {&q, &k}) {
+          for (int64_t h = 0; h < x->cols() / head_dim; ++h) {
+            float* v = x->data<float>() + row * x->cols() + h * head_dim;
+            for (int64_t i = 0; i < half; ++i) {
+              const float a = v[i], b = v[i + half];
+              v[i] = a * cos[i] - b * sin[i];
+              v[i + half] = b * cos[i] + a * sin[i];
+            }
+          }
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+
   int threads_;
 };
 

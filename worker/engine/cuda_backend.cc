@@ -335,7 +335,106 @@ class CudaBackend final : public Backend {
                });
   }
 
+  absl::Status RopeAt(const Tensor& inv_freq, const Indices& positions, Tensor& q, Tensor& k) override {
+    if (recording_) return absl::FailedPreconditionError("RopeAt inside a decode step");
+    STRATA_RETURN_IF_ERROR(ExpectShape(inv_freq, DType::kF32, 1, inv_freq.cols(), "RopeAt inv_freq"));
+    STRATA_RETURN_IF_ERROR(ExpectActivation(q, "RopeAt q"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, q.rows(), k.cols(), "RopeAt k"));
+    if (positions.size != q.rows()) {
+      return absl::InvalidArgumentError(StrCat("RopeAt: ", positions.size, " positions for ", q.rows(), " rows"));
+    }
+    return kernels::RopeAt(dtype_, inv_freq.data<float>(), 2 * inv_freq.cols(), positions.device_data(), q.rows(),
+                           q.data(), q.cols(), k.data(), k.cols(), stream_.get());
+  }
+
+  absl::Status WriteKvAt(const Tensor& k, const Tensor& v, const Indices& slots, KvLayer& layer) override {
+    if (recording_) return absl::FailedPreconditionError("WriteKvAt inside a decode step");
+    if (!layer.paged()) return absl::InvalidArgumentError("WriteKvAt: the layer is not paged");
+    const int64_t head_dim = layer.k.cols(), width = layer.num_kv_heads * head_dim, n = k.rows();
+    STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, n, width, "WriteKvAt k"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(v, dtype_, n, width, "WriteKvAt v"));
+    STRATA_RETURN_IF_ERROR(ExpectActivation(layer.k, "WriteKvAt cache"));
+    if (slots.size != n) {
+      return absl::InvalidArgumentError(StrCat("WriteKvAt: ", slots.size, " slots for ", n, " rows"));
+    }
+    return kernels::WriteKvPaged(dtype_, k.data(), v.data(), n, layer.num_kv_heads, head_dim, slots.device_data(),
+                                 layer.block_tokens, layer.block_rows, layer.k.data(), layer.v.data(), stream_.get());
+  }
+
+  absl::StatusOr<Indices> UploadIndices(std::vector<int32_t> values) override {
+    if (recording_) return absl::FailedPreconditionError("UploadIndices inside a decode step");
+    auto host = std::make_shared<const std::vector<int32_t>>(std::move(values));
+    const int64_t n = static_cast<int64_t>(host->size());
+    STRATA_ASSIGN_OR_RETURN(Tensor device, Allocate(DType::kF32, 1, std::max<int64_t>(n, 1)));  // 4-byte elements
+    // From pageable memory: staged before the call returns; ordered before the compute that reads it.
+    STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device.data(), host->data(), n * sizeof(int32_t),
+                                                cudaMemcpyHostToDevice, stream_.get()));
+    return Indices{.host = host, .device = device.data<int32_t>(), .owner = std::make_shared<Tensor>(device), .size = n};
+  }
+
+  // Block copies go through two device chunks and two pinned chunks of kBlockChunkBytes: the gather
+  // (scatter) kernel and the DMA of one chunk run while the host copies the other chunk out of (into)
+  // pinned memory.
+  absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
+                                absl::Span<std::byte* const> host) override {
+    if (recording_) return absl::FailedPreconditionError("CopyBlocksToHost inside a decode step");
+    STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
+    if (blocks.empty()) return absl::OkStatus();
+    STRATA_ASSIGN_OR_RETURN(Indices ids, UploadIndices(std::vector<int32_t>(blocks.begin(), blocks.end())));
+    STRATA_ASSIGN_OR_RETURN(const int64_t per_chunk, PrepareBlockChunks(block_bytes));
+    const int64_t count = static_cast<int64_t>(blocks.size());
+    int64_t pending_first = -1, pending_count = 0;  // the chunk whose bytes wait in pinned memory
+    auto drain = [&](int64_t first, int64_t n) -> absl::Status {
+      BlockChunk& chunk = block_chunks_[(first / per_chunk) % 2];
+      STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(host[first + i], chunk.pinned.data<std::byte>() + i * block_bytes, block_bytes);
+      }
+      return absl::OkStatus();
+    };
+    for (int64_t first = 0; first < count; first += per_chunk) {
+      const int64_t n = std::min(per_chunk, count - first);
+      BlockChunk& chunk = block_chunks_[(first / per_chunk) % 2];
+      STRATA_RETURN_IF_ERROR(kernels::CopyBlocks(pool.data(), ids.device_data() + first, chunk.device.data(),
+                                                 nullptr, n, block_bytes, stream_.get()));
+      STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(chunk.pinned.data(), chunk.device.data(), n * block_bytes,
+                                                  cudaMemcpyDeviceToHost, stream_.get()));
+      STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_.get()));
+      if (pending_first >= 0) STRATA_RETURN_IF_ERROR(drain(pending_first, pending_count));
+      pending_first = first;
+      pending_count = n;
+    }
+    return drain(pending_first, pending_count);
+  }
+
+  absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,
+                                  absl::Span<const int32_t> blocks, int64_t block_bytes) override {
+    if (recording_) return absl::FailedPreconditionError("CopyBlocksFromHost inside a decode step");
+    STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
+    if (blocks.empty()) return absl::OkStatus();
+    STRATA_ASSIGN_OR_RETURN(Indices ids, UploadIndices(std::vector<int32_t>(blocks.begin(), blocks.end())));
+    STRATA_ASSIGN_OR_RETURN(const int64_t per_chunk, PrepareBlockChunks(block_bytes));
+    const int64_t count = static_cast<int64_t>(blocks.size());
+    for (int64_t first = 0; first < count; first += per_chunk) {
+      const int64_t n = std::min(per_chunk, count - first);
+      BlockChunk& chunk = block_chunks_[(first / per_chunk) % 2];
+      // The chunk's previous transfer (two chunks back) must be done before its pinned bytes change.
+      STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(chunk.pinned.data<std::byte>() + i * block_bytes, host[first + i], block_bytes);
+      }
+      STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(chunk.device.data(), chunk.pinned.data(), n * block_bytes,
+                                                  cudaMemcpyHostToDevice, stream_.get()));
+      STRATA_RETURN_IF_ERROR(kernels::CopyBlocks(chunk.device.data(), nullptr, pool.data(), ids.device_data() + first,
+                                                 n, block_bytes, stream_.get()));
+      STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_.get()));
+    }
+    for (BlockChunk& chunk : block_chunks_) STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
+    return absl::OkStatus();
+  }
+
   absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) override {
+    if (layer.paged()) return absl::InvalidArgumentError("WriteKv: a paged layer takes WriteKvAt");
     const int64_t head_dim = layer.k.cols(), width = layer.num_kv_heads * head_dim, n = k.rows();
     STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, n, width, "WriteKv k"));
     STRATA_RETURN_IF_ERROR(ExpectShape(v, dtype_, n, width, "WriteKv v"));
@@ -376,6 +475,12 @@ class CudaBackend final : public Backend {
     args.k = layer.k.data();
     args.v = layer.v.data();
     args.kv_head_stride = layer.capacity_tokens;
+    if (layer.paged()) {
+      args.block_table = layer.block_table.device_data();
+      args.block_table_stride = layer.block_table.size;
+      args.block_tokens = layer.block_tokens;
+      args.block_stride = layer.block_rows;
+    }
     args.kv_begin = 0;
     args.kv_end = p.first_position + n;
     args.out = out.data();
@@ -395,11 +500,62 @@ class CudaBackend final : public Backend {
     const size_t workspace_bytes = workspace_.bytes();
     const KvLayer cache = layer;
     return Run({7, Bits(q.data()), n, Bits(cache.k.data()), Bits(cache.v.data()), cache.capacity_tokens, p.num_heads,
-                p.num_kv_heads, p.head_dim, p.window, Bits(p.scale), Bits(out.data()), splits},
+                p.num_kv_heads, p.head_dim, p.window, Bits(p.scale), Bits(out.data()), splits,
+                Bits(args.block_table)},
                [=](cudaStream_t s) -> absl::Status {
                  (void)cache;  // keeps the KV memory alive while the step is pending
                  return kernels::Attention(args, workspace, workspace_bytes, s);
                });
+  }
+
+  // One launch for the whole batch: batch item b is row b of q and out, with its own block table row and
+  // position (kernels::AttentionArgs::batch_positions); the launch is sized by the longest sequence.
+  absl::Status DecodeAttention(const Tensor& q, const KvLayer& layer, const Indices& tables, int64_t table_stride,
+                               const Indices& positions, const AttentionParams& p, Tensor& out) override {
+    if (recording_) return absl::FailedPreconditionError("DecodeAttention inside a decode step");
+    const int64_t batch = q.rows();
+    STRATA_RETURN_IF_ERROR(ExpectShape(q, dtype_, batch, p.num_heads * p.head_dim, "DecodeAttention q"));
+    STRATA_RETURN_IF_ERROR(ExpectShape(out, dtype_, batch, p.num_heads * p.head_dim, "DecodeAttention out"));
+    if (!layer.paged() || positions.size != batch || tables.size != batch * table_stride || table_stride <= 0 ||
+        p.num_kv_heads != layer.num_kv_heads || p.head_dim != layer.k.cols()) {
+      return absl::InvalidArgumentError(StrCat("DecodeAttention: ", batch, " rows, ", positions.size, " positions, ",
+                                               tables.size, " table entries of stride ", table_stride));
+    }
+    int64_t longest = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      if (positions[b] < 0 || positions[b] >= table_stride * layer.block_tokens) {
+        return absl::OutOfRangeError(StrCat("DecodeAttention: position ", positions[b], " of row ", b,
+                                            " is past its table of ", table_stride, " blocks"));
+      }
+      longest = std::max<int64_t>(longest, positions[b]);
+    }
+    kernels::AttentionArgs args;
+    args.dtype = dtype_;
+    args.q = q.data();
+    args.q_row_stride = q.cols();
+    args.q_batch_stride = q.cols();
+    args.k = layer.k.data();
+    args.v = layer.v.data();
+    args.kv_head_stride = table_stride * layer.block_tokens;
+    args.block_table = tables.device_data();
+    args.block_table_stride = table_stride;
+    args.block_tokens = layer.block_tokens;
+    args.block_stride = layer.block_rows;
+    args.batch_positions = positions.device_data();
+    args.kv_begin = 0;
+    args.kv_end = longest + 1;
+    args.first_position = longest;
+    args.out = out.data();
+    args.out_row_stride = out.cols();
+    args.out_batch_stride = out.cols();
+    args.rows = 1;
+    args.batch = batch;
+    args.num_heads = p.num_heads;
+    args.num_kv_heads = p.num_kv_heads;
+    args.head_dim = p.head_dim;
+    args.window = p.window;
+    args.scale = p.scale;
+    return kernels::Attention(args, workspace_.data(), workspace_.bytes(), stream_.get());
   }
 
   absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) override {
@@ -479,6 +635,31 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // One of the two chunks of a bulk block copy: device and pinned bytes, and the event after its DMA.
+  struct BlockChunk {
+    kernels::DeviceBuffer device;
+    Tensor pinned;
+    kernels::Event done;
+  };
+  static constexpr int64_t kBlockChunkBytes = int64_t{32} << 20;
+
+  // Blocks per chunk for blocks of `block_bytes` (at least one), with both chunks allocated to fit.
+  absl::StatusOr<int64_t> PrepareBlockChunks(int64_t block_bytes) {
+    const int64_t per_chunk = std::max<int64_t>(1, kBlockChunkBytes / block_bytes);
+    const size_t bytes = static_cast<size_t>(per_chunk * block_bytes);
+    for (BlockChunk& chunk : block_chunks_) {
+      if (!chunk.done) {
+        STRATA_ASSIGN_OR_RETURN(chunk.done, kernels::CreateEvent(/*timing=*/false));
+        STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_.get()));
+      }
+      if (chunk.device.bytes() >= bytes) continue;
+      STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
+      STRATA_ASSIGN_OR_RETURN(chunk.device, kernels::DeviceBuffer::Allocate(bytes));
+      STRATA_ASSIGN_OR_RETURN(chunk.pinned, AllocateHost(DType::kBF16, 1, static_cast<int64_t>(bytes / 2)));
+    }
+    return per_chunk;
+  }
+
   struct PendingCopy {
     Tensor device;  // float32
     absl::Span<float> host;
@@ -569,6 +750,7 @@ class CudaBackend final : public Backend {
   kernels::PinnedBuffer position_pinned_;
   kernels::DeviceBuffer position_device_;
   kernels::GraphExec exec_;
+  BlockChunk block_chunks_[2];
 };
 
 }  // namespace

@@ -20,9 +20,50 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
     return absl::InvalidArgumentError(
         StrCat("mini_sequence_tokens must be positive, got ", options.mini_sequence_tokens));
   }
-  return std::unique_ptr<Engine>(
+  if (options.kv_block_tokens <= 0) {
+    return absl::InvalidArgumentError(StrCat("kv_block_tokens must be positive, got ", options.kv_block_tokens));
+  }
+  auto engine = std::unique_ptr<Engine>(
       new Engine(std::move(backend), std::make_unique<LlamaModel>(std::move(model)), options));
+  const model::ModelConfig& c = engine->config();
+  const KvPoolShape shape{.num_layers = c.num_layers,
+                          .num_kv_heads = c.num_kv_heads,
+                          .head_dim = c.head_dim,
+                          .dtype = engine->kv_dtype(),
+                          .block_tokens = options.kv_block_tokens};
+  int64_t blocks = options.kv_pool_blocks;
+  if (blocks == 0 && options.kv_pool_bytes > 0) {
+    blocks = options.kv_pool_bytes / shape.BlockBytes();
+    if (blocks == 0) {
+      return absl::InvalidArgumentError(StrCat("a KV pool of ", options.kv_pool_bytes, " bytes holds no block of ",
+                                               shape.BlockBytes(), " bytes"));
+    }
+  } else if (blocks == 0 && options.kv_pool_memory_fraction > 0) {
+    const std::optional<int64_t> free = engine->backend_->FreeDeviceBytes();
+    if (!free.has_value()) {
+      return absl::InvalidArgumentError("a KV pool by memory fraction needs a backend with device memory: give its blocks");
+    }
+    const int64_t reserve = engine->model_->ActivationBytes(options.kv_pool_reserve_tokens, 1,
+                                                            options.mini_sequence_tokens, engine->kv_dtype());
+    blocks = static_cast<int64_t>(options.kv_pool_memory_fraction * static_cast<double>(*free - reserve)) /
+             shape.BlockBytes();
+    if (blocks <= 0) {
+      return absl::ResourceExhaustedError(StrCat("no GPU memory for a KV pool: ", FormatGiB(*free),
+                                                 " free after the weights, ", FormatGiB(reserve),
+                                                 " set aside for activations"));
+    }
+  }
+  if (blocks > 0) {
+    STRATA_ASSIGN_OR_RETURN(engine->pool_, KvPool::Create(*engine->backend_, shape, blocks));
+  }
+  return engine;
 }
+
+absl::Span<const int32_t> Sequence::blocks() const {
+  return paged_ != nullptr ? paged_->blocks() : absl::Span<const int32_t>();
+}
+
+KvTransferStats Sequence::transfer_stats() const { return cache_ != nullptr ? cache_->stats() : KvTransferStats(); }
 
 Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<LlamaModel> model, const EngineOptions& options)
     : backend_(std::move(backend)), model_(std::move(model)), options_(options) {}
@@ -78,12 +119,45 @@ absl::StatusOr<MemoryPlan> Engine::PlanMemory(int64_t capacity_tokens, int64_t p
 }
 
 absl::StatusOr<Sequence> Engine::NewSequence(int64_t capacity_tokens, const KvPlacement& placement) {
+  if (pool_ != nullptr && placement.IsDefault()) return NewSequence(capacity_tokens, absl::Span<const int32_t>());
   STRATA_ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(capacity_tokens, 0, placement));
   const KvShape shape = KvShapeOf(capacity_tokens);
   Sequence sequence;
   sequence.capacity_ = capacity_tokens;
-  STRATA_ASSIGN_OR_RETURN(sequence.cache_,
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
                           KvCache::Create(*backend_, shape, std::move(plan.residency), placement.budgets));
+  sequence.cache_ = cache.get();
+  sequence.kv_ = std::move(cache);
+  return sequence;
+}
+
+absl::StatusOr<Sequence> Engine::NewSequence(int64_t capacity_tokens, absl::Span<const int32_t> prefix) {
+  if (pool_ == nullptr) return absl::FailedPreconditionError("NewSequence: this engine has no KV pool");
+  const model::ModelConfig& c = config();
+  const int64_t bt = pool_->block_tokens();
+  const int64_t prefix_tokens = static_cast<int64_t>(prefix.size()) * bt;
+  if (capacity_tokens <= 0 || capacity_tokens > c.max_position_embeddings || prefix_tokens > capacity_tokens) {
+    return absl::InvalidArgumentError(StrCat("sequence capacity must be in [", std::max<int64_t>(1, prefix_tokens),
+                                             ", ", c.max_position_embeddings, "] (max_position_embeddings and the ",
+                                             prefix.size(), "-block prefix), got ", capacity_tokens));
+  }
+  const int64_t needed = (capacity_tokens + bt - 1) / bt;
+  // The prefix is held before anything is allocated: the pool's reclaimer may drop cached blocks to
+  // make room, and must not drop these.
+  pool_->Ref(prefix);
+  absl::StatusOr<std::vector<int32_t>> fresh = pool_->Allocate(needed - static_cast<int64_t>(prefix.size()));
+  if (!fresh.ok()) {
+    pool_->Unref(prefix);
+    return fresh.status();
+  }
+  std::vector<int32_t> blocks(prefix.begin(), prefix.end());
+  blocks.insert(blocks.end(), fresh->begin(), fresh->end());
+  Sequence sequence;
+  sequence.capacity_ = capacity_tokens;
+  sequence.length_ = prefix_tokens;
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<PagedKv> paged, PagedKv::Create(*pool_, *backend_, std::move(blocks)));
+  sequence.paged_ = paged.get();
+  sequence.kv_ = std::move(paged);
   return sequence;
 }
 
@@ -99,7 +173,7 @@ absl::StatusOr<std::vector<std::vector<float>>> Engine::ForwardBatch(absl::Span<
   segments.reserve(items.size());
   int64_t rows = 0;
   for (const BatchItem& item : items) {
-    if (item.sequence == nullptr || item.sequence->cache_ == nullptr) {
+    if (item.sequence == nullptr || item.sequence->kv_ == nullptr) {
       return absl::InvalidArgumentError("Forward: a batch item without a sequence");
     }
     if (item.ids.empty()) return absl::InvalidArgumentError("Forward: no tokens");
@@ -109,14 +183,14 @@ absl::StatusOr<std::vector<std::vector<float>>> Engine::ForwardBatch(absl::Span<
           StrCat("Forward: ", end, " tokens exceed the sequence capacity of ", item.sequence->capacity_));
     }
     for (const LlamaModel::Segment& other : segments) {
-      if (other.cache == item.sequence->cache_.get()) {
+      if (other.kv == item.sequence->kv_.get()) {
         return absl::InvalidArgumentError("Forward: a sequence appears twice in one batch");
       }
     }
     rows += static_cast<int64_t>(item.ids.size());
     segments.push_back(LlamaModel::Segment{.ids = item.ids,
                                            .first_position = item.sequence->length_,
-                                           .cache = item.sequence->cache_.get(),
+                                           .kv = item.sequence->kv_.get(),
                                            .logit_rows = item.logit_rows});
   }
   STRATA_ASSIGN_OR_RETURN(std::vector<std::vector<float>> logits,
@@ -143,6 +217,7 @@ bool Engine::HiddenOnHost(int64_t rows) {
 // Payload layout (ARCHITECTURE.md): [layer][K|V][kv_head][token][head_dim].
 absl::Status Engine::ExportKv(const Sequence& sequence, int64_t first_token, int64_t tokens,
                               absl::Span<std::byte> payload) {
+  if (sequence.cache_ == nullptr) return absl::FailedPreconditionError("ExportKv: a paged sequence moves whole blocks");
   if (first_token < 0 || tokens < 0 || first_token + tokens > sequence.length_) {
     return absl::OutOfRangeError(StrCat("ExportKv: tokens [", first_token, ", ", first_token + tokens, ") of a ",
                                         sequence.length_, "-token sequence"));
@@ -166,6 +241,7 @@ absl::Status Engine::ExportKv(const Sequence& sequence, int64_t first_token, int
 }
 
 absl::Status Engine::AppendKv(Sequence& sequence, absl::Span<const std::byte> payload, int64_t tokens) {
+  if (sequence.cache_ == nullptr) return absl::FailedPreconditionError("AppendKv: a paged sequence moves whole blocks");
   if (tokens < 0 || sequence.length_ + tokens > sequence.capacity_) {
     return absl::OutOfRangeError(StrCat("AppendKv: ", tokens, " tokens after ", sequence.length_,
                                         " exceed the sequence capacity of ", sequence.capacity_));
@@ -187,6 +263,47 @@ absl::Status Engine::AppendKv(Sequence& sequence, absl::Span<const std::byte> pa
   }
   sequence.length_ += tokens;
   return absl::OkStatus();
+}
+
+absl::Status Engine::ExportBlocks(const Sequence& sequence, int64_t first_block,
+                                  absl::Span<std::byte* const> payloads) {
+  const int64_t bt = options_.kv_block_tokens, count = static_cast<int64_t>(payloads.size());
+  if (first_block < 0 || (first_block + count) * bt > sequence.length_) {
+    return absl::OutOfRangeError(StrCat("ExportBlocks: blocks [", first_block, ", ", first_block + count, ") of ", bt,
+                                        " tokens in a ", sequence.length_, "-token sequence"));
+  }
+  if (sequence.paged_ == nullptr) {
+    for (int64_t i = 0; i < count; ++i) {
+      STRATA_RETURN_IF_ERROR(ExportKv(sequence, (first_block + i) * bt, bt,
+                                      absl::MakeSpan(payloads[i], static_cast<size_t>(KvPayloadBytes(bt)))));
+    }
+    return absl::OkStatus();
+  }
+  return pool_->CopyToHost(sequence.paged_->blocks().subspan(first_block, count), payloads);
+}
+
+absl::Status Engine::ImportBlocks(Sequence& sequence, absl::Span<const std::byte* const> payloads) {
+  const int64_t bt = options_.kv_block_tokens, count = static_cast<int64_t>(payloads.size());
+  if (sequence.length_ % bt != 0 || sequence.length_ + count * bt > sequence.capacity_) {
+    return absl::OutOfRangeError(StrCat("ImportBlocks: ", count, " blocks of ", bt, " tokens after ", sequence.length_,
+                                        " tokens, in a sequence of capacity ", sequence.capacity_));
+  }
+  if (sequence.paged_ == nullptr) {
+    for (int64_t i = 0; i < count; ++i) {
+      STRATA_RETURN_IF_ERROR(
+          AppendKv(sequence, absl::MakeConstSpan(payloads[i], static_cast<size_t>(KvPayloadBytes(bt))), bt));
+    }
+    return absl::OkStatus();
+  }
+  const int64_t first_block = sequence.length_ / bt;
+  STRATA_RETURN_IF_ERROR(pool_->CopyFromHost(payloads, sequence.paged_->blocks().subspan(first_block, count)));
+  sequence.length_ += count * bt;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ExportPoolBlocks(absl::Span<const int32_t> blocks, absl::Span<std::byte* const> payloads) {
+  if (pool_ == nullptr) return absl::FailedPreconditionError("ExportPoolBlocks: this engine has no KV pool");
+  return pool_->CopyToHost(blocks, payloads);
 }
 
 }  // namespace strata::engine

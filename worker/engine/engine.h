@@ -13,6 +13,7 @@
 #include "absl/types/span.h"
 #include "worker/engine/backend.h"
 #include "worker/engine/kv_cache.h"
+#include "worker/engine/kv_pool.h"
 #include "worker/model/model.h"
 
 namespace strata::engine {
@@ -28,13 +29,30 @@ struct EngineOptions {
   // copied in and out at a time. The same outputs either way.
   enum class HiddenStates { kAuto, kDevice, kHost };
   HiddenStates hidden_states = HiddenStates::kAuto;
+  // Paged KV (kv_pool.h): a pool of blocks of kv_block_tokens tokens in backend memory, from which every
+  // sequence created with the default placement takes its blocks. Its size, the first that is set:
+  // kv_pool_blocks blocks; as many as fit kv_pool_bytes; as many as fit kv_pool_memory_fraction of the
+  // device memory left free once the weights are loaded and the activations of a pass of
+  // kv_pool_reserve_tokens rows are set aside (backends with device memory only). None (default): no
+  // pool; each sequence gets a KvCache of its own (kv_cache.h), placed by its KvPlacement.
+  int64_t kv_pool_blocks = 0;
+  int64_t kv_pool_bytes = 0;
+  double kv_pool_memory_fraction = 0;
+  int64_t kv_pool_reserve_tokens = 4096;
+  // Tokens per block: of the pool, and of ExportBlocks/ImportBlocks. Default 16.
+  int64_t kv_block_tokens = 16;
 };
 
 // Where a sequence's KV lives (kv_cache.h): by budgets (default: everything in backend memory), or by
-// an explicit per-head plan.
+// an explicit per-head plan. With the default placement, an engine with a pool pages the sequence.
 struct KvPlacement {
   KvBudgets budgets;
   std::optional<ResidencyPlan> plan;
+
+  bool IsDefault() const {
+    return !plan.has_value() && budgets.device_bytes == KvBudgets::kUnlimited && budgets.host_bytes == 0 &&
+           budgets.ssd_bytes == 0;
+  }
 };
 
 // What a sequence needs before it runs: its KV placement and peak memory per tier.
@@ -51,11 +69,18 @@ class Sequence {
  public:
   int64_t length() const { return length_; }      // tokens whose KV is cached
   int64_t capacity() const { return capacity_; }  // tokens the cache can hold
-  const KvCache& cache() const { return *cache_; }
+  bool paged() const { return paged_ != nullptr; }
+  // Pool blocks holding tokens [0, capacity), in order (paged sequences; empty otherwise). Blocks wholly
+  // below length() are final and may be shared (KvPool::Ref).
+  absl::Span<const int32_t> blocks() const;
+  // Transfers between tiers so far (zero for paged sequences: they never leave backend memory).
+  KvTransferStats transfer_stats() const;
 
  private:
   friend class Engine;
-  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<SequenceKv> kv_;
+  KvCache* cache_ = nullptr;  // kv_, when placed head by head
+  PagedKv* paged_ = nullptr;  // kv_, when paged
   int64_t length_ = 0;
   int64_t capacity_ = 0;
 };
@@ -76,8 +101,16 @@ class Engine {
   // budgets, or the device's free memory.
   absl::StatusOr<MemoryPlan> PlanMemory(int64_t capacity_tokens, int64_t prompt_tokens,
                                         const KvPlacement& placement = {});
-  // A sequence whose KV cache holds up to `capacity_tokens` tokens, placed as `placement` says.
+  // A sequence whose KV cache holds up to `capacity_tokens` tokens, placed as `placement` says (in the
+  // pool, with the default placement on an engine that has one: ResourceExhausted when the pool has
+  // too few free blocks even after its reclaimer ran).
   absl::StatusOr<Sequence> NewSequence(int64_t capacity_tokens, const KvPlacement& placement = {});
+  // A paged sequence that starts with `prefix`, full pool blocks holding its first tokens (a cached
+  // prompt prefix): it shares them (one more reference each) instead of copying them, and its length
+  // starts at their tokens. FailedPrecondition without a pool.
+  absl::StatusOr<Sequence> NewSequence(int64_t capacity_tokens, absl::Span<const int32_t> prefix);
+  // The paged-KV pool (EngineOptions::kv_pool_blocks), or null.
+  KvPool* pool() { return pool_.get(); }
 
   // Appends `ids` to `sequence` (prefill when many, a decode step when one) and returns the logits of the
   // rows `logit_rows` (indices into `ids`), row-major [logit_rows.size(), vocab_size]. Only those rows
@@ -108,6 +141,17 @@ class Engine {
   // through Forward): the prefix of a prompt fetched instead of computed.
   absl::Status AppendKv(Sequence& sequence, absl::Span<const std::byte> payload, int64_t tokens);
 
+  // The same in whole blocks of EngineOptions::kv_block_tokens and in bulk: blocks [first_block,
+  // first_block + payloads.size()) of `sequence` (all cached) into one payload each
+  // (KvPayloadBytes(kv_block_tokens) bytes), and payloads appended as whole blocks at the end of
+  // `sequence` (whose length must be a multiple of kv_block_tokens). On a paged sequence: one gather and
+  // one transfer for the whole list (KvPool::CopyToHost). Complete when they return.
+  absl::Status ExportBlocks(const Sequence& sequence, int64_t first_block, absl::Span<std::byte* const> payloads);
+  absl::Status ImportBlocks(Sequence& sequence, absl::Span<const std::byte* const> payloads);
+  // Pool blocks to host payloads, in bulk (tier G spilling to tier H). FailedPrecondition without a pool.
+  absl::Status ExportPoolBlocks(absl::Span<const int32_t> blocks, absl::Span<std::byte* const> payloads);
+  int64_t block_tokens() const { return options_.kv_block_tokens; }
+
   const model::ModelConfig& config() const;
   std::string_view backend_name() const;
 
@@ -122,6 +166,7 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;  // declared after backend_: weights are released first
   EngineOptions options_;
+  std::unique_ptr<KvPool> pool_;  // after backend_: released first
 };
 
 }  // namespace strata::engine

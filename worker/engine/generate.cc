@@ -60,7 +60,7 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t
     STRATA_ASSIGN_OR_RETURN(logits, engine.Forward(sequence, {&token, 1}, {&first_row, 1}));
   }
   if (result.output_ids.size() > 1) result.decode_seconds = SecondsSince(start);
-  result.transfers = sequence.cache().stats();
+  result.transfers = sequence.transfer_stats();
   return result;
 }
 

@@ -101,31 +101,59 @@ struct KvTransferStats {
   double host_transfer_s = 0;  // the calling thread inside transfers: SSD I/O, fence waits, CPU copies
 };
 
+// The KV of one sequence as the forward pass sees it, a layer at a time. Two kinds: KvCache below
+// (placed head by head over HBM, host memory and SSD, for one long sequence) and PagedKv (kv_pool.h:
+// blocks of the engine's pool, shared between sequences by prefix).
+//
+// The forward pass of a layer that reads keys [0, valid_tokens) and writes rows [valid_tokens,
+// valid_tokens + rows):
+//   Acquire(layer, valid)     the layer in backend memory, keys [0, valid) in place (waits on compute
+//                             for its prefetch; fetches now if none was started)
+//   ... WriteKv / Attention on the returned KvLayer ...
+//   Release(layer, valid, rows)  sends the written rows home (asynchronously)
+//   Prefetch(layer + 1, valid)   starts filling the next layer's slot (overlaps this layer's compute)
+class SequenceKv {
+ public:
+  virtual ~SequenceKv() = default;
+  virtual int64_t num_layers() const = 0;
+  virtual int64_t capacity_tokens() const = 0;
+  // Every layer stays in backend memory (no transfers between passes): a one-token pass may be recorded.
+  virtual bool AllOnDevice() const = 0;
+  // Acquire returns paged layers (KvLayer::paged()).
+  virtual bool paged() const = 0;
+  // Paged: the pool slot (block * block_tokens + offset in the block) of the sequence's token `token`.
+  virtual int32_t Slot(int64_t token) const {
+    (void)token;
+    return -1;
+  }
+  virtual absl::StatusOr<KvLayer> Acquire(int64_t layer, int64_t valid_tokens) = 0;
+  virtual absl::Status Release(int64_t layer, int64_t first_token, int64_t rows) = 0;
+  virtual absl::Status Prefetch(int64_t layer, int64_t valid_tokens) = 0;
+  // Completes every write-back (SSD writes included). After it, each head's home holds every row.
+  virtual absl::Status Finish() = 0;
+};
+
 // Not thread-safe; used by one engine thread. Every backend call goes to the backend it was created with.
-class KvCache {
+class KvCache final : public SequenceKv {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend& backend, const KvShape& shape, ResidencyPlan plan,
                                                          const KvBudgets& budgets = {});
   // Waits for the cache's transfers (their memory is released with it).
-  ~KvCache();
+  ~KvCache() override;
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
   const KvShape& shape() const { return shape_; }
   const ResidencyPlan& plan() const { return plan_; }
 
-  // The forward pass of a layer that reads keys [0, valid_tokens) and writes rows [valid_tokens,
-  // valid_tokens + rows):
-  //   Acquire(layer, valid)     the layer in backend memory, keys [0, valid) in place (waits on compute
-  //                             for its prefetch; fetches now if none was started)
-  //   ... WriteKv / Attention on the returned KvLayer ...
-  //   Release(layer, valid, rows)  sends the written rows home (asynchronously)
-  //   Prefetch(layer + 1, valid)   starts filling the next layer's slot (overlaps this layer's compute)
-  absl::StatusOr<KvLayer> Acquire(int64_t layer, int64_t valid_tokens);
-  absl::Status Release(int64_t layer, int64_t first_token, int64_t rows);
-  absl::Status Prefetch(int64_t layer, int64_t valid_tokens);
-  // Completes every write-back (SSD writes included). After it, each head's home holds every row.
-  absl::Status Finish();
+  int64_t num_layers() const override { return shape_.num_layers; }
+  int64_t capacity_tokens() const override { return shape_.capacity_tokens; }
+  bool AllOnDevice() const override { return plan_.AllOnDevice(); }
+  bool paged() const override { return false; }
+  absl::StatusOr<KvLayer> Acquire(int64_t layer, int64_t valid_tokens) override;
+  absl::Status Release(int64_t layer, int64_t first_token, int64_t rows) override;
+  absl::Status Prefetch(int64_t layer, int64_t valid_tokens) override;
+  absl::Status Finish() override;
 
   // Rows [first, first + rows) of one head's K (or V) to or from host memory `data` (rows * RowBytes).
   // For KV export and import; complete when they return. REQUIRES: Finish() since the last Release.

@@ -62,6 +62,37 @@ class StepScope {
   bool open_ = false;
 };
 
+// The leading run of paged segments with one new token each (decodes), when it has two or more: their
+// block tables padded to one width and their positions, in backend memory, for Backend::DecodeAttention.
+struct DecodeGroup {
+  int64_t size = 0;  // segments [0, size), which are rows [0, size)
+  int64_t table_stride = 0;
+  Indices tables, positions;
+
+  static absl::StatusOr<DecodeGroup> Make(Backend& backend, absl::Span<const LlamaModel::Segment> segments) {
+    DecodeGroup group;
+    int64_t size = 0;
+    std::vector<KvLayer> views;
+    while (size < static_cast<int64_t>(segments.size()) && segments[size].kv->paged() &&
+           segments[size].ids.size() == 1) {
+      STRATA_ASSIGN_OR_RETURN(KvLayer view, segments[size].kv->Acquire(0, segments[size].first_position));
+      group.table_stride = std::max(group.table_stride, view.block_table.size);
+      views.push_back(std::move(view));
+      ++size;
+    }
+    if (size < 2) return DecodeGroup();
+    std::vector<int32_t> tables(size * group.table_stride, 0), positions(size);
+    for (int64_t b = 0; b < size; ++b) {
+      for (int64_t i = 0; i < views[b].block_table.size; ++i) tables[b * group.table_stride + i] = views[b].block_table[i];
+      positions[b] = static_cast<int32_t>(segments[b].first_position);
+    }
+    STRATA_ASSIGN_OR_RETURN(group.tables, backend.UploadIndices(std::move(tables)));
+    STRATA_ASSIGN_OR_RETURN(group.positions, backend.UploadIndices(std::move(positions)));
+    group.size = size;
+    return group;
+  }
+};
+
 class WeightBinder {
  public:
   WeightBinder(const model::Checkpoint& checkpoint, Backend& backend) : checkpoint_(checkpoint), backend_(backend) {}
@@ -185,16 +216,14 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
   std::vector<int64_t> logit_rows;  // global row indices
   for (const Segment& seg : segments) {
     const int64_t n = static_cast<int64_t>(seg.ids.size());
-    if (seg.cache == nullptr || n == 0)
-      return absl::InvalidArgumentError("Forward: a sequence without tokens or cache");
-    if (seg.cache->shape().num_layers != c.num_layers) {
-      return absl::InvalidArgumentError(StrCat("Forward: a KV cache of ", seg.cache->shape().num_layers,
-                                               " layers for a ", c.num_layers, "-layer model"));
+    if (seg.kv == nullptr || n == 0) return absl::InvalidArgumentError("Forward: a sequence without tokens or cache");
+    if (seg.kv->num_layers() != c.num_layers) {
+      return absl::InvalidArgumentError(StrCat("Forward: a KV cache of ", seg.kv->num_layers(), " layers for a ",
+                                               c.num_layers, "-layer model"));
     }
-    if (seg.first_position < 0 || seg.first_position + n > seg.cache->shape().capacity_tokens) {
+    if (seg.first_position < 0 || seg.first_position + n > seg.kv->capacity_tokens()) {
       return absl::OutOfRangeError(StrCat("Forward: positions [", seg.first_position, ", ", seg.first_position + n,
-                                          ") exceed the KV capacity of ", seg.cache->shape().capacity_tokens,
-                                          " tokens"));
+                                          ") exceed the KV capacity of ", seg.kv->capacity_tokens(), " tokens"));
     }
     for (int64_t row : seg.logit_rows) {
       if (row < 0 || row >= n) {
@@ -206,9 +235,32 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     starts.push_back(starts.back() + n);
   }
   const int64_t n = starts.back();
+  // With paged segments, RoPE runs over every row of a mini-sequence at once and the paged rows' K/V are
+  // written in one call, at per-row positions and pool slots uploaded once for the whole pass (the
+  // same in every layer).
+  const bool indexed = std::any_of(segments.begin(), segments.end(), [](const Segment& s) { return s.kv->paged(); });
+  Indices positions, slots;
+  if (indexed) {
+    std::vector<int32_t> row_positions(n), row_slots(n, -1);
+    for (size_t i = 0; i < segments.size(); ++i) {
+      for (int64_t r = starts[i]; r < starts[i + 1]; ++r) {
+        const int64_t position = segments[i].first_position + (r - starts[i]);
+        row_positions[r] = static_cast<int32_t>(position);
+        row_slots[r] = segments[i].kv->Slot(position);
+      }
+    }
+    STRATA_ASSIGN_OR_RETURN(positions, backend.UploadIndices(std::move(row_positions)));
+    STRATA_ASSIGN_OR_RETURN(slots, backend.UploadIndices(std::move(row_slots)));
+  }
+  // Paged sequences with one new token each that lead the batch (the worker puts decodes first) attend in
+  // one call: segment b is row b, its block table row b of decode_tables.
+  DecodeGroup decode;
+  if (indexed) {
+    STRATA_ASSIGN_OR_RETURN(decode, DecodeGroup::Make(backend, segments));
+  }
   // A one-token pass over a cache wholly in backend memory is a decode step: the backend may record it
   // and run it as one unit. Transfers between tiers are not recorded.
-  StepScope step(backend, n == 1 && !hidden_on_host && segments[0].cache->plan().AllOnDevice());
+  StepScope step(backend, n == 1 && !hidden_on_host && !indexed && segments[0].kv->AllOnDevice());
   STRATA_RETURN_IF_ERROR(step.Begin());
   const int64_t chunk = std::min(n, mini_sequence_tokens);
   STRATA_ASSIGN_OR_RETURN(Scratch scratch, Scratch::Allocate(backend, c, std::max<int64_t>(chunk, 1)));
@@ -241,7 +293,7 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
                                     .scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                                     .window = c.layer_window[layer]};
     for (size_t i = 0; i < segments.size(); ++i) {
-      STRATA_ASSIGN_OR_RETURN(views[i], segments[i].cache->Acquire(layer, segments[i].first_position));
+      STRATA_ASSIGN_OR_RETURN(views[i], segments[i].kv->Acquire(layer, segments[i].first_position));
     }
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t rows = std::min(chunk, n - begin);
@@ -253,6 +305,11 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.q, w.q_bias, s.q));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.k, w.k_bias, s.k));
       STRATA_RETURN_IF_ERROR(backend.Linear(s.normed, w.v, w.v_bias, s.v));
+      if (indexed) {
+        STRATA_RETURN_IF_ERROR(backend.RopeAt(rope_inv_freq_, positions.Slice(begin, rows), s.q, s.k));
+        const auto paged = std::find_if(views.begin(), views.end(), [](const KvLayer& view) { return view.paged(); });
+        STRATA_RETURN_IF_ERROR(backend.WriteKvAt(s.k, s.v, slots.Slice(begin, rows), *paged));
+      }
       // Position-dependent work per segment: the part of each segment inside this mini-sequence.
       for (size_t i = 0; i < segments.size(); ++i) {
         const int64_t part_begin = std::max(begin, starts[i]);
@@ -262,11 +319,20 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
         const int64_t position = segments[i].first_position + (part_begin - starts[i]);
         Tensor q = s.q.Rows(offset, part_rows), k = s.k.Rows(offset, part_rows), v = s.v.Rows(offset, part_rows);
         Tensor attn = s.attn.Rows(offset, part_rows);
-        STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, q, k));
-        STRATA_RETURN_IF_ERROR(backend.WriteKv(k, v, position, views[i]));
+        if (static_cast<int64_t>(i) < decode.size) continue;  // below, with the group
+        if (!indexed) STRATA_RETURN_IF_ERROR(backend.Rope(rope_inv_freq_, position, q, k));
+        if (!views[i].paged()) STRATA_RETURN_IF_ERROR(backend.WriteKv(k, v, position, views[i]));
         AttentionParams part_attention = attention;
         part_attention.first_position = position;
         STRATA_RETURN_IF_ERROR(backend.Attention(q, views[i], part_attention, attn));
+      }
+      if (begin < decode.size) {
+        // The group's rows in this mini-sequence: rows [0, count) of its scratch.
+        const int64_t first = begin, count = std::min(decode.size, begin + rows) - begin;
+        Tensor attn = s.attn.Rows(0, count);
+        STRATA_RETURN_IF_ERROR(backend.DecodeAttention(
+            s.q.Rows(0, count), views[0], decode.tables.Slice(first * decode.table_stride, count * decode.table_stride),
+            decode.table_stride, decode.positions.Slice(first, count), attention, attn));
       }
       STRATA_RETURN_IF_ERROR(backend.Linear(s.attn, w.o, w.o_bias, s.projected));
       STRATA_RETURN_IF_ERROR(backend.AddRmsNorm(s.projected, h, w.mlp_norm, eps, s.normed));
@@ -282,11 +348,11 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     for (size_t i = 0; i < segments.size(); ++i) {
       const Segment& seg = segments[i];
       const int64_t seg_rows = starts[i + 1] - starts[i];
-      STRATA_RETURN_IF_ERROR(seg.cache->Release(layer, seg.first_position, seg_rows));
+      STRATA_RETURN_IF_ERROR(seg.kv->Release(layer, seg.first_position, seg_rows));
       if (layer + 1 < c.num_layers) {
-        STRATA_RETURN_IF_ERROR(seg.cache->Prefetch(layer + 1, seg.first_position));
+        STRATA_RETURN_IF_ERROR(seg.kv->Prefetch(layer + 1, seg.first_position));
       } else {
-        STRATA_RETURN_IF_ERROR(seg.cache->Prefetch(0, seg.first_position + seg_rows));
+        STRATA_RETURN_IF_ERROR(seg.kv->Prefetch(0, seg.first_position + seg_rows));
       }
     }
   }
@@ -316,7 +382,7 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     }
   }
   STRATA_RETURN_IF_ERROR(step.End());
-  for (const Segment& seg : segments) STRATA_RETURN_IF_ERROR(seg.cache->Finish());
+  for (const Segment& seg : segments) STRATA_RETURN_IF_ERROR(seg.kv->Finish());
   if (hidden_on_host) {  // the host rows are freed on return: their copies must be done
     STRATA_ASSIGN_OR_RETURN(Fence done, backend.Record(Queue::kCompute));
     STRATA_RETURN_IF_ERROR(backend.Synchronize(done));

@@ -32,11 +32,11 @@ class LlamaModel {
                                                 Tensor lm_head, std::vector<LlamaLayerWeights> layers,
                                                 Backend& backend);
 
-  // One sequence's tokens in a forward pass: `ids` at positions first_position.. of `cache`.
+  // One sequence's tokens in a forward pass: `ids` at positions first_position.. of `kv`.
   struct Segment {
     absl::Span<const int32_t> ids;
     int64_t first_position = 0;
-    KvCache* cache = nullptr;
+    SequenceKv* kv = nullptr;
     absl::Span<const int64_t> logit_rows;  // indices into ids
   };
 

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/dtype.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -88,6 +89,23 @@ inline absl::Status CheckCopyRows(const Tensor& src, int64_t src_row, const Tens
   if (rows < 0 || src_row < 0 || dst_row < 0 || src_row + rows > src.rows() || dst_row + rows > dst.rows()) {
     return absl::OutOfRangeError(StrCat("CopyRows: rows [", src_row, ", ", src_row + rows, ") of ", src.rows(),
                                         " to rows [", dst_row, ", ", dst_row + rows, ") of ", dst.rows()));
+  }
+  return absl::OkStatus();
+}
+
+// OK when every id of `blocks` names a whole block of `block_bytes` inside `pool` and there is one host
+// buffer per block: what Backend::CopyBlocksToHost and CopyBlocksFromHost check.
+inline absl::Status CheckBlockCopy(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
+                                   size_t host_buffers) {
+  if (block_bytes <= 0 || pool.empty() || host_buffers != blocks.size()) {
+    return absl::InvalidArgumentError(StrCat("CopyBlocks: ", blocks.size(), " blocks of ", block_bytes, " bytes and ",
+                                             host_buffers, " host buffers"));
+  }
+  const int64_t pool_blocks = static_cast<int64_t>(pool.bytes()) / block_bytes;
+  for (int32_t block : blocks) {
+    if (block < 0 || block >= pool_blocks) {
+      return absl::OutOfRangeError(StrCat("CopyBlocks: block ", block, " of a ", pool_blocks, "-block pool"));
+    }
   }
   return absl::OkStatus();
 }

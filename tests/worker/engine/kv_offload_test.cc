@@ -146,7 +146,7 @@ class KvOffloadTest : public ::testing::TestWithParam<std::tuple<BackendKind, st
       all.insert(all.end(), next->begin(), next->end());
     }
     if (placement.plan.has_value() && !placement.plan->AllOnDevice()) {
-      EXPECT_GT(sequence->cache().stats().bytes_downloaded, 0) << "offloaded heads were never written home";
+      EXPECT_GT(sequence->transfer_stats().bytes_downloaded, 0) << "offloaded heads were never written home";
     }
     return all;
   }
