@@ -7,13 +7,14 @@
 // cancelled ones leave and their KV is freed at once.
 //
 // Prefix reuse: before a request's first step, the longest cached run of its full prompt blocks
-// (common/block_key.h keys) is loaded into its sequence with Engine::AppendKv, from tier H (the host
-// block cache) first, then from the kvstores (fetched on the kvstore tier's thread while the batch
-// keeps stepping; the request joins the batch when its blocks are in); the last prompt token is always
-// computed (its logits give the first token). When its prefill completes, after its first token is on
-// its way, the new full blocks are exported into tier H and queued for the kvstores (written by another
-// thread); when it finishes, so are the blocks its generated tokens completed (the next turn of a
-// conversation starts with them).
+// (common/block_key.h keys) joins its sequence: blocks still in the engine's KV pool (tier G) are
+// attached as they are, shared with no copy; the next ones are imported in bulk (Engine::ImportBlocks)
+// from tier H (the host block cache), then from the kvstores (fetched on the kvstore tier's thread while
+// the batch keeps stepping; the request joins the batch when its blocks are in); the last prompt token
+// is always computed (its logits give the first token). When its prefill completes, after its first
+// token is on its way, its full blocks enter tier G and the new ones are exported in bulk into tier H
+// and queued for the kvstores (written by another thread); when it finishes, so are the blocks its
+// generated tokens completed (the next turn of a conversation starts with them).
 //
 // Thread-safe: Submit, Load and the stop calls from any thread.
 #ifndef STRATA_WORKER_SERVICE_ENGINE_LOOP_H_
@@ -35,6 +36,7 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
 #include "worker/service/generation_stream.h"
+#include "worker/service/gpu_block_cache.h"
 #include "worker/service/host_block_cache.h"
 #include "worker/service/kvstore_tier.h"
 #include "worker/service/worker_metrics.h"
@@ -71,10 +73,11 @@ struct LoadSnapshot {
 
 class EngineLoop {
  public:
-  // `engine` (and `host_cache`, `kvstore`, `metrics`; the last three may be null) must outlive the loop.
+  // `engine` (and `gpu_cache`, `host_cache`, `kvstore`, `metrics`; all but the engine may be null) must
+  // outlive the loop. `gpu_cache` indexes the engine's KV pool (tier G) and is used on the loop's thread.
   // `key_context` gives fingerprint, block size and KV dtype; each request's tenant salt replaces its salt.
   EngineLoop(engine::Engine* engine, const EngineLoopOptions& options, const BlockKeyContext& key_context,
-             HostBlockCache* host_cache, KvStoreTier* kvstore, WorkerMetrics* metrics);
+             GpuBlockCache* gpu_cache, HostBlockCache* host_cache, KvStoreTier* kvstore, WorkerMetrics* metrics);
   ~EngineLoop();  // Stop()
 
   void Start();
@@ -105,6 +108,8 @@ class EngineLoop {
   void Step();
   // The prompt's new full blocks, into tier H and the kvstores' queue.
   void Export(Active& active);
+  // Blocks [first, end_block) of the sequence into tier G under `keys`.
+  void InsertGpu(Active& active, const std::vector<BlockKey>& keys, int64_t first, int64_t end_block);
   // Blocks [active.exported_blocks, end_block) of the sequence, named by `keys`.
   void ExportBlocks(Active& active, const std::vector<BlockKey>& keys, int64_t end_block);
   void Finish(Active& active, engine::FinishReason reason);
@@ -113,6 +118,7 @@ class EngineLoop {
   engine::Engine* const engine_;
   const EngineLoopOptions options_;
   const BlockKeyContext key_context_;
+  GpuBlockCache* const gpu_cache_;
   HostBlockCache* const host_cache_;
   KvStoreTier* const kvstore_;
   WorkerMetrics* const metrics_;

@@ -21,6 +21,7 @@ struct GenerationSummary {
   engine::FinishReason finish_reason = engine::FinishReason::kLength;
   int64_t completion_tokens = 0;
   int64_t prompt_tokens = 0;
+  int64_t cached_tokens_gpu = 0;
   int64_t cached_tokens_host = 0;
   int64_t cached_tokens_kvstore = 0;
   int64_t prefill_tokens = 0;  // computed

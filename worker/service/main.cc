@@ -13,7 +13,7 @@
 int main(int argc, char** argv) {
   strata::BlockShutdownSignals();
   strata::worker::WorkerOptions o;
-  CLI::App app{"strata-worker: serves a model with continuous batching and a KV cache over host memory and kvstores"};
+  CLI::App app{"strata-worker: serves a model with continuous batching and a KV cache over GPU memory, host memory and kvstores"};
   std::string model_dir, dtype = "bf16";
   app.add_option("--model", model_dir, "Hugging Face model directory")->required();
   std::map<std::string, strata::worker::BackendKind> backends{{"cpu", strata::worker::BackendKind::kCpu},
@@ -52,6 +52,19 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-chunk-tokens", o.loop.prefill_chunk_tokens, "Most prompt tokens of a request per step")
       ->capture_default_str();
   app.add_option("--step-token-budget", o.loop.step_token_budget, "Most tokens per engine step")->capture_default_str();
+  app.add_option("--kv-pool-bytes", o.kv_pool_bytes,
+                 "Tier G: the paged KV pool every request's KV lives in (0: --gpu-memory-fraction on CUDA, 1 GiB on "
+                 "the CPU)")
+      ->capture_default_str();
+  app.add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
+                 "CUDA: share of the GPU memory left after weights and activations that the KV pool takes")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  using GpuCache = strata::worker::WorkerOptions::GpuCache;
+  std::map<std::string, GpuCache> gpu_cache_modes{{"on", GpuCache::kOn}, {"off", GpuCache::kOff}};
+  app.add_option("--gpu-cache", o.gpu_cache, "Tier G: keep finished requests' KV blocks in the pool for reuse (on|off)")
+      ->transform(CLI::CheckedTransformer(gpu_cache_modes, CLI::ignore_case))
+      ->default_str("on");
   app.add_option("--host-cache-bytes", o.host_cache_bytes, "Tier H: host memory for KV blocks (0: off)")
       ->capture_default_str();
   app.add_option("--kvstore", o.kvstores, "host:port of a strata-kvstore (repeat for several)");

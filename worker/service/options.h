@@ -17,6 +17,8 @@ namespace strata::worker {
 
 enum class BackendKind { kCpu, kCuda };
 
+inline constexpr uint64_t kDefaultCpuKvPoolBytes = 1ull << 30;
+
 struct WorkerOptions {
   std::filesystem::path model_dir;       // required
   BackendKind backend = BackendKind::kCpu;
@@ -37,6 +39,15 @@ struct WorkerOptions {
   std::string port_file;                 // when set: "grpc_port=N metrics_port=M health_port=H" once serving
   int64_t max_context_tokens = 0;        // 0: the model's max_position_embeddings (never more)
   EngineLoopOptions loop;                // block size, batch and queue limits, prefill chunk, step budget
+  // Tier G, the paged KV pool that every request's KV lives in: kv_pool_bytes, or (0, CUDA) the
+  // gpu_memory_fraction of the GPU memory left once the weights and a step's activations are set aside
+  // (as vLLM's --gpu-memory-utilization), or (0, CPU) kDefaultCpuKvPoolBytes.
+  uint64_t kv_pool_bytes = 0;
+  double gpu_memory_fraction = 0.9;
+  // Whether finished sequences' blocks stay in the pool for later prompts (tier G). kOff: every prefix
+  // comes from tier H or the kvstores.
+  enum class GpuCache { kOn, kOff };
+  GpuCache gpu_cache = GpuCache::kOn;
   uint64_t host_cache_bytes = 1ull << 30;   // tier H; 0: off
   std::vector<std::string> kvstores;        // host:port each; empty: no kvstore tier
   uint64_t kvstore_staging_bytes = 64ull << 20;

@@ -21,6 +21,8 @@ WorkerMetrics::WorkerMetrics(MetricsRegistry& r)
           r.AddCounter("strata_worker_requests_total", "Generate requests by outcome", {{"outcome", "rejected"}})),
       prompt_tokens(r.AddCounter("strata_worker_prompt_tokens_total", "Prompt tokens of admitted requests")),
       prefill_tokens(r.AddCounter("strata_worker_prefill_tokens_total", "Prompt tokens computed (not reused)")),
+      cached_tokens_gpu(r.AddCounter("strata_worker_cached_tokens_total", "Prompt tokens reused, by tier",
+                                     {{"tier", "gpu"}})),
       cached_tokens_host(r.AddCounter("strata_worker_cached_tokens_total", "Prompt tokens reused, by tier",
                                       {{"tier", "host"}})),
       cached_tokens_kvstore(r.AddCounter("strata_worker_cached_tokens_total", "Prompt tokens reused, by tier",

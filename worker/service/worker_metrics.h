@@ -16,6 +16,7 @@ struct WorkerMetrics {
   Counter& requests_rejected;   // queue full, draining, bad input
   Counter& prompt_tokens;
   Counter& prefill_tokens;      // computed
+  Counter& cached_tokens_gpu;   // tier G
   Counter& cached_tokens_host;  // tier H
   Counter& cached_tokens_kvstore;
   Counter& generated_tokens;

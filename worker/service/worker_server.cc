@@ -46,8 +46,18 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   } else {
     backend = engine::CreateCpuBackend({.threads = options.threads});
   }
-  STRATA_ASSIGN_OR_RETURN(s.engine_, engine::Engine::Create(*s.model_, std::move(backend),
-                                                            {.mini_sequence_tokens = options.mini_sequence_tokens}));
+  // Paged KV: every request's sequence takes blocks of one pool (the key scheme's blocks), and tier G
+  // keeps finished sequences' blocks in it.
+  engine::EngineOptions engine_options{.mini_sequence_tokens = options.mini_sequence_tokens};
+  engine_options.kv_block_tokens = options.loop.block_tokens;
+  engine_options.kv_pool_reserve_tokens = options.loop.step_token_budget + options.loop.prefill_chunk_tokens;
+  if (options.kv_pool_bytes > 0 || options.backend == BackendKind::kCpu) {
+    engine_options.kv_pool_bytes =
+        static_cast<int64_t>(options.kv_pool_bytes > 0 ? options.kv_pool_bytes : kDefaultCpuKvPoolBytes);
+  } else {
+    engine_options.kv_pool_memory_fraction = options.gpu_memory_fraction;
+  }
+  STRATA_ASSIGN_OR_RETURN(s.engine_, engine::Engine::Create(*s.model_, std::move(backend), engine_options));
   const model::ModelConfig& config = s.engine_->config();
 
   ServedModel served;
@@ -71,6 +81,24 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   STRATA_RETURN_IF_ERROR(s.Calibrate());
 
   WorkerServer* raw = server.get();
+  s.kv_pool_blocks_ = s.engine_->pool()->num_blocks();
+  s.registry_.AddGaugeCallback("strata_worker_kv_pool_blocks", "Blocks of the paged KV pool", {},
+                               [raw] { return static_cast<double>(raw->kv_pool_blocks_); });
+  if (options.gpu_cache == WorkerOptions::GpuCache::kOn) {
+    s.gpu_cache_ = std::make_unique<GpuBlockCache>(
+        *s.engine_->pool(),
+        [raw](absl::Span<const BlockKey> keys) {
+          if (scheduler::HolderAgent* agent = raw->events_to_.load()) agent->Stored(proto::TIER_GPU, keys);
+        },
+          [raw, host = options.host_cache_bytes > 0](absl::Span<const BlockKey> keys) {
+          // With tier H the blocks are still there (written through when computed): no event.
+          if (scheduler::HolderAgent* agent = raw->events_to_.load(); agent != nullptr && !host) {
+            agent->Evicted(keys);
+          }
+        });
+    s.registry_.AddGaugeCallback("strata_worker_gpu_cache_blocks", "Blocks kept in tier G (the KV pool)", {},
+                                 [raw] { return static_cast<double>(raw->gpu_cache_->blocks()); });
+  }
   if (options.host_cache_bytes > 0) {
     HostCacheListener listener;
     listener.stored = [raw](absl::Span<const BlockKey> keys) {
@@ -94,8 +122,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     kv.peer_failure = options.kvstore_peer_failure;
     STRATA_ASSIGN_OR_RETURN(s.kvstore_, KvStoreTier::Create(kv, s.metrics_->kvstore_tier()));
   }
-  s.loop_ = std::make_unique<EngineLoop>(s.engine_.get(), options.loop, served.key_context, s.host_cache_.get(),
-                                         s.kvstore_.get(), s.metrics_.get());
+  s.loop_ = std::make_unique<EngineLoop>(s.engine_.get(), options.loop, served.key_context, s.gpu_cache_.get(),
+                                         s.host_cache_.get(), s.kvstore_.get(), s.metrics_.get());
   s.registry_.AddGaugeCallback("strata_worker_queue_depth", "Requests admitted, not yet running", {},
                                [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });
   s.registry_.AddGaugeCallback("strata_worker_running_requests", "Requests in the batch", {},
@@ -138,11 +166,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                               served_copy.key_context.model_fingerprint.end()));
     scheme->set_kv_dtype(std::string(DTypeName(served_copy.key_context.kv_dtype)));
     proto::WorkerInfo* info = r.mutable_worker();
-    // Tier G here is the running sequences' own KV (finished sequences are not kept on the device): what
-    // the batch can hold at the full context. Never 0, which registration refuses.
-    info->set_gpu_kv_blocks(std::max<uint64_t>(
-        1, static_cast<uint64_t>(options.loop.max_running_requests) *
-               static_cast<uint64_t>(served_copy.max_context_tokens / options.loop.block_tokens)));
+    info->set_gpu_kv_blocks(static_cast<uint64_t>(s.kv_pool_blocks_));  // tier G: the paged KV pool
     info->set_host_kv_blocks(block_bytes > 0 ? options.host_cache_bytes / block_bytes : 0);
     info->set_block_bytes(block_bytes);
     info->set_prefill_linear_s_per_token(s.prefill_s_per_token_);

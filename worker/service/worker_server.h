@@ -53,6 +53,8 @@ class WorkerServer {
   double prefill_s_per_token_ = 0;
   double decode_tokens_per_s_ = 0;
   // Declared in the order they start; destroyed in reverse (the agent first, the engine last).
+  std::unique_ptr<GpuBlockCache> gpu_cache_;  // after engine_ (its pool), before loop_ (which uses it)
+  int64_t kv_pool_blocks_ = 0;
   std::unique_ptr<HostBlockCache> host_cache_;
   std::unique_ptr<KvStoreTier> kvstore_;
   std::unique_ptr<EngineLoop> loop_;

@@ -24,8 +24,9 @@ void FillSummary(const GenerationSummary& s, proto::GenerateResponse& response) 
   response.set_completion_tokens(static_cast<uint32_t>(s.completion_tokens));
   proto::PrefixUsage* prefix = response.mutable_prefix();
   prefix->set_prompt_tokens(static_cast<uint32_t>(s.prompt_tokens));
-  prefix->set_cached_tokens(static_cast<uint32_t>(s.cached_tokens_host + s.cached_tokens_kvstore));
-  prefix->set_cached_tokens_gpu(0);  // finished sequences' KV is not kept on the device (yet)
+  prefix->set_cached_tokens(
+      static_cast<uint32_t>(s.cached_tokens_gpu + s.cached_tokens_host + s.cached_tokens_kvstore));
+  prefix->set_cached_tokens_gpu(static_cast<uint32_t>(s.cached_tokens_gpu));
   prefix->set_cached_tokens_host(static_cast<uint32_t>(s.cached_tokens_host));
   prefix->set_cached_tokens_kvstore(static_cast<uint32_t>(s.cached_tokens_kvstore));
   prefix->set_prefill_tokens(static_cast<uint32_t>(s.prefill_tokens));

@@ -1,5 +1,5 @@
 // strata-worker as a process on loopback gRPC: batching gives the ids of running each request alone,
-// streams interleave, cancel frees the slot, prefix reuse from tier H and from a kvstore (a second
+// streams interleave, cancel frees the slot, prefix reuse from tiers G and H and from a kvstore (a second
 // worker process), recompute when the kvstore is down, refused requests, scheduler registration and KV
 // events. Tiny models from tests/data/models, blocks of 16 tokens.
 #include <signal.h>
@@ -157,7 +157,7 @@ TEST(WorkerProcess, ServesWhileTheSchedulerIsUnreachable) {
   EXPECT_EQ(worker->Metric("strata_holder_agent_connected"), 0);
 }
 
-TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
+TEST(WorkerProcess, SharedPrefixIsAttachedFromTierG) {
   auto worker = StartWorker("llama3-tiny");
   ASSERT_NE(worker, nullptr);
   const std::vector<int32_t> first = Prompt(100, 5);
@@ -169,22 +169,23 @@ TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
   ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
   EXPECT_EQ(cold.last().prefix().cached_tokens(), 0u);
   EXPECT_EQ(cold.last().prefix().prefill_tokens(), 100u);
+  EXPECT_EQ(worker->Metric("strata_worker_gpu_cache_blocks"), 6);  // 100 tokens: 6 full blocks stay in HBM
 
   const proto::GenerateRequest request = GreedyRequest(second, 10);
   const StreamResult warm = Generate(worker->stub(), request);
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
   const proto::PrefixUsage& prefix = warm.last().prefix();
-  EXPECT_EQ(prefix.cached_tokens_host(), 80u);
+  EXPECT_EQ(prefix.cached_tokens_gpu(), 80u);
   EXPECT_EQ(prefix.cached_tokens(), 80u);
-  EXPECT_EQ(prefix.cached_tokens_kvstore(), 0u);
+  EXPECT_EQ(prefix.cached_tokens_host(), 0u);
   EXPECT_EQ(prefix.prefill_tokens(), 123u - 80u);
   EXPECT_EQ(warm.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
 
   // The same prompt again: every full block but the one holding the last token is reused.
   const StreamResult again = Generate(worker->stub(), GreedyRequest(first, 8));
-  EXPECT_EQ(again.last().prefix().cached_tokens_host(), 96u);
+  EXPECT_EQ(again.last().prefix().cached_tokens_gpu(), 96u);
   EXPECT_EQ(again.ids, cold.ids);
-  EXPECT_EQ(worker->Metric("strata_worker_cached_tokens_total{tier=\"host\"}"), 176);
+  EXPECT_EQ(worker->Metric("strata_worker_cached_tokens_total{tier=\"gpu\"}"), 176);
 
   // With the prefix cache off nothing is read (nor written).
   proto::GenerateRequest uncached = GreedyRequest(first, 8);
@@ -201,6 +202,36 @@ TEST(WorkerProcess, SharedPrefixIsReadFromTheHostCache) {
   EXPECT_EQ(isolated.ids, cold.ids);
 }
 
+TEST(WorkerProcess, BlocksTierGLetGoAreReadFromTheHostCache) {
+  // A pool of 12 blocks (llama3-tiny: 3 layers x 2 KV heads x 16 dims, float32: 6 KiB a block).
+  constexpr int kBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
+  auto worker = StartWorker("llama3-tiny", {"--kv-pool-bytes", std::to_string(12 * kBlockBytes)});
+  ASSERT_NE(worker, nullptr);
+  const std::vector<int32_t> first = Prompt(100, 5);
+  const StreamResult cold = Generate(worker->stub(), GreedyRequest(first, 8));
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  // An unrelated request needs the whole pool: tier G gives up every block it kept.
+  const StreamResult big = Generate(worker->stub(), GreedyRequest(Prompt(180, 9), 12));
+  ASSERT_TRUE(big.status.ok()) << big.status.error_message();
+  EXPECT_EQ(worker->Metric("strata_worker_gpu_cache_blocks"), 11);  // now the big request's 11 full blocks
+
+  std::vector<int32_t> second(first.begin(), first.begin() + 83);
+  const std::vector<int32_t> tail = Prompt(40, 6);
+  second.insert(second.end(), tail.begin(), tail.end());
+  const proto::GenerateRequest request = GreedyRequest(second, 10);
+  const StreamResult warm = Generate(worker->stub(), request);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  EXPECT_EQ(warm.last().prefix().cached_tokens_gpu(), 0u);
+  EXPECT_EQ(warm.last().prefix().cached_tokens_host(), 80u);
+  EXPECT_EQ(warm.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+  // A request larger than the whole pool is refused, and the worker serves on.
+  const StreamResult refused = Generate(worker->stub(), GreedyRequest(Prompt(200, 3), 8));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
+  const StreamResult after = Generate(worker->stub(), GreedyRequest(first, 8));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.ids, cold.ids);
+}
+
 TEST(WorkerProcess, TheNextTurnOfAConversationReusesTheGeneratedBlocks) {
   auto worker = StartWorker("llama3-tiny");
   ASSERT_NE(worker, nullptr);
@@ -215,7 +246,7 @@ TEST(WorkerProcess, TheNextTurnOfAConversationReusesTheGeneratedBlocks) {
   const proto::GenerateRequest request = GreedyRequest(next, 8);
   const StreamResult second = Generate(worker->stub(), request);
   ASSERT_TRUE(second.status.ok()) << second.status.error_message();
-  EXPECT_EQ(second.last().prefix().cached_tokens_host(), 64u);
+  EXPECT_EQ(second.last().prefix().cached_tokens_gpu(), 64u);
   EXPECT_EQ(second.last().prefix().prefill_tokens(), 80u - 64u);
   EXPECT_EQ(second.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
 }
@@ -253,9 +284,9 @@ TEST_P(KvstoreTest, SecondWorkerFetchesThePrefixFromTheKvstores) {
   EXPECT_EQ(warm.ids, cold.ids);
   EXPECT_EQ(reader->Metric("strata_worker_kvstore_fetch_failures_total"), 0);
   EXPECT_EQ(reader->Metric("strata_worker_kvstore_fetch_seconds_count"), 1);
-  // Promoted into the reader's tier H on use.
+  // Kept in the reader's tier G (and promoted into its tier H) on use.
   const StreamResult again = Generate(reader->stub(), request);
-  EXPECT_EQ(again.last().prefix().cached_tokens_host(), 144u);
+  EXPECT_EQ(again.last().prefix().cached_tokens_gpu(), 144u);
   EXPECT_EQ(again.ids, cold.ids);
 }
 
