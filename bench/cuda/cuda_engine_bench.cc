@@ -184,7 +184,7 @@ absl::StatusOr<std::unique_ptr<engine::KvCache>> MakeKv(BenchModel& m, int64_t c
 absl::StatusOr<std::vector<float>> RunForward(BenchModel& m, absl::Span<const int32_t> ids, int64_t first_position,
                                               engine::KvCache& kv, int64_t logit_row, int64_t mini) {
   const LlamaModel::Segment segment{
-      .ids = ids, .first_position = first_position, .cache = &kv, .logit_rows = {&logit_row, 1}};
+      .ids = ids, .first_position = first_position, .kv = &kv, .logit_rows = {&logit_row, 1}};
   STRATA_ASSIGN_OR_RETURN(auto logits, m.model->Forward(*m.backend, {&segment, 1}, mini));
   return std::move(logits[0]);
 }

@@ -113,7 +113,7 @@ absl::StatusOr<nlohmann::json> RunOnce(engine::Engine& engine, const Options& o,
   start = std::chrono::steady_clock::now();
   STRATA_ASSIGN_OR_RETURN(std::vector<float> logits, engine.Forward(sequence, prompt, {&last, 1}));
   const double ttft_s = Seconds(start);
-  const engine::KvTransferStats after_prefill = sequence.cache().stats();
+  const engine::KvTransferStats after_prefill = sequence.transfer_stats();
   const int64_t gpu_after_prefill = UsedGpuBytes();
   Log(StrCat(label, ": time to first token ", ttft_s, " s; compute stalled ", after_prefill.compute_stall_s, " s"));
 
@@ -124,7 +124,7 @@ absl::StatusOr<nlohmann::json> RunOnce(engine::Engine& engine, const Options& o,
   engine::KvTransferStats before_timed = after_prefill;
   for (int64_t step = 0; step + 1 < o.decode_tokens; ++step) {
     // The first step is not timed: it pays for the prefill's last write-backs.
-    if (step == 1) before_timed = sequence.cache().stats();
+    if (step == 1) before_timed = sequence.transfer_stats();
     start = std::chrono::steady_clock::now();
     STRATA_ASSIGN_OR_RETURN(logits, engine.Forward(sequence, {&token, 1}, {&zero, 1}));
     if (step >= 1) {
@@ -134,7 +134,7 @@ absl::StatusOr<nlohmann::json> RunOnce(engine::Engine& engine, const Options& o,
     token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     Log(StrCat(label, ": decode step ", step + 1, " in ", Seconds(start), " s"));
   }
-  const engine::KvTransferStats end = sequence.cache().stats();
+  const engine::KvTransferStats end = sequence.transfer_stats();
   const double uploaded_per_step =
       timed_steps > 0 ? static_cast<double>(end.bytes_uploaded - before_timed.bytes_uploaded) / timed_steps : 0;
   const double decode_tok_s = timed_steps > 0 ? timed_steps / decode_s : 0;
