@@ -15,27 +15,6 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-// Appends whole blocks from `payloads` to `sequence` in one bulk import: the blocks imported (all, or
-// none when the engine refuses them; the prefix then ends here and the rest is computed).
-size_t ImportBlocks(engine::Engine& engine, engine::Sequence& sequence,
-                    absl::Span<const std::shared_ptr<const BlockPayload>> payloads, int64_t payload_bytes,
-                    std::string_view request_id) {
-  std::vector<const std::byte*> data;
-  data.reserve(payloads.size());
-  for (const auto& payload : payloads) {
-    if (static_cast<int64_t>(payload->size()) != payload_bytes) break;
-    data.push_back(payload->data());
-  }
-  if (data.empty()) return 0;
-  const absl::Status status = engine.ImportBlocks(sequence, data);
-  if (!status.ok()) {
-    LogWarning(StrCat("error=import_kv_failed request=", request_id, " at_token=", sequence.length(), " blocks=",
-                      data.size(), " message=\"", status.message(), "\" effect=recompute"));
-    return 0;
-  }
-  return data.size();
-}
-
 }  // namespace
 
 struct EngineLoop::Active {
@@ -43,19 +22,14 @@ struct EngineLoop::Active {
   std::shared_ptr<GenerationStream> stream;
   std::optional<engine::Sequence> sequence;
   std::optional<engine::Sampler> sampler;
-  std::vector<BlockKey> keys;   // of the prompt's full blocks (empty without the prefix cache)
-  size_t usable_blocks = 0;     // leading blocks that may be loaded (all but the one with the last token)
-  size_t gpu_blocks = 0;        // attached from tier G
-  size_t host_blocks = 0;       // loaded from tier H
-  std::vector<std::shared_ptr<const BlockPayload>> fetched;  // from the kvstores (guarded by the loop's mutex
-                                                             // until the fetch is reported done)
-  int64_t cached_blocks = 0;    // loaded instead of computed
+  PromptPrefix prefix;  // its blocks across the tiers (empty without the prefix cache)
+  // From the kvstores; guarded by the loop's mutex until the fetch is reported done.
+  std::vector<std::shared_ptr<const BlockPayload>> fetched;
   int64_t prefilled = 0;        // prompt tokens whose KV is in the sequence
   int32_t last_token = 0;
   int64_t generated = 0;
   std::vector<int32_t> output;  // the generated tokens
-  int64_t exported_blocks = 0;  // leading blocks now in tier H (loaded or exported)
-  bool exported = false;
+  bool exported = false;        // the prompt's blocks were stored
   GenerationSummary summary;
   Clock::time_point admitted, prefill_started, first_token;
 
@@ -64,16 +38,8 @@ struct EngineLoop::Active {
 };
 
 EngineLoop::EngineLoop(engine::Engine* engine, const EngineLoopOptions& options, const BlockKeyContext& key_context,
-                       GpuBlockCache* gpu_cache, HostBlockCache* host_cache, KvStoreTier* kvstore,
-                       WorkerMetrics* metrics)
-    : engine_(engine),
-      options_(options),
-      key_context_(key_context),
-      gpu_cache_(gpu_cache),
-      host_cache_(host_cache),
-      kvstore_(kvstore),
-      metrics_(metrics),
-      block_payload_bytes_(engine->KvPayloadBytes(options.block_tokens)) {}
+                       PrefixCache::Tiers tiers, WorkerMetrics* metrics)
+    : engine_(engine), options_(options), prefix_cache_(*engine, key_context, tiers), metrics_(metrics) {}
 
 EngineLoop::~EngineLoop() { Stop(); }
 
@@ -187,7 +153,8 @@ void EngineLoop::Run() {
         if (metrics_ != nullptr) metrics_->requests_cancelled.Increment();
         continue;
       }
-      AppendFetched(*active);
+      prefix_cache_.LoadFetched(active->prefix, *active->sequence, active->fetched, active->request.request_id);
+      active->fetched.clear();
       Ready(*active);
       running_.push_back(std::move(active));
     }
@@ -217,21 +184,12 @@ EngineLoop::Began EngineLoop::Begin(Active& active) {
     return Began::kFailed;
   }
   const GenerationRequest& r = active.request;
-  if (r.use_prefix_cache) {
-    BlockKeyContext context = key_context_;
-    context.tenant_salt = r.tenant_salt;
-    active.keys = ComputeBlockKeys(context, r.prompt);
-    // The last prompt token is always computed: its logits give the first token.
-    active.usable_blocks = static_cast<size_t>((active.prompt_tokens() - 1) / options_.block_tokens);
-  }
-  // Tier G: the longest cached run of the prompt's blocks joins the sequence as it is, shared.
-  std::vector<int32_t> resident;
-  if (gpu_cache_ != nullptr) {
-    resident = gpu_cache_->LongestPrefix(absl::MakeConstSpan(active.keys).subspan(0, active.usable_blocks));
-  }
+  if (r.use_prefix_cache) active.prefix = prefix_cache_.Find(r.prompt, r.tenant_salt);
+  // Tier G's run of the prompt's blocks joins the sequence as it is, shared.
   const int64_t capacity = active.prompt_tokens() + r.max_new_tokens;
-  absl::StatusOr<engine::Sequence> sequence =
-      engine_->pool() != nullptr ? engine_->NewSequence(capacity, resident) : engine_->NewSequence(capacity);
+  absl::StatusOr<engine::Sequence> sequence = engine_->pool() != nullptr
+                                                  ? engine_->NewSequence(capacity, active.prefix.resident)
+                                                  : engine_->NewSequence(capacity);
   if (!sequence.ok() && sequence.status().code() != absl::StatusCode::kInvalidArgument && !running_.empty()) {
     return Began::kDeferred;  // memory comes back as running requests finish
   }
@@ -247,23 +205,18 @@ EngineLoop::Began EngineLoop::Begin(Active& active) {
     return Began::kFailed;
   }
   active.sequence.emplace(*std::move(sequence));
-  active.gpu_blocks = resident.size();
   active.sampler.emplace(r.sampling);
   active.prefill_started = Clock::now();
   if (r.use_prefix_cache) {
-    LoadHostPrefix(active);
-    const size_t loaded = active.gpu_blocks + active.host_blocks;
-    if (kvstore_ != nullptr && loaded < active.usable_blocks) {
-      Active* raw = &active;
-      std::vector<BlockKey> rest(active.keys.begin() + static_cast<ptrdiff_t>(loaded),
-                                 active.keys.begin() + static_cast<ptrdiff_t>(active.usable_blocks));
-      kvstore_->FetchPrefixAsync(std::move(rest), [this, raw](std::vector<std::shared_ptr<const BlockPayload>> found) {
-        absl::MutexLock lock(&mutex_);
-        raw->fetched = std::move(found);
-        fetched_.push_back(raw);
-      });
-      return Began::kFetching;
-    }
+    prefix_cache_.LoadHost(active.prefix, *active.sequence, r.request_id);
+    Active* raw = &active;
+    const bool fetching =
+        prefix_cache_.FetchMissingAsync(active.prefix, [this, raw](std::vector<std::shared_ptr<const BlockPayload>> found) {
+          absl::MutexLock lock(&mutex_);
+          raw->fetched = std::move(found);
+          fetched_.push_back(raw);
+        });
+    if (fetching) return Began::kFetching;
   }
   Ready(active);
   return Began::kReady;
@@ -271,13 +224,13 @@ EngineLoop::Began EngineLoop::Begin(Active& active) {
 
 void EngineLoop::Ready(Active& active) {
   active.prefilled = active.sequence->length();
-  active.cached_blocks = active.prefilled / options_.block_tokens;
+  const int64_t block_tokens = options_.block_tokens;
   GenerationSummary& s = active.summary;
   s.prompt_tokens = active.prompt_tokens();
   s.prefill_tokens = active.prompt_tokens() - active.prefilled;
-  s.cached_tokens_gpu = static_cast<int64_t>(active.gpu_blocks) * options_.block_tokens;
-  s.cached_tokens_host = static_cast<int64_t>(active.host_blocks) * options_.block_tokens;
-  s.cached_tokens_kvstore = active.prefilled - s.cached_tokens_gpu - s.cached_tokens_host;
+  s.cached_tokens_gpu = static_cast<int64_t>(active.prefix.gpu) * block_tokens;
+  s.cached_tokens_host = static_cast<int64_t>(active.prefix.host) * block_tokens;
+  s.cached_tokens_kvstore = static_cast<int64_t>(active.prefix.kvstore) * block_tokens;
   s.queue_s = Seconds(active.admitted, active.prefill_started);
   if (metrics_ != nullptr) {
     metrics_->queue_seconds.Observe(s.queue_s);
@@ -287,31 +240,6 @@ void EngineLoop::Ready(Active& active) {
     metrics_->cached_tokens_host.Increment(static_cast<double>(s.cached_tokens_host));
     metrics_->cached_tokens_kvstore.Increment(static_cast<double>(s.cached_tokens_kvstore));
   }
-}
-
-void EngineLoop::LoadHostPrefix(Active& active) {
-  if (host_cache_ == nullptr) return;
-  const std::vector<std::shared_ptr<const BlockPayload>> payloads = host_cache_->LongestPrefix(
-      absl::MakeConstSpan(active.keys).subspan(active.gpu_blocks, active.usable_blocks - active.gpu_blocks));
-  active.host_blocks =
-      ImportBlocks(*engine_, *active.sequence, payloads, block_payload_bytes_, active.request.request_id);
-  // A later block would land at the wrong position: fetch nothing past a refused import either.
-  if (active.host_blocks < payloads.size()) active.usable_blocks = active.gpu_blocks + active.host_blocks;
-}
-
-void EngineLoop::AppendFetched(Active& active) {
-  const size_t first = active.gpu_blocks + active.host_blocks;
-  const size_t imported =
-      ImportBlocks(*engine_, *active.sequence, active.fetched, block_payload_bytes_, active.request.request_id);
-  // A hit in a lower tier is promoted on use.
-  std::vector<HostBlockCache::Entry> promoted;
-  for (size_t i = 0; i < imported; ++i) {
-    const size_t index = first + i;
-    promoted.push_back({active.keys[index], index > 0 ? std::optional<BlockKey>(active.keys[index - 1]) : std::nullopt,
-                        active.fetched[i]});
-  }
-  active.fetched.clear();
-  if (host_cache_ != nullptr && !promoted.empty()) host_cache_->Insert(std::move(promoted));
 }
 
 void EngineLoop::Step() {
@@ -452,55 +380,8 @@ void EngineLoop::Step() {
 
 void EngineLoop::Export(Active& active) {
   active.exported = true;
-  active.exported_blocks = active.cached_blocks;
-  // Blocks loaded from tiers H and S/D stay in tier G too (a hit in a lower tier is promoted on use).
-  if (active.request.use_prefix_cache) {
-    InsertGpu(active, active.keys, static_cast<int64_t>(active.gpu_blocks), active.cached_blocks);
-  }
-  ExportBlocks(active, active.keys, active.prompt_tokens() / options_.block_tokens);
-}
-
-void EngineLoop::InsertGpu(Active& active, const std::vector<BlockKey>& keys, int64_t first, int64_t end_block) {
-  if (gpu_cache_ == nullptr || !active.sequence->paged() || end_block <= first) return;
-  gpu_cache_->Insert(absl::MakeConstSpan(keys).subspan(first, end_block - first),
-                     first > 0 ? std::optional<BlockKey>(keys[first - 1]) : std::nullopt,
-                     active.sequence->blocks().subspan(first, end_block - first));
-}
-
-void EngineLoop::ExportBlocks(Active& active, const std::vector<BlockKey>& keys, int64_t end_block) {
   if (!active.request.use_prefix_cache) return;
-  const int64_t first = active.exported_blocks;
-  if (end_block <= first) return;
-  const std::optional<BlockKey> first_parent = first > 0 ? std::optional<BlockKey>(keys[first - 1]) : std::nullopt;
-  InsertGpu(active, keys, first, end_block);
-  if (host_cache_ == nullptr && kvstore_ == nullptr) {
-    active.exported_blocks = end_block;
-    return;
-  }
-  // The new blocks, written through to tier H and the kvstores: one bulk copy out of the engine.
-  std::vector<std::shared_ptr<BlockPayload>> payloads;
-  std::vector<std::byte*> data;
-  for (int64_t b = first; b < end_block; ++b) {
-    payloads.push_back(std::make_shared<BlockPayload>(static_cast<size_t>(block_payload_bytes_)));
-    data.push_back(payloads.back()->data());
-  }
-  const absl::Status status = engine_->ExportBlocks(*active.sequence, first, data);
-  if (!status.ok()) {
-    LogWarning(StrCat("error=export_kv_failed request=", active.request.request_id, " blocks=", first, "..",
-                      end_block, " message=\"", status.message(), "\""));
-    return;
-  }
-  std::vector<HostBlockCache::Entry> entries;
-  std::vector<KvStoreTier::WriteItem> writes;
-  for (int64_t b = first; b < end_block; ++b) {
-    const std::optional<BlockKey> parent = b > first ? std::optional<BlockKey>(keys[b - 1]) : first_parent;
-    std::shared_ptr<const BlockPayload> shared = std::move(payloads[b - first]);
-    entries.push_back({keys[b], parent, shared});
-    writes.push_back({keys[b], parent, std::move(shared)});
-  }
-  active.exported_blocks = end_block;
-  if (host_cache_ != nullptr) host_cache_->Insert(std::move(entries));
-  if (kvstore_ != nullptr) kvstore_->Write(std::move(writes));
+  prefix_cache_.StorePrompt(active.prefix, *active.sequence, active.prompt_tokens(), active.request.request_id);
 }
 
 void EngineLoop::Finish(Active& active, engine::FinishReason reason) {
@@ -512,16 +393,12 @@ void EngineLoop::Finish(Active& active, engine::FinishReason reason) {
   active.stream->Finish(s);
   if (metrics_ != nullptr) metrics_->requests_ok.Increment();
   // The blocks that generated tokens completed, as a next turn of a conversation (prompt + this answer +
-  // more) reuses them. The last token has no KV (it was never run), so the sequence holds one less.
-  const int64_t block_tokens = options_.block_tokens;
-  const int64_t end_block = active.sequence->length() / block_tokens;
-  if (!active.request.use_prefix_cache || end_block <= active.exported_blocks) return;
+  // more) reuses them. The last token has no KV (it was never run): the tiers see only full blocks of
+  // the sequence's length.
+  if (!active.request.use_prefix_cache) return;
   std::vector<int32_t> tokens = active.request.prompt;
   tokens.insert(tokens.end(), active.output.begin(), active.output.end());
-  tokens.resize(static_cast<size_t>(end_block * block_tokens));
-  BlockKeyContext context = key_context_;
-  context.tenant_salt = active.request.tenant_salt;
-  ExportBlocks(active, ComputeBlockKeys(context, tokens), end_block);
+  prefix_cache_.StoreGenerated(active.prefix, *active.sequence, tokens, active.request.request_id);
 }
 
 }  // namespace strata::worker

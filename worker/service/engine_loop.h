@@ -6,15 +6,12 @@
 // prompt is prefilled over several steps). New requests join at the start of any step; finished and
 // cancelled ones leave and their KV is freed at once.
 //
-// Prefix reuse: before a request's first step, the longest cached run of its full prompt blocks
-// (common/block_key.h keys) joins its sequence: blocks still in the engine's KV pool (tier G) are
-// attached as they are, shared with no copy; the next ones are imported in bulk (Engine::ImportBlocks)
-// from tier H (the host block cache), then from the kvstores (fetched on the kvstore tier's thread while
-// the batch keeps stepping; the request joins the batch when its blocks are in); the last prompt token
-// is always computed (its logits give the first token). When its prefill completes, after its first
-// token is on its way, its full blocks enter tier G and the new ones are exported in bulk into tier H
-// and queued for the kvstores (written by another thread); when it finishes, so are the blocks its
-// generated tokens completed (the next turn of a conversation starts with them).
+// Prefix reuse (worker/prefix/prefix_cache.h): before a request's first step, the longest cached run of
+// its full prompt blocks joins its sequence — attached from tier G with no copy, imported in bulk from
+// tier H, fetched from the kvstores on their thread while the batch keeps stepping (the request joins
+// the batch when its blocks are in). When its prefill completes, after its first token is on its way,
+// its blocks are stored (tier G, and written through to H and the kvstores); when it finishes, so are
+// the blocks its generated tokens completed (the next turn of a conversation starts with them).
 //
 // Thread-safe: Submit, Load and the stop calls from any thread.
 #ifndef STRATA_WORKER_SERVICE_ENGINE_LOOP_H_
@@ -35,10 +32,8 @@
 #include "common/block_key.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
+#include "worker/prefix/prefix_cache.h"
 #include "worker/service/generation_stream.h"
-#include "worker/service/gpu_block_cache.h"
-#include "worker/service/host_block_cache.h"
-#include "worker/service/kvstore_tier.h"
 #include "worker/service/worker_metrics.h"
 
 namespace strata::worker {
@@ -73,11 +68,11 @@ struct LoadSnapshot {
 
 class EngineLoop {
  public:
-  // `engine` (and `gpu_cache`, `host_cache`, `kvstore`, `metrics`; all but the engine may be null) must
-  // outlive the loop. `gpu_cache` indexes the engine's KV pool (tier G) and is used on the loop's thread.
-  // `key_context` gives fingerprint, block size and KV dtype; each request's tenant salt replaces its salt.
+  // `engine`, the tiers that are given and `metrics` (may be null) must outlive the loop; tier G indexes
+  // the engine's KV pool and is used on the loop's thread. `key_context` gives fingerprint, block size and
+  // KV dtype; each request's tenant salt replaces its salt.
   EngineLoop(engine::Engine* engine, const EngineLoopOptions& options, const BlockKeyContext& key_context,
-             GpuBlockCache* gpu_cache, HostBlockCache* host_cache, KvStoreTier* kvstore, WorkerMetrics* metrics);
+             PrefixCache::Tiers tiers, WorkerMetrics* metrics);
   ~EngineLoop();  // Stop()
 
   void Start();
@@ -96,33 +91,23 @@ class EngineLoop {
   struct Active;
   enum class Began { kFailed, kDeferred, kFetching, kReady };
   void Run();
-  // Allocates the sequence and loads the prefix cached in tier H; starts a kvstore fetch for the rest of
-  // the prefix when there is a kvstore tier (the request then waits for it outside the batch). kDeferred:
-  // no KV memory now while other requests run; it waits at the head of the queue for them to finish.
+  // Allocates the sequence (attaching the prefix cached in tier G) and loads the next cached blocks from
+  // tier H; starts a kvstore fetch for the rest of the prefix when the kvstores may have it (the request
+  // then waits for it outside the batch). kDeferred: no KV memory now while other requests run; it waits
+  // at the head of the queue for them to finish.
   Began Begin(Active& active);
-  void LoadHostPrefix(Active& active);
-  // The kvstore fetch came back: appends what it found (promoting it into tier H).
-  void AppendFetched(Active& active);
   // The prefix is loaded: the request joins the batch.
   void Ready(Active& active);
   void Step();
-  // The prompt's new full blocks, into tier H and the kvstores' queue.
+  // The prompt's blocks into the tiers.
   void Export(Active& active);
-  // Blocks [first, end_block) of the sequence into tier G under `keys`.
-  void InsertGpu(Active& active, const std::vector<BlockKey>& keys, int64_t first, int64_t end_block);
-  // Blocks [active.exported_blocks, end_block) of the sequence, named by `keys`.
-  void ExportBlocks(Active& active, const std::vector<BlockKey>& keys, int64_t end_block);
   void Finish(Active& active, engine::FinishReason reason);
   void PublishLoad();
 
   engine::Engine* const engine_;
   const EngineLoopOptions options_;
-  const BlockKeyContext key_context_;
-  GpuBlockCache* const gpu_cache_;
-  HostBlockCache* const host_cache_;
-  KvStoreTier* const kvstore_;
+  PrefixCache prefix_cache_;  // engine thread only
   WorkerMetrics* const metrics_;
-  const int64_t block_payload_bytes_;
 
   mutable absl::Mutex mutex_;
   std::deque<std::unique_ptr<Active>> waiting_ ABSL_GUARDED_BY(mutex_);

@@ -3,7 +3,7 @@
 #define STRATA_WORKER_SERVICE_WORKER_METRICS_H_
 
 #include "common/metrics.h"
-#include "worker/service/kvstore_tier.h"
+#include "worker/prefix/kvstore_tier.h"
 
 namespace strata::worker {
 

@@ -122,8 +122,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     kv.peer_failure = options.kvstore_peer_failure;
     STRATA_ASSIGN_OR_RETURN(s.kvstore_, KvStoreTier::Create(kv, s.metrics_->kvstore_tier()));
   }
-  s.loop_ = std::make_unique<EngineLoop>(s.engine_.get(), options.loop, served.key_context, s.gpu_cache_.get(),
-                                         s.host_cache_.get(), s.kvstore_.get(), s.metrics_.get());
+  s.loop_ = std::make_unique<EngineLoop>(
+      s.engine_.get(), options.loop, served.key_context,
+      PrefixCache::Tiers{.gpu = s.gpu_cache_.get(), .host = s.host_cache_.get(), .kvstore = s.kvstore_.get()},
+      s.metrics_.get());
   s.registry_.AddGaugeCallback("strata_worker_queue_depth", "Requests admitted, not yet running", {},
                                [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });
   s.registry_.AddGaugeCallback("strata_worker_running_requests", "Requests in the batch", {},

@@ -1,4 +1,4 @@
-#include "worker/service/gpu_block_cache.h"
+#include "worker/prefix/gpu_block_cache.h"
 
 namespace strata::worker {
 

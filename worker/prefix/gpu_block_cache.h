@@ -9,8 +9,8 @@
 //
 // Every block entering is reported through `stored`; `evicted` is called for blocks that left, when the
 // worker keeps no other copy (no tier H). Not thread-safe: the engine thread only (blocks() excepted).
-#ifndef STRATA_WORKER_SERVICE_GPU_BLOCK_CACHE_H_
-#define STRATA_WORKER_SERVICE_GPU_BLOCK_CACHE_H_
+#ifndef STRATA_WORKER_PREFIX_GPU_BLOCK_CACHE_H_
+#define STRATA_WORKER_PREFIX_GPU_BLOCK_CACHE_H_
 
 #include <atomic>
 #include <cstdint>
@@ -69,4 +69,4 @@ class GpuBlockCache {
 
 }  // namespace strata::worker
 
-#endif  // STRATA_WORKER_SERVICE_GPU_BLOCK_CACHE_H_
+#endif  // STRATA_WORKER_PREFIX_GPU_BLOCK_CACHE_H_

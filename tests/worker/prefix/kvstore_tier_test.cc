@@ -1,6 +1,6 @@
 // KvStoreTier's write-back against a real strata-kvstore process: what reaches the daemon, what is counted
 // and what is logged when a batch repeats a key or the daemon refuses a put.
-#include "worker/service/kvstore_tier.h"
+#include "worker/prefix/kvstore_tier.h"
 
 #include <future>
 #include <memory>

@@ -1,7 +1,7 @@
 // Tier G: an index over the engine's KV pool. It holds one reference per cached block, finds the
 // longest cached run of a prompt's keys, and, when the pool runs short, drops blocks no sequence holds,
 // least recently used leaves first; entering blocks are reported, leaving ones too.
-#include "worker/service/gpu_block_cache.h"
+#include "worker/prefix/gpu_block_cache.h"
 
 #include <memory>
 #include <string>

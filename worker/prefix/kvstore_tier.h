@@ -11,8 +11,8 @@
 // miss: the caller recomputes; each failure is counted and logged once per change of state. A put the
 // daemon refuses (a bad request, not a dead daemon) loses its blocks without marking the daemon down.
 // Thread-safe.
-#ifndef STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
-#define STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
+#ifndef STRATA_WORKER_PREFIX_KVSTORE_TIER_H_
+#define STRATA_WORKER_PREFIX_KVSTORE_TIER_H_
 
 #include <chrono>
 #include <cstddef>
@@ -33,7 +33,7 @@
 #include "common/grpc_security.h"
 #include "common/metrics.h"
 #include "kvstore/client/client.h"
-#include "worker/service/host_block_cache.h"
+#include "worker/prefix/host_block_cache.h"
 
 namespace strata::worker {
 
@@ -137,4 +137,4 @@ class KvStoreTier {
 
 }  // namespace strata::worker
 
-#endif  // STRATA_WORKER_SERVICE_KVSTORE_TIER_H_
+#endif  // STRATA_WORKER_PREFIX_KVSTORE_TIER_H_

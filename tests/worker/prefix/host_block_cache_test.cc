@@ -1,6 +1,6 @@
 // Tier H: bounded by bytes, least recently used first but leaves before their ancestors, every change
 // reported to the listener in order.
-#include "worker/service/host_block_cache.h"
+#include "worker/prefix/host_block_cache.h"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "worker/service/kvstore_tier.h"
+#include "worker/prefix/kvstore_tier.h"
 
 #include <cstdlib>
 #include <cstring>

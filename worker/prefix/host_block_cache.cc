@@ -1,4 +1,4 @@
-#include "worker/service/host_block_cache.h"
+#include "worker/prefix/host_block_cache.h"
 
 namespace strata::worker {
 namespace {

@@ -8,8 +8,8 @@
 //
 // Payloads are immutable once inserted and shared: a reader keeps a block alive while it copies it,
 // even if it is evicted meanwhile. Thread-safe.
-#ifndef STRATA_WORKER_SERVICE_HOST_BLOCK_CACHE_H_
-#define STRATA_WORKER_SERVICE_HOST_BLOCK_CACHE_H_
+#ifndef STRATA_WORKER_PREFIX_HOST_BLOCK_CACHE_H_
+#define STRATA_WORKER_PREFIX_HOST_BLOCK_CACHE_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -78,4 +78,4 @@ class HostBlockCache {
 
 }  // namespace strata::worker
 
-#endif  // STRATA_WORKER_SERVICE_HOST_BLOCK_CACHE_H_
+#endif  // STRATA_WORKER_PREFIX_HOST_BLOCK_CACHE_H_
