@@ -3,6 +3,7 @@
 // cache off, then on, by default), and prints what the cache saved: hit rate per tier, prefill tokens,
 // TTFT p50/p90, output tokens/s (docs/BENCHMARKS.md, "cluster"). Exits 1 when a request failed.
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -28,7 +29,7 @@ int main(int argc, char** argv) {
   cb::PromptOptions prompt_options;
   cb::BurstOptions burst_options;
   burst_options.model = "strata";
-  std::string trace_path, model_dir, passes_list = "off,on", label;
+  std::string trace_path, model_dir, passes_list = "off,on", label, json_out;
   size_t requests = 32, offset = 0;
   int32_t vocab_size = 0;
   uint32_t max_context = 0;
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-s", client_options.timeout_s, "per-request timeout")->capture_default_str();
   app.add_flag("--no-stream", no_stream, "non-streaming requests (TTFT is then the whole request)");
   app.add_flag("--json", json, "print one JSON object instead of the table");
+  app.add_option("--json-out", json_out, "also write the JSON object to this file");
   CLI11_PARSE(app, argc, argv);
   burst_options.stream = !no_stream;
 
@@ -99,15 +101,20 @@ int main(int argc, char** argv) {
     cb::BurstResult burst = cb::RunBurst(client, *bench_requests, burst_options);
     passes.push_back(cb::Summarize(name, burst.results, reusable, burst.wall_s));
   }
+  nlohmann::json out = cb::ToJson(passes);
+  out["trace"] = trace_path;
+  out["requests"] = bench_requests->size();
+  out["concurrency"] = burst_options.concurrency;
+  out["tokens_per_hash"] = prompt_options.tokens_per_hash;
   if (json) {
-    nlohmann::json out = cb::ToJson(passes);
-    out["trace"] = trace_path;
-    out["requests"] = bench_requests->size();
-    out["concurrency"] = burst_options.concurrency;
-    out["tokens_per_hash"] = prompt_options.tokens_per_hash;
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("%s", cb::FormatTable(passes).c_str());
+  }
+  if (!json_out.empty()) {
+    std::ofstream file(json_out);
+    file << out.dump(2) << "\n";
+    if (!file.flush()) return Fail(strata::StrCat(json_out, ": cannot write the JSON"));
   }
   for (const cb::PassSummary& pass : passes) {
     if (pass.failed > 0) return 1;
