@@ -152,7 +152,9 @@ absl::StatusOr<double> CopyBandwidth() {
   STRATA_ASSIGN_OR_RETURN(kernels::DeviceBuffer a, kernels::DeviceBuffer::Allocate(kBytes));
   STRATA_ASSIGN_OR_RETURN(kernels::DeviceBuffer b, kernels::DeviceBuffer::Allocate(kBytes));
   STRATA_ASSIGN_OR_RETURN(const double s, MedianSeconds([&]() -> absl::Status {
+    // A device-to-device cudaMemcpy returns before the copy is done.
     STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpy(b.data(), a.data(), kBytes, cudaMemcpyDeviceToDevice));
+    STRATA_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     return absl::OkStatus();
   }));
   return 2.0 * kBytes / s;
