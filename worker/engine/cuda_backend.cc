@@ -14,6 +14,7 @@
 #include "kernels/cuda_status.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "worker/engine/cuda_block_copy.h"
 
 namespace strata::engine {
 namespace {
@@ -93,6 +94,7 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
     auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(options));
     STRATA_ASSIGN_OR_RETURN(backend->stream_, kernels::CreateStream());
+    backend->block_copier_ = CudaBlockCopier(backend->stream_.get());
     STRATA_ASSIGN_OR_RETURN(backend->upload_stream_, kernels::CreateStream());
     STRATA_ASSIGN_OR_RETURN(backend->download_stream_, kernels::CreateStream());
     STRATA_ASSIGN_OR_RETURN(backend->gemm_, kernels::Gemm::Create(backend->stream_.get()));
@@ -372,38 +374,14 @@ class CudaBackend final : public Backend {
     return Indices{.host = host, .device = device.data<int32_t>(), .owner = std::make_shared<Tensor>(device), .size = n};
   }
 
-  // Block copies go through two device chunks and two pinned chunks of kBlockChunkBytes: the gather
-  // (scatter) kernel and the DMA of one chunk run while the host copies the other chunk out of (into)
-  // pinned memory.
+  // Bulk block movement: cuda_block_copy.h.
   absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
                                 absl::Span<std::byte* const> host) override {
     if (recording_) return absl::FailedPreconditionError("CopyBlocksToHost inside a decode step");
     STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
     if (blocks.empty()) return absl::OkStatus();
     STRATA_ASSIGN_OR_RETURN(Indices ids, UploadIndices(std::vector<int32_t>(blocks.begin(), blocks.end())));
-    STRATA_ASSIGN_OR_RETURN(const int64_t per_chunk, PrepareBlockChunks(block_bytes));
-    const int64_t count = static_cast<int64_t>(blocks.size());
-    int64_t pending_first = -1, pending_count = 0;  // the chunk whose bytes wait in pinned memory
-    auto drain = [&](int64_t first, int64_t n) -> absl::Status {
-      BlockChunk& chunk = block_chunks_[(first / per_chunk) % 2];
-      STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
-      std::byte* pinned = chunk.pinned.data<std::byte>();
-      ParallelCopies(n, block_bytes, [&](int64_t i) { std::memcpy(host[first + i], pinned + i * block_bytes, block_bytes); });
-      return absl::OkStatus();
-    };
-    for (int64_t first = 0; first < count; first += per_chunk) {
-      const int64_t n = std::min(per_chunk, count - first);
-      BlockChunk& chunk = block_chunks_[(first / per_chunk) % 2];
-      STRATA_RETURN_IF_ERROR(kernels::CopyBlocks(pool.data(), ids.device_data() + first, chunk.device.data(),
-                                                 nullptr, n, block_bytes, stream_.get()));
-      STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(chunk.pinned.data(), chunk.device.data(), n * block_bytes,
-                                                  cudaMemcpyDeviceToHost, stream_.get()));
-      STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_.get()));
-      if (pending_first >= 0) STRATA_RETURN_IF_ERROR(drain(pending_first, pending_count));
-      pending_first = first;
-      pending_count = n;
-    }
-    return drain(pending_first, pending_count);
+    return block_copier_.ToHost(pool.data(), ids.device_data(), block_bytes, host);
   }
 
   absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,
@@ -412,23 +390,7 @@ class CudaBackend final : public Backend {
     STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
     if (blocks.empty()) return absl::OkStatus();
     STRATA_ASSIGN_OR_RETURN(Indices ids, UploadIndices(std::vector<int32_t>(blocks.begin(), blocks.end())));
-    STRATA_ASSIGN_OR_RETURN(const int64_t per_chunk, PrepareBlockChunks(block_bytes));
-    const int64_t count = static_cast<int64_t>(blocks.size());
-    for (int64_t first = 0; first < count; first += per_chunk) {
-      const int64_t n = std::min(per_chunk, count - first);
-      BlockChunk& chunk = block_chunks_[(first / per_chunk) % 2];
-      // The chunk's previous transfer (two chunks back) must be done before its pinned bytes change.
-      STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
-      std::byte* pinned = chunk.pinned.data<std::byte>();
-      ParallelCopies(n, block_bytes, [&](int64_t i) { std::memcpy(pinned + i * block_bytes, host[first + i], block_bytes); });
-      STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(chunk.device.data(), chunk.pinned.data(), n * block_bytes,
-                                                  cudaMemcpyHostToDevice, stream_.get()));
-      STRATA_RETURN_IF_ERROR(kernels::CopyBlocks(chunk.device.data(), nullptr, pool.data(), ids.device_data() + first,
-                                                 n, block_bytes, stream_.get()));
-      STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_.get()));
-    }
-    for (BlockChunk& chunk : block_chunks_) STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
-    return absl::OkStatus();
+    return block_copier_.FromHost(host, pool.data(), ids.device_data(), block_bytes);
   }
 
   absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) override {
@@ -633,43 +595,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // One of the two chunks of a bulk block copy: device and pinned bytes, and the event after its DMA.
-  struct BlockChunk {
-    kernels::DeviceBuffer device;
-    Tensor pinned;
-    kernels::Event done;
-  };
-  static constexpr int64_t kBlockChunkBytes = int64_t{32} << 20;
-  // Host threads that copy a chunk's blocks between pinned memory and the payloads: one thread's memcpy
-  // (~10 GB/s) is a fifth of what the DMA moves, so the copies of a chunk are spread over several.
-  static constexpr int kHostCopyThreads = 8;
-  static constexpr int64_t kParallelCopyBytes = int64_t{1} << 20;
-
-  // copy(i) for i in [0, n), on up to kHostCopyThreads threads when the blocks are large.
-  template <typename Copy>
-  static void ParallelCopies(int64_t n, int64_t block_bytes, Copy copy) {
-    const int threads = n * block_bytes >= kParallelCopyBytes ? static_cast<int>(std::min<int64_t>(n, kHostCopyThreads)) : 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) copy(i);
-  }
-
-  // Blocks per chunk for blocks of `block_bytes` (at least one), with both chunks allocated to fit.
-  absl::StatusOr<int64_t> PrepareBlockChunks(int64_t block_bytes) {
-    const int64_t per_chunk = std::max<int64_t>(1, kBlockChunkBytes / block_bytes);
-    const size_t bytes = static_cast<size_t>(per_chunk * block_bytes);
-    for (BlockChunk& chunk : block_chunks_) {
-      if (!chunk.done) {
-        STRATA_ASSIGN_OR_RETURN(chunk.done, kernels::CreateEvent(/*timing=*/false));
-        STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_.get()));
-      }
-      if (chunk.device.bytes() >= bytes) continue;
-      STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
-      STRATA_ASSIGN_OR_RETURN(chunk.device, kernels::DeviceBuffer::Allocate(bytes));
-      STRATA_ASSIGN_OR_RETURN(chunk.pinned, AllocateHost(DType::kBF16, 1, static_cast<int64_t>(bytes / 2)));
-    }
-    return per_chunk;
-  }
-
   struct PendingCopy {
     Tensor device;  // float32
     absl::Span<float> host;
@@ -760,7 +685,7 @@ class CudaBackend final : public Backend {
   kernels::PinnedBuffer position_pinned_;
   kernels::DeviceBuffer position_device_;
   kernels::GraphExec exec_;
-  BlockChunk block_chunks_[2];
+  CudaBlockCopier block_copier_{nullptr};  // on stream_ (set in Create)
 };
 
 }  // namespace

@@ -232,6 +232,27 @@ TEST(WorkerProcess, BlocksTierGLetGoAreReadFromTheHostCache) {
   EXPECT_EQ(after.ids, cold.ids);
 }
 
+TEST(WorkerProcess, RequestsThatDoNotFitThePoolTogetherWaitForItAndGiveTheirIds) {
+  // 12 blocks of 16 tokens; each request takes 6 to 9 of them, so at most one or two run at once.
+  constexpr int kBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
+  auto worker = StartWorker("llama3-tiny", {"--kv-pool-bytes", std::to_string(12 * kBlockBytes),
+                                            "--prefill-chunk-tokens", "32"});
+  ASSERT_NE(worker, nullptr);
+  std::vector<proto::GenerateRequest> requests;
+  for (int i = 0; i < 6; ++i) requests.push_back(GreedyRequest(Prompt(80 + 15 * i, 20 + i), 16, true));
+  std::vector<StreamResult> results(requests.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = Generate(worker->stub(), requests[i]); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << "request " << i << ": " << results[i].status.error_message();
+    EXPECT_EQ(results[i].ids, GenerateAlone(ModelDir("llama3-tiny"), requests[i])) << "request " << i;
+  }
+  EXPECT_EQ(worker->Metric("strata_worker_requests_total{outcome=\"error\"}"), 0);
+}
+
 TEST(WorkerProcess, TheNextTurnOfAConversationReusesTheGeneratedBlocks) {
   auto worker = StartWorker("llama3-tiny");
   ASSERT_NE(worker, nullptr);
