@@ -30,7 +30,7 @@ void GpuBlockCache::Insert(absl::Span<const BlockKey> keys, std::optional<BlockK
     }
     stored.push_back(keys[i]);
   }
-  blocks_.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
+  Publish(stored, {});
   if (!stored.empty() && stored_) stored_(stored);
 }
 
@@ -63,8 +63,26 @@ void GpuBlockCache::Reclaim(int64_t needed) {
     evicted.push_back(victim->key);
     Erase(victim);
   }
-  blocks_.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
+  Publish({}, evicted);
   if (!evicted.empty() && evicted_) evicted_(evicted);
+}
+
+void GpuBlockCache::Publish(absl::Span<const BlockKey> added, absl::Span<const BlockKey> removed) {
+  blocks_.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
+  if (added.empty() && removed.empty()) return;
+  absl::MutexLock lock(&keys_mutex_);
+  keys_.insert(added.begin(), added.end());
+  for (const BlockKey& key : removed) keys_.erase(key);
+}
+
+bool GpuBlockCache::Contains(const BlockKey& key) const {
+  absl::MutexLock lock(&keys_mutex_);
+  return keys_.contains(key);
+}
+
+std::vector<BlockKey> GpuBlockCache::Keys() const {
+  absl::MutexLock lock(&keys_mutex_);
+  return std::vector<BlockKey>(keys_.begin(), keys_.end());
 }
 
 void GpuBlockCache::Erase(List::iterator it) {

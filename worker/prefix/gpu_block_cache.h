@@ -7,8 +7,9 @@
 // whose child is still cached stays while a leaf can go. Blocks are written through to tier H and the
 // kvstores when they are computed, so dropping one from HBM loses nothing below.
 //
-// Every block entering is reported through `stored`; `evicted` is called for blocks that left, when the
-// worker keeps no other copy (no tier H). Not thread-safe: the engine thread only (blocks() excepted).
+// Every block entering is reported through `stored`, every block leaving through `evicted` (called on
+// the engine thread, under no lock of the cache). Not thread-safe: the engine thread only, except
+// blocks(), Contains() and Keys().
 #ifndef STRATA_WORKER_PREFIX_GPU_BLOCK_CACHE_H_
 #define STRATA_WORKER_PREFIX_GPU_BLOCK_CACHE_H_
 
@@ -19,7 +20,10 @@
 #include <optional>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
 #include "worker/engine/kv_pool.h"
@@ -48,6 +52,9 @@ class GpuBlockCache {
 
   // Blocks cached (any thread).
   int64_t blocks() const { return blocks_.load(std::memory_order_relaxed); }
+  // Whether `key` is cached, and every cached key (any thread: a holder's inventory, another tier's events).
+  bool Contains(const BlockKey& key) const;
+  std::vector<BlockKey> Keys() const;
 
  private:
   struct Node {
@@ -59,12 +66,16 @@ class GpuBlockCache {
   using List = std::list<Node>;  // front: most recently used
 
   void Erase(List::iterator it);
+  // The keys as other threads see them: updated with index_.
+  void Publish(absl::Span<const BlockKey> added, absl::Span<const BlockKey> removed);
 
   engine::KvPool& pool_;
   Listener stored_, evicted_;
   List lru_;
   absl::flat_hash_map<BlockKey, List::iterator> index_;
   std::atomic<int64_t> blocks_{0};
+  mutable absl::Mutex keys_mutex_;
+  absl::flat_hash_set<BlockKey> keys_ ABSL_GUARDED_BY(keys_mutex_);
 };
 
 }  // namespace strata::worker

@@ -77,6 +77,11 @@ std::vector<std::shared_ptr<const BlockPayload>> HostBlockCache::LongestPrefix(a
   return out;
 }
 
+bool HostBlockCache::Contains(const BlockKey& key) const {
+  absl::MutexLock lock(&mutex_);
+  return index_.contains(key);
+}
+
 std::vector<BlockKey> HostBlockCache::Keys() const {
   absl::MutexLock lock(&mutex_);
   std::vector<BlockKey> keys;

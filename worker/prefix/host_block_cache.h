@@ -51,6 +51,7 @@ class HostBlockCache {
   // The payloads of the longest run of `keys` (from the first) that is cached, marking them recently used.
   std::vector<std::shared_ptr<const BlockPayload>> LongestPrefix(absl::Span<const BlockKey> keys);
 
+  bool Contains(const BlockKey& key) const;
   std::vector<BlockKey> Keys() const;
   uint64_t bytes() const;
   uint64_t blocks() const;

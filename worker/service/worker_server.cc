@@ -84,28 +84,48 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   s.kv_pool_blocks_ = s.engine_->pool()->num_blocks();
   s.registry_.AddGaugeCallback("strata_worker_kv_pool_blocks", "Blocks of the paged KV pool", {},
                                [raw] { return static_cast<double>(raw->kv_pool_blocks_); });
+  // The scheduler sees each block at the worker's fastest tier: in G, else in H, else gone. Both caches
+  // report on the engine thread; each filters its events by the other's contents.
+  auto report = [raw](auto&& send) {
+    if (scheduler::HolderAgent* agent = raw->events_to_.load()) send(*agent);
+  };
+  auto in_gpu = [raw](const BlockKey& key) { return raw->gpu_cache_ != nullptr && raw->gpu_cache_->Contains(key); };
+  auto in_host = [raw](const BlockKey& key) { return raw->host_cache_ != nullptr && raw->host_cache_->Contains(key); };
   if (options.gpu_cache == WorkerOptions::GpuCache::kOn) {
     s.gpu_cache_ = std::make_unique<GpuBlockCache>(
         *s.engine_->pool(),
-        [raw](absl::Span<const BlockKey> keys) {
-          if (scheduler::HolderAgent* agent = raw->events_to_.load()) agent->Stored(proto::TIER_GPU, keys);
+        [report](absl::Span<const BlockKey> keys) {
+          report([&](scheduler::HolderAgent& agent) { agent.Stored(proto::TIER_GPU, keys); });
         },
-          [raw, host = options.host_cache_bytes > 0](absl::Span<const BlockKey> keys) {
-          // With tier H the blocks are still there (written through when computed): no event.
-          if (scheduler::HolderAgent* agent = raw->events_to_.load(); agent != nullptr && !host) {
-            agent->Evicted(keys);
-          }
+        [report, in_host](absl::Span<const BlockKey> keys) {
+          // A block that leaves G for H is STORED at H; one that leaves G only is gone.
+          std::vector<BlockKey> moved, gone;
+          for (const BlockKey& key : keys) (in_host(key) ? moved : gone).push_back(key);
+          report([&](scheduler::HolderAgent& agent) {
+            if (!moved.empty()) agent.Stored(proto::TIER_HOST, moved);
+            if (!gone.empty()) agent.Evicted(gone);
+          });
         });
     s.registry_.AddGaugeCallback("strata_worker_gpu_cache_blocks", "Blocks kept in tier G (the KV pool)", {},
                                  [raw] { return static_cast<double>(raw->gpu_cache_->blocks()); });
   }
   if (options.host_cache_bytes > 0) {
-    HostCacheListener listener;
-    listener.stored = [raw](absl::Span<const BlockKey> keys) {
-      if (scheduler::HolderAgent* agent = raw->events_to_.load()) agent->Stored(proto::TIER_HOST, keys);
+    // Blocks that G holds are G's to report.
+    auto outside_gpu = [in_gpu](absl::Span<const BlockKey> keys) {
+      std::vector<BlockKey> out;
+      for (const BlockKey& key : keys) {
+        if (!in_gpu(key)) out.push_back(key);
+      }
+      return out;
     };
-    listener.evicted = [raw](absl::Span<const BlockKey> keys) {
-      if (scheduler::HolderAgent* agent = raw->events_to_.load()) agent->Evicted(keys);
+    HostCacheListener listener;
+    listener.stored = [report, outside_gpu](absl::Span<const BlockKey> keys) {
+      const std::vector<BlockKey> host_only = outside_gpu(keys);
+      if (!host_only.empty()) report([&](scheduler::HolderAgent& agent) { agent.Stored(proto::TIER_HOST, host_only); });
+    };
+    listener.evicted = [report, outside_gpu](absl::Span<const BlockKey> keys) {
+      const std::vector<BlockKey> gone = outside_gpu(keys);
+      if (!gone.empty()) report([&](scheduler::HolderAgent& agent) { agent.Evicted(gone); });
     };
     s.host_cache_ = std::make_unique<HostBlockCache>(options.host_cache_bytes, std::move(listener));
     s.registry_.AddGaugeCallback("strata_worker_host_cache_bytes", "Payload bytes in tier H", {},
@@ -180,7 +200,14 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     scheduler::HolderAgentCallbacks callbacks;
     callbacks.inventory = [raw] {
       scheduler::TierInventory inventory;
-      if (raw->host_cache_ != nullptr) inventory.emplace_back(proto::TIER_HOST, raw->host_cache_->Keys());
+      if (raw->gpu_cache_ != nullptr) inventory.emplace_back(proto::TIER_GPU, raw->gpu_cache_->Keys());
+      if (raw->host_cache_ != nullptr) {
+        std::vector<BlockKey> host_only;
+        for (const BlockKey& key : raw->host_cache_->Keys()) {
+          if (raw->gpu_cache_ == nullptr || !raw->gpu_cache_->Contains(key)) host_only.push_back(key);
+        }
+        inventory.emplace_back(proto::TIER_HOST, std::move(host_only));
+      }
       return inventory;
     };
     callbacks.load = [raw] {

@@ -472,8 +472,11 @@ TEST(WorkerProcess, ABadModelOrFlagExitsOneWithOneLine) {
 TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
   auto scheduler = SchedulerProcess::Start();
   ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  // A pool of 12 blocks (6 KiB each), so that a large request later makes tier G let blocks go.
+  constexpr int kBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
   auto worker = StartWorker("llama3-tiny", {"--scheduler", (*scheduler)->address(), "--worker-id", "worker-a",
-                                            "--served-model-name", "tiny"});
+                                            "--served-model-name", "tiny", "--kv-pool-bytes",
+                                            std::to_string(12 * kBlockBytes)});
   ASSERT_NE(worker, nullptr);
   auto list = [&] {
     grpc::ClientContext context;
@@ -498,18 +501,28 @@ TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
   route.set_model_fingerprint(info.key_scheme().model_fingerprint());
   route.mutable_token_ids()->Add(prompt.begin(), prompt.end());
   proto::RouteResponse routed;
-  // STORED events reach the index: the prompt's 6 full blocks are on this worker's tier H.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        grpc::ClientContext context;
-        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-        return (*scheduler)->stub().Route(&context, route, &routed).ok() && routed.blocks_host() == 6;
-      },
-      std::chrono::seconds(20)))
-      << "blocks_host=" << routed.blocks_host();
+  auto route_until = [&](auto done) {
+    return WaitFor(
+        [&] {
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+          return (*scheduler)->stub().Route(&context, route, &routed).ok() && done();
+        },
+        std::chrono::seconds(20));
+  };
+  // STORED events reach the index: the prompt's 6 full blocks are in this worker's tier G (and H, which
+  // the index need not know: a block is priced at the worker's fastest tier).
+  ASSERT_TRUE(route_until([&] { return routed.blocks_gpu() == 6; }))
+      << "blocks_gpu=" << routed.blocks_gpu() << " blocks_host=" << routed.blocks_host();
+  EXPECT_EQ(routed.blocks_host(), 0u);
   EXPECT_EQ(routed.worker_id(), "worker-a");
   EXPECT_EQ(routed.worker_address(), worker->address());
   EXPECT_EQ(list().holders(0).blocks(), 6u);
+  // A request that needs the whole pool: tier G lets the blocks go, they are still in tier H.
+  ASSERT_TRUE(Generate(worker->stub(), GreedyRequest(Prompt(180, 10), 12)).status.ok());
+  ASSERT_TRUE(route_until([&] { return routed.blocks_host() == 6; }))
+      << "blocks_gpu=" << routed.blocks_gpu() << " blocks_host=" << routed.blocks_host();
+  EXPECT_EQ(routed.blocks_gpu(), 0u);
 
   // SIGTERM: drains, deregisters and exits 0.
   worker->process().Signal(SIGTERM);
