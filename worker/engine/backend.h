@@ -131,8 +131,8 @@ class Backend {
   virtual absl::StatusOr<Indices> UploadIndices(std::vector<int32_t> values) = 0;
 
   // Bulk block movement between a pool (backend memory, [blocks * block_bytes] bytes viewed by `pool`)
-  // and host memory: block blocks[i] to or from host[i], block_bytes each. One gather (scatter) and one
-  // transfer for the whole list where the backend has a device, after the compute enqueued so far (and
+  // and host memory: block blocks[i] to or from host[i], block_bytes each. Where the backend has a device:
+  // a gather (scatter) kernel and one DMA per chunk of many blocks, after the compute enqueued so far (and
   // before compute enqueued later, for the copy into the pool). Complete when they return.
   virtual absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
                                         absl::Span<std::byte* const> host) = 0;

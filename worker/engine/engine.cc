@@ -301,9 +301,4 @@ absl::Status Engine::ImportBlocks(Sequence& sequence, absl::Span<const std::byte
   return absl::OkStatus();
 }
 
-absl::Status Engine::ExportPoolBlocks(absl::Span<const int32_t> blocks, absl::Span<std::byte* const> payloads) {
-  if (pool_ == nullptr) return absl::FailedPreconditionError("ExportPoolBlocks: this engine has no KV pool");
-  return pool_->CopyToHost(blocks, payloads);
-}
-
 }  // namespace strata::engine

@@ -64,7 +64,7 @@ struct MemoryPlan {
 };
 
 // One request's tokens and their KV cache on the engine's backend. Move-only; create with
-// Engine::NewSequence.
+// Engine::NewSequence. It must not outlive its engine (it holds blocks of the engine's pool).
 class Sequence {
  public:
   int64_t length() const { return length_; }      // tokens whose KV is cached
@@ -144,12 +144,10 @@ class Engine {
   // The same in whole blocks of EngineOptions::kv_block_tokens and in bulk: blocks [first_block,
   // first_block + payloads.size()) of `sequence` (all cached) into one payload each
   // (KvPayloadBytes(kv_block_tokens) bytes), and payloads appended as whole blocks at the end of
-  // `sequence` (whose length must be a multiple of kv_block_tokens). On a paged sequence: one gather and
-  // one transfer for the whole list (KvPool::CopyToHost). Complete when they return.
+  // `sequence` (whose length must be a multiple of kv_block_tokens). On a paged sequence: bulk copies of
+  // whole pool blocks (KvPool::CopyToHost / CopyFromHost). Complete when they return.
   absl::Status ExportBlocks(const Sequence& sequence, int64_t first_block, absl::Span<std::byte* const> payloads);
   absl::Status ImportBlocks(Sequence& sequence, absl::Span<const std::byte* const> payloads);
-  // Pool blocks to host payloads, in bulk (tier G spilling to tier H). FailedPrecondition without a pool.
-  absl::Status ExportPoolBlocks(absl::Span<const int32_t> blocks, absl::Span<std::byte* const> payloads);
   int64_t block_tokens() const { return options_.kv_block_tokens; }
 
   const model::ModelConfig& config() const;
