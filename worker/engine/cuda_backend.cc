@@ -4,8 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "common/strings.h"
@@ -15,6 +13,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "worker/engine/cuda_block_copy.h"
+#include "worker/engine/cuda_device_pool.h"
 
 namespace strata::engine {
 namespace {
@@ -24,60 +23,6 @@ constexpr size_t kPoolGranularityBytes = 512;
 // Split-KV attention workspace: enough for 128 splits of 64 query rows x 32 heads x 128 dims.
 constexpr size_t kAttentionWorkspaceBytes = size_t{64} << 20;
 constexpr size_t kInitialStagingBytes = size_t{4} << 20;
-
-// A caching allocator for one device, used from the backend's single stream: a freed block goes back to
-// a free list of its size and is handed out again without cudaMalloc (which synchronizes the device).
-// Reuse is safe because every user of a block is ordered on the same stream. Blocks are released to the
-// driver when an allocation fails (then retried) and when the pool dies. Thread-safe: tensors may be
-// released from any thread.
-class DevicePool {
- public:
-  ~DevicePool() { ReleaseCached(); }
-
-  absl::StatusOr<void*> Take(size_t bytes) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(bytes);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        return p;
-      }
-    }
-    void* p = nullptr;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
-      (void)cudaGetLastError();
-      ReleaseCached();
-      STRATA_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, bytes));
-    }
-    return p;
-  }
-
-  void Give(void* p, size_t bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
-    free_[bytes].push_back(p);
-  }
-
-  // Bytes held in free lists (handed out again before cudaMalloc is asked).
-  size_t CachedBytes() {
-    std::lock_guard<std::mutex> lock(mu_);
-    size_t total = 0;
-    for (const auto& [bytes, blocks] : free_) total += bytes * blocks.size();
-    return total;
-  }
-
- private:
-  void ReleaseCached() {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [bytes, blocks] : free_) {
-      for (void* p : blocks) cudaFree(p);
-    }
-    free_.clear();
-  }
-
-  std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-};
 
 class CudaBackend final : public Backend {
  public:
