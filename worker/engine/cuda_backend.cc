@@ -373,30 +373,10 @@ class CudaBackend final : public Backend {
       return absl::OutOfRangeError(StrCat("Attention: positions up to ", p.first_position + n,
                                           " exceed the KV capacity of ", layer.capacity_tokens, " tokens"));
     }
-    kernels::AttentionArgs args;
-    args.dtype = dtype_;
-    args.q = q.data();
-    args.q_row_stride = q.cols();
-    args.k = layer.k.data();
-    args.v = layer.v.data();
-    args.kv_head_stride = layer.capacity_tokens;
-    if (layer.paged()) {
-      args.block_table = layer.block_table.device_data();
-      args.block_table_stride = layer.block_table.size;
-      args.block_tokens = layer.block_tokens;
-      args.block_stride = layer.block_rows;
-    }
-    args.kv_begin = 0;
+    kernels::AttentionArgs args = AttentionArgsFor(q, layer, p, out);
     args.kv_end = p.first_position + n;
-    args.out = out.data();
-    args.out_row_stride = out.cols();
     args.rows = n;
-    args.num_heads = p.num_heads;
-    args.num_kv_heads = p.num_kv_heads;
-    args.head_dim = p.head_dim;
     args.first_position = p.first_position;
-    args.window = p.window;
-    args.scale = p.scale;
     STRATA_RETURN_IF_ERROR(kernels::ValidateAttention(args));
     STRATA_RETURN_IF_ERROR(NotePosition(p.first_position));
     args.device_position = DevicePosition();
@@ -434,32 +414,17 @@ class CudaBackend final : public Backend {
       }
       longest = std::max<int64_t>(longest, positions[b]);
     }
-    kernels::AttentionArgs args;
-    args.dtype = dtype_;
-    args.q = q.data();
-    args.q_row_stride = q.cols();
+    kernels::AttentionArgs args = AttentionArgsFor(q, layer, p, out);
     args.q_batch_stride = q.cols();
-    args.k = layer.k.data();
-    args.v = layer.v.data();
+    args.out_batch_stride = out.cols();
     args.kv_head_stride = table_stride * layer.block_tokens;
     args.block_table = tables.device_data();
     args.block_table_stride = table_stride;
-    args.block_tokens = layer.block_tokens;
-    args.block_stride = layer.block_rows;
     args.batch_positions = positions.device_data();
-    args.kv_begin = 0;
     args.kv_end = longest + 1;
     args.first_position = longest;
-    args.out = out.data();
-    args.out_row_stride = out.cols();
-    args.out_batch_stride = out.cols();
     args.rows = 1;
     args.batch = batch;
-    args.num_heads = p.num_heads;
-    args.num_kv_heads = p.num_kv_heads;
-    args.head_dim = p.head_dim;
-    args.window = p.window;
-    args.scale = p.scale;
     return kernels::Attention(args, workspace_.data(), workspace_.bytes(), stream_.get());
   }
 
@@ -540,6 +505,35 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // The launch arguments of attention over `layer` shared by Attention and DecodeAttention: q, out, K/V
+  // (and the layer's block table when paged), heads, window and scale. Rows and positions are the
+  // caller's.
+  kernels::AttentionArgs AttentionArgsFor(const Tensor& q, const KvLayer& layer, const AttentionParams& p,
+                                          Tensor& out) const {
+    kernels::AttentionArgs args;
+    args.dtype = dtype_;
+    args.q = q.data();
+    args.q_row_stride = q.cols();
+    args.k = layer.k.data();
+    args.v = layer.v.data();
+    args.kv_head_stride = layer.capacity_tokens;
+    if (layer.paged()) {
+      args.block_table = layer.block_table.device_data();
+      args.block_table_stride = layer.block_table.size;
+      args.block_tokens = layer.block_tokens;
+      args.block_stride = layer.block_rows;
+    }
+    args.kv_begin = 0;
+    args.out = out.data();
+    args.out_row_stride = out.cols();
+    args.num_heads = p.num_heads;
+    args.num_kv_heads = p.num_kv_heads;
+    args.head_dim = p.head_dim;
+    args.window = p.window;
+    args.scale = p.scale;
+    return args;
+  }
+
   struct PendingCopy {
     Tensor device;  // float32
     absl::Span<float> host;

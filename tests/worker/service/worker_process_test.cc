@@ -20,6 +20,22 @@ namespace {
 
 using strata::testing::WaitFor;
 
+// Bytes of a 16-token KV block of llama3-tiny (3 layers, K and V, 2 KV heads of 16, float32): what
+// --kv-pool-bytes counts in.
+constexpr int kTinyBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
+
+// Every request at once, one thread each; the results in request order.
+std::vector<StreamResult> GenerateConcurrently(proto::Worker::Stub& stub,
+                                               const std::vector<proto::GenerateRequest>& requests) {
+  std::vector<StreamResult> results(requests.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = Generate(stub, requests[i]); });
+  }
+  for (auto& t : threads) t.join();
+  return results;
+}
+
 std::unique_ptr<WorkerProcess> StartWorker(const std::string& model, std::vector<std::string> args = {}) {
   auto worker = WorkerProcess::Start(ModelDir(model), std::move(args));
   EXPECT_TRUE(worker.ok()) << worker.status();
@@ -35,12 +51,7 @@ TEST_P(BatchingTest, ConcurrentRequestsGiveTheIdsOfEachRunAlone) {
   ASSERT_NE(worker, nullptr);
   std::vector<proto::GenerateRequest> requests;
   for (int i = 0; i < 5; ++i) requests.push_back(GreedyRequest(Prompt(20 + 37 * i, i), 12 + 3 * i, i % 2 == 0));
-  std::vector<StreamResult> results(requests.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    threads.emplace_back([&, i] { results[i] = Generate(worker->stub(), requests[i]); });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<StreamResult> results = GenerateConcurrently(worker->stub(), requests);
   for (size_t i = 0; i < requests.size(); ++i) {
     ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
     EXPECT_EQ(results[i].ids, GenerateAlone(ModelDir(model), requests[i])) << "request " << i;
@@ -203,9 +214,8 @@ TEST(WorkerProcess, SharedPrefixIsAttachedFromTierG) {
 }
 
 TEST(WorkerProcess, BlocksTierGLetGoAreReadFromTheHostCache) {
-  // A pool of 12 blocks (llama3-tiny: 3 layers x 2 KV heads x 16 dims, float32: 6 KiB a block).
-  constexpr int kBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
-  auto worker = StartWorker("llama3-tiny", {"--kv-pool-bytes", std::to_string(12 * kBlockBytes)});
+  // A pool of 12 blocks.
+  auto worker = StartWorker("llama3-tiny", {"--kv-pool-bytes", std::to_string(12 * kTinyBlockBytes)});
   ASSERT_NE(worker, nullptr);
   const std::vector<int32_t> first = Prompt(100, 5);
   const StreamResult cold = Generate(worker->stub(), GreedyRequest(first, 8));
@@ -234,18 +244,12 @@ TEST(WorkerProcess, BlocksTierGLetGoAreReadFromTheHostCache) {
 
 TEST(WorkerProcess, RequestsThatDoNotFitThePoolTogetherWaitForItAndGiveTheirIds) {
   // 12 blocks of 16 tokens; each request takes 6 to 9 of them, so at most one or two run at once.
-  constexpr int kBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
-  auto worker = StartWorker("llama3-tiny", {"--kv-pool-bytes", std::to_string(12 * kBlockBytes),
+  auto worker = StartWorker("llama3-tiny", {"--kv-pool-bytes", std::to_string(12 * kTinyBlockBytes),
                                             "--prefill-chunk-tokens", "32"});
   ASSERT_NE(worker, nullptr);
   std::vector<proto::GenerateRequest> requests;
   for (int i = 0; i < 6; ++i) requests.push_back(GreedyRequest(Prompt(80 + 15 * i, 20 + i), 16, true));
-  std::vector<StreamResult> results(requests.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    threads.emplace_back([&, i] { results[i] = Generate(worker->stub(), requests[i]); });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<StreamResult> results = GenerateConcurrently(worker->stub(), requests);
   for (size_t i = 0; i < requests.size(); ++i) {
     ASSERT_TRUE(results[i].status.ok()) << "request " << i << ": " << results[i].status.error_message();
     EXPECT_EQ(results[i].ids, GenerateAlone(ModelDir("llama3-tiny"), requests[i])) << "request " << i;
@@ -472,11 +476,10 @@ TEST(WorkerProcess, ABadModelOrFlagExitsOneWithOneLine) {
 TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
   auto scheduler = SchedulerProcess::Start();
   ASSERT_TRUE(scheduler.ok()) << scheduler.status();
-  // A pool of 12 blocks (6 KiB each), so that a large request later makes tier G let blocks go.
-  constexpr int kBlockBytes = 2 * 3 * 2 * 16 * 16 * 4;
+  // A pool of 12 blocks, so that a large request later makes tier G let blocks go.
   auto worker = StartWorker("llama3-tiny", {"--scheduler", (*scheduler)->address(), "--worker-id", "worker-a",
                                             "--served-model-name", "tiny", "--kv-pool-bytes",
-                                            std::to_string(12 * kBlockBytes)});
+                                            std::to_string(12 * kTinyBlockBytes)});
   ASSERT_NE(worker, nullptr);
   auto list = [&] {
     grpc::ClientContext context;
