@@ -1,12 +1,14 @@
 // Paged KV on a Llama-3-8B-shaped model (32 layers, 8 KV heads, head_dim 128, BF16; random weights
 // made on the GPU), each figure beside its baseline from the same process:
 //  - block movement (16-token blocks of 2 MiB): the pool's bulk export and import (KvPool::CopyToHost /
-//    CopyFromHost: one gather or scatter kernel and chunked DMA through pinned memory, into and out of
-//    ordinary host payloads) against one plain cudaMemcpy of the same bytes between device memory and
-//    pinned memory (the floor), and against the path it replaces: a contiguous per-sequence cache read and
-//    written per (layer, K|V, head) slice, 512 copies a block (KvCache::ReadRows / WriteRows);
+//    CopyFromHost) into and out of payloads in page-locked slots of one region (the worker's payload
+//    pool: straight DMA per run of blocks) and into and out of ordinary pageable payloads (a gather or
+//    scatter kernel and chunked DMA through pinned staging), against one plain cudaMemcpy of the same
+//    bytes between device memory and pinned memory (the floor), and against the path they replace: a
+//    contiguous per-sequence cache read and written per (layer, K|V, head) slice, 512 copies a block
+//    (KvCache::ReadRows / WriteRows);
 //  - time to first token of a fully cached 8,192-token prompt: its blocks attached from the pool (tier
-//    G), imported from host payloads (tier H), against computing the whole prompt;
+//    G), imported from page-locked host payloads (tier H), against computing the whole prompt;
 //  - batched decode through Engine::ForwardBatch at a 4,096-token context (batched attention over block
 //    tables, logits to the host), against the HBM floor (weights + every sequence's KV at the measured
 //    copy bandwidth).
@@ -89,9 +91,22 @@ absl::Status MeasureTransfers() {
       out.push_back(p.data());
       in.push_back(p.data());
     }
+    // The worker's payloads: slots of one page-locked region, in the order a payload pool hands them out.
+    STRATA_ASSIGN_OR_RETURN(engine::Tensor region, backend->AllocateHost(DType::kBF16, count, block_bytes / 2));
+    std::memset(region.data(), 0x5a, region.bytes());
+    std::vector<std::byte*> slot_out;
+    std::vector<const std::byte*> slot_in;
+    for (int64_t b = 0; b < count; ++b) {
+      slot_out.push_back(region.data<std::byte>() + b * block_bytes);
+      slot_in.push_back(slot_out.back());
+    }
     const double bytes = static_cast<double>(count * block_bytes);
-    STRATA_ASSIGN_OR_RETURN(const double import_s, MedianSeconds([&] { return pool->CopyFromHost(in, blocks); }));
-    STRATA_ASSIGN_OR_RETURN(const double export_s, MedianSeconds([&] { return pool->CopyToHost(blocks, out); }));
+    STRATA_ASSIGN_OR_RETURN(const double import_s, MedianSeconds([&] { return pool->CopyFromHost(slot_in, blocks); }));
+    STRATA_ASSIGN_OR_RETURN(const double export_s, MedianSeconds([&] { return pool->CopyToHost(blocks, slot_out); }));
+    STRATA_ASSIGN_OR_RETURN(const double pageable_import_s,
+                            MedianSeconds([&] { return pool->CopyFromHost(in, blocks); }));
+    STRATA_ASSIGN_OR_RETURN(const double pageable_export_s,
+                            MedianSeconds([&] { return pool->CopyToHost(blocks, out); }));
 
     // The floor: one plain copy of the same bytes between device and pinned host memory.
     STRATA_ASSIGN_OR_RETURN(kernels::DeviceBuffer device, kernels::DeviceBuffer::Allocate(count * block_bytes));
@@ -136,9 +151,11 @@ absl::Status MeasureTransfers() {
 
     const std::string n = std::to_string(count);
     Record("import_" + n + "_blocks_gbps", bytes / import_s / 1e9);
+    Record("import_" + n + "_blocks_pageable_gbps", bytes / pageable_import_s / 1e9);
     Record("import_" + n + "_blocks_plain_h2d_gbps", bytes / h2d_s / 1e9);
     Record("import_" + n + "_blocks_per_slice_gbps", bytes / old_import_s / 1e9);
     Record("export_" + n + "_blocks_gbps", bytes / export_s / 1e9);
+    Record("export_" + n + "_blocks_pageable_gbps", bytes / pageable_export_s / 1e9);
     Record("export_" + n + "_blocks_plain_d2h_gbps", bytes / d2h_s / 1e9);
     Record("export_" + n + "_blocks_per_slice_gbps", bytes / old_export_s / 1e9);
     pool->Unref(blocks);
@@ -203,14 +220,14 @@ absl::Status MeasureCachedPrompt(engine::Engine& engine) {
     STRATA_ASSIGN_OR_RETURN(engine::Sequence sequence, engine.NewSequence(kPrompt + 1, prefix));
     return engine.Forward(sequence, tail, {&tail_last, 1}).status();
   }));
-  // Tier H: the prefix imported from host payloads in one bulk copy.
+  // Tier H: the prefix imported from page-locked host payloads (the worker's payload pool) in one bulk copy.
   const int64_t payload_bytes = engine.KvPayloadBytes(kBlockTokens);
-  std::vector<std::vector<std::byte>> payloads(cached_blocks, std::vector<std::byte>(payload_bytes));
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<std::byte> region, engine.AllocateHostBytes(cached_blocks * payload_bytes));
   std::vector<std::byte*> out;
   std::vector<const std::byte*> in;
-  for (auto& p : payloads) {
-    out.push_back(p.data());
-    in.push_back(p.data());
+  for (int64_t b = 0; b < cached_blocks; ++b) {
+    out.push_back(region.get() + b * payload_bytes);
+    in.push_back(out.back());
   }
   STRATA_RETURN_IF_ERROR(engine.ExportBlocks(source, 0, out));
   STRATA_ASSIGN_OR_RETURN(const double host_s, MedianSeconds([&]() -> absl::Status {

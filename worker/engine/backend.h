@@ -132,8 +132,10 @@ class Backend {
 
   // Bulk block movement between a pool (backend memory, [blocks * block_bytes] bytes viewed by `pool`)
   // and host memory: block blocks[i] to or from host[i], block_bytes each. Where the backend has a device:
-  // a gather (scatter) kernel and one DMA per chunk of many blocks, after the compute enqueued so far (and
-  // before compute enqueued later, for the copy into the pool). Complete when they return.
+  // one DMA per run of adjacent blocks for host buffers in page-locked memory (AllocateHost), a gather
+  // (scatter) kernel and one DMA per chunk of many blocks through pinned staging for the others; after
+  // the compute enqueued so far (and before compute enqueued later, for the copy into the pool).
+  // Complete when they return.
   virtual absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
                                         absl::Span<std::byte* const> host) = 0;
   virtual absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,

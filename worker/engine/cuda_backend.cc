@@ -325,8 +325,7 @@ class CudaBackend final : public Backend {
     if (recording_) return absl::FailedPreconditionError("CopyBlocksToHost inside a decode step");
     STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
     if (blocks.empty()) return absl::OkStatus();
-    STRATA_ASSIGN_OR_RETURN(Indices ids, UploadIndices(std::vector<int32_t>(blocks.begin(), blocks.end())));
-    return block_copier_.ToHost(pool.data(), ids.device_data(), block_bytes, host);
+    return block_copier_.ToHost(pool.data(), blocks, block_bytes, host);
   }
 
   absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,
@@ -334,8 +333,7 @@ class CudaBackend final : public Backend {
     if (recording_) return absl::FailedPreconditionError("CopyBlocksFromHost inside a decode step");
     STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
     if (blocks.empty()) return absl::OkStatus();
-    STRATA_ASSIGN_OR_RETURN(Indices ids, UploadIndices(std::vector<int32_t>(blocks.begin(), blocks.end())));
-    return block_copier_.FromHost(host, pool.data(), ids.device_data(), block_bytes);
+    return block_copier_.FromHost(host, pool.data(), blocks, block_bytes);
   }
 
   absl::Status WriteKv(const Tensor& k, const Tensor& v, int64_t first_position, KvLayer& layer) override {

@@ -21,7 +21,43 @@ void ParallelCopies(int64_t n, int64_t block_bytes, int threads, Copy copy) {
   for (int64_t i = 0; i < n; ++i) copy(i);
 }
 
+// Whether `p` is page-locked host memory that the device can DMA to and from.
+absl::StatusOr<bool> IsPageLocked(const void* p) {
+  cudaPointerAttributes attributes{};
+  STRATA_CUDA_RETURN_IF_ERROR(cudaPointerGetAttributes(&attributes, p));
+  return attributes.type == cudaMemoryTypeHost;
+}
+
 }  // namespace
+
+absl::StatusOr<CudaBlockCopier::Split> CudaBlockCopier::SplitByMemory(absl::Span<const int32_t> blocks,
+                                                                      absl::Span<std::byte* const> host) {
+  Split split;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    STRATA_ASSIGN_OR_RETURN(const bool page_locked, IsPageLocked(host[i]));
+    (page_locked ? split.direct_blocks : split.staged_blocks).push_back(blocks[i]);
+    (page_locked ? split.direct_host : split.staged_host).push_back(host[i]);
+  }
+  return split;
+}
+
+absl::Status CudaBlockCopier::CopyDirect(const Split& split, std::byte* pool, int64_t block_bytes,
+                                         cudaMemcpyKind kind) {
+  const size_t n = split.direct_blocks.size();
+  for (size_t first = 0, end = 0; first < n; first = end) {
+    for (end = first + 1; end < n && split.direct_blocks[end] == split.direct_blocks[end - 1] + 1 &&
+                          split.direct_host[end] == split.direct_host[end - 1] + block_bytes;
+         ++end) {
+    }
+    std::byte* device = pool + split.direct_blocks[first] * block_bytes;
+    std::byte* host = split.direct_host[first];
+    const size_t bytes = (end - first) * static_cast<size_t>(block_bytes);
+    STRATA_CUDA_RETURN_IF_ERROR(kind == cudaMemcpyDeviceToHost
+                                    ? cudaMemcpyAsync(host, device, bytes, kind, stream_)
+                                    : cudaMemcpyAsync(device, host, bytes, kind, stream_));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<int64_t> CudaBlockCopier::Prepare(int64_t block_bytes) {
   const int64_t per_chunk = std::max<int64_t>(1, kChunkBytes / block_bytes);
@@ -39,11 +75,58 @@ absl::StatusOr<int64_t> CudaBlockCopier::Prepare(int64_t block_bytes) {
   return per_chunk;
 }
 
-absl::Status CudaBlockCopier::ToHost(const void* pool, const int32_t* block_ids, int64_t block_bytes,
+absl::StatusOr<const int32_t*> CudaBlockCopier::UploadIds(absl::Span<const int32_t> blocks) {
+  const size_t bytes = blocks.size() * sizeof(int32_t);
+  // Every call ends synchronized, so nothing on the stream still reads the old ids.
+  if (ids_.bytes() < bytes) {
+    STRATA_ASSIGN_OR_RETURN(ids_, kernels::DeviceBuffer::Allocate(bytes));
+  }
+  // From pageable memory: the call returns once the source has been staged, so `blocks` may go.
+  STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ids_.data(), blocks.data(), bytes, cudaMemcpyHostToDevice, stream_));
+  return ids_.data<const int32_t>();
+}
+
+absl::Status CudaBlockCopier::ToHost(const void* pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
                                      absl::Span<std::byte* const> host) {
+  if (blocks.empty()) return absl::OkStatus();
+  STRATA_ASSIGN_OR_RETURN(const Split split, SplitByMemory(blocks, host));
+  STRATA_RETURN_IF_ERROR(CopyDirect(split, static_cast<std::byte*>(const_cast<void*>(pool)), block_bytes,
+                                    cudaMemcpyDeviceToHost));
+  // The staged copies wait for their own chunks; the direct ones are before them on the stream.
+  if (!split.staged_blocks.empty()) {
+    return StagedToHost(pool, split.staged_blocks, block_bytes, split.staged_host);
+  }
+  return Finish();
+}
+
+absl::Status CudaBlockCopier::FromHost(absl::Span<const std::byte* const> host, void* pool,
+                                       absl::Span<const int32_t> blocks, int64_t block_bytes) {
+  if (blocks.empty()) return absl::OkStatus();
+  // The split holds mutable pointers for both directions; FromHost only reads through them.
+  std::vector<std::byte*> mutable_host(host.size());
+  std::transform(host.begin(), host.end(), mutable_host.begin(), [](const std::byte* p) { return const_cast<std::byte*>(p); });
+  STRATA_ASSIGN_OR_RETURN(const Split split, SplitByMemory(blocks, mutable_host));
+  STRATA_RETURN_IF_ERROR(CopyDirect(split, static_cast<std::byte*>(pool), block_bytes, cudaMemcpyHostToDevice));
+  if (!split.staged_blocks.empty()) {
+    STRATA_RETURN_IF_ERROR(StagedFromHost(split.staged_host, pool, split.staged_blocks, block_bytes));
+  }
+  return Finish();
+}
+
+absl::Status CudaBlockCopier::Finish() {
+  if (!done_) {
+    STRATA_ASSIGN_OR_RETURN(done_, kernels::CreateEvent(/*timing=*/false));
+  }
+  STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(done_.get(), stream_));
+  STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(done_.get()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBlockCopier::StagedToHost(const void* pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
+                                           absl::Span<std::byte* const> host) {
   const int64_t count = static_cast<int64_t>(host.size());
-  if (count == 0) return absl::OkStatus();
   STRATA_ASSIGN_OR_RETURN(const int64_t per_chunk, Prepare(block_bytes));
+  STRATA_ASSIGN_OR_RETURN(const int32_t* block_ids, UploadIds(blocks));
   // The chunk whose bytes wait in pinned memory, copied out while the next one transfers.
   auto drain = [&](int64_t first, int64_t n) -> absl::Status {
     Chunk& chunk = ChunkOf(first, per_chunk);
@@ -69,11 +152,11 @@ absl::Status CudaBlockCopier::ToHost(const void* pool, const int32_t* block_ids,
   return drain(pending_first, pending_count);
 }
 
-absl::Status CudaBlockCopier::FromHost(absl::Span<const std::byte* const> host, void* pool, const int32_t* block_ids,
-                                       int64_t block_bytes) {
+absl::Status CudaBlockCopier::StagedFromHost(absl::Span<std::byte* const> host, void* pool,
+                                             absl::Span<const int32_t> blocks, int64_t block_bytes) {
   const int64_t count = static_cast<int64_t>(host.size());
-  if (count == 0) return absl::OkStatus();
   STRATA_ASSIGN_OR_RETURN(const int64_t per_chunk, Prepare(block_bytes));
+  STRATA_ASSIGN_OR_RETURN(const int32_t* block_ids, UploadIds(blocks));
   for (int64_t first = 0; first < count; first += per_chunk) {
     const int64_t n = std::min(per_chunk, count - first);
     Chunk& chunk = ChunkOf(first, per_chunk);
@@ -88,7 +171,6 @@ absl::Status CudaBlockCopier::FromHost(absl::Span<const std::byte* const> host, 
         kernels::CopyBlocks(chunk.device.data(), nullptr, pool, block_ids + first, n, block_bytes, stream_));
     STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(chunk.done.get(), stream_));
   }
-  for (Chunk& chunk : chunks_) STRATA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(chunk.done.get()));
   return absl::OkStatus();
 }
 

@@ -301,4 +301,11 @@ absl::Status Engine::ImportBlocks(Sequence& sequence, absl::Span<const std::byte
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<std::byte>> Engine::AllocateHostBytes(uint64_t bytes) {
+  const uint64_t words = (bytes + sizeof(float) - 1) / sizeof(float);
+  STRATA_ASSIGN_OR_RETURN(Tensor memory, backend_->AllocateHost(DType::kF32, 1, static_cast<int64_t>(words)));
+  auto* data = memory.data<std::byte>();
+  return std::shared_ptr<std::byte>(data, [memory = std::move(memory)](std::byte*) {});
+}
+
 }  // namespace strata::engine

@@ -148,6 +148,10 @@ class Engine {
   // whole pool blocks (KvPool::CopyToHost / CopyFromHost). Complete when they return.
   absl::Status ExportBlocks(const Sequence& sequence, int64_t first_block, absl::Span<std::byte* const> payloads);
   absl::Status ImportBlocks(Sequence& sequence, absl::Span<const std::byte* const> payloads);
+  // `bytes` of host memory for such payloads, alive while the pointer is: page-locked where the backend
+  // has a device, so that ExportBlocks and ImportBlocks move a paged block straight between the pool and
+  // it by DMA (payloads elsewhere are staged through the backend's own pinned chunks).
+  absl::StatusOr<std::shared_ptr<std::byte>> AllocateHostBytes(uint64_t bytes);
   int64_t block_tokens() const { return options_.kv_block_tokens; }
 
   const model::ModelConfig& config() const;

@@ -265,6 +265,52 @@ TEST_P(PagedKvTest, ExportedBlocksImportIntoAnotherEngineAndGiveTheRecomputedLog
   }
 }
 
+// Payloads in page-locked memory (Engine::AllocateHostBytes: DMA straight to and from the pool, one copy
+// per run of adjacent blocks) and in pageable memory (staged) carry the same bytes, mixed in one call.
+TEST_P(PagedKvTest, PageLockedAndPageablePayloadsCarryTheSameBytes) {
+  constexpr int64_t kBlockTokens = 4;
+  auto source = MakeEngine(64 + n(), kBlockTokens);
+  auto sequence = source->NewSequence(n());
+  ASSERT_TRUE(sequence.ok());
+  ASSERT_FALSE(Run(*source, *sequence, n(), 0).empty());
+  const int64_t blocks = (n() - 1) / kBlockTokens;
+  ASSERT_GE(blocks, 4);
+  const int64_t payload_bytes = source->KvPayloadBytes(kBlockTokens);
+  std::vector<std::vector<std::byte>> pageable(blocks, std::vector<std::byte>(payload_bytes, std::byte{0xff}));
+  std::vector<std::byte*> pageable_out;
+  for (auto& p : pageable) pageable_out.push_back(p.data());
+  ASSERT_TRUE(source->ExportBlocks(*sequence, 0, pageable_out).ok());
+
+  auto region = source->AllocateHostBytes(blocks * payload_bytes);
+  ASSERT_TRUE(region.ok()) << region.status();
+  std::fill(region->get(), region->get() + blocks * payload_bytes, std::byte{0xee});
+  // Blocks 0..2 in adjacent slots (one run), then the others in reverse order (a run each); block 3 pageable.
+  std::vector<std::byte*> mixed(blocks);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t slot = b < 3 ? b : blocks - 1 - (b - 3);
+    mixed[b] = b == 3 ? pageable_out[b] : region->get() + slot * payload_bytes;
+  }
+  std::vector<std::byte> block3(pageable[3]);
+  std::fill(pageable[3].begin(), pageable[3].end(), std::byte{0});
+  ASSERT_TRUE(source->ExportBlocks(*sequence, 0, mixed).ok());
+  for (int64_t b = 0; b < blocks; ++b) {
+    const std::vector<std::byte> got(mixed[b], mixed[b] + payload_bytes);
+    EXPECT_EQ(got, b == 3 ? block3 : pageable[b]) << "block " << b;
+  }
+
+  // Back in from the same mix, into another engine's pool, and out again as pageable bytes.
+  auto target = MakeEngine(64 + n(), kBlockTokens);
+  auto imported = target->NewSequence(n());
+  ASSERT_TRUE(imported.ok());
+  std::vector<const std::byte*> in(mixed.begin(), mixed.end());
+  ASSERT_TRUE(target->ImportBlocks(*imported, in).ok());
+  std::vector<std::vector<std::byte>> again(blocks, std::vector<std::byte>(payload_bytes, std::byte{0}));
+  std::vector<std::byte*> again_out;
+  for (auto& p : again) again_out.push_back(p.data());
+  ASSERT_TRUE(target->ExportBlocks(*imported, 0, again_out).ok());
+  for (int64_t b = 0; b < blocks; ++b) EXPECT_EQ(again[b], b == 3 ? block3 : pageable[b]) << "block " << b;
+}
+
 TEST_P(PagedKvTest, AFullPoolAsksItsReclaimerThenSaysResourceExhausted) {
   constexpr int64_t kBlockTokens = 4;
   auto engine = MakeEngine(8, kBlockTokens);
