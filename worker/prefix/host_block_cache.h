@@ -24,10 +24,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
+#include "worker/prefix/block_payload.h"
 
 namespace strata::worker {
-
-using BlockPayload = std::vector<std::byte>;
 
 struct HostCacheListener {
   std::function<void(absl::Span<const BlockKey>)> stored;

@@ -14,6 +14,7 @@ namespace {
 
 constexpr uint64_t kArenaAlignment = 2ull << 20;  // huge-page friendly; UCX registers whole pages
 constexpr int kWriteConnectAttempts = 8;          // times reconnect_interval: ~2 s by default
+constexpr uint64_t kWriteBatchBytes = 256ull << 20;  // of blocks put at once (at least one block)
 
 // Codes by which the client says the daemon or the transfer failed (retry later); any other code is the
 // daemon's answer to the request itself (refused: invalid, too large), which says nothing of its health.
@@ -27,18 +28,25 @@ absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTi
                                                                  KvStoreTierMetrics metrics) {
   if (options.addresses.empty()) return absl::InvalidArgumentError("kvstore tier: no kvstore address");
   if (options.block_bytes == 0) return absl::InvalidArgumentError("kvstore tier: block_bytes is 0");
+  if (options.fetch_threads < 1) return absl::InvalidArgumentError("kvstore tier: fetch_threads must be at least 1");
   std::unique_ptr<KvStoreTier> tier(new KvStoreTier(options, metrics));
-  // Each half holds at least one block.
-  uint64_t half = std::max(options.staging_bytes / 2, options.block_bytes);
-  half = (half + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
-  void* memory = std::aligned_alloc(kArenaAlignment, 2 * half);
-  if (memory == nullptr) {
-    return absl::ResourceExhaustedError(
-        StrCat("kvstore tier: cannot allocate a staging arena of ", 2 * half, " bytes"));
+  if (options.payloads != nullptr && options.payloads->slot_bytes() != options.block_bytes) {
+    return absl::InvalidArgumentError(StrCat("kvstore tier: payload slots of ", options.payloads->slot_bytes(),
+                                             " bytes for blocks of ", options.block_bytes));
   }
-  std::memset(memory, 0, 2 * half);  // fault it in now, not on the first fetch
-  tier->arena_ = std::unique_ptr<std::byte, void (*)(void*)>(static_cast<std::byte*>(memory), std::free);
-  tier->half_bytes_ = half;
+  tier->payloads_ = options.payloads;
+  if (tier->payloads_ == nullptr || tier->payloads_->slots() == 0) {
+    uint64_t bytes = std::max(options.staging_bytes, options.block_bytes);
+    bytes = (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+    void* memory = std::aligned_alloc(kArenaAlignment, bytes);
+    if (memory == nullptr) {
+      return absl::ResourceExhaustedError(StrCat("kvstore tier: cannot allocate ", bytes, " bytes of payloads"));
+    }
+    std::memset(memory, 0, bytes);  // fault it in now, not on the first fetch
+    std::shared_ptr<const void> owner(memory, [](const void* p) { std::free(const_cast<void*>(p)); });
+    tier->payloads_ = std::make_shared<PayloadPool>(HostRegion{static_cast<std::byte*>(memory), bytes, std::move(owner)},
+                                                    options.block_bytes);
+  }
   for (const std::string& address : options.addresses) {
     auto shard = std::make_unique<Shard>();
     shard->address = address;
@@ -47,7 +55,9 @@ absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTi
   // Connect now where the daemons are up; the others are retried on use.
   for (auto& shard : tier->shards_) tier->Client(*shard);
   tier->writer_ = std::thread([raw = tier.get()] { raw->WriterLoop(); });
-  tier->fetcher_ = std::thread([raw = tier.get()] { raw->FetchLoop(); });
+  for (int i = 0; i < options.fetch_threads; ++i) {
+    tier->fetchers_.emplace_back([raw = tier.get()] { raw->FetchLoop(); });
+  }
   return tier;
 }
 
@@ -64,8 +74,8 @@ KvStoreTier::~KvStoreTier() {
     absl::MutexLock lock(&fetch_mutex_);
     stop_fetching_ = true;
   }
-  if (fetcher_.joinable()) fetcher_.join();
-  // Clients (which unregister the arena) go before the arena.
+  for (std::thread& fetcher : fetchers_) fetcher.join();
+  // Clients (which unregister the region) go before the region.
   shards_.clear();
 }
 
@@ -82,7 +92,7 @@ kvstore::KvStoreClient* KvStoreTier::Client(Shard& shard) {
   client_options.security = options_.security;
   absl::StatusOr<std::unique_ptr<kvstore::KvStoreClient>> client = kvstore::KvStoreClient::Connect(client_options);
   absl::Status status = client.status();
-  if (status.ok()) status = (*client)->RegisterMemory(arena_.get(), 2 * half_bytes_);
+  if (status.ok()) status = (*client)->RegisterMemory(payloads_->region_data(), payloads_->region_bytes());
   if (!status.ok()) {
     shard.retry_at = now + options_.reconnect_interval;
     if (shard.healthy) {
@@ -134,16 +144,22 @@ void KvStoreTier::MarkHealthy(Shard& shard) {
   LogInfo(StrCat("event=kvstore_reachable kvstore=", shard.address));
 }
 
-std::vector<absl::Span<const std::byte>> KvStoreTier::FetchPrefix(absl::Span<const BlockKey> keys) {
+std::vector<std::shared_ptr<const BlockPayload>> KvStoreTier::FetchPrefix(absl::Span<const BlockKey> keys) {
   const uint64_t block_bytes = options_.block_bytes;
-  const size_t max_blocks = std::min<size_t>(keys.size(), half_bytes_ / block_bytes);
-  std::byte* staging = arena_.get();
-  // One batched get per daemon, in parallel; block i lands at staging + i * block_bytes.
+  // Block i lands in payloads[i], a slot of the registered region: as many blocks as there are free slots.
+  std::vector<std::shared_ptr<BlockPayload>> payloads;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::shared_ptr<BlockPayload> payload = payloads_->AllocateSlot();
+    if (payload == nullptr) break;
+    payloads.push_back(std::move(payload));
+  }
+  const size_t max_blocks = payloads.size();
+  // One batched get per daemon, in parallel.
   std::vector<std::vector<kvstore::GetBlock>> per_shard(shards_.size());
   std::vector<std::vector<size_t>> positions(shards_.size());
   for (size_t i = 0; i < max_blocks; ++i) {
     const size_t s = ShardOf(keys[i]);
-    per_shard[s].push_back({keys[i], staging + i * block_bytes, block_bytes});
+    per_shard[s].push_back({keys[i], payloads[i]->data(), block_bytes});
     positions[s].push_back(i);
   }
   std::vector<bool> present(max_blocks, false);
@@ -184,8 +200,8 @@ std::vector<absl::Span<const std::byte>> KvStoreTier::FetchPrefix(absl::Span<con
     }
     if (!bad.empty()) (void)clients[s]->Delete(bad);  // best effort: a miss costs time, not correctness
   }
-  std::vector<absl::Span<const std::byte>> out;
-  for (size_t i = 0; i < max_blocks && present[i]; ++i) out.emplace_back(staging + i * block_bytes, block_bytes);
+  std::vector<std::shared_ptr<const BlockPayload>> out;
+  for (size_t i = 0; i < max_blocks && present[i]; ++i) out.push_back(std::move(payloads[i]));
   if (metrics_.fetched_blocks != nullptr) metrics_.fetched_blocks->Increment(static_cast<double>(out.size()));
   return out;
 }
@@ -213,10 +229,7 @@ void KvStoreTier::FetchLoop() {
       continue;
     }
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::shared_ptr<const BlockPayload>> payloads;
-    for (const absl::Span<const std::byte> span : FetchPrefix(job.keys)) {
-      payloads.push_back(std::make_shared<const BlockPayload>(span.begin(), span.end()));
-    }
+    std::vector<std::shared_ptr<const BlockPayload>> payloads = FetchPrefix(job.keys);
     if (metrics_.fetch_seconds != nullptr) {
       metrics_.fetch_seconds->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
@@ -244,8 +257,7 @@ bool KvStoreTier::WaitForWrites(std::chrono::milliseconds timeout) {
 
 void KvStoreTier::WriterLoop() {
   const uint64_t block_bytes = options_.block_bytes;
-  const size_t max_blocks = half_bytes_ / block_bytes;
-  std::byte* staging = arena_.get() + half_bytes_;
+  const size_t max_blocks = std::max<uint64_t>(1, kWriteBatchBytes / block_bytes);
   // While idle, the writer connects to daemons that were down (backing off while they stay down), so the
   // first fetch after a daemon comes up does not pay for the connection and the arena's registration.
   auto idle_wait = options_.reconnect_interval;
@@ -274,11 +286,23 @@ void KvStoreTier::WriterLoop() {
     // (all of it), so each key goes once: the first copy, as the host cache keeps it.
     absl::flat_hash_set<BlockKey> seen;
     std::erase_if(batch, [&seen](const WriteItem& item) { return !seen.insert(item.key).second; });
+    // A payload is put from where it is; one on the heap (the pool was full when it was made) is copied
+    // into a slot first, or lost when there is none.
+    std::vector<std::shared_ptr<BlockPayload>> copies;
     std::vector<std::vector<kvstore::PutBlock>> per_shard(shards_.size());
-    for (size_t i = 0; i < batch.size(); ++i) {
-      std::memcpy(staging + i * block_bytes, batch[i].payload->data(), block_bytes);
-      per_shard[ShardOf(batch[i].key)].push_back(
-          {batch[i].key, staging + i * block_bytes, block_bytes, batch[i].parent});
+    for (const WriteItem& item : batch) {
+      const std::byte* data = item.payload->data();
+      if (!payloads_->InRegion(*item.payload)) {
+        std::shared_ptr<BlockPayload> slot = payloads_->AllocateSlot();
+        if (slot == nullptr) {
+          if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment();
+          continue;
+        }
+        std::memcpy(slot->data(), data, block_bytes);
+        data = slot->data();
+        copies.push_back(std::move(slot));
+      }
+      per_shard[ShardOf(item.key)].push_back({item.key, data, block_bytes, item.parent});
     }
     for (size_t s = 0; s < shards_.size(); ++s) {
       if (per_shard[s].empty()) continue;

@@ -1,10 +1,11 @@
 // KvStoreTier: tiers S and D as the worker sees them — one or more strata-kvstore daemons, each block
-// on the daemon its key hashes to. Fetches the longest present prefix of a chain (on the caller's
-// thread, into one staging area), and writes new blocks back on its own thread, off the path of any
-// token.
+// on the daemon its key hashes to. Fetches the longest present prefix of a chain (on its fetch threads,
+// several at once), and writes new blocks back on its own thread, off the path of any token.
 //
-// Memory: one staging arena is allocated at start-up and registered with each daemon's client once per
-// connection (never per request): the first half stages reads, the second half writes.
+// Memory: the payload pool's region (block_payload.h) is registered with each daemon's client once per
+// connection (never per request). A fetch lands in free slots of the pool, which become the payloads it
+// returns; a put reads the payloads where they are. No staging copy either way (a heap payload, from a
+// full pool, is copied into a slot to be written, or dropped when there is none).
 //
 // Never serves wrong KV: the client checks every block's xxh3 (a failing block is a miss), and a block
 // whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a
@@ -33,15 +34,18 @@
 #include "common/grpc_security.h"
 #include "common/metrics.h"
 #include "kvstore/client/client.h"
-#include "worker/prefix/host_block_cache.h"
+#include "worker/prefix/block_payload.h"
 
 namespace strata::worker {
 
 struct KvStoreTierOptions {
   std::vector<std::string> addresses;  // host:port of each daemon's gRPC endpoint; at least one
   uint64_t block_bytes = 0;            // every block's payload size
-  // The registered staging arena; rounded up so that each half holds at least one block.
+  // The payloads' memory, slots of block_bytes (shared with tier H and the engine's exports). Null or
+  // without a region: the tier makes its own of staging_bytes (at least one block).
+  std::shared_ptr<PayloadPool> payloads;
   uint64_t staging_bytes = 64ull << 20;
+  int fetch_threads = 4;  // fetches in flight at once
   std::chrono::milliseconds rpc_timeout{2000};
   std::chrono::milliseconds transfer_timeout{10000};
   // A daemon that refused to connect is tried again on use after this, and by the idle writer thread
@@ -69,11 +73,10 @@ class KvStoreTier {
   ~KvStoreTier();  // finishes the writes already taken, drops the queue
 
   // Payloads of the longest run of `keys` (from the first) that the daemons hold and that passed every
-  // check, at most staging/2 / block_bytes of them, copied out of the staging arena.
+  // check, at most as many as the pool had free slots, in those slots.
   using FetchDone = std::function<void(std::vector<std::shared_ptr<const BlockPayload>>)>;
-  // Runs the fetch on the tier's fetch thread (one at a time: they share the read staging) and calls
-  // `done` there with the result; returns at once. Every accepted fetch calls `done`, also on failure
-  // (with what it got, possibly nothing).
+  // Runs the fetch on one of the tier's fetch threads and calls `done` there with the result; returns at
+  // once. Every accepted fetch calls `done`, also on failure (with what it got, possibly nothing).
   void FetchPrefixAsync(std::vector<BlockKey> keys, FetchDone done);
 
   struct WriteItem {
@@ -110,14 +113,13 @@ class KvStoreTier {
   size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
   void WriterLoop();
   void FetchLoop();
-  // The fetch itself, on the fetch thread; spans into the read staging, valid until the next call.
-  std::vector<absl::Span<const std::byte>> FetchPrefix(absl::Span<const BlockKey> keys);
+  // The fetch itself, on a fetch thread.
+  std::vector<std::shared_ptr<const BlockPayload>> FetchPrefix(absl::Span<const BlockKey> keys);
 
   const KvStoreTierOptions options_;
   const KvStoreTierMetrics metrics_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  std::unique_ptr<std::byte, void (*)(void*)> arena_{nullptr, nullptr};
-  uint64_t half_bytes_ = 0;
+  std::shared_ptr<PayloadPool> payloads_;  // registered with every client
 
   absl::Mutex queue_mutex_;
   std::deque<WriteItem> queue_ ABSL_GUARDED_BY(queue_mutex_);
@@ -132,7 +134,7 @@ class KvStoreTier {
   absl::Mutex fetch_mutex_;
   std::deque<FetchJob> fetches_ ABSL_GUARDED_BY(fetch_mutex_);
   bool stop_fetching_ ABSL_GUARDED_BY(fetch_mutex_) = false;
-  std::thread fetcher_;
+  std::vector<std::thread> fetchers_;
 };
 
 }  // namespace strata::worker

@@ -1,6 +1,7 @@
 #include "worker/prefix/prefix_cache.h"
 
 #include "common/log.h"
+#include "common/status.h"
 #include "common/strings.h"
 
 namespace strata::worker {
@@ -10,7 +11,9 @@ PrefixCache::PrefixCache(engine::Engine& engine, const BlockKeyContext& context,
       context_(context),
       tiers_(tiers),
       block_tokens_(context.block_tokens),
-      payload_bytes_(engine.KvPayloadBytes(context.block_tokens)) {}
+      payload_bytes_(engine.KvPayloadBytes(context.block_tokens)) {
+  STRATA_CHECK(tiers.payloads == nullptr || static_cast<int64_t>(tiers.payloads->slot_bytes()) == payload_bytes_);
+}
 
 PromptPrefix PrefixCache::Find(absl::Span<const int32_t> prompt, const Sha256Digest& tenant_salt) {
   PromptPrefix prefix;
@@ -113,7 +116,8 @@ void PrefixCache::Store(PromptPrefix& prefix, const engine::Sequence& sequence, 
   std::vector<std::shared_ptr<BlockPayload>> payloads;
   std::vector<std::byte*> data;
   for (size_t b = first; b < end_block; ++b) {
-    payloads.push_back(std::make_shared<BlockPayload>(static_cast<size_t>(payload_bytes_)));
+    payloads.push_back(tiers_.payloads != nullptr ? tiers_.payloads->Allocate()
+                                                  : std::make_shared<BlockPayload>(static_cast<size_t>(payload_bytes_)));
     data.push_back(payloads.back()->data());
   }
   const absl::Status status = engine_.ExportBlocks(sequence, static_cast<int64_t>(first), data);

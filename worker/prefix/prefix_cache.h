@@ -24,6 +24,7 @@
 #include "absl/types/span.h"
 #include "common/block_key.h"
 #include "worker/engine/engine.h"
+#include "worker/prefix/block_payload.h"
 #include "worker/prefix/gpu_block_cache.h"
 #include "worker/prefix/host_block_cache.h"
 #include "worker/prefix/kvstore_tier.h"
@@ -49,6 +50,7 @@ class PrefixCache {
     GpuBlockCache* gpu = nullptr;
     HostBlockCache* host = nullptr;
     KvStoreTier* kvstore = nullptr;
+    PayloadPool* payloads = nullptr;  // where exported blocks are written (null: the heap)
   };
   PrefixCache(engine::Engine& engine, const BlockKeyContext& context, Tiers tiers);
 

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   app.add_option("--host-cache-bytes", o.host_cache_bytes, "Tier H: host memory for KV blocks (0: off)")
       ->capture_default_str();
   app.add_option("--kvstore", o.kvstores, "host:port of a strata-kvstore (repeat for several)");
-  app.add_option("--kvstore-staging-bytes", o.kvstore_staging_bytes, "UCX-registered staging arena for kvstore I/O")
+  app.add_option("--kvstore-staging-bytes", o.kvstore_staging_bytes, "Payload memory beyond tier H for kvstore transfers in flight (page-locked, UCX-registered with tier H's)")
       ->capture_default_str();
   std::map<std::string, strata::kvstore::PeerFailure> peer{{"detect", strata::kvstore::PeerFailure::kDetect},
                                                            {"timeout", strata::kvstore::PeerFailure::kTimeoutOnly}};

@@ -50,6 +50,8 @@ struct WorkerOptions {
   GpuCache gpu_cache = GpuCache::kOn;
   uint64_t host_cache_bytes = 1ull << 30;   // tier H; 0: off
   std::vector<std::string> kvstores;        // host:port each; empty: no kvstore tier
+  // Payload memory beyond tier H's, for blocks in flight to and from the kvstores (one region with tier
+  // H's, page-locked on a GPU and registered with UCX).
   uint64_t kvstore_staging_bytes = 64ull << 20;
   kvstore::PeerFailure kvstore_peer_failure = kvstore::PeerFailure::kDetect;
   std::string scheduler_address;            // empty: run alone (no registration)

@@ -109,6 +109,24 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     s.registry_.AddGaugeCallback("strata_worker_gpu_cache_blocks", "Blocks kept in tier G (the KV pool)", {},
                                  [raw] { return static_cast<double>(raw->gpu_cache_->blocks()); });
   }
+  if (options.host_cache_bytes > 0 || !options.kvstores.empty()) {
+    // Tier H's payloads and those in flight to and from the kvstores, in one region: page-locked on a GPU
+    // (straight DMA to and from the pool), registered with UCX by the kvstore tier (no staging copies).
+    const uint64_t region_bytes = options.host_cache_bytes + options.kvstore_staging_bytes;
+    absl::StatusOr<std::shared_ptr<std::byte>> region = s.engine_->AllocateHostBytes(region_bytes);
+    if (!region.ok()) {
+      return absl::ResourceExhaustedError(StrCat("worker: cannot allocate ", region_bytes,
+                                                 " bytes of host memory for KV payloads (--host-cache-bytes + "
+                                                 "--kvstore-staging-bytes): ", region.status().message()));
+    }
+    s.payloads_ = std::make_shared<PayloadPool>(HostRegion{region->get(), region_bytes, *region}, block_bytes);
+    s.registry_.AddGaugeCallback("strata_worker_payload_slots_in_use",
+                                 "Block payload slots of host memory in use (tier H, transfers in flight)", {},
+                                 [raw] { return static_cast<double>(raw->payloads_->slots_in_use()); });
+    s.registry_.AddGaugeCallback("strata_worker_payload_heap_total",
+                                 "Block payloads put on the heap because every slot was taken", {},
+                                 [raw] { return static_cast<double>(raw->payloads_->heap_payloads()); });
+  }
   if (options.host_cache_bytes > 0) {
     // Blocks that G holds are G's to report.
     auto outside_gpu = [in_gpu](absl::Span<const BlockKey> keys) {
@@ -138,13 +156,16 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     kv.security = security;
     kv.addresses = options.kvstores;
     kv.block_bytes = block_bytes;
-    kv.staging_bytes = options.kvstore_staging_bytes;
+    kv.payloads = s.payloads_;
     kv.peer_failure = options.kvstore_peer_failure;
     STRATA_ASSIGN_OR_RETURN(s.kvstore_, KvStoreTier::Create(kv, s.metrics_->kvstore_tier()));
   }
   s.loop_ = std::make_unique<EngineLoop>(
       s.engine_.get(), options.loop, served.key_context,
-      PrefixCache::Tiers{.gpu = s.gpu_cache_.get(), .host = s.host_cache_.get(), .kvstore = s.kvstore_.get()},
+      PrefixCache::Tiers{.gpu = s.gpu_cache_.get(),
+                         .host = s.host_cache_.get(),
+                         .kvstore = s.kvstore_.get(),
+                         .payloads = s.payloads_.get()},
       s.metrics_.get());
   s.registry_.AddGaugeCallback("strata_worker_queue_depth", "Requests admitted, not yet running", {},
                                [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });

@@ -56,6 +56,7 @@ class WorkerServer {
   // Declared in the order they start; destroyed in reverse (the agent first, the engine last).
   std::unique_ptr<GpuBlockCache> gpu_cache_;  // after engine_ (its pool), before loop_ (which uses it)
   int64_t kv_pool_blocks_ = 0;
+  std::shared_ptr<PayloadPool> payloads_;  // tier H's and the kvstore tier's block payloads; null when neither
   std::unique_ptr<HostBlockCache> host_cache_;
   std::unique_ptr<KvStoreTier> kvstore_;
   std::unique_ptr<EngineLoop> loop_;

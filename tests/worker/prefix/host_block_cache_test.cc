@@ -38,7 +38,7 @@ TEST(HostBlockCache, LongestPrefixStopsAtTheFirstMissingBlock) {
   cache.Insert({{Key(4), Key(3), Payload(100, 4)}});
   const auto found = cache.LongestPrefix(std::vector<BlockKey>{Key(1), Key(2), Key(3), Key(4)});
   ASSERT_EQ(found.size(), 2u);
-  EXPECT_EQ((*found[1])[0], std::byte{2});
+  EXPECT_EQ(found[1]->data()[0], std::byte{2});
   EXPECT_TRUE(cache.LongestPrefix(std::vector<BlockKey>{Key(2)}).size() == 1);
   EXPECT_TRUE(cache.LongestPrefix(std::vector<BlockKey>{Key(9), Key(1)}).empty());
   EXPECT_EQ(recorder.log, "+1+2+4");
@@ -81,7 +81,7 @@ TEST(HostBlockCache, AReaderKeepsAnEvictedPayloadAlive) {
   cache.Insert({{Key(2), std::nullopt, Payload(100, 2)}});
   EXPECT_TRUE(cache.LongestPrefix(std::vector<BlockKey>{Key(1)}).empty());
   ASSERT_EQ(held.size(), 1u);
-  EXPECT_EQ((*held[0])[99], std::byte{1});
+  EXPECT_EQ(held[0]->data()[99], std::byte{1});
 }
 
 }  // namespace

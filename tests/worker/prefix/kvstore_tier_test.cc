@@ -33,11 +33,13 @@ struct Tier {
   };
   std::unique_ptr<KvStoreTier> tier;
 
-  explicit Tier(const std::string& address) {
+  // `payloads`: the pool to share (null: the tier's own, of 4 MiB).
+  explicit Tier(const std::string& address, std::shared_ptr<PayloadPool> payloads = nullptr) {
     KvStoreTierOptions options;
     options.addresses = {address};
     options.block_bytes = kBlockBytes;
     options.staging_bytes = 4 << 20;
+    options.payloads = std::move(payloads);
     absl::StatusOr<std::unique_ptr<KvStoreTier>> created = KvStoreTier::Create(options, metrics);
     EXPECT_TRUE(created.ok()) << created.status();
     if (created.ok()) tier = *std::move(created);
@@ -78,6 +80,75 @@ TEST(KvStoreTier, WritesABatchThatRepeatsAKeyOnceKeepingTheFirstCopy) {
   EXPECT_EQ(*fetched[0], *Payload(1));
   EXPECT_EQ(*fetched[1], *Payload(2));
   EXPECT_EQ(*fetched[2], *Payload(4));
+}
+
+std::shared_ptr<PayloadPool> PoolOf(uint64_t slots) {
+  auto memory = std::shared_ptr<std::byte[]>(new std::byte[slots * kBlockBytes]);
+  return std::make_shared<PayloadPool>(HostRegion{memory.get(), slots * kBlockBytes, memory}, kBlockBytes);
+}
+
+std::shared_ptr<const BlockPayload> SlotPayload(PayloadPool& pool, uint8_t fill) {
+  std::shared_ptr<BlockPayload> payload = pool.AllocateSlot();
+  EXPECT_NE(payload, nullptr);
+  if (payload != nullptr) std::fill(payload->data(), payload->data() + payload->size(), std::byte{fill});
+  return payload;
+}
+
+// With the worker's pool: puts read the payloads in place, fetches land in free slots and are the
+// payloads returned (no staging), and a fetch takes no more blocks than there are free slots.
+TEST(KvStoreTier, FetchesLandInThePoolsFreeSlotsAndNoMore) {
+  auto daemon = DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  std::shared_ptr<PayloadPool> pool = PoolOf(5);
+  Tier t((*daemon)->address(), pool);
+  ASSERT_NE(t.tier, nullptr);
+  const BlockKey a = RandomKey(1), b = RandomKey(2), c = RandomKey(3);
+  t.tier->Write({{a, std::nullopt, SlotPayload(*pool, 1)}, {b, a, SlotPayload(*pool, 2)}, {c, b, SlotPayload(*pool, 3)}});
+  ASSERT_TRUE(t.tier->WaitForWrites(std::chrono::seconds(20)));
+  EXPECT_EQ(t.metrics.written_blocks->Value(), 3);
+  EXPECT_EQ(pool->slots_in_use(), 0u);  // written and let go
+
+  std::vector<std::shared_ptr<const BlockPayload>> fetched = t.Fetch({a, b, c});
+  ASSERT_EQ(fetched.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(pool->InRegion(*fetched[i]));
+    EXPECT_EQ(*fetched[i], *Payload(static_cast<uint8_t>(i + 1)));
+  }
+  EXPECT_EQ(pool->slots_in_use(), 3u);
+
+  // Two slots left: the fetch stops after two blocks (the rest is computed), and takes nothing from the heap.
+  std::vector<std::shared_ptr<const BlockPayload>> two = t.Fetch({a, b, c});
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(*two[1], *Payload(2));
+  EXPECT_EQ(pool->heap_payloads(), 0u);
+  EXPECT_EQ(pool->slots_in_use(), 5u);
+  EXPECT_EQ(t.metrics.fetch_failures->Value(), 0);
+}
+
+// Fetches run side by side, each into its own payloads.
+TEST(KvStoreTier, ConcurrentFetchesEachGetTheirOwnBlocks) {
+  auto daemon = DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  Tier t((*daemon)->address());
+  ASSERT_NE(t.tier, nullptr);
+  constexpr int kChains = 8;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < kChains; ++i) {
+    keys.push_back(RandomKey(100 + i));
+    t.tier->Write({{keys.back(), std::nullopt, Payload(static_cast<uint8_t>(10 + i))}});
+  }
+  ASSERT_TRUE(t.tier->WaitForWrites(std::chrono::seconds(20)));
+  std::vector<std::promise<std::vector<std::shared_ptr<const BlockPayload>>>> promises(kChains);
+  for (int i = 0; i < kChains; ++i) {
+    t.tier->FetchPrefixAsync({keys[i]}, [&promises, i](std::vector<std::shared_ptr<const BlockPayload>> payloads) {
+      promises[i].set_value(std::move(payloads));
+    });
+  }
+  for (int i = 0; i < kChains; ++i) {
+    std::vector<std::shared_ptr<const BlockPayload>> got = promises[i].get_future().get();
+    ASSERT_EQ(got.size(), 1u) << "chain " << i;
+    EXPECT_EQ(*got[0], *Payload(static_cast<uint8_t>(10 + i))) << "chain " << i;
+  }
 }
 
 // A put the daemon answers with an error (here: blocks over its --max-block-bytes) loses its blocks, but

@@ -1,0 +1,84 @@
+// PayloadPool: slots handed out and given back, the heap when they are all taken, and payloads that
+// outlive their pool.
+#include "worker/prefix/block_payload.h"
+
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace strata::worker {
+namespace {
+
+constexpr uint64_t kSlotBytes = 4096;
+
+// A region of `slots` slots on the heap (the worker's comes from Engine::AllocateHostBytes).
+HostRegion Region(uint64_t slots) {
+  auto memory = std::shared_ptr<std::byte[]>(new std::byte[slots * kSlotBytes]);
+  return HostRegion{memory.get(), slots * kSlotBytes, memory};
+}
+
+TEST(PayloadPool, HandsOutEachSlotOnceThenTheHeap) {
+  HostRegion region = Region(3);
+  std::byte* base = region.data;
+  PayloadPool pool(std::move(region), kSlotBytes);
+  ASSERT_EQ(pool.slots(), 3u);
+  std::vector<std::shared_ptr<BlockPayload>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(pool.Allocate());
+  // Slot 0 first, then 1, 2: payloads allocated together are adjacent.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(held[i]->data(), base + i * kSlotBytes);
+    EXPECT_EQ(held[i]->size(), kSlotBytes);
+    EXPECT_TRUE(pool.InRegion(*held[i]));
+  }
+  EXPECT_EQ(pool.slots_in_use(), 3u);
+  EXPECT_EQ(pool.AllocateSlot(), nullptr);
+  EXPECT_EQ(pool.heap_payloads(), 0u);
+
+  std::shared_ptr<BlockPayload> heap = pool.Allocate();
+  ASSERT_NE(heap, nullptr);
+  EXPECT_EQ(heap->size(), kSlotBytes);
+  EXPECT_FALSE(pool.InRegion(*heap));
+  EXPECT_EQ(pool.heap_payloads(), 1u);
+
+  // A payload's death gives its slot back, and the next allocation takes it.
+  std::byte* freed = held[1]->data();
+  held[1].reset();
+  EXPECT_EQ(pool.slots_in_use(), 2u);
+  std::shared_ptr<BlockPayload> again = pool.AllocateSlot();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->data(), freed);
+}
+
+TEST(PayloadPool, APayloadKeepsItsMemoryAfterThePoolIsGone) {
+  std::shared_ptr<BlockPayload> payload;
+  {
+    PayloadPool pool(Region(1), kSlotBytes);
+    payload = pool.Allocate();
+    ASSERT_TRUE(pool.InRegion(*payload));
+  }
+  std::fill(payload->data(), payload->data() + payload->size(), std::byte{7});  // ASan: still valid memory
+  EXPECT_EQ(payload->data()[kSlotBytes - 1], std::byte{7});
+}
+
+TEST(PayloadPool, AnEmptyRegionPutsEveryPayloadOnTheHeap) {
+  PayloadPool pool(HostRegion{}, kSlotBytes);
+  EXPECT_EQ(pool.slots(), 0u);
+  EXPECT_EQ(pool.AllocateSlot(), nullptr);
+  std::shared_ptr<BlockPayload> payload = pool.Allocate();
+  EXPECT_FALSE(pool.InRegion(*payload));
+  EXPECT_EQ(pool.heap_payloads(), 1u);
+}
+
+TEST(BlockPayload, EqualityComparesBytesWhereverTheyLive) {
+  PayloadPool pool(Region(1), kSlotBytes);
+  std::shared_ptr<BlockPayload> slot = pool.Allocate();
+  std::fill(slot->data(), slot->data() + kSlotBytes, std::byte{3});
+  EXPECT_EQ(*slot, BlockPayload(kSlotBytes, std::byte{3}));
+  slot->data()[100] = std::byte{4};
+  EXPECT_FALSE(*slot == BlockPayload(kSlotBytes, std::byte{3}));
+}
+
+}  // namespace
+}  // namespace strata::worker

@@ -1,0 +1,66 @@
+#include "worker/prefix/block_payload.h"
+
+#include "common/status.h"
+
+namespace strata::worker {
+
+BlockPayload::BlockPayload(size_t bytes, std::byte fill) : heap_(bytes, fill), data_(heap_.data()), size_(bytes) {}
+
+BlockPayload::BlockPayload(absl::Span<const std::byte> bytes)
+    : heap_(bytes.begin(), bytes.end()), data_(heap_.data()), size_(bytes.size()) {}
+
+PayloadPool::PayloadPool(HostRegion region, uint64_t slot_bytes) : state_(std::make_shared<State>()) {
+  STRATA_CHECK(slot_bytes > 0);
+  state_->slot_bytes = slot_bytes;
+  state_->slots = region.data == nullptr ? 0 : region.bytes / slot_bytes;
+  state_->region = std::move(region);
+  absl::MutexLock lock(&state_->mutex);
+  state_->free.reserve(state_->slots);
+  // Handed out from the back: slot 0 first, so that payloads allocated together tend to be adjacent.
+  for (uint64_t slot = state_->slots; slot > 0; --slot) state_->free.push_back(static_cast<uint32_t>(slot - 1));
+}
+
+std::shared_ptr<BlockPayload> PayloadPool::Allocate() {
+  std::shared_ptr<BlockPayload> payload = AllocateSlot();
+  if (payload != nullptr) return payload;
+  {
+    absl::MutexLock lock(&state_->mutex);
+    ++state_->heap_payloads;
+  }
+  return std::make_shared<BlockPayload>(static_cast<size_t>(state_->slot_bytes));
+}
+
+std::shared_ptr<BlockPayload> PayloadPool::AllocateSlot() {
+  uint32_t slot = 0;
+  {
+    absl::MutexLock lock(&state_->mutex);
+    if (state_->free.empty()) return nullptr;
+    slot = state_->free.back();
+    state_->free.pop_back();
+  }
+  // The owner gives the slot back when the payload dies, and keeps the region alive until then.
+  std::shared_ptr<void> owner(state_.get(), [state = state_, slot](void*) {
+    absl::MutexLock lock(&state->mutex);
+    state->free.push_back(slot);
+  });
+  return std::make_shared<BlockPayload>(state_->region.data + slot * state_->slot_bytes,
+                                        static_cast<size_t>(state_->slot_bytes), std::move(owner));
+}
+
+bool PayloadPool::InRegion(const BlockPayload& payload) const {
+  const auto begin = reinterpret_cast<uintptr_t>(state_->region.data);
+  const auto data = reinterpret_cast<uintptr_t>(payload.data());
+  return begin != 0 && data >= begin && data + payload.size() <= begin + state_->slots * state_->slot_bytes;
+}
+
+uint64_t PayloadPool::slots_in_use() const {
+  absl::MutexLock lock(&state_->mutex);
+  return state_->slots - state_->free.size();
+}
+
+uint64_t PayloadPool::heap_payloads() const {
+  absl::MutexLock lock(&state_->mutex);
+  return state_->heap_payloads;
+}
+
+}  // namespace strata::worker

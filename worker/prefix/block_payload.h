@@ -1,0 +1,102 @@
+// BlockPayload and PayloadPool: the host memory that KV block payloads live in, between the engine's
+// pool (tier G) and the kvstores.
+//
+// A PayloadPool is one region of host memory cut into slots of one block payload each. The worker
+// allocates the region through the engine (page-locked on a GPU: Engine::AllocateHostBytes), so the
+// engine's bulk copies move a block straight between its pool and a slot by DMA, and the kvstore tier
+// registers it with UCX once, so fetches land in the slots and puts read from them. A payload is born
+// in a slot (an export from the engine, a fetch) and lives there while tier H, a queued write or a
+// reader holds it: no copy between the tiers.
+//
+// When every slot is taken the pool hands out heap payloads instead (counted): they are correct, only
+// slower (the engine stages them through its own pinned chunks; the kvstore tier cannot send them).
+// Thread-safe.
+#ifndef STRATA_WORKER_PREFIX_BLOCK_PAYLOAD_H_
+#define STRATA_WORKER_PREFIX_BLOCK_PAYLOAD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+
+namespace strata::worker {
+
+// One block's bytes ([layer][K|V][kv_head][token][head_dim], Engine::KvPayloadBytes), in a pool's slot or
+// on the heap. Shared as std::shared_ptr<const BlockPayload> once filled: immutable from then on.
+class BlockPayload {
+ public:
+  // `bytes` bytes on the heap, each `fill` (tests; a payload no pool holds).
+  explicit BlockPayload(size_t bytes, std::byte fill = std::byte{0});
+  // A copy of `bytes` on the heap.
+  explicit BlockPayload(absl::Span<const std::byte> bytes);
+  // `size` bytes at `data`, kept valid by `owner` (a pool's slot).
+  BlockPayload(std::byte* data, size_t size, std::shared_ptr<void> owner)
+      : data_(data), size_(size), owner_(std::move(owner)) {}
+
+  BlockPayload(const BlockPayload&) = delete;
+  BlockPayload& operator=(const BlockPayload&) = delete;
+
+  std::byte* data() { return data_; }
+  const std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  absl::Span<const std::byte> bytes() const { return {data_, size_}; }
+  // Same bytes (wherever they live).
+  friend bool operator==(const BlockPayload& a, const BlockPayload& b) { return a.bytes() == b.bytes(); }
+
+ private:
+  std::vector<std::byte> heap_;
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  std::shared_ptr<void> owner_;
+};
+
+// Host memory lent to a PayloadPool: `bytes` at `data`, alive while `owner` is.
+struct HostRegion {
+  std::byte* data = nullptr;
+  uint64_t bytes = 0;
+  std::shared_ptr<const void> owner;
+};
+
+class PayloadPool {
+ public:
+  // Slots of `slot_bytes` (> 0) carved from `region` (possibly empty: every payload on the heap).
+  PayloadPool(HostRegion region, uint64_t slot_bytes);
+
+  // A payload of slot_bytes(), contents unspecified: a free slot, or the heap when none is free. A slot
+  // payload keeps the region alive, and its slot taken, until it is destroyed (the pool may go first).
+  std::shared_ptr<BlockPayload> Allocate();
+  // A free slot's payload, or null when every slot is taken.
+  std::shared_ptr<BlockPayload> AllocateSlot();
+
+  // Whether `payload`'s bytes lie in the region (so UCX may read or write them in place).
+  bool InRegion(const BlockPayload& payload) const;
+  // The region, for registering it with UCX once.
+  std::byte* region_data() const { return state_->region.data; }
+  uint64_t region_bytes() const { return state_->region.bytes; }
+
+  uint64_t slot_bytes() const { return state_->slot_bytes; }
+  uint64_t slots() const { return state_->slots; }
+  uint64_t slots_in_use() const;
+  uint64_t heap_payloads() const;  // handed out on the heap so far, the pool being full
+
+ private:
+  // Shared with every slot payload: a slot goes back to the free list when its payload dies, even after
+  // the PayloadPool object is gone.
+  struct State {
+    HostRegion region;
+    uint64_t slot_bytes = 0;
+    uint64_t slots = 0;
+    mutable absl::Mutex mutex;
+    std::vector<uint32_t> free ABSL_GUARDED_BY(mutex);  // slot indices, the next one handed out at the back
+    uint64_t heap_payloads ABSL_GUARDED_BY(mutex) = 0;
+  };
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_PREFIX_BLOCK_PAYLOAD_H_
