@@ -14,6 +14,7 @@
 #include "kernels/gemm.h"
 #include "worker/engine/cuda_block_copy.h"
 #include "worker/engine/cuda_device_pool.h"
+#include "worker/engine/cuda_step_graph.h"
 
 namespace strata::engine {
 namespace {
@@ -47,8 +48,7 @@ class CudaBackend final : public Backend {
     STRATA_ASSIGN_OR_RETURN(backend->host_staging_, kernels::PinnedBuffer::Allocate(kInitialStagingBytes));
     STRATA_ASSIGN_OR_RETURN(backend->ids_staging_, kernels::PinnedBuffer::Allocate(kInitialStagingBytes));
     STRATA_ASSIGN_OR_RETURN(backend->ids_device_, kernels::DeviceBuffer::Allocate(kInitialStagingBytes));
-    STRATA_ASSIGN_OR_RETURN(backend->position_pinned_, kernels::PinnedBuffer::Allocate(sizeof(int64_t)));
-    STRATA_ASSIGN_OR_RETURN(backend->position_device_, kernels::DeviceBuffer::Allocate(sizeof(int64_t)));
+    STRATA_ASSIGN_OR_RETURN(backend->step_, CudaStepGraph::Create(backend->stream_.get()));
     return backend;
   }
 
@@ -71,7 +71,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<Tensor> Upload(absl::Span<const float> values, int64_t rows, int64_t cols) override {
-    if (recording_) return absl::FailedPreconditionError("Upload inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("Upload inside a decode step");
     if (rows < 0 || cols < 0 || (cols != 0 && rows > static_cast<int64_t>(values.size()) / cols) ||
         static_cast<int64_t>(values.size()) != rows * cols) {
       return absl::InvalidArgumentError(
@@ -85,7 +85,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<Tensor> LoadWeight(const model::TensorInfo& info, int64_t rows, int64_t cols) override {
-    if (recording_) return absl::FailedPreconditionError("LoadWeight inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("LoadWeight inside a decode step");
     int64_t elements = 0;
     if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &elements) || info.num_elements() != elements) {
       return absl::InvalidArgumentError(StrCat(info.file, ": tensor '", info.name, "' has ", info.num_elements(),
@@ -121,7 +121,7 @@ class CudaBackend final : public Backend {
           StrCat("CopyToHost: destination holds ", dst.size(), " floats, source ", src.elements()));
     }
     Tensor floats = src;
-    if (src.dtype() != DType::kF32 || recording_) {
+    if (src.dtype() != DType::kF32 || step_.recording()) {
       // A float32 copy on the device; in a recorded step it is also what stays alive until EndStep.
       STRATA_ASSIGN_OR_RETURN(floats, Allocate(DType::kF32, src.rows(), src.cols()));
       STRATA_RETURN_IF_ERROR(Run({10, Bits(src.data()), src.elements(), Bits(floats.data())},
@@ -130,7 +130,7 @@ class CudaBackend final : public Backend {
                                                            src.elements(), s);
                                  }));
     }
-    if (recording_) {
+    if (step_.recording()) {
       pending_copies_.push_back(PendingCopy{std::move(floats), dst});
       return absl::OkStatus();
     }
@@ -150,7 +150,7 @@ class CudaBackend final : public Backend {
 
   absl::Status CopyRows(const Tensor& src, int64_t src_row, Tensor& dst, int64_t dst_row, int64_t rows,
                         Queue queue) override {
-    if (recording_) return absl::FailedPreconditionError("CopyRows inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("CopyRows inside a decode step");
     STRATA_RETURN_IF_ERROR(CheckCopyRows(src, src_row, dst, dst_row, rows));
     const size_t row_bytes = src.cols() * DTypeSize(src.dtype());
     // cudaMemcpyDefault: the direction follows from the pointers (unified addressing).
@@ -161,7 +161,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<Fence> Record(Queue queue) override {
-    if (recording_) return absl::FailedPreconditionError("Record inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("Record inside a decode step");
     STRATA_ASSIGN_OR_RETURN(kernels::Event event, kernels::CreateEvent(/*timing=*/true));
     STRATA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event.get(), StreamOf(queue)));
     return Fence{std::make_shared<kernels::Event>(std::move(event))};
@@ -169,7 +169,7 @@ class CudaBackend final : public Backend {
 
   absl::Status Wait(Queue queue, const Fence& fence) override {
     if (fence.handle == nullptr) return absl::OkStatus();
-    if (recording_) return absl::FailedPreconditionError("Wait inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("Wait inside a decode step");
     STRATA_CUDA_RETURN_IF_ERROR(
         cudaStreamWaitEvent(StreamOf(queue), static_cast<kernels::Event*>(fence.handle.get())->get(), 0));
     return absl::OkStatus();
@@ -209,7 +209,7 @@ class CudaBackend final : public Backend {
     }
     const size_t bytes = ids.size() * sizeof(int32_t);
     if (bytes > ids_staging_.bytes()) {
-      if (recording_) return absl::InternalError("Embed: a recorded step grew the id buffers");
+      if (step_.recording()) return absl::InternalError("Embed: a recorded step grew the id buffers");
       STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
       STRATA_ASSIGN_OR_RETURN(ids_staging_, kernels::PinnedBuffer::Allocate(bytes));
       STRATA_ASSIGN_OR_RETURN(ids_device_, kernels::DeviceBuffer::Allocate(bytes));
@@ -218,7 +218,7 @@ class CudaBackend final : public Backend {
       STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
     }
     std::memcpy(ids_staging_.data(), ids.data(), bytes);
-    ids_copy_pending_ = !recording_;  // a recorded copy runs in EndStep, which waits for it
+    ids_copy_pending_ = !step_.recording();  // a recorded copy runs in EndStep, which waits for it
     void* staging = ids_staging_.data();
     int32_t* device_ids = ids_device_.data<int32_t>();
     const int64_t n = static_cast<int64_t>(ids.size());
@@ -283,19 +283,22 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status RopeAt(const Tensor& inv_freq, const Indices& positions, Tensor& q, Tensor& k) override {
-    if (recording_) return absl::FailedPreconditionError("RopeAt inside a decode step");
     STRATA_RETURN_IF_ERROR(ExpectShape(inv_freq, DType::kF32, 1, inv_freq.cols(), "RopeAt inv_freq"));
     STRATA_RETURN_IF_ERROR(ExpectActivation(q, "RopeAt q"));
     STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, q.rows(), k.cols(), "RopeAt k"));
     if (positions.size != q.rows()) {
       return absl::InvalidArgumentError(StrCat("RopeAt: ", positions.size, " positions for ", q.rows(), " rows"));
     }
-    return kernels::RopeAt(dtype_, inv_freq.data<float>(), 2 * inv_freq.cols(), positions.device_data(), q.rows(),
-                           q.data(), q.cols(), k.data(), k.cols(), stream_.get());
+    const int32_t* device_positions = positions.device_data();
+    return Run({11, Bits(inv_freq.data()), inv_freq.cols(), Bits(device_positions), q.rows(), Bits(q.data()), q.cols(),
+                Bits(k.data()), k.cols()},
+               [=, this](cudaStream_t s) {
+                 return kernels::RopeAt(dtype_, inv_freq.data<float>(), 2 * inv_freq.cols(), device_positions, q.rows(),
+                                        q.data(), q.cols(), k.data(), k.cols(), s);
+               });
   }
 
   absl::Status WriteKvAt(const Tensor& k, const Tensor& v, const Indices& slots, KvLayer& layer) override {
-    if (recording_) return absl::FailedPreconditionError("WriteKvAt inside a decode step");
     if (!layer.paged()) return absl::InvalidArgumentError("WriteKvAt: the layer is not paged");
     const int64_t head_dim = layer.k.cols(), width = layer.num_kv_heads * head_dim, n = k.rows();
     STRATA_RETURN_IF_ERROR(ExpectShape(k, dtype_, n, width, "WriteKvAt k"));
@@ -304,14 +307,24 @@ class CudaBackend final : public Backend {
     if (slots.size != n) {
       return absl::InvalidArgumentError(StrCat("WriteKvAt: ", slots.size, " slots for ", n, " rows"));
     }
-    return kernels::WriteKvPaged(dtype_, k.data(), v.data(), n, layer.num_kv_heads, head_dim, slots.device_data(),
-                                 layer.block_tokens, layer.block_rows, layer.k.data(), layer.v.data(), stream_.get());
+    const int32_t* device_slots = slots.device_data();
+    const KvLayer pool = layer;
+    return Run({12, Bits(k.data()), Bits(v.data()), n, pool.num_kv_heads, head_dim, Bits(device_slots), pool.block_tokens,
+                pool.block_rows, Bits(pool.k.data()), Bits(pool.v.data())},
+               [=, this](cudaStream_t s) {
+                 return kernels::WriteKvPaged(dtype_, k.data(), v.data(), n, pool.num_kv_heads, head_dim, device_slots,
+                                              pool.block_tokens, pool.block_rows, pool.k.data(), pool.v.data(), s);
+               });
   }
 
   absl::StatusOr<Indices> UploadIndices(std::vector<int32_t> values) override {
-    if (recording_) return absl::FailedPreconditionError("UploadIndices inside a decode step");
     auto host = std::make_shared<const std::vector<int32_t>>(std::move(values));
     const int64_t n = static_cast<int64_t>(host->size());
+    if (step_.recording()) {
+      // Staged for the step's graph, which copies them in when it runs: the same area every step.
+      STRATA_ASSIGN_OR_RETURN(const int32_t* device, step_.StageIndices(*host));
+      return Indices{.host = host, .device = device, .owner = nullptr, .size = n};
+    }
     STRATA_ASSIGN_OR_RETURN(Tensor device, Allocate(DType::kF32, 1, std::max<int64_t>(n, 1)));  // 4-byte elements
     // From pageable memory: staged before the call returns; ordered before the compute that reads it.
     STRATA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device.data(), host->data(), n * sizeof(int32_t),
@@ -322,7 +335,7 @@ class CudaBackend final : public Backend {
   // Bulk block movement: cuda_block_copy.h.
   absl::Status CopyBlocksToHost(const Tensor& pool, absl::Span<const int32_t> blocks, int64_t block_bytes,
                                 absl::Span<std::byte* const> host) override {
-    if (recording_) return absl::FailedPreconditionError("CopyBlocksToHost inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("CopyBlocksToHost inside a decode step");
     STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
     if (blocks.empty()) return absl::OkStatus();
     return block_copier_.ToHost(pool.data(), blocks, block_bytes, host);
@@ -330,7 +343,7 @@ class CudaBackend final : public Backend {
 
   absl::Status CopyBlocksFromHost(absl::Span<const std::byte* const> host, Tensor& pool,
                                   absl::Span<const int32_t> blocks, int64_t block_bytes) override {
-    if (recording_) return absl::FailedPreconditionError("CopyBlocksFromHost inside a decode step");
+    if (step_.recording()) return absl::FailedPreconditionError("CopyBlocksFromHost inside a decode step");
     STRATA_RETURN_IF_ERROR(CheckBlockCopy(pool, blocks, block_bytes, host.size()));
     if (blocks.empty()) return absl::OkStatus();
     return block_copier_.FromHost(host, pool.data(), blocks, block_bytes);
@@ -395,7 +408,6 @@ class CudaBackend final : public Backend {
   // position (kernels::AttentionArgs::batch_positions); the launch is sized by the longest sequence.
   absl::Status DecodeAttention(const Tensor& q, const KvLayer& layer, const Indices& tables, int64_t table_stride,
                                const Indices& positions, const AttentionParams& p, Tensor& out) override {
-    if (recording_) return absl::FailedPreconditionError("DecodeAttention inside a decode step");
     const int64_t batch = q.rows();
     STRATA_RETURN_IF_ERROR(ExpectShape(q, dtype_, batch, p.num_heads * p.head_dim, "DecodeAttention q"));
     STRATA_RETURN_IF_ERROR(ExpectShape(out, dtype_, batch, p.num_heads * p.head_dim, "DecodeAttention out"));
@@ -419,11 +431,24 @@ class CudaBackend final : public Backend {
     args.block_table = tables.device_data();
     args.block_table_stride = table_stride;
     args.batch_positions = positions.device_data();
-    args.kv_end = longest + 1;
-    args.first_position = longest;
+    // The launch is sized by an upper bound of the positions (the kernels read each row's own): in a
+    // recorded step, the table's end, so that the next steps replay the same launch.
+    const int64_t bound = step_.recording() ? table_stride * layer.block_tokens - 1 : longest;
+    args.kv_end = bound + 1;
+    args.first_position = bound;
     args.rows = 1;
     args.batch = batch;
-    return kernels::Attention(args, workspace_.data(), workspace_.bytes(), stream_.get());
+    const int splits = kernels::AttentionSplits(args, workspace_.bytes());
+    void* workspace = workspace_.data();
+    const size_t workspace_bytes = workspace_.bytes();
+    const KvLayer pool = layer;
+    return Run({13, Bits(q.data()), batch, Bits(pool.k.data()), Bits(pool.v.data()), Bits(args.block_table),
+                table_stride, Bits(args.batch_positions), bound, p.num_heads, p.num_kv_heads, p.head_dim, p.window,
+                Bits(p.scale), Bits(out.data()), splits},
+               [=](cudaStream_t s) -> absl::Status {
+                 (void)pool;  // keeps the KV memory alive while the step is pending
+                 return kernels::Attention(args, workspace, workspace_bytes, s);
+               });
   }
 
   absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) override {
@@ -444,61 +469,29 @@ class CudaBackend final : public Backend {
     });
   }
 
-  // Decode steps (kCapture): the step's ops are recorded, not launched. EndStep replays the executable
-  // graph of the previous step when the signatures match (same buffers, shapes and scalars; the position
-  // is read on the device), and captures a new one otherwise (the first steps, or when the pool handed
-  // out other buffers).
+  // Decode steps (kCapture): the step's ops are recorded and run as one graph (cuda_step_graph.h); the
+  // logits they copy to the host arrive after the graph has run.
   absl::Status BeginStep() override {
     if (graphs_ == DecodeGraphs::kOff) return absl::OkStatus();
-    if (recording_) return absl::FailedPreconditionError("BeginStep: a step is already being recorded");
-    recording_ = true;
-    step_position_ = -1;
-    signature_.clear();
-    ops_.clear();
     pending_copies_.clear();
-    return absl::OkStatus();
+    return step_.Begin();
   }
 
   absl::Status EndStep() override {
-    if (!recording_) return absl::OkStatus();
-    recording_ = false;
-    std::vector<Launch> ops = std::move(ops_);
-    ops_.clear();
-    *position_pinned_.data<int64_t>() = step_position_ < 0 ? 0 : step_position_;
-    if (!exec_ || signature_ != graph_signature_) {
-      STRATA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
-      absl::Status recorded = kernels::CudaCallStatus(
-          cudaMemcpyAsync(position_device_.data(), position_pinned_.data(), sizeof(int64_t), cudaMemcpyHostToDevice,
-                          stream_.get()),
-          "cudaMemcpyAsync(position)", __FILE__, __LINE__);
-      for (size_t i = 0; i < ops.size() && recorded.ok(); ++i) recorded = ops[i](stream_.get());
-      cudaGraph_t raw_graph = nullptr;
-      const cudaError_t ended = cudaStreamEndCapture(stream_.get(), &raw_graph);
-      kernels::Graph graph(raw_graph);
-      STRATA_RETURN_IF_ERROR(recorded);
-      STRATA_CUDA_RETURN_IF_ERROR(ended);
-      exec_.Reset();
-      graph_signature_.clear();
-      cudaGraphExec_t raw_exec = nullptr;
-      STRATA_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&raw_exec, graph.get(), 0));
-      exec_ = kernels::GraphExec(raw_exec);
-      graph_signature_ = signature_;
-    }
-    STRATA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_.get(), stream_.get()));
+    if (!step_.recording()) return absl::OkStatus();
     std::vector<PendingCopy> copies = std::move(pending_copies_);
     pending_copies_.clear();
+    STRATA_RETURN_IF_ERROR(step_.End());
     for (PendingCopy& copy : copies) STRATA_RETURN_IF_ERROR(CopyFloatsToHost(copy.device, copy.host));
     if (copies.empty()) {
-      // The graph reads the pinned position and ids when it runs: the next step rewrites them.
+      // The graph reads the pinned position, ids and indices when it runs: the next step rewrites them.
       STRATA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
     }
     return absl::OkStatus();
   }
 
   void AbortStep() override {
-    recording_ = false;
-    ops_.clear();
-    signature_.clear();
+    step_.Abort();
     pending_copies_.clear();
   }
 
@@ -538,14 +531,10 @@ class CudaBackend final : public Backend {
   };
   using Launch = std::function<absl::Status(cudaStream_t)>;
 
-  // Runs `launch` on the stream now, or, inside a recorded decode step, keeps it for EndStep and adds
-  // `signature` (an op code and every pointer, shape and scalar the launch bakes in, positions aside) to
-  // the step's signature: two steps with equal signatures are the same graph.
+  // Runs `launch` on the stream now, or, inside a recorded decode step, records it with `signature`: an op
+  // code and every pointer, shape and scalar the launch bakes in, positions and staged indices aside.
   absl::Status Run(std::initializer_list<int64_t> signature, Launch launch) {
-    if (!recording_) return launch(stream_.get());
-    signature_.insert(signature_.end(), signature.begin(), signature.end());
-    ops_.push_back(std::move(launch));
-    return absl::OkStatus();
+    return step_.Run(signature, std::move(launch));
   }
   static int64_t Bits(const void* p) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p)); }
   static int64_t Bits(float f) {
@@ -553,15 +542,7 @@ class CudaBackend final : public Backend {
     std::memcpy(&bits, &f, sizeof(bits));
     return bits;
   }
-  // Inside a recorded step every position-dependent op must be at the step's one position.
-  absl::Status NotePosition(int64_t position) {
-    if (!recording_) return absl::OkStatus();
-    if (step_position_ >= 0 && step_position_ != position) {
-      return absl::InternalError(StrCat("decode step at position ", step_position_, " also used position ", position));
-    }
-    step_position_ = position;
-    return absl::OkStatus();
-  }
+  absl::Status NotePosition(int64_t position) { return step_.NotePosition(position); }
   cudaStream_t StreamOf(Queue queue) const {
     switch (queue) {
       case Queue::kUpload:
@@ -573,7 +554,7 @@ class CudaBackend final : public Backend {
     }
     return stream_.get();
   }
-  const int64_t* DevicePosition() const { return recording_ ? position_device_.data<int64_t>() : nullptr; }
+  const int64_t* DevicePosition() const { return step_.DevicePosition(); }
 
   explicit CudaBackend(const CudaBackendOptions& options)
       : dtype_(options.dtype), graphs_(options.decode_graphs), pool_(std::make_shared<DevicePool>()) {}
@@ -614,14 +595,8 @@ class CudaBackend final : public Backend {
   kernels::DeviceBuffer ids_device_;
   bool ids_copy_pending_ = false;
   // Decode-step recording and replay.
-  bool recording_ = false;
-  int64_t step_position_ = -1;
-  std::vector<int64_t> signature_, graph_signature_;
-  std::vector<Launch> ops_;
+  CudaStepGraph step_;
   std::vector<PendingCopy> pending_copies_;
-  kernels::PinnedBuffer position_pinned_;
-  kernels::DeviceBuffer position_device_;
-  kernels::GraphExec exec_;
   CudaBlockCopier block_copier_{nullptr};  // on stream_ (set in Create)
 };
 

@@ -62,7 +62,7 @@ class StepScope {
   bool open_ = false;
 };
 
-// The leading run of paged segments with one new token each (decodes), when it has two or more: their
+// The leading run of paged segments with one new token each (decodes), when there is one: their
 // block tables padded to one width and their positions, in backend memory, for Backend::DecodeAttention.
 struct DecodeGroup {
   int64_t size = 0;  // segments [0, size), which are rows [0, size)
@@ -80,7 +80,7 @@ struct DecodeGroup {
       views.push_back(std::move(view));
       ++size;
     }
-    if (size < 2) return DecodeGroup();
+    if (size == 0) return DecodeGroup();
     std::vector<int32_t> tables(size * group.table_stride, 0), positions(size);
     for (int64_t b = 0; b < size; ++b) {
       for (int64_t i = 0; i < views[b].block_table.size; ++i) tables[b * group.table_stride + i] = views[b].block_table[i];
@@ -239,6 +239,14 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
   // written in one call, at per-row positions and pool slots uploaded once for the whole pass (the
   // same in every layer).
   const bool indexed = std::any_of(segments.begin(), segments.end(), [](const Segment& s) { return s.kv->paged(); });
+  // One new token per sequence over caches wholly in backend memory is a decode step: the backend may
+  // record it and run it as one unit (paged sequences' indices below are then staged for it). Transfers
+  // between tiers are not recorded.
+  const bool paged_decode = indexed && std::all_of(segments.begin(), segments.end(), [](const Segment& s) {
+    return s.kv->paged() && s.ids.size() == 1;
+  });
+  StepScope step(backend, !hidden_on_host && ((n == 1 && !indexed && segments[0].kv->AllOnDevice()) || paged_decode));
+  STRATA_RETURN_IF_ERROR(step.Begin());
   Indices positions, slots;
   if (indexed) {
     std::vector<int32_t> row_positions(n), row_slots(n, -1);
@@ -258,10 +266,6 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
   if (indexed) {
     STRATA_ASSIGN_OR_RETURN(decode, DecodeGroup::Make(backend, segments));
   }
-  // A one-token pass over a cache wholly in backend memory is a decode step: the backend may record it
-  // and run it as one unit. Transfers between tiers are not recorded.
-  StepScope step(backend, n == 1 && !hidden_on_host && !indexed && segments[0].kv->AllOnDevice());
-  STRATA_RETURN_IF_ERROR(step.Begin());
   const int64_t chunk = std::min(n, mini_sequence_tokens);
   STRATA_ASSIGN_OR_RETURN(Scratch scratch, Scratch::Allocate(backend, c, std::max<int64_t>(chunk, 1)));
 

@@ -37,10 +37,11 @@ class PagedKvTest : public ::testing::TestWithParam<std::tuple<BackendKind, std:
   }
 
   std::unique_ptr<Engine> MakeEngine(int64_t pool_blocks, int64_t block_tokens = 4,
-                                     int64_t mini_sequence_tokens = 1024) {
+                                     int64_t mini_sequence_tokens = 1024,
+                                     DecodeGraphs graphs = DecodeGraphs::kCapture) {
     auto backend = std::get<0>(GetParam()) == BackendKind::kCpu
                        ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend())
-                       : CreateCudaBackend({.dtype = DType::kF32});
+                       : CreateCudaBackend({.dtype = DType::kF32, .decode_graphs = graphs});
     STRATA_CHECK(backend.ok());
     auto engine = Engine::Create(*model_, *std::move(backend),
                                  {.mini_sequence_tokens = mini_sequence_tokens,
@@ -198,6 +199,52 @@ TEST_P(PagedKvTest, BatchedDecodeOfPagedSequencesGivesEachOnesLogits) {
   }
   for (size_t i = 0; i < lengths.size(); ++i) {
     EXPECT_LE(testing::RelativeL2(together[i], alone[i]), kSameResult) << "sequence " << i;
+  }
+}
+
+// Steps where every sequence decodes are recorded and replayed as CUDA graphs (their positions, slots and
+// block tables staged for the graph): the same logits as running each kernel as it comes, including when
+// the batch changes (a new graph) and across steps that replay one.
+TEST_P(PagedKvTest, AllDecodeBatchesReplayedAsGraphsGiveTheEagerLogits) {
+  constexpr int kSteps = 6;
+  const std::vector<int64_t> lengths = {n(), n() - 3, n() - 6};
+  std::vector<std::vector<float>> logits_of[2];
+  for (DecodeGraphs graphs : {DecodeGraphs::kCapture, DecodeGraphs::kOff}) {
+    auto engine = MakeEngine(64 + 4 * n(), /*block_tokens=*/2, 1024, graphs);
+    std::vector<Sequence> sequences;
+    std::vector<int32_t> tokens;
+    for (int64_t length : lengths) {
+      auto sequence = engine->NewSequence(length + kSteps);
+      ASSERT_TRUE(sequence.ok());
+      const int64_t last = length - 1;
+      auto logits = engine->Forward(*sequence, absl::MakeConstSpan(prompt_).subspan(0, length), {&last, 1});
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      tokens.push_back(static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin()));
+      sequences.push_back(*std::move(sequence));
+    }
+    std::vector<std::vector<float>>& out = logits_of[graphs == DecodeGraphs::kCapture ? 0 : 1];
+    out.resize(lengths.size());
+    const int64_t zero = 0;
+    for (int step = 0; step < kSteps; ++step) {
+      // The last sequence leaves after three steps: the batch, and so the graph, changes.
+      const size_t batch = step < 3 ? sequences.size() : sequences.size() - 1;
+      std::vector<Engine::BatchItem> items;
+      for (size_t i = 0; i < batch; ++i) {
+        items.push_back({.sequence = &sequences[i], .ids = {&tokens[i], 1}, .logit_rows = {&zero, 1}});
+      }
+      auto logits = engine->ForwardBatch(items);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      for (size_t i = 0; i < batch; ++i) {
+        out[i].insert(out[i].end(), (*logits)[i].begin(), (*logits)[i].end());
+        tokens[i] = static_cast<int32_t>(std::max_element((*logits)[i].begin(), (*logits)[i].end()) -
+                                         (*logits)[i].begin());
+      }
+    }
+  }
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    ASSERT_EQ(logits_of[0][i].size(), logits_of[1][i].size());
+    ASSERT_EQ(logits_of[0][i].size(), static_cast<size_t>((i + 1 < lengths.size() ? kSteps : 3) * vocab()));
+    EXPECT_LE(testing::RelativeL2(logits_of[0][i], logits_of[1][i]), kSameResult) << "sequence " << i;
   }
 }
 
