@@ -10,8 +10,9 @@
 # BIN_DIR (default .gpu/bin) holds strata-scheduler, strata-kvstore, strata-worker and strata_cluster_bench
 # (bench/cluster/pack_cluster.sh packs them with their libraries). --model defaults to .gpu/llama3-8b-random
 # on cuda, written first by make_random_llama.py when missing, and to tests/data/models/llama3-tiny on cpu.
-# --out (default .cluster/bench-DATE) gets table.txt, result.json, setup.txt and the cluster's logs
-# (cluster/*.log). Flags after -- go to strata_cluster_bench and replace its defaults of the same name, e.g.
+# --out (default .cluster/bench-DATE) gets table.txt, result.json, setup.txt, each worker's metrics at the
+# end (metrics-worker-N.txt) and the cluster's logs (cluster/*.log). Flags after -- go to
+# strata_cluster_bench and replace its defaults of the same name, e.g.
 # `-- --requests 20 --max-prompt-tokens 2048`.
 # Environment (raw byte counts): HOST_CACHE_BYTES (2 GiB per worker), STAGING_BYTES (1 GiB per worker),
 # KVSTORE_DRAM_BYTES (cuda 40 GiB, cpu 256 MiB), GPU_MEMORY_FRACTION (0.4: two workers' KV pools and
@@ -131,5 +132,9 @@ cat "$OUT/setup.txt"
 
 status=0
 "${bench[@]}" | tee "$OUT/table.txt" || status=$?
+# Each worker's metrics at the end (payload slots, fetches skipped, step times), beside the table.
+for ((w = 0; w < WORKERS; ++w)); do
+  curl -sf "http://127.0.0.1:$((BASE_PORT + 6 + 2 * w))/metrics" >"$OUT/metrics-worker-$w.txt" || true
+done
 echo "gpu_cluster: table $OUT/table.txt, JSON $OUT/result.json, logs $RUN_DIR/*.log"
 exit "$status"

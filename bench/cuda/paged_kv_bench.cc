@@ -277,9 +277,16 @@ absl::Status MeasureBatchedDecode(engine::Engine& engine, double copy_bytes_per_
       return engine.ForwardBatch(items).status();
     };
     STRATA_RETURN_IF_ERROR(step());  // warm-up
+    const engine::DecodeGraphStats before = engine::DecodeGraphStatsOf(engine.backend()).value_or(engine::DecodeGraphStats{});
     const auto start = Clock::now();
     for (int i = 0; i < kSteps; ++i) STRATA_RETURN_IF_ERROR(step());
     const double step_s = std::chrono::duration<double>(Clock::now() - start).count() / kSteps;
+    const engine::DecodeGraphStats after = engine::DecodeGraphStatsOf(engine.backend()).value_or(engine::DecodeGraphStats{});
+    // How the measured steps ran: the previous graph replayed, updated in place, or instantiated anew.
+    Record(StrCat("decode_B", batch, "_graphs_replayed"), static_cast<double>(after.replayed - before.replayed));
+    Record(StrCat("decode_B", batch, "_graphs_updated"), static_cast<double>(after.updated - before.updated));
+    Record(StrCat("decode_B", batch, "_graphs_instantiated"),
+           static_cast<double>(after.instantiated - before.instantiated));
     const double kv_bytes = static_cast<double>(batch) * kContext * engine.KvPayloadBytes(1);
     const double floor_s = (static_cast<double>(weight_bytes) + kv_bytes) / copy_bytes_per_s;
     Record(StrCat("decode_B", batch, "_tok_s"), batch / step_s);

@@ -122,7 +122,10 @@ absl::Status LocalCluster::StartWorker(int index) {
                                    port_file.string(), "--scheduler", StrCat("127.0.0.1:", scheduler_port_),
                                    "--kvstore", StrCat("127.0.0.1:", kvstore_port_), "--block-tokens",
                                    std::to_string(options_.block_tokens), "--threads", "1", "--served-model-name",
-                                   "llama3-tiny", "--worker-id", StrCat("worker-", index)};
+                                   "llama3-tiny", "--worker-id", StrCat("worker-", index),
+                                   // A tiny model computes a block sooner than any fetch returns it, so the
+                                   // fetch policy would stop fetching: these tests exercise the fetches.
+                                   "--kvstore-fetch", "always"};
   argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
   Daemon daemon;
   daemon.process = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);

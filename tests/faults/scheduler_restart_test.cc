@@ -63,7 +63,8 @@ TEST(SchedulerRestartTest, RequestsInFlightEndCleanlyAndRoutingRecoversWithinALe
   for (int i = 0; i < 2; ++i) {
     auto worker = StartWorker(c.dir.path() / StrCat("worker-", i, ".ports"),
                               {"--scheduler", StrCat("127.0.0.1:", c.grpc_port), "--kvstore",
-                               StrCat("127.0.0.1:", kvstore_port), "--worker-id", StrCat("worker-", i)});
+                               StrCat("127.0.0.1:", kvstore_port), "--kvstore-fetch", "always", "--worker-id",
+                               StrCat("worker-", i)});
     ASSERT_TRUE(worker.ok()) << worker.status();
     c.workers.push_back(std::move(*worker));
   }

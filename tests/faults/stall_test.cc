@@ -215,14 +215,15 @@ TEST(WorkerStallTest, AWorkerWhoseKvstoreStallsRecomputesAndAnswersTheSame) {
   ASSERT_TRUE(kvstore.ok()) << kvstore.status();
   auto proxy = TcpProxy::Start(port);
   ASSERT_TRUE(proxy.ok()) << proxy.status();
-  // No GPU or host cache (tiers G and H): every request asks the kvstore for its prefix.
+  // No GPU or host cache (tiers G and H), and no fetch policy (a tiny model is cheaper to recompute):
+  // every request asks the kvstore for its prefix.
   auto writer = StartWorker(dir.path() / "writer.ports",
                             {"--kvstore", StrCat("127.0.0.1:", port), "--gpu-cache", "off", "--host-cache-bytes", "0",
-                             "--worker-id", "w"});
+                             "--kvstore-fetch", "always", "--worker-id", "w"});
   ASSERT_TRUE(writer.ok()) << writer.status();
   auto reader = StartWorker(dir.path() / "reader.ports",
                             {"--kvstore", (*proxy)->address(), "--gpu-cache", "off", "--host-cache-bytes", "0",
-                             "--worker-id", "r"});
+                             "--kvstore-fetch", "always", "--worker-id", "r"});
   ASSERT_TRUE(reader.ok()) << reader.status();
   const std::string writer_address = StrCat("127.0.0.1:", (*writer)->grpc_port());
   const std::string reader_address = StrCat("127.0.0.1:", (*reader)->grpc_port());

@@ -490,6 +490,10 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  DecodeGraphStats graph_stats() const {
+    return {.replayed = step_.replayed(), .updated = step_.updated(), .instantiated = step_.instantiated()};
+  }
+
   void AbortStep() override {
     step_.Abort();
     pending_copies_.clear();
@@ -601,6 +605,12 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+std::optional<DecodeGraphStats> DecodeGraphStatsOf(const Backend& backend) {
+  const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+  if (cuda == nullptr) return std::nullopt;
+  return cuda->graph_stats();
+}
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend, CudaBackend::Create(options));

@@ -7,6 +7,7 @@
 #define STRATA_WORKER_ENGINE_CUDA_BACKEND_H_
 
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
@@ -30,6 +31,17 @@ struct CudaBackendOptions {
   // Default kCapture.
   DecodeGraphs decode_graphs = DecodeGraphs::kCapture;
 };
+
+// How the decode steps of a backend ran as graphs so far: each step replayed the previous graph as it was,
+// updated its parameters in place (the same kernels on other buffers: cudaGraphExecUpdate), or
+// instantiated a new one (the first step, a different batch).
+struct DecodeGraphStats {
+  int64_t replayed = 0;
+  int64_t updated = 0;
+  int64_t instantiated = 0;
+};
+// The stats of a backend made by CreateCudaBackend; nothing for any other backend.
+std::optional<DecodeGraphStats> DecodeGraphStatsOf(const Backend& backend);
 
 // FailedPrecondition when there is no usable GPU (or Strata was built without CUDA), InvalidArgument
 // for a dtype other than BF16/F32.

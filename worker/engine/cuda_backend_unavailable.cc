@@ -3,6 +3,8 @@
 
 namespace strata::engine {
 
+std::optional<DecodeGraphStats> DecodeGraphStatsOf(const Backend&) { return std::nullopt; }
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions&) {
   return absl::FailedPreconditionError("this build of Strata has no CUDA backend (configured with STRATA_CUDA=OFF "
                                        "or without nvcc): rebuild with -DSTRATA_CUDA=ON");

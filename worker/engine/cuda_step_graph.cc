@@ -91,7 +91,9 @@ absl::Status CudaStepGraph::End() {
   std::vector<Launch> ops = std::move(ops_);
   ops_.clear();
   *position_pinned_.data<int64_t>() = step_position_ < 0 ? 0 : step_position_;
-  if (!exec_ || signature_ != graph_signature_) {
+  if (exec_ && signature_ == graph_signature_) {
+    ++replayed_;
+  } else {
     STRATA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     absl::Status recorded = kernels::CudaCallStatus(
         cudaMemcpyAsync(position_device_.data(), position_pinned_.data(), sizeof(int64_t), cudaMemcpyHostToDevice,
@@ -103,11 +105,18 @@ absl::Status CudaStepGraph::End() {
     kernels::Graph graph(raw_graph);
     STRATA_RETURN_IF_ERROR(recorded);
     STRATA_CUDA_RETURN_IF_ERROR(ended);
-    exec_.Reset();
     graph_signature_.clear();
-    cudaGraphExec_t raw_exec = nullptr;
-    STRATA_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&raw_exec, graph.get(), 0));
-    exec_ = kernels::GraphExec(raw_exec);
+    cudaGraphExecUpdateResultInfo update{};
+    if (exec_ && cudaGraphExecUpdate(exec_.get(), graph.get(), &update) == cudaSuccess) {
+      ++updated_;
+    } else {
+      (void)cudaGetLastError();  // a refused update (another topology) is not an error
+      exec_.Reset();
+      cudaGraphExec_t raw_exec = nullptr;
+      STRATA_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&raw_exec, graph.get(), 0));
+      exec_ = kernels::GraphExec(raw_exec);
+      ++instantiated_;
+    }
     graph_signature_ = signature_;
   }
   STRATA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_.get(), stream_));

@@ -3,8 +3,9 @@
 //
 // Between Begin and End, the backend hands each kernel launch to Run with its signature (an op code and
 // every pointer, shape and scalar the launch bakes in); End replays the executable graph of the previous
-// step when the step's signature equals its, and captures a new one otherwise (the first steps, a batch
-// of other sequences, buffers the allocator handed out elsewhere). What changes from step to step is read
+// step when the step's signature equals its, and otherwise captures the step and updates the executable
+// graph's parameters in place when only they differ (other buffers: cudaGraphExecUpdate, much cheaper
+// than instantiating) or instantiates it anew (the first step, a batch of another shape). What changes from step to step is read
 // on the device when the graph runs, from pinned memory written before End:
 //  - the step's position (NotePosition / DevicePosition: one-sequence contiguous steps), and
 //  - index arrays (StageIndices: paged steps' positions, slots and block tables), in an area of pinned
@@ -54,6 +55,10 @@ class CudaStepGraph {
   // Abandons the step: nothing recorded runs.
   void Abort();
 
+  int64_t replayed() const { return replayed_; }
+  int64_t updated() const { return updated_; }
+  int64_t instantiated() const { return instantiated_; }
+
  private:
   cudaStream_t stream_ = nullptr;
   bool recording_ = false;
@@ -69,6 +74,7 @@ class CudaStepGraph {
   std::vector<kernels::PinnedBuffer> retired_pinned_;
   std::vector<kernels::DeviceBuffer> retired_device_;
   kernels::GraphExec exec_;
+  int64_t replayed_ = 0, updated_ = 0, instantiated_ = 0;
 };
 
 }  // namespace strata::engine

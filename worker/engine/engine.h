@@ -156,6 +156,7 @@ class Engine {
 
   const model::ModelConfig& config() const;
   std::string_view backend_name() const;
+  const Backend& backend() const { return *backend_; }
 
   ~Engine();
 

@@ -21,20 +21,13 @@ PayloadPool::PayloadPool(HostRegion region, uint64_t slot_bytes) : state_(std::m
 }
 
 std::shared_ptr<BlockPayload> PayloadPool::Allocate() {
-  std::shared_ptr<BlockPayload> payload = AllocateSlot();
-  if (payload != nullptr) return payload;
-  {
-    absl::MutexLock lock(&state_->mutex);
-    ++state_->heap_payloads;
-  }
-  return std::make_shared<BlockPayload>(static_cast<size_t>(state_->slot_bytes));
-}
-
-std::shared_ptr<BlockPayload> PayloadPool::AllocateSlot() {
   uint32_t slot = 0;
   {
     absl::MutexLock lock(&state_->mutex);
-    if (state_->free.empty()) return nullptr;
+    if (state_->free.empty()) {
+      ++state_->misses;
+      return nullptr;
+    }
     slot = state_->free.back();
     state_->free.pop_back();
   }
@@ -58,9 +51,9 @@ uint64_t PayloadPool::slots_in_use() const {
   return state_->slots - state_->free.size();
 }
 
-uint64_t PayloadPool::heap_payloads() const {
+uint64_t PayloadPool::misses() const {
   absl::MutexLock lock(&state_->mutex);
-  return state_->heap_payloads;
+  return state_->misses;
 }
 
 }  // namespace strata::worker

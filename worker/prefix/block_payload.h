@@ -8,9 +8,9 @@
 // in a slot (an export from the engine, a fetch) and lives there while tier H, a queued write or a
 // reader holds it: no copy between the tiers.
 //
-// When every slot is taken the pool hands out heap payloads instead (counted): they are correct, only
-// slower (the engine stages them through its own pinned chunks; the kvstore tier cannot send them).
-// Thread-safe.
+// When every slot is taken, Allocate says so (null, counted) and the caller does without: a fetch takes
+// fewer blocks, a store writes fewer through to tier H and the kvstores (they stay in tier G). Payloads
+// on the heap would be slower by far on the engine thread (fresh pages, staged copies). Thread-safe.
 #ifndef STRATA_WORKER_PREFIX_BLOCK_PAYLOAD_H_
 #define STRATA_WORKER_PREFIX_BLOCK_PAYLOAD_H_
 
@@ -66,11 +66,9 @@ class PayloadPool {
   // Slots of `slot_bytes` (> 0) carved from `region` (possibly empty: every payload on the heap).
   PayloadPool(HostRegion region, uint64_t slot_bytes);
 
-  // A payload of slot_bytes(), contents unspecified: a free slot, or the heap when none is free. A slot
-  // payload keeps the region alive, and its slot taken, until it is destroyed (the pool may go first).
+  // A free slot's payload (slot_bytes(), contents unspecified), or null when every slot is taken. It keeps
+  // the region alive, and its slot taken, until it is destroyed (the pool may go first).
   std::shared_ptr<BlockPayload> Allocate();
-  // A free slot's payload, or null when every slot is taken.
-  std::shared_ptr<BlockPayload> AllocateSlot();
 
   // Whether `payload`'s bytes lie in the region (so UCX may read or write them in place).
   bool InRegion(const BlockPayload& payload) const;
@@ -81,7 +79,7 @@ class PayloadPool {
   uint64_t slot_bytes() const { return state_->slot_bytes; }
   uint64_t slots() const { return state_->slots; }
   uint64_t slots_in_use() const;
-  uint64_t heap_payloads() const;  // handed out on the heap so far, the pool being full
+  uint64_t misses() const;  // Allocate calls that found every slot taken
 
  private:
   // Shared with every slot payload: a slot goes back to the free list when its payload dies, even after
@@ -92,7 +90,7 @@ class PayloadPool {
     uint64_t slots = 0;
     mutable absl::Mutex mutex;
     std::vector<uint32_t> free ABSL_GUARDED_BY(mutex);  // slot indices, the next one handed out at the back
-    uint64_t heap_payloads ABSL_GUARDED_BY(mutex) = 0;
+    uint64_t misses ABSL_GUARDED_BY(mutex) = 0;
   };
   std::shared_ptr<State> state_;
 };

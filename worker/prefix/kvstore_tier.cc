@@ -149,7 +149,7 @@ std::vector<std::shared_ptr<const BlockPayload>> KvStoreTier::FetchPrefix(absl::
   // Block i lands in payloads[i], a slot of the registered region: as many blocks as there are free slots.
   std::vector<std::shared_ptr<BlockPayload>> payloads;
   for (size_t i = 0; i < keys.size(); ++i) {
-    std::shared_ptr<BlockPayload> payload = payloads_->AllocateSlot();
+    std::shared_ptr<BlockPayload> payload = payloads_->Allocate();
     if (payload == nullptr) break;
     payloads.push_back(std::move(payload));
   }
@@ -293,7 +293,7 @@ void KvStoreTier::WriterLoop() {
     for (const WriteItem& item : batch) {
       const std::byte* data = item.payload->data();
       if (!payloads_->InRegion(*item.payload)) {
-        std::shared_ptr<BlockPayload> slot = payloads_->AllocateSlot();
+        std::shared_ptr<BlockPayload> slot = payloads_->Allocate();
         if (slot == nullptr) {
           if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment();
           continue;
@@ -337,6 +337,10 @@ void KvStoreTier::WriterLoop() {
       MarkPutAccepted(*shards_[s]);
       if (metrics_.written_blocks != nullptr) metrics_.written_blocks->Increment(blocks);
     }
+    // The payloads go back to the pool before WaitForWrites can see the writer idle.
+    per_shard.clear();
+    copies.clear();
+    batch.clear();
     absl::MutexLock lock(&queue_mutex_);
     writing_ = false;
   }

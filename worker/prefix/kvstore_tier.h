@@ -4,8 +4,8 @@
 //
 // Memory: the payload pool's region (block_payload.h) is registered with each daemon's client once per
 // connection (never per request). A fetch lands in free slots of the pool, which become the payloads it
-// returns; a put reads the payloads where they are. No staging copy either way (a heap payload, from a
-// full pool, is copied into a slot to be written, or dropped when there is none).
+// returns; a put reads the payloads where they are. No staging copy either way (a payload outside the
+// region, on the heap, is copied into a slot to be written, or dropped when there is none).
 //
 // Never serves wrong KV: the client checks every block's xxh3 (a failing block is a miss), and a block
 // whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a

@@ -56,8 +56,16 @@ void PrefixCache::LoadHost(PromptPrefix& prefix, engine::Sequence& sequence, std
   if (prefix.host < payloads.size()) prefix.usable = prefix.loaded();
 }
 
-bool PrefixCache::FetchMissingAsync(const PromptPrefix& prefix, FetchDone done) {
+bool PrefixCache::FetchMissingAsync(PromptPrefix& prefix, FetchDone done) {
   if (tiers_.kvstore == nullptr || prefix.loaded() >= prefix.usable) return false;
+  if (tiers_.fetch_policy != nullptr) {
+    const size_t blocks = prefix.usable - prefix.loaded();
+    prefix.fetch_skipped =
+        !tiers_.fetch_policy->ShouldFetch(static_cast<int64_t>(prefix.loaded()) * block_tokens_,
+                                          static_cast<int64_t>(blocks) * block_tokens_, blocks * payload_bytes_);
+    if (prefix.fetch_skipped) return false;
+  }
+  prefix.fetch_started = std::chrono::steady_clock::now();
   tiers_.kvstore->FetchPrefixAsync(
       std::vector<BlockKey>(prefix.keys.begin() + static_cast<ptrdiff_t>(prefix.loaded()),
                             prefix.keys.begin() + static_cast<ptrdiff_t>(prefix.usable)),
@@ -70,6 +78,11 @@ void PrefixCache::LoadFetched(PromptPrefix& prefix, engine::Sequence& sequence,
                               std::string_view request_id) {
   const size_t first = prefix.loaded();
   prefix.kvstore = Import(sequence, fetched, request_id);
+  if (tiers_.fetch_policy != nullptr && prefix.kvstore > 0) {
+    tiers_.fetch_policy->ObserveFetch(
+        prefix.kvstore * static_cast<uint64_t>(payload_bytes_),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - prefix.fetch_started).count());
+  }
   if (tiers_.host == nullptr || prefix.kvstore == 0) return;
   std::vector<HostBlockCache::Entry> promoted;
   for (size_t i = 0; i < prefix.kvstore; ++i) {
@@ -112,28 +125,33 @@ void PrefixCache::Store(PromptPrefix& prefix, const engine::Sequence& sequence, 
     prefix.stored = end_block;
     return;
   }
-  // The new blocks, written through to tier H and the kvstores: one bulk copy out of the engine.
+  // The new blocks, written through to tier H and the kvstores: one bulk copy out of the engine, into as
+  // many payload slots as are free (the rest stay in tier G only: the engine thread never waits for room).
   std::vector<std::shared_ptr<BlockPayload>> payloads;
   std::vector<std::byte*> data;
   for (size_t b = first; b < end_block; ++b) {
-    payloads.push_back(tiers_.payloads != nullptr ? tiers_.payloads->Allocate()
-                                                  : std::make_shared<BlockPayload>(static_cast<size_t>(payload_bytes_)));
-    data.push_back(payloads.back()->data());
+    std::shared_ptr<BlockPayload> payload = tiers_.payloads != nullptr
+                                                ? tiers_.payloads->Allocate()
+                                                : std::make_shared<BlockPayload>(static_cast<size_t>(payload_bytes_));
+    if (payload == nullptr) break;
+    data.push_back(payload->data());
+    payloads.push_back(std::move(payload));
   }
+  prefix.stored = end_block;
+  if (payloads.empty()) return;
   const absl::Status status = engine_.ExportBlocks(sequence, static_cast<int64_t>(first), data);
   if (!status.ok()) {
-    LogWarning(StrCat("error=export_kv_failed request=", request_id, " blocks=", first, "..", end_block,
+    LogWarning(StrCat("error=export_kv_failed request=", request_id, " blocks=", first, "..", first + data.size(),
                       " message=\"", status.message(), "\""));
     return;
   }
   std::vector<HostBlockCache::Entry> entries;
   std::vector<KvStoreTier::WriteItem> writes;
-  for (size_t b = first; b < end_block; ++b) {
+  for (size_t b = first; b < first + payloads.size(); ++b) {
     std::shared_ptr<const BlockPayload> shared = std::move(payloads[b - first]);
     entries.push_back({prefix.keys[b], ParentOf(prefix, b), shared});
     writes.push_back({prefix.keys[b], ParentOf(prefix, b), std::move(shared)});
   }
-  prefix.stored = end_block;
   if (tiers_.host != nullptr) tiers_.host->Insert(std::move(entries));
   if (tiers_.kvstore != nullptr) tiers_.kvstore->Write(std::move(writes));
 }

@@ -15,6 +15,7 @@
 #ifndef STRATA_WORKER_PREFIX_PREFIX_CACHE_H_
 #define STRATA_WORKER_PREFIX_PREFIX_CACHE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "common/block_key.h"
 #include "worker/engine/engine.h"
 #include "worker/prefix/block_payload.h"
+#include "worker/prefix/fetch_policy.h"
 #include "worker/prefix/gpu_block_cache.h"
 #include "worker/prefix/host_block_cache.h"
 #include "worker/prefix/kvstore_tier.h"
@@ -39,6 +41,8 @@ struct PromptPrefix {
   std::vector<int32_t> resident;  // pool blocks of the run found in tier G: Engine::NewSequence's prefix
   size_t gpu = 0, host = 0, kvstore = 0;  // blocks loaded from each tier, in that order
   size_t stored = 0;            // leading blocks in the tiers (loaded, or stored after being computed)
+  bool fetch_skipped = false;   // the fetch policy judged computing the missing blocks cheaper
+  std::chrono::steady_clock::time_point fetch_started;
 
   size_t loaded() const { return gpu + host + kvstore; }
 };
@@ -51,6 +55,7 @@ class PrefixCache {
     HostBlockCache* host = nullptr;
     KvStoreTier* kvstore = nullptr;
     PayloadPool* payloads = nullptr;  // where exported blocks are written (null: the heap)
+    FetchPolicy* fetch_policy = nullptr;  // null: fetch whatever the kvstores may hold
   };
   PrefixCache(engine::Engine& engine, const BlockKeyContext& context, Tiers tiers);
 
@@ -61,12 +66,19 @@ class PrefixCache {
   void LoadHost(PromptPrefix& prefix, engine::Sequence& sequence, std::string_view request_id);
 
   // Fetches the blocks still missing from the kvstores on their thread and calls `done` there with what
-  // was found (possibly nothing); false, without calling it, when there is nothing to ask for.
+  // was found (possibly nothing); false, without calling it, when there is nothing to ask for or the
+  // fetch policy judges computing them cheaper (prefix.fetch_skipped).
   using FetchDone = KvStoreTier::FetchDone;
-  bool FetchMissingAsync(const PromptPrefix& prefix, FetchDone done);
-  // Imports what the kvstores returned, and promotes it into tier H.
+  bool FetchMissingAsync(PromptPrefix& prefix, FetchDone done);
+  // Imports what the kvstores returned, and promotes it into tier H; the fetch policy learns how long the
+  // fetch took.
   void LoadFetched(PromptPrefix& prefix, engine::Sequence& sequence,
                    absl::Span<const std::shared_ptr<const BlockPayload>> fetched, std::string_view request_id);
+
+  // A step that prefilled (FetchPolicy::ObservePrefill), for the fetch policy.
+  void ObservePrefill(double linear_tokens, double quadratic_tokens, double seconds) {
+    if (tiers_.fetch_policy != nullptr) tiers_.fetch_policy->ObservePrefill(linear_tokens, quadratic_tokens, seconds);
+  }
 
   // After the prompt's prefill: the blocks it loaded from tiers H and S/D join tier G, and its computed
   // full blocks are stored (Store).

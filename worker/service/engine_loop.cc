@@ -217,6 +217,7 @@ EngineLoop::Began EngineLoop::Begin(Active& active) {
           fetched_.push_back(raw);
         });
     if (fetching) return Began::kFetching;
+    if (active.prefix.fetch_skipped && metrics_ != nullptr) metrics_->kvstore_fetches_skipped.Increment();
   }
   Ready(active);
   return Began::kReady;
@@ -282,7 +283,10 @@ void EngineLoop::Step() {
   std::vector<engine::Engine::BatchItem> items;
   items.reserve(planned.size());
   int64_t batch_tokens = 0;
+  double prefill_linear = 0, prefill_quadratic = 0;  // the step's prefill work, for the fetch policy
   for (Planned& p : planned) {
+    prefill_linear += FetchPolicy::Linear(p.active->prefilled, p.prefill_tokens);
+    prefill_quadratic += FetchPolicy::Quadratic(p.active->prefilled, p.prefill_tokens);
     engine::Engine::BatchItem item;
     item.sequence = &*p.active->sequence;
     if (p.prefill_tokens == 0) {
@@ -301,6 +305,9 @@ void EngineLoop::Step() {
     metrics_->batch_requests.Observe(static_cast<double>(items.size()));
     metrics_->batch_tokens.Observe(static_cast<double>(batch_tokens));
     metrics_->step_seconds.Observe(Seconds(step_start, step_end));
+  }
+  if (logits.ok() && prefill_linear > 0) {
+    prefix_cache_.ObservePrefill(prefill_linear, prefill_quadratic, Seconds(step_start, step_end));
   }
   std::vector<bool> failed(planned.size(), false);
   if (!logits.ok() && items.size() > 1) {

@@ -68,8 +68,16 @@ int main(int argc, char** argv) {
   app.add_option("--host-cache-bytes", o.host_cache_bytes, "Tier H: host memory for KV blocks (0: off)")
       ->capture_default_str();
   app.add_option("--kvstore", o.kvstores, "host:port of a strata-kvstore (repeat for several)");
-  app.add_option("--kvstore-staging-bytes", o.kvstore_staging_bytes, "Payload memory beyond tier H for kvstore transfers in flight (page-locked, UCX-registered with tier H's)")
+  app.add_option("--kvstore-staging-bytes", o.kvstore_staging_bytes,
+                 "Payload memory beyond tier H for kvstore transfers in flight (page-locked, UCX-registered with tier H's)")
       ->capture_default_str();
+  using KvstoreFetch = strata::worker::WorkerOptions::KvstoreFetch;
+  std::map<std::string, KvstoreFetch> fetch_modes{{"auto", KvstoreFetch::kAuto}, {"always", KvstoreFetch::kAlways}};
+  app.add_option("--kvstore-fetch", o.kvstore_fetch,
+                 "auto: fetch a prefix from the kvstores only when this worker measured it cheaper than computing it; "
+                 "always: whenever they may hold it")
+      ->transform(CLI::CheckedTransformer(fetch_modes, CLI::ignore_case))
+      ->default_str("auto");
   std::map<std::string, strata::kvstore::PeerFailure> peer{{"detect", strata::kvstore::PeerFailure::kDetect},
                                                            {"timeout", strata::kvstore::PeerFailure::kTimeoutOnly}};
   app.add_option("--kvstore-peer-failure", o.kvstore_peer_failure,

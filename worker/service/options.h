@@ -53,6 +53,10 @@ struct WorkerOptions {
   // Payload memory beyond tier H's, for blocks in flight to and from the kvstores (one region with tier
   // H's, page-locked on a GPU and registered with UCX).
   uint64_t kvstore_staging_bytes = 64ull << 20;
+  // kAuto: a prompt's missing blocks are fetched only when the worker's own measurements say fetching
+  // beats computing them (worker/prefix/fetch_policy.h); kAlways: whenever the kvstores may hold them.
+  enum class KvstoreFetch { kAuto, kAlways };
+  KvstoreFetch kvstore_fetch = KvstoreFetch::kAuto;
   kvstore::PeerFailure kvstore_peer_failure = kvstore::PeerFailure::kDetect;
   std::string scheduler_address;            // empty: run alone (no registration)
   // What registration tells placement. 0: measured at start-up (a short prefill and decode run).

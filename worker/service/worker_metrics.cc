@@ -36,6 +36,8 @@ WorkerMetrics::WorkerMetrics(MetricsRegistry& r)
           r.AddCounter("strata_worker_kvstore_written_blocks_total", "Blocks written to kvstores (asynchronously)")),
       kvstore_write_failures(r.AddCounter("strata_worker_kvstore_write_failures_total",
                                           "Blocks not written to a kvstore (daemon down, queue full)")),
+      kvstore_fetches_skipped(r.AddCounter("strata_worker_kvstore_fetches_skipped_total",
+                                           "Prefix fetches not made: computing the blocks was judged cheaper")),
       batch_requests(r.AddHistogram("strata_worker_batch_requests", "Sequences in one engine step", PowersOfTwo(256))),
       batch_tokens(r.AddHistogram("strata_worker_batch_tokens", "Tokens in one engine step", PowersOfTwo(16384))),
       ttft_seconds(r.AddHistogram("strata_worker_ttft_seconds", "Admission to first token", LatencyBucketsSeconds())),

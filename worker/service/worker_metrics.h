@@ -24,6 +24,7 @@ struct WorkerMetrics {
   Counter& kvstore_fetched_blocks;
   Counter& kvstore_written_blocks;
   Counter& kvstore_write_failures;
+  Counter& kvstore_fetches_skipped;  // the fetch policy judged computing cheaper
   Histogram& batch_requests;    // sequences per engine step
   Histogram& batch_tokens;      // tokens per engine step
   Histogram& ttft_seconds;

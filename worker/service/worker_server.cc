@@ -123,9 +123,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     s.registry_.AddGaugeCallback("strata_worker_payload_slots_in_use",
                                  "Block payload slots of host memory in use (tier H, transfers in flight)", {},
                                  [raw] { return static_cast<double>(raw->payloads_->slots_in_use()); });
-    s.registry_.AddGaugeCallback("strata_worker_payload_heap_total",
-                                 "Block payloads put on the heap because every slot was taken", {},
-                                 [raw] { return static_cast<double>(raw->payloads_->heap_payloads()); });
+    s.registry_.AddGaugeCallback("strata_worker_payload_slot_misses_total",
+                                 "Block payloads not made because every slot was taken (fewer blocks fetched or "
+                                 "written through; raise --host-cache-bytes or --kvstore-staging-bytes)",
+                                 {}, [raw] { return static_cast<double>(raw->payloads_->misses()); });
   }
   if (options.host_cache_bytes > 0) {
     // Blocks that G holds are G's to report.
@@ -159,13 +160,20 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     kv.payloads = s.payloads_;
     kv.peer_failure = options.kvstore_peer_failure;
     STRATA_ASSIGN_OR_RETURN(s.kvstore_, KvStoreTier::Create(kv, s.metrics_->kvstore_tier()));
+    if (options.kvstore_fetch == WorkerOptions::KvstoreFetch::kAuto) {
+      // Until it has measured its own prefills: the calibration; its fetches it measures first.
+      s.fetch_policy_ = std::make_unique<FetchPolicy>(FetchPolicyOptions{
+          .prefill_s_per_token = s.prefill_s_per_token_,
+          .fetch_bytes_per_s = std::min(options.network_bytes_per_s, options.host_to_gpu_bytes_per_s)});
+    }
   }
   s.loop_ = std::make_unique<EngineLoop>(
       s.engine_.get(), options.loop, served.key_context,
       PrefixCache::Tiers{.gpu = s.gpu_cache_.get(),
                          .host = s.host_cache_.get(),
                          .kvstore = s.kvstore_.get(),
-                         .payloads = s.payloads_.get()},
+                         .payloads = s.payloads_.get(),
+                         .fetch_policy = s.fetch_policy_.get()},
       s.metrics_.get());
   s.registry_.AddGaugeCallback("strata_worker_queue_depth", "Requests admitted, not yet running", {},
                                [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });

@@ -59,6 +59,7 @@ class WorkerServer {
   std::shared_ptr<PayloadPool> payloads_;  // tier H's and the kvstore tier's block payloads; null when neither
   std::unique_ptr<HostBlockCache> host_cache_;
   std::unique_ptr<KvStoreTier> kvstore_;
+  std::unique_ptr<FetchPolicy> fetch_policy_;  // with kvstore_
   std::unique_ptr<EngineLoop> loop_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -5,6 +5,7 @@
 // the CPU backend (CI) and, where a GPU is present, on the CUDA backend in float32.
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -238,6 +239,14 @@ TEST_P(PagedKvTest, AllDecodeBatchesReplayedAsGraphsGiveTheEagerLogits) {
         out[i].insert(out[i].end(), (*logits)[i].begin(), (*logits)[i].end());
         tokens[i] = static_cast<int32_t>(std::max_element((*logits)[i].begin(), (*logits)[i].end()) -
                                          (*logits)[i].begin());
+      }
+    }
+    // On CUDA every one of those steps ran as a graph (with kCapture), none without.
+    if (const std::optional<DecodeGraphStats> stats = DecodeGraphStatsOf(engine->backend())) {
+      const int64_t graphed = stats->replayed + stats->updated + stats->instantiated;
+      EXPECT_EQ(graphed, graphs == DecodeGraphs::kCapture ? kSteps : 0);
+      if (graphs == DecodeGraphs::kCapture) {
+        EXPECT_GE(stats->replayed, 1);
       }
     }
   }

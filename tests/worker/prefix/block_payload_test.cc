@@ -1,4 +1,4 @@
-// PayloadPool: slots handed out and given back, the heap when they are all taken, and payloads that
+// PayloadPool: slots handed out and given back, a miss when they are all taken, and payloads that
 // outlive their pool.
 #include "worker/prefix/block_payload.h"
 
@@ -19,7 +19,7 @@ HostRegion Region(uint64_t slots) {
   return HostRegion{memory.get(), slots * kSlotBytes, memory};
 }
 
-TEST(PayloadPool, HandsOutEachSlotOnceThenTheHeap) {
+TEST(PayloadPool, HandsOutEachSlotOnceThenSaysItIsFull) {
   HostRegion region = Region(3);
   std::byte* base = region.data;
   PayloadPool pool(std::move(region), kSlotBytes);
@@ -28,27 +28,24 @@ TEST(PayloadPool, HandsOutEachSlotOnceThenTheHeap) {
   for (int i = 0; i < 3; ++i) held.push_back(pool.Allocate());
   // Slot 0 first, then 1, 2: payloads allocated together are adjacent.
   for (int i = 0; i < 3; ++i) {
+    ASSERT_NE(held[i], nullptr);
     EXPECT_EQ(held[i]->data(), base + i * kSlotBytes);
     EXPECT_EQ(held[i]->size(), kSlotBytes);
     EXPECT_TRUE(pool.InRegion(*held[i]));
   }
   EXPECT_EQ(pool.slots_in_use(), 3u);
-  EXPECT_EQ(pool.AllocateSlot(), nullptr);
-  EXPECT_EQ(pool.heap_payloads(), 0u);
-
-  std::shared_ptr<BlockPayload> heap = pool.Allocate();
-  ASSERT_NE(heap, nullptr);
-  EXPECT_EQ(heap->size(), kSlotBytes);
-  EXPECT_FALSE(pool.InRegion(*heap));
-  EXPECT_EQ(pool.heap_payloads(), 1u);
+  EXPECT_EQ(pool.misses(), 0u);
+  EXPECT_EQ(pool.Allocate(), nullptr);
+  EXPECT_EQ(pool.misses(), 1u);
 
   // A payload's death gives its slot back, and the next allocation takes it.
   std::byte* freed = held[1]->data();
   held[1].reset();
   EXPECT_EQ(pool.slots_in_use(), 2u);
-  std::shared_ptr<BlockPayload> again = pool.AllocateSlot();
+  std::shared_ptr<BlockPayload> again = pool.Allocate();
   ASSERT_NE(again, nullptr);
   EXPECT_EQ(again->data(), freed);
+  EXPECT_FALSE(pool.InRegion(BlockPayload(kSlotBytes)));  // the heap
 }
 
 TEST(PayloadPool, APayloadKeepsItsMemoryAfterThePoolIsGone) {
@@ -62,13 +59,11 @@ TEST(PayloadPool, APayloadKeepsItsMemoryAfterThePoolIsGone) {
   EXPECT_EQ(payload->data()[kSlotBytes - 1], std::byte{7});
 }
 
-TEST(PayloadPool, AnEmptyRegionPutsEveryPayloadOnTheHeap) {
+TEST(PayloadPool, AnEmptyRegionHasNoSlots) {
   PayloadPool pool(HostRegion{}, kSlotBytes);
   EXPECT_EQ(pool.slots(), 0u);
-  EXPECT_EQ(pool.AllocateSlot(), nullptr);
-  std::shared_ptr<BlockPayload> payload = pool.Allocate();
-  EXPECT_FALSE(pool.InRegion(*payload));
-  EXPECT_EQ(pool.heap_payloads(), 1u);
+  EXPECT_EQ(pool.Allocate(), nullptr);
+  EXPECT_EQ(pool.misses(), 1u);
 }
 
 TEST(BlockPayload, EqualityComparesBytesWhereverTheyLive) {
