@@ -90,6 +90,26 @@ class PagedKvTest : public ::testing::TestWithParam<std::tuple<BackendKind, std:
     return Run(*engine, *sequence, n(), steps, ids);
   }
 
+  // The greedy token of the last row of `logits`.
+  int32_t Greedy(const std::vector<float>& logits) const {
+    return static_cast<int32_t>(std::max_element(logits.end() - vocab(), logits.end()) - (logits.end() - vocab()));
+  }
+
+  // One sequence per length, prefilled with that many prompt tokens (room for `steps` more), and the
+  // greedy token each predicts next.
+  void StartSequences(Engine& engine, const std::vector<int64_t>& lengths, int steps, std::vector<Sequence>& sequences,
+                      std::vector<int32_t>& tokens) {
+    for (int64_t length : lengths) {
+      auto sequence = engine.NewSequence(length + steps);
+      ASSERT_TRUE(sequence.ok());
+      const int64_t last = length - 1;
+      auto logits = engine.Forward(*sequence, absl::MakeConstSpan(prompt_).subspan(0, length), {&last, 1});
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      tokens.push_back(Greedy(*logits));
+      sequences.push_back(*std::move(sequence));
+    }
+  }
+
   std::unique_ptr<model::Model> model_;
   std::vector<int32_t> prompt_;
 };
@@ -150,9 +170,6 @@ TEST_P(PagedKvTest, BatchedDecodeOfPagedSequencesGivesEachOnesLogits) {
   // Three sequences of different lengths (so the batch mixes positions and table widths) and one more
   // that prefills in the same steps (after the decodes, as the worker orders them).
   const std::vector<int64_t> lengths = {n(), n() - 3, n() - 6};
-  auto greedy = [&](const std::vector<float>& logits) {
-    return static_cast<int32_t>(std::max_element(logits.end() - vocab(), logits.end()) - (logits.end() - vocab()));
-  };
   // Alone: each sequence's decode logits.
   std::vector<std::vector<float>> alone(lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {
@@ -163,7 +180,7 @@ TEST_P(PagedKvTest, BatchedDecodeOfPagedSequencesGivesEachOnesLogits) {
     ASSERT_TRUE(logits.ok()) << logits.status();
     const int64_t zero = 0;
     for (int step = 0; step < kSteps; ++step) {
-      const int32_t token = greedy(*logits);
+      const int32_t token = Greedy(*logits);
       logits = engine->Forward(*sequence, {&token, 1}, {&zero, 1});
       ASSERT_TRUE(logits.ok()) << logits.status();
       alone[i].insert(alone[i].end(), logits->begin(), logits->end());
@@ -172,15 +189,7 @@ TEST_P(PagedKvTest, BatchedDecodeOfPagedSequencesGivesEachOnesLogits) {
   // Together.
   std::vector<Sequence> sequences;
   std::vector<int32_t> tokens;
-  for (int64_t length : lengths) {
-    auto sequence = engine->NewSequence(length + kSteps);
-    ASSERT_TRUE(sequence.ok());
-    const int64_t last = length - 1;
-    auto logits = engine->Forward(*sequence, absl::MakeConstSpan(prompt_).subspan(0, length), {&last, 1});
-    ASSERT_TRUE(logits.ok()) << logits.status();
-    tokens.push_back(greedy(*logits));
-    sequences.push_back(*std::move(sequence));
-  }
+  ASSERT_NO_FATAL_FAILURE(StartSequences(*engine, lengths, kSteps, sequences, tokens));
   auto prefilling = engine->NewSequence(n());
   ASSERT_TRUE(prefilling.ok());
   std::vector<std::vector<float>> together(lengths.size());
@@ -195,7 +204,7 @@ TEST_P(PagedKvTest, BatchedDecodeOfPagedSequencesGivesEachOnesLogits) {
     ASSERT_TRUE(logits.ok()) << logits.status();
     for (size_t i = 0; i < sequences.size(); ++i) {
       together[i].insert(together[i].end(), (*logits)[i].begin(), (*logits)[i].end());
-      tokens[i] = greedy((*logits)[i]);
+      tokens[i] = Greedy((*logits)[i]);
     }
   }
   for (size_t i = 0; i < lengths.size(); ++i) {
@@ -214,15 +223,7 @@ TEST_P(PagedKvTest, AllDecodeBatchesReplayedAsGraphsGiveTheEagerLogits) {
     auto engine = MakeEngine(64 + 4 * n(), /*block_tokens=*/2, 1024, graphs);
     std::vector<Sequence> sequences;
     std::vector<int32_t> tokens;
-    for (int64_t length : lengths) {
-      auto sequence = engine->NewSequence(length + kSteps);
-      ASSERT_TRUE(sequence.ok());
-      const int64_t last = length - 1;
-      auto logits = engine->Forward(*sequence, absl::MakeConstSpan(prompt_).subspan(0, length), {&last, 1});
-      ASSERT_TRUE(logits.ok()) << logits.status();
-      tokens.push_back(static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin()));
-      sequences.push_back(*std::move(sequence));
-    }
+    ASSERT_NO_FATAL_FAILURE(StartSequences(*engine, lengths, kSteps, sequences, tokens));
     std::vector<std::vector<float>>& out = logits_of[graphs == DecodeGraphs::kCapture ? 0 : 1];
     out.resize(lengths.size());
     const int64_t zero = 0;
@@ -237,8 +238,7 @@ TEST_P(PagedKvTest, AllDecodeBatchesReplayedAsGraphsGiveTheEagerLogits) {
       ASSERT_TRUE(logits.ok()) << logits.status();
       for (size_t i = 0; i < batch; ++i) {
         out[i].insert(out[i].end(), (*logits)[i].begin(), (*logits)[i].end());
-        tokens[i] = static_cast<int32_t>(std::max_element((*logits)[i].begin(), (*logits)[i].end()) -
-                                         (*logits)[i].begin());
+        tokens[i] = Greedy((*logits)[i]);
       }
     }
     // On CUDA every one of those steps ran as a graph (with kCapture), none without.
