@@ -4,6 +4,7 @@
 // payloads gives what recomputing it gives; blocks are reference counted and come back to the pool. On
 // the CPU backend (CI) and, where a GPU is present, on the CUDA backend in float32.
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -241,13 +242,14 @@ TEST_P(PagedKvTest, AllDecodeBatchesReplayedAsGraphsGiveTheEagerLogits) {
         tokens[i] = Greedy((*logits)[i]);
       }
     }
-    // On CUDA every one of those steps ran as a graph (with kCapture), none without.
+    // On CUDA every one of those steps ran as a graph (with kCapture), none without; an executable graph
+    // is made at most once per batch shape, then replayed or updated in place.
     if (const std::optional<DecodeGraphStats> stats = DecodeGraphStatsOf(engine->backend())) {
       const int64_t graphed = stats->replayed + stats->updated + stats->instantiated;
       EXPECT_EQ(graphed, graphs == DecodeGraphs::kCapture ? kSteps : 0);
-      if (graphs == DecodeGraphs::kCapture) {
-        EXPECT_GE(stats->replayed, 1);
-      }
+      EXPECT_LE(stats->instantiated, 2);
+      std::printf("[graphs] replayed %lld, updated %lld, instantiated %lld\n", static_cast<long long>(stats->replayed),
+                  static_cast<long long>(stats->updated), static_cast<long long>(stats->instantiated));
     }
   }
   for (size_t i = 0; i < lengths.size(); ++i) {
