@@ -13,11 +13,12 @@ DEMO_BASE_PORT ?= 18450
 DEMO_TRACE     ?= tests/data/traces/mooncake_synthetic_trace.jsonl
 DEMO_BENCH     ?= --offset 3793 --requests 200 --concurrency 4
 
-# Sanitizer and fuzz builds (no GPU; each in its own directory, fuzz/README.md). ASan+UBSan and TSan build
-# with the default compiler (gcc, as `make build`), the fuzzers with clang (libFuzzer).
+# Sanitizer and fuzz builds (no GPU; fuzz/README.md). The ASan+UBSan suites and the fuzzers share one tree,
+# built with clang (libFuzzer needs it): one build serves `make test-asan` and `make fuzz`. TSan builds with
+# the default compiler (gcc, as `make build`).
 ASAN_BUILD_DIR ?= build-asan
 TSAN_BUILD_DIR ?= build-tsan
-FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_BUILD_DIR ?= $(ASAN_BUILD_DIR)
 FUZZ_SECONDS   ?= 60
 FUZZERS        := safetensors_fuzzer checkpoint_index_fuzzer config_fuzzer tokenizer_json_fuzzer \
                   tokenizer_codec_fuzzer kvstore_service_fuzzer scheduler_service_fuzzer frontdoor_request_fuzzer
@@ -37,6 +38,10 @@ SANITIZER_ENV  := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:check_initializat
                   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
                   TSAN_OPTIONS=second_deadlock_stack=1 \
                   ASAN_SYMBOLIZER_PATH=$$(command -v llvm-symbolizer)
+# The ASan+UBSan tree: clang, the sanitizers on every target, the fuzz targets beside the test suites.
+ASAN_CONFIGURE  = cmake -S . -B $(1) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF \
+                  -DSTRATA_SANITIZE=address,undefined -DSTRATA_FUZZ=ON \
+                  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_ARGS)
 
 .PHONY: all deps configure build demo demo-generate test bench clean test-asan test-tsan fuzz fuzz-build
 
@@ -83,10 +88,10 @@ bench: build
 	$(BUILD_DIR)/bin/strata_scheduler_load_bench
 	$(BUILD_DIR)/bin/strata-scheduler replay --trace tests/data/traces/mooncake_synthetic_trace.jsonl
 
-# Every test that needs no GPU, under AddressSanitizer and UndefinedBehaviorSanitizer (STRATA_CUDA=OFF).
+# Every test that needs no GPU, under AddressSanitizer and UndefinedBehaviorSanitizer (STRATA_CUDA=OFF), and
+# each fuzz target's corpus replayed once (the fuzzers build in this tree too).
 test-asan: deps
-	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF \
-	  -DSTRATA_SANITIZE=address,undefined $(CMAKE_ARGS)
+	$(call ASAN_CONFIGURE,$(ASAN_BUILD_DIR))
 	$(SANITIZER_ENV) cmake --build $(ASAN_BUILD_DIR)
 	$(SANITIZER_ENV) ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure $(if $(ASAN_EXCLUDE),-E '$(ASAN_EXCLUDE)')
 
@@ -101,9 +106,9 @@ test-tsan: deps
 	  $(SANITIZER_ENV) OMP_NUM_THREADS=1 UCX_MEM_EVENTS=no LD_PRELOAD=$(CURDIR)/$(TSAN_BUILD_DIR)/libstrata_tsan_absl_sync.so \
 	    $(TSAN_BUILD_DIR)/bin/$$t --gtest_filter='$(TSAN_GTEST_FILTER)'; done
 
+# The fuzz targets in the ASan tree: after `make test-asan` they are already built.
 fuzz-build: deps
-	cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=OFF -DSTRATA_FUZZ=ON \
-	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_ARGS)
+	$(call ASAN_CONFIGURE,$(FUZZ_BUILD_DIR))
 	cmake --build $(FUZZ_BUILD_DIR) --target $(FUZZERS)
 
 # Each fuzzer for FUZZ_SECONDS, from its seeds (fuzz/corpus/<target>, read only) and what earlier runs
