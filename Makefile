@@ -20,6 +20,9 @@ ASAN_BUILD_DIR ?= build-asan
 TSAN_BUILD_DIR ?= build-tsan
 FUZZ_BUILD_DIR ?= $(ASAN_BUILD_DIR)
 FUZZ_SECONDS   ?= 60
+# ctest -j for `make test` and `make test-asan`: the tests that use every core are RUN_SERIAL
+# (tests/CMakeLists.txt, ALL_CORES), so they still run alone.
+TEST_JOBS      ?= 2
 FUZZERS        := safetensors_fuzzer checkpoint_index_fuzzer config_fuzzer tokenizer_json_fuzzer \
                   tokenizer_codec_fuzzer kvstore_service_fuzzer scheduler_service_fuzzer frontdoor_request_fuzzer
 # ctest -E regex of tests the ASan suite leaves out (empty: none); CI sets it (.ci/run says which and why).
@@ -74,10 +77,11 @@ demo-generate: build
 	@echo "its tokens are the ones Hugging Face transformers computes (see tests/data). Prompt: $(DEMO_PROMPT)"
 	$(BUILD_DIR)/bin/strata generate --model $(DEMO_MODEL) --prompt "$(DEMO_PROMPT)" --max-new-tokens 32 --stats
 
-# Serial on purpose: every engine test uses all cores through OpenMP, and two at once (ctest -j2 on
-# 2 cores) ran 7x slower, their spinning thread pools fighting over the cores.
+# Every engine test uses all cores through OpenMP, and two at once on 2 cores ran 7x slower, their spinning
+# thread pools fighting over the cores: those are RUN_SERIAL (ALL_CORES in tests/CMakeLists.txt), and
+# ctest runs every other test TEST_JOBS at a time.
 test: build
-	ctest --test-dir $(BUILD_DIR) --output-on-failure
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(TEST_JOBS)
 
 # The benchmarks that run on this machine, each with its baseline in the same run (docs/BENCHMARKS.md);
 # the CUDA one runs on a GPU machine: bench/cuda/run_on_gpu.sh.
@@ -93,7 +97,8 @@ bench: build
 test-asan: deps
 	$(call ASAN_CONFIGURE,$(ASAN_BUILD_DIR))
 	$(SANITIZER_ENV) cmake --build $(ASAN_BUILD_DIR)
-	$(SANITIZER_ENV) ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure $(if $(ASAN_EXCLUDE),-E '$(ASAN_EXCLUDE)')
+	$(SANITIZER_ENV) ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j$(TEST_JOBS) \
+	  $(if $(ASAN_EXCLUDE),-E '$(ASAN_EXCLUDE)')
 
 # The test binaries in TSAN_TESTS under ThreadSanitizer, with libabsl's locks made visible to it
 # (fuzz/tsan_absl_sync.cc), OpenMP on one thread (libgomp is not instrumented either) and UCX's memory
