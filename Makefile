@@ -20,6 +20,8 @@ ASAN_BUILD_DIR ?= build-asan
 TSAN_BUILD_DIR ?= build-tsan
 FUZZ_BUILD_DIR ?= $(ASAN_BUILD_DIR)
 FUZZ_SECONDS   ?= 60
+# Fuzzers running at once: each is one process on one core.
+FUZZ_JOBS      ?= 2
 # ctest -j for `make test` and `make test-asan`: the tests that use every core are RUN_SERIAL
 # (tests/CMakeLists.txt, ALL_CORES), so they still run alone.
 TEST_JOBS      ?= 2
@@ -116,23 +118,11 @@ fuzz-build: deps
 	$(call ASAN_CONFIGURE,$(FUZZ_BUILD_DIR))
 	cmake --build $(FUZZ_BUILD_DIR) --target $(FUZZERS)
 
-# Each fuzzer for FUZZ_SECONDS, from its seeds (fuzz/corpus/<target>, read only) and what earlier runs
-# found ($(FUZZ_BUILD_DIR)/corpus/<target>). A crash stops the loop; its input is in
-# $(FUZZ_BUILD_DIR)/artifacts/<target>/ (fuzz/README.md says what to do with it).
+# Each fuzzer for FUZZ_SECONDS, FUZZ_JOBS at a time, from its seeds (fuzz/corpus/<target>, read only) and
+# what earlier runs found ($(FUZZ_BUILD_DIR)/corpus/<target>). A crash fails the run (no new target starts);
+# its input is in $(FUZZ_BUILD_DIR)/artifacts/<target>/ (fuzz/README.md says what to do with it).
 fuzz: fuzz-build
-	@set -e; for f in $(FUZZERS); do \
-	  mkdir -p $(FUZZ_BUILD_DIR)/corpus/$$f $(FUZZ_BUILD_DIR)/artifacts/$$f; \
-	  echo "== $$f: $(FUZZ_SECONDS) s (log: $(FUZZ_BUILD_DIR)/$$f.log)"; \
-	  if $(SANITIZER_ENV) $(FUZZ_BUILD_DIR)/bin/$$f -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
-	       -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD_DIR)/artifacts/$$f/ \
-	       $(FUZZ_BUILD_DIR)/corpus/$$f fuzz/corpus/$$f > $(FUZZ_BUILD_DIR)/$$f.log 2>&1; then \
-	    grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))' \
-	      $(FUZZ_BUILD_DIR)/$$f.log; \
-	  else \
-	    tail -n 80 $(FUZZ_BUILD_DIR)/$$f.log; echo "== $$f FAILED: the input is in $(FUZZ_BUILD_DIR)/artifacts/$$f/"; \
-	    exit 1; \
-	  fi; \
-	done
+	@$(SANITIZER_ENV) bash fuzz/run.sh $(FUZZ_BUILD_DIR) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZERS)
 
 clean:
 	rm -rf $(BUILD_DIR)
