@@ -7,6 +7,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "bench/cluster/completion_client.h"
 #include "gtest/gtest.h"
 #include "tests/cluster/local_cluster.h"
@@ -84,20 +85,26 @@ TEST(ClusterE2E, AKvstoreKilledDuringABurstLosesNoRequestAndItsSsdBlocksServeAga
   }
 
   std::atomic<int> next{0}, done{0};
+  std::atomic<bool> killed{false};
   std::vector<GenerateResult> results(kRequests);
+  // The second half of the burst starts only once the kvstore is dead, so that the kill always lands
+  // mid-burst however fast the machine runs the first half.
   auto sender = [&] {
     for (int i; (i = next.fetch_add(1)) < kRequests;) {
+      if (i >= kRequests / 2) WaitFor([&] { return killed.load(); }, std::chrono::seconds(120));
       results[i] = Generate(c.worker_address(i % 2), prompts[i], kNewTokens, false);
       done.fetch_add(1);
     }
   };
   std::vector<std::jthread> threads;  // joined on a failed ASSERT too (std::thread would terminate)
+  absl::Cleanup release_second_half = [&] { killed.store(true); };  // runs before the joins
   for (int t = 0; t < 4; ++t) threads.emplace_back(sender);
   // Mid-burst: some requests done and blocks stored, the rest running or still to come.
   ASSERT_TRUE(WaitFor(
       [&] { return done.load() >= 4 && Metric(c.kvstore_metrics_port(), "strata_kvstore_blocks{tier=\"ssd\"}") >= 3; },
       std::chrono::seconds(60)));
   c.KillKvstore();
+  killed.store(true);
   const int done_at_kill = done.load();
   for (std::jthread& thread : threads) thread.join();
   EXPECT_LT(done_at_kill, kRequests) << "the burst ended before the kvstore was killed";
