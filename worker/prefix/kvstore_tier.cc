@@ -286,7 +286,7 @@ void KvStoreTier::WriterLoop() {
     // (all of it), so each key goes once: the first copy, as the host cache keeps it.
     absl::flat_hash_set<BlockKey> seen;
     std::erase_if(batch, [&seen](const WriteItem& item) { return !seen.insert(item.key).second; });
-    // A payload is put from where it is; one on the heap (the pool was full when it was made) is copied
+    // A payload is put from where it is; one outside the region (a caller's own, on the heap) is copied
     // into a slot first, or lost when there is none.
     std::vector<std::shared_ptr<BlockPayload>> copies;
     std::vector<std::vector<kvstore::PutBlock>> per_shard(shards_.size());
