@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "tests/testing/golden.h"
+#include "tests/testing/tiny_model_suite.h"
 #include "tests/testing/scratch_dir.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/cuda_backend.h"
@@ -23,12 +24,7 @@ namespace {
 
 constexpr double kSameResult = 1e-5;  // the issue's bound; the tiers move bytes, so it is usually 0
 
-enum class BackendKind { kCpu, kCuda };
-
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(BackendKind kind) {
-  if (kind == BackendKind::kCpu) return CreateCpuBackend();
-  return CreateCudaBackend({.dtype = DType::kF32});
-}
+using testing::BackendKind;
 
 // The placements the issue asks for, by name.
 enum class Placement { kAllDevice, kAllHost, kAllSsd, kMixedPerHead, kByBudgets };
@@ -49,24 +45,11 @@ std::string PlacementName(Placement p) {
   return "?";
 }
 
-class KvOffloadTest : public ::testing::TestWithParam<std::tuple<BackendKind, std::string>> {
+class KvOffloadTest : public testing::TinyModelSuite {
  protected:
-  void SetUp() override {
-    if (std::get<0>(GetParam()) == BackendKind::kCuda) {
-      std::string reason;
-      if (!CudaBackendAvailable(&reason)) GTEST_SKIP() << "no CUDA: " << reason;
-    }
-    auto tiny = testing::LoadTinyModel(std::get<1>(GetParam()));
-    ASSERT_TRUE(tiny.ok()) << tiny.status();
-    prompt_ = tiny->golden.prompt_ids;
-    model_ = std::make_unique<model::Model>(std::move(tiny->model));
-  }
-
   std::unique_ptr<Engine> MakeEngine(int64_t mini_sequence_tokens = 1024,
                                      EngineOptions::HiddenStates hidden = EngineOptions::HiddenStates::kAuto) {
-    auto backend = MakeBackend(std::get<0>(GetParam()));
-    STRATA_CHECK(backend.ok());
-    auto engine = Engine::Create(*model_, *std::move(backend),
+    auto engine = Engine::Create(*model_, MakeBackend(),
                                  {.mini_sequence_tokens = mini_sequence_tokens, .hidden_states = hidden});
     STRATA_CHECK(engine.ok());
     return *std::move(engine);
@@ -152,8 +135,6 @@ class KvOffloadTest : public ::testing::TestWithParam<std::tuple<BackendKind, st
   }
 
   testing::ScratchDir ssd_dir_ = testing::MakeTempDir("kv-offload");
-  std::unique_ptr<model::Model> model_;
-  std::vector<int32_t> prompt_;
 };
 
 TEST_P(KvOffloadTest, EveryPlacementGivesTheAllInMemoryLogitsAndIds) {
@@ -307,74 +288,7 @@ TEST_P(KvOffloadTest, ARequestThatCannotFitIsRefusedNamingTheBudgetToRaise) {
   EXPECT_NE(plan.status().message().find("--ssd-dir"), std::string::npos) << plan.status();
 }
 
-std::string ParamName(const ::testing::TestParamInfo<std::tuple<BackendKind, std::string>>& info) {
-  return (std::get<0>(info.param) == BackendKind::kCpu ? "cpu_" : "cuda_") +
-         testing::TestNameOf(std::get<1>(info.param));
-}
-
-INSTANTIATE_TEST_SUITE_P(TinyModels, KvOffloadTest,
-                         ::testing::Combine(::testing::Values(BackendKind::kCpu, BackendKind::kCuda),
-                                            ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-window-tiny")),
-                         ParamName);
-
-// Llama-3-8B at 1M tokens (128 GiB of KV) over a 40 GiB HBM budget, 100 GiB of host and SSD.
-TEST(ResidencyPlan, PlannerSplitsAnEightBillionModelOverThreeTiers) {
-  const KvShape shape{
-      .num_layers = 32, .num_kv_heads = 8, .head_dim = 128, .capacity_tokens = 1 << 20, .dtype = DType::kBF16};
-  ASSERT_EQ(shape.TotalBytes(), int64_t{128} << 30);
-  const KvBudgets budgets{.device_bytes = int64_t{40} << 30,
-                          .host_bytes = int64_t{80} << 30,
-                          .ssd_bytes = int64_t{100} << 30,
-                          .ssd_dir = "/unused"};
-  auto plan = ResidencyPlan::FromBudgets(shape, budgets);
-  ASSERT_TRUE(plan.ok()) << plan.status();
-  const KvMemory memory = plan->Memory(shape);
-  EXPECT_LE(memory.device_bytes, budgets.device_bytes);
-  EXPECT_LE(memory.host_bytes, budgets.host_bytes);
-  EXPECT_LE(memory.ssd_bytes, budgets.ssd_bytes);
-  // 40 GiB less 8 GiB of staging: 64 heads of 512 MiB, i.e. the first 8 layers whole.
-  EXPECT_EQ(plan->HeadsIn(KvTier::kDevice), 64);
-  EXPECT_TRUE(plan->LayerOnDevice(7));
-  EXPECT_FALSE(plan->LayerOnDevice(8));
-  EXPECT_GT(plan->HeadsIn(KvTier::kHost), 0);
-  EXPECT_GT(plan->HeadsIn(KvTier::kSsd), 0);
-  EXPECT_EQ(plan->HeadsIn(KvTier::kDevice) + plan->HeadsIn(KvTier::kHost) + plan->HeadsIn(KvTier::kSsd), 256);
-  // Everything fits in HBM when the budget allows: no staging at all.
-  auto all = ResidencyPlan::FromBudgets(shape, KvBudgets{});
-  ASSERT_TRUE(all.ok());
-  EXPECT_TRUE(all->AllOnDevice());
-  EXPECT_EQ(all->Memory(shape).device_bytes, shape.TotalBytes());
-}
-
-// The SSD file itself: direct reads through io_uring and through pread see what was written.
-TEST(SsdFile, DirectReadsSeeBufferedWritesThroughBothPaths) {
-  testing::ScratchDir dir = testing::MakeTempDir("ssd-file");
-  for (SsdIo io : {SsdIo::kIoUring, SsdIo::kPread}) {
-    auto file = SsdFile::Create(dir.path().string(), 8 << 20, io);
-    ASSERT_TRUE(file.ok()) << file.status();
-    if (io == SsdIo::kIoUring && (*file)->io() != SsdIo::kIoUring) {
-      std::printf("io_uring is not available here; the pread path is what ran\n");
-    }
-    std::vector<uint8_t> data(3 << 20);
-    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131 + static_cast<int>(io));
-    ASSERT_TRUE((*file)->Write(4096 * 3 + 100, data.data(), static_cast<int64_t>(data.size())).ok());
-    const int64_t bytes = 4 << 20;
-    void* raw = std::aligned_alloc(SsdFile::kAlignmentBytes, bytes);
-    std::unique_ptr<void, decltype(&std::free)> buffer(raw, &std::free);
-    ASSERT_TRUE((*file)->ReadDirect(4096 * 3, bytes, buffer.get()).ok());
-    EXPECT_EQ(std::memcmp(static_cast<uint8_t*>(buffer.get()) + 100, data.data(), data.size()), 0);
-    EXPECT_EQ((*file)->ReadDirect(100, 4096, buffer.get()).code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ((*file)->ReadDirect(8 << 20, 4096, buffer.get()).code(), absl::StatusCode::kOutOfRange);
-  }
-  // The file is unlinked at once: nothing is left in the directory.
-  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
-}
-
-TEST(SsdFile, AMissingDirectoryIsAClearError) {
-  auto file = SsdFile::Create("/nonexistent/strata", 4096);
-  ASSERT_FALSE(file.ok());
-  EXPECT_NE(file.status().message().find("/nonexistent/strata"), std::string::npos) << file.status();
-}
+INSTANTIATE_TEST_SUITE_P(TinyModels, KvOffloadTest, testing::BackendsAndTinyModels(), testing::SuiteParamName);
 
 }  // namespace
 }  // namespace strata::engine

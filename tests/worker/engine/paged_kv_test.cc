@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "tests/testing/golden.h"
+#include "tests/testing/tiny_model_suite.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/cuda_backend.h"
 #include "worker/engine/engine.h"
@@ -23,29 +24,14 @@ namespace {
 
 constexpr double kSameResult = 1e-5;  // the pool moves bytes; layouts differ, arithmetic does not
 
-enum class BackendKind { kCpu, kCuda };
+using testing::BackendKind;
 
-class PagedKvTest : public ::testing::TestWithParam<std::tuple<BackendKind, std::string>> {
+class PagedKvTest : public testing::TinyModelSuite {
  protected:
-  void SetUp() override {
-    if (std::get<0>(GetParam()) == BackendKind::kCuda) {
-      std::string reason;
-      if (!CudaBackendAvailable(&reason)) GTEST_SKIP() << "no CUDA: " << reason;
-    }
-    auto tiny = testing::LoadTinyModel(std::get<1>(GetParam()));
-    ASSERT_TRUE(tiny.ok()) << tiny.status();
-    prompt_ = tiny->golden.prompt_ids;
-    model_ = std::make_unique<model::Model>(std::move(tiny->model));
-  }
-
   std::unique_ptr<Engine> MakeEngine(int64_t pool_blocks, int64_t block_tokens = 4,
                                      int64_t mini_sequence_tokens = 1024,
                                      DecodeGraphs graphs = DecodeGraphs::kCapture) {
-    auto backend = std::get<0>(GetParam()) == BackendKind::kCpu
-                       ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend())
-                       : CreateCudaBackend({.dtype = DType::kF32, .decode_graphs = graphs});
-    STRATA_CHECK(backend.ok());
-    auto engine = Engine::Create(*model_, *std::move(backend),
+    auto engine = Engine::Create(*model_, MakeBackend(graphs),
                                  {.mini_sequence_tokens = mini_sequence_tokens,
                                   .kv_pool_blocks = pool_blocks,
                                   .kv_block_tokens = block_tokens});
@@ -111,8 +97,6 @@ class PagedKvTest : public ::testing::TestWithParam<std::tuple<BackendKind, std:
     }
   }
 
-  std::unique_ptr<model::Model> model_;
-  std::vector<int32_t> prompt_;
 };
 
 TEST_P(PagedKvTest, PagedSequencesGiveTheContiguousLogitsAndIds) {
@@ -412,15 +396,7 @@ TEST_P(PagedKvTest, TheReclaimerCannotDropThePrefixBeingAttached) {
   EXPECT_EQ(std::unique(blocks.begin(), blocks.end()), blocks.end()) << "a block handed out twice";
 }
 
-std::string Name(const ::testing::TestParamInfo<PagedKvTest::ParamType>& info) {
-  return std::string(std::get<0>(info.param) == BackendKind::kCpu ? "cpu_" : "cuda_") +
-         testing::TestNameOf(std::get<1>(info.param));
-}
-
-INSTANTIATE_TEST_SUITE_P(TinyModels, PagedKvTest,
-                         ::testing::Combine(::testing::Values(BackendKind::kCpu, BackendKind::kCuda),
-                                            ::testing::Values("llama3-tiny", "qwen2-tiny", "mistral-window-tiny")),
-                         Name);
+INSTANTIATE_TEST_SUITE_P(TinyModels, PagedKvTest, testing::BackendsAndTinyModels(), testing::SuiteParamName);
 
 }  // namespace
 }  // namespace strata::engine
