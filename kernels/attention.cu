@@ -4,9 +4,13 @@
 #include <limits>
 #include <type_traits>
 
+#include <mutex>
+
+#include "common/log.h"
 #include "common/strings.h"
 #include "kernels/attention.h"
 #include "kernels/cuda_status.h"
+#include "kernels/cudnn_attention.h"
 #include "kernels/device_types.cuh"
 #include "kernels/dispatch.h"
 #include "kernels/kv_rows.cuh"
@@ -530,10 +534,38 @@ int AttentionSplits(const AttentionArgs& a, size_t workspace_bytes) {
   return static_cast<int>(splits);
 }
 
+// Prefill on cuDNN's fused attention where it loaded and serves the shape (not inside a CUDA graph being
+// recorded: its scalars go by value) and a plan for the shape is worth building, else on the own tensor-core
+// kernel; says once which it uses.
+static absl::Status Prefill(const AttentionArgs& a, cudaStream_t stream) {
+  const PrefillKernel kernel = GetPrefillKernel();
+  static std::once_flag logged;
+  std::call_once(logged, [&] {
+    LogInfo(kernel == PrefillKernel::kOwn ? std::string("event=prefill_attention kernel=own reason=requested")
+                                          : StrCat("event=prefill_attention kernel=", CudnnAttentionLoaded() ? "cudnn" : "own",
+                                                   " detail=\"", CudnnDescription(), "\""));
+  });
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (kernel != PrefillKernel::kOwn && CudnnServes(a) && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
+      capture == cudaStreamCaptureStatusNone) {
+    const absl::Status status =
+        CudnnAttention(a, stream, kernel == PrefillKernel::kCudnn ? CudnnPlanBuild::kAlways : CudnnPlanBuild::kWhenAmortized);
+    if (status.ok() || kernel == PrefillKernel::kCudnn) return status;
+    static LogThrottle throttle;
+    if (uint64_t held_back; !absl::IsUnavailable(status) && !absl::IsFailedPrecondition(status) &&
+                            throttle.Allow(&held_back)) {
+      LogWarning(StrCat("event=cudnn_attention_fallback rows=", a.rows, " keys=", a.kv_end - a.kv_begin,
+                        " heads=", a.num_heads, "x", a.num_kv_heads, " head_dim=", a.head_dim, " held_back=", held_back,
+                        " error=\"", status.message(), "\""));
+    }
+  }
+  return FlashAttentionPrefill(a, stream);
+}
+
 absl::Status Attention(const AttentionArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   STRATA_RETURN_IF_ERROR(ValidateAttention(a));
   if (a.rows == 0) return absl::OkStatus();
-  if (UsesFlash(a)) return FlashAttentionPrefill(a, stream);
+  if (UsesFlash(a)) return Prefill(a, stream);
   return SplitKvAttention(a, AttentionSplits(a, workspace_bytes), workspace, workspace_bytes, stream);
 }
 

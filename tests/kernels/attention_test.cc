@@ -1,13 +1,16 @@
 // Attention kernels against a float64 CPU reference over the same (dtype-rounded) inputs: the tensor-core
-// prefill kernel, flash-decoding, batched decode, chunked attention merged through the LSE.
+// prefill kernel, cuDNN's fused attention, flash-decoding, batched decode, chunked attention merged through
+// the LSE.
 #include "kernels/attention.h"
 
 #include <cmath>
+#include <cstddef>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cudnn_attention.h"
 #include "tests/kernels/attention_reference.h"
 #include "tests/kernels/device_test_util.h"
 
@@ -51,7 +54,7 @@ struct DeviceProblem {
   }
 };
 
-enum class Path { kFlash, kSplitKv };
+enum class Path { kFlash, kCudnn, kSplitKv };
 
 struct Case {
   Path path;
@@ -63,7 +66,7 @@ struct Case {
 
 std::string CaseName(const Case& c) {
   const Shape& s = c.shape;
-  return std::string(c.path == Path::kFlash ? "flash" : "splitkv") + "_" + std::string(DTypeName(c.dtype)) + "_rows" +
+  return std::string(c.path == Path::kFlash ? "flash" : c.path == Path::kCudnn ? "cudnn" : "splitkv") + "_" + std::string(DTypeName(c.dtype)) + "_rows" +
          std::to_string(s.rows) + "_h" + std::to_string(s.num_heads) + "x" + std::to_string(s.num_kv_heads) + "_d" +
          std::to_string(s.head_dim) + "_pos" + std::to_string(s.first_position) + "_win" + std::to_string(s.window) +
          "_split" + std::to_string(c.splits) +
@@ -87,6 +90,11 @@ TEST_P(AttentionTest, MatchesFloat64Reference) {
   DeviceBuffer workspace;
   if (c.path == Path::kFlash) {
     ASSERT_TRUE(FlashAttentionPrefill(args, nullptr, c.tiling).ok());
+  } else if (c.path == Path::kCudnn) {
+    if (!CudnnAttentionLoaded()) GTEST_SKIP() << "cuDNN not loaded: " << CudnnDescription();
+    ASSERT_TRUE(CudnnServes(args));
+    const absl::Status status = CudnnAttention(args, nullptr);
+    ASSERT_TRUE(status.ok()) << status;
   } else {
     auto ws = DeviceBuffer::Allocate(SplitKvWorkspaceBytes(args, c.splits));
     ASSERT_TRUE(ws.ok());
@@ -126,12 +134,16 @@ std::vector<Case> Cases() {
     cases.push_back({Path::kSplitKv, dtype, {3, 4, 2, 20, 50, 53, 0}, 2});
     cases.push_back({Path::kSplitKv, dtype, {2, 8, 8, 64, 3000, 3002, 100}, 5});
   }
-  // Every tensor-core case again with the other tiling.
+  // Every tensor-core case again with the other tiling, and on cuDNN where it serves the shape (no window).
   const size_t count = cases.size();
   for (size_t i = 0; i < count; ++i) {
     if (cases[i].path != Path::kFlash) continue;
     Case other = cases[i];
     other.tiling = FlashTiling::k4Warps32Rows;
+    cases.push_back(other);
+    if (cases[i].shape.window != 0) continue;
+    other.path = Path::kCudnn;
+    other.tiling = kDefaultFlashTiling;
     cases.push_back(other);
   }
   return cases;
@@ -190,6 +202,36 @@ void CheckChunkedMerge(DType dtype, int64_t head_dim, int64_t rows, int64_t firs
   std::printf("chunked %s d%lld rows %lld split at %lld: merged %.3g, one-shot %.3g\n",
               std::string(DTypeName(dtype)).c_str(), static_cast<long long>(head_dim), static_cast<long long>(rows),
               static_cast<long long>(split_key), merged_error, whole_error);
+}
+
+// cuDNN over a chunk of keys wholly in the queries' past, [kv_begin, kv_end) of a larger cache (offloaded KV
+// streamed back): every row sees every key, no mask.
+TEST(CudnnAttention, ChunkInThePastMatchesReference) {
+  STRATA_SKIP_WITHOUT_GPU();
+  if (!CudnnAttentionLoaded()) GTEST_SKIP() << "cuDNN not loaded: " << CudnnDescription();
+  const Shape s{64, 8, 2, 128, 300, 364, 0};
+  std::mt19937 rng(7);
+  const Problem p = MakeProblem(s, DType::kBF16, rng);
+  const float scale = 1.0f / std::sqrt(128.0f);
+  DeviceProblem d(p, DType::kBF16);
+  AttentionArgs a = d.Args(s, DType::kBF16, scale);
+  a.kv_begin = 50;
+  a.kv_end = 200;
+  a.k = static_cast<const std::byte*>(a.k) + a.kv_begin * s.head_dim * 2;
+  a.v = static_cast<const std::byte*>(a.v) + a.kv_begin * s.head_dim * 2;
+  ASSERT_TRUE(CudnnServes(a));
+  const absl::Status status = CudnnAttention(a, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  std::vector<float> out, lse;
+  Reference(p, a.kv_begin, a.kv_end, scale, out, lse);
+  EXPECT_LT(testing::RelativeError(d.out.Get(), out), testing::kBf16Tolerance);
+  EXPECT_LT(testing::MaxAbsError(d.lse.Get(), lse), 2e-3);
+  // Windows, paged K/V and rows that see no key stay on the own kernels.
+  a.window = 16;
+  EXPECT_FALSE(CudnnServes(a));
+  a.window = 0;
+  a.kv_begin = s.first_position + 1;
+  EXPECT_FALSE(CudnnServes(a));
 }
 
 TEST(AttentionMerge, ChunkedEqualsOneShotOnTensorCores) {

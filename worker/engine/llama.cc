@@ -1,14 +1,20 @@
 #include "worker/engine/llama.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
+#include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/strings.h"
 #include "worker/engine/rope.h"
 #include "worker/model/weight_layout.h"
 
 namespace strata::engine {
 namespace {
+
+// Passes of at least this many tokens log each layer as it completes (a 1M-token prefill runs for minutes).
+constexpr int64_t kProgressLogTokens = 65536;
 
 // Scratch activations of one mini-sequence of up to `rows` tokens, reused across layers.
 struct Scratch {
@@ -235,6 +241,7 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     starts.push_back(starts.back() + n);
   }
   const int64_t n = starts.back();
+  const auto forward_start = std::chrono::steady_clock::now();
   // With paged segments, RoPE runs over every row of a mini-sequence at once and the paged rows' K/V are
   // written in one call, at per-row positions and pool slots uploaded once for the whole pass (the
   // same in every layer).
@@ -358,6 +365,13 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
       } else {
         STRATA_RETURN_IF_ERROR(seg.kv->Prefetch(0, seg.first_position + seg_rows));
       }
+    }
+    if (n >= kProgressLogTokens) {  // a long prefill says how far it is, once its layer has run
+      STRATA_ASSIGN_OR_RETURN(Fence layer_done, backend.Record(Queue::kCompute));
+      STRATA_RETURN_IF_ERROR(backend.Synchronize(layer_done));
+      LogInfo(StrCat("event=prefill_progress layer=", layer + 1, "/", c.num_layers, " tokens=", n, " elapsed_s=",
+                     absl::StrFormat("%.1f", std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                                            forward_start).count())));
     }
   }
 
