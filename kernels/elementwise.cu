@@ -156,6 +156,26 @@ __global__ void WriteKvPagedKernel(const U* __restrict__ k, const U* __restrict_
   }
 }
 
+// Paged KV gather, WriteKvPagedKernel's inverse for keys [0, tokens) of a block table: unit u of head h of
+// token t comes from pool row table[t / block_tokens] * block_stride + h * block_tokens + t % block_tokens and
+// goes to out[h][t]. Grid: x strides the units of one token, y strides tokens. Bytes: 4 * tokens * num_kv_heads
+// * head_dim * sizeof(T).
+template <typename U>
+__global__ void GatherKvPagedKernel(const U* __restrict__ k_pool, const U* __restrict__ v_pool,
+                                    const int32_t* __restrict__ table, int64_t block_tokens, int64_t block_stride,
+                                    int64_t tokens, int units_per_head, int units_per_row, U* k_out, U* v_out) {
+  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
+    const int64_t pool_row = int64_t{table[t / block_tokens]} * block_stride + t % block_tokens;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < units_per_row; c += gridDim.x * blockDim.x) {
+      const int head = c / units_per_head, u = c % units_per_head;
+      const int64_t src = (pool_row + head * block_tokens) * units_per_head + u;
+      const int64_t dst = (head * tokens + t) * units_per_head + u;
+      k_out[dst] = k_pool[src];
+      v_out[dst] = v_pool[src];
+    }
+  }
+}
+
 // Block copy. Grid: x strides the units of one block (U: 16-byte vector or byte), y strides the blocks.
 // Bytes: 2 * count * block_bytes.
 template <typename U>
@@ -379,6 +399,41 @@ absl::Status WriteKvPaged(DType dtype, const void* k, const void* v, int64_t row
       launch(T{});
     }
     STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("WriteKvPagedKernel");
+    return absl::OkStatus();
+  });
+}
+
+absl::Status GatherKvPaged(DType dtype, const void* k_pool, const void* v_pool, const int32_t* block_table,
+                           int64_t block_tokens, int64_t block_stride, int64_t num_kv_heads, int64_t head_dim,
+                           int64_t tokens, void* k_out, void* v_out, cudaStream_t stream) {
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  if (tokens < 0 || num_kv_heads <= 0 || head_dim <= 0 || num_kv_heads * head_dim > kIntMax || block_tokens <= 0 ||
+      block_stride < num_kv_heads * block_tokens) {
+    return absl::InvalidArgumentError(StrCat("GatherKvPaged: ", tokens, " tokens of ", num_kv_heads, " heads of ",
+                                             head_dim, " from blocks of ", block_tokens, " tokens at a stride of ",
+                                             block_stride, " rows"));
+  }
+  if (tokens == 0) return absl::OkStatus();
+  if (k_pool == nullptr || v_pool == nullptr || block_table == nullptr || k_out == nullptr || v_out == nullptr) {
+    return absl::InvalidArgumentError("GatherKvPaged: both pools, the block table and both outputs are required");
+  }
+  return DispatchActivation(dtype, "GatherKvPaged", [&](auto tag) -> absl::Status {
+    using T = decltype(tag);
+    auto launch = [&](auto unit_tag) {
+      using U = decltype(unit_tag);
+      const int units_per_head = static_cast<int>(head_dim * sizeof(T) / sizeof(U));
+      const int units_per_row = static_cast<int>(num_kv_heads) * units_per_head;
+      GatherKvPagedKernel<U><<<RowGrid(tokens, units_per_row), kThreads, 0, stream>>>(
+          static_cast<const U*>(k_pool), static_cast<const U*>(v_pool), block_table, block_tokens, block_stride,
+          tokens, units_per_head, units_per_row, static_cast<U*>(k_out), static_cast<U*>(v_out));
+    };
+    if (head_dim % kVecElements<T> == 0 && Aligned16(k_pool) && Aligned16(v_pool) && Aligned16(k_out) &&
+        Aligned16(v_out)) {
+      launch(Vec<T>{});
+    } else {
+      launch(T{});
+    }
+    STRATA_CUDA_RETURN_IF_LAUNCH_FAILED("GatherKvPagedKernel");
     return absl::OkStatus();
   });
 }

@@ -64,6 +64,13 @@ absl::Status WriteKvPaged(DType dtype, const void* k, const void* v, int64_t row
                           int64_t head_dim, const int32_t* slots, int64_t block_tokens, int64_t block_stride,
                           void* k_pool, void* v_pool, cudaStream_t stream);
 
+// The inverse for whole sequences: keys [0, tokens) of one layer's paged K and V, found through
+// `block_table` (device int32, one entry per block_tokens keys), into contiguous head-major k_out / v_out
+// [num_kv_heads][tokens][head_dim] (so that attention kernels for contiguous caches can read them).
+absl::Status GatherKvPaged(DType dtype, const void* k_pool, const void* v_pool, const int32_t* block_table,
+                           int64_t block_tokens, int64_t block_stride, int64_t num_kv_heads, int64_t head_dim,
+                           int64_t tokens, void* k_out, void* v_out, cudaStream_t stream);
+
 // Copies `count` blocks of block_bytes: block i of the source (src + src_blocks[i] * block_bytes, or
 // src + i * block_bytes when src_blocks is null) to block i of the destination (likewise with dst_blocks).
 // The gather/scatter between the pool and a contiguous staging buffer in the payload layout. Pointers are

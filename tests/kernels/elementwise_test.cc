@@ -330,6 +330,50 @@ TEST_P(DTypeTest, WriteKvPagedPlacesRowsAtTheirSlots) {
       << "a block must hold every head";
 }
 
+// GatherKvPaged undoes WriteKvPaged for a sequence: tokens written at the slots of a block table come back
+// head-major, [head][token][dim], in token order.
+TEST_P(DTypeTest, GatherKvPagedReadsASequenceBackHeadMajor) {
+  STRATA_SKIP_WITHOUT_GPU();
+  const DType dtype = GetParam();
+  std::mt19937 rng(11);
+  constexpr int64_t kHeads = 2, kBlockTokens = 16, kBlocks = 4, kLayers = 2, kTokens = 40;
+  constexpr int64_t kBlockStride = kLayers * 2 * kHeads * kBlockTokens;
+  const std::vector<int32_t> table = {2, 0, 3};
+  std::vector<int32_t> slots(kTokens);
+  for (int64_t t = 0; t < kTokens; ++t) slots[t] = table[t / kBlockTokens] * kBlockTokens + t % kBlockTokens;
+  const DeviceBuffer d_slots = testing::DeviceInt32s(slots), d_table = testing::DeviceInt32s(table);
+  for (int64_t head_dim : {24, 20}) {
+    std::vector<float> k = testing::RandomFloats(kTokens * kHeads * head_dim, rng),
+                       v = testing::RandomFloats(k.size(), rng);
+    testing::RoundTo(dtype, k);
+    testing::RoundTo(dtype, v);
+    const int64_t v_offset = kHeads * kBlockTokens * head_dim;  // layer 0: K then V
+    DeviceArray dk(dtype, k), dv(dtype, v), pool(dtype, kBlocks * kBlockStride * head_dim),
+        k_out(dtype, k.size()), v_out(dtype, k.size());
+    char* base = static_cast<char*>(pool.data());
+    const size_t element = DTypeSize(dtype);
+    ASSERT_TRUE(WriteKvPaged(dtype, dk.data(), dv.data(), kTokens, kHeads, head_dim, d_slots.data<int32_t>(),
+                             kBlockTokens, kBlockStride, base, base + v_offset * element, nullptr)
+                    .ok());
+    ASSERT_TRUE(GatherKvPaged(dtype, base, base + v_offset * element, d_table.data<int32_t>(), kBlockTokens,
+                              kBlockStride, kHeads, head_dim, kTokens, k_out.data(), v_out.data(), nullptr)
+                    .ok());
+    const std::vector<float> got_k = k_out.Get(), got_v = v_out.Get();
+    for (int64_t h = 0; h < kHeads; ++h) {
+      for (int64_t t = 0; t < kTokens; ++t) {
+        for (int64_t d = 0; d < head_dim; ++d) {
+          ASSERT_EQ(got_k[(h * kTokens + t) * head_dim + d], k[(t * kHeads + h) * head_dim + d]) << h << " " << t;
+          ASSERT_EQ(got_v[(h * kTokens + t) * head_dim + d], v[(t * kHeads + h) * head_dim + d]) << h << " " << t;
+        }
+      }
+    }
+  }
+  void* any = d_slots.data();
+  EXPECT_FALSE(GatherKvPaged(dtype, any, any, d_table.data<int32_t>(), kBlockTokens, kHeads * kBlockTokens - 1,
+                             kHeads, 24, kTokens, any, any, nullptr)
+                   .ok());
+}
+
 TEST_P(DTypeTest, LinearMatchesReference) {
   STRATA_SKIP_WITHOUT_GPU();
   const DType dtype = GetParam();
