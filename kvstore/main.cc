@@ -30,10 +30,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port-file", port_file, "Write 'grpc_port=N metrics_port=M health_port=H' here once serving");
   strata::AddRpcSecurityFlags(app, options.security);
-  app.add_option("--dram-bytes", options.dram_bytes, "DRAM arena size in bytes")->capture_default_str();
-  app.add_option("--max-block-bytes", options.max_block_bytes, "Largest block accepted")->capture_default_str();
-  app.add_option("--ssd-bytes", options.ssd_bytes, "SSD tier capacity in block bytes (0: no limit)")
-      ->capture_default_str();
+  app.add_option("--dram-bytes", options.dram_bytes, "DRAM arena size (bytes, or with a unit: 40GiB)")->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-block-bytes", options.max_block_bytes, "Largest block accepted (bytes, or 64MiB)")->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--ssd-bytes", options.ssd_bytes, "SSD tier capacity in block bytes, or with a unit (0: no limit)")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--ssd-dir", ssd_dir, "RocksDB directory of the SSD tier (none: DRAM only)");
   std::map<std::string, strata::kvstore::Persist> persist_map{
       {"write-back", strata::kvstore::Persist::kWriteBack}, {"write-through", strata::kvstore::Persist::kWriteThrough}};

@@ -41,7 +41,7 @@ std::unique_ptr<KvStoreClient> ConnectTo(const DaemonProcess& daemon) {
 }
 
 TEST(RoundTrip, PutThenGetReturnsEveryByte) {
-  auto daemon = StartDaemon({"--dram-bytes", std::to_string(256 * kMiB)});
+  auto daemon = StartDaemon({"--dram-bytes", "256MiB"});  // sizes take units
   ASSERT_NE(daemon, nullptr);
   auto client = ConnectTo(*daemon);
   ASSERT_NE(client, nullptr);
@@ -55,6 +55,7 @@ TEST(RoundTrip, PutThenGetReturnsEveryByte) {
     EXPECT_EQ(outcomes[i].size_bytes, SizeForKey(keys[i], 1, 2 * kMiB));
   }
   const proto::StatsResponse stats = StatsOf(*client);
+  EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_DRAM).capacity_bytes(), 256 * kMiB);
   EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_DRAM).blocks(), keys.size());
   EXPECT_EQ(TierOf(stats, proto::TIER_KVSTORE_DRAM).hits(), keys.size());
   EXPECT_EQ(stats.pinned_bytes(), 0u);

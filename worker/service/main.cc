@@ -16,11 +16,12 @@ int main(int argc, char** argv) {
   CLI::App app{"strata-worker: serves a model with continuous batching and a KV cache over GPU memory, host memory and kvstores"};
   std::string model_dir, dtype = "bf16";
   app.add_option("--model", model_dir, "Hugging Face model directory")->required();
-  std::map<std::string, strata::worker::BackendKind> backends{{"cpu", strata::worker::BackendKind::kCpu},
+  std::map<std::string, strata::worker::BackendKind> backends{{"auto", strata::worker::BackendKind::kAuto},
+                                                              {"cpu", strata::worker::BackendKind::kCpu},
                                                               {"cuda", strata::worker::BackendKind::kCuda}};
-  app.add_option("--backend", o.backend, "cpu or cuda")
+  app.add_option("--backend", o.backend, "auto (cuda where a GPU is present, else cpu), cpu or cuda")
       ->transform(CLI::CheckedTransformer(backends, CLI::ignore_case))
-      ->default_str("cpu");
+      ->default_str("auto");
   app.add_option("--dtype", dtype, "CUDA backend: bf16 or f32")->capture_default_str();
   app.add_option("--threads", o.threads,
                  "CPU backend threads (0: every core). Several workers on one machine: give each its share and "
@@ -55,7 +56,8 @@ int main(int argc, char** argv) {
   app.add_option("--kv-pool-bytes", o.kv_pool_bytes,
                  "Tier G: the paged KV pool every request's KV lives in (0: --gpu-memory-fraction on CUDA, 1 GiB on "
                  "the CPU)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
                  "CUDA: share of the GPU memory left after weights and activations that the KV pool takes")
       ->check(CLI::Range(0.01, 1.0))
@@ -66,11 +68,13 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(gpu_cache_modes, CLI::ignore_case))
       ->default_str("on");
   app.add_option("--host-cache-bytes", o.host_cache_bytes, "Tier H: host memory for KV blocks (0: off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--kvstore", o.kvstores, "host:port of a strata-kvstore (repeat for several)");
   app.add_option("--kvstore-staging-bytes", o.kvstore_staging_bytes,
                  "Payload memory beyond tier H for kvstore transfers in flight (page-locked, UCX-registered with tier H's)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   using KvstoreFetch = strata::worker::WorkerOptions::KvstoreFetch;
   std::map<std::string, KvstoreFetch> fetch_modes{{"auto", KvstoreFetch::kAuto}, {"always", KvstoreFetch::kAlways}};
   app.add_option("--kvstore-fetch", o.kvstore_fetch,

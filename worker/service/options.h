@@ -15,13 +15,14 @@
 
 namespace strata::worker {
 
-enum class BackendKind { kCpu, kCuda };
+// kAuto: CUDA where this build has it and a GPU is present, else the CPU (said in the log at start).
+enum class BackendKind { kAuto, kCpu, kCuda };
 
 inline constexpr uint64_t kDefaultCpuKvPoolBytes = 1ull << 30;
 
 struct WorkerOptions {
   std::filesystem::path model_dir;       // required
-  BackendKind backend = BackendKind::kCpu;
+  BackendKind backend = BackendKind::kAuto;
   DType cuda_dtype = DType::kBF16;       // --dtype for the CUDA backend
   int threads = 0;                       // CPU backend threads; 0: every core
   int64_t mini_sequence_tokens = 1024;

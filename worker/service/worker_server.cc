@@ -40,8 +40,15 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
 
   STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(options.model_dir));
   s.model_ = std::make_unique<model::Model>(std::move(model));
+  if (options.backend == BackendKind::kAuto) {
+    std::string reason;
+    s.options_.backend = engine::CudaBackendAvailable(&reason) ? BackendKind::kCuda : BackendKind::kCpu;
+    LogInfo(StrCat("event=backend_chosen backend=", s.options_.backend == BackendKind::kCuda ? "cuda" : "cpu",
+                   s.options_.backend == BackendKind::kCuda ? "" : StrCat(" reason=\"", reason, "\"")));
+  }
+  const BackendKind backend_kind = s.options_.backend;
   std::unique_ptr<engine::Backend> backend;
-  if (options.backend == BackendKind::kCuda) {
+  if (backend_kind == BackendKind::kCuda) {
     STRATA_ASSIGN_OR_RETURN(backend, engine::CreateCudaBackend({.dtype = options.cuda_dtype}));
   } else {
     backend = engine::CreateCpuBackend({.threads = options.threads});
@@ -51,7 +58,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   engine::EngineOptions engine_options{.mini_sequence_tokens = options.mini_sequence_tokens};
   engine_options.kv_block_tokens = options.loop.block_tokens;
   engine_options.kv_pool_reserve_tokens = options.loop.step_token_budget + options.loop.prefill_chunk_tokens;
-  if (options.kv_pool_bytes > 0 || options.backend == BackendKind::kCpu) {
+  if (options.kv_pool_bytes > 0 || backend_kind == BackendKind::kCpu) {
     engine_options.kv_pool_bytes =
         static_cast<int64_t>(options.kv_pool_bytes > 0 ? options.kv_pool_bytes : kDefaultCpuKvPoolBytes);
   } else {
