@@ -38,7 +38,7 @@ std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registr
   double ssd_read_bytes_per_s = 0;
   for (int slot : registry.AllSlots()) {
     const Holder* holder = registry.FindBySlot(slot);
-    if (holder->registration.kind != HolderKind::kKvstore || holder->lease_expiry < now) continue;
+    if (holder->registration.kind != HolderKind::kKvstore || !holder->Routable(now)) continue;
     kvstores.Set(slot);
     ssd_read_bytes_per_s = std::max(ssd_read_bytes_per_s, holder->registration.kvstore.ssd_read_bytes_per_s);
   }
@@ -60,7 +60,7 @@ std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registr
   const uint64_t n = input.prompt_tokens;
   for (int slot : registry.WorkerSlots()) {
     const Holder& holder = *registry.FindBySlot(slot);
-    if (holder.lease_expiry < now || !Matches(holder, input)) continue;
+    if (!holder.Routable(now) || !Matches(holder, input)) continue;
     const WorkerInfo& worker = holder.registration.worker;
     const double bytes = static_cast<double>(worker.block_bytes);
     const double host_s = bytes / worker.host_to_gpu_bytes_per_s;

@@ -54,6 +54,10 @@ struct KvstoreInfo {
 // `scheme_version` is checked.
 struct Registration {
   std::string holder_id;
+  // Random per process (0: not given, an older holder). A registration under a live id with an incarnation
+  // replaces the live one at once: the process that held it restarted (or that registration was its own,
+  // whose answer it never got). Without one, a live id is refused until its lease lapses.
+  uint64_t incarnation = 0;
   std::optional<HolderKind> kind;  // nullopt: the caller did not say (refused)
   uint32_t scheme_version = 0;
   BlockKeyContext key_context;  // workers: fingerprint, block size, dtype (tenant salt unused)
@@ -82,6 +86,13 @@ struct Holder {
   // request between two heartbeats would herd onto the worker that looked idlest.
   absl::Time busy_until;
   uint64_t reported_event_sequence = 0;  // from heartbeats
+  // The front door could not reach it (connection refused or reset): out of placement until then, and
+  // how many such reports came in a row (the backoff doubles with each).
+  absl::Time unreachable_until = absl::InfinitePast();
+  int unreachable_strikes = 0;
+
+  // In placement at `now`: its lease holds and it is not marked unreachable.
+  bool Routable(absl::Time now) const { return lease_expiry >= now && unreachable_until <= now; }
 };
 
 class Registry {
@@ -92,7 +103,8 @@ class Registry {
   // without fingerprint, block size or capacities, non-positive rates); FailedPrecondition for another
   // key scheme version; AlreadyExists for an id that holds a live lease; ResourceExhausted when all
   // slots are taken. A re-registration of a live id is refused: the holder must Deregister first or let
-  // its lease lapse (two processes with one id would corrupt the index).
+  // its lease lapse (two processes with one id would corrupt the index). The Scheduler removes a live id
+  // itself first when the new registration carries an incarnation.
   absl::StatusOr<const Holder*> Register(Registration registration, absl::Time now);
 
   // Renews the lease. NotFound for an unknown id (register again), FailedPrecondition for a stale epoch.

@@ -51,6 +51,20 @@ Scheduler::Scheduler(const Options& options, const Clock* clock, MetricsRegistry
                                                  "version mismatch, duplicate id).");
   metrics_.lease_expiries =
       &m.AddCounter("strata_scheduler_lease_expiries_total", "Holders removed because their lease lapsed.");
+  metrics_.registrations_replaced =
+      &m.AddCounter("strata_scheduler_registrations_replaced_total",
+                    "Live registrations replaced by a new incarnation of their holder (a restart).");
+  metrics_.unreachable_marks =
+      &m.AddCounter("strata_scheduler_unreachable_marks_total",
+                    "Holders taken out of placement because a front door could not reach them.");
+  m.AddGaugeCallback("strata_scheduler_unreachable_holders",
+                     "Holders out of placement now because a front door could not reach them.", {}, [this] {
+                       absl::MutexLock lock(&mutex_);
+                       const absl::Time now = clock_->Now();
+                       double out = 0;
+                       for (int slot : registry_.AllSlots()) out += registry_.FindBySlot(slot)->unreachable_until > now;
+                       return out;
+                     });
   for (Policy policy : {Policy::kRoundRobin, Policy::kLeastLoaded, Policy::kCacheAware}) {
     metrics_.routes[static_cast<int>(policy)] =
         &m.AddCounter("strata_scheduler_routes_total", "Routing decisions, by policy.",
@@ -121,10 +135,18 @@ absl::StatusOr<RegisterResult> Scheduler::Register(Registration registration) {
         }
       }
     }
-    // A lapsed lease the reaper has not collected yet does not block its id.
+    // A lapsed lease the reaper has not collected yet does not block its id; nor does a live one when
+    // the holder names its incarnation: the process behind the old registration restarted (or it is this
+    // process, whose Register answer was lost), so the old registration is dead.
     if (Holder* old = registry_.FindById(id); old != nullptr && old->lease_expiry < now) {
       if (metrics_.lease_expiries) metrics_.lease_expiries->Increment();
       RemoveLocked(old->slot, "lease_expired");
+    } else if (old != nullptr && registration.incarnation != 0) {
+      LogWarning(StrCat("event=holder_replaced holder=", id, " old_epoch=", old->epoch,
+                        " old_address=", old->registration.address, " old_incarnation=", old->registration.incarnation,
+                        " new_address=", registration.address, " new_incarnation=", registration.incarnation));
+      if (metrics_.registrations_replaced) metrics_.registrations_replaced->Increment();
+      RemoveLocked(old->slot, "replaced_by_new_incarnation");
     }
     absl::StatusOr<const Holder*> holder = registry_.Register(std::move(registration), now);
     if (!holder.ok()) {
@@ -208,6 +230,36 @@ absl::Status Scheduler::Deregister(const std::string& holder_id, uint64_t epoch)
   return absl::OkStatus();
 }
 
+absl::Status Scheduler::MarkUnreachable(const std::string& holder_id, uint64_t epoch) {
+  constexpr absl::Duration kFirstBackoff = absl::Milliseconds(250);
+  absl::MutexLock lock(&mutex_);
+  const absl::Time now = clock_->Now();
+  STRATA_ASSIGN_OR_RETURN(Holder * holder, registry_.Find(holder_id, epoch));
+  if (holder->unreachable_until > now) return absl::OkStatus();
+  const int doublings = std::min(holder->unreachable_strikes, 16);
+  holder->unreachable_strikes = std::min(holder->unreachable_strikes + 1, 1 << 20);
+  const absl::Duration backoff = std::min(kFirstBackoff * (int64_t{1} << doublings), options_.lease);
+  holder->unreachable_until = now + backoff;
+  if (metrics_.unreachable_marks) metrics_.unreachable_marks->Increment();
+  if (holder->unreachable_strikes == 1) {
+    LogWarning(StrCat("event=holder_unreachable holder=", holder_id, " epoch=", epoch,
+                      " address=", holder->registration.address, " effect=out_of_placement retry=backoff"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::MarkReachable(const std::string& holder_id, uint64_t epoch) {
+  absl::MutexLock lock(&mutex_);
+  STRATA_ASSIGN_OR_RETURN(Holder * holder, registry_.Find(holder_id, epoch));
+  if (holder->unreachable_strikes > 0) {
+    LogInfo(StrCat("event=holder_reachable holder=", holder_id, " epoch=", epoch,
+                   " after_reports=", holder->unreachable_strikes));
+  }
+  holder->unreachable_strikes = 0;
+  holder->unreachable_until = absl::InfinitePast();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<EventsResult> Scheduler::ApplyEvents(const std::string& holder_id, uint64_t epoch,
                                                     const Inventory* inventory, const std::vector<KvEventIn>& events) {
   absl::MutexLock lock(&mutex_);
@@ -273,7 +325,7 @@ absl::StatusOr<BlockKeyContext> Scheduler::ModelContextLocked(const Sha256Digest
   const absl::Time now = clock_->Now();
   for (int slot : registry_.WorkerSlots()) {
     const Holder& holder = *registry_.FindBySlot(slot);
-    if (holder.lease_expiry >= now && holder.registration.key_context.model_fingerprint == fingerprint) {
+    if (holder.Routable(now) && holder.registration.key_context.model_fingerprint == fingerprint) {
       return holder.registration.key_context;
     }
   }
@@ -288,6 +340,7 @@ absl::StatusOr<RouteResult> Scheduler::RouteLocked(RouteInput input) {
   result.decision = decision;
   result.worker_id = holder.registration.holder_id;
   result.worker_address = holder.registration.address;
+  result.worker_epoch = holder.epoch;
   if (metrics_.route_latency) {
     metrics_.routes[static_cast<int>(decision.policy)]->Increment();
     metrics_.estimated_ttft->Observe(decision.chosen.ttft_s);
@@ -404,6 +457,7 @@ std::vector<HolderSnapshot> Scheduler::Holders() const {
     s.resync_pending = index_.resync_pending(slot);
     s.seconds_since_kv_event =
         last_event_at_[slot] == absl::InfinitePast() ? -1 : absl::ToDoubleSeconds(now - last_event_at_[slot]);
+    s.unreachable = holder.unreachable_until > now;
     out.push_back(std::move(s));
   }
   return out;

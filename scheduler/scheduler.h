@@ -72,6 +72,7 @@ struct RouteResult {
   Decision decision;
   std::string worker_id;
   std::string worker_address;
+  uint64_t worker_epoch = 0;  // for MarkUnreachable / MarkReachable
 };
 
 struct HolderSnapshot {
@@ -85,6 +86,7 @@ struct HolderSnapshot {
   uint64_t applied_sequence = 0;
   bool resync_pending = false;
   double seconds_since_kv_event = -1;
+  bool unreachable = false;  // marked so, within its backoff
 };
 
 class Scheduler {
@@ -98,6 +100,13 @@ class Scheduler {
   absl::StatusOr<HeartbeatResult> Heartbeat(const std::string& holder_id, uint64_t epoch,
                                             const std::optional<LoadReport>& load, uint64_t last_event_sequence);
   absl::Status Deregister(const std::string& holder_id, uint64_t epoch);
+  // A front door could not reach the holder (connection refused or reset): it leaves placement at once,
+  // for a backoff of 250 ms that doubles with each report while it stays unreachable (at most the
+  // lease), and is then tried again. A report within the backoff changes nothing. MarkReachable (it
+  // answered) puts it back now and resets the backoff. NotFound / FailedPrecondition as Heartbeat (an
+  // unknown id, another incarnation's epoch): nothing changes.
+  absl::Status MarkUnreachable(const std::string& holder_id, uint64_t epoch);
+  absl::Status MarkReachable(const std::string& holder_id, uint64_t epoch);
   // An optional inventory (applied first), then events in order. NotFound / FailedPrecondition for an
   // unknown holder or stale epoch (nothing applied); InvalidArgument for an impossible tier (the events
   // before it stay applied, the rest is dropped and a resync requested, so the view stays a prefix of the
@@ -135,6 +144,8 @@ class Scheduler {
     Gauge* workers = nullptr;
     Gauge* kvstores = nullptr;
     Counter* registrations_refused = nullptr;
+    Counter* registrations_replaced = nullptr;
+    Counter* unreachable_marks = nullptr;
     Counter* lease_expiries = nullptr;
     std::array<Counter*, 3> routes{};  // by Policy
     Counter* route_errors = nullptr;

@@ -82,6 +82,7 @@ LoadReport LoadFromProto(const proto::LoadReport& load) {
 absl::StatusOr<Registration> RegistrationFromProto(const proto::RegisterRequest& request) {
   Registration r;
   r.holder_id = request.holder_id();
+  r.incarnation = request.incarnation();
   if (request.kind() == proto::HOLDER_KIND_WORKER) r.kind = HolderKind::kWorker;
   if (request.kind() == proto::HOLDER_KIND_KVSTORE) r.kind = HolderKind::kKvstore;
   r.scheme_version = request.key_scheme().version();

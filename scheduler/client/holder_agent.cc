@@ -1,6 +1,7 @@
 #include "scheduler/client/holder_agent.h"
 
 #include <algorithm>
+#include <random>
 
 #include "absl/time/time.h"
 #include "common/log.h"
@@ -209,8 +210,23 @@ class HolderAgent::Session {
   bool stream_ended_ = false;
 };
 
+namespace {
+
+// The agent's incarnation: random, so that a restarted holder (a new agent) differs from its dead one.
+HolderAgentOptions WithIncarnation(HolderAgentOptions options) {
+  if (options.registration.incarnation() == 0) {
+    std::random_device random;
+    uint64_t incarnation = 0;
+    while (incarnation == 0) incarnation = (uint64_t{random()} << 32) | random();
+    options.registration.set_incarnation(incarnation);
+  }
+  return options;
+}
+
+}  // namespace
+
 HolderAgent::HolderAgent(HolderAgentOptions options, HolderAgentCallbacks callbacks)
-    : options_(std::move(options)), callbacks_(std::move(callbacks)) {
+    : options_(WithIncarnation(std::move(options))), callbacks_(std::move(callbacks)) {
   STRATA_CHECK(callbacks_.inventory != nullptr);
   grpc::ChannelArguments args;
   // Reconnect quickly after a scheduler restart (gRPC's default backoff grows to 2 minutes).

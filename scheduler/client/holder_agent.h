@@ -50,7 +50,9 @@ struct HolderAgentOptions {
   std::string scheduler_address;  // host:port of strata-scheduler
   // The channel's certificate and token (common/grpc_security.h); default: plaintext, no token.
   std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
-  // What Register sends: holder_id, kind, key_scheme, address and the kind's info. Required.
+  // What Register sends: holder_id, kind, key_scheme, address and the kind's info. Required. An
+  // incarnation of 0 is replaced by a random one (per agent): a restarted holder's Register then replaces
+  // its dead registration at once instead of waiting out the lease.
   proto::RegisterRequest registration;
   std::chrono::milliseconds rpc_timeout{3000};  // every unary call
   // A KvEvents stream is reopened (with an inventory) after this long, so that even the stream carries a

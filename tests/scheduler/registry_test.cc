@@ -1,5 +1,7 @@
 #include "scheduler/registry.h"
 
+#include <set>
+
 #include "gtest/gtest.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
@@ -166,6 +168,81 @@ TEST(SchedulerLease, ALapsedIdRegistersAgainBeforeTheReaperRuns) {
   EXPECT_EQ(scheduler.Heartbeat("w0", first->epoch, std::nullopt, 0).status().code(),
             absl::StatusCode::kFailedPrecondition);  // the old incarnation is told so
   EXPECT_EQ(scheduler.Holders().size(), 1u);
+}
+
+TEST(SchedulerLease, ARestartedHolderWithANewIncarnationReplacesItsLiveRegistrationAtOnce) {
+  SimClock clock;
+  Scheduler scheduler(Options{}, &clock, nullptr);
+  Registration first = Worker("w0");
+  first.incarnation = 7;
+  auto old = scheduler.Register(first);
+  ASSERT_TRUE(old.ok());
+  Inventory inventory;
+  inventory.tiers.emplace_back(Tier::kGpu, testing::Keys(4));
+  ASSERT_TRUE(scheduler.ApplyEvents("w0", old->epoch, &inventory, {}).ok());
+  ASSERT_EQ(scheduler.IndexBlocks(), 4u);
+
+  // No time passes: the lease is live. Without an incarnation the id is still refused ...
+  EXPECT_EQ(scheduler.Register(Worker("w0")).status().code(), absl::StatusCode::kAlreadyExists);
+  // ... with another one it replaces the dead process's registration, whose blocks go with it.
+  Registration restarted = Worker("w0");
+  restarted.incarnation = 8;
+  restarted.address = "w0:2";
+  auto fresh = scheduler.Register(restarted);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_GT(fresh->epoch, old->epoch);
+  EXPECT_EQ(scheduler.IndexBlocks(), 0u);
+  ASSERT_EQ(scheduler.Holders().size(), 1u);
+  EXPECT_EQ(scheduler.Holders()[0].address, "w0:2");
+  EXPECT_EQ(scheduler.Heartbeat("w0", old->epoch, std::nullopt, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(scheduler.Heartbeat("w0", fresh->epoch, std::nullopt, 0).ok());
+}
+
+TEST(SchedulerLease, AnUnreachableWorkerLeavesPlacementAtOnceAndIsRetriedWithBackoff) {
+  SimClock clock;
+  Options options;
+  options.lease = absl::Seconds(10);
+  Scheduler scheduler(options, &clock, nullptr);
+  auto w0 = scheduler.Register(Worker("w0"));
+  auto w1 = scheduler.Register(Worker("w1"));
+  ASSERT_TRUE(w0.ok() && w1.ok());
+  KeyRoute route{testing::Fingerprint(), testing::Keys(2), 8, Policy::kRoundRobin};
+  auto routed_to = [&] {
+    std::set<std::string> ids;
+    for (int i = 0; i < 4; ++i) {
+      auto routed = scheduler.Route(route);
+      if (routed.ok()) ids.insert(routed->worker_id);
+    }
+    return ids;
+  };
+  ASSERT_EQ(routed_to(), (std::set<std::string>{"w0", "w1"}));
+
+  // Well within its lease, w0 is out as soon as it is reported, for 250 ms ...
+  ASSERT_TRUE(scheduler.MarkUnreachable("w0", w0->epoch).ok());
+  EXPECT_EQ(routed_to(), std::set<std::string>{"w1"});
+  EXPECT_TRUE(scheduler.Holders()[0].unreachable);
+  clock.Advance(absl::Milliseconds(200));
+  ASSERT_TRUE(scheduler.MarkUnreachable("w0", w0->epoch).ok());  // within the backoff: changes nothing
+  clock.Advance(absl::Milliseconds(60));
+  EXPECT_EQ(routed_to(), (std::set<std::string>{"w0", "w1"}));  // tried again
+  // ... then 500 ms after the next report (the backoff doubles while it stays unreachable) ...
+  ASSERT_TRUE(scheduler.MarkUnreachable("w0", w0->epoch).ok());
+  clock.Advance(absl::Milliseconds(400));
+  EXPECT_EQ(routed_to(), std::set<std::string>{"w1"});
+  clock.Advance(absl::Milliseconds(110));
+  EXPECT_EQ(routed_to(), (std::set<std::string>{"w0", "w1"}));
+  // ... and back at once, backoff reset, when it answers.
+  ASSERT_TRUE(scheduler.MarkUnreachable("w0", w0->epoch).ok());
+  ASSERT_TRUE(scheduler.MarkReachable("w0", w0->epoch).ok());
+  EXPECT_EQ(routed_to(), (std::set<std::string>{"w0", "w1"}));
+  ASSERT_TRUE(scheduler.MarkUnreachable("w0", w0->epoch).ok());
+  clock.Advance(absl::Milliseconds(260));
+  EXPECT_EQ(routed_to(), (std::set<std::string>{"w0", "w1"}));
+  // Another incarnation's epoch, or an unknown id, changes nothing.
+  EXPECT_EQ(scheduler.MarkUnreachable("w1", w1->epoch + 100).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler.MarkUnreachable("w9", 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(routed_to(), (std::set<std::string>{"w0", "w1"}));
 }
 
 TEST(SchedulerLease, WorkersOfOneModelMustAgreeOnBlockSizeAndDtype) {
