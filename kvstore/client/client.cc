@@ -41,6 +41,11 @@ absl::StatusOr<std::unique_ptr<KvStoreClient>> KvStoreClient::Connect(const Clie
   std::unique_ptr<KvStoreClient> client(new KvStoreClient(options));
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(64 << 20);
+  // A daemon that died is tried again within half a second (gRPC's default backoff grows to 2 minutes):
+  // one restarted on the same address serves again as soon as it is up.
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
   client->stub_ = proto::KvStore::NewStub(options.security->CreateChannel(options.address, arguments));
   ucp_config_t* config = nullptr;
   STRATA_UCX_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));

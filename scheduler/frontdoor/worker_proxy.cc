@@ -14,6 +14,8 @@ namespace strata::frontdoor {
 namespace {
 
 constexpr absl::Duration kInfoRetry = absl::Seconds(3);
+constexpr absl::Duration kReconnectFirst = absl::Milliseconds(100);
+constexpr absl::Duration kReconnectMax = absl::Seconds(1);
 // Routes tried for a request whose worker is unreachable or full before any output.
 constexpr int kAttempts = 3;
 
@@ -47,16 +49,92 @@ absl::Status BeforeOutput(const grpc::Status& status, const std::string& worker_
 }  // namespace
 
 WorkerDirectory::WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout,
-                                 std::shared_ptr<const RpcSecurity> security)
-    : scheduler_(scheduler), info_timeout_(info_timeout), security_(std::move(security)) {}
+                                 std::shared_ptr<const RpcSecurity> security, absl::Duration watch_interval)
+    : scheduler_(scheduler),
+      info_timeout_(info_timeout),
+      security_(std::move(security)),
+      watch_interval_(watch_interval) {
+  watcher_ = std::thread([this] { Watch(); });
+}
+
+WorkerDirectory::~WorkerDirectory() {
+  {
+    absl::MutexLock lock(&mutex_);
+    stopping_ = true;
+  }
+  watcher_.join();
+}
+
+WorkerDirectory::Connection WorkerDirectory::ConnectionTo(const std::string& address) {
+  absl::MutexLock lock(&mutex_);
+  Connection& connection = connections_[address];
+  if (connection.stub == nullptr) {
+    grpc::ChannelArguments arguments;
+    // A dead worker's address is tried again soon (gRPC's default backoff grows to 2 minutes): the
+    // watcher marks it reachable on the first connection that works.
+    arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                     static_cast<int>(absl::ToInt64Milliseconds(kReconnectFirst)));
+    arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(kReconnectFirst)));
+    arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(kReconnectMax)));
+    connection.channel = security_->CreateChannel(address, arguments);
+    connection.stub = proto::Worker::NewStub(connection.channel);
+  }
+  return connection;
+}
 
 std::shared_ptr<proto::Worker::Stub> WorkerDirectory::Stub(const std::string& address) {
-  absl::MutexLock lock(&mutex_);
-  std::shared_ptr<proto::Worker::Stub>& stub = stubs_[address];
-  if (stub == nullptr) {
-    stub = proto::Worker::NewStub(security_->CreateChannel(address, grpc::ChannelArguments()));
+  return ConnectionTo(address).stub;
+}
+
+void WorkerDirectory::ReportUnreachable(const std::string& worker_id, uint64_t epoch) {
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = known_.find(worker_id);
+    if (it != known_.end() && it->second.epoch == epoch) it->second.unreachable = true;
   }
-  return stub;
+  // Every report goes to the scheduler: one within the backoff changes nothing there, one after it
+  // doubles the backoff.
+  (void)scheduler_->MarkUnreachable(worker_id, epoch);  // NotFound: it left already
+}
+
+void WorkerDirectory::ReportReachable(const std::string& worker_id, uint64_t epoch) {
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = known_.find(worker_id);
+    if (it == known_.end() || it->second.epoch != epoch || !it->second.unreachable) return;
+    it->second.unreachable = false;
+  }
+  (void)scheduler_->MarkReachable(worker_id, epoch);
+}
+
+void WorkerDirectory::Watch() {
+  struct Watched {
+    std::string id;
+    uint64_t epoch;
+    std::shared_ptr<grpc::Channel> channel;
+  };
+  while (true) {
+    std::vector<Watched> watched;
+    {
+      absl::MutexLock lock(&mutex_);
+      if (mutex_.AwaitWithTimeout(absl::Condition(&stopping_), watch_interval_)) return;
+      for (const auto& [id, known] : known_) {
+        if (!known.model) continue;
+        auto connection = connections_.find(known.model->address);
+        if (connection != connections_.end()) watched.push_back({id, known.epoch, connection->second.channel});
+      }
+    }
+    for (const Watched& w : watched) {
+      // try_to_connect: an idle channel (its connection closed, as when the worker died) connects now,
+      // so a dead worker is found refused within a watch interval or two, whether or not requests come.
+      const grpc_connectivity_state state = w.channel->GetState(/*try_to_connect=*/true);
+      if (state == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+        ReportUnreachable(w.id, w.epoch);
+      } else if (state == GRPC_CHANNEL_READY) {
+        ReportReachable(w.id, w.epoch);
+      }
+    }
+  }
 }
 
 std::vector<WorkerModel> WorkerDirectory::Refresh() {
@@ -72,6 +150,12 @@ std::vector<WorkerModel> WorkerDirectory::Refresh() {
       live.insert(h.holder_id);
       live_addresses.insert(h.address);
       auto it = known_.find(h.holder_id);
+      if (it != known_.end() && it->second.epoch != h.epoch) {
+        // A new registration of the id (a restart, maybe at the same address): a fresh channel, not the
+        // dead process's one in reconnect backoff.
+        connections_.erase(h.address);
+        if (it->second.model) connections_.erase(it->second.model->address);
+      }
       if (it == known_.end() || it->second.epoch != h.epoch || (!it->second.model && now >= it->second.retry_after)) {
         ask.push_back(&h);
       }
@@ -79,7 +163,7 @@ std::vector<WorkerModel> WorkerDirectory::Refresh() {
     absl::erase_if(known_, [&](const auto& entry) { return !live.contains(entry.first); });
     // The channel of a worker that left goes too (a call still running on it holds its own reference); a
     // worker that comes back at the address gets a fresh channel, not one in reconnect backoff.
-    absl::erase_if(stubs_, [&](const auto& entry) { return !live_addresses.contains(entry.first); });
+    absl::erase_if(connections_, [&](const auto& entry) { return !live_addresses.contains(entry.first); });
   }
   for (const scheduler::HolderSnapshot* h : ask) {
     std::shared_ptr<proto::Worker::Stub> stub = Stub(h->address);
@@ -207,6 +291,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
     stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
     proto::GenerateResponse first;
     if (stream->reader_->Read(&first)) {
+      directory_->ReportReachable(routed->worker_id, routed->worker_epoch);
       stream->usage_.ttft_s = absl::ToDoubleSeconds(absl::Now() - arrived);
       stream->first_ = std::move(first);
       return stream;
@@ -224,6 +309,9 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
     const bool retryable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                            status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
     if (!retryable) return last_error;
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      directory_->ReportUnreachable(routed->worker_id, routed->worker_epoch);
+    }
     LogWarning(StrCat("error=worker_unreachable worker=", routed->worker_id, " address=", routed->worker_address,
                       " attempt=", attempt + 1, " message=\"", status.error_message(), "\""));
   }

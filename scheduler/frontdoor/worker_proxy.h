@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -38,13 +39,18 @@ struct WorkerModel {
   std::vector<int32_t> eos_token_ids;
 };
 
-// Thread-safe.
+// Thread-safe. Watches each known worker's channel (a thread of its own, every `watch_interval`): a
+// worker whose connection is refused or reset is marked unreachable in the scheduler at once, which takes
+// it out of placement without waiting for its lease, and marked reachable when its channel is ready
+// again. gRPC retries a dead worker's connection at 100 ms, backing off to 1 s.
 class WorkerDirectory {
  public:
   // `scheduler` must outlive the directory. `info_timeout` bounds each Worker.Info call. Channels to
   // workers carry `security`'s certificate and token (default: plaintext, no token).
   WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout,
-                  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure());
+                  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure(),
+                  absl::Duration watch_interval = absl::Milliseconds(100));
+  ~WorkerDirectory();  // stops the watcher
 
   // The live workers (per the scheduler's registry) that serve `model_name`. A worker not seen before is
   // asked for its Info now; one that does not answer is skipped and asked again a few seconds later.
@@ -55,20 +61,35 @@ class WorkerDirectory {
   // The cached channel's stub for `address`.
   std::shared_ptr<proto::Worker::Stub> Stub(const std::string& address);
 
+  // A call to the worker's registration `epoch` failed with its connection refused or reset / went
+  // through. Tells the scheduler (Scheduler::MarkUnreachable / MarkReachable) when that changes.
+  void ReportUnreachable(const std::string& worker_id, uint64_t epoch);
+  void ReportReachable(const std::string& worker_id, uint64_t epoch);
+
  private:
   struct Known {
     uint64_t epoch = 0;
     std::optional<WorkerModel> model;  // nullopt: Info failed; retry after `retry_after`
     absl::Time retry_after;
+    bool unreachable = false;  // as last reported to the scheduler
+  };
+  struct Connection {
+    std::shared_ptr<grpc::Channel> channel;
+    std::shared_ptr<proto::Worker::Stub> stub;
   };
   std::vector<WorkerModel> Refresh();
+  Connection ConnectionTo(const std::string& address);
+  void Watch();
 
   scheduler::Scheduler* scheduler_;
   absl::Duration info_timeout_;
   const std::shared_ptr<const RpcSecurity> security_;
+  const absl::Duration watch_interval_;
   absl::Mutex mutex_;
   absl::flat_hash_map<std::string, Known> known_ ABSL_GUARDED_BY(mutex_);  // by holder id
-  absl::flat_hash_map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs_ ABSL_GUARDED_BY(mutex_);
+  absl::flat_hash_map<std::string, Connection> connections_ ABSL_GUARDED_BY(mutex_);  // by address
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::thread watcher_;
 };
 
 // A request ready for a worker: tokens, limits and sampling resolved.
@@ -137,8 +158,9 @@ class WorkerProxy {
   // Picks the worker (scheduler Route by token ids, tenant and cache_salt), starts its Generate and waits
   // for the first token, so that errors before any output are plain HTTP errors: Unavailable (503) when
   // no live worker serves the model or the chosen one cannot be reached, InvalidArgument for what the
-  // worker refuses, ResourceExhausted when its queue is full. A worker that is unreachable (UNAVAILABLE)
-  // or full before any output is retried twice, round-robin. `arrived`: when the request came in (TTFT).
+  // worker refuses, ResourceExhausted when its queue is full. A worker that is unreachable (UNAVAILABLE:
+  // it leaves placement at once, WorkerDirectory::ReportUnreachable) or full before any output is retried
+  // twice, round-robin. `arrived`: when the request came in (TTFT).
   // The worker's call ends at the sooner of `caller_deadline` and now + the request timeout.
   absl::StatusOr<std::unique_ptr<GenerationStream>> Start(const PreparedRequest& request, const std::string& tenant,
                                                           const model::Tokenizer& tokenizer, absl::Time arrived,

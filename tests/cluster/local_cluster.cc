@@ -141,9 +141,10 @@ void LocalCluster::KillKvstore() { kvstore_->Kill(); }
 
 void LocalCluster::KillWorker(int i) { workers_.at(static_cast<size_t>(i)).process->Kill(); }
 
-absl::Status LocalCluster::RestartKvstore() {
+absl::Status LocalCluster::RestartKvstore(std::chrono::steady_clock::time_point* serving_at) {
   STRATA_RETURN_IF_ERROR(StartKvstore());
-  // The dead incarnation's lease lapses first; then the new one registers and sends its inventory.
+  if (serving_at != nullptr) *serving_at = std::chrono::steady_clock::now();
+  // The new incarnation replaces the dead one's registration and sends its inventory.
   if (!WaitFor([this] { return MetricValue(kvstore_metrics_port_, "strata_holder_agent_connected") == 1.0; },
                kStartTimeout)) {
     return absl::DeadlineExceededError("the restarted kvstore never registered");

@@ -52,8 +52,9 @@ class LocalCluster {
   // kill -9 of the kvstore / a worker.
   void KillKvstore();
   void KillWorker(int i);
-  // Starts the kvstore again on the same port and SSD directory; waits until it serves and is registered.
-  absl::Status RestartKvstore();
+  // Starts the kvstore again on the same port and SSD directory; waits until it serves (the time then goes
+  // to `serving_at` when given) and is registered.
+  absl::Status RestartKvstore(std::chrono::steady_clock::time_point* serving_at = nullptr);
   // Starts one more worker (index workers()); waits until it serves and is registered.
   absl::StatusOr<int> AddWorker();
 

@@ -27,7 +27,7 @@ class SchedulerLinkTest : public ::testing::Test {
     options.grpc_address = "127.0.0.1:0";
     options.metrics_host = "127.0.0.1";
     options.metrics_port = 0;
-    // Short: a restarted kvstore registers again (same holder id) once its dead incarnation's lease lapses.
+    // A restarted kvstore registers again (same holder id) at once: its new incarnation replaces the dead one.
     options.lease = absl::Seconds(2);
     options.heartbeat_interval = absl::Milliseconds(300);
     auto server = scheduler::SchedulerServer::Start(options);

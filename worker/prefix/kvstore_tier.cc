@@ -95,6 +95,7 @@ kvstore::KvStoreClient* KvStoreTier::Client(Shard& shard) {
   if (status.ok()) status = (*client)->RegisterMemory(payloads_->region_data(), payloads_->region_bytes());
   if (!status.ok()) {
     shard.retry_at = now + options_.reconnect_interval;
+    shard.connect_error = std::string(status.message());
     if (shard.healthy) {
       shard.healthy = false;
       LogWarning(StrCat("event=kvstore_unreachable kvstore=", shard.address, " op=connect message=\"", status.message(),
@@ -135,6 +136,15 @@ void KvStoreTier::MarkPutRejected(Shard& shard, const absl::Status& status, size
 void KvStoreTier::MarkPutAccepted(Shard& shard) {
   absl::MutexLock lock(&shard.mutex);
   shard.rejecting_puts = false;
+}
+
+void KvStoreTier::CountWriteFailure(double blocks, std::string_view cause, std::string_view kvstore,
+                                    std::string_view message) {
+  if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
+  if (uint64_t held_back = 0; write_failure_log_.Allow(&held_back)) {
+    LogWarning(StrCat("error=kvstore_write_failed cause=", cause, " kvstore=", kvstore, " blocks=", blocks,
+                      " held_back=", held_back, " message=\"", message, "\" effect=blocks_not_written"));
+  }
 }
 
 void KvStoreTier::MarkHealthy(Shard& shard) {
@@ -240,9 +250,15 @@ void KvStoreTier::FetchLoop() {
 void KvStoreTier::Write(std::vector<WriteItem> blocks) {
   absl::MutexLock lock(&queue_mutex_);
   for (WriteItem& item : blocks) {
-    if (queue_.size() >= options_.max_write_queue_blocks || item.payload == nullptr ||
-        item.payload->size() != options_.block_bytes) {
-      if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment();
+    if (queue_.size() >= options_.max_write_queue_blocks) {
+      CountWriteFailure(1, "queue_full", "-",
+                        StrCat(queue_.size(), " blocks wait to be written (the kvstore is slower than the engine)"));
+      continue;
+    }
+    if (item.payload == nullptr || item.payload->size() != options_.block_bytes) {
+      CountWriteFailure(1, "bad_payload", "-",
+                        StrCat("a payload of ", item.payload == nullptr ? 0 : item.payload->size(),
+                               " bytes for blocks of ", options_.block_bytes));
       continue;
     }
     queue_.push_back(std::move(item));
@@ -295,7 +311,8 @@ void KvStoreTier::WriterLoop() {
       if (!payloads_->InRegion(*item.payload)) {
         std::shared_ptr<BlockPayload> slot = payloads_->Allocate();
         if (slot == nullptr) {
-          if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment();
+          CountWriteFailure(1, "no_payload_slot", "-",
+                            "every payload slot is in use (raise the host cache or staging)");
           continue;
         }
         std::memcpy(slot->data(), data, block_bytes);
@@ -320,12 +337,18 @@ void KvStoreTier::WriterLoop() {
         client = Client(*shards_[s]);
       }
       if (client == nullptr) {
-        if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
+        std::string why;
+        {
+          absl::MutexLock lock(&shards_[s]->mutex);
+          why = shards_[s]->connect_error;
+        }
+        CountWriteFailure(blocks, "kvstore_unreachable", shards_[s]->address, why);
         continue;
       }
       absl::StatusOr<std::vector<kvstore::PutOutcome>> outcomes = client->Put(per_shard[s]);
       if (!outcomes.ok()) {
-        if (metrics_.write_failures != nullptr) metrics_.write_failures->Increment(blocks);
+        CountWriteFailure(blocks, IsUnreachable(outcomes.status()) ? "put_failed" : "put_rejected", shards_[s]->address,
+                          std::string(outcomes.status().message()));
         if (IsUnreachable(outcomes.status())) {
           MarkFailure(*shards_[s], outcomes.status(), "put");
         } else {

@@ -11,6 +11,7 @@
 // whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a
 // miss: the caller recomputes; each failure is counted and logged once per change of state. A put the
 // daemon refuses (a bad request, not a dead daemon) loses its blocks without marking the daemon down.
+// Every block not written is counted and logged with its cause, at most one line a second.
 // Thread-safe.
 #ifndef STRATA_WORKER_PREFIX_KVSTORE_TIER_H_
 #define STRATA_WORKER_PREFIX_KVSTORE_TIER_H_
@@ -32,6 +33,7 @@
 #include "absl/types/span.h"
 #include "common/block_key.h"
 #include "common/grpc_security.h"
+#include "common/log.h"
 #include "common/metrics.h"
 #include "kvstore/client/client.h"
 #include "worker/prefix/block_payload.h"
@@ -99,6 +101,7 @@ class KvStoreTier {
     std::chrono::steady_clock::time_point retry_at ABSL_GUARDED_BY(mutex){};
     bool healthy ABSL_GUARDED_BY(mutex) = true;          // for logging state changes only
     bool rejecting_puts ABSL_GUARDED_BY(mutex) = false;  // likewise: its last put was refused
+    std::string connect_error ABSL_GUARDED_BY(mutex);    // why the last connection attempt failed
   };
   explicit KvStoreTier(const KvStoreTierOptions& options, KvStoreTierMetrics metrics);
   // The shard's client, connecting (and registering the arena) when there is none and the retry time
@@ -110,6 +113,9 @@ class KvStoreTier {
   // is reachable. Logged once until a put succeeds again.
   void MarkPutRejected(Shard& shard, const absl::Status& status, size_t blocks);
   void MarkPutAccepted(Shard& shard);
+  // Blocks that will not be written: counted, and logged at most once a second with the cause (queue_full,
+  // bad_payload, no_payload_slot, kvstore_unreachable, put_failed, put_rejected) and the daemon's message.
+  void CountWriteFailure(double blocks, std::string_view cause, std::string_view kvstore, std::string_view message);
   size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
   void WriterLoop();
   void FetchLoop();
@@ -118,6 +124,7 @@ class KvStoreTier {
 
   const KvStoreTierOptions options_;
   const KvStoreTierMetrics metrics_;
+  LogThrottle write_failure_log_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::shared_ptr<PayloadPool> payloads_;  // registered with every client
 
