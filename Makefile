@@ -66,8 +66,8 @@ demo: build
 	@set -e; \
 	trap 'BUILD_DIR=$(BUILD_DIR) deploy/local-cluster.sh down --run-dir $(DEMO_RUN_DIR)' EXIT; \
 	trap 'exit 130' INT TERM; \
-	BUILD_DIR=$(BUILD_DIR) deploy/local-cluster.sh up --run-dir $(DEMO_RUN_DIR) --base-port $(DEMO_BASE_PORT) \
-	  --model $(DEMO_MODEL) --fresh; \
+	BUILD_DIR=$(BUILD_DIR) SCHEDULER_ARGS="--shared-prefix-cache $(SCHEDULER_ARGS)" \
+	  deploy/local-cluster.sh up --run-dir $(DEMO_RUN_DIR) --base-port $(DEMO_BASE_PORT) --model $(DEMO_MODEL) --fresh; \
 	echo "strata_cluster_bench: $(DEMO_TRACE) ($(DEMO_BENCH)), 512-token trace blocks as 16-token blocks;"; \
 	echo "the same burst twice: prefix cache disabled per request, then enabled (tiny Llama, random weights)"; \
 	$(BUILD_DIR)/bin/strata_cluster_bench --port $(DEMO_BASE_PORT) --trace $(DEMO_TRACE) --model $(DEMO_MODEL) \

@@ -57,6 +57,8 @@ usage: deploy/local-cluster.sh up|down|status [options]
 Ports: HTTP front door = base, scheduler gRPC = base+1, scheduler metrics = base+2, kvstore gRPC =
 base+3, kvstore metrics = base+4, worker i gRPC = base+5+2i, worker i metrics = base+6+2i.
 Environment: BUILD_DIR (default build), SCHEDULER_ARGS, KVSTORE_ARGS, WORKER_ARGS (extra flags).
+The front door has no API keys here and gives each client address its own prefix cache;
+SCHEDULER_ARGS=--shared-prefix-cache gives every caller one (make demo does).
 EOF
 }
 

@@ -1,8 +1,9 @@
 // The HTTP/JSON front door's request path up to the worker (scheduler/frontdoor): a body of arbitrary
 // bytes for /v1/completions or /v1/chat/completions (the first byte picks which) goes through the HTTP
-// face's parse step (ParseRequest: size limit, then the endpoint's parser), then is prepared against a
-// served model (tokenized, or rendered with the real Llama-3 chat template and tokenized; checked against
-// vocabulary, context and the request limits), and every error becomes OpenAI's error JSON.
+// face's parse step (ParseRequest: size and JSON shape limits, then the endpoint's parser), then is
+// prepared against a served model (tokenized, or rendered with the real Llama-3 chat template and
+// tokenized; checked against vocabulary, context and the request limits), and every error becomes
+// OpenAI's error JSON.
 //
 // Properties: nothing faults; a prepared request holds only in-vocabulary ids, fits the context and the
 // limits; every refusal is a 4xx/5xx with a JSON body that serializes.
@@ -21,7 +22,10 @@
 namespace strata::frontdoor {
 namespace {
 
-constexpr RequestLimits kLimits{.max_request_bytes = 2048, .max_prompt_tokens = 512, .max_completion_tokens = 1024};
+constexpr RequestLimits kLimits{.max_request_bytes = 2048,
+                                .max_prompt_tokens = 512,
+                                .max_completion_tokens = 1024,
+                                .json = {.max_depth = 32, .max_elements = 1024}};
 
 const ServedModel& Model() {
   static const ServedModel* model = [] {

@@ -1,5 +1,7 @@
 // strata-scheduler: `serve` (the default) runs the daemon; `replay` runs a trace against a simulated
 // cluster. Flags map 1:1 onto scheduler::Options and replay::ReplayOptions; no logic lives here.
+#include <malloc.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -26,8 +28,15 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// Request bodies are large (up to --max-request-bytes) and short-lived. With a fixed mmap threshold every
+// allocation of a MiB or more is a mapping of its own, given back to the system when freed (and grown by
+// mremap, without a copy); glibc's default threshold rises to 32 MiB after the first such free, and then
+// keeps each body's memory in the arena of the HTTP thread that read it.
+constexpr int kMmapThresholdBytes = 1 << 20;
+
 int Serve(const sched::Options& options) {
   strata::BlockShutdownSignals();
+  mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes);
   absl::StatusOr<std::unique_ptr<sched::SchedulerServer>> server = sched::SchedulerServer::Start(options);
   if (!server.ok()) return Fail(server.status());
   std::unique_ptr<strata::frontdoor::FrontDoor> front_door;
@@ -137,11 +146,28 @@ int main(int argc, char** argv) {
                     "front door: FrontDoor gRPC service address (default: off)");
   serve->add_option("--api-keys", options.api_keys_file,
                     "front door: file of `key tenant` lines; requests then need Authorization: Bearer key");
+  bool shared_prefix_cache = false, omit_cached_tokens = false, http_metrics = false;
+  serve->add_flag("--shared-prefix-cache", shared_prefix_cache,
+                  "front door without --api-keys: every caller shares one prefix cache (default: each client "
+                  "address, narrowed by the request's `user`, has its own; shared KV is a timing side channel)");
+  serve->add_flag("--omit-cached-tokens", omit_cached_tokens,
+                  "front door: leave the cached-token counts (usage.prompt_tokens_details, usage.strata) out of "
+                  "responses");
+  serve->add_flag("--http-metrics", http_metrics,
+                  "front door: also serve /metrics on the public HTTP port (default: only the metrics port)");
   int64_t request_timeout_s = 600;
   serve->add_option("--request-timeout-s", request_timeout_s, "front door: deadline of a request's worker stream")
       ->capture_default_str();
   serve->add_option("--max-request-bytes", options.max_request_bytes,
                     "front door: largest request body (413 beyond; 0: no limit)")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-json-depth", options.max_json_depth,
+                   "front door: deepest nesting of a JSON body, checked as it arrives (400 beyond; 0: no limit)")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-json-elements", options.max_json_elements,
+                   "front door: most elements (containers and commas) of a JSON body (400 beyond; 0: no limit)")
       ->capture_default_str();
   serve->add_option("--max-prompt-tokens", options.max_prompt_tokens,
                     "front door: most prompt tokens per request, after the chat template (0: the context)")
@@ -208,10 +234,15 @@ int main(int argc, char** argv) {
   options.lease = absl::Milliseconds(lease_ms);
   options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);
   options.tie_window = absl::Milliseconds(tie_window_ms);
-  if (options.max_prompt_tokens < 0 || options.max_completion_tokens < 0 || !(options.rate_limit_rps >= 0) ||
-      !(options.rate_limit_burst >= 0) || options.max_concurrent_requests_per_key < 0) {
+  options.prefix_cache_sharing =
+      shared_prefix_cache ? sched::PrefixCacheSharing::kShared : sched::PrefixCacheSharing::kPerClient;
+  options.cache_report = omit_cached_tokens ? sched::CacheReport::kHidden : sched::CacheReport::kShown;
+  options.http_metrics = http_metrics ? sched::HttpMetrics::kOn : sched::HttpMetrics::kOff;
+  if (options.max_json_depth < 0 || options.max_prompt_tokens < 0 || options.max_completion_tokens < 0 ||
+      !(options.rate_limit_rps >= 0) || !(options.rate_limit_burst >= 0) ||
+      options.max_concurrent_requests_per_key < 0) {
     return Fail(absl::InvalidArgumentError(
-        "--max-prompt-tokens, --max-completion-tokens, --rate-limit-rps, --rate-limit-burst and "
+        "--max-json-depth, --max-prompt-tokens, --max-completion-tokens, --rate-limit-rps, --rate-limit-burst and "
         "--max-concurrent-requests-per-key must be >= 0 (0: no limit)"));
   }
   if (options.http_port < 0 || options.http_port > 65535 || request_timeout_s <= 0) {

@@ -14,6 +14,16 @@ namespace strata::scheduler {
 
 enum class Policy : uint8_t { kRoundRobin, kLeastLoaded, kCacheAware };
 
+// Front door, without API keys: whether callers share one prefix cache (kShared, one tenant "default")
+// or each client address, narrowed by a request's `user`, is its own tenant (kPerClient). Shared KV across
+// callers is a timing side channel (ARCHITECTURE.md "Tenants"); with API keys the key's tenant decides.
+enum class PrefixCacheSharing : uint8_t { kPerClient, kShared };
+// Whether responses tell how much of the prompt was cached (usage.prompt_tokens_details.cached_tokens and
+// Strata's cached_* / prefill counts). Where callers share a cache, the count tells one what another sent.
+enum class CacheReport : uint8_t { kShown, kHidden };
+// Whether the front door's public HTTP port also serves /metrics (the metrics port always does).
+enum class HttpMetrics : uint8_t { kOff, kOn };
+
 std::string_view PolicyName(Policy policy);                   // "round-robin", ...
 std::optional<Policy> PolicyFromName(std::string_view name);  // inverse; nullopt for anything else
 
@@ -67,18 +77,28 @@ struct Options {
   // Listen address of the FrontDoor gRPC service (proto/frontdoor.proto). Empty: off.
   std::string frontdoor_grpc_address;
   // Lines `key tenant [rps=R burst=B concurrency=C models=a,b]` (scheduler/frontdoor/api_keys.h):
-  // requests need `Authorization: Bearer key`, and the tenant is the key's. Empty: no keys, every caller
-  // is tenant "default" (and shares one set of per-key limits).
+  // requests need `Authorization: Bearer key`, and the tenant is the key's. Empty: no keys; every caller
+  // is one caller for the limits, and its tenant follows `prefix_cache_sharing`.
   std::string api_keys_file;
+  // Keyless tenancy (above). Default: each client its own prefix cache.
+  PrefixCacheSharing prefix_cache_sharing = PrefixCacheSharing::kPerClient;
+  // Cached-token counts in responses. Default: shown.
+  CacheReport cache_report = CacheReport::kShown;
+  // /metrics on the public HTTP port. Default: off (the metrics port serves it).
+  HttpMetrics http_metrics = HttpMetrics::kOff;
   // Deadline of a request's Generate call on its worker (the whole stream). Default 10 min.
   absl::Duration request_timeout = absl::Minutes(10);
   // Front-door limits (scheduler/frontdoor/limits.h). Per request: the body (413, never buffered past
   // it; also the front door's gRPC message limit), prompt tokens after the chat template and max_tokens
   // (400). Per API key (the key file can override them): requests per second with a burst, and requests
-  // open at once (429). 0: no limit of the server's own.
+  // open at once (429). 0: no limit of the server's own. Defaults: 16 MiB bodies; JSON nested at most
+  // 32 deep with at most 2 Mi elements (checked as the body arrives, 400); 1 Mi prompt tokens (the
+  // model's context still bounds them); 32 Ki max_tokens, which also caps an absent one.
   uint64_t max_request_bytes = 16 << 20;
-  int64_t max_prompt_tokens = 0;
-  int64_t max_completion_tokens = 0;
+  int max_json_depth = 32;
+  uint64_t max_json_elements = uint64_t{2} << 20;
+  int64_t max_prompt_tokens = int64_t{1} << 20;
+  int64_t max_completion_tokens = int64_t{32} << 10;
   double rate_limit_rps = 0;
   double rate_limit_burst = 0;
   int64_t max_concurrent_requests_per_key = 0;

@@ -90,6 +90,9 @@ RUN_DIR="$OUT/cluster"
 worker_args="--host-cache-bytes $HOST_CACHE_BYTES --kvstore-staging-bytes $STAGING_BYTES"
 [[ "$BACKEND" == cuda ]] && worker_args+=" --gpu-memory-fraction $GPU_MEMORY_FRACTION"
 export WORKER_ARGS="$worker_args ${WORKER_ARGS:-}"
+# The burst measures reuse across its requests: one prefix cache for every caller (the front door's default
+# gives each client address its own).
+export SCHEDULER_ARGS="--shared-prefix-cache ${SCHEDULER_ARGS:-}"
 cluster=(bash "$ROOT/deploy/local-cluster.sh")
 cluster_flags=(--run-dir "$RUN_DIR" --base-port "$BASE_PORT")
 

@@ -39,8 +39,14 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
   // face below is the public one, like HTTP: its callers send API keys in `authorization`, not the token.
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
   door->directory_ = std::make_unique<WorkerDirectory>(scheduler, absl::Seconds(2), security);
-  door->proxy_ = std::make_unique<WorkerProxy>(scheduler, door->directory_.get(), options.request_timeout);
-  door->request_limits_ = {options.max_request_bytes, options.max_prompt_tokens, options.max_completion_tokens};
+  door->proxy_ =
+      std::make_unique<WorkerProxy>(scheduler, door->directory_.get(), options.request_timeout, options.cache_report);
+  door->sharing_ = options.prefix_cache_sharing;
+  door->http_metrics_ = options.http_metrics;
+  door->request_limits_ = {options.max_request_bytes,
+                           options.max_prompt_tokens,
+                           options.max_completion_tokens,
+                           {options.max_json_depth, options.max_json_elements}};
   door->caller_limits_ = {options.rate_limit_rps, options.rate_limit_burst, options.max_concurrent_requests_per_key};
   for (const std::string_view reason : {"invalid_request", "invalid_api_key", "permission_denied", "not_found",
                                         "request_too_large", "rate_limit", "concurrency_limit"}) {
@@ -97,13 +103,20 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
           StrCat("front door: cannot listen for gRPC on ", options.frontdoor_grpc_address, " (address in use?)"));
     }
   }
+  // Who shares whose cache is a security property: said once, at start, in words.
+  const char* tenancy = door->keys_.required()                                     ? "per_api_key_tenant"
+                        : door->sharing_ == scheduler::PrefixCacheSharing::kShared ? "shared_by_all_callers"
+                                                                                   : "per_client_address_and_user";
   LogInfo(StrCat("event=frontdoor_started model=", door->model_->name(), " http_port=", door->http_port_,
                  " grpc_port=", door->grpc_port_, " api_keys=", door->keys_.required() ? door->keys_.size() : 0,
-                 " max_request_bytes=", options.max_request_bytes, " max_prompt_tokens=", options.max_prompt_tokens,
+                 " prefix_cache=", tenancy,
+                 " usage_cached_tokens=", options.cache_report == scheduler::CacheReport::kShown ? "shown" : "hidden",
+                 " http_metrics=", options.http_metrics == scheduler::HttpMetrics::kOn ? "on" : "off",
+                 " max_request_bytes=", options.max_request_bytes, " max_json_depth=", options.max_json_depth,
+                 " max_json_elements=", options.max_json_elements, " max_prompt_tokens=", options.max_prompt_tokens,
                  " max_completion_tokens=", options.max_completion_tokens, " rate_limit_rps=", options.rate_limit_rps,
-                 " rate_limit_burst=", options.rate_limit_burst,
-                 " max_concurrent_requests_per_key=", options.max_concurrent_requests_per_key,
-                 " context_tokens=", door->model_->context_tokens()));
+                 " rate_limit_burst=", options.rate_limit_burst, " max_concurrent_requests_per_key=",
+                 options.max_concurrent_requests_per_key, " context_tokens=", door->model_->context_tokens()));
   return door;
 }
 
@@ -147,6 +160,14 @@ void FrontDoor::CountRequest(std::string_view endpoint, int http_status) {
     counter = slot;
   }
   counter->Increment();
+}
+
+std::string FrontDoor::TenantOf(const Caller& caller, std::string_view client_address,
+                                const GenerationRequest& request) const {
+  if (keys_.required() || sharing_ == scheduler::PrefixCacheSharing::kShared) return caller.tenant;
+  // Length-prefixed parts, so that no address and user can spell another pair.
+  return StrCat("client:", client_address.size(), ":", client_address, "|user:", request.user.size(), ":",
+                request.user);
 }
 
 absl::Status FrontDoor::CheckModel(const Caller& caller, const std::string& model) const {

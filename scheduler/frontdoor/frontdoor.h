@@ -1,8 +1,8 @@
 // The front door: OpenAI-compatible HTTP (/v1/completions, /v1/chat/completions with server-sent
-// events, /v1/models, /health, /metrics) and the FrontDoor gRPC service (proto/frontdoor.proto), both
-// over one pipeline: authenticate (API key -> tenant), parse, tokenize or render the chat template,
-// check the context, route (Scheduler::Route by token ids, tenant and cache_salt), proxy the chosen
-// worker's Generate stream with incremental detokenization and stop strings.
+// events, /v1/models, /health; /metrics only with HttpMetrics::kOn) and the FrontDoor gRPC service
+// (proto/frontdoor.proto), both over one pipeline: authenticate (API key -> tenant), parse, tokenize or
+// render the chat template, check the context, route (Scheduler::Route by token ids, tenant and
+// cache_salt), proxy the chosen worker's Generate stream with incremental detokenization and stop strings.
 #ifndef STRATA_SCHEDULER_FRONTDOOR_FRONTDOOR_H_
 #define STRATA_SCHEDULER_FRONTDOOR_FRONTDOOR_H_
 
@@ -42,8 +42,8 @@ class FrontDoor {
   // -1) and gRPC on frontdoor_grpc_address (unless empty). `scheduler` must outlive the front door.
   // Metrics go to `metrics` when given (the scheduler's registry, so they appear on its /metrics; it must
   // outlive the front door), else to a registry of the front door's own; either is also served on the
-  // front door's HTTP /metrics. InvalidArgument / NotFound for a bad model directory or key file,
-  // Unavailable when a port cannot be bound.
+  // front door's HTTP /metrics when options.http_metrics is kOn. InvalidArgument / NotFound for a bad
+  // model directory or key file, Unavailable when a port cannot be bound.
   static absl::StatusOr<std::unique_ptr<FrontDoor>> Start(const scheduler::Options& options,
                                                           scheduler::Scheduler* scheduler,
                                                           MetricsRegistry* metrics = nullptr);
@@ -62,6 +62,11 @@ class FrontDoor {
   // The caller's rate and concurrency (the server's limits with its key's overrides). The Admission
   // holds a concurrency slot until it is destroyed: keep it for the request's whole life, stream included.
   absl::StatusOr<Admission> Admit(const Caller& caller) { return limiter_.Admit(caller.index, caller.LimitsOver(caller_limits_)); }
+  // The tenant a request's KV belongs to (it shares cached prefixes only within it): the key's with API
+  // keys; without them "default" for every caller under --shared-prefix-cache, else one per client:
+  // `client_address` (the peer's IP, no port), narrowed by the request's `user`. A request's cache_salt
+  // narrows any of them further (Scheduler::Route, the worker).
+  std::string TenantOf(const Caller& caller, std::string_view client_address, const GenerationRequest& request) const;
   // PermissionDenied (403, code permission_denied) when the caller's key may not use `model`.
   absl::Status CheckModel(const Caller& caller, const std::string& model) const;
   const RequestLimits& request_limits() const { return request_limits_; }
@@ -90,6 +95,8 @@ class FrontDoor {
 
   std::unique_ptr<ServedModel> model_;
   ApiKeys keys_;
+  scheduler::PrefixCacheSharing sharing_ = scheduler::PrefixCacheSharing::kPerClient;
+  scheduler::HttpMetrics http_metrics_ = scheduler::HttpMetrics::kOff;
   RequestLimits request_limits_;
   CallerLimits caller_limits_;
   CallerLimiter limiter_;

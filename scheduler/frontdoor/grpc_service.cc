@@ -17,6 +17,18 @@ std::string Authorization(const grpc::ServerContext& context) {
   return std::string(found->second.data(), found->second.size());
 }
 
+// The caller's IP from gRPC's peer string ("ipv4:10.0.0.7:5512", "ipv6:[::1]:5512"): the port changes
+// with every connection, so it is left out. Anything else (a Unix socket) stays whole.
+std::string PeerAddress(const grpc::ServerContext& context) {
+  std::string peer = context.peer();
+  const bool ip = peer.rfind("ipv4:", 0) == 0 || peer.rfind("ipv6:", 0) == 0;
+  if (!ip) return peer;
+  peer = peer.substr(5);
+  if (const size_t colon = peer.rfind(':'); colon != std::string::npos) peer.resize(colon);
+  if (peer.size() >= 2 && peer.front() == '[' && peer.back() == ']') peer = peer.substr(1, peer.size() - 2);
+  return peer;
+}
+
 void ApplyOptions(const proto::GenerationOptions& options, GenerationRequest& request) {
   if (options.max_tokens() != 0) request.max_tokens = options.max_tokens();
   if (options.has_temperature()) request.temperature = options.temperature();
@@ -45,13 +57,15 @@ void FillUsage(const Usage& usage, proto::Usage& out) {
   out.set_prompt_tokens(usage.prompt_tokens);
   out.set_completion_tokens(usage.completion_tokens);
   out.set_total_tokens(usage.prompt_tokens + usage.completion_tokens);
-  out.set_cached_tokens(usage.cached_tokens);
   proto::StrataUsage& s = *out.mutable_strata();
   s.set_worker_id(usage.worker_id);
-  s.set_cached_tokens_gpu(usage.cached_tokens_gpu);
-  s.set_cached_tokens_host(usage.cached_tokens_host);
-  s.set_cached_tokens_kvstore(usage.cached_tokens_kvstore);
-  s.set_prefill_tokens(usage.prefill_tokens);
+  if (usage.cache_report == CacheReport::kShown) {  // hidden: left at 0
+    out.set_cached_tokens(usage.cached_tokens);
+    s.set_cached_tokens_gpu(usage.cached_tokens_gpu);
+    s.set_cached_tokens_host(usage.cached_tokens_host);
+    s.set_cached_tokens_kvstore(usage.cached_tokens_kvstore);
+    s.set_prefill_tokens(usage.prefill_tokens);
+  }
   s.set_queue_s(usage.queue_s);
   s.set_ttft_s(usage.ttft_s);
 }
@@ -76,7 +90,8 @@ grpc::Status Run(FrontDoor& door, const char* name, grpc::ServerContext& context
   if (absl::Status allowed = door.CheckModel(**caller, request.model); !allowed.ok()) return fail(allowed);
   const std::string id = door.NewRequestId(request.endpoint);
   absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
-      door.Generate(request, (*caller)->tenant, id, arrived, absl::FromChrono(context.deadline()));
+      door.Generate(request, door.TenantOf(**caller, PeerAddress(context), request), id, arrived,
+                    absl::FromChrono(context.deadline()));
   if (!stream.ok()) return fail(stream.status());
   door.StreamStarted();
   grpc::Status result = grpc::Status::OK;

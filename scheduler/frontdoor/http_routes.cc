@@ -1,6 +1,7 @@
 // The HTTP face of FrontDoor: OpenAI's routes on cpp-httplib. A streaming response holds its HTTP thread
 // for the stream's life and writes server-sent events as the worker's pieces arrive.
 #include <httplib.h>
+#include <malloc.h>
 
 #include <memory>
 #include <utility>
@@ -8,6 +9,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "scheduler/frontdoor/frontdoor.h"
+#include "scheduler/frontdoor/json_shape.h"
 #include "scheduler/frontdoor/openai_http.h"
 
 namespace strata::frontdoor {
@@ -42,27 +44,68 @@ void SendErrorAndClose(httplib::Response& response, const absl::Status& status) 
   });
 }
 
-// Reads a request body as it arrives (chunked and compressed bodies decoded), holding at most `limit`
-// bytes (0: no limit); a declared Content-Length over it was refused by cpp-httplib before any byte was
-// read (set_payload_max_length).
-absl::StatusOr<std::string> ReadBody(const httplib::ContentReader& reader, const httplib::Response& response,
-                                     uint64_t limit) {
+// A request's body as read: the bytes when accepted, else the refusal; and whether it was read to its
+// end (false: the rest is still on the connection, which must then close).
+struct Body {
+  absl::StatusOr<std::string> bytes;
+  bool whole = false;
+  uint64_t held_bytes = 0;  // the most it held at once (memory worth returning after a refusal)
+};
+
+// Reads a request body as it arrives (chunked and compressed bodies decoded as they come, so an
+// inflated body is bounded as it inflates, never after). Keeps it while `refusal` is OK and the body stays
+// within limits.max_request_bytes and limits.json (checked byte by byte, before any parsing). Once refused,
+// a plain body is read on and dropped up to max_request_bytes, so that a client still sending reads the
+// error rather than a reset connection; a compressed one is not (draining it would inflate it): reading
+// stops there, as it does past the limit, and the connection then closes. A declared Content-Length over
+// the limit was refused by cpp-httplib before any byte was read (set_payload_max_length).
+Body ReadBody(const httplib::Request& request, const httplib::ContentReader& reader, const httplib::Response& response,
+              const RequestLimits& limits, absl::Status refusal = absl::OkStatus()) {
+  const std::string encoding = request.get_header_value("Content-Encoding");
+  const bool compressed = !encoding.empty() && encoding != "identity";
+  Body out;
   std::string body;
-  bool too_large = false;
+  absl::Status status = std::move(refusal);
+  JsonShapeScanner shape(limits.json);
+  uint64_t seen = 0;
+  const uint64_t limit = limits.max_request_bytes;
   const bool read = reader([&](const char* data, size_t length) {
-    if (limit > 0 && body.size() + length > limit) {
-      too_large = true;
+    seen += length;
+    if (limit > 0 && seen > limit) {
+      if (status.ok()) status = RequestTooLarge(limit);
       return false;
     }
-    body.append(data, length);
-    return true;
+    if (!status.ok()) return !compressed;  // draining a refused body
+    status = shape.Feed(std::string_view(data, length));
+    if (status.ok()) {
+      body.append(data, length);
+      out.held_bytes = body.capacity();
+      return true;
+    }
+    std::string().swap(body);
+    return !compressed;
   });
-  if (too_large || response.status == 413) return RequestTooLarge(limit);
-  if (!read) {
-    return ApiError(absl::StatusCode::kInvalidArgument,
-                    "The request body could not be read (a malformed chunk or encoding, or the client stopped).");
+  out.whole = read;
+  if (status.ok() && response.status == 413) status = RequestTooLarge(limit);
+  if (!read && status.ok()) {
+    status = ApiError(absl::StatusCode::kInvalidArgument,
+                      "The request body could not be read (a malformed chunk or encoding, or the client stopped).");
   }
-  return body;
+  if (status.ok()) {
+    out.bytes = std::move(body);
+  } else {
+    out.bytes = status;
+  }
+  return out;
+}
+
+// After a refused request that held this much, the allocator's free memory goes back to the system: glibc
+// keeps a freed multi-megabyte body (and a parse tree's many small blocks) in its arenas, one per HTTP
+// thread, so without this each hostile request would leave the process larger.
+constexpr uint64_t kTrimAfterBytes = 1 << 20;
+
+void ReturnMemory(uint64_t held_bytes) {
+  if (held_bytes >= kTrimAfterBytes) malloc_trim(0);
 }
 
 const char* EndpointName(Endpoint endpoint) {
@@ -118,9 +161,11 @@ void FrontDoor::InstallHttpRoutes() {
   };
   http_->Get("/health", health);
   http_->Get("/healthz", health);
-  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
-    response.set_content(metrics_->RenderText(), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  if (http_metrics_ == scheduler::HttpMetrics::kOn) {  // else only on the metrics port: the registry is not public
+    http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+      response.set_content(metrics_->RenderText(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+  }
   http_->Get("/v1/models", [this](const httplib::Request& request, httplib::Response& response) {
     absl::StatusOr<const Caller*> caller = Authenticate(request.get_header_value("Authorization"));
     if (!caller.ok()) {
@@ -150,24 +195,28 @@ void FrontDoor::InstallHttpRoutes() {
         SendError(response, status);
         CountFailure(name, status);
       };
-      // The body first, so that a refused request never leaves unread bytes on a kept-alive connection.
-      absl::StatusOr<std::string> body = ReadBody(reader, response, request_limits().max_request_bytes);
-      if (!body.ok()) {
-        SendErrorAndClose(response, body.status());
-        CountFailure(name, body.status());
-        return;
-      }
+      // The key before any byte of the body: an unauthenticated (or over-limit) caller's body is only
+      // drained, never held or parsed. A body not read to its end closes the connection, so that what is
+      // left of it is never taken for the next request (request smuggling).
       absl::StatusOr<const Caller*> caller = Authenticate(request.get_header_value("Authorization"));
-      if (!caller.ok()) return fail(caller.status());
       // Held until the response is complete (a stream: until it ends or its client goes away).
-      absl::StatusOr<Admission> admission = Admit(**caller);
-      if (!admission.ok()) return fail(admission.status());
-      absl::StatusOr<GenerationRequest> parsed = ParseRequest(*body, endpoint, request_limits());
-      if (!parsed.ok()) return fail(parsed.status());
+      absl::StatusOr<Admission> admission = caller.ok() ? Admit(**caller) : absl::StatusOr<Admission>(caller.status());
+      Body body = ReadBody(request, reader, response, request_limits(), admission.status());
+      if (!body.bytes.ok()) {
+        body.whole ? SendError(response, body.bytes.status()) : SendErrorAndClose(response, body.bytes.status());
+        CountFailure(name, body.bytes.status());
+        return ReturnMemory(body.held_bytes);
+      }
+      absl::StatusOr<GenerationRequest> parsed = ParseRequest(*body.bytes, endpoint, request_limits());
+      std::string().swap(*body.bytes);
+      if (!parsed.ok()) {
+        fail(parsed.status());
+        return ReturnMemory(body.held_bytes);
+      }
       if (absl::Status allowed = CheckModel(**caller, parsed->model); !allowed.ok()) return fail(allowed);
       ResponseHeader header{NewRequestId(endpoint), absl::ToUnixSeconds(arrived), model_->name()};
       absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
-          Generate(*parsed, (*caller)->tenant, header.id, arrived);
+          Generate(*parsed, TenantOf(**caller, request.remote_addr, *parsed), header.id, arrived);
       if (!stream.ok()) return fail(stream.status());
 
       if (!parsed->stream) {

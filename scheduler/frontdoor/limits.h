@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "scheduler/frontdoor/json_shape.h"
 
 namespace strata::frontdoor {
 
@@ -20,6 +21,7 @@ struct RequestLimits {
   uint64_t max_request_bytes = 0;      // request body, refused (413) before it is parsed
   int64_t max_prompt_tokens = 0;       // after tokenization / the chat template (400)
   int64_t max_completion_tokens = 0;   // a larger max_tokens is refused (400); an absent one is capped
+  JsonShapeLimits json;                // nesting depth and elements, checked as the body arrives (400)
 };
 
 // Per caller (API key); 0 means unlimited.

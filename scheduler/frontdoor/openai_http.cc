@@ -5,6 +5,7 @@
 
 #include "common/status.h"
 #include "common/strings.h"
+#include "scheduler/frontdoor/json_shape.h"
 
 namespace strata::frontdoor {
 namespace {
@@ -111,6 +112,10 @@ absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
     if (!json["cache_salt"].is_string()) return Invalid("'cache_salt' must be a string", "cache_salt");
     request.cache_salt = json["cache_salt"].get<std::string>();
   }
+  if (Present(json, "user")) {
+    if (!json["user"].is_string()) return Invalid("'user' must be a string", "user");
+    request.user = json["user"].get<std::string>();
+  }
   STRATA_RETURN_IF_ERROR(ReadBool(json, "stream", request.stream));
   if (Present(json, "stream_options")) {
     const Json& options = json["stream_options"];
@@ -209,6 +214,7 @@ absl::StatusOr<GenerationRequest> ParseRequest(std::string_view body, Endpoint e
   if (limits.max_request_bytes > 0 && body.size() > limits.max_request_bytes) {
     return RequestTooLarge(limits.max_request_bytes);
   }
+  STRATA_RETURN_IF_ERROR(CheckJsonShape(body, limits.json));
   return endpoint == Endpoint::kChat ? ParseChatRequest(body) : ParseCompletionRequest(body);
 }
 
@@ -223,18 +229,19 @@ Json ErrorJson(const absl::Status& status) {
 }
 
 Json UsageJson(const Usage& usage) {
-  return Json{{"prompt_tokens", usage.prompt_tokens},
-              {"completion_tokens", usage.completion_tokens},
-              {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
-              {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}},
-              {"strata",
-               {{"worker_id", usage.worker_id},
-                {"cached_tokens_gpu", usage.cached_tokens_gpu},
-                {"cached_tokens_host", usage.cached_tokens_host},
-                {"cached_tokens_kvstore", usage.cached_tokens_kvstore},
-                {"prefill_tokens", usage.prefill_tokens},
-                {"queue_s", usage.queue_s},
-                {"ttft_s", usage.ttft_s}}}};
+  Json out{{"prompt_tokens", usage.prompt_tokens},
+           {"completion_tokens", usage.completion_tokens},
+           {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+  Json strata{{"worker_id", usage.worker_id}, {"queue_s", usage.queue_s}, {"ttft_s", usage.ttft_s}};
+  if (usage.cache_report == CacheReport::kShown) {
+    out["prompt_tokens_details"] = {{"cached_tokens", usage.cached_tokens}};
+    strata["cached_tokens_gpu"] = usage.cached_tokens_gpu;
+    strata["cached_tokens_host"] = usage.cached_tokens_host;
+    strata["cached_tokens_kvstore"] = usage.cached_tokens_kvstore;
+    strata["prefill_tokens"] = usage.prefill_tokens;
+  }
+  out["strata"] = std::move(strata);
+  return out;
 }
 
 namespace {

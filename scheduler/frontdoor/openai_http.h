@@ -21,8 +21,9 @@ namespace strata::frontdoor {
 absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body);
 absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body);
 // The HTTP face's whole parse step, a pure function of the body (no server, no model): the body's size
-// against limits.max_request_bytes (413, code request_too_large, before any parsing), then the endpoint's
-// parser. The token limits need the tokenizer: ServedModel::Prepare checks them.
+// against limits.max_request_bytes (413, code request_too_large, before any parsing), its shape against
+// limits.json (400, before any parsing; the HTTP route also checks it as the bytes arrive), then the
+// endpoint's parser. The token limits need the tokenizer: ServedModel::Prepare checks them.
 absl::StatusOr<GenerationRequest> ParseRequest(std::string_view body, Endpoint endpoint, const RequestLimits& limits);
 // The 413 for a body over `max_request_bytes`.
 absl::Status RequestTooLarge(uint64_t max_request_bytes);
@@ -30,7 +31,8 @@ absl::Status RequestTooLarge(uint64_t max_request_bytes);
 // {"error": {"message", "type", "param", "code"}}.
 nlohmann::json ErrorJson(const absl::Status& status);
 
-// usage with prompt_tokens_details.cached_tokens and the `strata` extension object.
+// usage with prompt_tokens_details.cached_tokens and the `strata` extension object; with
+// usage.cache_report kHidden, without the cached and prefill counts.
 nlohmann::json UsageJson(const Usage& usage);
 
 // What a response or chunk names: its id ("cmpl-..." / "chatcmpl-..."), creation time and model.

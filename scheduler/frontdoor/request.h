@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "scheduler/options.h"
 
 namespace strata::frontdoor {
 
@@ -40,13 +41,17 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;  // extension (vLLM's name)
   bool ignore_eos = false;              // extension (vLLM's name)
   std::string cache_salt;               // narrows KV sharing within the tenant
+  std::string user;                     // OpenAI's end-user id; without API keys it narrows sharing too
   bool disable_prefix_cache = false;    // extension: the worker neither reads nor writes cached KV
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
 };
 
+using scheduler::CacheReport;  // scheduler/options.h
+
 // usage, with Strata's extension object `strata`.
 struct Usage {
+  CacheReport cache_report = CacheReport::kShown;  // kHidden: the cached_* and prefill counts are left out
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
   uint32_t cached_tokens = 0;

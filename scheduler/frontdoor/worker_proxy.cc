@@ -276,6 +276,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
                       {}, {}, 503);
     }
     auto stream = std::unique_ptr<GenerationStream>(new GenerationStream(tokenizer, request.stop));
+    stream->usage_.cache_report = cache_report_;
     stream->usage_.worker_id = routed->worker_id;
     stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
     stream->worker_address_ = routed->worker_address;

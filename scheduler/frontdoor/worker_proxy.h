@@ -151,9 +151,10 @@ class GenerationStream {
 // Routes a prepared request and opens its worker stream. Thread-safe.
 class WorkerProxy {
  public:
-  // All must outlive the proxy.
-  WorkerProxy(scheduler::Scheduler* scheduler, WorkerDirectory* directory, absl::Duration request_timeout)
-      : scheduler_(scheduler), directory_(directory), request_timeout_(request_timeout) {}
+  // All must outlive the proxy. `cache_report` goes into every stream's usage.
+  WorkerProxy(scheduler::Scheduler* scheduler, WorkerDirectory* directory, absl::Duration request_timeout,
+              CacheReport cache_report = CacheReport::kShown)
+      : scheduler_(scheduler), directory_(directory), request_timeout_(request_timeout), cache_report_(cache_report) {}
 
   // Picks the worker (scheduler Route by token ids, tenant and cache_salt), starts its Generate and waits
   // for the first token, so that errors before any output are plain HTTP errors: Unavailable (503) when
@@ -170,6 +171,7 @@ class WorkerProxy {
   scheduler::Scheduler* scheduler_;
   WorkerDirectory* directory_;
   absl::Duration request_timeout_;
+  CacheReport cache_report_;
 };
 
 }  // namespace strata::frontdoor

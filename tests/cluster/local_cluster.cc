@@ -92,6 +92,9 @@ absl::Status LocalCluster::StartScheduler() {
                                    "llama3-tiny", "--policy", options_.policy, "--lease-ms",
                                    std::to_string(options_.lease_ms), "--heartbeat-ms",
                                    std::to_string(options_.heartbeat_ms)};
+  // One prefix cache for all of a test's callers, whatever their address or `user` (the front door's
+  // default gives each client address its own).
+  argv.push_back("--shared-prefix-cache");
   argv.insert(argv.end(), options_.scheduler_args.begin(), options_.scheduler_args.end());
   scheduler_ = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
   return WaitServing(*scheduler_, "strata-scheduler",

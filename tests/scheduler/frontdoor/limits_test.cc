@@ -1,12 +1,14 @@
 // The front door's limits as units: the API-key file's per-key options, the per-caller token bucket and
 // concurrency count (on an injected clock), the body-size check and refusals of hostile bodies by the
 // pure parse step (ParseRequest), and the token limits of ServedModel::Prepare on llama3-tiny.
+#include "scheduler/frontdoor/limits.h"
+
 #include <fstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "scheduler/frontdoor/api_keys.h"
-#include "scheduler/frontdoor/limits.h"
+#include "scheduler/frontdoor/json_shape.h"
 #include "scheduler/frontdoor/openai_http.h"
 #include "scheduler/frontdoor/served_model.h"
 #include "tests/testing/scratch_dir.h"
@@ -132,6 +134,45 @@ TEST(ParseRequest, RefusesABodyOverTheLimitBeforeParsingIt) {
   EXPECT_EQ(HttpStatusOf(ParseRequest(std::string(65, '{'), Endpoint::kChat, limits).status()), 413);
   EXPECT_EQ(HttpStatusOf(ParseRequest(std::string(64, '{'), Endpoint::kChat, limits).status()), 400);
   EXPECT_TRUE(ParseRequest(R"({"model": "m", "prompt": "hi"})", Endpoint::kCompletions, limits).ok());
+}
+
+TEST(ParseRequest, RefusesJsonNestedTooDeepOrWithTooManyElementsBeforeParsingIt) {
+  RequestLimits limits;
+  limits.json = {.max_depth = 4, .max_elements = 8};
+  const std::string deep = R"({"model": "m", "prompt": [[[[1]]]]})";  // depth 5
+  absl::StatusOr<GenerationRequest> r = ParseRequest(deep, Endpoint::kCompletions, limits);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(HttpStatusOf(r.status()), 400);
+  EXPECT_EQ(OpenAiTypeOf(r.status()), "invalid_request_error");
+  EXPECT_THAT(r.status().message(), HasSubstr("deeper than this server accepts (4 levels)"));
+  // Not parsed: an unterminated document past the depth is the same refusal, not a syntax error.
+  EXPECT_THAT(ParseRequest(std::string(1 << 20, '['), Endpoint::kChat, limits).status().message(),
+              HasSubstr("(4 levels)"));
+  r = ParseRequest(R"({"model": "m", "prompt": [1, 2, 3, 4, 5, 6, 7, 8]})", Endpoint::kCompletions, limits);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("more elements than this server accepts (8)"));
+  // Brackets and commas inside strings (escaped quotes too) are text, not structure.
+  EXPECT_TRUE(
+      ParseRequest(R"({"model": "m", "prompt": "[[[[[[,,,,,,,,,,\"[[[[[\"]]"})", Endpoint::kCompletions, limits).ok());
+  EXPECT_TRUE(ParseRequest(R"({"model": "m", "prompt": [[1, 2, 3]]})", Endpoint::kCompletions, limits).ok());
+}
+
+TEST(JsonShapeScanner, FedInPiecesAgreesWithTheWholeDocument) {
+  const JsonShapeLimits limits{.max_depth = 3, .max_elements = 0};
+  const std::string document = R"({"a": "x\"[[[[", "b": [[1]], "c": "\\"})";
+  ASSERT_TRUE(CheckJsonShape(document, limits).ok());
+  const std::string deeper = R"({"a": "x\"[[[[", "b": [[[1]]], "c": "\\"})";
+  ASSERT_FALSE(CheckJsonShape(deeper, limits).ok());
+  for (const std::string* text : {&document, &deeper}) {
+    for (size_t piece = 1; piece <= 3; ++piece) {  // escapes and quotes split across pieces
+      JsonShapeScanner scanner(limits);
+      absl::Status status;
+      for (size_t at = 0; at < text->size() && status.ok(); at += piece) {
+        status = scanner.Feed(std::string_view(*text).substr(at, piece));
+      }
+      EXPECT_EQ(status.ok(), text == &document) << *text << " in pieces of " << piece;
+    }
+  }
 }
 
 // Every hostile or mistyped body is a 400 in OpenAI's shape, never a 5xx (an exception or a crash).

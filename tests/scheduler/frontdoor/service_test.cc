@@ -59,7 +59,8 @@ class FrontDoorTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(""); }
 
-  void Start(const std::string& api_keys_file) {
+  // `tweak` adjusts the front door's options (tenancy, usage, /metrics) before it starts.
+  void Start(const std::string& api_keys_file, const std::function<void(scheduler::Options&)>& tweak = nullptr) {
     door_.reset();
     server_.reset();
     scheduler::Options options;
@@ -86,6 +87,7 @@ class FrontDoorTest : public ::testing::Test {
     options.frontdoor_grpc_address = "127.0.0.1:0";
     options.api_keys_file = api_keys_file;
     options.request_timeout = absl::Seconds(30);
+    if (tweak != nullptr) tweak(options);
     absl::StatusOr<std::unique_ptr<FrontDoor>> door = FrontDoor::Start(options, &server_->scheduler());
     ASSERT_TRUE(door.ok()) << door.status();
     door_ = *std::move(door);
@@ -131,7 +133,7 @@ TEST_F(FrontDoorTest, CompletionReturnsTheEnginesGreedyTokensWithUsage) {
   EXPECT_EQ(body["usage"]["strata"]["prefill_tokens"], golden_.prompt.size());
   EXPECT_GT(body["usage"]["strata"]["ttft_s"].get<double>(), 0);
   const proto::GenerateRequest sent = worker_->last_request();
-  EXPECT_EQ(sent.tenant(), "default");  // no API keys: everyone is tenant "default"
+  EXPECT_EQ(sent.tenant(), "client:9:127.0.0.1|user:0:");  // no API keys: the client (address, no user) is the tenant
   EXPECT_EQ(sent.request_id(), body["id"]);
   EXPECT_EQ(sent.max_new_tokens(), 8u);
   EXPECT_TRUE(sent.ignore_eos());
@@ -425,6 +427,64 @@ TEST_F(FrontDoorTest, TheTenantComesFromTheApiKeyAndSteersRouting) {
   EXPECT_TRUE((*second)->last_request().tenant() == "team-a" || worker_->last_request().tenant() == "team-a");
 }
 
+// Without API keys each client address, narrowed by the request's `user`, is its own tenant: its KV is
+// shared with no other caller (the timing side channel of a shared cache) unless --shared-prefix-cache.
+TEST_F(FrontDoorTest, KeylessCallersAreTenantsOfTheirOwnUnlessThePrefixCacheIsShared) {
+  auto tenant_of = [&](const Json& request) {
+    httplib::Result result = Post("/v1/completions", request);
+    EXPECT_TRUE(result && result->status == 200) << (result ? result->body : "no answer");
+    return worker_->last_request().tenant();
+  };
+  Json request = Completion({5, 6, 7}, 1);
+  const std::string anonymous = tenant_of(request);
+  EXPECT_EQ(anonymous, "client:9:127.0.0.1|user:0:");
+  request["user"] = "alice";
+  const std::string alice = tenant_of(request);
+  EXPECT_EQ(alice, "client:9:127.0.0.1|user:5:alice");
+  request["user"] = "bob";
+  EXPECT_NE(tenant_of(request), alice);
+  request["user"] = 5;
+  httplib::Result mistyped = Post("/v1/completions", request);
+  ASSERT_TRUE(mistyped);
+  EXPECT_EQ(mistyped->status, 400);
+  EXPECT_EQ(Json::parse(mistyped->body)["error"]["param"], "user");
+  // The gRPC face: the peer's address, without its port.
+  Start("", [](scheduler::Options& options) { options.frontdoor_grpc_address = "127.0.0.1:0"; });
+  auto stub = proto::FrontDoor::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(door_->grpc_port()), grpc::InsecureChannelCredentials()));
+  proto::CompleteRequest grpc_request;
+  grpc_request.set_model(kModel);
+  grpc_request.mutable_token_ids()->add_ids(5);
+  grpc_request.mutable_options()->set_max_tokens(1);
+  grpc::ClientContext context;
+  auto reader = stub->Complete(&context, grpc_request);
+  for (proto::CompletionChunk chunk; reader->Read(&chunk);) {
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(worker_->last_request().tenant(), "client:9:127.0.0.1|user:0:");
+  // Shared: every keyless caller is tenant "default", as with one API key.
+  Start("", [](scheduler::Options& options) { options.prefix_cache_sharing = scheduler::PrefixCacheSharing::kShared; });
+  request["user"] = "alice";
+  EXPECT_EQ(tenant_of(request), "default");
+}
+
+TEST_F(FrontDoorTest, CachedTokenCountsCanBeLeftOutOfResponses) {
+  httplib::Result shown = Post("/v1/completions", Completion({5, 6, 7}, 1));
+  ASSERT_TRUE(shown);
+  Json usage = Json::parse(shown->body)["usage"];
+  EXPECT_TRUE(usage.contains("prompt_tokens_details"));
+  EXPECT_TRUE(usage["strata"].contains("cached_tokens_kvstore"));
+  Start("", [](scheduler::Options& options) { options.cache_report = scheduler::CacheReport::kHidden; });
+  httplib::Result hidden = Post("/v1/completions", Completion({5, 6, 7}, 1));
+  ASSERT_TRUE(hidden);
+  usage = Json::parse(hidden->body)["usage"];
+  EXPECT_EQ(usage["prompt_tokens"], 3);
+  EXPECT_FALSE(usage.contains("prompt_tokens_details")) << usage.dump();
+  for (const char* field : {"cached_tokens_gpu", "cached_tokens_host", "cached_tokens_kvstore", "prefill_tokens"}) {
+    EXPECT_FALSE(usage["strata"].contains(field)) << field;
+  }
+}
+
 TEST_F(FrontDoorTest, AGrpcCallersDeadlineEndsTheWorkersCall) {
   // The worker holds its stream after the first token until its call is cancelled: only the caller's
   // deadline, carried over to the worker's call, ends it before the front door's 30 s request timeout.
@@ -502,6 +562,11 @@ TEST_F(FrontDoorTest, GrpcFrontDoorStreamsTheSameTokens) {
 }
 
 TEST_F(FrontDoorTest, MetricsCountRequestsAndTimeToFirstToken) {
+  // The public port serves /metrics only when asked to (the scheduler's metrics port always does).
+  httplib::Result off = http_->Get("/metrics");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off->status, 404);
+  Start("", [](scheduler::Options& options) { options.http_metrics = scheduler::HttpMetrics::kOn; });
   ASSERT_TRUE(Post("/v1/completions", Completion({5, 6, 7}, 2)));
   ASSERT_TRUE(http_->Post("/v1/completions", "nope", "application/json"));
   httplib::Result metrics = http_->Get("/metrics");
@@ -594,33 +659,50 @@ TEST(FrontDoorProcess, ServeWithModelDirAnswersOpenAiRequests) {
 }
 
 // strata-scheduler serve: the front door's series are on the scheduler's /metrics (the port Prometheus
-// scrapes), beside the scheduler's own, and the HTTP port's /metrics shows the same registry.
+// scrapes), beside the scheduler's own; the public HTTP port shows the same registry only with
+// --http-metrics. The start line says which tenancy is on.
 TEST(FrontDoorProcess, SchedulerMetricsPortShowsTheFrontDoorSeries) {
-  const int http_port = FreePort();
-  ChildProcess child({STRATA_SCHEDULER_PATH, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host", "127.0.0.1",
-                      "--metrics-port", "0", "--http-port", std::to_string(http_port), "--http-host", "127.0.0.1",
-                      "--model-dir", kModelDir, "--served-model-name", "tiny"});
-  const std::string log = child.ReadStderrUntil("event=frontdoor_started", std::chrono::seconds(20));
-  ASSERT_NE(log.find("event=frontdoor_started"), std::string::npos) << log;
-  const int metrics_port = FieldAfter(log, "metrics_port=");
-  ASSERT_GT(metrics_port, 0) << log;
+  for (const bool http_metrics : {false, true}) {
+    const int http_port = FreePort();
+    std::vector<std::string> argv = {STRATA_SCHEDULER_PATH, "serve",
+                                     "--grpc-address",      "127.0.0.1:0",
+                                     "--metrics-host",      "127.0.0.1",
+                                     "--metrics-port",      "0",
+                                     "--http-port",         std::to_string(http_port),
+                                     "--http-host",         "127.0.0.1",
+                                     "--model-dir",         kModelDir,
+                                     "--served-model-name", "tiny"};
+    if (http_metrics) argv.insert(argv.end(), {"--http-metrics", "--shared-prefix-cache"});
+    ChildProcess child(argv);
+    const std::string log = child.ReadStderrUntil("event=frontdoor_started", std::chrono::seconds(20));
+    ASSERT_NE(log.find("event=frontdoor_started"), std::string::npos) << log;
+    EXPECT_THAT(log, HasSubstr(http_metrics ? "prefix_cache=shared_by_all_callers"
+                                            : "prefix_cache=per_client_address_and_user"));
+    EXPECT_THAT(log, HasSubstr(http_metrics ? "http_metrics=on" : "http_metrics=off"));
+    const int metrics_port = FieldAfter(log, "metrics_port=");
+    ASSERT_GT(metrics_port, 0) << log;
 
-  httplib::Client http("127.0.0.1", http_port);
-  httplib::Result malformed = http.Post("/v1/completions", "{\"model\": ", "application/json");
-  ASSERT_TRUE(malformed);
-  EXPECT_EQ(malformed->status, 400);
-  const std::string counted = "strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1";
-  for (const int port : {metrics_port, http_port}) {
-    httplib::Client client("127.0.0.1", port);
-    httplib::Result metrics = client.Get("/metrics");
-    ASSERT_TRUE(metrics) << "port " << port;
-    ASSERT_EQ(metrics->status, 200) << "port " << port;
-    EXPECT_THAT(metrics->body, HasSubstr(counted)) << "port " << port;
-    EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count 0")) << "port " << port;
-    EXPECT_THAT(metrics->body, HasSubstr("strata_scheduler_holders{kind=\"worker\"} 0")) << "port " << port;
+    httplib::Client http("127.0.0.1", http_port);
+    httplib::Result malformed = http.Post("/v1/completions", "{\"model\": ", "application/json");
+    ASSERT_TRUE(malformed);
+    EXPECT_EQ(malformed->status, 400);
+    const std::string counted = "strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1";
+    for (const int port : {metrics_port, http_port}) {
+      httplib::Client client("127.0.0.1", port);
+      httplib::Result metrics = client.Get("/metrics");
+      ASSERT_TRUE(metrics) << "port " << port;
+      if (port == http_port && !http_metrics) {
+        EXPECT_EQ(metrics->status, 404) << "the public port serves /metrics without --http-metrics";
+        continue;
+      }
+      ASSERT_EQ(metrics->status, 200) << "port " << port;
+      EXPECT_THAT(metrics->body, HasSubstr(counted)) << "port " << port;
+      EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count 0")) << "port " << port;
+      EXPECT_THAT(metrics->body, HasSubstr("strata_scheduler_holders{kind=\"worker\"} 0")) << "port " << port;
+    }
+    child.Signal(SIGTERM);
+    EXPECT_EQ(child.Wait(std::chrono::seconds(15)), 0) << child.err();
   }
-  child.Signal(SIGTERM);
-  EXPECT_EQ(child.Wait(std::chrono::seconds(15)), 0) << child.err();
 }
 
 // The whole path with real processes: strata-scheduler with the front door, and the real strata-worker
