@@ -107,6 +107,7 @@ nlohmann::json CompletionClient::Body(const CompletionRequest& request) const {
   if (request.stream) body["stream_options"] = {{"include_usage", true}};
   if (request.ignore_eos) body["ignore_eos"] = true;
   if (request.disable_prefix_cache) body[options_.disable_cache_field] = true;
+  if (!request.user.empty()) body["user"] = request.user;
   return body;
 }
 
@@ -114,6 +115,7 @@ CompletionResult CompletionClient::Complete(const CompletionRequest& request) co
   CompletionResult result;
   httplib::Client http(options_.host, options_.port);
   http.set_connection_timeout(5);
+  if (!options_.local_address.empty()) http.set_interface(options_.local_address);
   http.set_read_timeout(options_.timeout_s);
   http.set_write_timeout(options_.timeout_s);
 
@@ -121,6 +123,7 @@ CompletionResult CompletionClient::Complete(const CompletionRequest& request) co
   http_request.method = "POST";
   http_request.path = "/v1/completions";
   http_request.headers = {{"Accept", request.stream ? "text/event-stream" : "application/json"}};
+  if (!options_.api_key.empty()) http_request.headers.emplace("Authorization", "Bearer " + options_.api_key);
   http_request.body = Body(request).dump();
   http_request.set_header("Content-Type", "application/json");
 

@@ -48,6 +48,7 @@ struct CompletionRequest {
   bool stream = true;
   bool ignore_eos = true;            // sent as the `ignore_eos` extension, so lengths are the asked ones
   bool disable_prefix_cache = false;  // sent as the request field named by CompletionClient::Options
+  std::string user;                   // OpenAI's `user` (sent when not empty)
 };
 
 struct CompletionResult {
@@ -71,6 +72,9 @@ class CompletionClient {
     // The request field that turns the prefix cache off for one request (the front door passes it to the
     // worker as GenerateRequest.disable_prefix_cache).
     std::string disable_cache_field = "disable_prefix_cache";
+    std::string api_key;  // sent as `Authorization: Bearer` when not empty
+    // The connection's source address (a client of its own on loopback: 127.0.0.2, ...); empty: any.
+    std::string local_address;
   };
   explicit CompletionClient(Options options) : options_(std::move(options)) {}
 

@@ -8,6 +8,7 @@
 #include "bench/cluster/burst.h"
 #include "bench/cluster/completion_client.h"
 #include "bench/cluster/report.h"
+#include "bench/cluster/timing_channel.h"
 #include "bench/cluster/trace_prompts.h"
 #include "gtest/gtest.h"
 
@@ -273,6 +274,16 @@ TEST(Report, PercentileIsNearestRank) {
   EXPECT_EQ(Percentile({3, 1, 2}, 0.5), 2);
   EXPECT_EQ(Percentile({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0.9), 9);
   EXPECT_EQ(Percentile({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 1.0), 10);
+}
+
+TEST(RocAuc, IsTheChanceThatTheFirstSampleIsLargerTiesCountingHalf) {
+  EXPECT_EQ(RocAuc({170, 180, 175}, {14, 15}), 1.0);  // every control slower than every hit
+  EXPECT_EQ(RocAuc({14, 15}, {170, 180}), 0.0);
+  EXPECT_EQ(RocAuc({1, 3}, {2}), 0.5);
+  EXPECT_EQ(RocAuc({2, 2}, {2}), 0.5);
+  EXPECT_DOUBLE_EQ(RocAuc({1, 2, 3, 4}, {2.5}), 0.5);
+  EXPECT_DOUBLE_EQ(RocAuc({3, 4, 5}, {1, 3.5}), 5.0 / 6.0);
+  EXPECT_EQ(RocAuc({}, {1}), 0.5);
 }
 
 }  // namespace
