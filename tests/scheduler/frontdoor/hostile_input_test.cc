@@ -33,6 +33,21 @@ constexpr double kAnswerMs = 50;
 constexpr int64_t kRssSlackBytes = 50 << 20;
 constexpr int kRepeats = 3;
 
+// Under ASan the spawned scheduler is the sanitized one: its allocator keeps freed memory in quarantine
+// (256 MB) by design and its code runs several times slower, so there the memory is not checked and the
+// time bounds are ten times wider (still far from the seconds an unbounded parse took).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 int64_t RssBytes(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);) {
@@ -145,8 +160,10 @@ class HostileInput : public ::testing::Test {
     const int64_t rss_after = RssBytes(scheduler_->pid());
     std::cout << "RSS " << rss_before_ / 1e6 << " MB -> " << rss_after / 1e6 << " MB after " << kRepeats
               << " requests\n";
-    EXPECT_LT(best_ms, answer_ms);
-    EXPECT_LT(rss_after - rss_before_, kRssSlackBytes) << "from " << rss_before_ << " to " << rss_after << " bytes";
+    EXPECT_LT(best_ms, kSanitized ? 10 * answer_ms : answer_ms);
+    if (!kSanitized) {
+      EXPECT_LT(rss_after - rss_before_, kRssSlackBytes) << "from " << rss_before_ << " to " << rss_after << " bytes";
+    }
   }
 
   strata::testing::ScratchDir dir_ = strata::testing::MakeTempDir("strata-hostile-input");
