@@ -1,6 +1,7 @@
 // Callers' identities: an API-key file maps `Authorization: Bearer <key>` to a tenant, so the tenant (and
 // with it the KV sharing domain, ARCHITECTURE.md "Tenants") comes from the server's own table, never from
-// the request, and to the key's own limits and models. Without a file, every caller is tenant "default".
+// the request, and to the key's own limits and models. Without a file, every caller is one Caller of tenant
+// "default", and FrontDoor::TenantOf gives each client its own tenant unless the prefix cache is shared.
 //
 // The file (a path, so a Kubernetes secret mounted as a file works as is) has one key per line:
 //
@@ -44,7 +45,7 @@ struct Caller {
 // Immutable after construction; thread-safe.
 class ApiKeys {
  public:
-  // Everyone is one caller, tenant "default"; no key is needed.
+  // Everyone is one caller, tenant "default" (FrontDoor::TenantOf narrows it per client); no key is needed.
   ApiKeys();
   // InvalidArgument naming the file and line (never the key) for a malformed line, an unknown option or
   // a bad value, a repeated key, or a file without keys; NotFound when the file cannot be read.
