@@ -1,18 +1,34 @@
 #include "worker/prefix/block_payload.h"
 
+#include <algorithm>
+
 #include "common/status.h"
 
 namespace strata::worker {
 
-BlockPayload::BlockPayload(size_t bytes, std::byte fill) : heap_(bytes, fill), data_(heap_.data()), size_(bytes) {}
+namespace {
+constexpr uint64_t kSlotAlignment = 64;  // a cache line: slots never share one
+}  // namespace
+
+BlockPayload::BlockPayload(size_t bytes, std::byte fill)
+    : heap_(bytes + kBlockMacBytes, fill), data_(heap_.data()), size_(bytes) {
+  std::fill(heap_.begin() + static_cast<ptrdiff_t>(bytes), heap_.end(), std::byte{0});
+}
 
 BlockPayload::BlockPayload(absl::Span<const std::byte> bytes)
-    : heap_(bytes.begin(), bytes.end()), data_(heap_.data()), size_(bytes.size()) {}
+    : heap_(bytes.size() + kBlockMacBytes), data_(heap_.data()), size_(bytes.size()) {
+  std::copy(bytes.begin(), bytes.end(), heap_.begin());
+}
 
-PayloadPool::PayloadPool(HostRegion region, uint64_t slot_bytes) : state_(std::make_shared<State>()) {
-  STRATA_CHECK(slot_bytes > 0);
-  state_->slot_bytes = slot_bytes;
-  state_->slots = region.data == nullptr ? 0 : region.bytes / slot_bytes;
+uint64_t PayloadPool::SlotBytes(uint64_t payload_bytes) {
+  return (payload_bytes + kBlockMacBytes + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
+}
+
+PayloadPool::PayloadPool(HostRegion region, uint64_t payload_bytes) : state_(std::make_shared<State>()) {
+  STRATA_CHECK(payload_bytes > 0);
+  state_->payload_bytes = payload_bytes;
+  state_->slot_bytes = SlotBytes(payload_bytes);
+  state_->slots = region.data == nullptr ? 0 : region.bytes / state_->slot_bytes;
   state_->region = std::move(region);
   absl::MutexLock lock(&state_->mutex);
   state_->free.reserve(state_->slots);
@@ -37,13 +53,13 @@ std::shared_ptr<BlockPayload> PayloadPool::Allocate() {
     state->free.push_back(slot);
   });
   return std::make_shared<BlockPayload>(state_->region.data + slot * state_->slot_bytes,
-                                        static_cast<size_t>(state_->slot_bytes), std::move(owner));
+                                        static_cast<size_t>(state_->payload_bytes), std::move(owner));
 }
 
 bool PayloadPool::InRegion(const BlockPayload& payload) const {
   const auto begin = reinterpret_cast<uintptr_t>(state_->region.data);
   const auto data = reinterpret_cast<uintptr_t>(payload.data());
-  return begin != 0 && data >= begin && data + payload.size() <= begin + state_->slots * state_->slot_bytes;
+  return begin != 0 && data >= begin && data + payload.stored_bytes() <= begin + state_->slots * state_->slot_bytes;
 }
 
 uint64_t PayloadPool::slots_in_use() const {

@@ -63,6 +63,15 @@ void HostBlockCache::Erase(List::iterator it, std::vector<BlockKey>& evicted) {
   lru_.erase(it);
 }
 
+void HostBlockCache::Remove(const BlockKey& key) {
+  std::vector<BlockKey> evicted;
+  absl::MutexLock lock(&mutex_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  Erase(it->second, evicted);
+  if (listener_.evicted) listener_.evicted(evicted);
+}
+
 std::vector<std::shared_ptr<const BlockPayload>> HostBlockCache::LongestPrefix(absl::Span<const BlockKey> keys) {
   std::vector<std::shared_ptr<const BlockPayload>> out;
   absl::MutexLock lock(&mutex_);

@@ -47,6 +47,9 @@ class HostBlockCache {
   // larger than the whole cache is not inserted.
   void Insert(std::vector<Entry> blocks);
 
+  // Drops `key` if cached (a block that failed its check), reported EVICTED; its children stay.
+  void Remove(const BlockKey& key);
+
   // The payloads of the longest run of `keys` (from the first) that is cached, marking them recently used.
   std::vector<std::shared_ptr<const BlockPayload>> LongestPrefix(absl::Span<const BlockKey> keys);
 

@@ -29,14 +29,15 @@ absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTi
   if (options.addresses.empty()) return absl::InvalidArgumentError("kvstore tier: no kvstore address");
   if (options.block_bytes == 0) return absl::InvalidArgumentError("kvstore tier: block_bytes is 0");
   if (options.fetch_threads < 1) return absl::InvalidArgumentError("kvstore tier: fetch_threads must be at least 1");
+  if (options.mac == nullptr) return absl::InvalidArgumentError("kvstore tier: no MAC key");
   std::unique_ptr<KvStoreTier> tier(new KvStoreTier(options, metrics));
-  if (options.payloads != nullptr && options.payloads->slot_bytes() != options.block_bytes) {
-    return absl::InvalidArgumentError(StrCat("kvstore tier: payload slots of ", options.payloads->slot_bytes(),
+  if (options.payloads != nullptr && options.payloads->payload_bytes() != options.block_bytes) {
+    return absl::InvalidArgumentError(StrCat("kvstore tier: payload slots of ", options.payloads->payload_bytes(),
                                              " bytes for blocks of ", options.block_bytes));
   }
   tier->payloads_ = options.payloads;
   if (tier->payloads_ == nullptr || tier->payloads_->slots() == 0) {
-    uint64_t bytes = std::max(options.staging_bytes, options.block_bytes);
+    uint64_t bytes = std::max(options.staging_bytes, PayloadPool::SlotBytes(options.block_bytes));
     bytes = (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
     void* memory = std::aligned_alloc(kArenaAlignment, bytes);
     if (memory == nullptr) {
@@ -154,8 +155,29 @@ void KvStoreTier::MarkHealthy(Shard& shard) {
   LogInfo(StrCat("event=kvstore_reachable kvstore=", shard.address));
 }
 
+bool KvStoreTier::CheckFetched(size_t s, const BlockKey& key, uint64_t stored_bytes, const BlockPayload& payload) {
+  if (stored_bytes != payload.stored_bytes()) {
+    // Another writer's block under this key (a bug somewhere, or a different layout).
+    if (metrics_.fetch_failures != nullptr) metrics_.fetch_failures->Increment();
+    LogWarning(StrCat("error=kvstore_block_size kvstore=", shards_[s]->address, " key=", key.Hex(),
+                      " bytes=", stored_bytes, " expected=", payload.stored_bytes(), " effect=recompute,delete"));
+    return false;
+  }
+  if (!options_.mac->Verify(key, payload.bytes(), payload.trailer())) {
+    // Checksummed correctly (the client checked its xxh3) but not signed by this cluster's workers: forged,
+    // or written under another key (a worker without the shared --kv-mac-key-file).
+    if (metrics_.mac_failures != nullptr) metrics_.mac_failures->Increment();
+    if (uint64_t held_back = 0; mac_failure_log_.Allow(&held_back)) {
+      LogWarning(StrCat("error=kv_mac_mismatch tier=kvstore kvstore=", shards_[s]->address, " key=", key.Hex(),
+                        " held_back=", held_back, " effect=recompute,delete"));
+    }
+    return false;
+  }
+  return true;
+}
+
 std::vector<std::shared_ptr<const BlockPayload>> KvStoreTier::FetchPrefix(absl::Span<const BlockKey> keys) {
-  const uint64_t block_bytes = options_.block_bytes;
+  const uint64_t stored_bytes = options_.block_bytes + kBlockMacBytes;
   // Block i lands in payloads[i], a slot of the registered region: as many blocks as there are free slots.
   std::vector<std::shared_ptr<BlockPayload>> payloads;
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -169,7 +191,7 @@ std::vector<std::shared_ptr<const BlockPayload>> KvStoreTier::FetchPrefix(absl::
   std::vector<std::vector<size_t>> positions(shards_.size());
   for (size_t i = 0; i < max_blocks; ++i) {
     const size_t s = ShardOf(keys[i]);
-    per_shard[s].push_back({keys[i], payloads[i]->data(), block_bytes});
+    per_shard[s].push_back({keys[i], payloads[i]->data(), stored_bytes});
     positions[s].push_back(i);
   }
   std::vector<bool> present(max_blocks, false);
@@ -197,12 +219,8 @@ std::vector<std::shared_ptr<const BlockPayload>> KvStoreTier::FetchPrefix(absl::
     for (size_t j = 0; j < outcomes->size(); ++j) {
       const kvstore::GetOutcome& outcome = (*outcomes)[j];
       if (!outcome.found) continue;
-      if (outcome.size_bytes != block_bytes) {
-        // Another writer's block under this key (a bug somewhere, or a different layout): never use it,
-        // and delete it so that the block computed now can take its place.
-        if (metrics_.fetch_failures != nullptr) metrics_.fetch_failures->Increment();
-        LogWarning(StrCat("error=kvstore_block_size kvstore=", shards_[s]->address, " key=", per_shard[s][j].key.Hex(),
-                          " bytes=", outcome.size_bytes, " expected=", block_bytes, " effect=recompute,delete"));
+      if (!CheckFetched(s, per_shard[s][j].key, outcome.size_bytes, *payloads[positions[s][j]])) {
+        // Never used; deleted so that the block computed now can take its place (first writer wins).
         bad.push_back(per_shard[s][j].key);
         continue;
       }
@@ -272,8 +290,8 @@ bool KvStoreTier::WaitForWrites(std::chrono::milliseconds timeout) {
 }
 
 void KvStoreTier::WriterLoop() {
-  const uint64_t block_bytes = options_.block_bytes;
-  const size_t max_blocks = std::max<uint64_t>(1, kWriteBatchBytes / block_bytes);
+  const uint64_t stored_bytes = options_.block_bytes + kBlockMacBytes;  // payload ‖ MAC trailer
+  const size_t max_blocks = std::max<uint64_t>(1, kWriteBatchBytes / stored_bytes);
   // While idle, the writer connects to daemons that were down (backing off while they stay down), so the
   // first fetch after a daemon comes up does not pay for the connection and the arena's registration.
   auto idle_wait = options_.reconnect_interval;
@@ -315,11 +333,11 @@ void KvStoreTier::WriterLoop() {
                             "every payload slot is in use (raise the host cache or staging)");
           continue;
         }
-        std::memcpy(slot->data(), data, block_bytes);
+        std::memcpy(slot->data(), data, stored_bytes);
         data = slot->data();
         copies.push_back(std::move(slot));
       }
-      per_shard[ShardOf(item.key)].push_back({item.key, data, block_bytes, item.parent});
+      per_shard[ShardOf(item.key)].push_back({item.key, data, stored_bytes, item.parent});
     }
     for (size_t s = 0; s < shards_.size(); ++s) {
       if (per_shard[s].empty()) continue;

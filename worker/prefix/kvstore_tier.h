@@ -7,8 +7,10 @@
 // returns; a put reads the payloads where they are. No staging copy either way (a payload outside the
 // region, on the heap, is copied into a slot to be written, or dropped when there is none).
 //
-// Never serves wrong KV: the client checks every block's xxh3 (a failing block is a miss), and a block
-// whose size is not the worker's block size is dropped. A daemon that is down (at start or later) is a
+// Never serves wrong KV: the client checks every block's xxh3 (corruption), this tier every block's MAC
+// (block_mac.h: forgery, another cluster's or process's key) and size; a block that fails is a miss, is
+// counted (strata_worker_kv_mac_failures_total for the MAC, at most one log line a second) and deleted
+// from its daemon so that the block computed instead can take its place. A daemon that is down (at start or later) is a
 // miss: the caller recomputes; each failure is counted and logged once per change of state. A put the
 // daemon refuses (a bad request, not a dead daemon) loses its blocks without marking the daemon down.
 // Every block not written is counted and logged with its cause, at most one line a second.
@@ -36,13 +38,16 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "kvstore/client/client.h"
+#include "worker/prefix/block_mac.h"
 #include "worker/prefix/block_payload.h"
 
 namespace strata::worker {
 
 struct KvStoreTierOptions {
   std::vector<std::string> addresses;  // host:port of each daemon's gRPC endpoint; at least one
-  uint64_t block_bytes = 0;            // every block's payload size
+  uint64_t block_bytes = 0;            // every block's payload size (the daemons hold it and its MAC trailer)
+  // The workers' MAC key: puts carry the payloads' trailers (sealed by the caller), fetches are verified.
+  std::shared_ptr<const BlockMac> mac;  // required
   // The payloads' memory, slots of block_bytes (shared with tier H and the engine's exports). Null or
   // without a region: the tier makes its own of staging_bytes (at least one block).
   std::shared_ptr<PayloadPool> payloads;
@@ -62,6 +67,7 @@ struct KvStoreTierOptions {
 
 struct KvStoreTierMetrics {
   Counter* fetch_failures = nullptr;  // a daemon's get failed, or a block had the wrong size
+  Counter* mac_failures = nullptr;    // a block whose MAC did not verify (forged, or another key's)
   Counter* fetched_blocks = nullptr;
   Counter* written_blocks = nullptr;
   Counter* write_failures = nullptr;   // blocks not written (daemon down or refusing the put, queue full)
@@ -75,7 +81,7 @@ class KvStoreTier {
   ~KvStoreTier();  // finishes the writes already taken, drops the queue
 
   // Payloads of the longest run of `keys` (from the first) that the daemons hold and that passed every
-  // check, at most as many as the pool had free slots, in those slots.
+  // check (MAC included), at most as many as the pool had free slots, in those slots.
   using FetchDone = std::function<void(std::vector<std::shared_ptr<const BlockPayload>>)>;
   // Runs the fetch on one of the tier's fetch threads and calls `done` there with the result; returns at
   // once. Every accepted fetch calls `done`, also on failure (with what it got, possibly nothing).
@@ -86,7 +92,8 @@ class KvStoreTier {
     std::optional<BlockKey> parent;
     std::shared_ptr<const BlockPayload> payload;
   };
-  // Queues the blocks for the writer thread and returns at once.
+  // Queues the blocks for the writer thread and returns at once. Each payload's trailer must hold its
+  // MAC (BlockMac::Seal) already: the tier writes it as it is.
   void Write(std::vector<WriteItem> blocks);
   // Waits until every queued write has been attempted (tests, drain); false on timeout.
   bool WaitForWrites(std::chrono::milliseconds timeout);
@@ -119,6 +126,9 @@ class KvStoreTier {
   size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
   void WriterLoop();
   void FetchLoop();
+  // Whether shard `s`'s block `key`, found with `stored_bytes`, is usable: the right size and its MAC
+  // verifies. Counts and logs (throttled) what is not.
+  bool CheckFetched(size_t s, const BlockKey& key, uint64_t stored_bytes, const BlockPayload& payload);
   // The fetch itself, on a fetch thread.
   std::vector<std::shared_ptr<const BlockPayload>> FetchPrefix(absl::Span<const BlockKey> keys);
 
@@ -127,6 +137,7 @@ class KvStoreTier {
   LogThrottle write_failure_log_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::shared_ptr<PayloadPool> payloads_;  // registered with every client
+  LogThrottle mac_failure_log_;
 
   absl::Mutex queue_mutex_;
   std::deque<WriteItem> queue_ ABSL_GUARDED_BY(queue_mutex_);

@@ -12,7 +12,8 @@ PrefixCache::PrefixCache(engine::Engine& engine, const BlockKeyContext& context,
       tiers_(tiers),
       block_tokens_(context.block_tokens),
       payload_bytes_(engine.KvPayloadBytes(context.block_tokens)) {
-  STRATA_CHECK(tiers.payloads == nullptr || static_cast<int64_t>(tiers.payloads->slot_bytes()) == payload_bytes_);
+  STRATA_CHECK(tiers.payloads == nullptr || static_cast<int64_t>(tiers.payloads->payload_bytes()) == payload_bytes_);
+  STRATA_CHECK(tiers.mac != nullptr || (tiers.host == nullptr && tiers.kvstore == nullptr));
 }
 
 PromptPrefix PrefixCache::Find(absl::Span<const int32_t> prompt, const Sha256Digest& tenant_salt) {
@@ -49,11 +50,28 @@ void PrefixCache::LoadHost(PromptPrefix& prefix, engine::Sequence& sequence, std
   prefix.gpu = prefix.resident.size();
   prefix.stored = prefix.gpu;
   if (tiers_.host == nullptr) return;
-  const std::vector<std::shared_ptr<const BlockPayload>> payloads = tiers_.host->LongestPrefix(
-      absl::MakeConstSpan(prefix.keys).subspan(prefix.gpu, prefix.usable - prefix.gpu));
+  const auto keys = absl::MakeConstSpan(prefix.keys).subspan(prefix.gpu, prefix.usable - prefix.gpu);
+  std::vector<std::shared_ptr<const BlockPayload>> payloads = tiers_.host->LongestPrefix(keys);
+  // A block that fails ends the run there; the kvstores may still give it (their fetch starts at it).
+  payloads.resize(VerifiedHostRun(keys, payloads));
   prefix.host = Import(sequence, payloads, request_id);
   // A later block would land at the wrong position: fetch nothing past a refused import either.
   if (prefix.host < payloads.size()) prefix.usable = prefix.loaded();
+}
+
+size_t PrefixCache::VerifiedHostRun(absl::Span<const BlockKey> keys,
+                                    absl::Span<const std::shared_ptr<const BlockPayload>> payloads) {
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    if (tiers_.mac->Verify(keys[i], payloads[i]->bytes(), payloads[i]->trailer())) continue;
+    tiers_.host->Remove(keys[i]);
+    if (tiers_.host_mac_failures != nullptr) tiers_.host_mac_failures->Increment();
+    if (uint64_t held_back = 0; mac_failure_log_.Allow(&held_back)) {
+      LogWarning(StrCat("error=kv_mac_mismatch tier=host key=", keys[i].Hex(), " held_back=", held_back,
+                        " effect=recompute,drop"));
+    }
+    return i;
+  }
+  return payloads.size();
 }
 
 bool PrefixCache::FetchMissingAsync(PromptPrefix& prefix, FetchDone done) {
@@ -148,6 +166,8 @@ void PrefixCache::Store(PromptPrefix& prefix, const engine::Sequence& sequence, 
   std::vector<HostBlockCache::Entry> entries;
   std::vector<KvStoreTier::WriteItem> writes;
   for (size_t b = first; b < first + payloads.size(); ++b) {
+    BlockPayload& payload = *payloads[b - first];
+    tiers_.mac->Seal(prefix.keys[b], payload.bytes(), payload.trailer());
     std::shared_ptr<const BlockPayload> shared = std::move(payloads[b - first]);
     entries.push_back({prefix.keys[b], ParentOf(prefix, b), shared});
     writes.push_back({prefix.keys[b], ParentOf(prefix, b), std::move(shared)});

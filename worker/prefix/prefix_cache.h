@@ -7,8 +7,13 @@
 // a lower tier is promoted on use (into G and H).
 //
 // The last prompt token is always computed (its logits give the first token), so the block that holds
-// it is never loaded. Anything a tier cannot give (a miss, a refused import, a block of the wrong size)
-// ends the run there: the rest is computed.
+// it is never loaded. Anything a tier cannot give (a miss, a refused import, a block of the wrong size, a
+// MAC that does not verify) ends the run there: the rest is computed.
+//
+// Every block that leaves tier G is sealed with the workers' MAC (block_mac.h) right after its export,
+// before tier H or the kvstores see it; tier H's blocks are verified when imported (the kvstore tier
+// verifies its own on its fetch threads). A tier-H block that fails is dropped from tier H, counted in
+// `host_mac_failures` and logged at most once a second.
 //
 // Not thread-safe: the engine thread only, except FetchMissingAsync's callback (the kvstore tier's
 // thread).
@@ -24,7 +29,10 @@
 
 #include "absl/types/span.h"
 #include "common/block_key.h"
+#include "common/log.h"
+#include "common/metrics.h"
 #include "worker/engine/engine.h"
+#include "worker/prefix/block_mac.h"
 #include "worker/prefix/block_payload.h"
 #include "worker/prefix/fetch_policy.h"
 #include "worker/prefix/gpu_block_cache.h"
@@ -56,6 +64,9 @@ class PrefixCache {
     KvStoreTier* kvstore = nullptr;
     PayloadPool* payloads = nullptr;  // where exported blocks are written (null: the heap)
     FetchPolicy* fetch_policy = nullptr;  // null: fetch whatever the kvstores may hold
+    // The workers' MAC key; required when `host` or `kvstore` is set.
+    const BlockMac* mac = nullptr;
+    Counter* host_mac_failures = nullptr;  // optional
   };
   PrefixCache(engine::Engine& engine, const BlockKeyContext& context, Tiers tiers);
 
@@ -98,6 +109,9 @@ class PrefixCache {
   // Imports whole blocks; how many went in (the run ends at the first of the wrong size or a refusal).
   size_t Import(engine::Sequence& sequence, absl::Span<const std::shared_ptr<const BlockPayload>> payloads,
                 std::string_view request_id);
+  // How many of `payloads` (the blocks of `keys`, in order) verify before the first that does not, which
+  // is dropped from tier H.
+  size_t VerifiedHostRun(absl::Span<const BlockKey> keys, absl::Span<const std::shared_ptr<const BlockPayload>> payloads);
   std::optional<BlockKey> ParentOf(const PromptPrefix& prefix, size_t block) const {
     return block > 0 ? std::optional<BlockKey>(prefix.keys[block - 1]) : std::nullopt;
   }
@@ -107,6 +121,7 @@ class PrefixCache {
   const Tiers tiers_;
   const int64_t block_tokens_;
   const int64_t payload_bytes_;
+  LogThrottle mac_failure_log_;
 };
 
 }  // namespace strata::worker

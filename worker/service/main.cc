@@ -88,6 +88,10 @@ int main(int argc, char** argv) {
                  "detect (UCX peer error handling, TCP on one host) or timeout (shared memory on one host)")
       ->transform(CLI::CheckedTransformer(peer, CLI::ignore_case))
       ->default_str("detect");
+  std::string kv_mac_key_file;
+  app.add_option("--kv-mac-key-file", kv_mac_key_file,
+                 "Secret (at least 32 bytes) the workers sign KV blocks with; the same on every worker of a cluster "
+                 "(default: random per process, so this worker's blocks verify only on itself)");
   app.add_option("--scheduler", o.scheduler_address, "host:port of strata-scheduler (none: run alone)");
   app.add_option("--prefill-s-per-token", o.prefill_s_per_token, "Prefill rate told to the scheduler (0: measure)")
       ->capture_default_str();
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long running requests may finish")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.model_dir = model_dir;
+  o.kv_mac_key_file = kv_mac_key_file;
   if (dtype == "bf16") {
     o.cuda_dtype = strata::DType::kBF16;
   } else if (dtype == "f32") {

@@ -59,6 +59,10 @@ struct WorkerOptions {
   enum class KvstoreFetch { kAuto, kAlways };
   KvstoreFetch kvstore_fetch = KvstoreFetch::kAuto;
   kvstore::PeerFailure kvstore_peer_failure = kvstore::PeerFailure::kDetect;
+  // The secret the workers sign KV blocks with (worker/prefix/block_mac.h): the same file on every worker
+  // of a cluster, so one worker's blocks verify on another. Empty: a random secret per process (the
+  // worker's blocks then verify only on itself; logged at start).
+  std::filesystem::path kv_mac_key_file;
   std::string scheduler_address;            // empty: run alone (no registration)
   // What registration tells placement. 0: measured at start-up (a short prefill and decode run).
   double prefill_s_per_token = 0;

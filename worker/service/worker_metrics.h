@@ -25,6 +25,8 @@ struct WorkerMetrics {
   Counter& kvstore_written_blocks;
   Counter& kvstore_write_failures;
   Counter& kvstore_fetches_skipped;  // the fetch policy judged computing cheaper
+  Counter& kv_mac_failures_host;     // tier-H blocks whose MAC did not verify
+  Counter& kv_mac_failures_kvstore;  // kvstore blocks whose MAC did not verify (forged, another key's)
   Histogram& batch_requests;    // sequences per engine step
   Histogram& batch_tokens;      // tokens per engine step
   Histogram& ttft_seconds;
@@ -33,8 +35,12 @@ struct WorkerMetrics {
   Histogram& kvstore_fetch_seconds;
 
   KvStoreTierMetrics kvstore_tier() {
-    return {&kvstore_fetch_failures, &kvstore_fetched_blocks, &kvstore_written_blocks, &kvstore_write_failures,
-            &kvstore_fetch_seconds};
+    return {.fetch_failures = &kvstore_fetch_failures,
+            .mac_failures = &kv_mac_failures_kvstore,
+            .fetched_blocks = &kvstore_fetched_blocks,
+            .written_blocks = &kvstore_written_blocks,
+            .write_failures = &kvstore_write_failures,
+            .fetch_seconds = &kvstore_fetch_seconds};
   }
 };
 

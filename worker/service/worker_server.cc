@@ -22,6 +22,20 @@ std::string AdvertiseAddress(const WorkerOptions& options, int port) {
   return StrCat(host, ":", port);
 }
 
+// The workers' KV MAC key: --kv-mac-key-file, or a random one for this process alone.
+absl::StatusOr<std::shared_ptr<const BlockMac>> LoadMacKey(const WorkerOptions& options) {
+  if (options.kv_mac_key_file.empty()) {
+    LogWarning(StrCat("event=kv_mac_key source=generated effect=\"blocks this worker writes verify only on this "
+                      "worker (its kvstore blocks are misses elsewhere); give every worker the same "
+                      "--kv-mac-key-file\""));
+    return std::make_shared<const BlockMac>(BlockMac::Generate());
+  }
+  absl::StatusOr<BlockMac> mac = BlockMac::FromFile(options.kv_mac_key_file);
+  if (!mac.ok()) return absl::Status(mac.status().code(), StrCat("--kv-mac-key-file: ", mac.status().message()));
+  LogInfo(StrCat("event=kv_mac_key source=file path=", options.kv_mac_key_file.string()));
+  return std::make_shared<const BlockMac>(*std::move(mac));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
@@ -36,6 +50,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   }
   // Before the model loads: a wrong certificate or token file is reported at once.
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
+  if (!options.kv_mac_key_file.empty() || options.host_cache_bytes > 0 || !options.kvstores.empty()) {
+    STRATA_ASSIGN_OR_RETURN(s.mac_, LoadMacKey(options));
+  }
   s.metrics_ = std::make_unique<WorkerMetrics>(s.registry_);
 
   STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(options.model_dir));
@@ -164,6 +181,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     kv.security = security;
     kv.addresses = options.kvstores;
     kv.block_bytes = block_bytes;
+    kv.mac = s.mac_;
     kv.payloads = s.payloads_;
     kv.peer_failure = options.kvstore_peer_failure;
     STRATA_ASSIGN_OR_RETURN(s.kvstore_, KvStoreTier::Create(kv, s.metrics_->kvstore_tier()));
@@ -180,7 +198,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                          .host = s.host_cache_.get(),
                          .kvstore = s.kvstore_.get(),
                          .payloads = s.payloads_.get(),
-                         .fetch_policy = s.fetch_policy_.get()},
+                         .fetch_policy = s.fetch_policy_.get(),
+                         .mac = s.mac_.get(),
+                         .host_mac_failures = &s.metrics_->kv_mac_failures_host},
       s.metrics_.get());
   s.registry_.AddGaugeCallback("strata_worker_queue_depth", "Requests admitted, not yet running", {},
                                [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });

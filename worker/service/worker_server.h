@@ -57,6 +57,7 @@ class WorkerServer {
   std::unique_ptr<GpuBlockCache> gpu_cache_;  // after engine_ (its pool), before loop_ (which uses it)
   int64_t kv_pool_blocks_ = 0;
   std::shared_ptr<PayloadPool> payloads_;  // tier H's and the kvstore tier's block payloads; null when neither
+  std::shared_ptr<const BlockMac> mac_;    // with payloads_
   std::unique_ptr<HostBlockCache> host_cache_;
   std::unique_ptr<KvStoreTier> kvstore_;
   std::unique_ptr<FetchPolicy> fetch_policy_;  // with kvstore_
