@@ -248,6 +248,11 @@ cmd_up() {
 
   mkdir -p "$RUN_DIR"
   [[ $FRESH -eq 1 ]] && rm -rf "$RUN_DIR/kvstore-ssd"
+  # The workers' shared KV MAC secret (--kv-mac-key-file): made once per run directory, readable by its
+  # owner only, so that one worker's kvstore blocks verify on another (and across restarts of the cluster).
+  if [[ ! -s "$RUN_DIR/kv-mac.key" ]]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 >"$RUN_DIR/kv-mac.key")
+  fi
   local all="scheduler kvstore"
   for ((i = 0; i < WORKERS; i++)); do all+=" worker-$i"; done
   cat >"$RUN_DIR/cluster.env" <<EOF
@@ -285,7 +290,8 @@ EOF
       --grpc-address "127.0.0.1:$(worker_port "$i")" --advertise-address "127.0.0.1:$(worker_port "$i")" \
       --metrics-host 127.0.0.1 --metrics-port "$(worker_metrics_port "$i")" --scheduler "127.0.0.1:$SCHEDULER_PORT" \
       --kvstore "127.0.0.1:$KVSTORE_PORT" --block-tokens "$BLOCK_TOKENS" --threads "$THREADS" \
-      --served-model-name "$SERVED_NAME" --worker-id "worker-$i" ${WORKER_ARGS:-}
+      --served-model-name "$SERVED_NAME" --worker-id "worker-$i" --kv-mac-key-file "$RUN_DIR/kv-mac.key" \
+      ${WORKER_ARGS:-}
   done
   wait_until kvstore healthy "$KVSTORE_METRICS_PORT" || fail_up
   for ((i = 0; i < WORKERS; i++)); do wait_until "worker-$i" healthy "$(worker_metrics_port "$i")" || fail_up; done

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -45,6 +46,18 @@ class SoakCluster {
     return WaitWhole();
   }
 
+  // The workers' shared KV MAC secret, made once in the scratch directory.
+  std::string MacKeyFile() {
+    const std::filesystem::path path = dir_.path() / "kv-mac.key";
+    if (!std::filesystem::exists(path)) {
+      std::random_device random;
+      std::string secret;
+      for (int i = 0; i < 48; ++i) secret.push_back("0123456789abcdef"[random() % 16]);
+      std::ofstream(path) << secret << "\n";
+    }
+    return path.string();
+  }
+
   absl::Status StartScheduler() {
     Daemon::Spec spec{.name = "strata-scheduler",
                       .argv = {options_.scheduler_path, "serve", "--grpc-address", Address(scheduler_port_),
@@ -82,7 +95,9 @@ class SoakCluster {
                                "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--block-tokens", "16",
                                "--threads", "1", "--served-model-name", "soak", "--worker-id", StrCat("worker-", i),
                                "--scheduler", Address(scheduler_port_), "--kvstore", proxy_->address(),
-                               "--host-cache-bytes", std::to_string(2 << 20)},
+                               "--host-cache-bytes", std::to_string(2 << 20),
+                               // the cluster's KV MAC secret: one worker's kvstore blocks verify on another
+                               "--kv-mac-key-file", MacKeyFile()},
                       .port_file = dir_.path() / StrCat("worker-", i, ".ports")};
     STRATA_ASSIGN_OR_RETURN(workers_[static_cast<size_t>(i)], Daemon::Start(std::move(spec)));
     return absl::OkStatus();

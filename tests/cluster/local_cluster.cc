@@ -128,7 +128,9 @@ absl::Status LocalCluster::StartWorker(int index) {
                                    "llama3-tiny", "--worker-id", StrCat("worker-", index),
                                    // A tiny model computes a block sooner than any fetch returns it, so the
                                    // fetch policy would stop fetching: these tests exercise the fetches.
-                                   "--kvstore-fetch", "always"};
+                                   "--kvstore-fetch", "always",
+                                   // The cluster's KV MAC secret: one worker's blocks verify on another.
+                                   "--kv-mac-key-file", STRATA_TEST_DATA_DIR "/kv_mac.key"};
   argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
   Daemon daemon;
   daemon.process = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);

@@ -126,7 +126,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> StartWorker(const std::filesystem::path&
   Daemon::Spec spec{.name = "strata-worker",
                     .argv = {STRATA_WORKER_PATH, "--model", ModelDir(), "--grpc-address", "127.0.0.1:0",
                              "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--block-tokens", "16",
-                             "--threads", "1", "--served-model-name", "llama3-tiny"},
+                             "--threads", "1", "--served-model-name", "llama3-tiny",
+                             // the cluster's KV MAC secret: one worker's kvstore blocks verify on another
+                             "--kv-mac-key-file", STRATA_TEST_DATA_DIR "/kv_mac.key"},
                     .port_file = port_file};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   return Daemon::Start(std::move(spec));

@@ -372,12 +372,84 @@ TEST(WorkerProcess, AKvstoreBlockOfTheWrongSizeIsNeverLoaded) {
   // The bad block was deleted and the computed one took its place.
   ASSERT_TRUE(WaitFor([&] { return worker->Metric("strata_worker_kvstore_written_blocks_total") == 2; },
                       std::chrono::seconds(20)));
-  std::vector<std::byte> read(12288);
+  std::vector<std::byte> read(kTinyBlockBytes + 32);  // the payload and its MAC trailer
   ASSERT_TRUE((*client)->RegisterMemory(read.data(), read.size()).ok());
   auto got = (*client)->Get({{keys[0], read.data(), read.size()}});
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_TRUE((*got)[0].found);
-  EXPECT_EQ((*got)[0].size_bytes, 12288u);
+  EXPECT_EQ((*got)[0].size_bytes, read.size());
+}
+
+// The keys of `request`'s full blocks as `worker` names them (its model fingerprint, 16-token f32 blocks,
+// no tenant).
+std::vector<BlockKey> KeysOf(WorkerProcess& worker, const proto::GenerateRequest& request) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  proto::InfoResponse info;
+  EXPECT_TRUE(worker.stub().Info(&context, proto::InfoRequest(), &info).ok());
+  BlockKeyContext key_context;
+  std::memcpy(key_context.model_fingerprint.data(), info.key_scheme().model_fingerprint().data(), 32);
+  key_context.block_tokens = 16;
+  key_context.kv_dtype = DType::kF32;
+  return ComputeBlockKeys(key_context, std::vector<int32_t>(request.prompt_ids().begin(), request.prompt_ids().end()));
+}
+
+// Issue 24's forged block: anyone who reaches a kvstore can write a block under a real prefix's key with a
+// valid xxh3 (the kvstore client computes it), but not the workers' MAC. A worker that fetches it never
+// attends over it: it recomputes (the same ids as with no cache at all), counts the forgery, and the
+// block computed instead replaces it.
+TEST(WorkerProcess, AForgedKvstoreBlockIsNeverServedAndIsCounted) {
+  auto kvstore = kvstore::testing::DaemonProcess::Start({"--dram-bytes", std::to_string(64 << 20)});
+  ASSERT_TRUE(kvstore.ok()) << kvstore.status();
+  // Fetch whatever the kvstore may hold: the fetch policy could judge a tiny model's blocks cheaper to compute.
+  const std::vector<std::string> args = {"--kvstore", (*kvstore)->address(), "--kvstore-fetch", "always"};
+  auto writer = StartWorker("llama3-tiny", args);
+  ASSERT_NE(writer, nullptr);
+  const proto::GenerateRequest request = GreedyRequest(Prompt(40, 12), 8);
+  const std::vector<int32_t> uncached = GenerateAlone(ModelDir("llama3-tiny"), request);
+  const StreamResult cold = Generate(writer->stub(), request);
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_EQ(cold.ids, uncached);
+  ASSERT_TRUE(WaitFor([&] { return writer->Metric("strata_worker_kvstore_written_blocks_total") == 2; },
+                      std::chrono::seconds(20)));
+
+  // The forger reads the real first block (payload ‖ trailer), puts chosen K/V in its place and writes it
+  // back under the same key with the original trailer.
+  const std::vector<BlockKey> keys = KeysOf(*writer, request);
+  ASSERT_EQ(keys.size(), 2u);
+  auto client = (*kvstore)->Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::byte> block(kTinyBlockBytes + 32);
+  ASSERT_TRUE((*client)->RegisterMemory(block.data(), block.size()).ok());
+  auto got = (*client)->Get({{keys[0], block.data(), block.size()}});
+  ASSERT_TRUE(got.ok() && (*got)[0].found && (*got)[0].size_bytes == block.size()) << got.status();
+  const float chosen = 3.0f;
+  for (size_t at = 0; at + sizeof(float) <= kTinyBlockBytes; at += sizeof(float)) {
+    std::memcpy(block.data() + at, &chosen, sizeof(float));
+  }
+  ASSERT_TRUE((*client)->Delete({keys[0]}).ok());
+  auto put = (*client)->Put({{keys[0], block.data(), block.size(), std::nullopt}});
+  ASSERT_TRUE(put.ok()) << put.status();
+  ASSERT_EQ((*put)[0], kvstore::PutOutcome::kStored);
+
+  auto reader = StartWorker("llama3-tiny", args);  // the cluster's MAC secret (worker_testing.cc)
+  ASSERT_NE(reader, nullptr);
+  const StreamResult warm = Generate(reader->stub(), request);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  EXPECT_EQ(warm.ids, uncached);
+  EXPECT_EQ(warm.last().prefix().cached_tokens(), 0u);  // nothing after the forged block either
+  EXPECT_EQ(warm.last().prefix().prefill_tokens(), 40u);
+  EXPECT_EQ(reader->Metric("strata_worker_kv_mac_failures_total{tier=\"kvstore\"}"), 1);
+  // The block computed instead takes the forged one's place; a third worker then fetches both blocks.
+  ASSERT_TRUE(WaitFor([&] { return reader->Metric("strata_worker_kvstore_written_blocks_total") >= 1; },
+                      std::chrono::seconds(20)));
+  auto third = StartWorker("llama3-tiny", args);
+  ASSERT_NE(third, nullptr);
+  const StreamResult healed = Generate(third->stub(), request);
+  ASSERT_TRUE(healed.status.ok()) << healed.status.error_message();
+  EXPECT_EQ(healed.ids, uncached);
+  EXPECT_EQ(healed.last().prefix().cached_tokens_kvstore(), 32u);
+  EXPECT_EQ(third->Metric("strata_worker_kv_mac_failures_total{tier=\"kvstore\"}"), 0);
 }
 
 TEST(WorkerProcess, AnotherModelsFingerprintIsFailedPrecondition) {

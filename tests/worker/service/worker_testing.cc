@@ -32,6 +32,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const std::s
                                    "127.0.0.1:0",      "--metrics-host",  "127.0.0.1", "--metrics-port",
                                    "0",                "--threads",       "1",       "--block-tokens",
                                    "16",               "--port-file",     port_file};
+  // One cluster's workers: the same KV MAC secret, so that one's kvstore blocks verify on another.
+  argv.insert(argv.end(), {"--kv-mac-key-file", STRATA_TEST_DATA_DIR "/kv_mac.key"});
   argv.insert(argv.end(), args.begin(), args.end());
   worker->process_ =
       std::make_unique<strata::testing::ChildProcess>(std::move(argv), strata::testing::ChildOutput::kInherit);
