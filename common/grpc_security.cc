@@ -147,6 +147,13 @@ class TokenInterceptorFactory final : public grpc::experimental::ClientIntercept
 
 }  // namespace
 
+std::string PeerCommonName(const grpc::ServerContext& context) {
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return "";
+  const std::vector<grpc::string_ref> names = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
+  return names.empty() ? "" : std::string(names.front().data(), names.front().size());
+}
+
 bool BearerTokenMatches(std::string_view authorization, std::string_view token) {
   if (token.empty() || !authorization.starts_with(kBearer)) return false;
   const Sha256Digest given = Sha256Of(authorization.substr(kBearer.size()));

@@ -57,6 +57,12 @@ class RpcSecurity {
   std::string token_;
 };
 
+// The common name (CN) of the certificate the caller of `context` presented, verified against --tls-ca at
+// the handshake; empty without mutual TLS. Roles are told apart by it: every certificate names the same
+// serverName in its SAN (what channels verify), and each role's its own CN (the chart's strata-worker,
+// strata-kvstore, strata-scheduler).
+std::string PeerCommonName(const grpc::ServerContext& context);
+
 // True when `authorization` is "Bearer <token>". Constant time in the header's contents (both sides are
 // hashed before comparing), so a timing probe learns nothing about the token.
 bool BearerTokenMatches(std::string_view authorization, std::string_view token);

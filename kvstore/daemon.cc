@@ -39,6 +39,11 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   // A block never exceeds the arena.
   daemon->options_.max_block_bytes = std::min(options.max_block_bytes, options.dram_bytes);
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<const RpcSecurity> security, RpcSecurity::Load(options.security));
+  if (!options.writer_identities.empty() && !security->tls()) {
+    return absl::InvalidArgumentError(
+        "--writer-identity needs mutual TLS (--tls-cert, --tls-key, --tls-ca): without it no caller has a "
+        "certificate identity");
+  }
   CheckMemlockLimit(options.dram_bytes);
   STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes, options.rkey_scope));
   std::unique_ptr<SsdTier> ssd;

@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port-file", port_file, "Write 'grpc_port=N metrics_port=M health_port=H' here once serving");
   strata::AddRpcSecurityFlags(app, options.security);
+  app.add_option("--writer-identity", options.writer_identities,
+                 "Certificate common name that may put and delete blocks (repeat for several; needs --tls-*); "
+                 "default: any caller that passes the TLS and token checks");
   app.add_option("--dram-bytes", options.dram_bytes, "DRAM arena size (bytes, or with a unit: 40GiB)")->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
   app.add_option("--max-block-bytes", options.max_block_bytes, "Largest block accepted (bytes, or 64MiB)")->capture_default_str()

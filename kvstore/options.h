@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "common/rpc_security_options.h"
 
@@ -43,6 +44,11 @@ struct Options {
   // Mutual TLS and the shared token of the gRPC port and of the channel to the scheduler
   // (common/grpc_security.h). Default: neither.
   RpcSecurityOptions security;
+  // Certificate common names (PeerCommonName) that may write: BeginPut, CommitPut, AbortPut, Delete. Any
+  // other caller gets PERMISSION_DENIED for those (reads stay open to every caller that passed the TLS and
+  // token checks). Needs mutual TLS. Empty (default): every such caller may write. The chart passes
+  // strata-worker: only workers, who sign what they write (worker/prefix/block_mac.h), put blocks.
+  std::vector<std::string> writer_identities;
   // When set, written (atomically) once the daemon serves: "grpc_port=N metrics_port=M health_port=H\n".
   std::filesystem::path port_file;
 

@@ -1,9 +1,12 @@
 #include "kvstore/service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "common/block_key.h"
+#include "common/grpc_security.h"
 #include "common/rpc.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -74,6 +77,25 @@ KvStoreService::KvStoreService(const Options& options, Store& store, DataPlane d
   begin_get_seconds_ = &Latency("begin_get", metrics);
   end_get_seconds_ = &Latency("end_get", metrics);
   delete_seconds_ = &Latency("delete", metrics);
+  writes_refused_ = &metrics.AddCounter("strata_kvstore_writes_refused_total",
+                                        "Puts and deletes refused: the caller's certificate is not a --writer-identity");
+}
+
+grpc::Status KvStoreService::AuthorizeWrite(const grpc::ServerContext& context, std::string_view op) {
+  if (options_.writer_identities.empty()) return grpc::Status::OK;
+  const std::string name = PeerCommonName(context);
+  if (std::find(options_.writer_identities.begin(), options_.writer_identities.end(), name) !=
+      options_.writer_identities.end()) {
+    return grpc::Status::OK;
+  }
+  writes_refused_->Increment();
+  if (uint64_t held_back = 0; write_refused_log_.Allow(&held_back)) {
+    LogWarning(StrCat("error=kvstore_write_refused op=", op, " peer_cn=\"", name, "\" peer=", context.peer(),
+                      " held_back=", held_back));
+  }
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      StrCat(op, ": the caller's certificate (CN \"", name,
+                             "\") may not write to this kvstore; writers: ", absl::StrJoin(options_.writer_identities, ",")));
 }
 
 Histogram& KvStoreService::Latency(const char* op, MetricsRegistry& metrics) {
@@ -144,9 +166,10 @@ grpc::Status KvStoreService::Lookup(grpc::ServerContext*, const proto::LookupReq
   return grpc::Status::OK;
 }
 
-grpc::Status KvStoreService::BeginPut(grpc::ServerContext*, const proto::BeginPutRequest* request,
+grpc::Status KvStoreService::BeginPut(grpc::ServerContext* context, const proto::BeginPutRequest* request,
                                       proto::BeginPutResponse* response) {
   CallGuard guard(in_flight_);
+  if (grpc::Status denied = AuthorizeWrite(*context, "BeginPut"); !denied.ok()) return denied;
   Timer timer(*begin_put_seconds_);
   if (absl::Status status = CheckBatch(request->items_size(), options_.max_batch, "BeginPut"); !status.ok()) {
     return ToGrpcStatus(status);
@@ -203,17 +226,19 @@ grpc::Status KvStoreService::BeginPut(grpc::ServerContext*, const proto::BeginPu
   return grpc::Status::OK;
 }
 
-grpc::Status KvStoreService::CommitPut(grpc::ServerContext*, const proto::CommitPutRequest* request,
+grpc::Status KvStoreService::CommitPut(grpc::ServerContext* context, const proto::CommitPutRequest* request,
                                        proto::CommitPutResponse*) {
   CallGuard guard(in_flight_);
+  if (grpc::Status denied = AuthorizeWrite(*context, "CommitPut"); !denied.ok()) return denied;
   Timer timer(*commit_put_seconds_);
   const auto& checksums = request->checksums();
   return ToGrpcStatus(store_.CommitPut(request->put_id(), absl::MakeConstSpan(checksums.data(), checksums.size())));
 }
 
-grpc::Status KvStoreService::AbortPut(grpc::ServerContext*, const proto::AbortPutRequest* request,
+grpc::Status KvStoreService::AbortPut(grpc::ServerContext* context, const proto::AbortPutRequest* request,
                                       proto::AbortPutResponse*) {
   CallGuard guard(in_flight_);
+  if (grpc::Status denied = AuthorizeWrite(*context, "AbortPut"); !denied.ok()) return denied;
   return ToGrpcStatus(store_.AbortPut(request->put_id()));
 }
 
@@ -270,9 +295,10 @@ grpc::Status KvStoreService::EndGet(grpc::ServerContext*, const proto::EndGetReq
   return ToGrpcStatus(store_.EndGet(request->lease_id()));
 }
 
-grpc::Status KvStoreService::Delete(grpc::ServerContext*, const proto::DeleteRequest* request,
+grpc::Status KvStoreService::Delete(grpc::ServerContext* context, const proto::DeleteRequest* request,
                                     proto::DeleteResponse* response) {
   CallGuard guard(in_flight_);
+  if (grpc::Status denied = AuthorizeWrite(*context, "Delete"); !denied.ok()) return denied;
   Timer timer(*delete_seconds_);
   absl::StatusOr<std::vector<BlockKey>> keys = ParseKeys(request->keys(), options_.max_batch, "Delete");
   if (!keys.ok()) return ToGrpcStatus(keys.status());

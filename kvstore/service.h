@@ -7,6 +7,7 @@
 #include <atomic>
 #include <string>
 
+#include "common/log.h"
 #include "common/metrics.h"
 #include "kvstore/options.h"
 #include "kvstore/store.h"
@@ -46,6 +47,9 @@ class KvStoreService final : public proto::KvStore::Service {
 
  private:
   Histogram& Latency(const char* op, MetricsRegistry& metrics);
+  // OK when the caller may write (Options::writer_identities); else PERMISSION_DENIED naming its
+  // certificate, counted and logged at most once a second.
+  grpc::Status AuthorizeWrite(const grpc::ServerContext& context, std::string_view op);
   // --rkey-scope=grant: registers the blocks at `offsets` (sizes `bytes`) and ties the registrations to the
   // put or lease `id`; the packed rkeys, in order.
   absl::StatusOr<std::vector<std::string>> GrantRkeys(uint64_t id, absl::Span<const uint64_t> offsets,
@@ -64,6 +68,8 @@ class KvStoreService final : public proto::KvStore::Service {
   const Options options_;
   Store& store_;
   const DataPlane data_plane_;
+  Counter* writes_refused_;
+  LogThrottle write_refused_log_;
   Histogram *lookup_seconds_, *begin_put_seconds_, *commit_put_seconds_, *begin_get_seconds_, *end_get_seconds_,
       *delete_seconds_;
 };

@@ -1,7 +1,8 @@
 // The internal plane's guarantees with real daemons on loopback: a cluster whose every daemon runs mutual
 // TLS and a shared token works end to end (kvstore -> scheduler, worker -> scheduler and kvstore, front
 // door -> worker), while a caller without the token is refused before any state changes; the health port;
-// start-up errors naming the bad file; rkeys only in grant replies.
+// start-up errors naming the bad file; rkeys only in grant replies; writes to a kvstore from workers'
+// certificates only.
 #include <httplib.h>
 
 #include <fstream>
@@ -318,6 +319,84 @@ TEST(KvstoreGrants, AnRkeyTravelsOnlyInTheReplyOfAGrant) {
   EXPECT_TRUE(again.rkey().empty());
   EXPECT_TRUE(again.slots(0).rkey().empty());
   EXPECT_EQ(again.slots(0).remote_address(), 0u);
+}
+
+// --writer-identity strata-worker: a worker's certificate (CN strata-worker) reserves, aborts and deletes;
+// another certificate of the same CA (the kvstore's, the scheduler's: CN strata.internal here) still
+// reads, but every write is PERMISSION_DENIED naming its certificate, before anything is reserved.
+TEST(KvstoreWrites, OnlyAWorkerCertificateMayPutOrDelete) {
+  Credentials credentials;
+  std::vector<std::string> args = credentials.Flags();
+  args.insert(args.end(), {"--writer-identity", "strata-worker"});
+  Daemon kvstore = Kvstore(args);
+  ASSERT_GT(kvstore.grpc_port, 0);
+  RpcSecurityOptions worker = credentials.MtlsAndToken();
+  worker.tls_cert = kTls + "worker.pem";
+  worker.tls_key = kTls + "worker-key.pem";
+  auto as_worker = StubAs<proto::KvStore::Stub>(worker, kvstore.address());
+  auto as_other = StubAs<proto::KvStore::Stub>(credentials.MtlsAndToken(), kvstore.address());
+  proto::BeginPutRequest put;
+  proto::PutItem* item = put.add_items();
+  item->set_key(std::string(16, '\x22'));
+  item->set_size_bytes(4096);
+
+  {
+    Deadline context;
+    proto::BeginPutResponse reply;
+    const grpc::Status refused = as_other->BeginPut(&context, put, &reply);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
+    EXPECT_THAT(refused.error_message(), HasSubstr("CN \"strata.internal\""));
+    EXPECT_THAT(refused.error_message(), HasSubstr("writers: strata-worker"));
+  }
+  Deadline begin;
+  proto::BeginPutResponse granted;
+  ASSERT_TRUE(as_worker->BeginPut(&begin, put, &granted).ok());
+  ASSERT_NE(granted.put_id(), 0u);  // nothing was reserved by the refused call: the key was free
+  {
+    Deadline context;
+    proto::CommitPutRequest commit;
+    commit.set_put_id(granted.put_id());
+    commit.add_checksums(0);
+    proto::CommitPutResponse reply;
+    EXPECT_EQ(as_other->CommitPut(&context, commit, &reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    Deadline context;
+    proto::AbortPutRequest abort;
+    abort.set_put_id(granted.put_id());
+    proto::AbortPutResponse reply;
+    EXPECT_EQ(as_other->AbortPut(&context, abort, &reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    Deadline context;
+    proto::DeleteRequest request;
+    request.add_keys(std::string(16, '\x22'));
+    proto::DeleteResponse reply;
+    EXPECT_EQ(as_other->Delete(&context, request, &reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // Reads stay open to the other certificate; the worker's own abort goes through.
+  Deadline lookup_context;
+  proto::LookupRequest lookup;
+  lookup.add_keys(std::string(16, '\x22'));
+  proto::LookupResponse found;
+  EXPECT_TRUE(as_other->Lookup(&lookup_context, lookup, &found).ok());
+  Deadline abort_context;
+  proto::AbortPutRequest abort;
+  abort.set_put_id(granted.put_id());
+  proto::AbortPutResponse aborted;
+  EXPECT_TRUE(as_worker->AbortPut(&abort_context, abort, &aborted).ok());
+  Deadline delete_context;
+  proto::DeleteRequest remove;
+  remove.add_keys(std::string(16, '\x22'));
+  proto::DeleteResponse removed;
+  EXPECT_TRUE(as_worker->Delete(&delete_context, remove, &removed).ok());
+
+  // Without mutual TLS there is no certificate to name: the daemon refuses to start, saying so.
+  ChildProcess plaintext({STRATA_KVSTORE_PATH, "--port", "0", "--metrics-port", "-1", "--writer-identity", "strata-worker"});
+  const std::optional<int> exit_code = plaintext.Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(exit_code.has_value());
+  EXPECT_NE(*exit_code, 0);
+  EXPECT_THAT(plaintext.err(), HasSubstr("--writer-identity needs mutual TLS"));
 }
 
 TEST(StrataKvCli, ReachesAKvstoreOnMutualTlsAndATokenWithTheSameFlags) {

@@ -2,7 +2,9 @@
 # Regenerates the test certificates of the internal gRPC plane (tests/security, tests/common):
 #   ca.pem                      the cluster's CA
 #   node.pem / node-key.pem     a node certificate signed by ca.pem, used as server and as client
-#                               (SAN: strata.internal, localhost, 127.0.0.1)
+#                               (CN strata.internal; SAN: strata.internal, localhost, 127.0.0.1)
+#   worker.pem / worker-key.pem the same with CN strata-worker: a worker's per-role certificate (a kvstore
+#                               with --writer-identity strata-worker takes writes from it only)
 #   other-ca.pem                an unrelated CA
 #   other-node.pem / other-node-key.pem  a node certificate signed by other-ca.pem (same SANs): the peer
 #                               that must be refused
@@ -20,9 +22,9 @@ make_ca() {  # name subject
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 }
 
-make_node() {  # name ca
+make_node() {  # name ca [common name]
   openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$1-key.pem" -out "$work/$1.csr" \
-    -subj "/CN=strata.internal" 2>/dev/null
+    -subj "/CN=${3:-strata.internal}" 2>/dev/null
   cat >"$work/$1.ext" <<EXT
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -35,7 +37,8 @@ EXT
 
 make_ca ca "Strata test CA"
 make_node node ca
+make_node worker ca strata-worker
 make_ca other-ca "Another CA"
 make_node other-node other-ca
-chmod 600 node-key.pem other-node-key.pem
-echo "wrote $(pwd)/{ca,node,node-key,other-ca,other-node,other-node-key}.pem"
+chmod 600 node-key.pem worker-key.pem other-node-key.pem
+echo "wrote $(pwd)/{ca,node,node-key,worker,worker-key,other-ca,other-node,other-node-key}.pem"
