@@ -462,19 +462,24 @@ function networkpolicies() {
 const EKU = { serverAuth: "1.3.6.1.5.5.7.3.1", clientAuth: "1.3.6.1.5.5.7.3.2" };
 
 function secrets() {
-  // Generated: a CA and a certificate it signed, for strata.internal, usable as server and client, whose key
-  // matches; a long random token; one API key for tenant `default`.
+  // Generated: a CA and a certificate per role (worker, kvstore, scheduler) it signed, each with CN
+  // strata-<role> and SAN strata.internal, usable as server and client, whose key matches; a long random
+  // token; one API key for tenant `default`.
   const docs = render(VARIANTS[0]);
   const internal = byKind(docs, "Secret").find((s) => s.metadata.name === "strata-internal");
   if (check(internal, "no generated internal Secret with the default values")) {
     const ca = new X509Certificate(decode(internal, "ca.crt"));
-    const cert = new X509Certificate(decode(internal, "tls.crt"));
     check(ca.ca, "ca.crt is not a CA certificate");
-    check(cert.verify(ca.publicKey) && cert.checkIssued(ca), "tls.crt is not signed by ca.crt");
-    check(cert.checkHost("strata.internal") === "strata.internal", `tls.crt does not name strata.internal: ${cert.subjectAltName}`);
-    check(cert.checkPrivateKey(createPrivateKey(decode(internal, "tls.key"))), "tls.key is not the key of tls.crt");
-    check(EKU.serverAuth && cert.keyUsage?.includes(EKU.serverAuth) && cert.keyUsage?.includes(EKU.clientAuth),
-          `tls.crt is not usable for both mutual-TLS ends: extended key usage ${cert.keyUsage}`);
+    check(!("tls.crt" in internal.data), "the internal Secret still holds one certificate for every role");
+    for (const role of ["worker", "kvstore", "scheduler"]) {
+      const cert = new X509Certificate(decode(internal, `${role}.crt`));
+      check(cert.verify(ca.publicKey) && cert.checkIssued(ca), `${role}.crt is not signed by ca.crt`);
+      check(cert.subject === `CN=strata-${role}`, `${role}.crt's subject is ${cert.subject}, not CN=strata-${role}`);
+      check(cert.checkHost("strata.internal") === "strata.internal", `${role}.crt does not name strata.internal: ${cert.subjectAltName}`);
+      check(cert.checkPrivateKey(createPrivateKey(decode(internal, `${role}.key`))), `${role}.key is not the key of ${role}.crt`);
+      check(EKU.serverAuth && cert.keyUsage?.includes(EKU.serverAuth) && cert.keyUsage?.includes(EKU.clientAuth),
+            `${role}.crt is not usable for both mutual-TLS ends: extended key usage ${cert.keyUsage}`);
+    }
     check(decode(internal, "token").length >= 32, "the generated token is shorter than 32 characters");
   }
   const keys = byKind(docs, "Secret").find((s) => s.metadata.name === "strata-api-keys");
@@ -510,13 +515,33 @@ function secrets() {
       const volume = pod.volumes.find((vol) => vol.name === "internal-security");
       const name = volume?.secret?.secretName;
       check(name === (existing ? "my-internal" : "strata-internal"), `${where} mounts Secret ${name}`);
+      // Each file is an item of the mounted Secret; the certificate and key are the daemon's own role's.
       for (const [flag, path] of files) {
-        const key = path.slice((mount?.mountPath ?? "").length + 1);
-        check(path.startsWith(mount.mountPath + "/") && (existing || key in secretsByName[name].data),
+        const file = path.slice((mount?.mountPath ?? "").length + 1);
+        const key = volume?.secret?.items?.find((item) => item.path === file)?.key;
+        check(path.startsWith(mount.mountPath + "/") && key && (existing || key in secretsByName[name].data),
               `${where} ${flag} ${path} is not a key of the mounted Secret ${name}`);
+        if (flag === "--tls-cert" || flag === "--tls-key") {
+          check(key === `${daemon}.${flag === "--tls-cert" ? "crt" : "key"}`, `${where} ${flag} is Secret key ${key}, not its role's`);
+        }
       }
+      check((flagValue(c, "--writer-identity") === "strata-worker") === (daemon === "kvstore" && !off),
+            `${where} --writer-identity is ${flagValue(c, "--writer-identity")}`);
     }
     check(!existing || !secretsByName["strata-internal"], `${tag} generates an internal Secret although one is given`);
+    // The workers' KV MAC secret: in worker pods (the file --kv-mac-key-file names), in no other pod.
+    for (const { daemon, pod, c } of daemonContainers(rendered)) {
+      const volume = pod.volumes.find((vol) => vol.secret?.secretName === "strata-kv-mac");
+      const flag = flagValue(c, "--kv-mac-key-file");
+      if (daemon !== "worker") {
+        check(!volume && flag === undefined, `${tag} ${daemon} mounts or names the workers' KV MAC secret`);
+        continue;
+      }
+      const mount = c.volumeMounts.find((m) => m.name === volume?.name);
+      check(mount && flag === `${mount.mountPath}/kv-mac.key`, `${tag} worker --kv-mac-key-file ${flag} is not the mounted kv-mac Secret's key`);
+      const secret = secretsByName["strata-kv-mac"];
+      check(secret && decode(secret, "kv-mac.key").length >= 32, `${tag} no generated kv-mac Secret of at least 32 bytes`);
+    }
     const scheduler = daemonContainers(rendered).find((x) => x.daemon === "scheduler");
     const keysOff = v.set.includes("frontDoor.apiKeys.enabled=false");
     check((flagValue(scheduler.c, "--api-keys") !== undefined) === !keysOff, `${tag} --api-keys does not follow frontDoor.apiKeys.enabled`);

@@ -55,6 +55,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "strata.apiKeysSecretName" -}}
 {{- default (printf "%s-api-keys" (include "strata.fullname" .)) .Values.frontDoor.apiKeys.existingSecret }}
 {{- end }}
+{{- define "strata.kvMacSecretName" -}}
+{{- default (printf "%s-kv-mac" (include "strata.fullname" .)) .Values.worker.kvMac.existingSecret }}
+{{- end }}
 {{- define "strata.internalSecurityOn" -}}
 {{- if or .Values.internalSecurity.tls.enabled .Values.internalSecurity.token.enabled }}true{{ end }}
 {{- end }}
@@ -90,12 +93,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The internal Secret as one role's pods mount it: ca.crt, the role's own certificate and key as tls.crt and
+     tls.key (secret-internal.yaml), token. (dict "root" $ "role" "worker") */}}
 {{- define "strata.securityVolumes" -}}
-{{- if include "strata.internalSecurityOn" . }}
+{{- $v := .root.Values.internalSecurity }}
+{{- if include "strata.internalSecurityOn" .root }}
 - name: internal-security
   secret:
-    secretName: {{ include "strata.internalSecretName" . }}
+    secretName: {{ include "strata.internalSecretName" .root }}
     defaultMode: 0440
+    items:
+      {{- if $v.tls.enabled }}
+      - {key: ca.crt, path: ca.crt}
+      - {key: {{ .role }}.crt, path: tls.crt}
+      - {key: {{ .role }}.key, path: tls.key}
+      {{- end }}
+      {{- if $v.token.enabled }}
+      - {key: token, path: token}
+      {{- end }}
 {{- end }}
 {{- end }}
 
