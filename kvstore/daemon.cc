@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "kvstore/ucx_devices.h"
 
 namespace strata::kvstore {
 namespace {
@@ -45,7 +46,12 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
         "certificate identity");
   }
   CheckMemlockLimit(options.dram_bytes);
-  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes, options.rkey_scope));
+  // UCX listens on the interface of --ucx-host (default --host) only (ucx_devices.h), where it names one.
+  const std::optional<std::string> net_devices =
+      UcxNetDevicesFor(options.ucx_host.empty() ? options.host : options.ucx_host);
+  LogInfo(StrCat("event=ucx_net_devices devices=", net_devices.value_or("ucx_default"),
+                 net_devices.has_value() ? " source=--host" : " source=UCX_NET_DEVICES_or_all"));
+  STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes, options.rkey_scope, net_devices));
   std::unique_ptr<SsdTier> ssd;
   if (!options.ssd_dir.empty()) {
     STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir, options.ssd_io));

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   std::string ssd_dir, port_file;
   app.add_option("--host", options.host, "Address to listen on (gRPC and metrics)")->capture_default_str();
   app.add_option("--port", options.port, "gRPC port (0: pick a free one)")->capture_default_str();
+  app.add_option("--ucx-host", options.ucx_host,
+                 "Address whose interface UCX listens on (default: --host; 0.0.0.0: every interface; "
+                 "UCX_NET_DEVICES overrides)");
   app.add_option("--metrics-port", options.metrics_port, "HTTP /metrics and /healthz port (0: pick, -1: off)")
       ->capture_default_str();
   app.add_option("--health-port", options.health_port,

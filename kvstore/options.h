@@ -36,6 +36,9 @@ struct Options {
   // gRPC control plane. Port 0 picks a free port (written to port_file).
   std::string host = "127.0.0.1";
   int port = 7480;
+  // The address whose interface the UCX data plane listens on (kvstore/ucx_devices.h); empty: `host`. A
+  // wildcard (0.0.0.0) leaves UCX on every interface; so does UCX_NET_DEVICES in the environment, which wins.
+  std::string ucx_host;
   // Prometheus /metrics and /healthz over HTTP; 0 picks a free port, -1 disables.
   int metrics_port = 7481;
   // A plaintext gRPC port with only grpc.health.v1.Health (for probes that do neither TLS nor tokens);

@@ -19,7 +19,8 @@ constexpr auto kMaxPause = std::chrono::microseconds(1000);
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes, RkeyScope rkey_scope) {
+absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes, RkeyScope rkey_scope,
+                                                            const std::optional<std::string>& net_devices) {
   if (arena_bytes == 0) return absl::InvalidArgumentError("DRAM arena: size must be positive");
   const uint64_t bytes = (arena_bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
   std::unique_ptr<UcxServer> server(new UcxServer());
@@ -33,6 +34,12 @@ absl::StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(uint64_t arena_bytes
         ucp_config_release(config);
         return FromUcsStatus(modified, StrCat("ucp_config_modify UCX_", name, "=", value));
       }
+    }
+  }
+  if (net_devices.has_value()) {
+    if (ucs_status_t modified = ucp_config_modify(config, "NET_DEVICES", net_devices->c_str()); modified != UCS_OK) {
+      ucp_config_release(config);
+      return FromUcsStatus(modified, StrCat("ucp_config_modify UCX_NET_DEVICES=", *net_devices));
     }
   }
   ucp_params_t params{};

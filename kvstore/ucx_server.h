@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -38,8 +39,10 @@ namespace strata::kvstore {
 class UcxServer {
  public:
   // Allocates and registers an arena of `arena_bytes` (rounded up to 2 MiB) and starts the progress thread.
-  // With RkeyScope::kGrant, UCX's registration caches are off (see above).
-  static absl::StatusOr<std::unique_ptr<UcxServer>> Start(uint64_t arena_bytes, RkeyScope rkey_scope);
+  // With RkeyScope::kGrant, UCX's registration caches are off (see above). `net_devices`, when set, is
+  // UCX_NET_DEVICES for this context (ucx_devices.h).
+  static absl::StatusOr<std::unique_ptr<UcxServer>> Start(uint64_t arena_bytes, RkeyScope rkey_scope,
+                                                          const std::optional<std::string>& net_devices = std::nullopt);
   ~UcxServer();  // stops the thread, unregisters, destroys the worker and context
   UcxServer(const UcxServer&) = delete;
   UcxServer& operator=(const UcxServer&) = delete;

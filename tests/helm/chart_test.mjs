@@ -213,6 +213,8 @@ function guarantees() {
       const listens = { scheduler: ["--grpc-address", "--metrics-host", "--http-host"], kvstore: ["--host"],
                         worker: ["--grpc-address", "--metrics-host"] }[daemon];
       for (const f of listens) check(/^0\.0\.0\.0(:|$)/.test(flagValue(c, f) ?? ""), `${where} ${f} is ${flagValue(c, f)}, not 0.0.0.0`);
+      // ... except UCX: on the pod's interface only (on TCP an rkey enforces nothing).
+      if (daemon === "kvstore") check(flagValue(c, "--ucx-host") === "$(POD_IP)", `${where} --ucx-host is ${flagValue(c, "--ucx-host")}, not $(POD_IP)`);
       // Probes: kubelet's gRPC probes on the daemon's --health-port.
       const health = Number(flagValue(c, "--health-port"));
       check(health > 0, `${where} has no --health-port`);
