@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev            # Status/StatusOr, containers, synchronization, strings
-  libssl-dev             # SHA-256 (libcrypto) for fingerprints and block keys
+  libssl-dev             # libcrypto: SHA-256 (fingerprints, block keys), AES-GMAC (the workers' KV block MAC)
   libopenblas-openmp-dev # CPU backend GEMMs (the OpenMP build: the backend uses OpenMP too)
   libpcre2-dev           # tokenizer pre-tokenizer regex (\p{L}, lookahead)
   libicu-dev             # NFC normalizer of tokenizers that ask for it (Qwen2)
