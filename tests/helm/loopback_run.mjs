@@ -72,26 +72,31 @@ export async function run(argv) {
   const scratch = mkdtempSync(join(tmpdir(), "strata-chart-run-"));
   const children = [];
   try {
-    // The Secrets' files where the pods mount them, under scratch.
+    // Each pod's Secret volumes as files under scratch/<daemon>/<volume>: the keys it projects (`items`, as
+    // the kubelet maps them: each role sees its own certificate as tls.crt), or every key.
     const secrets = Object.fromEntries(byKind(docs, "Secret").map((s) => [s.metadata.name, s]));
-    for (const [dir, name] of [["internal", "strata-internal"], ["api-keys", "strata-api-keys"]]) {
-      mkdirSync(join(scratch, dir));
-      for (const key of Object.keys(secrets[name].data)) writeFileSync(join(scratch, dir, key), decode(secrets[name], key), { mode: 0o600 });
-    }
+    const secretMounts = ({ daemon, pod, c }) => (c.volumeMounts ?? []).flatMap((m) => {
+      const secret = pod.volumes.find((v) => v.name === m.name)?.secret;
+      if (!secret) return [];
+      const dir = join(scratch, daemon, m.name);
+      mkdirSync(dir, { recursive: true });
+      const items = secret.items ?? Object.keys(secrets[secret.secretName].data).map((key) => ({ key, path: key }));
+      for (const { key, path } of items) writeFileSync(join(dir, path), decode(secrets[secret.secretName], key), { mode: 0o600 });
+      return [[m.mountPath + "/", dir + "/"]];
+    });
     mkdirSync(join(scratch, "ssd"));
     // What Kubernetes would do to a command line, on one host: $(VAR) from the downward API, the pod's mounts,
     // and every Service DNS name resolving to loopback. 0.0.0.0 becomes 127.0.0.1 (nothing listens outside).
-    const localize = (arg, podName) => arg
+    const localize = (arg, podName, mounts) => mounts.reduce((a, [from, to]) => (a.startsWith(from) ? to + a.slice(from.length) : a), arg)
       .replaceAll("$(POD_NAME)", podName).replaceAll("$(POD_NAMESPACE)", "llm").replaceAll("$(POD_IP)", "127.0.0.1")
       .replace(/[a-z0-9.-]+\.svc\.cluster\.local:/g, "127.0.0.1:")
       .replaceAll("0.0.0.0", "127.0.0.1")
       .replace(/^\/models\//, join(root, "tests/data/models") + "/")
-      .replace(/^\/etc\/strata\/internal\//, join(scratch, "internal") + "/")
-      .replace(/^\/etc\/strata\/api-keys\//, join(scratch, "api-keys") + "/")
       .replace(/^\/var\/lib\/strata\/ssd\//, join(scratch, "ssd") + "/");
-    const start = ({ daemon, c }) => {
+    const start = ({ daemon, pod, c }) => {
       const podName = `strata-${daemon}-0`;
-      const args = c.args.map((a) => localize(a, podName));
+      const mounts = secretMounts({ daemon, pod, c });
+      const args = c.args.map((a) => localize(a, podName, mounts));
       const env = { ...process.env, OMP_WAIT_POLICY: "passive" };
       for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
       const log = join(scratch, `${daemon}.log`);
