@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -543,6 +544,16 @@ TEST(WorkerProcess, ABadModelOrFlagExitsOneWithOneLine) {
                                             "0", "--metrics-port", "-1", "--grpc-address", "127.0.0.1:0"});
   EXPECT_EQ(zero_block.Wait(std::chrono::seconds(30)), 1);
   EXPECT_NE(zero_block.err().find("--block-tokens must be > 0"), std::string::npos) << zero_block.err();
+  // A KV MAC secret too short to be one (under 32 bytes) stops the worker, naming the flag and the file.
+  const strata::testing::ScratchDir dir = strata::testing::MakeTempDir("strata-worker-key-test");
+  const std::string short_key = (dir.path() / "kv-mac.key").string();
+  std::ofstream(short_key) << "too-short-a-secret\n";
+  strata::testing::ChildProcess weak_key({STRATA_WORKER_PATH, "--model", ModelDir("llama3-tiny"), "--kv-mac-key-file",
+                                          short_key, "--metrics-port", "-1", "--grpc-address", "127.0.0.1:0"});
+  EXPECT_EQ(weak_key.Wait(std::chrono::seconds(30)), 1);
+  EXPECT_NE(weak_key.err().find("--kv-mac-key-file: " + short_key + ": KV MAC secret of 18 bytes; need at least 32"),
+            std::string::npos)
+      << weak_key.err();
 }
 
 TEST(WorkerProcess, RegistersWithTheSchedulerAndItsStoredBlocksRouteToIt) {
