@@ -38,7 +38,7 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, absl::Span<const int32_t
   KvPlacement placement = options.kv_placement;
   placement.plan = result.memory.residency;
   STRATA_ASSIGN_OR_RETURN(Sequence sequence, engine.NewSequence(prompt_tokens + max_new_tokens, placement));
-  Sampler sampler(options.sampling);
+  Sampler sampler(options.sampling, prompt);
   auto start = std::chrono::steady_clock::now();
   const int64_t last_row = prompt_tokens - 1;
   STRATA_ASSIGN_OR_RETURN(std::vector<float> logits, engine.Forward(sequence, prompt, {&last_row, 1}));

@@ -17,16 +17,69 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& options) {
   if (!(options.top_p > 0.0f && options.top_p <= 1.0f)) {
     return absl::InvalidArgumentError(StrCat("top_p must be in (0, 1], got ", options.top_p));
   }
+  if (!(options.min_p >= 0.0f && options.min_p <= 1.0f)) {
+    return absl::InvalidArgumentError(StrCat("min_p must be in [0, 1], got ", options.min_p));
+  }
+  if (!(options.repetition_penalty > 0.0f) || !std::isfinite(options.repetition_penalty)) {
+    return absl::InvalidArgumentError(StrCat("repetition_penalty must be > 0, got ", options.repetition_penalty));
+  }
+  if (!(options.frequency_penalty >= -2.0f && options.frequency_penalty <= 2.0f)) {
+    return absl::InvalidArgumentError(StrCat("frequency_penalty must be in [-2, 2], got ", options.frequency_penalty));
+  }
+  if (!(options.presence_penalty >= -2.0f && options.presence_penalty <= 2.0f)) {
+    return absl::InvalidArgumentError(StrCat("presence_penalty must be in [-2, 2], got ", options.presence_penalty));
+  }
   return absl::OkStatus();
+}
+
+Sampler::Sampler(const SamplingOptions& options, absl::Span<const int32_t> prompt)
+    : options_(options), random_(options.seed) {
+  if (options_.repetition_penalty != 1.0f) {
+    prompt_ids_.assign(prompt.begin(), prompt.end());
+    std::sort(prompt_ids_.begin(), prompt_ids_.end());
+    prompt_ids_.erase(std::unique(prompt_ids_.begin(), prompt_ids_.end()), prompt_ids_.end());
+  }
 }
 
 double Sampler::Uniform() { return static_cast<double>(random_() >> 11) * 0x1.0p-53; }
 
-absl::StatusOr<int32_t> Sampler::Sample(absl::Span<const float> logits) {
-  STRATA_CHECK(!logits.empty());
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (std::isnan(logits[i])) return absl::InvalidArgumentError(StrCat("the logit of token ", i, " is NaN"));
+absl::StatusOr<int32_t> Sampler::Sample(absl::Span<const float> raw_logits) {
+  STRATA_CHECK(!raw_logits.empty());
+  for (size_t i = 0; i < raw_logits.size(); ++i) {
+    if (std::isnan(raw_logits[i])) return absl::InvalidArgumentError(StrCat("the logit of token ", i, " is NaN"));
   }
+  const int32_t token = Draw(Penalize(raw_logits));
+  if (options_.repetition_penalty != 1.0f || options_.frequency_penalty != 0.0f || options_.presence_penalty != 0.0f) {
+    ++generated_[token];
+  }
+  return token;
+}
+
+absl::Span<const float> Sampler::Penalize(absl::Span<const float> logits) {
+  const float repetition = options_.repetition_penalty;
+  if (repetition == 1.0f && options_.frequency_penalty == 0.0f && options_.presence_penalty == 0.0f) return logits;
+  penalized_.assign(logits.begin(), logits.end());
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  // Ids past the vocabulary (a caller's bug the worker refuses before here) have no logit to penalize.
+  auto repeat = [&](int32_t id) {
+    if (id < 0 || id >= vocab) return;
+    float& logit = penalized_[id];
+    logit = logit > 0.0f ? logit / repetition : logit * repetition;
+  };
+  if (repetition != 1.0f) {
+    for (int32_t id : prompt_ids_) repeat(id);
+    for (const auto& [id, count] : generated_) {
+      if (!std::binary_search(prompt_ids_.begin(), prompt_ids_.end(), id)) repeat(id);  // once per token
+    }
+  }
+  for (const auto& [id, count] : generated_) {
+    if (id < 0 || id >= vocab) continue;
+    penalized_[id] -= options_.frequency_penalty * static_cast<float>(count) + options_.presence_penalty;
+  }
+  return penalized_;
+}
+
+int32_t Sampler::Draw(absl::Span<const float> logits) {
   if (options_.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
@@ -59,8 +112,15 @@ absl::StatusOr<int32_t> Sampler::Sample(absl::Span<const float> logits) {
       if (cumulative >= options_.top_p) break;
     }
     kept = nucleus;
-    total = std::accumulate(weights_.begin(), weights_.begin() + kept, 0.0);
   }
+  if (options_.min_p > 0.0f) {
+    // weights_[0] is the most likely token's (exp(0) = 1): the ratio of probabilities needs no softmax.
+    const double floor = options_.min_p * weights_[0];
+    int64_t above = 1;
+    while (above < kept && weights_[above] >= floor) ++above;
+    kept = above;
+  }
+  total = std::accumulate(weights_.begin(), weights_.begin() + kept, 0.0);
   double target = Uniform() * total;
   for (int64_t i = 0; i < kept; ++i) {
     target -= weights_[i];

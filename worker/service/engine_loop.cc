@@ -205,7 +205,7 @@ EngineLoop::Began EngineLoop::Begin(Active& active) {
     return Began::kFailed;
   }
   active.sequence.emplace(*std::move(sequence));
-  active.sampler.emplace(r.sampling);
+  active.sampler.emplace(r.sampling, r.prompt);
   active.prefill_started = Clock::now();
   if (r.use_prefix_cache) {
     prefix_cache_.LoadHost(active.prefix, *active.sequence, r.request_id);

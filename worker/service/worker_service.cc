@@ -84,6 +84,10 @@ absl::StatusOr<GenerationRequest> ValidateGenerateRequest(const proto::GenerateR
   out.sampling.top_k = s.top_k();
   out.sampling.top_p = s.top_p() == 0.0f ? 1.0f : s.top_p();
   out.sampling.seed = s.seed();
+  out.sampling.min_p = s.min_p();
+  out.sampling.presence_penalty = s.presence_penalty();
+  out.sampling.frequency_penalty = s.frequency_penalty();
+  out.sampling.repetition_penalty = s.repetition_penalty() == 0.0f ? 1.0f : s.repetition_penalty();
   if (!std::isfinite(out.sampling.temperature) || !std::isfinite(out.sampling.top_p)) {
     return absl::InvalidArgumentError(StrCat(where, ": sampling temperature and top_p must be finite"));
   }
