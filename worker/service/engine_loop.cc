@@ -31,7 +31,7 @@ struct EngineLoop::Active {
   std::vector<int32_t> output;  // the generated tokens
   bool exported = false;        // the prompt's blocks were stored
   GenerationSummary summary;
-  Clock::time_point admitted, prefill_started, first_token;
+  Clock::time_point admitted, prefill_started, first_token, last_token_at;
 
   int64_t prompt_tokens() const { return static_cast<int64_t>(request.prompt.size()); }
   bool decoding() const { return prefilled == prompt_tokens() && generated > 0; }
@@ -361,6 +361,8 @@ void EngineLoop::Step() {
     a.output.push_back(*token);
     a.stream->Push(*token);
     if (metrics_ != nullptr) metrics_->generated_tokens.Increment();
+    if (a.generated > 1 && metrics_ != nullptr) metrics_->inter_token_seconds.Observe(Seconds(a.last_token_at, step_end));
+    a.last_token_at = step_end;
     if (a.generated == 1) {
       a.first_token = step_end;
       a.summary.ttft_s = Seconds(a.admitted, step_end);
@@ -396,9 +398,13 @@ void EngineLoop::Finish(Active& active, engine::FinishReason reason) {
   GenerationSummary& s = active.summary;
   s.finish_reason = reason;
   s.completion_tokens = active.generated;
-  s.decode_s = Seconds(active.first_token, Clock::now());
+  const Clock::time_point now = Clock::now();
+  s.decode_s = Seconds(active.first_token, now);
   active.stream->Finish(s);
-  if (metrics_ != nullptr) metrics_->requests_ok.Increment();
+  if (metrics_ != nullptr) {
+    metrics_->requests_ok.Increment();
+    metrics_->e2e_seconds.Observe(Seconds(active.admitted, now));
+  }
   // The blocks that generated tokens completed, as a next turn of a conversation (prompt + this answer +
   // more) reuses them. The last token has no KV (it was never run): the tiers see only full blocks of
   // the sequence's length.

@@ -9,6 +9,12 @@ std::vector<double> PowersOfTwo(double last) {
   return bounds;
 }
 
+// Request latencies in seconds, 5 ms to an hour: a million-token prefill takes many minutes, and a
+// histogram whose last bucket is below it says only "more than that".
+std::vector<double> RequestBucketsSeconds() {
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600};
+}
+
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(MetricsRegistry& r)
@@ -46,9 +52,14 @@ WorkerMetrics::WorkerMetrics(MetricsRegistry& r)
                                            {{"tier", "kvstore"}})),
       batch_requests(r.AddHistogram("strata_worker_batch_requests", "Sequences in one engine step", PowersOfTwo(256))),
       batch_tokens(r.AddHistogram("strata_worker_batch_tokens", "Tokens in one engine step", PowersOfTwo(16384))),
-      ttft_seconds(r.AddHistogram("strata_worker_ttft_seconds", "Admission to first token", LatencyBucketsSeconds())),
+      ttft_seconds(r.AddHistogram("strata_worker_ttft_seconds", "Admission to first token", RequestBucketsSeconds())),
       queue_seconds(
-          r.AddHistogram("strata_worker_queue_seconds", "Admission to start of prefill", LatencyBucketsSeconds())),
+          r.AddHistogram("strata_worker_queue_seconds", "Admission to start of prefill", RequestBucketsSeconds())),
+      e2e_seconds(r.AddHistogram("strata_worker_e2e_request_seconds",
+                                 "Admission to last token of a request that finished", RequestBucketsSeconds())),
+      inter_token_seconds(r.AddHistogram("strata_worker_inter_token_seconds",
+                                         "Between two consecutive tokens of one request (decode)",
+                                         LatencyBucketsSeconds())),
       step_seconds(r.AddHistogram("strata_worker_step_seconds", "One engine step (batched forward)",
                                   LatencyBucketsSeconds())),
       kvstore_fetch_seconds(r.AddHistogram("strata_worker_kvstore_fetch_seconds",

@@ -31,6 +31,8 @@ struct WorkerMetrics {
   Histogram& batch_tokens;      // tokens per engine step
   Histogram& ttft_seconds;
   Histogram& queue_seconds;
+  Histogram& e2e_seconds;          // admission to the last token
+  Histogram& inter_token_seconds;  // one request's token to its next
   Histogram& step_seconds;
   Histogram& kvstore_fetch_seconds;
 
