@@ -19,8 +19,10 @@ namespace {
 // Each open stream holds one HTTP thread for its whole life.
 constexpr size_t kHttpThreads = 128;
 
-std::vector<double> TtftBuckets() {
-  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60};
+// 5 ms to an hour: a million-token prefill takes many minutes, and a histogram whose last bucket is below
+// it says only "more than that".
+std::vector<double> RequestBuckets() {
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600};
 }
 
 }  // namespace
@@ -53,9 +55,13 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
     door->RefusalCounter(reason);  // every reason shows, at 0, from the start
   }
   door->started_unix_s_ = absl::ToUnixSeconds(absl::Now());
+  const MetricLabels model_label = {{"model_name", door->model_->name()}};
   door->ttft_ = &door->metrics_->AddHistogram("strata_frontdoor_ttft_seconds",
                                              "Request arrival to first token, as the front door sees it",
-                                             TtftBuckets());
+                                             RequestBuckets(), model_label);
+  door->e2e_ = &door->metrics_->AddHistogram("strata_frontdoor_e2e_request_seconds",
+                                            "Request arrival to its last token, of requests that finished",
+                                            RequestBuckets(), model_label);
   door->streams_ = &door->metrics_->AddGauge("strata_frontdoor_open_streams", "Requests whose worker stream is open");
   door->stream_failures_ = &door->metrics_->AddCounter(
       "strata_frontdoor_stream_failures_total",

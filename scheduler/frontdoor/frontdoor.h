@@ -84,6 +84,8 @@ class FrontDoor {
   void CountFailure(std::string_view endpoint, const absl::Status& status);
   // A stream that had started (HTTP 200 sent) and then failed.
   void CountStreamFailure() { stream_failures_->Increment(); }
+  // A request that arrived at `arrived` got its last token now (strata_frontdoor_e2e_request_seconds).
+  void RequestFinished(absl::Time arrived) { e2e_->Observe(absl::ToDoubleSeconds(absl::Now() - arrived)); }
   void StreamStarted() { streams_->Add(1); }
   void StreamEnded() { streams_->Add(-1); }
   std::string NewRequestId(Endpoint endpoint);
@@ -108,6 +110,7 @@ class FrontDoor {
   MetricsRegistry own_metrics_;
   MetricsRegistry* metrics_ = &own_metrics_;
   Histogram* ttft_ = nullptr;
+  Histogram* e2e_ = nullptr;
   Gauge* streams_ = nullptr;
   Counter* stream_failures_ = nullptr;
   absl::Mutex counters_mutex_;

@@ -7,6 +7,7 @@
 #include "common/rpc.h"
 #include "common/strings.h"
 #include "scheduler/frontdoor/frontdoor.h"
+#include "scheduler/frontdoor/openai_http.h"
 
 namespace strata::frontdoor {
 namespace {
@@ -35,6 +36,10 @@ void ApplyOptions(const proto::GenerationOptions& options, GenerationRequest& re
   if (options.has_top_p()) request.top_p = options.top_p();
   request.top_k = options.top_k();
   if (options.has_seed()) request.seed = options.seed();
+  if (options.has_min_p()) request.min_p = options.min_p();
+  if (options.has_presence_penalty()) request.presence_penalty = options.presence_penalty();
+  if (options.has_frequency_penalty()) request.frequency_penalty = options.frequency_penalty();
+  if (options.has_repetition_penalty()) request.repetition_penalty = options.repetition_penalty();
   request.stop.assign(options.stop().begin(), options.stop().end());
   request.stop_token_ids.assign(options.stop_token_ids().begin(), options.stop_token_ids().end());
   request.ignore_eos = options.ignore_eos();
@@ -49,6 +54,18 @@ absl::Status CheckOptions(const GenerationRequest& request) {
   }
   if (!(request.top_p > 0 && request.top_p <= 1)) {
     return ApiError(absl::StatusCode::kInvalidArgument, "top_p must be in (0, 1]", {}, "top_p");
+  }
+  if (!(request.min_p >= 0 && request.min_p <= 1)) {
+    return ApiError(absl::StatusCode::kInvalidArgument, "min_p must be in [0, 1]", {}, "min_p");
+  }
+  for (const auto& [name, value] : {std::pair{"presence_penalty", request.presence_penalty},
+                                    std::pair{"frequency_penalty", request.frequency_penalty}}) {
+    if (!(value >= -2 && value <= 2)) {
+      return ApiError(absl::StatusCode::kInvalidArgument, StrCat(name, " must be in [-2, 2]"), {}, name);
+    }
+  }
+  if (!(request.repetition_penalty > 0 && request.repetition_penalty <= 2)) {
+    return ApiError(absl::StatusCode::kInvalidArgument, "repetition_penalty must be in (0, 2]", {}, "repetition_penalty");
   }
   return absl::OkStatus();
 }
@@ -94,6 +111,7 @@ grpc::Status Run(FrontDoor& door, const char* name, grpc::ServerContext& context
                     absl::FromChrono(context.deadline()));
   if (!stream.ok()) return fail(stream.status());
   door.StreamStarted();
+  const std::string system_fingerprint = SystemFingerprint((*stream)->model_fingerprint());
   grpc::Status result = grpc::Status::OK;
   while (true) {
     absl::StatusOr<Piece> piece = (*stream)->Next();
@@ -104,9 +122,11 @@ grpc::Status Run(FrontDoor& door, const char* name, grpc::ServerContext& context
     }
     proto::CompletionChunk chunk;
     chunk.set_id(id);
+    chunk.set_system_fingerprint(system_fingerprint);
     chunk.set_text(piece->text);
     chunk.mutable_token_ids()->Assign(piece->token_ids.begin(), piece->token_ids.end());
     if (piece->finished) {
+      door.RequestFinished(arrived);
       chunk.set_finished(true);
       chunk.set_finish_reason(piece->finish_reason);
       FillUsage(piece->usage, *chunk.mutable_usage());

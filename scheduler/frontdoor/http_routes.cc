@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/status.h"
 #include "common/strings.h"
 #include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/frontdoor/json_shape.h"
@@ -119,6 +120,7 @@ struct StreamState {
   ResponseHeader header;
   Endpoint endpoint = Endpoint::kCompletions;
   bool include_usage = false;
+  absl::Time arrived;
   Admission admission;  // the caller's concurrency slot, until the stream ends
 };
 
@@ -142,6 +144,7 @@ bool WriteStream(StreamState& state, httplib::DataSink& sink) {
       if (!write(SseEvent(ChunkJson(state.header, state.endpoint, piece->text, false, "", null_usage)))) return false;
     }
     if (piece->finished) {
+      state.door->RequestFinished(state.arrived);
       if (!write(SseEvent(ChunkJson(state.header, state.endpoint, piece->text, false, piece->finish_reason, null_usage)))) {
         return false;
       }
@@ -156,11 +159,62 @@ bool WriteStream(StreamState& state, httplib::DataSink& sink) {
 }  // namespace
 
 void FrontDoor::InstallHttpRoutes() {
-  auto health = [this](const httplib::Request&, httplib::Response& response) {
+  // /healthz: the front door answers (liveness: scripts wait on it before any worker starts). /health:
+  // it can serve, i.e. a live worker serves its model (vLLM's meaning; 503 with the reason otherwise).
+  http_->Get("/healthz", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(Dump(Json{{"status", "ok"}, {"model", model_->name()}}), kJson);
+  });
+  http_->Get("/health", [this](const httplib::Request&, httplib::Response& response) {
+    const int workers = WorkerCount();
+    Json body{{"status", workers > 0 ? "ok" : "unavailable"}, {"model", model_->name()}, {"workers", workers}};
+    if (workers == 0) {
+      response.status = 503;
+      body["reason"] = StrCat("no live worker serves model '", model_->name(), "'");
+    }
+    response.set_content(Dump(body), kJson);
+  });
+  http_->Get("/version", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Dump(Json{{"version", std::string(StrataVersion())}}), kJson);
+  });
+  // vLLM's /tokenize and /detokenize: the key (401), its rate (429), the body's shape and parse (400) and
+  // the key's models (403) as for generation; no worker is involved.
+  auto utility = [this](const char* name, auto answer) {
+    return [this, name, answer](const httplib::Request& request, httplib::Response& response) {
+      auto fail = [&](const absl::Status& status) {
+        SendError(response, status);
+        CountFailure(name, status);
+      };
+      absl::StatusOr<const Caller*> caller = Authenticate(request.get_header_value("Authorization"));
+      if (!caller.ok()) return fail(caller.status());
+      absl::StatusOr<Admission> admission = Admit(**caller);
+      if (!admission.ok()) return fail(admission.status());
+      if (absl::Status shape = CheckJsonShape(request.body, request_limits().json); !shape.ok()) return fail(shape);
+      absl::StatusOr<Json> out = answer(**caller, request.body);
+      if (!out.ok()) return fail(out.status());
+      response.set_content(Dump(*out), kJson);
+      CountRequest(name, 200);
+    };
   };
-  http_->Get("/health", health);
-  http_->Get("/healthz", health);
+  http_->Post("/tokenize", utility("/tokenize", [this](const Caller& caller, std::string_view body) -> absl::StatusOr<Json> {
+    STRATA_ASSIGN_OR_RETURN(GenerationRequest parsed, ParseTokenizeRequest(body));
+    STRATA_RETURN_IF_ERROR(CheckModel(caller, parsed.model));
+    STRATA_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, model_->Tokenize(parsed));
+    return Json{{"count", tokens.size()}, {"max_model_len", model_->context_tokens()}, {"tokens", tokens}};
+  }));
+  http_->Post("/detokenize", utility("/detokenize", [this](const Caller& caller, std::string_view body) -> absl::StatusOr<Json> {
+    STRATA_ASSIGN_OR_RETURN(DetokenizeRequest parsed, ParseDetokenizeRequest(body));
+    STRATA_RETURN_IF_ERROR(CheckModel(caller, parsed.model));
+    STRATA_RETURN_IF_ERROR(model_->CheckName(parsed.model));
+    const int32_t vocab = model_->tokenizer().vocab_size();
+    for (int32_t id : parsed.tokens) {
+      if (id >= vocab) {
+        return ApiError(absl::StatusCode::kInvalidArgument,
+                        StrCat("token id ", id, " is outside the vocabulary of `", model_->name(), "` (", vocab, " ids)"),
+                        {}, "tokens");
+      }
+    }
+    return Json{{"prompt", model_->tokenizer().Decode(parsed.tokens, model::SpecialTokens::kInclude)}};
+  }));
   if (http_metrics_ == scheduler::HttpMetrics::kOn) {  // else only on the metrics port: the registry is not public
     http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
       response.set_content(metrics_->RenderText(), "text/plain; version=0.0.4; charset=utf-8");
@@ -218,6 +272,7 @@ void FrontDoor::InstallHttpRoutes() {
       absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
           Generate(*parsed, TenantOf(**caller, request.remote_addr, *parsed), header.id, arrived);
       if (!stream.ok()) return fail(stream.status());
+      header.system_fingerprint = SystemFingerprint((*stream)->model_fingerprint());
 
       if (!parsed->stream) {
         StreamStarted();
@@ -233,6 +288,7 @@ void FrontDoor::InstallHttpRoutes() {
                             piece.status().message(), "\""));
           return fail(piece.status());
         }
+        RequestFinished(arrived);
         response.set_content(Dump(CompletionJson(header, endpoint, text, piece->finish_reason, piece->usage)), kJson);
         CountRequest(name, 200);
         return;
@@ -244,6 +300,7 @@ void FrontDoor::InstallHttpRoutes() {
       state->header = std::move(header);
       state->endpoint = endpoint;
       state->include_usage = parsed->include_usage;
+      state->arrived = arrived;
       state->admission = *std::move(admission);
       StreamStarted();
       response.set_header("Cache-Control", "no-cache");

@@ -69,6 +69,75 @@ absl::Status ReadTokenIds(const Json& array, const char* param, std::vector<int3
   return absl::OkStatus();
 }
 
+// A request field that Strata does not implement: refused with a 400 naming it, never ignored, unless it
+// holds the one value that asks for nothing (false, or `harmless_value` as compact JSON).
+struct Unsupported {
+  const char* name;
+  const char* why;
+  bool harmless_false = false;
+  const char* harmless_value = nullptr;
+};
+
+constexpr char kNoLogprobs[] = "the worker does not return log-probabilities yet; leave it out";
+constexpr char kNoTools[] = "tool and function calling are not implemented; leave it out";
+constexpr char kNoGuided[] =
+    "output is never constrained to a grammar, regex, choice or JSON schema here; leave it out";
+
+// OpenAI's fields, then vLLM's extensions that a vLLM user may send (those that change the output).
+const Unsupported kUnsupported[] = {
+    {"logprobs", kNoLogprobs, true},
+    {"top_logprobs", kNoLogprobs, false, "0"},
+    {"logit_bias", "token biases are not implemented; leave it out", false, "{}"},
+    {"suffix", "insertion (a suffix after the completion) is not implemented", false, "\"\""},
+    {"echo", "the prompt is not echoed back; it is the request's own text", true},
+    {"tools", kNoTools, false, "[]"},
+    {"functions", kNoTools, false, "[]"},
+    {"tool_choice", kNoTools, false, "\"none\""},
+    {"function_call", kNoTools, false, "\"none\""},
+    {"audio", "audio output is not implemented; this server returns text"},
+    {"modalities", "this server returns text only", false, "[\"text\"]"},
+    {"prediction", "predicted outputs are not implemented; leave it out"},
+    {"store", "this server stores no completions", true},
+    {"web_search_options", "web search is not implemented; leave it out"},
+    {"reasoning_effort", "reasoning effort is not a setting of this server; leave it out"},
+    {"guided_json", kNoGuided},
+    {"guided_regex", kNoGuided},
+    {"guided_choice", kNoGuided},
+    {"guided_grammar", kNoGuided},
+    {"structured_outputs", kNoGuided},
+    {"prompt_logprobs", kNoLogprobs},
+    {"use_beam_search", "beam search is not implemented", true},
+    {"min_tokens", "a minimum number of tokens is not implemented; use ignore_eos", false, "0"},
+    {"bad_words", "banned words are not implemented; leave it out", false, "[]"},
+    {"allowed_token_ids", "restricting the vocabulary is not implemented; leave it out"},
+    {"include_stop_str_in_output", "stop strings are always left out of the output", true},
+    {"skip_special_tokens", "special tokens are always left out of the text", false, "true"},
+    {"chat_template", "the model's own chat template is used; a request cannot replace it"},
+    {"chat_template_kwargs", "the chat template takes no extra arguments here; leave it out", false, "{}"},
+    {"continue_final_message", "the last message cannot be continued here (it is answered)", true},
+};
+
+// response_format: {"type": "text"} (the default) is honoured; JSON modes are refused, since a client
+// that asked for JSON must not get free text with a 200.
+absl::Status CheckResponseFormat(const Json& json) {
+  if (!Present(json, "response_format")) return absl::OkStatus();
+  const Json& format = json["response_format"];
+  if (!format.is_object() || !format.contains("type") || !format["type"].is_string()) {
+    return Invalid("'response_format' must be an object with a string 'type'", "response_format");
+  }
+  const std::string type = format["type"].get<std::string>();
+  if (type == "text") return absl::OkStatus();
+  if (type == "json_object" || type == "json_schema") {
+    return Invalid(StrCat("'response_format' of type '", type,
+                          "' is not supported by this server: output is never constrained to JSON here; leave "
+                          "response_format out or send {\"type\": \"text\"}"),
+                   "response_format");
+  }
+  return Invalid(StrCat("'response_format' of type '", type, "' is unknown: the types are 'text', 'json_object' "
+                        "and 'json_schema' (only 'text' is supported here)"),
+                 "response_format");
+}
+
 // What both endpoints share: model, sampling, stops, streaming, extensions, and the refusals.
 absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
   if (!Present(json, "model")) return Invalid("you must provide a model parameter", "model");
@@ -82,6 +151,13 @@ absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
   STRATA_RETURN_IF_ERROR(ReadNumber(json, "temperature", 0, 2, request.temperature));
   STRATA_RETURN_IF_ERROR(ReadNumber(json, "top_p", 0, 1, request.top_p));
   if (Present(json, "top_p") && request.top_p <= 0) return Invalid("'top_p' must be in (0, 1]", "top_p");
+  STRATA_RETURN_IF_ERROR(ReadNumber(json, "min_p", 0, 1, request.min_p));
+  STRATA_RETURN_IF_ERROR(ReadNumber(json, "presence_penalty", -2, 2, request.presence_penalty));
+  STRATA_RETURN_IF_ERROR(ReadNumber(json, "frequency_penalty", -2, 2, request.frequency_penalty));
+  STRATA_RETURN_IF_ERROR(ReadNumber(json, "repetition_penalty", 0, 2, request.repetition_penalty));
+  if (Present(json, "repetition_penalty") && request.repetition_penalty <= 0) {
+    return Invalid("'repetition_penalty' must be in (0, 2] (1 is off)", "repetition_penalty");
+  }
   STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> top_k, ReadInteger(json, "top_k", -1, 1 << 30));
   if (top_k) request.top_k = *top_k < 0 ? 0 : static_cast<uint32_t>(*top_k);  // vLLM: -1 means all
   if (Present(json, "seed")) {
@@ -127,24 +203,25 @@ absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
   if (n && *n != 1) return Invalid("only n = 1 is supported", "n");
   STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, ReadInteger(json, "best_of", 1, 128));
   if (best_of && *best_of != 1) return Invalid("only best_of = 1 is supported", "best_of");
-  for (const char* unsupported : {"logprobs", "top_logprobs", "suffix", "tools", "functions", "logit_bias"}) {
-    if (Present(json, unsupported) && !(json[unsupported].is_boolean() && !json[unsupported].get<bool>())) {
-      return Invalid(StrCat("'", unsupported, "' is not supported by this server"), unsupported);
+  STRATA_RETURN_IF_ERROR(CheckResponseFormat(json));
+  for (const Unsupported& field : kUnsupported) {
+    if (!Present(json, field.name)) continue;
+    const Json& value = json[field.name];
+    const bool harmless = (field.harmless_false && value.is_boolean() && !value.get<bool>()) ||
+                          (field.harmless_value != nullptr && value.dump() == field.harmless_value);
+    if (!harmless) {
+      return Invalid(StrCat("'", field.name, "' is not supported by this server: ", field.why), field.name);
     }
   }
-  bool echo = false;
-  STRATA_RETURN_IF_ERROR(ReadBool(json, "echo", echo));
-  if (echo) return Invalid("'echo' is not supported by this server", "echo");
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body) {
-  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
-  GenerationRequest request;
-  request.endpoint = Endpoint::kCompletions;
-  STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+namespace {
+
+// A completion's `prompt`, as /v1/completions and /tokenize read it, and add_special_tokens.
+absl::Status ParsePrompt(const Json& json, GenerationRequest& request) {
   if (!Present(json, "prompt")) return Invalid("you must provide a prompt", "prompt");
   const Json& prompt = json["prompt"];
   constexpr char kShape[] =
@@ -165,14 +242,17 @@ absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body) 
   }
   if (!request.prompt_text && request.prompt_ids.empty()) return Invalid(kShape, "prompt");
   if (request.prompt_text && request.prompt_text->empty()) return Invalid("'prompt' must not be empty", "prompt");
-  return request;
+  return ReadBool(json, "add_special_tokens", request.add_special_tokens);
 }
 
-absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
-  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
-  GenerationRequest request;
-  request.endpoint = Endpoint::kChat;
-  STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+// A chat's `messages` and add_generation_prompt, as /v1/chat/completions and /tokenize read them.
+absl::Status ParseMessages(const Json& json, GenerationRequest& request) {
+  bool add_special_tokens = false;
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "add_special_tokens", add_special_tokens));
+  if (add_special_tokens) {
+    return Invalid("'add_special_tokens' must be false for messages: the chat template writes the special tokens",
+                   "add_special_tokens");
+  }
   if (!Present(json, "messages") || !json["messages"].is_array() || json["messages"].empty()) {
     return Invalid("'messages' must be a non-empty array of {role, content}", "messages");
   }
@@ -199,8 +279,64 @@ absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
     }
     request.messages.push_back(std::move(message));
   }
-  STRATA_RETURN_IF_ERROR(ReadBool(json, "add_generation_prompt", request.add_generation_prompt));
+  return ReadBool(json, "add_generation_prompt", request.add_generation_prompt);
+}
+
+absl::Status ParseModel(const Json& json, std::string& model) {
+  if (!Present(json, "model")) return Invalid("you must provide a model parameter", "model");
+  if (!json["model"].is_string()) return Invalid("'model' must be a string", "model");
+  model = json["model"].get<std::string>();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body) {
+  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
+  GenerationRequest request;
+  request.endpoint = Endpoint::kCompletions;
+  STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+  STRATA_RETURN_IF_ERROR(ParsePrompt(json, request));
   return request;
+}
+
+absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
+  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
+  GenerationRequest request;
+  request.endpoint = Endpoint::kChat;
+  STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+  STRATA_RETURN_IF_ERROR(ParseMessages(json, request));
+  return request;
+}
+
+absl::StatusOr<GenerationRequest> ParseTokenizeRequest(std::string_view body) {
+  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
+  GenerationRequest request;
+  STRATA_RETURN_IF_ERROR(ParseModel(json, request.model));
+  if (Present(json, "messages")) {
+    request.endpoint = Endpoint::kChat;
+    STRATA_RETURN_IF_ERROR(ParseMessages(json, request));
+  } else {
+    STRATA_RETURN_IF_ERROR(ParsePrompt(json, request));
+  }
+  return request;
+}
+
+absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(std::string_view body) {
+  STRATA_ASSIGN_OR_RETURN(Json json, ParseObject(body));
+  DetokenizeRequest request;
+  STRATA_RETURN_IF_ERROR(ParseModel(json, request.model));
+  if (!Present(json, "tokens") || !json["tokens"].is_array()) {
+    return Invalid("'tokens' must be an array of token ids", "tokens");
+  }
+  STRATA_RETURN_IF_ERROR(ReadTokenIds(json["tokens"], "tokens", request.tokens));
+  return request;
+}
+
+std::string_view StrataVersion() { return STRATA_VERSION; }
+
+std::string SystemFingerprint(const Sha256Digest& model_fingerprint) {
+  return StrCat("strata-", StrataVersion(), "-", ToHex(model_fingerprint).substr(0, 16));
 }
 
 absl::Status RequestTooLarge(uint64_t max_request_bytes) {
@@ -247,7 +383,9 @@ Json UsageJson(const Usage& usage) {
 namespace {
 
 Json Envelope(const ResponseHeader& header, const char* object) {
-  return Json{{"id", header.id}, {"object", object}, {"created", header.created}, {"model", header.model}};
+  Json out{{"id", header.id}, {"object", object}, {"created", header.created}, {"model", header.model}};
+  if (!header.system_fingerprint.empty()) out["system_fingerprint"] = header.system_fingerprint;
+  return out;
 }
 
 Json FinishReason(std::string_view finish_reason) {

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/sha256.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/frontdoor/limits.h"
 #include "scheduler/frontdoor/request.h"
@@ -20,6 +22,15 @@ namespace strata::frontdoor {
 // best_of, tools). Unknown fields are ignored, as vLLM does.
 absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body);
 absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body);
+// vLLM's /tokenize: {"model", "prompt" (as /v1/completions, with add_special_tokens)} or {"model",
+// "messages" (the chat template, with add_generation_prompt)}.
+absl::StatusOr<GenerationRequest> ParseTokenizeRequest(std::string_view body);
+// vLLM's /detokenize: {"model", "tokens": [ids]}.
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(std::string_view body);
 // The HTTP face's whole parse step, a pure function of the body (no server, no model): the body's size
 // against limits.max_request_bytes (413, code request_too_large, before any parsing), its shape against
 // limits.json (400, before any parsing; the HTTP route also checks it as the bytes arrive), then the
@@ -35,12 +46,20 @@ nlohmann::json ErrorJson(const absl::Status& status);
 // usage.cache_report kHidden, without the cached and prefill counts.
 nlohmann::json UsageJson(const Usage& usage);
 
-// What a response or chunk names: its id ("cmpl-..." / "chatcmpl-..."), creation time and model.
+// What a response or chunk names: its id ("cmpl-..." / "chatcmpl-..."), creation time and model, and
+// the system_fingerprint of what answered (left out when empty).
 struct ResponseHeader {
   std::string id;
   int64_t created = 0;
   std::string model;
+  std::string system_fingerprint;
 };
+
+// This build's version (CMake's project version), as /version reports it.
+std::string_view StrataVersion();
+// OpenAI's system_fingerprint: "strata-VERSION-" and the first 16 hex digits of the model fingerprint
+// (the same prefix the workers log), so that it changes when either the weights or Strata do.
+std::string SystemFingerprint(const Sha256Digest& model_fingerprint);
 
 // Non-streaming bodies.
 nlohmann::json CompletionJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text,

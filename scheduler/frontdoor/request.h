@@ -28,6 +28,7 @@ struct GenerationRequest {
   // Completions: the prompt as text (tokenized with the model's special tokens) or as token ids.
   std::optional<std::string> prompt_text;
   std::vector<int32_t> prompt_ids;
+  bool add_special_tokens = true;  // a text prompt: the tokenizer's post-processor (BOS); vLLM's extension
   // Chat: rendered with the model's chat template.
   std::vector<ChatMessage> messages;
   bool add_generation_prompt = true;
@@ -36,6 +37,10 @@ struct GenerationRequest {
   float temperature = 1.0f;  // OpenAI's default; 0 is greedy
   float top_p = 1.0f;
   uint32_t top_k = 0;        // 0: all
+  float min_p = 0.0f;        // 0: off; worker/engine/sampler.h states the math of it and the penalties
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;  // 1: off
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;        // stop strings, matched on the text
   std::vector<int32_t> stop_token_ids;  // extension (vLLM's name)

@@ -61,38 +61,55 @@ absl::StatusOr<std::string> ServedModel::RenderChat(const GenerationRequest& req
   return text;
 }
 
-absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& request,
-                                                     const RequestLimits& limits) const {
-  if (request.model != name_) {
-    return ApiError(absl::StatusCode::kNotFound,
-                    StrCat("The model `", request.model, "` does not exist (this server serves `", name_, "`)."),
-                    "model_not_found", "model");
-  }
-  PreparedRequest out;
-  out.model = name_;
+absl::Status ServedModel::CheckName(const std::string& model) const {
+  if (model == name_) return absl::OkStatus();
+  return ApiError(absl::StatusCode::kNotFound,
+                  StrCat("The model `", model, "` does not exist (this server serves `", name_, "`)."),
+                  "model_not_found", "model");
+}
+
+absl::StatusOr<std::vector<int32_t>> ServedModel::Tokenize(const GenerationRequest& request) const {
+  STRATA_RETURN_IF_ERROR(CheckName(request.model));
   const char* prompt_param = request.endpoint == Endpoint::kChat ? "messages" : "prompt";
+  std::vector<int32_t> out;
   if (request.endpoint == Endpoint::kChat) {
     STRATA_ASSIGN_OR_RETURN(std::string text, RenderChat(request));
     // The template writes the special tokens it wants (BOS), as Hugging Face's apply_chat_template.
     absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(text, model::SpecialTokens::kSkip);
     if (!ids.ok()) return ApiError(absl::StatusCode::kInvalidArgument, std::string(ids.status().message()), {}, "messages");
-    out.prompt_ids = *std::move(ids);
+    out = *std::move(ids);
   } else if (request.prompt_text) {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(*request.prompt_text, model::SpecialTokens::kInclude);
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(
+        *request.prompt_text, request.add_special_tokens ? model::SpecialTokens::kInclude : model::SpecialTokens::kSkip);
     if (!ids.ok()) return ApiError(absl::StatusCode::kInvalidArgument, std::string(ids.status().message()), {}, "prompt");
-    out.prompt_ids = *std::move(ids);
+    out = *std::move(ids);
   } else {
-    out.prompt_ids = request.prompt_ids;
+    out = request.prompt_ids;
   }
-  if (out.prompt_ids.empty()) return ApiError(absl::StatusCode::kInvalidArgument, "the prompt has no tokens", {}, prompt_param);
+  if (out.empty()) return ApiError(absl::StatusCode::kInvalidArgument, "the prompt has no tokens", {}, prompt_param);
   const int32_t vocab = tokenizer_->vocab_size();
-  for (const std::vector<int32_t>* ids : std::initializer_list<const std::vector<int32_t>*>{&out.prompt_ids, &request.stop_token_ids}) {
-    for (int32_t id : *ids) {
-      if (id < 0 || id >= vocab) {
-        return ApiError(absl::StatusCode::kInvalidArgument,
-                        StrCat("token id ", id, " is outside the vocabulary of `", name_, "` (", vocab, " ids)"), {},
-                        ids == &out.prompt_ids ? prompt_param : "stop_token_ids");
-      }
+  for (int32_t id : out) {
+    if (id < 0 || id >= vocab) {
+      return ApiError(absl::StatusCode::kInvalidArgument,
+                      StrCat("token id ", id, " is outside the vocabulary of `", name_, "` (", vocab, " ids)"), {},
+                      prompt_param);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& request,
+                                                     const RequestLimits& limits) const {
+  PreparedRequest out;
+  out.model = name_;
+  const char* prompt_param = request.endpoint == Endpoint::kChat ? "messages" : "prompt";
+  STRATA_ASSIGN_OR_RETURN(out.prompt_ids, Tokenize(request));
+  const int32_t vocab = tokenizer_->vocab_size();
+  for (int32_t id : request.stop_token_ids) {
+    if (id < 0 || id >= vocab) {
+      return ApiError(absl::StatusCode::kInvalidArgument,
+                      StrCat("token id ", id, " is outside the vocabulary of `", name_, "` (", vocab, " ids)"), {},
+                      "stop_token_ids");
     }
   }
   const int64_t prompt_tokens = static_cast<int64_t>(out.prompt_ids.size());
@@ -129,6 +146,10 @@ absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& re
   out.temperature = request.temperature;
   out.top_p = request.top_p;
   out.top_k = request.top_k;
+  out.min_p = request.min_p;
+  out.presence_penalty = request.presence_penalty;
+  out.frequency_penalty = request.frequency_penalty;
+  out.repetition_penalty = request.repetition_penalty;
   if (request.seed) {
     out.seed = *request.seed;
   } else {

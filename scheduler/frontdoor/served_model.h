@@ -42,6 +42,12 @@ class ServedModel {
   // max_completion_tokens as well as by the context.
   absl::StatusOr<PreparedRequest> Prepare(const GenerationRequest& request, const RequestLimits& limits = {}) const;
 
+  // NotFound (code model_not_found) unless `model` is this model's name.
+  absl::Status CheckName(const std::string& model) const;
+  // The prompt's token ids, as Prepare makes them (its first checks: the model name, the tokens in the
+  // vocabulary), without the limits; /tokenize answers with them.
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const GenerationRequest& request) const;
+
   // The chat prompt's text (exposed for tests).
   absl::StatusOr<std::string> RenderChat(const GenerationRequest& request) const;
 

@@ -252,6 +252,10 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
   generate.mutable_sampling()->set_top_k(request.top_k);
   generate.mutable_sampling()->set_top_p(request.top_p);
   generate.mutable_sampling()->set_seed(request.seed);
+  generate.mutable_sampling()->set_min_p(request.min_p);
+  generate.mutable_sampling()->set_presence_penalty(request.presence_penalty);
+  generate.mutable_sampling()->set_frequency_penalty(request.frequency_penalty);
+  generate.mutable_sampling()->set_repetition_penalty(request.repetition_penalty);
   generate.mutable_stop_token_ids()->Assign(request.stop_token_ids.begin(), request.stop_token_ids.end());
   generate.set_ignore_eos(request.ignore_eos);
   generate.set_tenant(tenant);
@@ -280,6 +284,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
     stream->usage_.worker_id = routed->worker_id;
     stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
     stream->worker_address_ = routed->worker_address;
+    stream->fingerprint_ = fingerprint;
     for (int32_t id : request.stop_token_ids) stream->stop_ids_.insert(id);
     if (!request.ignore_eos) {
       for (int32_t id : any->eos_token_ids) stream->stop_ids_.insert(id);

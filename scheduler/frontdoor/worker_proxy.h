@@ -100,6 +100,10 @@ struct PreparedRequest {
   float temperature = 1.0f;
   float top_p = 1.0f;
   uint32_t top_k = 0;
+  float min_p = 0.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
   uint64_t seed = 0;
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
@@ -130,6 +134,8 @@ class GenerationStream {
   void Cancel() { context_.TryCancel(); }
   double ttft_s() const { return usage_.ttft_s; }
   const std::string& worker_id() const { return usage_.worker_id; }
+  // The fingerprint of the model that answers (the one the request was sent for).
+  const Sha256Digest& model_fingerprint() const { return fingerprint_; }
 
  private:
   friend class WorkerProxy;
@@ -143,6 +149,7 @@ class GenerationStream {
   TextStream text_;
   absl::flat_hash_set<int32_t> stop_ids_;  // their text is not output
   std::string worker_address_;
+  Sha256Digest fingerprint_{};
   Usage usage_;
   bool done_ = false;
   bool reaped_ = false;

@@ -88,6 +88,96 @@ TEST(OpenAiHttp, RefusesBadRequestsAsInvalidRequestErrorsNamingTheParam) {
   }
 }
 
+TEST(OpenAiHttp, ParsesPenaltiesAndMinPAndAcceptsWhatAsksForNothing) {
+  absl::StatusOr<GenerationRequest> r = ParseChatRequest(R"({"model": "m", "messages": [{"role": "user", "content": "x"}],
+    "presence_penalty": 0.5, "frequency_penalty": -1.5, "repetition_penalty": 1.2, "min_p": 0.05,
+    "response_format": {"type": "text"}, "logprobs": false, "tools": [], "tool_choice": "none", "store": false,
+    "skip_special_tokens": true, "modalities": ["text"], "metadata": {"k": "v"}})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FLOAT_EQ(r->presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(r->frequency_penalty, -1.5f);
+  EXPECT_FLOAT_EQ(r->repetition_penalty, 1.2f);
+  EXPECT_FLOAT_EQ(r->min_p, 0.05f);
+  absl::StatusOr<GenerationRequest> defaults = ParseCompletionRequest(R"({"model": "m", "prompt": "x"})");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->presence_penalty, 0.0f);
+  EXPECT_EQ(defaults->frequency_penalty, 0.0f);
+  EXPECT_EQ(defaults->repetition_penalty, 1.0f);
+  EXPECT_EQ(defaults->min_p, 0.0f);
+  EXPECT_TRUE(defaults->add_special_tokens);
+}
+
+// Every field Strata does not implement is a 400 naming it, never a 200 that ignored it.
+TEST(OpenAiHttp, RefusesWhatItDoesNotImplementNamingTheField) {
+  struct Case {
+    const char* param;
+    const char* field;  // as JSON: "key": value
+    const char* message;
+  };
+  for (const Case& c : {
+           Case{"presence_penalty", R"("presence_penalty": 2.5)", "[-2, 2]"},
+           Case{"frequency_penalty", R"("frequency_penalty": "a")", "must be a number"},
+           Case{"repetition_penalty", R"("repetition_penalty": 0)", "(0, 2]"},
+           Case{"min_p", R"("min_p": 1.5)", "[0, 1]"},
+           Case{"response_format", R"("response_format": {"type": "json_object"})", "output is never constrained to JSON"},
+           Case{"response_format", R"("response_format": {"type": "json_schema", "json_schema": {"name": "x"}})", "'json_schema'"},
+           Case{"response_format", R"("response_format": {"type": "yaml"})", "is unknown"},
+           Case{"response_format", R"("response_format": "json")", "must be an object"},
+           Case{"logprobs", R"("logprobs": true)", "log-probabilities"},
+           Case{"top_logprobs", R"("top_logprobs": 3)", "log-probabilities"},
+           Case{"logit_bias", R"("logit_bias": {"5": 10})", "token biases"},
+           Case{"tools", R"("tools": [{"type": "function"}])", "tool and function calling"},
+           Case{"tool_choice", R"("tool_choice": "auto")", "tool and function calling"},
+           Case{"guided_json", R"("response_format": null, "guided_json": {"type": "object"})", "grammar"},
+           Case{"min_tokens", R"("min_tokens": 4)", "ignore_eos"},
+           Case{"use_beam_search", R"("use_beam_search": true)", "beam search"},
+           Case{"store", R"("store": true)", "stores no completions"},
+           Case{"skip_special_tokens", R"("skip_special_tokens": false)", "special tokens"},
+           Case{"echo", R"("echo": true)", "not echoed"},
+           Case{"add_special_tokens", R"("add_special_tokens": true)", "chat template writes the special tokens"},
+       }) {
+    const std::string body =
+        std::string(R"({"model": "m", "messages": [{"role": "user", "content": "x"}], )") + c.field + "}";
+    absl::StatusOr<GenerationRequest> r = ParseChatRequest(body);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(HttpStatusOf(r.status()), 400) << body;
+    const Json error = ErrorJson(r.status());
+    EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr(c.message)) << body;
+    EXPECT_EQ(error["error"]["param"], c.param) << body;
+  }
+}
+
+TEST(OpenAiHttp, ParsesTokenizeAndDetokenizeRequests) {
+  absl::StatusOr<GenerationRequest> text = ParseTokenizeRequest(R"({"model": "m", "prompt": "hi", "add_special_tokens": false})");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->endpoint, Endpoint::kCompletions);
+  EXPECT_EQ(text->prompt_text, "hi");
+  EXPECT_FALSE(text->add_special_tokens);
+  absl::StatusOr<GenerationRequest> chat =
+      ParseTokenizeRequest(R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->endpoint, Endpoint::kChat);
+  EXPECT_FALSE(chat->add_generation_prompt);
+  absl::StatusOr<DetokenizeRequest> ids = ParseDetokenizeRequest(R"({"model": "m", "tokens": [1, 2]})");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(ids->tokens, ElementsAre(1, 2));
+  EXPECT_EQ(OpenAiParamOf(ParseTokenizeRequest(R"({"model": "m"})").status()), "prompt");
+  EXPECT_EQ(OpenAiParamOf(ParseTokenizeRequest(R"({"prompt": "x"})").status()), "model");
+  EXPECT_EQ(OpenAiParamOf(ParseDetokenizeRequest(R"({"model": "m", "tokens": "x"})").status()), "tokens");
+  EXPECT_EQ(OpenAiParamOf(ParseDetokenizeRequest(R"({"model": "m", "tokens": [-1]})").status()), "tokens");
+}
+
+TEST(OpenAiHttp, SystemFingerprintNamesTheVersionAndTheModel) {
+  Sha256Digest a{}, b{};
+  b[0] = 0xab;
+  EXPECT_EQ(SystemFingerprint(a), "strata-" + std::string(StrataVersion()) + "-0000000000000000");
+  EXPECT_EQ(SystemFingerprint(b), "strata-" + std::string(StrataVersion()) + "-ab00000000000000");
+  EXPECT_FALSE(StrataVersion().empty());
+  ResponseHeader header{"cmpl-1", 1, "m", SystemFingerprint(b)};
+  EXPECT_EQ(CompletionJson(header, Endpoint::kChat, "x", "stop", Usage())["system_fingerprint"], SystemFingerprint(b));
+  EXPECT_EQ(ChunkJson(header, Endpoint::kCompletions, "x", false, "", false)["system_fingerprint"], SystemFingerprint(b));
+}
+
 TEST(OpenAiHttp, ParsesChatMessagesIncludingTextParts) {
   absl::StatusOr<GenerationRequest> r = ParseChatRequest(R"({"model": "m", "messages": [
       {"role": "system", "content": "be brief"},

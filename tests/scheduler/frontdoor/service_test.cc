@@ -17,7 +17,10 @@
 #include "proto/scheduler.grpc.pb.h"
 #include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/service.h"
+#include "scheduler/frontdoor/openai_http.h"
 #include "tests/scheduler/frontdoor/engine_worker.h"
+#include "worker/engine/cpu_backend.h"
+#include "worker/engine/generate.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/loopback.h"
 #include "tests/testing/scratch_dir.h"
@@ -286,6 +289,14 @@ TEST_F(FrontDoorTest, BadRequestsGetOpenAiErrors) {
   httplib::Result health = http_->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(Json::parse(health->body)["workers"], 1);
+  // Asked for JSON, a client must not get free text with a 200.
+  Json json_mode = Completion({1, 2, 3}, 4);
+  json_mode["response_format"] = {{"type", "json_object"}};
+  httplib::Result json_refused = Post("/v1/completions", json_mode);
+  ASSERT_TRUE(json_refused);
+  EXPECT_EQ(json_refused->status, 400);
+  EXPECT_EQ(Json::parse(json_refused->body)["error"]["param"], "response_format");
   EXPECT_EQ(worker_->generate_calls(), 0);  // none of these reached the worker
 }
 
@@ -298,6 +309,101 @@ TEST_F(FrontDoorTest, NoLiveWorkerIs503) {
   EXPECT_EQ(error["type"], "service_unavailable_error");
   EXPECT_THAT(error["message"].get<std::string>(), HasSubstr("no live worker serves model 'llama3-tiny'"));
   EXPECT_THAT(error["message"].get<std::string>(), HasSubstr("live workers serve: nothing"));
+  // /health says why it cannot serve; /healthz (the process answers) stays 200.
+  httplib::Result health = http_->Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_THAT(Json::parse(health->body)["reason"].get<std::string>(), HasSubstr("no live worker serves model"));
+  EXPECT_EQ(http_->Get("/healthz")->status, 200);
+}
+
+// Greedy with every penalty and min_p: the fields reach the worker, and its tokens are the engine's own
+// under the same options (engine::Generate in this process), which differ from plain greedy (the golden
+// greedy output repeats tokens 64 and 271). The stop token ends the choice with "stop", its text left out.
+TEST_F(FrontDoorTest, PenaltiesAndMinPReachTheWorkerAndShapeItsTokens) {
+  Json request = Completion(golden_.prompt, 16);
+  request["repetition_penalty"] = 1.8;
+  request["presence_penalty"] = 1.0;
+  request["frequency_penalty"] = 0.5;
+  request["min_p"] = 0.1;
+  httplib::Result result = Post("/v1/completions", request);
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const proto::SamplingParams sent = worker_->last_request().sampling();
+  EXPECT_FLOAT_EQ(sent.repetition_penalty(), 1.8f);
+  EXPECT_FLOAT_EQ(sent.presence_penalty(), 1.0f);
+  EXPECT_FLOAT_EQ(sent.frequency_penalty(), 0.5f);
+  EXPECT_FLOAT_EQ(sent.min_p(), 0.1f);
+
+  absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
+      engine::Engine::Create(worker_->model(), engine::CreateCpuBackend());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  engine::GenerateOptions options;
+  options.max_new_tokens = 16;
+  options.sampling = {.repetition_penalty = 1.8f, .frequency_penalty = 0.5f, .presence_penalty = 1.0f};
+  absl::StatusOr<engine::GenerateResult> reference = engine::Generate(**engine, golden_.prompt, options);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const Json body = Json::parse(result->body);
+  const model::Tokenizer& tokenizer = door_->model().tokenizer();
+  EXPECT_EQ(body["choices"][0]["text"], tokenizer.Decode(reference->output_ids, model::SpecialTokens::kSkip));
+  EXPECT_NE(reference->output_ids, std::vector<int32_t>(golden_.greedy.begin(), golden_.greedy.begin() + 16));
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(body["system_fingerprint"], SystemFingerprint(worker_->model().fingerprint.digest));
+
+  // A stop token: "stop", and the text ends before it.
+  Json stopped = Completion(golden_.prompt, 16);
+  stopped["stop_token_ids"] = {golden_.greedy[3]};
+  httplib::Result stop = Post("/v1/completions", stopped);
+  ASSERT_TRUE(stop);
+  ASSERT_EQ(stop->status, 200) << stop->body;
+  const Json stop_body = Json::parse(stop->body);
+  EXPECT_EQ(stop_body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(stop_body["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(stop_body["choices"][0]["text"],
+            tokenizer.Decode(absl::MakeConstSpan(golden_.greedy).subspan(0, 3), model::SpecialTokens::kSkip));
+}
+
+// vLLM's /tokenize, /detokenize and /version; the first two behind the API key like every /v1 route.
+TEST_F(FrontDoorTest, TokenizeDetokenizeAndVersion) {
+  strata::testing::ScratchDir dir = strata::testing::MakeTempDir("frontdoor_tokenize_keys");
+  std::ofstream(dir.path() / "keys") << "sk-a team-a models=" << kModel << "\nsk-other team-b models=else\n";
+  Start((dir.path() / "keys").string());
+  const Json tokenize = {{"model", kModel}, {"prompt", "Hello world"}};
+  EXPECT_EQ(Post("/tokenize", tokenize)->status, 401);
+  EXPECT_EQ(Post("/tokenize", tokenize, "sk-other")->status, 403);
+  httplib::Result tokens = Post("/tokenize", tokenize, "sk-a");
+  ASSERT_TRUE(tokens);
+  ASSERT_EQ(tokens->status, 200) << tokens->body;
+  const Json t = Json::parse(tokens->body);
+  const std::vector<int32_t> expected =
+      *door_->model().tokenizer().Encode("Hello world", model::SpecialTokens::kInclude);
+  EXPECT_EQ(t["tokens"].get<std::vector<int32_t>>(), expected);
+  EXPECT_EQ(t["count"], expected.size());
+  EXPECT_EQ(t["max_model_len"], door_->model().context_tokens());
+  // A chat: the template's tokens, as /v1/chat/completions would send them.
+  httplib::Result chat = Post("/tokenize", {{"model", kModel}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}}, "sk-a");
+  ASSERT_TRUE(chat);
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  EXPECT_GT(Json::parse(chat->body)["count"].get<int>(), 1);
+
+  httplib::Result text = Post("/detokenize", {{"model", kModel}, {"tokens", expected}}, "sk-a");
+  ASSERT_TRUE(text);
+  ASSERT_EQ(text->status, 200) << text->body;
+  EXPECT_EQ(Json::parse(text->body)["prompt"], door_->model().tokenizer().Decode(expected));
+  EXPECT_EQ(Post("/detokenize", {{"model", kModel}, {"tokens", expected}})->status, 401);
+  httplib::Result outside = Post("/detokenize", {{"model", kModel}, {"tokens", {1 << 30}}}, "sk-a");
+  ASSERT_TRUE(outside);
+  EXPECT_EQ(outside->status, 400);
+  EXPECT_EQ(Json::parse(outside->body)["error"]["param"], "tokens");
+  httplib::Result unknown = Post("/tokenize", {{"model", "nope"}, {"prompt", "x"}}, "sk-a");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 403);  // the key may not use it (a keyless caller would get 404)
+
+  httplib::Result version = http_->Get("/version");
+  ASSERT_TRUE(version);
+  ASSERT_EQ(version->status, 200);
+  EXPECT_EQ(Json::parse(version->body)["version"], std::string(StrataVersion()));
+  EXPECT_EQ(worker_->generate_calls(), 0);
 }
 
 TEST_F(FrontDoorTest, WorkerDyingMidStreamEndsTheStreamWithAnErrorEvent) {
@@ -573,7 +679,10 @@ TEST_F(FrontDoorTest, MetricsCountRequestsAndTimeToFirstToken) {
   ASSERT_TRUE(metrics);
   EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1"));
-  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count{model_name=\"llama3-tiny\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_e2e_request_seconds_count{model_name=\"llama3-tiny\"} 1"));
+  // Buckets reach an hour: a million-token prefill takes minutes.
+  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_bucket{model_name=\"llama3-tiny\",le=\"3600\"} 1"));
 }
 
 // The official `openai` npm package against the HTTP front door (skips when node or the package is
@@ -697,7 +806,7 @@ TEST(FrontDoorProcess, SchedulerMetricsPortShowsTheFrontDoorSeries) {
       }
       ASSERT_EQ(metrics->status, 200) << "port " << port;
       EXPECT_THAT(metrics->body, HasSubstr(counted)) << "port " << port;
-      EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count 0")) << "port " << port;
+      EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count{model_name=\"tiny\"} 0")) << "port " << port;
       EXPECT_THAT(metrics->body, HasSubstr("strata_scheduler_holders{kind=\"worker\"} 0")) << "port " << port;
     }
     child.Signal(SIGTERM);
