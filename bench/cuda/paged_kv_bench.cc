@@ -34,6 +34,7 @@
 #include "worker/engine/kv_pool.h"
 #include "bench/cuda/random_llama.h"
 #include "worker/engine/engine.h"
+#include "worker/prefix/block_payload.h"
 
 namespace strata::bench {
 namespace {
@@ -91,13 +92,15 @@ absl::Status MeasureTransfers() {
       out.push_back(p.data());
       in.push_back(p.data());
     }
-    // The worker's payloads: slots of one page-locked region, in the order a payload pool hands them out.
-    STRATA_ASSIGN_OR_RETURN(engine::Tensor region, backend->AllocateHost(DType::kBF16, count, block_bytes / 2));
+    // The worker's payloads: slots of one page-locked region, in the order a payload pool hands them out,
+    // each payload followed by its MAC trailer (so payloads are SlotBytes apart, not adjacent).
+    const int64_t slot_bytes = static_cast<int64_t>(worker::PayloadPool::SlotBytes(block_bytes));
+    STRATA_ASSIGN_OR_RETURN(engine::Tensor region, backend->AllocateHost(DType::kBF16, count, slot_bytes / 2));
     std::memset(region.data(), 0x5a, region.bytes());
     std::vector<std::byte*> slot_out;
     std::vector<const std::byte*> slot_in;
     for (int64_t b = 0; b < count; ++b) {
-      slot_out.push_back(region.data<std::byte>() + b * block_bytes);
+      slot_out.push_back(region.data<std::byte>() + b * slot_bytes);
       slot_in.push_back(slot_out.back());
     }
     const double bytes = static_cast<double>(count * block_bytes);

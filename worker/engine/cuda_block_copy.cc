@@ -43,18 +43,29 @@ absl::StatusOr<CudaBlockCopier::Split> CudaBlockCopier::SplitByMemory(absl::Span
 
 absl::Status CudaBlockCopier::CopyDirect(const Split& split, std::byte* pool, int64_t block_bytes,
                                          cudaMemcpyKind kind) {
+  // A run: adjacent pool blocks whose host payloads are evenly spaced (adjacent, or in the equal slots of a
+  // payload pool, whose trailers sit between them): one DMA, 2-D where the host side has a pitch.
   const size_t n = split.direct_blocks.size();
+  const std::vector<std::byte*>& host = split.direct_host;
   for (size_t first = 0, end = 0; first < n; first = end) {
+    const ptrdiff_t pitch = first + 1 < n ? host[first + 1] - host[first] : block_bytes;
     for (end = first + 1; end < n && split.direct_blocks[end] == split.direct_blocks[end - 1] + 1 &&
-                          split.direct_host[end] == split.direct_host[end - 1] + block_bytes;
+                          pitch >= block_bytes && host[end] - host[end - 1] == pitch;
          ++end) {
     }
     std::byte* device = pool + split.direct_blocks[first] * block_bytes;
-    std::byte* host = split.direct_host[first];
-    const size_t bytes = (end - first) * static_cast<size_t>(block_bytes);
-    STRATA_CUDA_RETURN_IF_ERROR(kind == cudaMemcpyDeviceToHost
-                                    ? cudaMemcpyAsync(host, device, bytes, kind, stream_)
-                                    : cudaMemcpyAsync(device, host, bytes, kind, stream_));
+    const size_t width = static_cast<size_t>(block_bytes), rows = end - first;
+    const size_t host_pitch = rows > 1 ? static_cast<size_t>(pitch) : width;
+    if (host_pitch == width) {
+      STRATA_CUDA_RETURN_IF_ERROR(kind == cudaMemcpyDeviceToHost
+                                      ? cudaMemcpyAsync(host[first], device, rows * width, kind, stream_)
+                                      : cudaMemcpyAsync(device, host[first], rows * width, kind, stream_));
+    } else {
+      STRATA_CUDA_RETURN_IF_ERROR(
+          kind == cudaMemcpyDeviceToHost
+              ? cudaMemcpy2DAsync(host[first], host_pitch, device, width, width, rows, kind, stream_)
+              : cudaMemcpy2DAsync(device, width, host[first], host_pitch, width, rows, kind, stream_));
+    }
   }
   return absl::OkStatus();
 }

@@ -308,7 +308,8 @@ TEST_P(PagedKvTest, ExportedBlocksImportIntoAnotherEngineAndGiveTheRecomputedLog
 }
 
 // Payloads in page-locked memory (Engine::AllocateHostBytes: DMA straight to and from the pool, one copy
-// per run of adjacent blocks) and in pageable memory (staged) carry the same bytes, mixed in one call.
+// per run of adjacent blocks whose slots are evenly spaced: adjacent, or a pitch apart as the worker's payload
+// slots with their MAC trailers) and in pageable memory (staged) carry the same bytes, mixed in one call.
 TEST_P(PagedKvTest, PageLockedAndPageablePayloadsCarryTheSameBytes) {
   constexpr int64_t kBlockTokens = 4;
   auto source = MakeEngine(64 + n(), kBlockTokens);
@@ -322,35 +323,43 @@ TEST_P(PagedKvTest, PageLockedAndPageablePayloadsCarryTheSameBytes) {
   std::vector<std::byte*> pageable_out;
   for (auto& p : pageable) pageable_out.push_back(p.data());
   ASSERT_TRUE(source->ExportBlocks(*sequence, 0, pageable_out).ok());
+  const std::vector<std::byte> block3(pageable[3]);
 
-  auto region = source->AllocateHostBytes(blocks * payload_bytes);
-  ASSERT_TRUE(region.ok()) << region.status();
-  std::fill(region->get(), region->get() + blocks * payload_bytes, std::byte{0xee});
-  // Blocks 0..2 in adjacent slots (one run), then the others in reverse order (a run each); block 3 pageable.
-  std::vector<std::byte*> mixed(blocks);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t slot = b < 3 ? b : blocks - 1 - (b - 3);
-    mixed[b] = b == 3 ? pageable_out[b] : region->get() + slot * payload_bytes;
-  }
-  std::vector<std::byte> block3(pageable[3]);
-  std::fill(pageable[3].begin(), pageable[3].end(), std::byte{0});
-  ASSERT_TRUE(source->ExportBlocks(*sequence, 0, mixed).ok());
-  for (int64_t b = 0; b < blocks; ++b) {
-    const std::vector<std::byte> got(mixed[b], mixed[b] + payload_bytes);
-    EXPECT_EQ(got, b == 3 ? block3 : pageable[b]) << "block " << b;
-  }
+  for (const int64_t pitch : {payload_bytes, payload_bytes + 64}) {
+    SCOPED_TRACE("slots " + std::to_string(pitch) + " bytes apart");
+    auto region = source->AllocateHostBytes(blocks * pitch);
+    ASSERT_TRUE(region.ok()) << region.status();
+    std::fill(region->get(), region->get() + blocks * pitch, std::byte{0xee});
+    // Blocks 0..2 in consecutive slots (one run), then the others in reverse order (a run each); block 3
+    // pageable.
+    std::vector<std::byte> pageable3(payload_bytes, std::byte{0});
+    std::vector<std::byte*> mixed(blocks);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t slot = b < 3 ? b : blocks - 1 - (b - 3);
+      mixed[b] = b == 3 ? pageable3.data() : region->get() + slot * pitch;
+    }
+    ASSERT_TRUE(source->ExportBlocks(*sequence, 0, mixed).ok());
+    for (int64_t b = 0; b < blocks; ++b) {
+      const std::vector<std::byte> got(mixed[b], mixed[b] + payload_bytes);
+      EXPECT_EQ(got, b == 3 ? block3 : pageable[b]) << "block " << b;
+    }
+    // What lies between slots is untouched.
+    if (pitch > payload_bytes) {
+      EXPECT_EQ(region->get()[payload_bytes], std::byte{0xee});
+    }
 
-  // Back in from the same mix, into another engine's pool, and out again as pageable bytes.
-  auto target = MakeEngine(64 + n(), kBlockTokens);
-  auto imported = target->NewSequence(n());
-  ASSERT_TRUE(imported.ok());
-  std::vector<const std::byte*> in(mixed.begin(), mixed.end());
-  ASSERT_TRUE(target->ImportBlocks(*imported, in).ok());
-  std::vector<std::vector<std::byte>> again(blocks, std::vector<std::byte>(payload_bytes, std::byte{0}));
-  std::vector<std::byte*> again_out;
-  for (auto& p : again) again_out.push_back(p.data());
-  ASSERT_TRUE(target->ExportBlocks(*imported, 0, again_out).ok());
-  for (int64_t b = 0; b < blocks; ++b) EXPECT_EQ(again[b], b == 3 ? block3 : pageable[b]) << "block " << b;
+    // Back in from the same mix, into another engine's pool, and out again as pageable bytes.
+    auto target = MakeEngine(64 + n(), kBlockTokens);
+    auto imported = target->NewSequence(n());
+    ASSERT_TRUE(imported.ok());
+    std::vector<const std::byte*> in(mixed.begin(), mixed.end());
+    ASSERT_TRUE(target->ImportBlocks(*imported, in).ok());
+    std::vector<std::vector<std::byte>> again(blocks, std::vector<std::byte>(payload_bytes, std::byte{0}));
+    std::vector<std::byte*> again_out;
+    for (auto& p : again) again_out.push_back(p.data());
+    ASSERT_TRUE(target->ExportBlocks(*imported, 0, again_out).ok());
+    for (int64_t b = 0; b < blocks; ++b) EXPECT_EQ(again[b], b == 3 ? block3 : pageable[b]) << "block " << b;
+  }
 }
 
 TEST_P(PagedKvTest, AFullPoolAsksItsReclaimerThenSaysResourceExhausted) {
