@@ -59,7 +59,12 @@ export async function run(argv) {
     if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) skip(`no ${tool} (the helm test pod's script needs it; deploy/install-deps.sh installs it)`);
   }
   const p = {};
-  for (const k of ["http", "sg", "sm", "sh", "kg", "km", "kh", "wg", "wm", "wh"]) p[k] = await freePort();
+  // Ten distinct ports: a port closed after the probe can be handed out again by the next probe.
+  const taken = new Set();
+  for (const k of ["http", "sg", "sm", "sh", "kg", "km", "kh", "wg", "wm", "wh"]) {
+    do p[k] = await freePort(); while (taken.has(p[k]));
+    taken.add(p[k]);
+  }
   // The defaults (TLS, token and API key on), scaled to one CPU worker, one small kvstore and the tiny Llama.
   const docs = render({ name: "loopback", files: [], set: [
     "model.dir=llama3-tiny", "worker.backend=cpu", "worker.gpus=0", "worker.replicas=1", "kvstore.replicas=1",
