@@ -7,6 +7,7 @@
 #include "common/rpc.h"
 #include "common/strings.h"
 #include "worker/engine/sampler.h"
+#include "worker/service/sampling_params.h"
 
 namespace strata::worker {
 namespace {
@@ -79,15 +80,7 @@ absl::StatusOr<GenerationRequest> ValidateGenerateRequest(const proto::GenerateR
   if (request.max_new_tokens() == 0) return absl::InvalidArgumentError(StrCat(where, ": max_new_tokens must be > 0"));
   // As vLLM does, generation stops at the context's end rather than failing up front.
   out.max_new_tokens = std::min<int64_t>(request.max_new_tokens(), model.max_context_tokens - prompt_tokens);
-  const proto::SamplingParams& s = request.sampling();
-  out.sampling.temperature = s.temperature();
-  out.sampling.top_k = s.top_k();
-  out.sampling.top_p = s.top_p() == 0.0f ? 1.0f : s.top_p();
-  out.sampling.seed = s.seed();
-  out.sampling.min_p = s.min_p();
-  out.sampling.presence_penalty = s.presence_penalty();
-  out.sampling.frequency_penalty = s.frequency_penalty();
-  out.sampling.repetition_penalty = s.repetition_penalty() == 0.0f ? 1.0f : s.repetition_penalty();
+  out.sampling = SamplingOptionsOf(request.sampling());
   if (!std::isfinite(out.sampling.temperature) || !std::isfinite(out.sampling.top_p)) {
     return absl::InvalidArgumentError(StrCat(where, ": sampling temperature and top_p must be finite"));
   }

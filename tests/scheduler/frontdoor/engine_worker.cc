@@ -7,6 +7,7 @@
 #include "common/strings.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/generate.h"
+#include "worker/service/sampling_params.h"
 
 namespace strata::frontdoor::testing {
 
@@ -88,15 +89,7 @@ grpc::Status EngineWorker::Generate(grpc::ServerContext* context, const proto::G
   }
   engine::GenerateOptions options;
   options.max_new_tokens = request->max_new_tokens();
-  options.sampling.temperature = request->sampling().temperature();
-  options.sampling.top_k = request->sampling().top_k();
-  options.sampling.top_p = request->sampling().top_p() == 0 ? 1.0f : request->sampling().top_p();
-  options.sampling.seed = request->sampling().seed();
-  options.sampling.min_p = request->sampling().min_p();
-  options.sampling.presence_penalty = request->sampling().presence_penalty();
-  options.sampling.frequency_penalty = request->sampling().frequency_penalty();
-  options.sampling.repetition_penalty =
-      request->sampling().repetition_penalty() == 0 ? 1.0f : request->sampling().repetition_penalty();
+  options.sampling = worker::SamplingOptionsOf(request->sampling());
   options.stop_token_ids.assign(request->stop_token_ids().begin(), request->stop_token_ids().end());
   if (!request->ignore_eos()) {
     for (int64_t id : model_->config.eos_token_ids) options.stop_token_ids.push_back(static_cast<int32_t>(id));

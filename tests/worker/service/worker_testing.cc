@@ -10,6 +10,7 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
 #include "worker/model/model.h"
+#include "worker/service/sampling_params.h"
 
 namespace strata::worker::testing {
 namespace {
@@ -134,10 +135,7 @@ std::vector<int32_t> GenerateAlone(const std::string& model_dir, const proto::Ge
   }
   engine::GenerateOptions options;
   options.max_new_tokens = request.max_new_tokens();
-  options.sampling.temperature = request.sampling().temperature();
-  options.sampling.top_k = request.sampling().top_k();
-  options.sampling.top_p = request.sampling().top_p() == 0 ? 1.0f : request.sampling().top_p();
-  options.sampling.seed = request.sampling().seed();
+  options.sampling = SamplingOptionsOf(request.sampling());
   options.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
   if (!request.ignore_eos()) {
     for (int64_t id : slot->model.config.eos_token_ids) options.stop_token_ids.push_back(static_cast<int32_t>(id));
