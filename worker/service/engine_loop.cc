@@ -108,6 +108,7 @@ LoadSnapshot EngineLoop::Load() const {
   load.queued_prefill_tokens = waiting_tokens_ + running_unprefilled_;
   load.running_tokens = running_tokens_;
   load.running_requests = running_count_;
+  load.kv_pool_free_blocks = kv_pool_free_blocks_;
   return load;
 }
 
@@ -118,10 +119,12 @@ void EngineLoop::PublishLoad() {
     unprefilled += static_cast<uint64_t>(active->prompt_tokens() - active->prefilled);
   }
   for (const auto& active : fetching_) unprefilled += static_cast<uint64_t>(active->prompt_tokens());
+  const engine::KvPool* pool = engine_->pool();  // read here: the pool is the engine thread's
   absl::MutexLock lock(&mutex_);
   running_count_ = static_cast<uint32_t>(running_.size() + fetching_.size());
   running_tokens_ = tokens;
   running_unprefilled_ = unprefilled;
+  kv_pool_free_blocks_ = pool != nullptr ? static_cast<uint64_t>(pool->free_blocks()) : 0;
 }
 
 void EngineLoop::Run() {

@@ -64,6 +64,7 @@ struct LoadSnapshot {
   uint64_t queued_prefill_tokens = 0;  // waiting requests' prompts and running requests' unprefilled rest
   uint64_t running_tokens = 0;         // context tokens of the running requests
   uint32_t running_requests = 0;
+  uint64_t kv_pool_free_blocks = 0;  // of the engine's KV pool (tier G's cached blocks are not free)
 };
 
 class EngineLoop {
@@ -117,6 +118,7 @@ class EngineLoop {
   uint32_t running_count_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t running_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t running_unprefilled_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t kv_pool_free_blocks_ ABSL_GUARDED_BY(mutex_) = 0;
 
   // Requests whose kvstore fetch is under way: owned here, their results land in fetched_.
   std::vector<std::unique_ptr<Active>> fetching_;  // engine thread only

@@ -206,6 +206,13 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                [raw] { return static_cast<double>(raw->loop_->Load().queued_requests); });
   s.registry_.AddGaugeCallback("strata_worker_running_requests", "Requests in the batch", {},
                                [raw] { return static_cast<double>(raw->loop_->Load().running_requests); });
+  s.registry_.AddGaugeCallback(
+      "strata_worker_kv_pool_usage",
+      "Fraction of the KV pool's blocks in use: running sequences and tier G's cache (vLLM's kv_cache_usage_perc)", {},
+      [raw] {
+        const uint64_t free = raw->loop_->Load().kv_pool_free_blocks;
+        return raw->kv_pool_blocks_ <= 0 ? 0.0 : 1.0 - static_cast<double>(free) / static_cast<double>(raw->kv_pool_blocks_);
+      });
   s.loop_->Start();
   const ServedModel served_copy = served;
   s.service_ = std::make_unique<WorkerService>(std::move(served), s.loop_.get(), s.metrics_.get());

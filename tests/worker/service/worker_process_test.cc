@@ -182,6 +182,13 @@ TEST(WorkerProcess, SharedPrefixIsAttachedFromTierG) {
   EXPECT_EQ(cold.last().prefix().cached_tokens(), 0u);
   EXPECT_EQ(cold.last().prefix().prefill_tokens(), 100u);
   EXPECT_EQ(worker->Metric("strata_worker_gpu_cache_blocks"), 6);  // 100 tokens: 6 full blocks stay in HBM
+  // Nothing runs now: the pool's used blocks are the cached ones (published after the step that finished).
+  auto used_blocks = [&] {
+    return worker->Metric("strata_worker_kv_pool_usage") * worker->Metric("strata_worker_kv_pool_blocks");
+  };
+  EXPECT_TRUE(WaitFor([&] { return used_blocks() > 5.5; }, std::chrono::seconds(5)));
+  EXPECT_NEAR(used_blocks(), 6, 1e-6);
+  EXPECT_GT(worker->Metric("strata_worker_kv_pool_blocks"), 6);
 
   const proto::GenerateRequest request = GreedyRequest(second, 10);
   const StreamResult warm = Generate(worker->stub(), request);
