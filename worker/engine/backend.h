@@ -73,6 +73,26 @@ struct AttentionParams {
   int64_t window = 0;          // 0: full causal; else a query at p sees keys (p - window, p]
 };
 
+// Importance-aware sparse decode (kv_cache.h, SparseDecode). Keys are cut into chunks of chunk_tokens; a
+// chunk's bounds are the element-wise minimum and maximum of its keys, kept in a backend tensor
+// [num_kv_heads * num_chunks, 2 * head_dim] of the activation dtype (row h * num_chunks + c: chunk c of KV
+// head h, minima in the first head_dim columns). A query scores chunk c of KV head h by
+//   max over the query heads of h's group of  sum_d max(q_d * min_d, q_d * max_d),
+// an upper bound of q·k over the chunk's keys (Quest).
+struct SparseGather {
+  int64_t chunk_tokens = 0;
+  int64_t num_chunks = 0;   // bounds rows per KV head
+  int64_t candidates = 0;   // chunks [0, candidates) compete
+  int64_t select = 0;       // chunks kept per KV head (<= candidates)
+  int64_t sink_chunks = 0;  // chunks [0, sink_chunks) are always kept (<= select)
+  // Per KV head: its rows from token 0 on (chunk c at row c * chunk_tokens), in backend memory or in
+  // AllocateHost memory (read in place over the bus where the backend has a device).
+  std::vector<Tensor> k_homes, v_homes;
+  // Per KV head: the rows that follow the chosen chunks (tail_rows of them, in backend memory).
+  std::vector<Tensor> k_tail, v_tail;
+  int64_t tail_rows = 0;
+};
+
 // Queues of a backend: compute, and one per transfer direction so that uploads (host -> backend
 // memory), downloads (backend -> host) and compute overlap where the device allows (CUDA: three
 // streams, two copy engines). Work on one queue runs in order; across queues, order with fences.
@@ -184,6 +204,22 @@ class Backend {
       STRATA_RETURN_IF_ERROR(Attention(q.Rows(b, 1), row_layer, row_params, row_out));
     }
     return absl::OkStatus();
+  }
+  // Sparse decode (SparseGather above). Brings the bounds of the chunks that tokens [first, first + rows)
+  // of the contiguous `layer` touch up to date: a chunk that starts inside the range is set from it, one
+  // that started before is widened.
+  virtual absl::Status UpdateKeyBounds(const KvLayer& layer, int64_t first, int64_t rows, int64_t chunk_tokens,
+                                       Tensor& bounds) {
+    (void)layer, (void)first, (void)rows, (void)chunk_tokens, (void)bounds;
+    return absl::UnimplementedError(StrCat("sparse decode is not implemented on the ", name(), " backend"));
+  }
+  // Scores chunks [0, gather.candidates) for the one query row q [1, num_heads * head_dim] and fills the
+  // contiguous `out` per KV head: rows [0, select * chunk_tokens) with the `select` best chunks' K and V
+  // in ascending chunk order (ties: lower chunks first), then the tail rows.
+  virtual absl::Status GatherImportantKv(const Tensor& q, const Tensor& bounds, const SparseGather& gather,
+                                         const AttentionParams& params, KvLayer& out) {
+    (void)q, (void)bounds, (void)gather, (void)params, (void)out;
+    return absl::UnimplementedError(StrCat("sparse decode is not implemented on the ", name(), " backend"));
   }
   // out = silu(gate) * up, elementwise.
   virtual absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;

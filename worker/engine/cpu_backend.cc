@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/strings.h"
+#include "worker/engine/chunk_selection.h"
 
 namespace strata::engine {
 namespace {
@@ -285,6 +286,45 @@ class CpuBackend final : public Backend {
             for (int64_t d = 0; d < head_dim; ++d) o[d] += weight * value[d];
           }
         }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status UpdateKeyBounds(const KvLayer& layer, int64_t first, int64_t rows, int64_t chunk_tokens,
+                               Tensor& bounds) override {
+    const int64_t head_dim = layer.k.cols();
+    STRATA_RETURN_IF_ERROR(ExpectF32(bounds, "UpdateKeyBounds bounds"));
+    if (layer.paged() || chunk_tokens <= 0 || first < 0 || rows < 0 || first + rows > layer.capacity_tokens ||
+        bounds.cols() != 2 * head_dim || bounds.rows() % layer.num_kv_heads != 0 ||
+        bounds.rows() / layer.num_kv_heads * chunk_tokens < first + rows) {
+      return absl::InvalidArgumentError(StrCat("UpdateKeyBounds: rows [", first, ", ", first + rows, ") of a ",
+                                               layer.capacity_tokens, "-token layer in bounds of [", bounds.rows(),
+                                               ", ", bounds.cols(), "] by chunks of ", chunk_tokens));
+    }
+    UpdateKeyBoundsReference(layer.k.data<float>(), layer.num_kv_heads, layer.capacity_tokens, head_dim, first, rows,
+                             chunk_tokens, bounds.rows() / layer.num_kv_heads, bounds.data<float>());
+    return absl::OkStatus();
+  }
+
+  absl::Status GatherImportantKv(const Tensor& q, const Tensor& bounds, const SparseGather& g,
+                                 const AttentionParams& p, KvLayer& out) override {
+    STRATA_RETURN_IF_ERROR(ExpectF32(q, "GatherImportantKv q"));
+    STRATA_RETURN_IF_ERROR(ExpectF32(bounds, "GatherImportantKv bounds"));
+    STRATA_RETURN_IF_ERROR(CheckSparseGather(q, bounds, g, p, out));
+    const std::vector<int32_t> chosen = SelectChunksReference(q.data<float>(), bounds.data<float>(), g, p);
+    const int64_t head_dim = p.head_dim, chunk_bytes = g.chunk_tokens * head_dim * sizeof(float);
+    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
+      for (const bool value : {false, true}) {
+        const Tensor& home = value ? g.v_homes[h] : g.k_homes[h];
+        const Tensor& tail = value ? g.v_tail[h] : g.k_tail[h];
+        float* dst = (value ? out.v : out.k).data<float>() + h * out.capacity_tokens * head_dim;
+        for (int64_t i = 0; i < g.select; ++i) {
+          std::memcpy(dst + i * g.chunk_tokens * head_dim,
+                      home.data<float>() + int64_t{chosen[h * g.select + i]} * g.chunk_tokens * head_dim, chunk_bytes);
+        }
+        std::memcpy(dst + g.select * g.chunk_tokens * head_dim, tail.data<float>(),
+                    g.tail_rows * head_dim * sizeof(float));
       }
     }
     return absl::OkStatus();

@@ -13,6 +13,8 @@
 #include "kernels/cudnn_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/sparse_kv.h"
+#include "worker/engine/chunk_selection.h"
 #include "worker/engine/cuda_block_copy.h"
 #include "worker/engine/cuda_device_pool.h"
 #include "worker/engine/cuda_step_graph.h"
@@ -451,6 +453,57 @@ class CudaBackend final : public Backend {
                  (void)pool;  // keeps the KV memory alive while the step is pending
                  return kernels::Attention(args, workspace, workspace_bytes, s);
                });
+  }
+
+  absl::Status UpdateKeyBounds(const KvLayer& layer, int64_t first, int64_t rows, int64_t chunk_tokens,
+                               Tensor& bounds) override {
+    if (step_.recording()) return absl::FailedPreconditionError("UpdateKeyBounds inside a decode step");
+    STRATA_RETURN_IF_ERROR(ExpectActivation(layer.k, "UpdateKeyBounds keys"));
+    STRATA_RETURN_IF_ERROR(ExpectActivation(bounds, "UpdateKeyBounds bounds"));
+    const int64_t head_dim = layer.k.cols();
+    if (layer.paged() || bounds.cols() != 2 * head_dim || bounds.rows() % layer.num_kv_heads != 0) {
+      return absl::InvalidArgumentError(StrCat("UpdateKeyBounds: bounds of [", bounds.rows(), ", ", bounds.cols(),
+                                               "] for a ", layer.paged() ? "paged" : "contiguous", " layer of ",
+                                               layer.num_kv_heads, " heads of ", head_dim));
+    }
+    return kernels::UpdateKeyBounds(dtype_, layer.k.data(), layer.num_kv_heads, layer.capacity_tokens, head_dim, first,
+                                    rows, chunk_tokens, bounds.rows() / layer.num_kv_heads, bounds.data(),
+                                    stream_.get());
+  }
+
+  absl::Status GatherImportantKv(const Tensor& q, const Tensor& bounds, const SparseGather& g,
+                                 const AttentionParams& p, KvLayer& out) override {
+    if (step_.recording()) return absl::FailedPreconditionError("GatherImportantKv inside a decode step");
+    STRATA_RETURN_IF_ERROR(ExpectActivation(q, "GatherImportantKv q"));
+    STRATA_RETURN_IF_ERROR(ExpectActivation(bounds, "GatherImportantKv bounds"));
+    STRATA_RETURN_IF_ERROR(ExpectActivation(out.k, "GatherImportantKv out"));
+    STRATA_RETURN_IF_ERROR(CheckSparseGather(q, bounds, g, p, out));
+    if (p.num_kv_heads > kernels::ChunkSources::kMaxKvHeads) {
+      return absl::InvalidArgumentError(StrCat("GatherImportantKv: ", p.num_kv_heads, " KV heads, at most ",
+                                               kernels::ChunkSources::kMaxKvHeads));
+    }
+    kernels::ChunkSources sources;
+    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
+      sources.k[h] = g.k_homes[h].data();
+      sources.v[h] = g.v_homes[h].data();
+      sources.k_tail[h] = g.k_tail[h].data();
+      sources.v_tail[h] = g.v_tail[h].data();
+    }
+    // Scratch: the scores, then the chosen ids (int32 in a float-sized allocation).
+    STRATA_ASSIGN_OR_RETURN(Tensor scores, Allocate(DType::kF32, p.num_kv_heads, std::max<int64_t>(1, g.candidates)));
+    STRATA_ASSIGN_OR_RETURN(Tensor ids, Allocate(DType::kF32, p.num_kv_heads, std::max<int64_t>(1, g.select)));
+    const kernels::ChunkSelection selection{.num_heads = p.num_heads,
+                                            .num_kv_heads = p.num_kv_heads,
+                                            .head_dim = p.head_dim,
+                                            .num_chunks = g.num_chunks,
+                                            .candidates = g.candidates,
+                                            .select = g.select,
+                                            .sink_chunks = g.sink_chunks};
+    int32_t* chunk_ids = static_cast<int32_t*>(ids.data());
+    STRATA_RETURN_IF_ERROR(kernels::SelectChunks(dtype_, q.data(), bounds.data(), selection, scores.data<float>(),
+                                                 chunk_ids, stream_.get()));
+    return kernels::GatherChunks(dtype_, sources, p.num_kv_heads, p.head_dim, chunk_ids, g.select, g.chunk_tokens,
+                                 g.tail_rows, out.k.data(), out.v.data(), out.capacity_tokens, stream_.get());
   }
 
   absl::Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& out) override {

@@ -103,6 +103,8 @@ absl::StatusOr<MemoryPlan> Engine::PlanMemory(int64_t capacity_tokens, int64_t p
     STRATA_ASSIGN_OR_RETURN(plan.residency, ResidencyPlan::FromBudgets(shape, placement.budgets));
   }
   plan.kv = plan.residency.Memory(shape);
+  STRATA_RETURN_IF_ERROR(placement.sparse.Validate());
+  plan.kv.device_bytes += placement.sparse.DeviceBytes(shape, plan.residency);
   plan.activation_bytes =
       model_->ActivationBytes(std::max<int64_t>(prompt_tokens, 1), 1, options_.mini_sequence_tokens, kv_dtype());
   plan.weight_bytes = model_->WeightBytes();
@@ -125,7 +127,8 @@ absl::StatusOr<Sequence> Engine::NewSequence(int64_t capacity_tokens, const KvPl
   Sequence sequence;
   sequence.capacity_ = capacity_tokens;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
-                          KvCache::Create(*backend_, shape, std::move(plan.residency), placement.budgets));
+                          KvCache::Create(*backend_, shape, std::move(plan.residency), placement.budgets,
+                                                          placement.sparse));
   sequence.cache_ = cache.get();
   sequence.kv_ = std::move(cache);
   return sequence;

@@ -48,6 +48,7 @@ struct EngineOptions {
 struct KvPlacement {
   KvBudgets budgets;
   std::optional<ResidencyPlan> plan;
+  SparseDecode sparse;  // approximate decode over offloaded layers (kv_cache.h); off by default
 
   bool IsDefault() const {
     return !plan.has_value() && budgets.device_bytes == KvBudgets::kUnlimited && budgets.host_bytes == 0 &&

@@ -163,13 +163,51 @@ std::string ResidencyPlan::ToString() const {
   return text;
 }
 
+namespace {
+// Layers whose heads are all in HBM or pinned host memory, with at least one in host memory: the layers
+// sparse decode serves (SSD heads are read whole).
+bool SparseEligible(const ResidencyPlan& plan, int64_t layer) {
+  bool any_host = false;
+  for (int64_t h = 0; h < plan.num_kv_heads(); ++h) {
+    if (plan.tier(layer, h) == KvTier::kSsd) return false;
+    any_host |= plan.tier(layer, h) == KvTier::kHost;
+  }
+  return any_host;
+}
+}  // namespace
+
+absl::Status SparseDecode::Validate() const {
+  if (budget_tokens < 0 || chunk_tokens <= 0 || sink_tokens < 0 || recent_tokens <= 0) {
+    return absl::InvalidArgumentError(StrCat("sparse decode: budget ", budget_tokens, " tokens, chunks of ",
+                                             chunk_tokens, ", ", sink_tokens, " sink and ", recent_tokens,
+                                             " recent tokens (need budget >= 0, chunks and window > 0, sinks >= 0)"));
+  }
+  return absl::OkStatus();
+}
+
+int64_t SparseDecode::GatherRows(int64_t capacity_tokens) const {
+  const int64_t sink_rows = (sink_tokens + chunk_tokens - 1) / chunk_tokens * chunk_tokens;
+  return std::min(capacity_tokens, std::max(budget_tokens, sink_rows + recent_tokens + chunk_tokens));
+}
+
+int64_t SparseDecode::DeviceBytes(const KvShape& shape, const ResidencyPlan& plan) const {
+  if (!enabled()) return 0;
+  int64_t layers = 0;
+  for (int64_t l = 0; l < plan.num_layers(); ++l) layers += SparseEligible(plan, l);
+  if (layers == 0) return 0;
+  const int64_t chunks = (shape.capacity_tokens + chunk_tokens - 1) / chunk_tokens;
+  return layers * shape.num_kv_heads * chunks * 2 * shape.RowBytes() +
+         2 * shape.num_kv_heads * GatherRows(shape.capacity_tokens) * shape.RowBytes();
+}
+
 KvCache::KvCache(Backend& backend, const KvShape& shape, ResidencyPlan plan)
     : backend_(backend), shape_(shape), plan_(std::move(plan)) {}
 
 int64_t KvCache::RegionRows() const { return RegionRowsOf(shape_); }
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend, const KvShape& shape, ResidencyPlan plan,
-                                                         const KvBudgets& budgets) {
+                                                         const KvBudgets& budgets, const SparseDecode& sparse) {
+  STRATA_RETURN_IF_ERROR(sparse.Validate());
   if (plan.num_layers() != shape.num_layers || plan.num_kv_heads() != shape.num_kv_heads) {
     return absl::InvalidArgumentError(StrCat("KV cache: a plan for ", plan.num_layers(), "x", plan.num_kv_heads(),
                                              " heads does not fit ", shape.num_layers, "x", shape.num_kv_heads));
@@ -242,6 +280,19 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend, const
       }
     }
   }
+  if (sparse.DeviceBytes(shape, p) > 0) {
+    cache->sparse_ = sparse;
+    cache->bounds_.resize(shape.num_layers);
+    for (int64_t l = 0; l < shape.num_layers; ++l) {
+      if (!SparseEligible(p, l)) continue;
+      STRATA_ASSIGN_OR_RETURN(cache->bounds_[l], backend.Allocate(shape.dtype, heads * cache->NumChunks(), 2 * width));
+    }
+    KvLayer& gathered = cache->gathered_;
+    gathered.num_kv_heads = heads;
+    gathered.capacity_tokens = sparse.GatherRows(capacity);
+    STRATA_ASSIGN_OR_RETURN(gathered.k, backend.Allocate(shape.dtype, heads * gathered.capacity_tokens, width));
+    STRATA_ASSIGN_OR_RETURN(gathered.v, backend.Allocate(shape.dtype, heads * gathered.capacity_tokens, width));
+  }
   return cache;
 }
 
@@ -258,7 +309,7 @@ Tensor KvCache::BounceRows(Slot& slot, int64_t ssd_ordinal, KvPart part) const {
   return slot.bounce.Rows((2 * ssd_ordinal + (part == KvPart::kValue ? 1 : 0)) * RegionRows(), RegionRows());
 }
 
-absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
+absl::Status KvCache::Fill(int64_t layer, int64_t from, int64_t valid_tokens) {
   Slot& slot = slots_[layer % 2];
   STRATA_RETURN_IF_ERROR(FlushSsdWrites(layer % 2));
   // The bounce buffer is about to be overwritten: its previous upload must be done with it.
@@ -266,11 +317,12 @@ absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kUpload, slot.drained));
   const int64_t heads = shape_.num_kv_heads;
   int64_t ssd_ordinal = 0;
-  for (int64_t h = 0; h < heads && valid_tokens > 0; ++h) {
+  for (int64_t h = 0; h < heads && valid_tokens > from; ++h) {
     const Home& home = homes_[layer * heads + h];
     for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
       Tensor dst = HeadRows(slot.layer, h, part);
       if (plan_.tier(layer, h) == KvTier::kSsd) {
+        STRATA_CHECK(from == 0);  // layers with SSD heads are never sparse
         Tensor bounce = BounceRows(slot, ssd_ordinal, part);
         const int64_t bytes = (valid_tokens * shape_.RowBytes() + SsdFile::kAlignmentBytes - 1) /
                               SsdFile::kAlignmentBytes * SsdFile::kAlignmentBytes;
@@ -282,25 +334,45 @@ absl::Status KvCache::Fill(int64_t layer, int64_t valid_tokens) {
         stats_.ssd_bytes_read += bytes;
         STRATA_RETURN_IF_ERROR(backend_.CopyRows(bounce, 0, dst, 0, valid_tokens, Queue::kUpload));
       } else {
-        STRATA_RETURN_IF_ERROR(
-            backend_.CopyRows(part == KvPart::kValue ? home.v : home.k, 0, dst, 0, valid_tokens, Queue::kUpload));
+        STRATA_RETURN_IF_ERROR(backend_.CopyRows(part == KvPart::kValue ? home.v : home.k, from, dst, from,
+                                                 valid_tokens - from, Queue::kUpload));
       }
-      stats_.bytes_uploaded += valid_tokens * shape_.RowBytes();
+      stats_.bytes_uploaded += (valid_tokens - from) * shape_.RowBytes();
     }
     ssd_ordinal += plan_.tier(layer, h) == KvTier::kSsd;
   }
   STRATA_ASSIGN_OR_RETURN(slot.uploaded, backend_.Record(Queue::kUpload));
   slot.holds_layer = layer;
+  slot.holds_from = from;
   slot.holds_tokens = valid_tokens;
   return absl::OkStatus();
+}
+
+void KvCache::BeginPass(int64_t first_position, int64_t rows) {
+  (void)first_position;
+  pass_rows_ = rows;
+}
+
+int64_t KvCache::TailFirst(int64_t position) const {
+  const int64_t c = sparse_.chunk_tokens;
+  const int64_t first = position + 1 - sparse_.recent_tokens;
+  return first <= 0 ? 0 : first / c * c;
+}
+
+int64_t KvCache::FirstRowToFetch(int64_t layer, int64_t valid_tokens) const {
+  // A sparse step reads the recent window from the slot and everything else from home.
+  return SparsePass() && SparseLayer(layer) ? std::min(TailFirst(valid_tokens), valid_tokens) : 0;
 }
 
 absl::Status KvCache::Prefetch(int64_t layer, int64_t valid_tokens) {
   if (layer < 0 || layer >= shape_.num_layers || plan_.LayerOnDevice(layer)) return absl::OkStatus();
   const Slot& slot = slots_[layer % 2];
-  if (slot.holds_layer == layer && slot.holds_tokens == valid_tokens) return absl::OkStatus();
+  const int64_t from = FirstRowToFetch(layer, valid_tokens);
+  if (slot.holds_layer == layer && slot.holds_tokens == valid_tokens && slot.holds_from <= from) {
+    return absl::OkStatus();
+  }
   HostTimer timer(stats_.host_transfer_s);
-  return Fill(layer, valid_tokens);
+  return Fill(layer, from, valid_tokens);
 }
 
 absl::StatusOr<KvLayer> KvCache::Acquire(int64_t layer, int64_t valid_tokens) {
@@ -311,8 +383,10 @@ absl::StatusOr<KvLayer> KvCache::Acquire(int64_t layer, int64_t valid_tokens) {
   Slot& slot = slots_[layer % 2];
   {
     HostTimer timer(stats_.host_transfer_s);
-    if (slot.holds_layer != layer || slot.holds_tokens != valid_tokens)
-      STRATA_RETURN_IF_ERROR(Fill(layer, valid_tokens));
+    const int64_t from = FirstRowToFetch(layer, valid_tokens);
+    if (slot.holds_layer != layer || slot.holds_tokens != valid_tokens || slot.holds_from > from) {
+      STRATA_RETURN_IF_ERROR(Fill(layer, from, valid_tokens));
+    }
   }
   STRATA_ASSIGN_OR_RETURN(Fence before, backend_.Record(Queue::kCompute));
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kCompute, slot.uploaded));
@@ -329,6 +403,10 @@ absl::Status KvCache::Release(int64_t layer, int64_t first_token, int64_t rows) 
     return absl::FailedPreconditionError(StrCat("KV cache: layer ", layer, " released without being acquired"));
   }
   HostTimer timer(stats_.host_transfer_s);
+  // The new keys' chunk bounds, from the slot before it is reused (ordered before `computed`).
+  if (SparseLayer(layer)) {
+    STRATA_RETURN_IF_ERROR(backend_.UpdateKeyBounds(slot.layer, first_token, rows, sparse_.chunk_tokens, bounds_[layer]));
+  }
   STRATA_ASSIGN_OR_RETURN(Fence computed, backend_.Record(Queue::kCompute));
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kDownload, computed));
   const int64_t heads = shape_.num_kv_heads;
@@ -349,6 +427,43 @@ absl::Status KvCache::Release(int64_t layer, int64_t first_token, int64_t rows) 
   STRATA_ASSIGN_OR_RETURN(slot.drained, backend_.Record(Queue::kDownload));
   if (any_ssd) pending_writes_.push_back({slot_index, layer, first_token, rows, slot.drained});
   slot.holds_tokens = first_token + rows;  // the slot now mirrors the home up to here
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::Attend(Backend& backend, int64_t layer, const Tensor& q, const KvLayer& view,
+                             const AttentionParams& params, Tensor& out) {
+  if (!SparsePass() || q.rows() != 1 || !SparseLayer(layer) || params.window > 0) {
+    return backend.Attention(q, view, params, out);
+  }
+  const int64_t position = params.first_position, chunk = sparse_.chunk_tokens, heads = shape_.num_kv_heads;
+  const int64_t tail_first = TailFirst(position);
+  SparseGather gather;
+  gather.chunk_tokens = chunk;
+  gather.num_chunks = NumChunks();
+  gather.candidates = tail_first / chunk;
+  gather.sink_chunks = std::min(gather.candidates, (sparse_.sink_tokens + chunk - 1) / chunk);
+  gather.tail_rows = position + 1 - tail_first;
+  // Whole chunks that fit the budget beside the window; all of them when the budget covers the context.
+  const int64_t budget_chunks = std::max<int64_t>(0, sparse_.budget_tokens - gather.tail_rows) / chunk;
+  gather.select = std::min(gather.candidates, std::max(gather.sink_chunks, budget_chunks));
+  int64_t host_heads = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    const Home& home = homes_[layer * heads + h];
+    gather.k_homes.push_back(home.k);
+    gather.v_homes.push_back(home.v);
+    gather.k_tail.push_back(HeadRows(view, h, KvPart::kKey).Rows(tail_first, gather.tail_rows));
+    gather.v_tail.push_back(HeadRows(view, h, KvPart::kValue).Rows(tail_first, gather.tail_rows));
+    host_heads += plan_.tier(layer, h) == KvTier::kHost;
+  }
+  // Rows that earlier steps sent home must be there before the gather reads them.
+  for (const Slot& slot : slots_) STRATA_RETURN_IF_ERROR(backend.Wait(Queue::kCompute, slot.drained));
+  STRATA_RETURN_IF_ERROR(backend.GatherImportantKv(q, bounds_[layer], gather, params, gathered_));
+  AttentionParams chosen = params;
+  chosen.first_position = gather.select * chunk + gather.tail_rows - 1;  // the query sees every chosen key
+  STRATA_RETURN_IF_ERROR(backend.Attention(q, gathered_, chosen, out));
+  stats_.bytes_uploaded += 2 * host_heads * gather.select * chunk * shape_.RowBytes();
+  ++stats_.sparse_attentions;
+  stats_.approximate_attentions += gather.select < gather.candidates;
   return absl::OkStatus();
 }
 
@@ -436,6 +551,11 @@ absl::Status KvCache::WriteRows(int64_t layer, int64_t head, KvPart part, int64_
   STRATA_RETURN_IF_ERROR(backend_.CopyRows(in, 0, dst, first, rows, Queue::kUpload));
   STRATA_ASSIGN_OR_RETURN(Fence copied, backend_.Record(Queue::kUpload));
   STRATA_RETURN_IF_ERROR(backend_.Wait(Queue::kCompute, copied));
+  if (part == KvPart::kKey && SparseLayer(layer)) {  // the imported keys' chunk bounds, read from their home
+    const KvLayer one_head{.k = dst, .v = home.v, .num_kv_heads = 1, .capacity_tokens = shape_.capacity_tokens};
+    Tensor head_bounds = bounds_[layer].Rows(head * NumChunks(), NumChunks());
+    STRATA_RETURN_IF_ERROR(backend_.UpdateKeyBounds(one_head, first, rows, sparse_.chunk_tokens, head_bounds));
+  }
   return backend_.Synchronize(copied);
 }
 

@@ -90,6 +90,27 @@ class ResidencyPlan {
   std::vector<KvTier> tiers_;
 };
 
+// Importance-aware sparse decode (LeoAM, with Quest's key bounds as each chunk's abstract): opt-in and
+// approximate. A cache keeps, per chunk of chunk_tokens keys of every KV head of each layer that is not
+// wholly in HBM, the element-wise bounds of its keys in HBM (written as the keys are). In a one-token pass
+// such a layer reads, per KV head, only the sink chunks, the chunks whose bounds promise the highest q·k
+// (as many as the budget allows) and the recent window, instead of every key, and attends exactly over
+// them. A budget that covers the context reads every chunk in order: the same outputs as exact decode.
+// Layers with an SSD head or a sliding window stay exact.
+struct SparseDecode {
+  int64_t budget_tokens = 0;     // keys read per KV head and step, sinks and window included; 0: exact
+  int64_t chunk_tokens = 32;     // keys per chunk (and per abstract)
+  int64_t sink_tokens = 32;      // the first keys, always read (rounded up to whole chunks)
+  int64_t recent_tokens = 256;   // the latest keys, always read
+
+  bool enabled() const { return budget_tokens > 0; }
+  absl::Status Validate() const;
+  // HBM for a cache of `shape` under `plan`: the bounds of its sparse layers and one layer of chosen keys.
+  int64_t DeviceBytes(const KvShape& shape, const ResidencyPlan& plan) const;
+  // Rows per KV head of the buffer the chosen keys are gathered into.
+  int64_t GatherRows(int64_t capacity_tokens) const;
+};
+
 // Transfer counters of one cache, cumulative.
 struct KvTransferStats {
   int64_t bytes_uploaded = 0;    // host/SSD -> staging (and HBM heads copied into staging)
@@ -99,6 +120,8 @@ struct KvTransferStats {
   double ssd_read_s = 0;       // inside direct SSD reads
   double compute_stall_s = 0;  // compute waiting for uploads (GPU-side; 0 on the CPU backend)
   double host_transfer_s = 0;  // the calling thread inside transfers: SSD I/O, fence waits, CPU copies
+  int64_t sparse_attentions = 0;      // layer attentions that read chosen chunks (SparseDecode)
+  int64_t approximate_attentions = 0;  // ... of which left some keys out: the outputs are approximate
 };
 
 // The KV of one sequence as the forward pass sees it, a layer at a time. Two kinds: KvCache below
@@ -126,7 +149,19 @@ class SequenceKv {
     (void)token;
     return -1;
   }
+  // The pass about to run appends `rows` tokens at `first_position` (before its first Acquire).
+  virtual void BeginPass(int64_t first_position, int64_t rows) {
+    (void)first_position;
+    (void)rows;
+  }
   virtual absl::StatusOr<KvLayer> Acquire(int64_t layer, int64_t valid_tokens) = 0;
+  // Attention of the pass's rows q over `view` (what Acquire returned for `layer`, this pass's rows
+  // written). Default: exact attention; KvCache with SparseDecode may read fewer keys.
+  virtual absl::Status Attend(Backend& backend, int64_t layer, const Tensor& q, const KvLayer& view,
+                              const AttentionParams& params, Tensor& out) {
+    (void)layer;
+    return backend.Attention(q, view, params, out);
+  }
   virtual absl::Status Release(int64_t layer, int64_t first_token, int64_t rows) = 0;
   virtual absl::Status Prefetch(int64_t layer, int64_t valid_tokens) = 0;
   // Completes every write-back (SSD writes included). After it, each head's home holds every row.
@@ -137,7 +172,8 @@ class SequenceKv {
 class KvCache final : public SequenceKv {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend& backend, const KvShape& shape, ResidencyPlan plan,
-                                                         const KvBudgets& budgets = {});
+                                                         const KvBudgets& budgets = {},
+                                                         const SparseDecode& sparse = {});
   // Waits for the cache's transfers (their memory is released with it).
   ~KvCache() override;
   KvCache(const KvCache&) = delete;
@@ -150,7 +186,10 @@ class KvCache final : public SequenceKv {
   int64_t capacity_tokens() const override { return shape_.capacity_tokens; }
   bool AllOnDevice() const override { return plan_.AllOnDevice(); }
   bool paged() const override { return false; }
+  void BeginPass(int64_t first_position, int64_t rows) override;
   absl::StatusOr<KvLayer> Acquire(int64_t layer, int64_t valid_tokens) override;
+  absl::Status Attend(Backend& backend, int64_t layer, const Tensor& q, const KvLayer& view,
+                      const AttentionParams& params, Tensor& out) override;
   absl::Status Release(int64_t layer, int64_t first_token, int64_t rows) override;
   absl::Status Prefetch(int64_t layer, int64_t valid_tokens) override;
   absl::Status Finish() override;
@@ -173,6 +212,7 @@ class KvCache final : public SequenceKv {
     KvLayer layer;
     Tensor bounce;  // host, [2 * heads * region_rows, head_dim]: K region then V region per head
     int64_t holds_layer = -1;
+    int64_t holds_from = 0;  // it holds rows [holds_from, holds_tokens) of each head
     int64_t holds_tokens = 0;
     Fence uploaded;  // the slot's content is in place (upload queue)
     Fence drained;   // its written rows have left for home (download queue)
@@ -188,7 +228,15 @@ class KvCache final : public SequenceKv {
   // The bounce rows of a layer's `ssd_ordinal`-th SSD head (counting only that layer's SSD heads).
   Tensor BounceRows(Slot& slot, int64_t ssd_ordinal, KvPart part) const;
   Tensor HeadRows(const KvLayer& layer, int64_t head, KvPart part) const;
-  absl::Status Fill(int64_t layer, int64_t valid_tokens);
+  // Uploads rows [from, valid_tokens) of every head of `layer` into its slot.
+  absl::Status Fill(int64_t layer, int64_t from, int64_t valid_tokens);
+  // Sparse decode: whether `layer` keeps chunk bounds, whether this pass reads chosen keys only, and the
+  // first row of the recent window that a step at `position` reads (a chunk boundary).
+  bool SparseLayer(int64_t layer) const { return !bounds_.empty() && !bounds_[layer].empty(); }
+  bool SparsePass() const { return pass_rows_ == 1; }
+  int64_t FirstRowToFetch(int64_t layer, int64_t valid_tokens) const;
+  int64_t TailFirst(int64_t position) const;
+  int64_t NumChunks() const { return (shape_.capacity_tokens + sparse_.chunk_tokens - 1) / sparse_.chunk_tokens; }
   absl::Status FlushSsdWrites(int64_t keep_layer);
 
   Backend& backend_;
@@ -203,6 +251,10 @@ class KvCache final : public SequenceKv {
   std::vector<PendingSsdWrite> pending_writes_;
   std::vector<std::pair<Fence, Fence>> stalls_;  // compute fences around each wait for an upload
   KvTransferStats stats_;
+  SparseDecode sparse_;
+  std::vector<Tensor> bounds_;  // per layer: [heads * NumChunks(), 2 * head_dim] (sparse layers only)
+  KvLayer gathered_;            // the chosen keys of one layer (sparse decode)
+  int64_t pass_rows_ = 0;
 };
 
 }  // namespace strata::engine

@@ -241,6 +241,9 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     starts.push_back(starts.back() + n);
   }
   const int64_t n = starts.back();
+  for (size_t i = 0; i < segments.size(); ++i) {
+    segments[i].kv->BeginPass(segments[i].first_position, starts[i + 1] - starts[i]);
+  }
   const auto forward_start = std::chrono::steady_clock::now();
   // With paged segments, RoPE runs over every row of a mini-sequence at once and the paged rows' K/V are
   // written in one call, at per-row positions and pool slots uploaded once for the whole pass (the
@@ -335,7 +338,7 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
         if (!views[i].paged()) STRATA_RETURN_IF_ERROR(backend.WriteKv(k, v, position, views[i]));
         AttentionParams part_attention = attention;
         part_attention.first_position = position;
-        STRATA_RETURN_IF_ERROR(backend.Attention(q, views[i], part_attention, attn));
+        STRATA_RETURN_IF_ERROR(segments[i].kv->Attend(backend, layer, q, views[i], part_attention, attn));
       }
       if (begin < decode.size) {
         // The group's rows in this mini-sequence: rows [0, count) of its scratch.
