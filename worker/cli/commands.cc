@@ -95,6 +95,8 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   options.kv_placement.budgets.host_bytes = c.host_kv_budget_bytes;
   options.kv_placement.budgets.ssd_bytes = c.ssd_budget_bytes;
   options.kv_placement.budgets.ssd_dir = c.ssd_dir;
+  options.kv_placement.sparse.budget_tokens = c.sparse_decode_budget_tokens;
+  options.kv_placement.sparse.chunk_tokens = c.sparse_chunk_tokens;
   if (!c.ignore_eos) {
     for (int64_t id : model.config.eos_token_ids) options.stop_token_ids.push_back(static_cast<int32_t>(id));
   }
@@ -107,6 +109,9 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   // The first new token comes from the prefill; the rest are decode steps.
   const double decode_tokens = result.output_ids.empty() ? 0.0 : static_cast<double>(result.output_ids.size() - 1);
   const std::string finish = result.finish_reason == engine::FinishReason::kStopToken ? "stop" : "length";
+  // Sparse decode never passes silently: whether any step left keys out is part of every output.
+  const engine::KvTransferStats& t = result.transfers;
+  const bool approximate = t.approximate_attentions > 0;
 
   if (c.format == OutputFormat::kJson) {
     json j = {
@@ -131,11 +136,21 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
           {"bytes_downloaded", result.transfers.bytes_downloaded},
           {"ssd_bytes_read", result.transfers.ssd_bytes_read},
           {"compute_stall_seconds", result.transfers.compute_stall_s}}},
+        {"decode", approximate ? "approximate" : "exact"},
+        {"sparse_decode",
+         {{"budget_tokens", c.sparse_decode_budget_tokens},
+          {"chunk_tokens", c.sparse_chunk_tokens},
+          {"sparse_attentions", t.sparse_attentions},
+          {"approximate_attentions", t.approximate_attentions}}},
     };
     out << Dump(j) << "\n";
     return absl::OkStatus();
   }
   if (stream) out << stream->Finish() << "\n";
+  if (approximate) {
+    out << "decode: approximate (sparse decode, " << c.sparse_decode_budget_tokens << " keys per KV head and step; "
+        << t.approximate_attentions << " of " << t.sparse_attentions << " layer attentions left keys out)\n";
+  }
   if (c.stats || tokenizer == nullptr) {
     out << "prompt_ids: [" << absl::StrJoin(prompt, ", ") << "]\n";
     out << "output_ids: [" << absl::StrJoin(result.output_ids, ", ") << "]\n";

@@ -39,6 +39,10 @@ struct GenerateCommand {
   int64_t host_kv_budget_bytes = 0;
   int64_t ssd_budget_bytes = 0;
   std::string ssd_dir;
+  // Sparse (approximate) decode over offloaded layers (engine::SparseDecode): keys per KV head and step;
+  // 0 is exact decode (default).
+  int64_t sparse_decode_budget_tokens = 0;
+  int64_t sparse_chunk_tokens = 32;
   bool stats = false;  // text mode: also print ids and tokens/s
   OutputFormat format = OutputFormat::kText;
 };

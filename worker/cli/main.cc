@@ -55,6 +55,12 @@ int main(int argc, char** argv) {
   gen->add_option("--ssd-budget", generate.ssd_budget_bytes, "KV bytes in files under --ssd-dir")
       ->transform(CLI::AsSizeValue(false));
   gen->add_option("--ssd-dir", generate.ssd_dir, "Directory for the SSD tier (direct I/O)");
+  gen->add_option("--sparse-decode-budget", generate.sparse_decode_budget_tokens,
+                  "Approximate decode: keys read per KV head and step from offloaded layers, chosen by importance "
+                  "(0: exact)")
+      ->capture_default_str();
+  gen->add_option("--sparse-chunk-tokens", generate.sparse_chunk_tokens, "Keys per chunk of sparse decode")
+      ->capture_default_str();
   gen->add_flag("--stats", generate.stats, "Also print the ids, tokens/s and the KV placement");
   gen->add_flag("--json", generate_json, "Print one JSON object");
 

@@ -94,6 +94,42 @@ TEST(StrataCli, GenerateWithKvOffloadedToHostAndSsdGivesTheGreedyGolden) {
   EXPECT_THAT(refused.err, HasSubstr("--gpu-kv-budget"));
 }
 
+TEST(StrataCli, SparseDecodeSaysWhenItWasApproximateAndIsExactWithAWholeBudget) {
+  auto golden = testing::LoadModelGolden(testing::TestDataDir() / "models/llama3-tiny/golden.json");
+  ASSERT_TRUE(golden.ok());
+  // Two staging layers (162 KiB) and no KV head fit the "GPU" budget: every head lives in host memory.
+  const std::vector<std::string> offloaded = {
+      "generate",         "--model",         kLlama, "--prompt-ids", absl::StrJoin(golden->prompt_ids, ","),
+      "--max-new-tokens", "24",              "--json", "--gpu-kv-budget", "162KiB", "--host-kv-budget", "1MiB"};
+  std::vector<std::string> whole = offloaded;
+  whole.insert(whole.end(), {"--sparse-decode-budget", "4096", "--sparse-chunk-tokens", "16"});
+  const ProcessResult exact = Strata(whole);
+  ASSERT_EQ(exact.exit_code, 0) << exact.err;
+  auto j = nlohmann::json::parse(exact.out);
+  EXPECT_EQ(j.at("output_ids").get<std::vector<int32_t>>(), golden->cpu.greedy_ids);
+  EXPECT_EQ(j.at("decode"), "exact");
+  EXPECT_GT(j.at("sparse_decode").at("sparse_attentions").get<int64_t>(), 0) << j.dump();
+  EXPECT_EQ(j.at("kv").at("heads_gpu").get<int>(), 0) << j.at("kv").dump();
+
+  std::vector<std::string> small = offloaded;
+  small.insert(small.end(), {"--sparse-decode-budget", "48", "--sparse-chunk-tokens", "16"});
+  const ProcessResult approximate = Strata(small);
+  ASSERT_EQ(approximate.exit_code, 0) << approximate.err;
+  j = nlohmann::json::parse(approximate.out);
+  EXPECT_EQ(j.at("decode"), "approximate");
+  EXPECT_GT(j.at("sparse_decode").at("approximate_attentions").get<int64_t>(), 0) << j.dump();
+  // Text mode says so too.
+  small.erase(std::find(small.begin(), small.end(), "--json"));
+  const ProcessResult text = Strata(small);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("decode: approximate (sparse decode, 48 keys per KV head"));
+  std::vector<std::string> bad = offloaded;
+  bad.insert(bad.end(), {"--sparse-decode-budget", "48", "--sparse-chunk-tokens", "0"});
+  const ProcessResult refused = Strata(bad);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("sparse decode"));
+}
+
 TEST(StrataCli, GenerateFromTextAddsBeginOfTextAndPrintsTheText) {
   const ProcessResult run =
       Strata({"generate", "--model", kLlama, "--prompt", "Hello, world!", "--max-new-tokens", "5", "--json",
