@@ -65,6 +65,11 @@ absl::Span<const int32_t> Sequence::blocks() const {
 
 KvTransferStats Sequence::transfer_stats() const { return cache_ != nullptr ? cache_->stats() : KvTransferStats(); }
 
+absl::Status Sequence::SetSparseDecodeBudget(int64_t budget_tokens) {
+  if (cache_ == nullptr) return absl::FailedPreconditionError("sparse decode: a paged sequence has no chunk bounds");
+  return cache_->SetSparseBudget(budget_tokens);
+}
+
 Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<LlamaModel> model, const EngineOptions& options)
     : backend_(std::move(backend)), model_(std::move(model)), options_(options) {}
 

@@ -76,6 +76,9 @@ class Sequence {
   absl::Span<const int32_t> blocks() const;
   // Transfers between tiers so far (zero for paged sequences: they never leave backend memory).
   KvTransferStats transfer_stats() const;
+  // Changes the sparse-decode budget of a sequence created with sparse decode on (KvPlacement::sparse);
+  // 0 makes its decode exact again. FailedPrecondition for other sequences.
+  absl::Status SetSparseDecodeBudget(int64_t budget_tokens);
 
  private:
   friend class Engine;

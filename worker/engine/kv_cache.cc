@@ -348,6 +348,16 @@ absl::Status KvCache::Fill(int64_t layer, int64_t from, int64_t valid_tokens) {
   return absl::OkStatus();
 }
 
+absl::Status KvCache::SetSparseBudget(int64_t budget_tokens) {
+  if (bounds_.empty()) {
+    return absl::FailedPreconditionError(
+        "sparse decode: this sequence keeps no chunk bounds (created without sparse decode, or no layer is offloaded)");
+  }
+  if (budget_tokens < 0) return absl::InvalidArgumentError(StrCat("sparse decode: a budget of ", budget_tokens));
+  sparse_.budget_tokens = budget_tokens;
+  return absl::OkStatus();
+}
+
 void KvCache::BeginPass(int64_t first_position, int64_t rows) {
   (void)first_position;
   pass_rows_ = rows;

@@ -200,6 +200,9 @@ class KvCache final : public SequenceKv {
   absl::Status WriteRows(int64_t layer, int64_t head, KvPart part, int64_t first, int64_t rows, const void* data);
 
   const KvTransferStats& stats() const { return stats_; }
+  // A new SparseDecode::budget_tokens (0: exact decode). FailedPrecondition unless the cache was created
+  // with sparse decode on and has layers that keep chunk bounds.
+  absl::Status SetSparseBudget(int64_t budget_tokens);
 
  private:
   // Where one head's K and V live.
@@ -233,7 +236,7 @@ class KvCache final : public SequenceKv {
   // Sparse decode: whether `layer` keeps chunk bounds, whether this pass reads chosen keys only, and the
   // first row of the recent window that a step at `position` reads (a chunk boundary).
   bool SparseLayer(int64_t layer) const { return !bounds_.empty() && !bounds_[layer].empty(); }
-  bool SparsePass() const { return pass_rows_ == 1; }
+  bool SparsePass() const { return pass_rows_ == 1 && sparse_.budget_tokens > 0; }
   int64_t FirstRowToFetch(int64_t layer, int64_t valid_tokens) const;
   int64_t TailFirst(int64_t position) const;
   int64_t NumChunks() const { return (shape_.capacity_tokens + sparse_.chunk_tokens - 1) / sparse_.chunk_tokens; }
