@@ -23,7 +23,7 @@
 #include "tests/testing/synthetic_model.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata {
 namespace {

@@ -1,4 +1,4 @@
-// model.safetensors.index.json of arbitrary bytes (worker/model/checkpoint.h) over two real shards:
+// model.safetensors.index.json of arbitrary bytes (model/checkpoint.h) over two real shards:
 // Checkpoint::Open either refuses it or the index and the shards agree, and no shard name leads out of
 // the model directory.
 #include <cstdint>
@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "fuzz/fuzz_input.h"
-#include "worker/model/checkpoint.h"
+#include "model/checkpoint.h"
 
 namespace {
 

@@ -1,10 +1,10 @@
-// config.json of arbitrary bytes (worker/model/config.h): parsed or refused, and what is accepted
+// config.json of arbitrary bytes (model/config.h): parsed or refused, and what is accepted
 // describes a forward pass the engine can size without overflow.
 #include <cstdint>
 #include <string_view>
 
 #include "fuzz/fuzz_input.h"
-#include "worker/model/config.h"
+#include "model/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto config = strata::model::ParseModelConfig(std::string_view(reinterpret_cast<const char*>(data), size),

@@ -1,4 +1,4 @@
-// A safetensors file of arbitrary bytes (worker/model/safetensors.h). Open() either refuses it or every
+// A safetensors file of arbitrary bytes (model/safetensors.h). Open() either refuses it or every
 // tensor it returns lies inside the file's data section, without overlaps, with exactly the bytes its
 // shape and dtype need; reading each one whole must not fault.
 #include <cstdint>
@@ -8,7 +8,7 @@
 
 #include "common/dtype.h"
 #include "fuzz/fuzz_input.h"
-#include "worker/model/safetensors.h"
+#include "model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::filesystem::path path = strata::fuzz::ScratchDir() / "model.safetensors";

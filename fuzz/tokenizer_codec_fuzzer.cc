@@ -1,5 +1,5 @@
 // Encode and Decode of arbitrary bytes with the test tokenizer (tests/data/tokenizer/tokenizer.json, a
-// byte-level BPE with the Llama-3 split regex). Properties the tokenizer promises (worker/model/tokenizer.h):
+// byte-level BPE with the Llama-3 split regex). Properties the tokenizer promises (model/tokenizer.h):
 // Encode refuses invalid UTF-8 and otherwise gives in-vocabulary ids whose Decode is the text again (a
 // byte-level BPE loses nothing); Decode of any ids never faults; streaming decode equals Decode.
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace {
 

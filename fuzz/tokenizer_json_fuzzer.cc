@@ -1,11 +1,11 @@
-// tokenizer.json of arbitrary bytes (worker/model/tokenizer.h): FromJson either refuses it or gives a
+// tokenizer.json of arbitrary bytes (model/tokenizer.h): FromJson either refuses it or gives a
 // tokenizer that encodes and decodes text without faulting.
 #include <cstdint>
 #include <string_view>
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using strata::model::SpecialTokens;

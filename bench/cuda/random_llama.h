@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/cuda_backend.h"
 #include "worker/engine/llama.h"
-#include "worker/model/config.h"
+#include "model/config.h"
 
 namespace strata::bench {
 

@@ -6,7 +6,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/strings.h"
-#include "worker/model/config.h"
+#include "model/config.h"
 
 namespace strata::frontdoor {
 

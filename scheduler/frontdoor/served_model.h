@@ -15,7 +15,7 @@
 #include "scheduler/frontdoor/limits.h"
 #include "scheduler/frontdoor/request.h"
 #include "scheduler/frontdoor/worker_proxy.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace strata::frontdoor {
 

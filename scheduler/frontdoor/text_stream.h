@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace strata::frontdoor {
 

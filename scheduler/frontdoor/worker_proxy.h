@@ -25,7 +25,7 @@
 #include "scheduler/frontdoor/request.h"
 #include "scheduler/frontdoor/text_stream.h"
 #include "scheduler/scheduler.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace strata::frontdoor {
 

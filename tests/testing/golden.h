@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata::testing {
 

@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
-#include "worker/model/safetensors.h"
+#include "model/safetensors.h"
 
 namespace strata::testing {
 namespace {

@@ -8,8 +8,8 @@
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/safetensors_writer.h"
-#include "worker/model/config.h"
-#include "worker/model/weight_layout.h"
+#include "model/config.h"
+#include "model/weight_layout.h"
 
 namespace strata::testing {
 

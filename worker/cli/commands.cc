@@ -12,8 +12,8 @@
 #include "worker/engine/cuda_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
-#include "worker/model/model.h"
-#include "worker/model/tokenizer.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 namespace strata::cli {
 namespace {

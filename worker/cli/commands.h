@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "common/dtype.h"
 #include "worker/engine/sampler.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace strata::cli {
 

@@ -15,7 +15,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "worker/engine/tensor.h"
-#include "worker/model/safetensors.h"
+#include "model/safetensors.h"
 
 namespace strata::engine {
 

@@ -14,7 +14,7 @@
 #include "worker/engine/backend.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/kv_pool.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata::engine {
 

@@ -8,7 +8,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "worker/engine/rope.h"
-#include "worker/model/weight_layout.h"
+#include "model/weight_layout.h"
 
 namespace strata::engine {
 namespace {

@@ -9,8 +9,8 @@
 #include "absl/types/span.h"
 #include "worker/engine/backend.h"
 #include "worker/engine/kv_cache.h"
-#include "worker/model/checkpoint.h"
-#include "worker/model/config.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
 
 namespace strata::engine {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "worker/model/config.h"
+#include "model/config.h"
 
 namespace strata::engine {
 

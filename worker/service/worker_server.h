@@ -17,7 +17,7 @@
 #include "common/metrics.h"
 #include "scheduler/client/holder_agent.h"
 #include "worker/engine/engine.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 #include "worker/prefix/gpu_block_cache.h"
 #include "worker/prefix/host_block_cache.h"
 #include "worker/prefix/kvstore_tier.h"

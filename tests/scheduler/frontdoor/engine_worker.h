@@ -16,7 +16,7 @@
 #include "proto/worker.grpc.pb.h"
 #include "scheduler/registry.h"
 #include "worker/engine/engine.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata::frontdoor::testing {
 

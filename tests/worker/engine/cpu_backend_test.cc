@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/golden.h"
 #include "tests/testing/safetensors_writer.h"
-#include "worker/model/safetensors.h"
+#include "model/safetensors.h"
 
 namespace strata::engine {
 namespace {

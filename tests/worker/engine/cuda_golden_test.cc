@@ -13,8 +13,8 @@
 #include "worker/engine/cuda_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
-#include "worker/model/model.h"
-#include "worker/model/safetensors.h"
+#include "model/model.h"
+#include "model/safetensors.h"
 
 namespace strata::engine {
 namespace {

@@ -8,7 +8,7 @@
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata::engine {
 namespace {

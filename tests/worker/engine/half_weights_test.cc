@@ -8,8 +8,8 @@
 #include "tests/testing/safetensors_writer.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
-#include "worker/model/model.h"
-#include "worker/model/safetensors.h"
+#include "model/model.h"
+#include "model/safetensors.h"
 
 namespace strata::engine {
 namespace {

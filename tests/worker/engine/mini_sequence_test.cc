@@ -9,7 +9,7 @@
 #include "tests/testing/safetensors_writer.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata::engine {
 namespace {

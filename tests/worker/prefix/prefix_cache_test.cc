@@ -10,7 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "worker/engine/cpu_backend.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 
 namespace strata::worker {
 namespace {

@@ -9,7 +9,7 @@
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generate.h"
-#include "worker/model/model.h"
+#include "model/model.h"
 #include "worker/service/sampling_params.h"
 
 namespace strata::worker::testing {
