@@ -28,9 +28,13 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Parse(std::string_view source) {
   return ChatTemplate(std::move(program));
 }
 
-absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& variables) const {
+absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& variables) const {
+  return Render(variables, absl::Now());
+}
+
+absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& variables, absl::Time now) const {
   std::string out;
-  STRATA_RETURN_IF_ERROR(jinja::Render(program_->body, variables, out));
+  STRATA_RETURN_IF_ERROR(jinja::Render(program_->body, variables, now, out));
   return out;
 }
 

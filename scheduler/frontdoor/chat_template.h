@@ -1,23 +1,37 @@
 // Chat templates: the model's own Jinja template (tokenizer_config.json "chat_template"), rendered by a
-// small interpreter of the Jinja subset that the chat templates of Llama 3, Qwen2 and Mistral use.
+// small interpreter of the Jinja that chat templates use, as Hugging Face's apply_chat_template renders it:
+// trim_blocks and lstrip_blocks on, `{%-`/`-%}` trimming, loop controls, raise_exception and strftime_now.
+// It matches Jinja2 (tests/data/chat_templates/golden.json) and @huggingface/jinja (the differential test)
+// byte for byte on the templates of Llama 3, 3.1 and 3.2, Qwen2 and 2.5, Mistral v0.1 and v0.3 and the
+// DeepSeek-R1 distills.
 //
-// Supported (as Hugging Face renders them: trim_blocks and lstrip_blocks on, `{%-`/`-%}` trimming):
-//   statements  {% for x in expr %}...{% else %}...{% endfor %}, {% if %}/{% elif %}/{% else %}/{% endif %},
-//               {% set name = expr %}, {{ expr }}, {# comments #}
-//   loop        loop.index, loop.index0, loop.first, loop.last, loop.length, loop.revindex, loop.revindex0
-//   operators   == != < > <= >= and or not in, `not in`, + (numbers, strings, lists) - * / // % ~,
-//               `a if cond else b`, is [not] defined/undefined/none/string/number/mapping/iterable/sequence
-//   access      x.attr, x['key'], x[i] (negative from the end), x[a:b]
-//   literals    'strings' "strings", integers, true/false/none (and True/False/None), [lists]
-//   filters     trim, length, count, upper, lower, string, first, last, items, join(separator)
-//   functions   raise_exception(message) (renders as an InvalidArgument error carrying the message), range(n)
-//   for         `for a, b in pairs` (e.g. `x | items`)
-// Other statements (macro, call, filter blocks, `set` of attributes or blocks) are refused when the template
-// is parsed. Other filters, tests, functions and method calls (tojson, namespace(), .strip(), ...) parse,
-// so a template that uses them only in branches a plain chat never takes (tools) still runs; evaluating one
-// fails with Unimplemented naming it and its line.
+// Supported:
+//   statements  {% for x in expr [if cond] %}...{% else %}...{% endfor %}, {% break %}, {% continue %},
+//               {% if %}/{% elif %}/{% else %}/{% endif %}, {% set name = expr %}, {% set ns.attr = expr %},
+//               {% set name %}...{% endset %}, {{ expr }}, {# comments #}
+//   loop        index, index0, first, last, length, revindex, revindex0, previtem, nextitem, depth, depth0
+//   operators   == != < > <= >= and or not in, `not in`, + (numbers, strings, lists) - * (also string * n) / // %
+//               ~, `a if cond else b`, `x is [not] test`
+//   access      x.attr, x['key'], x[i] (negative from the end), x[a:b]; strings by code point, as Python
+//   literals    'strings' "strings", integers, floats, true/false/none (and True/False/None), [lists], {dicts},
+//               (tuples) (held as lists)
+//   filters     trim, length, count, first, last, join(sep, attribute), default/d(value, boolean), map(attribute=
+//               or filter), select, reject, selectattr, rejectattr, list, string, int, float, abs, tojson(indent),
+//               items, upper, lower, title, capitalize, replace
+//   tests       defined, undefined, none, string, number, integer, float, boolean, true, false, mapping,
+//               iterable, sequence, callable, in, equalto/eq/==, ne/!=, lt/<, le/<=, gt/>, ge/>=, sameas, odd,
+//               even, divisibleby, lower, upper
+//   methods     str: strip, lstrip, rstrip, split, rsplit, startswith, endswith, upper, lower, title, capitalize,
+//               replace, find, count; dict: items, keys, values, get
+//   functions   raise_exception(message) (an InvalidArgument error carrying the message), range(...),
+//               namespace(...), strftime_now(format)
+// A dict keeps its keys in the order they came (tojson and items print them so, as Python does).
+// Unknown statements, filters and tests are refused when the template is parsed (as Jinja refuses them when
+// it compiles one); calling an unknown function or method fails when evaluated. Not supported: macros,
+// call and filter blocks, tuple assignment, `**`, list.append and other mutating methods (Hugging Face's
+// sandbox refuses those too), Unicode case mapping (upper/lower/title map ASCII letters only).
 //
-// Scoping follows Jinja: a `set` inside a for loop does not leak out of it.
+// Scoping follows Jinja: a `set` inside a for loop does not leak out of it; a namespace's attributes do.
 #ifndef STRATA_SCHEDULER_FRONTDOOR_CHAT_TEMPLATE_H_
 #define STRATA_SCHEDULER_FRONTDOOR_CHAT_TEMPLATE_H_
 
@@ -28,6 +42,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
 namespace strata::frontdoor {
@@ -42,17 +57,21 @@ inline constexpr std::string_view kFallbackChatTemplate =
 // A parsed template. Immutable after Parse; Render is const and thread-safe. Movable.
 class ChatTemplate {
  public:
-  // InvalidArgument naming the line and the construct for a syntax error or an unsupported feature.
+  // InvalidArgument naming the line and the construct for a syntax error or an unsupported statement,
+  // filter or test.
   static absl::StatusOr<ChatTemplate> Parse(std::string_view source);
 
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
   ~ChatTemplate();
 
-  // Renders with `variables` (an object: messages, add_generation_prompt, bos_token, eos_token, ...).
-  // InvalidArgument for a raise_exception() in the template (its message) or a type error (e.g. adding
-  // a string to a number).
-  absl::StatusOr<std::string> Render(const nlohmann::json& variables) const;
+  // Renders with `variables` (an object: messages, add_generation_prompt, bos_token, eos_token, tools, ...),
+  // whose dicts keep their key order (an nlohmann::json converts, with its keys sorted). strftime_now()
+  // formats `now` (the first overload: the current time). InvalidArgument for a raise_exception() in the
+  // template (its message), a type error (e.g. adding a string to a number) or a call of an unknown
+  // function or method.
+  absl::StatusOr<std::string> Render(const nlohmann::ordered_json& variables) const;
+  absl::StatusOr<std::string> Render(const nlohmann::ordered_json& variables, absl::Time now) const;
 
  private:
   struct Program;

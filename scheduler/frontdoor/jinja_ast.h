@@ -1,5 +1,5 @@
 // The chat-template interpreter's syntax tree (private to scheduler/frontdoor/): what jinja_parser builds
-// and jinja_eval runs. Values are nlohmann::json; Jinja's Undefined is a discarded json value.
+// and jinja_eval runs. Values: jinja_value.h.
 #ifndef STRATA_SCHEDULER_FRONTDOOR_JINJA_AST_H_
 #define STRATA_SCHEDULER_FRONTDOOR_JINJA_AST_H_
 
@@ -11,15 +11,9 @@
 
 #include "absl/status/status.h"
 #include "common/strings.h"
-#include "nlohmann/json.hpp"
+#include "scheduler/frontdoor/jinja_value.h"
 
 namespace strata::frontdoor::jinja {
-
-using Json = nlohmann::json;
-
-// Jinja's Undefined: a discarded json value (never produced by parsing real data).
-inline Json Undefined() { return Json(Json::value_t::discarded); }
-inline bool IsUndefined(const Json& value) { return value.is_discarded(); }
 
 // InvalidArgument "chat template: line N: message".
 inline absl::Status Error(int line, std::string_view message) {
@@ -29,34 +23,40 @@ inline absl::Status Error(int line, std::string_view message) {
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 
-// kUnsupported: a filter, function or method call this interpreter lacks. It parses (so a template that
-// uses one only in a branch it never takes, e.g. for tools, still runs) and fails when evaluated.
+// kCall: a global function (name) with its arguments; kMethod: args[0].name(arguments); kFilter:
+// args[0] | name(arguments); kTest: args[0] is [not] name(arguments). Their arguments follow the operand in
+// `args`, with `keywords` naming each one ("" for a positional one). kDict: keys and values alternate.
 enum class ExprKind {
-  kLiteral, kName, kAttr, kItem, kSlice, kCall, kFilter, kTest, kNot, kNeg, kBinary, kIf, kList, kUnsupported
+  kLiteral, kName, kAttr, kItem, kSlice, kCall, kMethod, kFilter, kTest, kNot, kNeg, kBinary, kIf, kList, kDict
 };
 
 struct Expr {
   ExprKind kind;
   int line = 0;
-  Json literal;              // kLiteral
-  std::string name;          // kName, kAttr (attribute), kCall/kFilter/kTest (callee), kBinary (operator)
-  bool negated = false;      // kTest: `is not`
-  std::vector<ExprPtr> args; // operands: kAttr [object], kItem [object, index], kSlice [object, from?, to?], ...
-  std::vector<bool> present; // kSlice: which bounds were written
+  Json literal;                       // kLiteral
+  std::string name;                   // kName, kAttr, kCall, kMethod, kFilter, kTest (callee), kBinary (operator)
+  bool negated = false;               // kTest: `is not`
+  std::vector<ExprPtr> args;          // operands (kSlice: [object, from?, to?]), then arguments
+  std::vector<std::string> keywords;  // kCall, kMethod, kFilter, kTest: the name of each argument, or ""
+  std::vector<bool> present;          // kSlice: which bounds were written
 };
 
 struct Node;
 using Body = std::vector<Node>;
 
-enum class NodeKind { kText, kOutput, kIf, kFor, kSet };
+// kSet: `{% set name = expr %}`, `{% set name.attribute = expr %}` (attribute non-empty: a namespace's),
+// or `{% set name %}body{% endset %}` (expr null). kFor: `for targets in expr [if filter]`.
+enum class NodeKind { kText, kOutput, kIf, kFor, kSet, kBreak, kContinue };
 
 struct Node {
   NodeKind kind;
   int line = 0;
   std::string text;                                  // kText; kSet: name
+  std::string attribute;                             // kSet: the namespace attribute
   std::vector<std::string> targets;                  // kFor: the loop variable(s)
   ExprPtr expr;                                      // kOutput, kFor (iterable), kSet (value)
-  std::vector<std::pair<ExprPtr, Body>> branches;    // kIf: (condition, body); kFor: one (null, body)
+  ExprPtr filter;                                    // kFor: the `if` after the iterable
+  std::vector<std::pair<ExprPtr, Body>> branches;    // kIf: (condition, body); kFor, block kSet: one (null, body)
   Body else_body;                                    // kIf, kFor
 };
 

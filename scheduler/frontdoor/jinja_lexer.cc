@@ -1,6 +1,8 @@
 #include "scheduler/frontdoor/jinja_lexer.h"
 
 #include <cctype>
+#include <cerrno>
+#include <cstdlib>
 #include <utility>
 
 #include "scheduler/frontdoor/jinja_ast.h"
@@ -124,10 +126,35 @@ absl::StatusOr<std::vector<Token>> Tokenize(std::string_view body, int line) {
       i = j;
     } else if (std::isdigit(static_cast<unsigned char>(c))) {
       size_t j = i;
-      int64_t value = 0;
-      while (j < body.size() && std::isdigit(static_cast<unsigned char>(body[j]))) value = value * 10 + (body[j++] - '0');
-      if (j < body.size() && body[j] == '.') return Error(line, "floating-point literals are not supported");
-      tokens.push_back({TokenKind::kInteger, std::string(body.substr(i, j - i)), value});
+      while (j < body.size() && (std::isdigit(static_cast<unsigned char>(body[j])) || body[j] == '_')) ++j;
+      bool floating = false;
+      if (j + 1 < body.size() && body[j] == '.' && std::isdigit(static_cast<unsigned char>(body[j + 1]))) {
+        floating = true;
+        for (++j; j < body.size() && std::isdigit(static_cast<unsigned char>(body[j])); ++j) {
+        }
+      }
+      if (j < body.size() && (body[j] == 'e' || body[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < body.size() && (body[k] == '+' || body[k] == '-')) ++k;
+        if (k < body.size() && std::isdigit(static_cast<unsigned char>(body[k]))) {
+          floating = true;
+          for (j = k; j < body.size() && std::isdigit(static_cast<unsigned char>(body[j])); ++j) {
+          }
+        }
+      }
+      std::string digits;
+      for (char d : body.substr(i, j - i)) {
+        if (d != '_') digits.push_back(d);
+      }
+      Token token{floating ? TokenKind::kFloat : TokenKind::kInteger, std::string(body.substr(i, j - i))};
+      errno = 0;
+      if (floating) {
+        token.number = std::strtod(digits.c_str(), nullptr);
+      } else {
+        token.integer = std::strtoll(digits.c_str(), nullptr, 10);
+        if (errno == ERANGE) return Error(line, StrCat("integer literal ", token.text, " is out of range"));
+      }
+      tokens.push_back(std::move(token));
       i = j;
     } else if (c == '\'' || c == '"') {
       std::string value;
@@ -158,7 +185,7 @@ absl::StatusOr<std::vector<Token>> Tokenize(std::string_view body, int line) {
       for (std::string_view two : kTwo) {
         if (body.substr(i, 2) == two) op = std::string(two);
       }
-      if (op.size() == 1 && std::string_view("+-*/%~<>()[].,:|=").find(c) == std::string_view::npos) {
+      if (op.size() == 1 && std::string_view("+-*/%~<>()[]{}.,:|=").find(c) == std::string_view::npos) {
         return Error(line, StrCat("unexpected character '", op, "'"));
       }
       tokens.push_back({TokenKind::kOperator, op});

@@ -25,12 +25,13 @@ struct Segment {
 // tag that is never closed.
 absl::StatusOr<std::vector<Segment>> Split(std::string_view source);
 
-enum class TokenKind { kName, kString, kInteger, kOperator, kEnd };
+enum class TokenKind { kName, kString, kInteger, kFloat, kOperator, kEnd };
 
 struct Token {
   TokenKind kind;
   std::string text;
-  int64_t integer = 0;
+  int64_t integer = 0;  // kInteger
+  double number = 0;    // kFloat
 };
 
 // The tokens of a tag's inside, ending with a kEnd token. InvalidArgument for what no token starts with.

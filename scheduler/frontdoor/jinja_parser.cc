@@ -6,16 +6,14 @@
 #include <utility>
 
 #include "common/status.h"
+#include "scheduler/frontdoor/jinja_builtins.h"
 #include "scheduler/frontdoor/jinja_lexer.h"
 
 namespace strata::frontdoor::jinja {
 namespace {
 
-constexpr std::string_view kFilters[] = {"trim", "length", "count", "upper", "lower", "string", "first", "last",
-                                         "items", "join"};
-constexpr std::string_view kTests[] = {"defined", "undefined", "none", "string", "number", "mapping",
-                                       "iterable", "sequence", "integer", "boolean"};
-constexpr std::string_view kFunctions[] = {"raise_exception", "range"};
+// Names after `is` that end a test instead of starting its argument (`x is defined and y`).
+constexpr std::string_view kNotTestArguments[] = {"and", "or", "else", "if", "is", "in", "not"};
 
 bool In(std::string_view name, const auto& list) { return std::find(std::begin(list), std::end(list), name) != std::end(list); }
 
@@ -24,6 +22,8 @@ class ExprParser {
   ExprParser(std::vector<Token> tokens, int line) : tokens_(std::move(tokens)), line_(line) {}
 
   absl::StatusOr<ExprPtr> ParseExpression() { return ParseConditional(); }
+  // An expression without a top-level `a if b else c`.
+  absl::StatusOr<ExprPtr> ParseOrExpression() { return ParseOr(); }
   bool AtEnd() const { return Peek().kind == TokenKind::kEnd; }
   const Token& Peek(size_t ahead = 0) const { return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)]; }
   bool Accept(std::string_view op) {
@@ -57,24 +57,26 @@ class ExprParser {
     return e;
   }
 
-  // The arguments after '(' up to ')', positional or `name=value` (names are dropped: only calls that
-  // fail when evaluated take keywords).
-  absl::StatusOr<std::vector<ExprPtr>> ParseArguments() {
-    std::vector<ExprPtr> args;
+  // The arguments after '(' up to ')', positional or `name=value`, appended to `e`'s args and keywords.
+  absl::Status ParseArguments(Expr& e) {
+    bool first = true;
     while (!Accept(")")) {
-      if (!args.empty()) STRATA_RETURN_IF_ERROR(Expect(","));
-      if (Peek().kind == TokenKind::kName && Peek(1).kind == TokenKind::kOperator && Peek(1).text == "=") pos_ += 2;
+      if (!first) STRATA_RETURN_IF_ERROR(Expect(","));
+      first = false;
+      if (Accept(")")) break;  // a trailing comma
+      std::string keyword;
+      if (Peek().kind == TokenKind::kName && Peek(1).kind == TokenKind::kOperator && Peek(1).text == "=") {
+        keyword = Peek().text;
+        pos_ += 2;
+      } else if (!e.keywords.empty() && !e.keywords.back().empty()) {
+        return Error(line_, "a positional argument after a keyword argument");
+      }
       STRATA_ASSIGN_OR_RETURN(ExprPtr arg, ParseExpression());
-      args.push_back(std::move(arg));
+      e.args.push_back(std::move(arg));
+      e.keywords.push_back(std::move(keyword));
       if (AtEnd()) return Error(line_, "missing ')'");
     }
-    return args;
-  }
-  ExprPtr Unsupported(std::string what, std::vector<ExprPtr> args) {
-    ExprPtr e = Make(ExprKind::kUnsupported);
-    e->name = std::move(what);
-    e->args = std::move(args);
-    return e;
+    return absl::OkStatus();
   }
 
   absl::StatusOr<ExprPtr> ParseConditional() {
@@ -135,9 +137,17 @@ class ExprParser {
       } else if (Accept("is")) {
         ExprPtr e = Make(ExprKind::kTest);
         e->negated = Accept("not");
-        STRATA_ASSIGN_OR_RETURN(e->name, Name());
+        STRATA_ASSIGN_OR_RETURN(e->name, TestName());
+        if (!IsTest(e->name)) return Error(line_, StrCat("no test named '", e->name, "'"));
         e->args.push_back(std::move(left));
-        left = In(e->name, kTests) ? std::move(e) : Unsupported(StrCat("test 'is ", e->name, "'"), std::move(e->args));
+        if (Accept("(")) {
+          STRATA_RETURN_IF_ERROR(ParseArguments(*e));
+        } else if (StartsTestArgument()) {
+          STRATA_ASSIGN_OR_RETURN(ExprPtr arg, ParsePostfix());
+          e->args.push_back(std::move(arg));
+          e->keywords.emplace_back();
+        }
+        left = std::move(e);
         continue;
       } else {
         return left;
@@ -175,19 +185,32 @@ class ExprParser {
     }
     return ParsePostfix();
   }
+  // A test's name: a name, or a comparison operator (`is ==`, `is >=`: tests too in Jinja).
+  absl::StatusOr<std::string> TestName() {
+    if (Peek().kind == TokenKind::kOperator && (Peek().text == "==" || Peek().text == "!=" || Peek().text == "<" ||
+                                                Peek().text == "<=" || Peek().text == ">" || Peek().text == ">=")) {
+      return tokens_[pos_++].text;
+    }
+    return Name();
+  }
+  // Jinja's rule for `x is test arg` without parentheses.
+  bool StartsTestArgument() const {
+    const Token& t = Peek();
+    if (t.kind == TokenKind::kString || t.kind == TokenKind::kInteger || t.kind == TokenKind::kFloat) return true;
+    if (t.kind == TokenKind::kName) return !In(t.text, kNotTestArguments);
+    return t.kind == TokenKind::kOperator && (t.text == "[" || t.text == "{");
+  }
+
   absl::StatusOr<ExprPtr> ParsePostfix() {
     STRATA_ASSIGN_OR_RETURN(ExprPtr e, ParsePrimary());
     while (true) {
       if (Accept(".")) {
-        ExprPtr attr = Make(ExprKind::kAttr);
-        STRATA_ASSIGN_OR_RETURN(attr->name, Name());
-        if (Accept("(")) {
-          STRATA_ASSIGN_OR_RETURN(std::vector<ExprPtr> args, ParseArguments());
-          e = Unsupported(StrCat("method call '.", attr->name, "()' (use a filter)"), std::move(args));
-          continue;
-        }
-        attr->args.push_back(std::move(e));
-        e = std::move(attr);
+        STRATA_ASSIGN_OR_RETURN(std::string name, Name());
+        ExprPtr next = Make(Accept("(") ? ExprKind::kMethod : ExprKind::kAttr);
+        next->name = std::move(name);
+        next->args.push_back(std::move(e));
+        if (next->kind == ExprKind::kMethod) STRATA_RETURN_IF_ERROR(ParseArguments(*next));
+        e = std::move(next);
       } else if (Accept("[")) {
         ExprPtr from, to;
         bool slice = false;
@@ -212,22 +235,12 @@ class ExprParser {
         ++pos_;
         ExprPtr filter = Make(ExprKind::kFilter);
         STRATA_ASSIGN_OR_RETURN(filter->name, Name());
-        std::vector<ExprPtr> args;
-        const bool called = Accept("(");
-        if (called) {
-          STRATA_ASSIGN_OR_RETURN(args, ParseArguments());
-        }
-        const bool takes_argument = filter->name == "join";
-        if (!In(filter->name, kFilters) || (called && !takes_argument) || args.size() > (takes_argument ? 1u : 0u)) {
-          args.insert(args.begin(), std::move(e));
-          e = Unsupported(StrCat("filter '", filter->name, called ? "(...)'" : "'"), std::move(args));
-          continue;
-        }
+        if (!IsFilter(filter->name)) return Error(line_, StrCat("no filter named '", filter->name, "'"));
         filter->args.push_back(std::move(e));
-        for (ExprPtr& arg : args) filter->args.push_back(std::move(arg));
+        if (Accept("(")) STRATA_RETURN_IF_ERROR(ParseArguments(*filter));
         e = std::move(filter);
       } else if (Peek().kind == TokenKind::kOperator && Peek().text == "(") {
-        return Error(line_, "only raise_exception() and range() can be called");
+        return Error(line_, "only functions and methods can be called");
       } else {
         return e;
       }
@@ -243,18 +256,48 @@ class ExprParser {
       while (Peek().kind == TokenKind::kString) e->literal = e->literal.get<std::string>() + tokens_[pos_++].text;
       return e;
     }
-    if (token.kind == TokenKind::kInteger) {
+    if (token.kind == TokenKind::kInteger || token.kind == TokenKind::kFloat) {
       ++pos_;
       ExprPtr e = Make(ExprKind::kLiteral);
-      e->literal = token.integer;
+      if (token.kind == TokenKind::kInteger)
+        e->literal = token.integer;
+      else
+        e->literal = token.number;
+      return e;
+    }
+    if (token.kind == TokenKind::kOperator && token.text == "{") {
+      ++pos_;
+      ExprPtr e = Make(ExprKind::kDict);
+      while (!Accept("}")) {
+        if (!e->args.empty()) STRATA_RETURN_IF_ERROR(Expect(","));
+        if (Accept("}")) break;
+        STRATA_ASSIGN_OR_RETURN(ExprPtr key, ParseExpression());
+        STRATA_RETURN_IF_ERROR(Expect(":"));
+        STRATA_ASSIGN_OR_RETURN(ExprPtr value, ParseExpression());
+        e->args.push_back(std::move(key));
+        e->args.push_back(std::move(value));
+        if (AtEnd()) return Error(line_, "missing '}'");
+      }
       return e;
     }
     if (token.kind == TokenKind::kOperator && token.text == "(") {
       ++pos_;
+      if (Accept(")")) return Make(ExprKind::kList);  // ()
       STRATA_ASSIGN_OR_RETURN(ExprPtr e, ParseExpression());
-      if (Peek().text == ",") return Error(line_, "tuples are not supported");
+      if (Peek().text != ",") {
+        STRATA_RETURN_IF_ERROR(Expect(")"));
+        return e;
+      }
+      // A tuple, which the interpreter holds as a list (`x in ('a', 'b')`, `s.endswith(('a', 'b'))`).
+      ExprPtr tuple = Make(ExprKind::kList);
+      tuple->args.push_back(std::move(e));
+      while (Accept(",")) {
+        if (Peek().text == ")") break;
+        STRATA_ASSIGN_OR_RETURN(ExprPtr item, ParseExpression());
+        tuple->args.push_back(std::move(item));
+      }
       STRATA_RETURN_IF_ERROR(Expect(")"));
-      return e;
+      return tuple;
     }
     if (token.kind == TokenKind::kOperator && token.text == "[") {
       ++pos_;
@@ -280,14 +323,9 @@ class ExprParser {
         return e;
       }
       if (Accept("(")) {
-        STRATA_ASSIGN_OR_RETURN(std::vector<ExprPtr> args, ParseArguments());
-        if (!In(token.text, kFunctions) || args.size() != 1) {
-          return Unsupported(StrCat("function '", token.text, "()'", In(token.text, kFunctions) ? " with these arguments" : ""),
-                             std::move(args));
-        }
         ExprPtr e = Make(ExprKind::kCall);
         e->name = token.text;
-        e->args = std::move(args);
+        STRATA_RETURN_IF_ERROR(ParseArguments(*e));
         return e;
       }
       ExprPtr e = Make(ExprKind::kName);
@@ -347,20 +385,17 @@ class BodyParser {
       } else if (keyword == "for") {
         STRATA_RETURN_IF_ERROR(ParseFor(parser, segment.line, body));
       } else if (keyword == "set") {
-        Node node{NodeKind::kSet, segment.line};
-        STRATA_ASSIGN_OR_RETURN(node.text, parser.Name());
-        if (parser.Peek().text == "." || parser.Peek().text == ",") {
-          return Error(segment.line, "only '{% set name = value %}' is supported (no attributes, tuples or namespace())");
-        }
-        if (parser.AtEnd()) return Error(segment.line, "block '{% set %}...{% endset %}' is not supported");
-        STRATA_RETURN_IF_ERROR(parser.Expect("="));
-        STRATA_ASSIGN_OR_RETURN(node.expr, parser.ParseExpression());
+        STRATA_RETURN_IF_ERROR(ParseSet(parser, segment.line, body));
+      } else if (keyword == "break" || keyword == "continue") {
+        if (loop_depth_ == 0) return Error(segment.line, StrCat("'{% ", keyword, " %}' outside a for loop"));
         if (!parser.AtEnd()) return Error(segment.line, StrCat("unexpected '", parser.Peek().text, "'"));
-        body.push_back(std::move(node));
-      } else if (keyword == "endif" || keyword == "endfor" || keyword == "elif" || keyword == "else") {
+        body.push_back(Node{keyword == "break" ? NodeKind::kBreak : NodeKind::kContinue, segment.line});
+      } else if (keyword == "endif" || keyword == "endfor" || keyword == "endset" || keyword == "elif" ||
+                 keyword == "else") {
         return Error(segment.line, StrCat("'{% ", keyword, " %}' without its opening statement"));
       } else {
-        return Error(segment.line, StrCat("statement '{% ", keyword, " %}' is not supported (for, if, set are)"));
+        return Error(segment.line,
+                     StrCat("statement '{% ", keyword, " %}' is not supported (for, if, set, break, continue are)"));
       }
     }
     if (terminators.size() != 0) {
@@ -395,6 +430,30 @@ class BodyParser {
     return absl::OkStatus();
   }
 
+  absl::Status ParseSet(ExprParser& parser, int line, Body& body) {
+    Node node{NodeKind::kSet, line};
+    STRATA_ASSIGN_OR_RETURN(node.text, parser.Name());
+    if (parser.Accept(".")) {
+      STRATA_ASSIGN_OR_RETURN(node.attribute, parser.Name());
+    }
+    if (parser.Peek().text == ",") return Error(line, "'{% set a, b = ... %}' (tuple assignment) is not supported");
+    if (parser.AtEnd()) {
+      if (!node.attribute.empty()) return Error(line, "a block '{% set %}' cannot assign an attribute");
+      Body captured;
+      std::optional<ExprParser> rest;
+      STRATA_ASSIGN_OR_RETURN(std::string end, ParseBody(captured, {"endset"}, rest));
+      (void)end;
+      node.branches.emplace_back(nullptr, std::move(captured));
+      body.push_back(std::move(node));
+      return absl::OkStatus();
+    }
+    STRATA_RETURN_IF_ERROR(parser.Expect("="));
+    STRATA_ASSIGN_OR_RETURN(node.expr, parser.ParseExpression());
+    if (!parser.AtEnd()) return Error(line, StrCat("unexpected '", parser.Peek().text, "'"));
+    body.push_back(std::move(node));
+    return absl::OkStatus();
+  }
+
   absl::Status ParseFor(ExprParser& parser, int line, Body& body) {
     Node node{NodeKind::kFor, line};
     do {
@@ -402,13 +461,20 @@ class BodyParser {
       node.targets.push_back(std::move(target));
     } while (parser.Accept(","));
     STRATA_RETURN_IF_ERROR(parser.Expect("in"));
-    STRATA_ASSIGN_OR_RETURN(node.expr, parser.ParseExpression());
+    // The iterable stops before a loop filter's `if` (`for x in xs if x.ok`), which is no conditional.
+    STRATA_ASSIGN_OR_RETURN(node.expr, parser.ParseOrExpression());
+    if (parser.Accept("if")) {
+      STRATA_ASSIGN_OR_RETURN(node.filter, parser.ParseExpression());
+    }
     if (!parser.AtEnd()) return Error(line, StrCat("'", parser.Peek().text, "' in a for loop is not supported"));
     Body loop_body;
     std::optional<ExprParser> rest;
-    STRATA_ASSIGN_OR_RETURN(std::string end, ParseBody(loop_body, {"endfor", "else"}, rest));
+    ++loop_depth_;
+    absl::StatusOr<std::string> end = ParseBody(loop_body, {"endfor", "else"}, rest);
+    --loop_depth_;
+    STRATA_RETURN_IF_ERROR(end.status());
     node.branches.emplace_back(nullptr, std::move(loop_body));
-    if (end == "else") {
+    if (*end == "else") {
       std::optional<ExprParser> after_else;
       STRATA_ASSIGN_OR_RETURN(std::string end_else, ParseBody(node.else_body, {"endfor"}, after_else));
       (void)end_else;
@@ -419,6 +485,7 @@ class BodyParser {
 
   std::vector<Segment> segments_;
   size_t pos_ = 0;
+  int loop_depth_ = 0;  // for loops around the segment being parsed (break and continue need one)
 };
 
 }  // namespace

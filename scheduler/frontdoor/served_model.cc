@@ -27,15 +27,14 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const std::filesy
     eos = std::string(served->tokenizer_->IdToToken(static_cast<int32_t>(config.eos_token_ids[0])));
   }
   STRATA_ASSIGN_OR_RETURN(served->chat_format_, LoadChatFormat(dir, bos, eos));
+  // A template this interpreter cannot parse stops the start, naming the file and the line, rather than
+  // failing every chat request later.
   absl::StatusOr<ChatTemplate> parsed = ChatTemplate::Parse(served->chat_format_.source);
-  if (parsed.ok()) {
-    served->chat_template_.emplace(*std::move(parsed));
-  } else {
-    served->chat_template_status_ = absl::InternalError(
-        StrCat((dir / "tokenizer_config.json").string(), ": the chat template cannot be run: ", parsed.status().message()));
-    LogError(StrCat("error=chat_template_unsupported model=", served->name_, " message=\"",
-                    served->chat_template_status_.message(), "\""));
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(StrCat((dir / "tokenizer_config.json").string(),
+                                             ": the chat template cannot be parsed: ", parsed.status().message()));
   }
+  served->chat_template_.emplace(*std::move(parsed));
   LogInfo(StrCat("event=frontdoor_model model=", served->name_, " dir=", dir.string(),
                  " context_tokens=", served->context_tokens_,
                  " chat_template=", served->chat_format_.fallback ? "fallback" : "tokenizer_config.json"));
@@ -43,7 +42,6 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const std::filesy
 }
 
 absl::StatusOr<std::string> ServedModel::RenderChat(const GenerationRequest& request) const {
-  if (!chat_template_) return chat_template_status_;
   nlohmann::json messages = nlohmann::json::array();
   for (const ChatMessage& m : request.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
   nlohmann::json variables = {{"messages", messages},
@@ -51,12 +49,6 @@ absl::StatusOr<std::string> ServedModel::RenderChat(const GenerationRequest& req
                               {"bos_token", chat_format_.bos_token},
                               {"eos_token", chat_format_.eos_token}};
   absl::StatusOr<std::string> text = chat_template_->Render(variables);
-  if (!text.ok() && text.status().code() == absl::StatusCode::kUnimplemented) {
-    // The server's limit, not the caller's mistake.
-    return ApiError(absl::StatusCode::kUnimplemented,
-                    StrCat("the chat template of `", name_, "` cannot be rendered here: ", text.status().message()), {},
-                    "messages", 500);
-  }
   if (!text.ok()) return ApiError(absl::StatusCode::kInvalidArgument, std::string(text.status().message()), {}, "messages");
   return text;
 }

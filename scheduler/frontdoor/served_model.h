@@ -24,8 +24,8 @@ class ServedModel {
  public:
   // Reads `dir`/tokenizer.json, `dir`/config.json (max_position_embeddings, BOS/EOS ids) and
   // `dir`/tokenizer_config.json when present (chat template; without one, kFallbackChatTemplate).
-  // `name` empty: the directory's base name. Errors name the file. A chat template that this
-  // interpreter cannot run is not an error here: chat requests then fail with its message (logged once).
+  // `name` empty: the directory's base name. Errors name the file; a chat template that cannot be parsed
+  // (a syntax error, a statement, filter or test the interpreter lacks) is one, naming the line.
   static absl::StatusOr<std::unique_ptr<ServedModel>> Load(const std::filesystem::path& dir, std::string name);
 
   const std::string& name() const { return name_; }
@@ -58,8 +58,7 @@ class ServedModel {
   int64_t context_tokens_ = 0;
   std::optional<model::Tokenizer> tokenizer_;
   ChatFormat chat_format_;
-  std::optional<ChatTemplate> chat_template_;
-  absl::Status chat_template_status_;  // why chat_template_ is empty
+  std::optional<ChatTemplate> chat_template_;  // set by Load
 };
 
 }  // namespace strata::frontdoor
