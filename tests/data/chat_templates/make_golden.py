@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Writes golden.json: chat templates rendered by Jinja2 itself, configured as Hugging Face's
-apply_chat_template configures it (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks,
-raise_exception). The front door's interpreter must reproduce every `expected` byte for byte and fail
-where Jinja raised (tests/scheduler/frontdoor/chat_template_test.cc).
+apply_chat_template configures it (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, the loopcontrols
+extension, raise_exception, and its own tojson: json.dumps with ensure_ascii=False). The front door's
+interpreter must reproduce every `expected` byte for byte and fail where Jinja raised
+(tests/scheduler/frontdoor/chat_template_test.cc). Besides the four templates and the inline cases below, every
+case of conversations.json (the differential test's, see README.md) is rendered here too, so the newer
+templates have a Python oracle even where node is missing.
 
     python3 tests/data/chat_templates/make_golden.py   # jinja2 3.1 (Debian 12: python3-jinja2)
 """
@@ -19,8 +22,14 @@ def raise_exception(message):
     raise jinja2.exceptions.TemplateError(message)
 
 
-ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # transformers' chat-template tojson (Jinja's own escapes HTML characters and sorts keys).
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 ENV.globals["raise_exception"] = raise_exception
+ENV.filters["tojson"] = tojson
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},
@@ -72,6 +81,24 @@ def main():
                     "eos_token": config["eos_token"] or "",
                 }
                 case = {"name": f"{model} system={system} generation_prompt={generation}", "dir": model,
+                        "variables": variables}
+                case.update(render(config["chat_template"], variables))
+                cases.append(case)
+    with open(os.path.join(HERE, "conversations.json")) as f:
+        spec = json.load(f)
+    for model in spec["templates"]:
+        with open(os.path.join(HERE, model, "tokenizer_config.json")) as f:
+            config = json.load(f)
+        for conversation in spec["conversations"]:
+            if model not in conversation.get("only", [model]) or model in conversation.get("except", []):
+                continue
+            if conversation.get("no_date_string"):
+                continue  # strftime_now: the current date, which a file cannot hold
+            for generation in [False, True]:
+                variables = dict(conversation["variables"], bos_token=config["bos_token"],
+                                 eos_token=config["eos_token"], add_generation_prompt=generation,
+                                 date_string="26 Jul 2024")
+                case = {"name": f"{model} {conversation['name']} generation_prompt={generation}", "dir": model,
                         "variables": variables}
                 case.update(render(config["chat_template"], variables))
                 cases.append(case)

@@ -1,6 +1,7 @@
 // The chat-template interpreter on the real templates of Llama 3, Qwen2 and Mistral
 // (tests/data/chat_templates/), on Jinja's whitespace rules as Hugging Face sets them, on each filter, test,
 // method and statement it supports (expected strings: what Jinja2 renders), and its refusals.
+// jinja_differential_test.cc compares it with @huggingface/jinja on five more templates.
 #include "scheduler/frontdoor/chat_template.h"
 
 #include <filesystem>
@@ -149,7 +150,7 @@ TEST(ChatTemplate, ExpressionsLoopsAndScoping) {
 TEST(ChatTemplate, MatchesJinja2OnTheGoldenCases) {
   std::ifstream file(kData + "/chat_templates/golden.json");
   const Json golden = Json::parse(file);
-  ASSERT_GE(golden["cases"].size(), 20u);
+  ASSERT_GE(golden["cases"].size(), 100u);
   for (const Json& c : golden["cases"]) {
     const std::string name = c["name"];
     std::string source;
