@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "common/strings.h"
 
@@ -50,6 +51,38 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
   }
   bytes.resize(done);
   return bytes;
+}
+
+absl::Status WriteFileAtomically(const std::filesystem::path& path, std::string_view contents) {
+  const std::filesystem::path temporary = path.string() + ".tmp";
+  {
+    FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) return absl::ErrnoToStatus(errno, StrCat(temporary.string(), ": cannot create"));
+    while (!contents.empty()) {
+      const ssize_t n = ::write(fd.get(), contents.data(), contents.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return absl::ErrnoToStatus(errno, StrCat(temporary.string(), ": cannot write"));
+      contents.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, StrCat(path.string(), ": cannot rename ", temporary.string(), " onto it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CreateDirectories(const std::filesystem::path& dir, std::string_view what) {
+  std::error_code error;
+  if (std::filesystem::is_directory(dir, error)) return absl::OkStatus();
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::ErrnoToStatus(error.value(),
+                               StrCat(what, ": cannot create directory ", dir.string(), ": ", error.message()));
+  }
+  if (!std::filesystem::is_directory(dir, error)) {
+    return absl::FailedPreconditionError(StrCat(what, ": ", dir.string(), " exists and is not a directory"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace strata

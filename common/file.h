@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -12,6 +13,15 @@ namespace strata {
 // The bytes of `path`. NotFound when it does not exist, the errno's code otherwise (permission,
 // a directory, an I/O error); every message starts with the path.
 absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path);
+
+// Writes `contents` to `path` through a temporary file beside it and a rename, so that a reader sees the
+// whole file or none of it (a port file that another process polls). The error names the file.
+absl::Status WriteFileAtomically(const std::filesystem::path& path, std::string_view contents);
+
+// Makes `dir` and its missing parents (mode 0755 less the umask) unless it is a directory already. The
+// error names `what` (the flag, e.g. "--ssd-dir"), the directory and the reason: a file in the way,
+// permission, a read-only file system.
+absl::Status CreateDirectories(const std::filesystem::path& dir, std::string_view what);
 
 }  // namespace strata
 
