@@ -13,6 +13,7 @@ packages=(
   libicu-dev             # NFC normalizer of tokenizers that ask for it (Qwen2)
   nlohmann-json3-dev     # config.json, tokenizer.json, safetensors headers
   libcli11-dev           # command-line parsing in the thin mains
+  libyaml-dev            # --config FILE in YAML (common/config_file.cc)
   libgtest-dev libgmock-dev
   libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev  # control planes
