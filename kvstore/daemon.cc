@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/file.h"
 #include "common/grpc_security.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -54,6 +55,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   STRATA_ASSIGN_OR_RETURN(daemon->ucx_, UcxServer::Start(options.dram_bytes, options.rkey_scope, net_devices));
   std::unique_ptr<SsdTier> ssd;
   if (!options.ssd_dir.empty()) {
+    STRATA_RETURN_IF_ERROR(CreateDirectories(options.ssd_dir, "--ssd-dir"));
     STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir, options.ssd_io));
   } else if (options.persist == Persist::kWriteThrough) {
     return absl::InvalidArgumentError("--persist=write-through needs --ssd-dir");

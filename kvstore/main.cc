@@ -6,8 +6,10 @@
 
 #include "CLI/CLI.hpp"
 #include "common/daemon.h"
+#include "common/flag_sources.h"
 #include "common/grpc_security_flags.h"
 #include "common/log.h"
+#include "common/size_flags.h"
 #include "common/strings.h"
 #include "kvstore/daemon.h"
 
@@ -37,13 +39,13 @@ int main(int argc, char** argv) {
                  "Certificate common name that may put and delete blocks (repeat for several; needs --tls-*); "
                  "default: any caller that passes the TLS and token checks");
   app.add_option("--dram-bytes", options.dram_bytes, "DRAM arena size (bytes, or with a unit: 40GiB)")->capture_default_str()
-      ->transform(CLI::AsSizeValue(false));
+      ->transform(strata::ByteSizeFlag());
   app.add_option("--max-block-bytes", options.max_block_bytes, "Largest block accepted (bytes, or 64MiB)")->capture_default_str()
-      ->transform(CLI::AsSizeValue(false));
+      ->transform(strata::ByteSizeFlag());
   app.add_option("--ssd-bytes", options.ssd_bytes, "SSD tier capacity in block bytes, or with a unit (0: no limit)")
       ->capture_default_str()
-      ->transform(CLI::AsSizeValue(false));
-  app.add_option("--ssd-dir", ssd_dir, "RocksDB directory of the SSD tier (none: DRAM only)");
+      ->transform(strata::ByteSizeFlag());
+  app.add_option("--ssd-dir", ssd_dir, "RocksDB directory of the SSD tier, created when missing (none: DRAM only)");
   std::map<std::string, strata::kvstore::Persist> persist_map{
       {"write-back", strata::kvstore::Persist::kWriteBack}, {"write-through", strata::kvstore::Persist::kWriteThrough}};
   app.add_option("--persist", options.persist, "write-back (on eviction) or write-through (at commit)")
@@ -60,8 +62,10 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(io_map, CLI::ignore_case))
       ->default_str("buffered");
   app.add_option("--ssd-read-bytes-per-s", options.ssd_read_bytes_per_s,
-                 "SSD tier read rate reported to the scheduler (prices tier-D hits); measure with fio")
-      ->capture_default_str();
+                 "SSD tier read rate reported to the scheduler (prices tier-D hits; bytes per second, or e.g. "
+                 "2GB); measure with fio")
+      ->capture_default_str()
+      ->transform(strata::ByteRateFlag());
   std::map<std::string, strata::kvstore::RkeyScope> rkey_map{{"arena", strata::kvstore::RkeyScope::kArena},
                                                              {"grant", strata::kvstore::RkeyScope::kGrant}};
   app.add_option("--rkey-scope", options.rkey_scope,
@@ -80,7 +84,8 @@ int main(int argc, char** argv) {
   app.add_option("--holder-id", options.holder_id, "Name in the cluster (default: kvstore-<advertised address>)");
   int drain_ms = 5000;
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long in-flight calls may finish")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  strata::FlagSources sources(app);
+  if (std::optional<int> exit_code = sources.Parse(app, argc, argv)) return *exit_code;
   if (!(options.ssd_read_bytes_per_s > 0)) {
     std::cerr << "strata-kvstore: --ssd-read-bytes-per-s must be > 0 (bytes per second)\n";
     return 1;

@@ -9,8 +9,12 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
+#include "common/file.h"
+#include "common/flag_sources.h"
 #include "common/grpc_security_flags.h"
+#include "common/hf_cache.h"
 #include "common/log.h"
+#include "common/size_flags.h"
 #include "common/strings.h"
 #include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/options.h"
@@ -50,6 +54,16 @@ int Serve(const sched::Options& options) {
     front_door = *std::move(started);
   } else {
     strata::LogInfo("event=frontdoor_off reason=no_model_dir");
+  }
+  if (!options.port_file.empty()) {
+    absl::Status written = strata::WriteFileAtomically(
+        options.port_file, StrCat("grpc_port=", (*server)->grpc_port(), " metrics_port=", (*server)->metrics_port(),
+                                  " http_port=", front_door != nullptr ? front_door->http_port() : -1, "\n"));
+    if (!written.ok()) {
+      if (front_door != nullptr) front_door->Shutdown();
+      (*server)->Shutdown(absl::ZeroDuration());
+      return Fail(written);
+    }
   }
   const int signal_number = strata::WaitForShutdownSignal();
   strata::LogInfo(StrCat("event=shutdown_signal signal=", signal_number));
@@ -121,6 +135,8 @@ int main(int argc, char** argv) {
   serve->add_option("--health-port", options.health_port,
                     "plaintext gRPC port serving only grpc.health.v1.Health (-1: off, 0: any free)")
       ->capture_default_str();
+  serve->add_option("--port-file", options.port_file,
+                    "write 'grpc_port=N metrics_port=M http_port=H' here once serving");
   serve->add_option("--lease-ms", lease_ms, "lease of a holder without heartbeats")->capture_default_str();
   serve->add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval told to holders")->capture_default_str();
   serve->add_option("--index-capacity-blocks", options.index_capacity_blocks, "index bound")->capture_default_str();
@@ -136,7 +152,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--model-dir", options.model_dir,
                     "front door: the served model's tokenizer.json, config.json, tokenizer_config.json (no front "
-                    "door without it)");
+                    "door without it): a directory, or a Hugging Face id in the local hub cache ($HF_HOME)");
   serve->add_option("--served-model-name", options.served_model_name,
                     "front door: the model name clients ask for (default: base name of --model-dir)");
   serve->add_option("--http-host", options.http_host, "front door: HTTP host")->capture_default_str();
@@ -159,8 +175,9 @@ int main(int argc, char** argv) {
   serve->add_option("--request-timeout-s", request_timeout_s, "front door: deadline of a request's worker stream")
       ->capture_default_str();
   serve->add_option("--max-request-bytes", options.max_request_bytes,
-                    "front door: largest request body (413 beyond; 0: no limit)")
-      ->capture_default_str();
+                    "front door: largest request body, e.g. 16MiB (413 beyond; 0: no limit)")
+      ->capture_default_str()
+      ->transform(strata::ByteSizeFlag());
   serve
       ->add_option("--max-json-depth", options.max_json_depth,
                    "front door: deepest nesting of a JSON body, checked as it arrives (400 beyond; 0: no limit)")
@@ -211,7 +228,8 @@ int main(int argc, char** argv) {
   rep->add_option("--plot", plot, "with --sweep: write this PNG (gnuplot)");
   rep->add_flag("--json", json, "print the table as one JSON object");
 
-  CLI11_PARSE(app, argc, argv);
+  strata::FlagSources serve_sources(*serve);
+  if (std::optional<int> exit_code = serve_sources.Parse(app, argc, argv)) return *exit_code;
   if (rep->parsed()) return Replay(trace_path, replay_options, policies, sweep, plot, json);
 
   std::optional<sched::Policy> policy = sched::PolicyFromName(policy_name);
@@ -250,5 +268,11 @@ int main(int argc, char** argv) {
   }
   if (options.http_port == 0) options.http_port = -1;  // the flag's 0 is "off"; Options' 0 is "any port"
   options.request_timeout = absl::Seconds(request_timeout_s);
+  if (!options.model_dir.empty()) {
+    absl::StatusOr<strata::ResolvedModel> model = strata::ResolveModel(options.model_dir);
+    if (!model.ok()) return Fail(absl::Status(model.status().code(), StrCat("--model-dir: ", model.status().message())));
+    options.model_dir = model->dir.string();
+    if (options.served_model_name.empty()) options.served_model_name = model->name;
+  }
   return Serve(options);
 }

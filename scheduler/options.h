@@ -60,6 +60,9 @@ struct Options {
   RpcSecurityOptions security;
   // A plaintext gRPC port with only grpc.health.v1.Health, on the gRPC address's host; -1: off.
   int health_port = -1;
+  // When set: "grpc_port=N metrics_port=M http_port=H\n" written here (whole, by a rename) once every
+  // listener serves (http_port -1 without a front door). `strata serve` waits on it.
+  std::string port_file;
   // A live holder that has sent no KV event for this long while its heartbeat says it sent some is
   // logged (silence is a bug). Default 30 s.
   absl::Duration silence_warning = absl::Seconds(30);

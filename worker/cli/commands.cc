@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_join.h"
 #include "common/file.h"
+#include "common/hf_cache.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
@@ -78,7 +79,8 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(std::string_view text, std::s
 
 absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   STRATA_RETURN_IF_ERROR(engine::ValidateSamplingOptions(c.sampling));
-  STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(c.model_dir));
+  STRATA_ASSIGN_OR_RETURN(const ResolvedModel resolved, ResolveModel(c.model_dir.string()));
+  STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(resolved.dir));
   STRATA_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(c, model));
   std::unique_ptr<engine::Backend> backend;
   if (c.backend == BackendKind::kCuda) {
@@ -97,6 +99,7 @@ absl::Status RunGenerate(const GenerateCommand& c, std::ostream& out) {
   options.kv_placement.budgets.ssd_dir = c.ssd_dir;
   options.kv_placement.sparse.budget_tokens = c.sparse_decode_budget_tokens;
   options.kv_placement.sparse.chunk_tokens = c.sparse_chunk_tokens;
+  if (!c.ssd_dir.empty()) STRATA_RETURN_IF_ERROR(CreateDirectories(c.ssd_dir, "--ssd-dir"));
   if (!c.ignore_eos) {
     for (int64_t id : model.config.eos_token_ids) options.stop_token_ids.push_back(static_cast<int32_t>(id));
   }
@@ -190,7 +193,8 @@ absl::Status RunTokenize(const TokenizeCommand& c, std::ostream& out) {
 }
 
 absl::Status RunInspect(const InspectCommand& c, std::ostream& out) {
-  STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(c.model_dir));
+  STRATA_ASSIGN_OR_RETURN(const ResolvedModel resolved, ResolveModel(c.model_dir.string()));
+  STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(resolved.dir));
   const model::ModelConfig& cfg = model.config;
   int64_t parameters = 0;
   std::map<std::string, int64_t> tensors_by_dtype;

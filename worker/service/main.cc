@@ -5,8 +5,11 @@
 
 #include "CLI/CLI.hpp"
 #include "common/daemon.h"
+#include "common/flag_sources.h"
 #include "common/grpc_security_flags.h"
+#include "common/hf_cache.h"
 #include "common/log.h"
+#include "common/size_flags.h"
 #include "common/strings.h"
 #include "worker/service/worker_server.h"
 
@@ -15,7 +18,9 @@ int main(int argc, char** argv) {
   strata::worker::WorkerOptions o;
   CLI::App app{"strata-worker: serves a model with continuous batching and a KV cache over GPU memory, host memory and kvstores"};
   std::string model_dir, dtype = "bf16";
-  app.add_option("--model", model_dir, "Hugging Face model directory")->required();
+  app.add_option("--model", model_dir,
+                 "Hugging Face model directory, or a model id in the local hub cache ($HF_HOME; never downloaded)")
+      ->required();
   std::map<std::string, strata::worker::BackendKind> backends{{"auto", strata::worker::BackendKind::kAuto},
                                                               {"cpu", strata::worker::BackendKind::kCpu},
                                                               {"cuda", strata::worker::BackendKind::kCuda}};
@@ -57,7 +62,7 @@ int main(int argc, char** argv) {
                  "Tier G: the paged KV pool every request's KV lives in (0: --gpu-memory-fraction on CUDA, 1 GiB on "
                  "the CPU)")
       ->capture_default_str()
-      ->transform(CLI::AsSizeValue(false));
+      ->transform(strata::ByteSizeFlag());
   app.add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
                  "CUDA: share of the GPU memory left after weights and activations that the KV pool takes")
       ->check(CLI::Range(0.01, 1.0))
@@ -69,12 +74,12 @@ int main(int argc, char** argv) {
       ->default_str("on");
   app.add_option("--host-cache-bytes", o.host_cache_bytes, "Tier H: host memory for KV blocks (0: off)")
       ->capture_default_str()
-      ->transform(CLI::AsSizeValue(false));
+      ->transform(strata::ByteSizeFlag());
   app.add_option("--kvstore", o.kvstores, "host:port of a strata-kvstore (repeat for several)");
   app.add_option("--kvstore-staging-bytes", o.kvstore_staging_bytes,
                  "Payload memory beyond tier H for kvstore transfers in flight (page-locked, UCX-registered with tier H's)")
       ->capture_default_str()
-      ->transform(CLI::AsSizeValue(false));
+      ->transform(strata::ByteSizeFlag());
   using KvstoreFetch = strata::worker::WorkerOptions::KvstoreFetch;
   std::map<std::string, KvstoreFetch> fetch_modes{{"auto", KvstoreFetch::kAuto}, {"always", KvstoreFetch::kAlways}};
   app.add_option("--kvstore-fetch", o.kvstore_fetch,
@@ -97,12 +102,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--decode-tokens-per-s", o.decode_tokens_per_s, "Decode rate told to the scheduler (0: measure)")
       ->capture_default_str();
-  app.add_option("--network-bytes-per-s", o.network_bytes_per_s, "kvstore -> worker rate told to the scheduler")
-      ->capture_default_str();
+  app.add_option("--network-bytes-per-s", o.network_bytes_per_s,
+                 "kvstore -> worker rate told to the scheduler (bytes per second, or e.g. 10GB)")
+      ->capture_default_str()
+      ->transform(strata::ByteRateFlag());
   int drain_ms = 10000;
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long running requests may finish")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  o.model_dir = model_dir;
+  strata::FlagSources sources(app);
+  if (std::optional<int> exit_code = sources.Parse(app, argc, argv)) return *exit_code;
+  absl::StatusOr<strata::ResolvedModel> model = strata::ResolveModel(model_dir);
+  if (!model.ok()) {
+    std::cerr << "strata-worker: --model: " << model.status().message() << "\n";
+    return 1;
+  }
+  o.model_dir = model->dir;
+  if (o.served_model_name.empty()) o.served_model_name = model->name;
   o.kv_mac_key_file = kv_mac_key_file;
   if (dtype == "bf16") {
     o.cuda_dtype = strata::DType::kBF16;

@@ -184,7 +184,7 @@ TEST(StrataCli, InspectDescribesTheModel) {
 TEST(StrataCli, BadInputExitsNonZeroWithOneLineError) {
   const ProcessResult missing = Strata({"generate", "--model", "/nonexistent/model", "--prompt", "x"});
   EXPECT_NE(missing.exit_code, 0);
-  EXPECT_THAT(missing.err, StartsWith("strata: error: /nonexistent/model: not a model directory"));
+  EXPECT_THAT(missing.err, StartsWith("strata: error: /nonexistent/model: no such directory"));
 
   const ProcessResult bad_ids = Strata({"generate", "--model", kLlama, "--prompt-ids", "1,x,3"});
   EXPECT_NE(bad_ids.exit_code, 0);

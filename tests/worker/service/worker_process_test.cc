@@ -549,7 +549,7 @@ TEST(WorkerProcess, SigtermFinishesRunningRequestsAndRefusesNewOnes) {
 TEST(WorkerProcess, ABadModelOrFlagExitsOneWithOneLine) {
   strata::testing::ChildProcess missing({STRATA_WORKER_PATH, "--model", "/nonexistent/model", "--metrics-port", "-1"});
   EXPECT_EQ(missing.Wait(std::chrono::seconds(30)), 1);
-  EXPECT_NE(missing.err().find("strata-worker: /nonexistent/model: not a model directory"), std::string::npos)
+  EXPECT_NE(missing.err().find("strata-worker: --model: /nonexistent/model: no such directory"), std::string::npos)
       << missing.err();
   strata::testing::ChildProcess zero_block({STRATA_WORKER_PATH, "--model", ModelDir("llama3-tiny"), "--block-tokens",
                                             "0", "--metrics-port", "-1", "--grpc-address", "127.0.0.1:0"});
