@@ -2,6 +2,8 @@
 
 #include <fstream>
 
+#include "absl/strings/str_format.h"
+#include "common/byte_size.h"
 #include "common/grpc_security.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -36,6 +38,24 @@ absl::StatusOr<std::shared_ptr<const BlockMac>> LoadMacKey(const WorkerOptions& 
   return std::make_shared<const BlockMac>(*std::move(mac));
 }
 
+// Bytes of the model's weight files, for the log line said before they are read.
+uint64_t WeightFileBytes(const std::filesystem::path& dir) {
+  uint64_t bytes = 0;
+  std::error_code error;
+  for (const std::filesystem::directory_entry& entry : std::filesystem::directory_iterator(dir, error)) {
+    if (entry.path().extension() == ".safetensors") bytes += entry.file_size(error);
+  }
+  return bytes;
+}
+
+// " bytes=B seconds=S gbps=R" of a step that moved `bytes` in `seconds` (GB/s, 10^9 bytes a second).
+std::string SizeAndRate(uint64_t bytes, double seconds) {
+  return absl::StrFormat(" bytes=%d size=\"%s\" seconds=%.3f gbps=%.3f", bytes, FormatBytes(bytes), seconds,
+                         seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0);
+}
+
+double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
@@ -55,8 +75,19 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   }
   s.metrics_ = std::make_unique<WorkerMetrics>(s.registry_);
 
+  // Silence is a bug: a large model takes minutes to read, fingerprint and load, so each step is logged
+  // as it starts and with its size and rate as it ends.
+  const uint64_t weight_file_bytes = WeightFileBytes(options.model_dir);
+  LogInfo(StrCat("event=model_open_started dir=", options.model_dir.string(), " weight_file_bytes=", weight_file_bytes,
+                 " size=\"", FormatBytes(weight_file_bytes), "\""));
+  Clock::time_point step_start = Clock::now();
+  // Opening maps the weights and checks them against config.json; the fingerprint then reads every byte
+  // (the disk's rate on a cold page cache).
   STRATA_ASSIGN_OR_RETURN(model::Model model, model::OpenModel(options.model_dir));
   s.model_ = std::make_unique<model::Model>(std::move(model));
+  const uint64_t weight_bytes = s.model_->checkpoint.total_bytes();
+  LogInfo(StrCat("event=model_open", SizeAndRate(weight_bytes, SecondsSince(step_start)),
+                 " tensors=", s.model_->checkpoint.tensors().size(), " fingerprint=", s.model_->fingerprint.Hex()));
   if (options.backend == BackendKind::kAuto) {
     std::string reason;
     s.options_.backend = engine::CudaBackendAvailable(&reason) ? BackendKind::kCuda : BackendKind::kCpu;
@@ -81,7 +112,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   } else {
     engine_options.kv_pool_memory_fraction = options.gpu_memory_fraction;
   }
+  step_start = Clock::now();
   STRATA_ASSIGN_OR_RETURN(s.engine_, engine::Engine::Create(*s.model_, std::move(backend), engine_options));
+  LogInfo(StrCat("event=model_load backend=", s.engine_->backend_name(), SizeAndRate(weight_bytes, SecondsSince(step_start)),
+                 " kv_pool_blocks=", s.engine_->pool()->num_blocks()));
   const model::ModelConfig& config = s.engine_->config();
 
   ServedModel served;
@@ -340,6 +374,10 @@ absl::Status WorkerServer::Calibrate() {
   const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (prefill_s_per_token_ <= 0) prefill_s_per_token_ = std::max(1e-9, prefill_s / static_cast<double>(tokens));
   if (decode_tokens_per_s_ <= 0) decode_tokens_per_s_ = kDecodeSteps / std::max(1e-9, decode_s);
+  LogInfo(absl::StrFormat("event=calibration prefill_tokens=%d prefill_seconds=%.4f prefill_tokens_per_s=%.1f "
+                          "decode_steps=%d decode_seconds=%.4f decode_tokens_per_s=%.1f",
+                          tokens, prefill_s, static_cast<double>(tokens) / std::max(1e-9, prefill_s), kDecodeSteps,
+                          decode_s, kDecodeSteps / std::max(1e-9, decode_s)));
   return absl::OkStatus();
 }
 
