@@ -711,13 +711,15 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
-bool CudaBackendAvailable(std::string* reason) {
+bool CudaBackendAvailable(std::string* reason) { return CudaDeviceCount(reason) > 0; }
+
+int CudaDeviceCount(std::string* reason) {
   auto count = kernels::VisibleDeviceCount();
   if (!count.ok()) {
     if (reason != nullptr) *reason = std::string(count.status().message());
-    return false;
+    return 0;
   }
-  return true;
+  return *count;
 }
 
 }  // namespace strata::engine

@@ -50,6 +50,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
 // Whether this build has the CUDA backend (STRATA_HAVE_CUDA), and a usable GPU is visible. On false,
 // `reason` says why.
 bool CudaBackendAvailable(std::string* reason);
+// The GPUs this process sees (CUDA_VISIBLE_DEVICES applied); 0, with `reason` saying why, where none is
+// usable or the build has no CUDA backend.
+int CudaDeviceCount(std::string* reason);
 
 }  // namespace strata::engine
 

@@ -15,4 +15,9 @@ bool CudaBackendAvailable(std::string* reason) {
   return false;
 }
 
+int CudaDeviceCount(std::string* reason) {
+  CudaBackendAvailable(reason);
+  return 0;
+}
+
 }  // namespace strata::engine
