@@ -41,7 +41,9 @@ FlagSources::FlagSources(CLI::App& command) : command_(command) {
     option->envname(EnvironmentName(key));
     if (option->get_items_expected_max() > 1 && option->get_type_size_max() <= 1) option->delimiter(',');
     if (option->get_required()) {
+      // Checked after the file is read (Parse); --help still says so.
       option->required(false);
+      option->description(StrCat(option->get_description(), " (required)"));
       required_.push_back(option);
     }
   }
