@@ -25,6 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::ChildOutput;
 using testing::ChildProcess;
 
@@ -42,15 +43,20 @@ std::unique_ptr<ChildProcess> Serve(const std::vector<std::string>& args, const 
 // Small and quick on the 2-core CI machine.
 std::vector<std::string> QuickFlags() { return {"--threads", "1", "--host-cache-bytes", "16MiB", "--stop-timeout-s", "10"}; }
 
+// `Authorization: Bearer key`, or nothing without a key.
+httplib::Headers Auth(const std::string& key) {
+  return key.empty() ? httplib::Headers{} : httplib::Headers{{"Authorization", "Bearer " + key}};
+}
+
 // Waits for the deployment's ready line, then checks /health and the model list.
-void WaitReady(ChildProcess& serve, int port, const std::string& model_name) {
+void WaitReady(ChildProcess& serve, int port, const std::string& model_name, const std::string& key = "") {
   const std::string& log = serve.ReadStderrUntil("event=serve_ready", std::chrono::seconds(90));
   ASSERT_THAT(log, HasSubstr("event=serve_ready")) << log;
   httplib::Client http("127.0.0.1", port);
   httplib::Result health = http.Get("/health");
   ASSERT_TRUE(health) << "no answer on port " << port;
   EXPECT_EQ(health->status, 200);
-  httplib::Result models = http.Get("/v1/models");
+  httplib::Result models = http.Get("/v1/models", Auth(key));
   ASSERT_TRUE(models && models->status == 200);
   const Json list = Json::parse(models->body);
   EXPECT_EQ(list["data"][0]["id"], model_name) << models->body;
@@ -58,7 +64,7 @@ void WaitReady(ChildProcess& serve, int port, const std::string& model_name) {
 }
 
 // A streamed chat completion: content deltas arrive as server-sent events, then [DONE].
-void ExpectStreamedChat(int port, const std::string& model_name) {
+void ExpectStreamedChat(int port, const std::string& model_name, const std::string& key = "") {
   httplib::Client http("127.0.0.1", port);
   http.set_read_timeout(60, 0);
   const Json request = {{"model", model_name},
@@ -68,7 +74,7 @@ void ExpectStreamedChat(int port, const std::string& model_name) {
                         {"ignore_eos", true},
                         {"stream", true}};
   std::vector<std::string> events;
-  httplib::Result result = http.Post("/v1/chat/completions", request.dump(), "application/json");
+  httplib::Result result = http.Post("/v1/chat/completions", Auth(key), request.dump(), "application/json");
   ASSERT_TRUE(result) << "no answer";
   ASSERT_EQ(result->status, 200) << result->body;
   EXPECT_EQ(result->get_header_value("Content-Type"), "text/event-stream");
@@ -138,7 +144,7 @@ TEST(StrataServe, TakesFlagsFromAConfigFileWithTheEnvironmentOverIt) {
   StopWithSigterm(*serve, port);
 }
 
-TEST(StrataServe, ResolvesAModelIdInTheLocalHuggingFaceCache) {
+TEST(StrataServe, ResolvesAModelIdInTheLocalHuggingFaceCacheAndTakesAnApiKey) {
   testing::ScratchDir dir = testing::MakeTempDir("serve");
   const fs::path repo = dir.path() / "hub" / "models--strata-test--llama3-tiny";
   fs::create_directories(repo / "snapshots");
@@ -148,9 +154,16 @@ TEST(StrataServe, ResolvesAModelIdInTheLocalHuggingFaceCache) {
   const int port = testing::FreePort();
   std::vector<std::string> args = {"strata-test/llama3-tiny", "--port", std::to_string(port)};
   for (const std::string& flag : QuickFlags()) args.push_back(flag);
-  std::unique_ptr<ChildProcess> serve = Serve(args, {"HF_HOME=" + dir.path().string(), "HF_HUB_CACHE="});
-  WaitReady(*serve, port, "strata-test/llama3-tiny");
-  ExpectStreamedChat(port, "strata-test/llama3-tiny");
+  // vLLM's --api-key, here from the environment: requests without it are 401.
+  std::unique_ptr<ChildProcess> serve =
+      Serve(args, {"HF_HOME=" + dir.path().string(), "HF_HUB_CACHE=", "STRATA_API_KEY=sk-serve-test"});
+  WaitReady(*serve, port, "strata-test/llama3-tiny", "sk-serve-test");
+  httplib::Client http("127.0.0.1", port);
+  httplib::Result keyless = http.Get("/v1/models");
+  ASSERT_TRUE(keyless);
+  EXPECT_EQ(keyless->status, 401);
+  EXPECT_THAT(serve->err(), Not(HasSubstr("sk-serve-test"))) << "the key was logged";
+  ExpectStreamedChat(port, "strata-test/llama3-tiny", "sk-serve-test");
   StopWithSigterm(*serve, port);
 }
 
