@@ -155,6 +155,12 @@ absl::StatusOr<std::vector<ConfigEntry>> ReadToml(const std::string& text, const
           StrCat(file, ": tables ([", item.parents.empty() ? item.name : item.parents.front(),
                  "]) are not used: write the flags as `key = value` at the top"));
     }
+    for (char c : item.name) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+        return absl::InvalidArgumentError(
+            StrCat(file, ": '", item.name, "' is not a TOML `key = value` line (keys are flag names)"));
+      }
+    }
     if (item.inputs.empty()) {
       return absl::InvalidArgumentError(StrCat(file, ": key '", item.name, "': no value"));
     }

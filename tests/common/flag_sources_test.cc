@@ -163,6 +163,8 @@ TEST(ConfigFile, ReadsScalarsAndListsWithLinesAndRefusesDuplicates) {
   EXPECT_THAT(ReadConfigFile(Write(dir.path() / "s.yaml", "port: [1\n")).status().message(), HasSubstr("not valid YAML"));
   EXPECT_THAT(ReadConfigFile(Write(dir.path() / "x.json", "{}")).status().message(), HasSubstr("YAML (.yaml, .yml) or TOML"));
   EXPECT_THAT(ReadConfigFile(Write(dir.path() / "null.yaml", "port:\n")).status().message(), HasSubstr("no value"));
+  EXPECT_THAT(ReadConfigFile(Write(dir.path() / "yaml.toml", "port: 1\n")).status().message(),
+              HasSubstr("'port: 1' is not a TOML `key = value` line"));
 }
 
 }  // namespace
