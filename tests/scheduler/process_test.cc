@@ -3,6 +3,10 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -53,6 +57,41 @@ TEST(SchedulerProcess, BadFlagsExitOneWithOneLine) {
   ChildProcess missing({STRATA_SCHEDULER_PATH, "replay", "--trace", "/nonexistent/trace.jsonl"});
   EXPECT_EQ(missing.Wait(std::chrono::seconds(15)), 1);
   EXPECT_NE(missing.err().find("/nonexistent/trace.jsonl: cannot open"), std::string::npos) << missing.err();
+}
+
+// The flags of `serve` from a config file and STRATA_* variables (the environment over the file, the
+// command line over both), with the ports it bound in --port-file.
+TEST(SchedulerProcess, ServeTakesFlagsFromTheEnvironmentAndAConfigFile) {
+  const std::string dir = ::testing::TempDir() + "/scheduler_flags_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream config(dir + "/scheduler.toml");
+    config << "# strata-scheduler serve --config\ngrpc-address = \"127.0.0.1:0\"\nmetrics-port = 0\n"
+           << "policy = \"no-such-policy\"\nport-file = \"" << dir << "/ports\"\nmax-request-bytes = \"1MiB\"\n";
+  }
+  ChildProcess child({"/usr/bin/env", "STRATA_POLICY=least-loaded", "STRATA_METRICS_HOST=127.0.0.1",
+                      STRATA_SCHEDULER_PATH, "serve", "--config", dir + "/scheduler.toml", "--lease-ms", "7000"});
+  const std::string log = child.ReadStderrUntil("event=scheduler_started", std::chrono::seconds(20));
+  EXPECT_NE(log.find("policy=least-loaded lease_ms=7000"), std::string::npos) << log;
+  std::string ports;
+  ASSERT_TRUE(strata::testing::WaitFor(
+      [&] {
+        std::ifstream ports_file(dir + "/ports");
+        ports.assign(std::istreambuf_iterator<char>(ports_file), std::istreambuf_iterator<char>());
+        return !ports.empty();
+      },
+      std::chrono::seconds(10)))
+      << "no port file";
+  EXPECT_EQ(FieldAfter(ports, "grpc_port="), FieldAfter(log, "grpc_port=")) << ports;
+  EXPECT_EQ(FieldAfter(ports, "http_port="), -1) << ports;  // no front door without --model-dir
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(std::chrono::seconds(15)), 0) << child.err();
+
+  std::ofstream(dir + "/typo.yaml") << "grpc-adress: 127.0.0.1:0\n";
+  ChildProcess typo({STRATA_SCHEDULER_PATH, "serve", "--config", dir + "/typo.yaml"});
+  EXPECT_EQ(typo.Wait(std::chrono::seconds(15)), 2);
+  EXPECT_NE(typo.err().find("typo.yaml:1: unknown key 'grpc-adress'"), std::string::npos) << typo.err();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(SchedulerProcess, ReplayJsonIsOneObjectWithTheTablesFields) {
