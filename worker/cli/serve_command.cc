@@ -1,5 +1,6 @@
 #include "worker/cli/serve_command.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -54,17 +55,16 @@ class RunDir {
 
 // A file only its owner reads (0600), for secrets handed to the children.
 absl::Status WriteSecretFile(const fs::path& path, std::string_view contents) {
-  {
-    std::ofstream create(path);
-    if (!create) return absl::UnavailableError(StrCat(path.string(), ": cannot create"));
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, S_IRUSR | S_IWUSR);
+  if (fd < 0) return absl::ErrnoToStatus(errno, StrCat(path.string(), ": cannot create"));
+  bool written = true;
+  while (!contents.empty() && written) {
+    const ssize_t n = ::write(fd, contents.data(), contents.size());
+    written = n > 0 || (n < 0 && errno == EINTR);
+    if (n > 0) contents.remove_prefix(static_cast<size_t>(n));
   }
-  if (::chmod(path.c_str(), S_IRUSR | S_IWUSR) != 0) {
-    return absl::ErrnoToStatus(errno, StrCat(path.string(), ": cannot chmod 0600"));
-  }
-  std::ofstream out(path, std::ios::trunc);
-  out << contents;
-  out.close();
-  if (!out) return absl::UnavailableError(StrCat(path.string(), ": cannot write"));
+  ::close(fd);
+  if (!written) return absl::ErrnoToStatus(errno, StrCat(path.string(), ": cannot write"));
   return absl::OkStatus();
 }
 
@@ -187,11 +187,76 @@ absl::StatusOr<Ports> WaitForPorts(Supervisor& supervisor, const fs::path& file,
   return Ports{.grpc = ports["grpc_port"], .metrics = ports["metrics_port"]};
 }
 
-}  // namespace
+// What the children are started from: the command, the model, the binaries and the run directory.
+struct Deployment {
+  const ServeCommand& command;
+  ResolvedModel model;
+  std::string served_name;
+  std::string scheduler_bin, worker_bin, kvstore_bin;  // kvstore_bin empty: no kvstore
+  WorkerPlan plan;
+  fs::path run_dir;
 
-absl::Status RunServe(const ServeCommand& command) {
-  STRATA_ASSIGN_OR_RETURN(ResolvedModel model, ResolveModel(command.model));
-  const std::string served_name = command.served_model_name.empty() ? model.name : command.served_model_name;
+  fs::path PortFile(std::string_view name) const { return run_dir / StrCat(name, ".ports"); }
+  fs::path ApiKeysFile() const { return run_dir / "api-keys"; }
+  fs::path MacKeyFile() const { return run_dir / "kv-mac.key"; }
+};
+
+// The scheduler with the front door: everything else registers with it.
+std::vector<std::string> SchedulerArgv(const Deployment& d) {
+  const ServeCommand& c = d.command;
+  std::vector<std::string> argv = {d.scheduler_bin, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host",
+                                   "127.0.0.1", "--metrics-port", std::to_string(c.metrics_port), "--http-host",
+                                   c.host, "--http-port", std::to_string(c.port), "--model-dir", d.model.dir.string(),
+                                   "--served-model-name", d.served_name, "--port-file",
+                                   d.PortFile("scheduler").string()};
+  if (!c.api_key.empty()) Append(argv, {"--api-keys", d.ApiKeysFile().string()});
+  if (!c.api_keys_file.empty()) Append(argv, {"--api-keys", c.api_keys_file});
+  if (c.shared_prefix_cache) argv.push_back("--shared-prefix-cache");
+  if (c.max_model_len > 0) Append(argv, {"--max-prompt-tokens", std::to_string(c.max_model_len)});
+  argv.insert(argv.end(), c.scheduler_args.begin(), c.scheduler_args.end());
+  return argv;
+}
+
+std::vector<std::string> KvstoreArgv(const Deployment& d, const std::string& scheduler_address) {
+  const ServeCommand& c = d.command;
+  std::vector<std::string> argv = {d.kvstore_bin, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+                                   "--port-file", d.PortFile("kvstore").string(), "--scheduler", scheduler_address,
+                                   "--holder-id", "kvstore-0"};
+  if (c.kvstore_dram_bytes > 0) Append(argv, {"--dram-bytes", std::to_string(c.kvstore_dram_bytes)});
+  if (!c.kvstore_ssd_dir.empty()) {
+    Append(argv, {"--ssd-dir", c.kvstore_ssd_dir.string(), "--ssd-bytes", std::to_string(c.kvstore_ssd_bytes)});
+  }
+  argv.insert(argv.end(), c.kvstore_args.begin(), c.kvstore_args.end());
+  return argv;
+}
+
+// Worker `index` of the plan; on CUDA it sees only its own GPU.
+ChildSpec WorkerSpec(const Deployment& d, size_t index, const std::string& scheduler_address,
+                     const std::string& kvstore_address) {
+  const ServeCommand& c = d.command;
+  const std::string name = StrCat("worker-", index);
+  std::vector<std::string> argv = {d.worker_bin, "--model", d.model.dir.string(), "--served-model-name",
+                                   d.served_name, "--worker-id", name, "--backend", d.plan.backend,
+                                   "--grpc-address", "127.0.0.1:0", "--metrics-host", "127.0.0.1", "--metrics-port",
+                                   "0", "--port-file", d.PortFile(name).string(), "--scheduler", scheduler_address,
+                                   "--block-tokens", std::to_string(c.block_tokens), "--kv-mac-key-file",
+                                   d.MacKeyFile().string(), "--host-cache-bytes", std::to_string(c.host_cache_bytes),
+                                   "--kv-pool-bytes", std::to_string(c.kv_pool_bytes)};
+  if (d.plan.backend == "cuda") {
+    Append(argv, {"--dtype", c.dtype, "--gpu-memory-fraction", StrCat(c.gpu_memory_fraction)});
+  } else {
+    Append(argv, {"--threads", std::to_string(c.threads)});
+  }
+  if (c.max_model_len > 0) Append(argv, {"--max-context-tokens", std::to_string(c.max_model_len)});
+  if (!kvstore_address.empty()) Append(argv, {"--kvstore", kvstore_address});
+  argv.insert(argv.end(), c.worker_args.begin(), c.worker_args.end());
+  ChildSpec spec{.name = name, .argv = std::move(argv), .unset_env = c.unset_env, .set_env = {}};
+  if (d.plan.backend == "cuda") spec.set_env.emplace_back("CUDA_VISIBLE_DEVICES", d.plan.devices[index]);
+  return spec;
+}
+
+// Checks the command and finds everything it needs before any process starts.
+absl::StatusOr<Deployment> Prepare(const ServeCommand& command) {
   if (command.port <= 0 || command.port > 65535) return absl::InvalidArgumentError("--port must be in [1, 65535]");
   if (command.api_key.find_first_of(" \t\r\n") != std::string::npos) {
     return absl::InvalidArgumentError("--api-key: no spaces or line breaks");
@@ -199,106 +264,74 @@ absl::Status RunServe(const ServeCommand& command) {
   if (!command.api_key.empty() && !command.api_keys_file.empty()) {
     return absl::InvalidArgumentError("--api-key and --api-keys: give one");
   }
+  STRATA_ASSIGN_OR_RETURN(ResolvedModel model, ResolveModel(command.model));
+  Deployment d{.command = command, .model = std::move(model), .served_name = command.served_model_name};
+  if (d.served_name.empty()) d.served_name = d.model.name;
   const fs::path bin_dir = command.bin_dir.empty() ? DefaultBinDir() : command.bin_dir;
-  STRATA_ASSIGN_OR_RETURN(const std::string scheduler_bin, FindBinary(bin_dir, "strata-scheduler"));
-  STRATA_ASSIGN_OR_RETURN(const std::string worker_bin, FindBinary(bin_dir, "strata-worker"));
-  const bool with_kvstore = command.kvstore_dram_bytes > 0 || !command.kvstore_ssd_dir.empty();
-  std::string kvstore_bin;
-  if (with_kvstore) {
-    STRATA_ASSIGN_OR_RETURN(kvstore_bin, FindBinary(bin_dir, "strata-kvstore"));
+  STRATA_ASSIGN_OR_RETURN(d.scheduler_bin, FindBinary(bin_dir, "strata-scheduler"));
+  STRATA_ASSIGN_OR_RETURN(d.worker_bin, FindBinary(bin_dir, "strata-worker"));
+  if (command.kvstore_dram_bytes > 0 || !command.kvstore_ssd_dir.empty()) {
+    STRATA_ASSIGN_OR_RETURN(d.kvstore_bin, FindBinary(bin_dir, "strata-kvstore"));
     if (!command.kvstore_ssd_dir.empty()) {
       STRATA_RETURN_IF_ERROR(CreateDirectories(command.kvstore_ssd_dir, "--kvstore-ssd-dir"));
     }
   }
-  STRATA_ASSIGN_OR_RETURN(const WorkerPlan plan, PlanWorkers(command.backend));
+  STRATA_ASSIGN_OR_RETURN(d.plan, PlanWorkers(command.backend));
+  return d;
+}
+
+}  // namespace
+
+absl::Status RunServe(const ServeCommand& command) {
+  STRATA_ASSIGN_OR_RETURN(Deployment d, Prepare(command));
+  // The run directory is mkdtemp's (0700) and its secrets 0600; it outlives the supervisor, which stops the
+  // children before it is removed.
   STRATA_ASSIGN_OR_RETURN(RunDir run, RunDir::Create());
-  LogInfo(StrCat("event=serve_starting model=", served_name, " dir=", model.dir.string(), " workers=",
-                 plan.devices.size(), " backend=", plan.backend, " kvstore=", with_kvstore ? "on" : "off",
-                 " url=http://", command.host, ":", command.port, "/v1 run_dir=", run.path().string()));
+  d.run_dir = run.path();
+  if (!command.api_key.empty()) {
+    STRATA_RETURN_IF_ERROR(WriteSecretFile(d.ApiKeysFile(), StrCat(command.api_key, " default\n")));
+  }
+  // One KV MAC secret for every worker, so that a block one wrote verifies on another.
+  STRATA_ASSIGN_OR_RETURN(const std::string mac_secret, RandomHexSecret());
+  STRATA_RETURN_IF_ERROR(WriteSecretFile(d.MacKeyFile(), mac_secret));
+  const bool with_kvstore = !d.kvstore_bin.empty();
+  LogInfo(StrCat("event=serve_starting model=", d.served_name, " dir=", d.model.dir.string(), " workers=",
+                 d.plan.devices.size(), " backend=", d.plan.backend, " kvstore=", with_kvstore ? "on" : "off",
+                 " url=http://", command.host, ":", command.port, "/v1 run_dir=", d.run_dir.string()));
 
   Supervisor supervisor;
   const absl::Duration kListenTimeout = absl::Seconds(60);
-  auto spec = [&](std::string name, std::vector<std::string> argv) {
-    return ChildSpec{.name = std::move(name), .argv = std::move(argv), .unset_env = command.unset_env, .set_env = {}};
-  };
-
-  // The scheduler with the front door: everything else registers with it.
-  std::vector<std::string> scheduler = {scheduler_bin, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host",
-                                        "127.0.0.1", "--metrics-port", std::to_string(command.metrics_port),
-                                        "--http-host", command.host, "--http-port", std::to_string(command.port),
-                                        "--model-dir", model.dir.string(), "--served-model-name", served_name,
-                                        "--port-file", (run.path() / "scheduler.ports").string()};
-  if (!command.api_key.empty()) {
-    STRATA_RETURN_IF_ERROR(WriteSecretFile(run.path() / "api-keys", StrCat(command.api_key, " default\n")));
-    Append(scheduler, {"--api-keys", (run.path() / "api-keys").string()});
-  } else if (!command.api_keys_file.empty()) {
-    Append(scheduler, {"--api-keys", command.api_keys_file});
-  }
-  if (command.shared_prefix_cache) scheduler.push_back("--shared-prefix-cache");
-  if (command.max_model_len > 0) Append(scheduler, {"--max-prompt-tokens", std::to_string(command.max_model_len)});
-  scheduler.insert(scheduler.end(), command.scheduler_args.begin(), command.scheduler_args.end());
-  STRATA_RETURN_IF_ERROR(supervisor.Start(spec("scheduler", std::move(scheduler))));
-  STRATA_ASSIGN_OR_RETURN(const Ports scheduler_ports,
-                          WaitForPorts(supervisor, run.path() / "scheduler.ports", "scheduler", kListenTimeout));
-  const std::string scheduler_address = Loopback(scheduler_ports.grpc);
-
+  STRATA_RETURN_IF_ERROR(supervisor.Start(
+      ChildSpec{.name = "scheduler", .argv = SchedulerArgv(d), .unset_env = command.unset_env, .set_env = {}}));
+  STRATA_ASSIGN_OR_RETURN(const Ports scheduler,
+                          WaitForPorts(supervisor, d.PortFile("scheduler"), "scheduler", kListenTimeout));
+  const std::string scheduler_address = Loopback(scheduler.grpc);
   std::string kvstore_address;
   if (with_kvstore) {
-    std::vector<std::string> kvstore = {kvstore_bin, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-                                        "--port-file", (run.path() / "kvstore.ports").string(), "--scheduler",
-                                        scheduler_address, "--holder-id", "kvstore-0"};
-    if (command.kvstore_dram_bytes > 0) Append(kvstore, {"--dram-bytes", std::to_string(command.kvstore_dram_bytes)});
-    if (!command.kvstore_ssd_dir.empty()) {
-      Append(kvstore, {"--ssd-dir", command.kvstore_ssd_dir.string(), "--ssd-bytes",
-                       std::to_string(command.kvstore_ssd_bytes)});
-    }
-    kvstore.insert(kvstore.end(), command.kvstore_args.begin(), command.kvstore_args.end());
-    STRATA_RETURN_IF_ERROR(supervisor.Start(spec("kvstore", std::move(kvstore))));
-    STRATA_ASSIGN_OR_RETURN(const Ports kvstore_ports,
-                            WaitForPorts(supervisor, run.path() / "kvstore.ports", "kvstore", kListenTimeout));
-    kvstore_address = Loopback(kvstore_ports.grpc);
+    STRATA_RETURN_IF_ERROR(supervisor.Start(ChildSpec{.name = "kvstore",
+                                                      .argv = KvstoreArgv(d, scheduler_address),
+                                                      .unset_env = command.unset_env,
+                                                      .set_env = {}}));
+    STRATA_ASSIGN_OR_RETURN(const Ports kvstore,
+                            WaitForPorts(supervisor, d.PortFile("kvstore"), "kvstore", kListenTimeout));
+    kvstore_address = Loopback(kvstore.grpc);
   }
-
-  // The workers, one per GPU (or one on the CPU), loading in parallel. One KV MAC secret for all of them, so
-  // that a block one wrote verifies on another.
-  STRATA_ASSIGN_OR_RETURN(const std::string mac_secret, RandomHexSecret());
-  STRATA_RETURN_IF_ERROR(WriteSecretFile(run.path() / "kv-mac.key", mac_secret));
-  std::vector<fs::path> worker_port_files;
-  for (size_t i = 0; i < plan.devices.size(); ++i) {
-    const std::string name = StrCat("worker-", i);
-    worker_port_files.push_back(run.path() / StrCat(name, ".ports"));
-    std::vector<std::string> worker = {worker_bin, "--model", model.dir.string(), "--served-model-name", served_name,
-                                       "--worker-id", name, "--backend", plan.backend, "--grpc-address", "127.0.0.1:0",
-                                       "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--port-file",
-                                       worker_port_files.back().string(), "--scheduler", scheduler_address,
-                                       "--block-tokens", std::to_string(command.block_tokens),
-                                       "--kv-mac-key-file", (run.path() / "kv-mac.key").string(),
-                                       "--host-cache-bytes", std::to_string(command.host_cache_bytes),
-                                       "--kv-pool-bytes", std::to_string(command.kv_pool_bytes)};
-    if (plan.backend == "cuda") {
-      Append(worker, {"--dtype", command.dtype, "--gpu-memory-fraction", StrCat(command.gpu_memory_fraction)});
-    } else {
-      Append(worker, {"--threads", std::to_string(command.threads)});
-    }
-    if (command.max_model_len > 0) Append(worker, {"--max-context-tokens", std::to_string(command.max_model_len)});
-    if (!kvstore_address.empty()) Append(worker, {"--kvstore", kvstore_address});
-    worker.insert(worker.end(), command.worker_args.begin(), command.worker_args.end());
-    ChildSpec child = spec(name, std::move(worker));
-    if (plan.backend == "cuda") child.set_env.emplace_back("CUDA_VISIBLE_DEVICES", plan.devices[i]);
-    STRATA_RETURN_IF_ERROR(supervisor.Start(std::move(child)));
+  // The workers load in parallel; ready once each serves and the scheduler has them all.
+  const int workers = static_cast<int>(d.plan.devices.size());
+  for (int i = 0; i < workers; ++i) {
+    STRATA_RETURN_IF_ERROR(supervisor.Start(WorkerSpec(d, static_cast<size_t>(i), scheduler_address, kvstore_address)));
   }
-  const int workers = static_cast<int>(plan.devices.size());
   STRATA_RETURN_IF_ERROR(supervisor.WaitUntil(
       [&] {
-        for (const fs::path& file : worker_port_files) {
-          if (!ReadPortFile(file).has_value()) return false;
+        for (int i = 0; i < workers; ++i) {
+          if (!ReadPortFile(d.PortFile(StrCat("worker-", i))).has_value()) return false;
         }
-        return RegisteredWorkers(scheduler_ports.metrics) >= workers;
+        return RegisteredWorkers(scheduler.metrics) >= workers;
       },
       absl::Seconds(command.start_timeout_s), StrCat(workers, " worker(s) serving and registered")));
-  LogInfo(StrCat("event=serve_ready url=http://", command.host, ":", command.port, "/v1 model=", served_name,
-                 " workers=", workers, " backend=", plan.backend, " kvstore=", with_kvstore ? kvstore_address : "off",
-                 " metrics=http://127.0.0.1:", scheduler_ports.metrics, "/metrics"));
+  LogInfo(StrCat("event=serve_ready url=http://", command.host, ":", command.port, "/v1 model=", d.served_name,
+                 " workers=", workers, " backend=", d.plan.backend, " kvstore=", with_kvstore ? kvstore_address : "off",
+                 " metrics=http://127.0.0.1:", scheduler.metrics, "/metrics"));
 
   absl::StatusOr<int> stopped = supervisor.WaitForSignalOrExit();
   if (stopped.ok()) {
