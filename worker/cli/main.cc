@@ -151,6 +151,10 @@ int main(int argc, char** argv) {
   srv->add_option("--stop-timeout-s", serve.stop_timeout_s, "On SIGINT/SIGTERM: drain, then SIGKILL after this")
       ->capture_default_str();
   strata::FlagSources serve_sources(*srv);
+  // A pass-through flag may hold commas (--worker-arg=--kvstore=a:1,b:2): one value each, never split.
+  for (const char* pass_through : {"--scheduler-arg", "--worker-arg", "--kvstore-arg"}) {
+    srv->get_option(pass_through)->delimiter('\0');
+  }
 
   if (std::optional<int> exit_code = serve_sources.Parse(app, argc, argv)) return *exit_code;
 

@@ -134,12 +134,15 @@ TEST(StrataServe, TakesFlagsFromAConfigFileWithTheEnvironmentOverIt) {
   std::ofstream(config) << "# strata serve --config\nmodel: " << kModel << "\nport: " << port
                         << "\nthreads: 1\nhost-cache-bytes: 16MiB\nstop_timeout_s: 10\n"
                         << "served-model-name: from-file\nkvstore-dram-bytes: 64MiB\n"
-                        << "kvstore-ssd-dir: " << (dir.path() / "made" / "by" / "serve").string() << "\n";
+                        << "kvstore-ssd-dir: " << (dir.path() / "made" / "by" / "serve").string() << "\n"
+                        << "worker-arg: [--prefill-chunk-tokens=64, --max-running-requests=4]\n"
+                        << "scheduler-arg: --policy=least-loaded\n";
   std::unique_ptr<ChildProcess> serve =
       Serve({"--config", config.string()}, {"STRATA_SERVED_MODEL_NAME=from-env"});
   WaitReady(*serve, port, "from-env");
   EXPECT_TRUE(fs::is_directory(dir.path() / "made" / "by" / "serve")) << "--kvstore-ssd-dir was not created";
   EXPECT_THAT(serve->err(), HasSubstr("[kvstore] "));
+  EXPECT_THAT(serve->err(), HasSubstr("policy=least-loaded")) << "--scheduler-arg did not reach the scheduler";
   ExpectStreamedChat(port, "from-env");
   StopWithSigterm(*serve, port);
 }
