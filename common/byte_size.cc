@@ -16,16 +16,17 @@ struct Unit {
   double bytes;
 };
 
-constexpr double kKi = 1024.0, kK = 1000.0;
+constexpr double kKiB = 1024.0, kMiB = kKiB * 1024, kGiB = kMiB * 1024, kTiB = kGiB * 1024, kPiB = kTiB * 1024;
+// clang-format off
 constexpr Unit kUnits[] = {
-    {"", 1},           {"b", 1},
-    {"k", kK},         {"kb", kK},         {"ki", kKi},        {"kib", kKi},
-    {"m", kK * kK},    {"mb", kK * kK},    {"mi", kKi * kKi},  {"mib", kKi * kKi},
-    {"g", 1e9},        {"gb", 1e9},        {"gi", kKi * kKi * kKi},  {"gib", kKi * kKi * kKi},
-    {"t", 1e12},       {"tb", 1e12},       {"ti", kKi * kKi * kKi * kKi},  {"tib", kKi * kKi * kKi * kKi},
-    {"p", 1e15},       {"pb", 1e15},       {"pi", kKi * kKi * kKi * kKi * kKi},
-    {"pib", kKi * kKi * kKi * kKi * kKi},
+    {"", 1},    {"b", 1},
+    {"k", 1e3}, {"kb", 1e3}, {"ki", kKiB}, {"kib", kKiB},
+    {"m", 1e6}, {"mb", 1e6}, {"mi", kMiB}, {"mib", kMiB},
+    {"g", 1e9}, {"gb", 1e9}, {"gi", kGiB}, {"gib", kGiB},
+    {"t", 1e12}, {"tb", 1e12}, {"ti", kTiB}, {"tib", kTiB},
+    {"p", 1e15}, {"pb", 1e15}, {"pi", kPiB}, {"pib", kPiB},
 };
+// clang-format on
 
 absl::StatusOr<double> ParseQuantity(std::string_view text, std::string_view what) {
   const std::string trimmed(absl::StripAsciiWhitespace(absl::string_view(text.data(), text.size())));

@@ -47,8 +47,8 @@ class YamlEvent {
     Reset();
     if (yaml_parser_parse(parser.get(), &event_) != 1) {
       const yaml_parser_t& p = *parser.get();
-      return absl::InvalidArgumentError(StrCat(file, ":", p.problem_mark.line + 1, ": not valid YAML: ",
-                                               p.problem != nullptr ? p.problem : "syntax error",
+      return absl::InvalidArgumentError(StrCat(file, ":", p.problem_mark.line + 1,
+                                               ": not valid YAML: ", p.problem != nullptr ? p.problem : "syntax error",
                                                p.context != nullptr ? StrCat(" ", p.context) : ""));
     }
     held_ = true;
@@ -151,9 +151,9 @@ absl::StatusOr<std::vector<ConfigEntry>> ReadToml(const std::string& text, const
   std::vector<ConfigEntry> entries;
   for (CLI::ConfigItem& item : items) {
     if (!item.parents.empty() || item.name == "++" || item.name == "--") {
-      return absl::InvalidArgumentError(
-          StrCat(file, ": tables ([", item.parents.empty() ? item.name : item.parents.front(),
-                 "]) are not used: write the flags as `key = value` at the top"));
+      return absl::InvalidArgumentError(StrCat(file, ": tables ([",
+                                               item.parents.empty() ? item.name : item.parents.front(),
+                                               "]) are not used: write the flags as `key = value` at the top"));
     }
     for (char c : item.name) {
       if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
@@ -186,8 +186,8 @@ absl::StatusOr<std::vector<ConfigEntry>> ReadConfigFile(const std::filesystem::p
     std::string normal = entry.key;
     for (char& c : normal) c = c == '_' ? '-' : c;
     if (!seen.insert(normal).second) {
-      return absl::InvalidArgumentError(StrCat(path.string(), entry.line > 0 ? StrCat(":", entry.line) : "",
-                                               ": key '", entry.key, "' is given twice"));
+      return absl::InvalidArgumentError(StrCat(path.string(), entry.line > 0 ? StrCat(":", entry.line) : "", ": key '",
+                                               entry.key, "' is given twice"));
     }
   }
   return entries;

@@ -118,8 +118,7 @@ absl::Status FlagSources::CheckRequired() const {
   for (const CLI::Option* option : required_) {
     if (option->count() == 0) {
       return absl::InvalidArgumentError(StrCat(Display(*option), " is required (on the command line, as ",
-                                               option->get_envname(), ", or as `", KeyOf(*option),
-                                               ":` in --config)"));
+                                               option->get_envname(), ", or as `", KeyOf(*option), ":` in --config)"));
     }
   }
   return absl::OkStatus();

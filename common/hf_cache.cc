@@ -75,12 +75,12 @@ absl::StatusOr<ResolvedModel> ResolveModel(std::string_view model, const HubCach
   }
   const fs::path repo_dir = hub.dir / repo;
   auto not_found = [&](std::string_view why) {
-    return absl::NotFoundError(StrCat(
-        model, ": no such directory, and not in the local Hugging Face cache (", why, "; the cache is ",
-        hub.dir.string(), hub.named_by == "default" ? ", the default" : StrCat(", from $", hub.named_by),
-        "; HF_HUB_CACHE or HF_HOME name another). Strata never downloads: fetch it first, e.g. "
-        "`huggingface-cli download ",
-        model, "`"));
+    return absl::NotFoundError(
+        StrCat(model, ": no such directory, and not in the local Hugging Face cache (", why, "; the cache is ",
+               hub.dir.string(), hub.named_by == "default" ? ", the default" : StrCat(", from $", hub.named_by),
+               "; HF_HUB_CACHE or HF_HOME name another). Strata never downloads: fetch it first, e.g. "
+               "`huggingface-cli download ",
+               model, "`"));
   };
   if (!fs::is_directory(repo_dir, error)) return not_found(StrCat("no directory ", repo_dir.string()));
   const fs::path snapshots = repo_dir / "snapshots";

@@ -90,15 +90,15 @@ TEST(FlagSources, FlagBeatsEnvironmentBeatsFileBeatsDefault) {
     env.Set("STRATA_CONFIG", yaml.string());
     Command c;
     ASSERT_EQ(c.Parse({"m", "--kvstore-dram-bytes", "512MiB"}), -1);
-    EXPECT_EQ(c.model, "m");                   // the command line over the file
-    EXPECT_EQ(c.port, 9002);                   // the environment over the file
-    EXPECT_EQ(c.dram_bytes, 512ull << 20);     // the command line over the file
+    EXPECT_EQ(c.model, "m");                // the command line over the file
+    EXPECT_EQ(c.port, 9002);                // the environment over the file
+    EXPECT_EQ(c.dram_bytes, 512ull << 20);  // the command line over the file
     EXPECT_THAT(c.kvstores, ElementsAre("c:3", "d:4"));
-    EXPECT_TRUE(c.shared);                     // the file over the default
+    EXPECT_TRUE(c.shared);  // the file over the default
 
     Command flag_wins;
     ASSERT_EQ(flag_wins.Parse({"m", "--port", "9003"}), -1);
-    EXPECT_EQ(flag_wins.port, 9003);           // the command line over the environment
+    EXPECT_EQ(flag_wins.port, 9003);  // the command line over the environment
   }
   Command defaults;
   ASSERT_EQ(defaults.Parse({"m"}), -1);
@@ -160,8 +160,10 @@ TEST(ConfigFile, ReadsScalarsAndListsWithLinesAndRefusesDuplicates) {
   EXPECT_TRUE(ReadConfigFile(Write(dir.path() / "empty.yaml", "# nothing\n"))->empty());
   EXPECT_THAT(ReadConfigFile(Write(dir.path() / "d.yaml", "port: 1\nport: 2\n")).status().message(),
               HasSubstr("key 'port' is given twice"));
-  EXPECT_THAT(ReadConfigFile(Write(dir.path() / "s.yaml", "port: [1\n")).status().message(), HasSubstr("not valid YAML"));
-  EXPECT_THAT(ReadConfigFile(Write(dir.path() / "x.json", "{}")).status().message(), HasSubstr("YAML (.yaml, .yml) or TOML"));
+  EXPECT_THAT(ReadConfigFile(Write(dir.path() / "s.yaml", "port: [1\n")).status().message(),
+              HasSubstr("not valid YAML"));
+  EXPECT_THAT(ReadConfigFile(Write(dir.path() / "x.json", "{}")).status().message(),
+              HasSubstr("YAML (.yaml, .yml) or TOML"));
   EXPECT_THAT(ReadConfigFile(Write(dir.path() / "null.yaml", "port:\n")).status().message(), HasSubstr("no value"));
   EXPECT_THAT(ReadConfigFile(Write(dir.path() / "yaml.toml", "port: 1\n")).status().message(),
               HasSubstr("'port: 1' is not a TOML `key = value` line"));

@@ -28,7 +28,8 @@ fs::path MakeSnapshot(const fs::path& hub, const std::string& repo, const std::s
 TEST(HfCache, AnExistingDirectoryIsUsedAsIsAndNamedByItsBaseName) {
   testing::ScratchDir dir = testing::MakeTempDir("hf");
   fs::create_directories(dir.path() / "my-model");
-  absl::StatusOr<ResolvedModel> model = ResolveModel((dir.path() / "my-model/").string(), HubCache{"/nonexistent", "default"});
+  absl::StatusOr<ResolvedModel> model =
+      ResolveModel((dir.path() / "my-model/").string(), HubCache{"/nonexistent", "default"});
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->dir, dir.path() / "my-model/");
   EXPECT_EQ(model->name, "my-model");

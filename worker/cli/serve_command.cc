@@ -122,7 +122,8 @@ fs::path DefaultBinDir() {
 absl::StatusOr<std::string> FindBinary(const fs::path& bin_dir, std::string_view name) {
   const fs::path path = bin_dir / name;
   if (::access(path.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(StrCat(path.string(), ": no such executable; build the daemons (make build, or ninja "
+    return absl::NotFoundError(StrCat(path.string(),
+                                      ": no such executable; build the daemons (make build, or ninja "
                                       "strata-scheduler strata-worker strata-kvstore) or pass --bin-dir"));
   }
   return path.string();
@@ -141,9 +142,9 @@ absl::StatusOr<WorkerPlan> PlanWorkers(ServeCommand::Backend backend) {
     return absl::FailedPreconditionError(StrCat("--backend cuda: no GPU to run on (", reason, ")"));
   }
   if (gpus == 0) {
-    LogInfo(StrCat("event=serve_backend backend=cpu workers=1",
-                   backend == ServeCommand::Backend::kCpu ? " reason=\"--backend cpu\""
-                                                          : StrCat(" reason=\"no GPU: ", reason, "\"")));
+    LogInfo(StrCat("event=serve_backend backend=cpu workers=1", backend == ServeCommand::Backend::kCpu
+                                                                    ? " reason=\"--backend cpu\""
+                                                                    : StrCat(" reason=\"no GPU: ", reason, "\"")));
     return WorkerPlan{"cpu", {""}};
   }
   // CUDA numbers the devices it sees from 0; a worker is given the one it runs on by the parent's name for
@@ -204,11 +205,15 @@ struct Deployment {
 // The scheduler with the front door: everything else registers with it.
 std::vector<std::string> SchedulerArgv(const Deployment& d) {
   const ServeCommand& c = d.command;
-  std::vector<std::string> argv = {d.scheduler_bin, "serve", "--grpc-address", "127.0.0.1:0", "--metrics-host",
-                                   "127.0.0.1", "--metrics-port", std::to_string(c.metrics_port), "--http-host",
-                                   c.host, "--http-port", std::to_string(c.port), "--model-dir", d.model.dir.string(),
-                                   "--served-model-name", d.served_name, "--port-file",
-                                   d.PortFile("scheduler").string()};
+  std::vector<std::string> argv = {d.scheduler_bin,       "serve",
+                                   "--grpc-address",      "127.0.0.1:0",
+                                   "--metrics-host",      "127.0.0.1",
+                                   "--metrics-port",      std::to_string(c.metrics_port),
+                                   "--http-host",         c.host,
+                                   "--http-port",         std::to_string(c.port),
+                                   "--model-dir",         d.model.dir.string(),
+                                   "--served-model-name", d.served_name,
+                                   "--port-file",         d.PortFile("scheduler").string()};
   if (!c.api_key.empty()) Append(argv, {"--api-keys", d.ApiKeysFile().string()});
   if (!c.api_keys_file.empty()) Append(argv, {"--api-keys", c.api_keys_file});
   if (c.shared_prefix_cache) argv.push_back("--shared-prefix-cache");
@@ -219,9 +224,19 @@ std::vector<std::string> SchedulerArgv(const Deployment& d) {
 
 std::vector<std::string> KvstoreArgv(const Deployment& d, const std::string& scheduler_address) {
   const ServeCommand& c = d.command;
-  std::vector<std::string> argv = {d.kvstore_bin, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-                                   "--port-file", d.PortFile("kvstore").string(), "--scheduler", scheduler_address,
-                                   "--holder-id", "kvstore-0"};
+  std::vector<std::string> argv = {d.kvstore_bin,
+                                   "--host",
+                                   "127.0.0.1",
+                                   "--port",
+                                   "0",
+                                   "--metrics-port",
+                                   "0",
+                                   "--port-file",
+                                   d.PortFile("kvstore").string(),
+                                   "--scheduler",
+                                   scheduler_address,
+                                   "--holder-id",
+                                   "kvstore-0"};
   if (c.kvstore_dram_bytes > 0) Append(argv, {"--dram-bytes", std::to_string(c.kvstore_dram_bytes)});
   if (!c.kvstore_ssd_dir.empty()) {
     Append(argv, {"--ssd-dir", c.kvstore_ssd_dir.string(), "--ssd-bytes", std::to_string(c.kvstore_ssd_bytes)});
@@ -235,13 +250,33 @@ ChildSpec WorkerSpec(const Deployment& d, size_t index, const std::string& sched
                      const std::string& kvstore_address) {
   const ServeCommand& c = d.command;
   const std::string name = StrCat("worker-", index);
-  std::vector<std::string> argv = {d.worker_bin, "--model", d.model.dir.string(), "--served-model-name",
-                                   d.served_name, "--worker-id", name, "--backend", d.plan.backend,
-                                   "--grpc-address", "127.0.0.1:0", "--metrics-host", "127.0.0.1", "--metrics-port",
-                                   "0", "--port-file", d.PortFile(name).string(), "--scheduler", scheduler_address,
-                                   "--block-tokens", std::to_string(c.block_tokens), "--kv-mac-key-file",
-                                   d.MacKeyFile().string(), "--host-cache-bytes", std::to_string(c.host_cache_bytes),
-                                   "--kv-pool-bytes", std::to_string(c.kv_pool_bytes)};
+  std::vector<std::string> argv = {d.worker_bin,
+                                   "--model",
+                                   d.model.dir.string(),
+                                   "--served-model-name",
+                                   d.served_name,
+                                   "--worker-id",
+                                   name,
+                                   "--backend",
+                                   d.plan.backend,
+                                   "--grpc-address",
+                                   "127.0.0.1:0",
+                                   "--metrics-host",
+                                   "127.0.0.1",
+                                   "--metrics-port",
+                                   "0",
+                                   "--port-file",
+                                   d.PortFile(name).string(),
+                                   "--scheduler",
+                                   scheduler_address,
+                                   "--block-tokens",
+                                   std::to_string(c.block_tokens),
+                                   "--kv-mac-key-file",
+                                   d.MacKeyFile().string(),
+                                   "--host-cache-bytes",
+                                   std::to_string(c.host_cache_bytes),
+                                   "--kv-pool-bytes",
+                                   std::to_string(c.kv_pool_bytes)};
   if (d.plan.backend == "cuda") {
     Append(argv, {"--dtype", c.dtype, "--gpu-memory-fraction", StrCat(c.gpu_memory_fraction)});
   } else {
@@ -308,10 +343,8 @@ absl::Status RunServe(const ServeCommand& command) {
   const std::string scheduler_address = Loopback(scheduler.grpc);
   std::string kvstore_address;
   if (with_kvstore) {
-    STRATA_RETURN_IF_ERROR(supervisor.Start(ChildSpec{.name = "kvstore",
-                                                      .argv = KvstoreArgv(d, scheduler_address),
-                                                      .unset_env = command.unset_env,
-                                                      .set_env = {}}));
+    STRATA_RETURN_IF_ERROR(supervisor.Start(ChildSpec{
+        .name = "kvstore", .argv = KvstoreArgv(d, scheduler_address), .unset_env = command.unset_env, .set_env = {}}));
     STRATA_ASSIGN_OR_RETURN(const Ports kvstore,
                             WaitForPorts(supervisor, d.PortFile("kvstore"), "kvstore", kListenTimeout));
     kvstore_address = Loopback(kvstore.grpc);

@@ -16,20 +16,20 @@
 namespace strata::cli {
 
 struct ServeCommand {
-  std::string model;              // a model directory, or a Hugging Face id found in the local hub cache
-  std::string served_model_name;  // empty: the id as given, or the directory's name
+  std::string model;               // a model directory, or a Hugging Face id found in the local hub cache
+  std::string served_model_name;   // empty: the id as given, or the directory's name
   std::string host = "127.0.0.1";  // the front door's HTTP address (0.0.0.0: every interface)
   int port = 8000;
   std::string api_key;        // when set, requests need `Authorization: Bearer <key>` (tenant "default")
   std::string api_keys_file;  // the scheduler's --api-keys file (several keys, tenants, limits)
   enum class Backend { kAuto, kCpu, kCuda };
-  Backend backend = Backend::kAuto;  // kAuto: CUDA, a worker per visible GPU, where there is one; else the CPU
-  std::string dtype = "bf16";        // the CUDA backend's: bf16 or f32
-  double gpu_memory_fraction = 0.9;  // the KV pool's share of the GPU memory left after the weights
-  int64_t max_model_len = 0;         // 0: the model's max_position_embeddings
-  uint64_t kv_pool_bytes = 0;        // tier G; 0: gpu_memory_fraction on CUDA, 1 GiB on the CPU
+  Backend backend = Backend::kAuto;        // kAuto: CUDA, a worker per visible GPU, where there is one; else the CPU
+  std::string dtype = "bf16";              // the CUDA backend's: bf16 or f32
+  double gpu_memory_fraction = 0.9;        // the KV pool's share of the GPU memory left after the weights
+  int64_t max_model_len = 0;               // 0: the model's max_position_embeddings
+  uint64_t kv_pool_bytes = 0;              // tier G; 0: gpu_memory_fraction on CUDA, 1 GiB on the CPU
   uint64_t host_cache_bytes = 1ull << 30;  // tier H per worker; 0: off
-  int threads = 0;                   // CPU worker threads; 0: every core
+  int threads = 0;                         // CPU worker threads; 0: every core
   uint32_t block_tokens = 16;
   // The kvstore (tiers S and D): started when either is set.
   uint64_t kvstore_dram_bytes = 0;
@@ -39,9 +39,9 @@ struct ServeCommand {
   int metrics_port = 0;                   // the scheduler's /metrics (front door and scheduler series); 0: any
   // Extra flags for each kind of daemon, appended last (a later flag wins where CLI11 takes one value).
   std::vector<std::string> scheduler_args, worker_args, kvstore_args;
-  std::filesystem::path bin_dir;          // where strata-scheduler, -worker and -kvstore are; empty: beside strata
-  int64_t start_timeout_s = 1800;         // for every worker to load its model and register
-  int64_t stop_timeout_s = 30;            // SIGTERM, then SIGKILL after this
+  std::filesystem::path bin_dir;   // where strata-scheduler, -worker and -kvstore are; empty: beside strata
+  int64_t start_timeout_s = 1800;  // for every worker to load its model and register
+  int64_t stop_timeout_s = 30;     // SIGTERM, then SIGKILL after this
   // Environment variables the children must not see: `strata serve`'s own STRATA_* flags (and
   // STRATA_CONFIG), which would otherwise set the daemons' flags of the same names a second time.
   std::vector<std::string> unset_env;

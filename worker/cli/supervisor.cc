@@ -149,9 +149,8 @@ absl::Status Supervisor::ReapExited() {
     child->running = false;
     child->exit_status = status;
     if (first.ok()) {
-      first = absl::FailedPreconditionError(
-          StrCat(child->name, " (pid ", child->pid, ") ", DescribeExit(*child), "; its log is above, prefixed [",
-                 child->name, "]"));
+      first = absl::FailedPreconditionError(StrCat(child->name, " (pid ", child->pid, ") ", DescribeExit(*child),
+                                                   "; its log is above, prefixed [", child->name, "]"));
     }
   }
   return first;
@@ -175,8 +174,8 @@ absl::Status Supervisor::WaitUntil(const std::function<bool()>& ready, absl::Dur
     }
     const int signal_number = WaitEvent(absl::Milliseconds(50));
     if (signal_number == SIGINT || signal_number == SIGTERM) {
-      return absl::CancelledError(StrCat("stopped by signal ", signal_number, " (", strsignal(signal_number),
-                                         ") while waiting for ", what));
+      return absl::CancelledError(
+          StrCat("stopped by signal ", signal_number, " (", strsignal(signal_number), ") while waiting for ", what));
     }
   }
 }

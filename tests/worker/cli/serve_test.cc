@@ -24,10 +24,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
-using ::testing::HasSubstr;
-using ::testing::Not;
 using testing::ChildOutput;
 using testing::ChildProcess;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kModel = (testing::TestDataDir() / "models" / "llama3-tiny").string();
 
@@ -41,7 +41,9 @@ std::unique_ptr<ChildProcess> Serve(const std::vector<std::string>& args, const 
 }
 
 // Small and quick on the 2-core CI machine.
-std::vector<std::string> QuickFlags() { return {"--threads", "1", "--host-cache-bytes", "16MiB", "--stop-timeout-s", "10"}; }
+std::vector<std::string> QuickFlags() {
+  return {"--threads", "1", "--host-cache-bytes", "16MiB", "--stop-timeout-s", "10"};
+}
 
 // `Authorization: Bearer key`, or nothing without a key.
 httplib::Headers Auth(const std::string& key) {
@@ -67,12 +69,9 @@ void WaitReady(ChildProcess& serve, int port, const std::string& model_name, con
 void ExpectStreamedChat(int port, const std::string& model_name, const std::string& key = "") {
   httplib::Client http("127.0.0.1", port);
   http.set_read_timeout(60, 0);
-  const Json request = {{"model", model_name},
-                        {"messages", {{{"role", "user"}, {"content", "Say something."}}}},
-                        {"max_tokens", 8},
-                        {"temperature", 0},
-                        {"ignore_eos", true},
-                        {"stream", true}};
+  const Json request = {{"model", model_name}, {"messages", {{{"role", "user"}, {"content", "Say something."}}}},
+                        {"max_tokens", 8},     {"temperature", 0},
+                        {"ignore_eos", true},  {"stream", true}};
   std::vector<std::string> events;
   httplib::Result result = http.Post("/v1/chat/completions", Auth(key), request.dump(), "application/json");
   ASSERT_TRUE(result) << "no answer";
@@ -137,8 +136,7 @@ TEST(StrataServe, TakesFlagsFromAConfigFileWithTheEnvironmentOverIt) {
                         << "kvstore-ssd-dir: " << (dir.path() / "made" / "by" / "serve").string() << "\n"
                         << "worker-arg: [--prefill-chunk-tokens=64, --max-running-requests=4]\n"
                         << "scheduler-arg: --policy=least-loaded\n";
-  std::unique_ptr<ChildProcess> serve =
-      Serve({"--config", config.string()}, {"STRATA_SERVED_MODEL_NAME=from-env"});
+  std::unique_ptr<ChildProcess> serve = Serve({"--config", config.string()}, {"STRATA_SERVED_MODEL_NAME=from-env"});
   WaitReady(*serve, port, "from-env");
   EXPECT_TRUE(fs::is_directory(dir.path() / "made" / "by" / "serve")) << "--kvstore-ssd-dir was not created";
   EXPECT_THAT(serve->err(), HasSubstr("[kvstore] "));
