@@ -1,9 +1,11 @@
 #include "common/flag_sources.h"
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
 #include "common/config_file.h"
+#include "common/status.h"
 #include "common/strings.h"
 
 namespace strata {
@@ -38,10 +40,13 @@ FlagSources::FlagSources(CLI::App& command) : command_(command) {
   for (CLI::Option* option : command_.get_options()) {
     const std::string key = KeyOf(*option);
     if (key.empty() || key == "help" || key == "help-all") continue;
-    option->envname(EnvironmentName(key));
+    // Read by Apply() after CLI11's parse, not by CLI11 (option->envname), so that a bad value's error names
+    // the variable; --help says it in the description.
+    sourced_.push_back({option, EnvironmentName(key)});
+    option->description(StrCat(option->get_description(), " [env ", sourced_.back().env, "]"));
     if (option->get_items_expected_max() > 1 && option->get_type_size_max() <= 1) option->delimiter(',');
     if (option->get_required()) {
-      // Checked after the file is read (Parse); --help still says so.
+      // Checked once every source has been read; --help still says so.
       option->required(false);
       option->description(StrCat(option->get_description(), " (required)"));
       required_.push_back(option);
@@ -49,15 +54,14 @@ FlagSources::FlagSources(CLI::App& command) : command_(command) {
   }
   config_ = command_.add_option("--config", config_path_,
                                 "YAML (.yaml) or TOML (.toml) file of flags: keys are the flag names "
-                                "(`port: 8000`); the command line and STRATA_* variables override it");
-  config_->envname("STRATA_CONFIG");
+                                "(`port: 8000`); the command line and STRATA_* variables override it [env "
+                                "STRATA_CONFIG]");
+  sourced_.insert(sourced_.begin(), {config_, "STRATA_CONFIG"});  // first: it names the file read after
 }
 
 std::vector<std::string> FlagSources::EnvironmentNames() const {
   std::vector<std::string> names;
-  for (const CLI::Option* option : command_.get_options()) {
-    if (!option->get_envname().empty()) names.push_back(option->get_envname());
-  }
+  for (const Sourced& sourced : sourced_) names.push_back(sourced.env);
   return names;
 }
 
@@ -68,7 +72,8 @@ std::optional<int> FlagSources::Parse(CLI::App& app, int argc, const char* const
     return app.exit(error);
   }
   if (&app != &command_ && !command_.parsed()) return std::nullopt;
-  absl::Status status = ApplyConfigFile();
+  absl::Status status = ApplyEnvironment();
+  if (status.ok()) status = ApplyConfigFile();
   if (status.ok()) status = CheckRequired();
   if (!status.ok()) {
     const std::string program = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "strata";
@@ -79,6 +84,31 @@ std::optional<int> FlagSources::Parse(CLI::App& app, int argc, const char* const
   return std::nullopt;
 }
 
+absl::Status FlagSources::Apply(CLI::Option& option, const std::vector<std::string>& values, std::string_view where) {
+  try {
+    if (option.get_expected_min() == 0) {
+      // A flag: `true`/`false` (and yes/no, on/off, 1/0), as on the command line with `--flag=VALUE`.
+      if (values.size() != 1) return absl::InvalidArgumentError(StrCat(where, ": a flag takes true or false"));
+      option.add_result(option.get_flag_value(KeyOf(option), values.front()));
+    } else {
+      option.add_result(values);
+    }
+    option.run_callback();
+  } catch (const CLI::Error& error) {
+    return absl::InvalidArgumentError(StrCat(where, ": ", error.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FlagSources::ApplyEnvironment() {
+  for (const Sourced& sourced : sourced_) {
+    const char* value = std::getenv(sourced.env.c_str());
+    if (value == nullptr || *value == '\0' || sourced.option->count() > 0) continue;  // unset, or on the command line
+    STRATA_RETURN_IF_ERROR(Apply(*sourced.option, {value}, StrCat(sourced.env, "='", value, "'")));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FlagSources::ApplyConfigFile() {
   if (config_path_.empty()) return absl::OkStatus();
   absl::StatusOr<std::vector<ConfigEntry>> entries = ReadConfigFile(config_path_);
@@ -87,8 +117,8 @@ absl::Status FlagSources::ApplyConfigFile() {
     const std::string where = StrCat(config_path_, entry.line > 0 ? StrCat(":", entry.line) : "");
     const std::string key = Normalized(entry.key);
     CLI::Option* option = nullptr;
-    for (CLI::Option* candidate : command_.get_options()) {
-      if (candidate != config_ && KeyOf(*candidate) == key && !candidate->get_envname().empty()) option = candidate;
+    for (const Sourced& sourced : sourced_) {
+      if (sourced.option != config_ && KeyOf(*sourced.option) == key) option = sourced.option;
     }
     if (option == nullptr) {
       return absl::InvalidArgumentError(StrCat(where, ": unknown key '", entry.key, "': no flag --", key, " in ",
@@ -96,20 +126,7 @@ absl::Status FlagSources::ApplyConfigFile() {
                                                " (see --help)"));
     }
     if (option->count() > 0) continue;  // the command line or the environment said it
-    try {
-      if (option->get_expected_min() == 0) {
-        // A flag: `true`/`false` (and yes/no, on/off, 1/0), as on the command line with `--flag=VALUE`.
-        if (entry.values.size() != 1) {
-          return absl::InvalidArgumentError(StrCat(where, ": key '", entry.key, "' is a flag: true or false"));
-        }
-        option->add_result(option->get_flag_value(KeyOf(*option), entry.values.front()));
-      } else {
-        option->add_result(entry.values);
-      }
-      option->run_callback();
-    } catch (const CLI::Error& error) {
-      return absl::InvalidArgumentError(StrCat(where, ": key '", entry.key, "': ", error.what()));
-    }
+    STRATA_RETURN_IF_ERROR(Apply(*option, entry.values, StrCat(where, ": key '", entry.key, "'")));
   }
   return absl::OkStatus();
 }
@@ -118,7 +135,8 @@ absl::Status FlagSources::CheckRequired() const {
   for (const CLI::Option* option : required_) {
     if (option->count() == 0) {
       return absl::InvalidArgumentError(StrCat(Display(*option), " is required (on the command line, as ",
-                                               option->get_envname(), ", or as `", KeyOf(*option), ":` in --config)"));
+                                               EnvironmentName(KeyOf(*option)), ", or as `", KeyOf(*option),
+                                               ":` in --config)"));
     }
   }
   return absl::OkStatus();

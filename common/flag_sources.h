@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -37,12 +38,21 @@ class FlagSources {
   std::vector<std::string> EnvironmentNames() const;
 
  private:
+  struct Sourced {
+    CLI::Option* option;
+    std::string env;  // STRATA_<FLAG_NAME>
+  };
+  // Adds `values` to an option that no earlier source set and runs its conversion and checks; errors
+  // start with `where` (the variable, or the file, line and key).
+  static absl::Status Apply(CLI::Option& option, const std::vector<std::string>& values, std::string_view where);
+  absl::Status ApplyEnvironment();
   absl::Status ApplyConfigFile();
   absl::Status CheckRequired() const;
 
   CLI::App& command_;
   CLI::Option* config_ = nullptr;
   std::string config_path_;
+  std::vector<Sourced> sourced_;  // --config first
   std::vector<CLI::Option*> required_;
 };
 

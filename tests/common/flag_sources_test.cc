@@ -142,6 +142,15 @@ TEST(FlagSources, UnknownOrBadKeysAreErrorsNamingTheKey) {
   Command required;
   EXPECT_EQ(required.Parse({}, &err), 2);
   EXPECT_THAT(err, HasSubstr("MODEL is required (on the command line, as STRATA_MODEL, or as `model:` in --config)"));
+  {
+    ScopedEnv env;
+    env.Set("STRATA_PORT", "eighty");
+    Command bad_env;
+    EXPECT_EQ(bad_env.Parse({"m"}, &err), 2);
+    EXPECT_THAT(err, HasSubstr("STRATA_PORT='eighty': "));
+    Command flag_over_bad_env;
+    EXPECT_EQ(flag_over_bad_env.Parse({"m", "--port", "1"}), -1) << "the command line is read first";
+  }
   Command bad_flag;
   EXPECT_NE(bad_flag.Parse({"m", "--kvstore-dram-bytes", "-1"}, &err), -1);
   EXPECT_THAT(err, HasSubstr("'-1' is not a byte size"));

@@ -188,7 +188,8 @@ TEST(StrataServe, RefusesBadInputBeforeStartingAnything) {
 
   std::unique_ptr<ChildProcess> env_size = Serve({kModel}, {"STRATA_HOST_CACHE_BYTES=lots"});
   EXPECT_NE(env_size->Wait(std::chrono::seconds(20)), 0);
-  EXPECT_THAT(env_size->err(), HasSubstr("'lots' is not a byte size"));
+  EXPECT_THAT(env_size->err(),
+              HasSubstr("STRATA_HOST_CACHE_BYTES='lots': --host-cache-bytes: 'lots' is not a byte size"));
 }
 
 // The pid of the child of `parent` whose command is `name` (from /proc), or -1.
