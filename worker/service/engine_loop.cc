@@ -1,6 +1,7 @@
 #include "worker/service/engine_loop.h"
 
 #include <algorithm>
+#include <numeric>
 #include <optional>
 
 #include "common/log.h"
@@ -29,6 +30,7 @@ struct EngineLoop::Active {
   int32_t last_token = 0;
   int64_t generated = 0;
   std::vector<int32_t> output;  // the generated tokens
+  std::vector<engine::PositionLogprobs> prompt_logprobs;  // request.prompt_logprobs: so far
   bool exported = false;        // the prompt's blocks were stored
   GenerationSummary summary;
   Clock::time_point admitted, prefill_started, first_token, last_token_at;
@@ -257,14 +259,15 @@ void EngineLoop::Step() {
 
   struct Planned {
     Active* active;
-    int64_t prefill_tokens;  // 0: a decode step
-    int64_t logit_row;       // -1: no logits wanted
+    int64_t prefill_tokens;     // 0: a decode step
+    bool samples;               // its last row's logits pick a token
+    std::vector<int64_t> rows;  // the rows whose logits are wanted (the last one samples)
   };
   std::vector<Planned> planned;
   int64_t budget = options_.step_token_budget;
   for (auto& active : running_) {
     if (active->decoding()) {
-      planned.push_back({active.get(), 0, 0});
+      planned.push_back({active.get(), 0, true, {0}});
       --budget;
     }
   }
@@ -278,7 +281,14 @@ void EngineLoop::Step() {
     const int64_t chunk = std::min({rest, options_.prefill_chunk_tokens, allowed});
     if (chunk <= 0) break;
     prefill_planned = true;
-    planned.push_back({active.get(), chunk, chunk == rest ? chunk - 1 : -1});
+    Planned p{active.get(), chunk, chunk == rest, {}};
+    if (active->request.prompt_logprobs) {
+      p.rows.resize(chunk);
+      std::iota(p.rows.begin(), p.rows.end(), 0);
+    } else if (p.samples) {
+      p.rows.push_back(chunk - 1);
+    }
+    planned.push_back(std::move(p));
     budget -= chunk;
   }
   if (planned.empty()) return;
@@ -297,7 +307,7 @@ void EngineLoop::Step() {
     } else {
       item.ids = absl::MakeConstSpan(p.active->request.prompt).subspan(p.active->prefilled, p.prefill_tokens);
     }
-    if (p.logit_row >= 0) item.logit_rows = {&p.logit_row, 1};
+    item.logit_rows = p.rows;
     batch_tokens += static_cast<int64_t>(item.ids.size());
     items.push_back(item);
   }
@@ -349,9 +359,21 @@ void EngineLoop::Step() {
       done.push_back(&a);
       continue;
     }
+    const int64_t chunk_start = a.prefilled;
     a.prefilled += planned[i].prefill_tokens;
-    if (planned[i].logit_row < 0) continue;
-    absl::StatusOr<int32_t> token = a.sampler->Sample((*logits)[i]);
+    const int64_t vocab = engine_->config().vocab_size;
+    const absl::Span<const float> rows = (*logits)[i];
+    if (a.request.prompt_logprobs && planned[i].prefill_tokens > 0) {
+      // Row r of the chunk predicts prompt token chunk_start + r + 1.
+      for (int64_t r = 0; r < planned[i].prefill_tokens && chunk_start + r + 1 < a.prompt_tokens(); ++r) {
+        a.prompt_logprobs.push_back(engine::LogprobsOf(rows.subspan(r * vocab, vocab),
+                                                       a.request.prompt[chunk_start + r + 1],
+                                                       std::max(a.request.top_logprobs, 0)));
+      }
+    }
+    if (!planned[i].samples) continue;
+    const absl::Span<const float> last = rows.subspan(rows.size() - vocab, vocab);
+    absl::StatusOr<int32_t> token = a.sampler->Sample(last);
     if (!token.ok()) {
       a.stream->Fail(absl::InternalError(StrCat("sampling: ", token.status().message())));
       if (metrics_ != nullptr) metrics_->requests_failed.Increment();
@@ -362,7 +384,10 @@ void EngineLoop::Step() {
     a.last_token = *token;
     ++a.generated;
     a.output.push_back(*token);
-    a.stream->Push(*token);
+    if (a.generated == 1 && a.request.prompt_logprobs) a.stream->PushPromptLogprobs(std::move(a.prompt_logprobs));
+    std::optional<engine::PositionLogprobs> logprobs;
+    if (a.request.top_logprobs >= 0) logprobs = engine::LogprobsOf(last, *token, a.request.top_logprobs);
+    a.stream->Push(*token, std::move(logprobs));
     if (metrics_ != nullptr) metrics_->generated_tokens.Increment();
     if (a.generated > 1 && metrics_ != nullptr) metrics_->inter_token_seconds.Observe(Seconds(a.last_token_at, step_end));
     a.last_token_at = step_end;

@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/block_key.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/logprobs.h"
 #include "worker/engine/sampler.h"
 #include "worker/prefix/prefix_cache.h"
 #include "worker/service/generation_stream.h"
@@ -57,6 +58,11 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;
   Sha256Digest tenant_salt{};  // all zero: no tenant
   bool use_prefix_cache = true;
+  // -1: no logprobs; 0..engine::kMaxTopLogprobs: each token's logprob with that many alternatives.
+  int top_logprobs = -1;
+  // The prompt's logprobs too (every prefill row then reaches the LM head). REQUIRES: !use_prefix_cache
+  // (cached rows have no logits).
+  bool prompt_logprobs = false;
 };
 
 struct LoadSnapshot {

@@ -8,6 +8,8 @@ GenerationStream::Update GenerationStream::Next(absl::Duration timeout) {
   mutex_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   Update update;
   update.tokens.swap(tokens_);
+  update.logprobs.swap(logprobs_);
+  update.prompt_logprobs.swap(prompt_logprobs_);
   update.done = done_;
   if (done_) {
     update.status = status_;
@@ -16,9 +18,15 @@ GenerationStream::Update GenerationStream::Next(absl::Duration timeout) {
   return update;
 }
 
-void GenerationStream::Push(int32_t token) {
+void GenerationStream::Push(int32_t token, std::optional<engine::PositionLogprobs> logprobs) {
   absl::MutexLock lock(&mutex_);
   tokens_.push_back(token);
+  if (logprobs) logprobs_.push_back(*std::move(logprobs));
+}
+
+void GenerationStream::PushPromptLogprobs(std::vector<engine::PositionLogprobs> logprobs) {
+  absl::MutexLock lock(&mutex_);
+  prompt_logprobs_ = std::move(logprobs);
 }
 
 void GenerationStream::Finish(const GenerationSummary& summary) {

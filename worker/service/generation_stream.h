@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "worker/engine/generate.h"
+#include "worker/engine/logprobs.h"
 
 namespace strata::worker {
 
@@ -34,6 +35,8 @@ class GenerationStream {
  public:
   struct Update {
     std::vector<int32_t> tokens;  // new since the previous Next()
+    std::vector<engine::PositionLogprobs> logprobs;         // one per token, when the request asked
+    std::vector<engine::PositionLogprobs> prompt_logprobs;  // once, with the first token, when asked
     bool done = false;            // nothing follows
     absl::Status status;          // when done: OK (then summary is set) or why it failed
     std::optional<GenerationSummary> summary;
@@ -45,13 +48,18 @@ class GenerationStream {
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
 
   // Producer (engine thread).
-  void Push(int32_t token);
+  // `logprobs`: the token's, when the request asked for them.
+  void Push(int32_t token, std::optional<engine::PositionLogprobs> logprobs = std::nullopt);
+  // The prompt's logprobs (before the first Push).
+  void PushPromptLogprobs(std::vector<engine::PositionLogprobs> logprobs);
   void Finish(const GenerationSummary& summary);
   void Fail(const absl::Status& status);
 
  private:
   absl::Mutex mutex_;
   std::vector<int32_t> tokens_ ABSL_GUARDED_BY(mutex_);
+  std::vector<engine::PositionLogprobs> logprobs_ ABSL_GUARDED_BY(mutex_);
+  std::vector<engine::PositionLogprobs> prompt_logprobs_ ABSL_GUARDED_BY(mutex_);
   bool done_ ABSL_GUARDED_BY(mutex_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mutex_);
   std::optional<GenerationSummary> summary_ ABSL_GUARDED_BY(mutex_);

@@ -7,6 +7,7 @@
 #include "common/rpc.h"
 #include "common/strings.h"
 #include "worker/engine/sampler.h"
+#include "worker/service/logprobs_proto.h"
 #include "worker/service/sampling_params.h"
 
 namespace strata::worker {
@@ -17,6 +18,20 @@ constexpr absl::Duration kCancelPoll = absl::Milliseconds(20);
 
 proto::FinishReason ToProto(engine::FinishReason reason) {
   return reason == engine::FinishReason::kStopToken ? proto::FINISH_REASON_STOP : proto::FINISH_REASON_LENGTH;
+}
+
+void AddLogprobs(absl::Span<const engine::PositionLogprobs> from,
+                 google::protobuf::RepeatedPtrField<proto::PositionLogprobs>& to) {
+  for (const engine::PositionLogprobs& position : from) worker::ToProto(position, *to.Add());
+}
+
+// One message of `update`'s tokens and their logprobs.
+proto::GenerateResponse TokensMessage(const GenerationStream::Update& update) {
+  proto::GenerateResponse response;
+  response.mutable_token_ids()->Add(update.tokens.begin(), update.tokens.end());
+  AddLogprobs(update.logprobs, *response.mutable_logprobs());
+  AddLogprobs(update.prompt_logprobs, *response.mutable_prompt_logprobs());
+  return response;
 }
 
 void FillSummary(const GenerationSummary& s, proto::GenerateResponse& response) {
@@ -105,6 +120,18 @@ absl::StatusOr<GenerationRequest> ValidateGenerateRequest(const proto::GenerateR
     out.tenant_salt = TenantSalt(request.tenant(), request.cache_salt());
   }
   out.use_prefix_cache = !request.disable_prefix_cache();
+  if (request.logprobs() || request.prompt_logprobs()) {
+    if (request.top_logprobs() > static_cast<uint32_t>(engine::kMaxTopLogprobs)) {
+      return absl::InvalidArgumentError(
+          StrCat(where, ": top_logprobs is ", request.top_logprobs(), "; at most ", engine::kMaxTopLogprobs));
+    }
+  }
+  if (request.logprobs()) out.top_logprobs = static_cast<int>(request.top_logprobs());
+  if (request.prompt_logprobs()) {
+    // The logits of a cached prefix's rows were never computed here: such a request prefills it all.
+    out.prompt_logprobs = true;
+    out.use_prefix_cache = false;
+  }
   return out;
 }
 
@@ -127,16 +154,11 @@ grpc::Status WorkerService::Generate(grpc::ServerContext* context, const proto::
       return grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the request");
     }
     if (update.done && !update.status.ok()) {
-      if (!update.tokens.empty()) {
-        proto::GenerateResponse response;
-        response.mutable_token_ids()->Add(update.tokens.begin(), update.tokens.end());
-        writer->Write(response);
-      }
+      if (!update.tokens.empty()) writer->Write(TokensMessage(update));
       return ToGrpcStatus(update.status);
     }
     if (update.tokens.empty() && !update.done) continue;
-    proto::GenerateResponse response;
-    response.mutable_token_ids()->Add(update.tokens.begin(), update.tokens.end());
+    proto::GenerateResponse response = TokensMessage(update);
     if (update.done) FillSummary(*update.summary, response);
     if (!writer->Write(response)) {
       (*stream)->Cancel();

@@ -7,6 +7,7 @@
 #include "common/strings.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/generate.h"
+#include "worker/service/logprobs_proto.h"
 #include "worker/service/sampling_params.h"
 
 namespace strata::frontdoor::testing {
@@ -94,28 +95,42 @@ grpc::Status EngineWorker::Generate(grpc::ServerContext* context, const proto::G
   if (!request->ignore_eos()) {
     for (int64_t id : model_->config.eos_token_ids) options.stop_token_ids.push_back(static_cast<int32_t>(id));
   }
+  if (request->logprobs()) options.top_logprobs = static_cast<int>(request->top_logprobs());
+  options.prompt_logprobs = request->prompt_logprobs();
   const std::vector<int32_t> prompt(request->prompt_ids().begin(), request->prompt_ids().end());
   const auto admitted = std::chrono::steady_clock::now();
   double ttft_s = 0;
   int sent = 0;
   bool writing = true;
+  std::optional<engine::PositionLogprobs> token_logprobs;  // of the token about to be sent
   absl::MutexLock lock(&engine_mutex_);
-  absl::StatusOr<engine::GenerateResult> result = engine::Generate(*engine_, prompt, options, [&](int32_t token) {
-    if (!writing) return;
-    if (sent == 0) ttft_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - admitted).count();
-    proto::GenerateResponse message;
-    message.add_token_ids(token);
-    if (!writer->Write(message)) writing = false;
-    ++sent;
-    if (hold_after_tokens_ >= 0 && sent >= hold_after_tokens_) {
-      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-      while (!context->IsCancelled() && hold_after_tokens_ >= 0 && std::chrono::steady_clock::now() < give_up) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-      if (hold_after_tokens_ >= 0) writing = false;  // held to the end; a lifted hold goes on
-    }
-    if (context->IsCancelled()) writing = false;
-  });
+  std::vector<engine::PositionLogprobs> prompt_logprobs;  // sent with the first token
+  absl::StatusOr<engine::GenerateResult> result = engine::Generate(
+      *engine_, prompt, options,
+      [&](int32_t token) {
+        if (!writing) return;
+        if (sent == 0) ttft_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - admitted).count();
+        proto::GenerateResponse message;
+        message.add_token_ids(token);
+        if (token_logprobs) worker::ToProto(*token_logprobs, *message.add_logprobs());
+        if (sent == 0) {
+          for (const engine::PositionLogprobs& p : prompt_logprobs) worker::ToProto(p, *message.add_prompt_logprobs());
+        }
+        if (!writer->Write(message)) writing = false;
+        ++sent;
+        if (hold_after_tokens_ >= 0 && sent >= hold_after_tokens_) {
+          const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          while (!context->IsCancelled() && hold_after_tokens_ >= 0 && std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
+          if (hold_after_tokens_ >= 0) writing = false;  // held to the end; a lifted hold goes on
+        }
+        if (context->IsCancelled()) writing = false;
+      },
+      [&](const engine::PositionLogprobs& logprobs) { token_logprobs = logprobs; },
+      [&](absl::Span<const engine::PositionLogprobs> logprobs) {
+        prompt_logprobs.assign(logprobs.begin(), logprobs.end());
+      });
   if (!result.ok()) {
     return grpc::Status(grpc::StatusCode::INTERNAL, std::string(result.status().message()));
   }
