@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <thread>
 
 #include "common/daemon.h"
 #include "common/log.h"
@@ -151,6 +152,42 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> FrontDoor::Generate(const Gene
   return stream;
 }
 
+absl::StatusOr<std::unique_ptr<ChoiceStreams>> FrontDoor::GenerateChoices(const GenerationRequest& request,
+                                                                          const std::string& tenant,
+                                                                          const std::string& request_id,
+                                                                          absl::Time arrived) {
+  STRATA_ASSIGN_OR_RETURN(PreparedRequest prepared, model_->Prepare(request, request_limits_));
+  prepared.request_id = request_id;
+  prepared.prompt_logprobs = request.echo && request.top_logprobs >= 0;
+  std::vector<std::unique_ptr<GenerationStream>> streams(request.n);
+  STRATA_ASSIGN_OR_RETURN(streams[0], proxy_->Start(prepared, tenant, model_->tokenizer(), arrived));
+  ttft_->Observe(streams[0]->ttft_s());
+  std::vector<TokenLogprobs> prompt_logprobs = streams[0]->TakePromptLogprobs();
+  std::vector<absl::Status> failed(request.n);
+  {
+    std::vector<std::thread> starts;
+    for (uint32_t i = 1; i < request.n; ++i) {
+      starts.emplace_back([&, i] {
+        PreparedRequest choice = prepared;
+        choice.seed = prepared.seed + i;
+        choice.prompt_logprobs = false;  // choice 0 brought them
+        choice.request_id = StrCat(request_id, "-", i);
+        absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
+            proxy_->StartBeside(*streams[0], choice, tenant, model_->tokenizer(), arrived);
+        if (stream.ok()) {
+          streams[i] = *std::move(stream);
+        } else {
+          failed[i] = stream.status();
+        }
+      });
+    }
+    for (std::thread& start : starts) start.join();
+  }
+  for (const absl::Status& status : failed) STRATA_RETURN_IF_ERROR(status);
+  std::vector<int32_t> prompt_ids = std::move(prepared.prompt_ids);
+  return std::make_unique<ChoiceStreams>(std::move(streams), std::move(prompt_ids), std::move(prompt_logprobs));
+}
+
 int FrontDoor::WorkerCount() { return static_cast<int>(directory_->WorkersOf(model_->name()).size()); }
 
 void FrontDoor::CountRequest(std::string_view endpoint, int http_status) {
@@ -160,8 +197,9 @@ void FrontDoor::CountRequest(std::string_view endpoint, int http_status) {
     absl::MutexLock lock(&counters_mutex_);
     Counter*& slot = request_counters_[key];
     if (slot == nullptr) {
-      slot = &metrics_->AddCounter("strata_frontdoor_requests_total", "Front-door requests by endpoint and status",
-                                  {{"endpoint", std::string(endpoint)}, {"status", StrCat(http_status)}});
+      slot = &metrics_->AddCounter(
+          "strata_frontdoor_requests_total", "Front-door requests by endpoint and status",
+          {{"endpoint", std::string(endpoint)}, {"status", StrCat(http_status)}, {"model_name", model_->name()}});
     }
     counter = slot;
   }

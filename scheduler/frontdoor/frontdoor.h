@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/metrics.h"
 #include "scheduler/frontdoor/api_keys.h"
+#include "scheduler/frontdoor/choices.h"
 #include "scheduler/frontdoor/limits.h"
 #include "scheduler/frontdoor/served_model.h"
 #include "scheduler/frontdoor/worker_proxy.h"
@@ -75,6 +76,13 @@ class FrontDoor {
   absl::StatusOr<std::unique_ptr<GenerationStream>> Generate(const GenerationRequest& request, const std::string& tenant,
                                                              const std::string& request_id, absl::Time arrived,
                                                              absl::Time caller_deadline = absl::InfiniteFuture());
+  // Generate for the request's n choices: choice 0 is routed as Generate does and its prompt prefilled
+  // first; then choices 1..n-1 (seeds seed + i, as vLLM) go to the same worker together, where the
+  // prefix cache shares the prompt's blocks that choice 0 stored. With echo and logprobs, choice 0 brings
+  // the prompt's logprobs. An error of any choice before its first token fails the whole request.
+  absl::StatusOr<std::unique_ptr<ChoiceStreams>> GenerateChoices(const GenerationRequest& request,
+                                                                 const std::string& tenant,
+                                                                 const std::string& request_id, absl::Time arrived);
   // Live workers serving the model.
   int WorkerCount();
   // Metrics: one request finished with `http_status` (gRPC calls count under their HTTP equivalent).

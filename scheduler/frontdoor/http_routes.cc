@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/frontdoor/json_shape.h"
+#include "scheduler/frontdoor/logprobs.h"
 #include "scheduler/frontdoor/openai_http.h"
 
 namespace strata::frontdoor {
@@ -113,47 +114,98 @@ const char* EndpointName(Endpoint endpoint) {
   return endpoint == Endpoint::kChat ? "/v1/chat/completions" : "/v1/completions";
 }
 
+// A response's choices as they build up: the text and logprobs of each, rendered in the endpoint's shapes.
+class ChoiceWriter {
+ public:
+  ChoiceWriter(Endpoint endpoint, const model::Tokenizer& tokenizer, size_t choices, bool logprobs)
+      : endpoint_(endpoint), tokenizer_(tokenizer), logprobs_(logprobs), offsets_(choices, 0) {}
+
+  // The logprobs object of `tokens` for choice `index` (null without logprobs); completions' text
+  // offsets run on from the choice's previous tokens.
+  Json Logprobs(uint32_t index, absl::Span<const TokenLogprobs> tokens) {
+    if (!logprobs_) return nullptr;
+    return endpoint_ == Endpoint::kChat ? ChatLogprobsJson(tokenizer_, tokens)
+                                        : CompletionLogprobsJson(tokenizer_, tokens, offsets_[index]);
+  }
+  bool logprobs() const { return logprobs_; }
+
+ private:
+  Endpoint endpoint_;
+  const model::Tokenizer& tokenizer_;
+  bool logprobs_;
+  std::vector<uint64_t> offsets_;  // completions' text_offset, per choice
+};
+
+// What echo puts before each choice's text: the prompt as sent (text), or its ids decoded.
+std::string EchoText(const GenerationRequest& request, const model::Tokenizer& tokenizer,
+                     const std::vector<int32_t>& prompt_ids) {
+  if (!request.echo) return "";
+  return request.prompt_text ? *request.prompt_text : tokenizer.Decode(prompt_ids, model::SpecialTokens::kInclude);
+}
+
+// The usage of all choices: the prompt and its cache once (choice 0's), the completion tokens of all.
+void AddChoiceUsage(uint32_t index, const Usage& choice, Usage& total) {
+  const uint32_t completion = total.completion_tokens + choice.completion_tokens;
+  if (index == 0) total = choice;
+  total.completion_tokens = completion;
+}
+
 // Everything a streaming response needs after the handler returned.
 struct StreamState {
   FrontDoor* door = nullptr;
-  std::unique_ptr<GenerationStream> stream;
+  std::unique_ptr<ChoiceStreams> choices;
   ResponseHeader header;
   Endpoint endpoint = Endpoint::kCompletions;
   bool include_usage = false;
+  std::string echo;  // text before each choice's (completions' echo)
+  std::optional<ChoiceWriter> writer;
   absl::Time arrived;
   Admission admission;  // the caller's concurrency slot, until the stream ends
 };
 
-// Writes the whole stream; false when the client went away (the worker's call is then cancelled).
+// Writes the whole stream; false when the client went away (the workers' calls are then cancelled).
 bool WriteStream(StreamState& state, httplib::DataSink& sink) {
   auto write = [&](const std::string& bytes) { return sink.write(bytes.data(), bytes.size()); };
-  const bool null_usage = state.include_usage;
-  if (state.endpoint == Endpoint::kChat &&
-      !write(SseEvent(ChunkJson(state.header, state.endpoint, "", /*first=*/true, "", null_usage)))) {
-    return false;
+  auto chunk = [&](const Choice& choice, bool first) {
+    return write(SseEvent(ChunkJson(state.header, state.endpoint, choice, first, state.include_usage)));
+  };
+  const size_t n = state.choices->size();
+  for (uint32_t i = 0; i < n; ++i) {
+    if (state.endpoint == Endpoint::kChat && !chunk(Choice{i}, /*first=*/true)) return false;
+    if (!state.echo.empty() || !state.choices->prompt_logprobs().empty()) {
+      if (!chunk(Choice{i, state.echo, "", state.writer->Logprobs(i, state.choices->prompt_logprobs())}, false)) {
+        return false;
+      }
+    }
   }
-  while (true) {
-    absl::StatusOr<Piece> piece = state.stream->Next();
-    if (!piece.ok()) {
+  std::vector<bool> finished(n, false);
+  Usage usage;
+  while (std::optional<ChoiceStreams::Event> event = state.choices->Next()) {
+    const uint32_t i = event->index;
+    if (!event->piece.ok()) {
+      // A worker failed mid-stream: every choice still open ends with finish_reason "abort" (vLLM's name
+      // for a request that ended without stop or length), then the error event, as vLLM streams one.
+      state.choices->Cancel();
       state.door->CountStreamFailure();
       LogWarning(StrCat("error=stream_failed endpoint=", EndpointName(state.endpoint), " id=", state.header.id,
-                        " message=\"", piece.status().message(), "\""));
-      return write(SseEvent(ErrorJson(piece.status()))) && write(std::string(kSseDone));
-    }
-    if (!piece->text.empty() && !piece->finished) {
-      if (!write(SseEvent(ChunkJson(state.header, state.endpoint, piece->text, false, "", null_usage)))) return false;
-    }
-    if (piece->finished) {
-      state.door->RequestFinished(state.arrived);
-      if (!write(SseEvent(ChunkJson(state.header, state.endpoint, piece->text, false, piece->finish_reason, null_usage)))) {
-        return false;
+                        " choice=", i, " message=\"", event->piece.status().message(), "\""));
+      for (uint32_t j = 0; j < n; ++j) {
+        if (!finished[j] && !chunk(Choice{j, "", "abort"}, false)) return false;
       }
-      if (state.include_usage && !write(SseEvent(UsageChunkJson(state.header, state.endpoint, piece->usage)))) {
-        return false;
-      }
-      return write(std::string(kSseDone));
+      return write(SseEvent(ErrorJson(event->piece.status()))) && write(std::string(kSseDone));
     }
+    Piece& piece = *event->piece;
+    Choice choice{i, std::move(piece.text), piece.finished ? piece.finish_reason : "",
+                  piece.logprobs.empty() ? Json(nullptr) : state.writer->Logprobs(i, piece.logprobs)};
+    if (piece.finished) {
+      finished[i] = true;
+      AddChoiceUsage(i, piece.usage, usage);
+    }
+    if ((piece.finished || !choice.text.empty() || !piece.logprobs.empty()) && !chunk(choice, false)) return false;
   }
+  state.door->RequestFinished(state.arrived);
+  if (state.include_usage && !write(SseEvent(UsageChunkJson(state.header, state.endpoint, usage)))) return false;
+  return write(std::string(kSseDone));
 }
 
 }  // namespace
@@ -269,37 +321,59 @@ void FrontDoor::InstallHttpRoutes() {
       }
       if (absl::Status allowed = CheckModel(**caller, parsed->model); !allowed.ok()) return fail(allowed);
       ResponseHeader header{NewRequestId(endpoint), absl::ToUnixSeconds(arrived), model_->name()};
-      absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
-          Generate(*parsed, TenantOf(**caller, request.remote_addr, *parsed), header.id, arrived);
-      if (!stream.ok()) return fail(stream.status());
-      header.system_fingerprint = SystemFingerprint((*stream)->model_fingerprint());
+      absl::StatusOr<std::unique_ptr<ChoiceStreams>> choices =
+          GenerateChoices(*parsed, TenantOf(**caller, request.remote_addr, *parsed), header.id, arrived);
+      if (!choices.ok()) return fail(choices.status());
+      header.system_fingerprint = SystemFingerprint((*choices)->stream(0).model_fingerprint());
+      const std::string echo = EchoText(*parsed, model_->tokenizer(), (*choices)->prompt_ids());
+      ChoiceWriter writer(endpoint, model_->tokenizer(), parsed->n, parsed->top_logprobs >= 0);
 
       if (!parsed->stream) {
         StreamStarted();
-        std::string text;
-        absl::StatusOr<Piece> piece;
-        do {
-          piece = (*stream)->Next();
-          if (piece.ok()) text += piece->text;
-        } while (piece.ok() && !piece->finished);
-        StreamEnded();
-        if (!piece.ok()) {
-          LogWarning(StrCat("error=request_failed endpoint=", name, " id=", header.id, " message=\"",
-                            piece.status().message(), "\""));
-          return fail(piece.status());
+        const size_t n = (*choices)->size();
+        std::vector<Choice> out(n);
+        std::vector<std::vector<TokenLogprobs>> logprobs(n, (*choices)->prompt_logprobs());
+        Usage usage;
+        absl::Status failed;
+        for (uint32_t i = 0; i < n; ++i) {
+          out[i].index = i;
+          out[i].text = echo;
         }
+        while (std::optional<ChoiceStreams::Event> event = (*choices)->Next()) {
+          if (!event->piece.ok()) {
+            failed = event->piece.status();
+            break;
+          }
+          Piece& piece = *event->piece;
+          out[event->index].text += piece.text;
+          logprobs[event->index].insert(logprobs[event->index].end(), piece.logprobs.begin(), piece.logprobs.end());
+          if (piece.finished) {
+            out[event->index].finish_reason = piece.finish_reason;
+            AddChoiceUsage(event->index, piece.usage, usage);
+          }
+        }
+        choices->reset();  // cancels the rest after a failure
+        StreamEnded();
+        if (!failed.ok()) {
+          LogWarning(
+              StrCat("error=request_failed endpoint=", name, " id=", header.id, " message=\"", failed.message(), "\""));
+          return fail(failed);
+        }
+        for (uint32_t i = 0; i < n; ++i) out[i].logprobs = writer.Logprobs(i, logprobs[i]);
         RequestFinished(arrived);
-        response.set_content(Dump(CompletionJson(header, endpoint, text, piece->finish_reason, piece->usage)), kJson);
+        response.set_content(Dump(CompletionJson(header, endpoint, out, usage)), kJson);
         CountRequest(name, 200);
         return;
       }
 
       auto state = std::make_shared<StreamState>();
       state->door = this;
-      state->stream = *std::move(stream);
+      state->choices = *std::move(choices);
       state->header = std::move(header);
       state->endpoint = endpoint;
       state->include_usage = parsed->include_usage;
+      state->echo = echo;
+      state->writer.emplace(writer);
       state->arrived = arrived;
       state->admission = *std::move(admission);
       StreamStarted();
@@ -308,14 +382,14 @@ void FrontDoor::InstallHttpRoutes() {
           "text/event-stream",
           [state](size_t, httplib::DataSink& sink) {
             if (!WriteStream(*state, sink)) {
-              state->stream->Cancel();
+              state->choices->Cancel();
               return false;
             }
             sink.done();
             return true;
           },
           [state](bool) {
-            state->stream.reset();  // reaps the worker call now, not when the last copy goes
+            state->choices.reset();  // reaps the workers' calls now, not when the last copy goes
             state->admission.Release();
             state->door->StreamEnded();
           });

@@ -78,18 +78,14 @@ struct Unsupported {
   const char* harmless_value = nullptr;
 };
 
-constexpr char kNoLogprobs[] = "the worker does not return log-probabilities yet; leave it out";
 constexpr char kNoTools[] = "tool and function calling are not implemented; leave it out";
 constexpr char kNoGuided[] =
     "output is never constrained to a grammar, regex, choice or JSON schema here; leave it out";
 
 // OpenAI's fields, then vLLM's extensions that a vLLM user may send (those that change the output).
 const Unsupported kUnsupported[] = {
-    {"logprobs", kNoLogprobs, true},
-    {"top_logprobs", kNoLogprobs, false, "0"},
     {"logit_bias", "token biases are not implemented; leave it out", false, "{}"},
     {"suffix", "insertion (a suffix after the completion) is not implemented", false, "\"\""},
-    {"echo", "the prompt is not echoed back; it is the request's own text", true},
     {"tools", kNoTools, false, "[]"},
     {"functions", kNoTools, false, "[]"},
     {"tool_choice", kNoTools, false, "\"none\""},
@@ -104,8 +100,18 @@ const Unsupported kUnsupported[] = {
     {"guided_regex", kNoGuided},
     {"guided_choice", kNoGuided},
     {"guided_grammar", kNoGuided},
+    {"guided_decoding_backend", kNoGuided},
+    {"guided_whitespace_pattern", kNoGuided},
     {"structured_outputs", kNoGuided},
-    {"prompt_logprobs", kNoLogprobs},
+    {"prompt_logprobs", "prompt log-probabilities come with 'echo': true and 'logprobs' on /v1/completions"},
+    {"return_tokens_as_token_ids", "logprobs name tokens by their text here", true},
+    {"truncate_prompt_tokens", "prompts are never truncated here: send a shorter one"},
+    {"logits_processors", "custom logits processors are not implemented; leave it out", false, "[]"},
+    {"prompt_embeds", "prompts are text or token ids here, not embeddings"},
+    {"priority", "requests have no priorities here (first come, first served)", false, "0"},
+    {"length_penalty", "the length penalty belongs to beam search, which is not implemented", false, "1"},
+    {"spaces_between_special_tokens", "special tokens are always left out of the text", false, "true"},
+    {"verbosity", "verbosity is not a setting of this server; leave it out"},
     {"use_beam_search", "beam search is not implemented", true},
     {"min_tokens", "a minimum number of tokens is not implemented; use ignore_eos", false, "0"},
     {"bad_words", "banned words are not implemented; leave it out", false, "[]"},
@@ -136,6 +142,34 @@ absl::Status CheckResponseFormat(const Json& json) {
   return Invalid(StrCat("'response_format' of type '", type, "' is unknown: the types are 'text', 'json_object' "
                         "and 'json_schema' (only 'text' is supported here)"),
                  "response_format");
+}
+
+// The most choices (n) of one request.
+constexpr int64_t kMaxChoices = 128;
+
+// /v1/completions' `logprobs` (an integer: alternatives per token) and `echo`.
+absl::Status ParseCompletionLogprobs(const Json& json, GenerationRequest& request) {
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> logprobs, ReadInteger(json, "logprobs", 0, kMaxTopLogprobs));
+  if (logprobs) request.top_logprobs = static_cast<int>(*logprobs);
+  if (Present(json, "top_logprobs")) {
+    return Invalid("'top_logprobs' belongs to /v1/chat/completions; here 'logprobs' is the number of alternatives",
+                   "top_logprobs");
+  }
+  return ReadBool(json, "echo", request.echo);
+}
+
+// /v1/chat/completions' `logprobs` (a boolean) and `top_logprobs`.
+absl::Status ParseChatLogprobs(const Json& json, GenerationRequest& request) {
+  bool logprobs = false;
+  STRATA_RETURN_IF_ERROR(ReadBool(json, "logprobs", logprobs));
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> top, ReadInteger(json, "top_logprobs", 0, kMaxTopLogprobs));
+  if (top && !logprobs) return Invalid("'logprobs' must be true when 'top_logprobs' is given", "top_logprobs");
+  if (logprobs) request.top_logprobs = top ? static_cast<int>(*top) : 0;
+  if (Present(json, "echo") && !(json["echo"].is_boolean() && !json["echo"].get<bool>())) {
+    return Invalid("'echo' is not supported by this server on chat completions (it is a /v1/completions field)",
+                   "echo");
+  }
+  return absl::OkStatus();
 }
 
 // What both endpoints share: model, sampling, stops, streaming, extensions, and the refusals.
@@ -199,10 +233,22 @@ absl::Status ParseCommon(const Json& json, GenerationRequest& request) {
     if (!request.stream) return Invalid("'stream_options' is only allowed with 'stream': true", "stream_options");
     STRATA_RETURN_IF_ERROR(ReadBool(options, "include_usage", request.include_usage));
   }
-  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> n, ReadInteger(json, "n", 1, 128));
-  if (n && *n != 1) return Invalid("only n = 1 is supported", "n");
-  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, ReadInteger(json, "best_of", 1, 128));
-  if (best_of && *best_of != 1) return Invalid("only best_of = 1 is supported", "best_of");
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> n, ReadInteger(json, "n", 1, kMaxChoices));
+  if (n) request.n = static_cast<uint32_t>(*n);
+  // best_of = n returns every candidate, which is n; more candidates than choices need a ranking (by
+  // cumulative logprob) that is not implemented.
+  STRATA_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, ReadInteger(json, "best_of", 1, kMaxChoices));
+  if (best_of && *best_of != static_cast<int64_t>(request.n)) {
+    return Invalid(StrCat("'best_of' must equal n (", request.n,
+                          ") here: ranking more candidates than are returned is not implemented"),
+                   "best_of");
+  }
+  if (Present(json, "service_tier")) {
+    const Json& tier = json["service_tier"];
+    if (!tier.is_string() || (tier != "auto" && tier != "default")) {
+      return Invalid("'service_tier' must be 'auto' or 'default' here: this server has one tier", "service_tier");
+    }
+  }
   STRATA_RETURN_IF_ERROR(CheckResponseFormat(json));
   for (const Unsupported& field : kUnsupported) {
     if (!Present(json, field.name)) continue;
@@ -296,6 +342,7 @@ absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body) 
   GenerationRequest request;
   request.endpoint = Endpoint::kCompletions;
   STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+  STRATA_RETURN_IF_ERROR(ParseCompletionLogprobs(json, request));
   STRATA_RETURN_IF_ERROR(ParsePrompt(json, request));
   return request;
 }
@@ -305,6 +352,7 @@ absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body) {
   GenerationRequest request;
   request.endpoint = Endpoint::kChat;
   STRATA_RETURN_IF_ERROR(ParseCommon(json, request));
+  STRATA_RETURN_IF_ERROR(ParseChatLogprobs(json, request));
   STRATA_RETURN_IF_ERROR(ParseMessages(json, request));
   return request;
 }
@@ -394,39 +442,44 @@ Json FinishReason(std::string_view finish_reason) {
 
 }  // namespace
 
-Json CompletionJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text,
-                    std::string_view finish_reason, const Usage& usage) {
-  Json out;
-  if (endpoint == Endpoint::kChat) {
-    out = Envelope(header, "chat.completion");
-    out["choices"] = Json::array({Json{{"index", 0},
-                                       {"message", {{"role", "assistant"}, {"content", text}}},
-                                       {"logprobs", nullptr},
-                                       {"finish_reason", FinishReason(finish_reason)}}});
-  } else {
-    out = Envelope(header, "text_completion");
-    out["choices"] = Json::array(
-        {Json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", FinishReason(finish_reason)}}});
+Json CompletionJson(const ResponseHeader& header, Endpoint endpoint, absl::Span<const Choice> choices,
+                    const Usage& usage) {
+  const bool chat = endpoint == Endpoint::kChat;
+  Json out = Envelope(header, chat ? "chat.completion" : "text_completion");
+  Json list = Json::array();
+  for (const Choice& choice : choices) {
+    Json c{{"index", choice.index}};
+    if (chat) {
+      c["message"] = {{"role", "assistant"}, {"content", choice.text}};
+    } else {
+      c["text"] = choice.text;
+    }
+    c["logprobs"] = choice.logprobs;
+    c["finish_reason"] = FinishReason(choice.finish_reason);
+    list.push_back(std::move(c));
   }
+  out["choices"] = std::move(list);
   out["usage"] = UsageJson(usage);
   return out;
 }
 
-Json ChunkJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text, bool first,
-               std::string_view finish_reason, bool with_null_usage) {
+Json ChunkJson(const ResponseHeader& header, Endpoint endpoint, const Choice& choice, bool first,
+               bool with_null_usage) {
   Json out;
+  Json c{{"index", choice.index}};
   if (endpoint == Endpoint::kChat) {
     out = Envelope(header, "chat.completion.chunk");
     Json delta = Json::object();
     if (first) delta["role"] = "assistant";
-    if (!text.empty() || (first && finish_reason.empty())) delta["content"] = text;
-    out["choices"] = Json::array(
-        {Json{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", FinishReason(finish_reason)}}});
+    if (!choice.text.empty() || (first && choice.finish_reason.empty())) delta["content"] = choice.text;
+    c["delta"] = std::move(delta);
   } else {
     out = Envelope(header, "text_completion");
-    out["choices"] = Json::array(
-        {Json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", FinishReason(finish_reason)}}});
+    c["text"] = choice.text;
   }
+  c["logprobs"] = choice.logprobs;
+  c["finish_reason"] = FinishReason(choice.finish_reason);
+  out["choices"] = Json::array({std::move(c)});
   if (with_null_usage) out["usage"] = nullptr;
   return out;
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/frontdoor/limits.h"
@@ -18,8 +19,8 @@
 namespace strata::frontdoor {
 
 // Parses a request body. InvalidArgument (OpenAI `invalid_request_error`, with `param`) for malformed
-// JSON, a missing or mistyped field, or what Strata does not do (n > 1, several prompts, logprobs, echo,
-// best_of, tools). Unknown fields are ignored, as vLLM does.
+// JSON, a missing or mistyped field, or what Strata does not do (several prompts, best_of other than n,
+// tools, JSON modes; each refusal's `param` names the field). Unknown fields are ignored, as vLLM does.
 absl::StatusOr<GenerationRequest> ParseCompletionRequest(std::string_view body);
 absl::StatusOr<GenerationRequest> ParseChatRequest(std::string_view body);
 // vLLM's /tokenize: {"model", "prompt" (as /v1/completions, with add_special_tokens)} or {"model",
@@ -61,14 +62,23 @@ std::string_view StrataVersion();
 // (the same prefix the workers log), so that it changes when either the weights or Strata do.
 std::string SystemFingerprint(const Sha256Digest& model_fingerprint);
 
-// Non-streaming bodies.
-nlohmann::json CompletionJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text,
-                              std::string_view finish_reason, const Usage& usage);
-// One stream chunk: `text` as the choice's text (completions) or delta.content (chat); `first` adds
-// the chat delta's role; a non-empty `finish_reason` ends the choice. `with_null_usage` writes
+// One choice of a response, or its part in a stream chunk. `logprobs`: the endpoint's logprobs object
+// (logprobs.h), null when not asked for (or, in a chunk, when this one has no tokens).
+struct Choice {
+  uint32_t index = 0;
+  std::string text;           // completions: text; chat: message.content / delta.content
+  std::string finish_reason;  // "stop", "length", "abort"; empty: not finished (chunks only)
+  nlohmann::json logprobs = nullptr;
+};
+
+// Non-streaming bodies: every choice, in index order, and the usage of them all.
+nlohmann::json CompletionJson(const ResponseHeader& header, Endpoint endpoint, absl::Span<const Choice> choices,
+                              const Usage& usage);
+// One stream chunk of one choice: the choice's text (completions) or delta.content (chat); `first` adds
+// the chat delta's role; a non-empty finish_reason ends the choice. `with_null_usage` writes
 // "usage": null (OpenAI does so on every chunk when include_usage is on).
-nlohmann::json ChunkJson(const ResponseHeader& header, Endpoint endpoint, const std::string& text, bool first,
-                         std::string_view finish_reason, bool with_null_usage);
+nlohmann::json ChunkJson(const ResponseHeader& header, Endpoint endpoint, const Choice& choice, bool first,
+                         bool with_null_usage);
 // The last chunk of include_usage: no choices, the usage.
 nlohmann::json UsageChunkJson(const ResponseHeader& header, Endpoint endpoint, const Usage& usage);
 

@@ -17,6 +17,10 @@ namespace strata::frontdoor {
 
 enum class Endpoint { kCompletions, kChat };
 
+// The most alternatives per token a request may ask for (OpenAI's top_logprobs limit; vLLM's default
+// max_logprobs); the worker's limit is the same (worker/engine/logprobs.h).
+inline constexpr int kMaxTopLogprobs = 20;
+
 struct ChatMessage {
   std::string role;
   std::string content;
@@ -50,6 +54,12 @@ struct GenerationRequest {
   bool disable_prefix_cache = false;    // extension: the worker neither reads nor writes cached KV
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
+  // Log-probabilities (worker/engine/logprobs.h: of the raw logits, before penalties and temperature):
+  // -1 off; else each token's, with this many alternatives (completions: `logprobs`; chat: `logprobs:
+  // true` and `top_logprobs`), at most 20.
+  int top_logprobs = -1;
+  bool echo = false;  // completions: the prompt's text before the completion (with logprobs: its tokens')
+  uint32_t n = 1;     // choices: independent samples of one prompt (seeds seed, seed + 1, ...)
 };
 
 using scheduler::CacheReport;  // scheduler/options.h

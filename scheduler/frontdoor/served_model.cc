@@ -153,6 +153,7 @@ absl::StatusOr<PreparedRequest> ServedModel::Prepare(const GenerationRequest& re
   out.ignore_eos = request.ignore_eos;
   out.cache_salt = request.cache_salt;
   out.disable_prefix_cache = request.disable_prefix_cache;
+  out.top_logprobs = request.top_logprobs;
   return out;
 }
 

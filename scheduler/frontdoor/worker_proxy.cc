@@ -46,6 +46,35 @@ absl::Status BeforeOutput(const grpc::Status& status, const std::string& worker_
   }
 }
 
+proto::GenerateRequest GenerateRequestOf(const PreparedRequest& request, const Sha256Digest& fingerprint,
+                                         const std::string& tenant) {
+  proto::GenerateRequest generate;
+  generate.set_model_fingerprint(std::string(fingerprint.begin(), fingerprint.end()));
+  generate.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
+  generate.set_max_new_tokens(request.max_tokens);
+  proto::SamplingParams* sampling = generate.mutable_sampling();
+  sampling->set_temperature(request.temperature);
+  sampling->set_top_k(request.top_k);
+  sampling->set_top_p(request.top_p);
+  sampling->set_seed(request.seed);
+  sampling->set_min_p(request.min_p);
+  sampling->set_presence_penalty(request.presence_penalty);
+  sampling->set_frequency_penalty(request.frequency_penalty);
+  sampling->set_repetition_penalty(request.repetition_penalty);
+  generate.mutable_stop_token_ids()->Assign(request.stop_token_ids.begin(), request.stop_token_ids.end());
+  generate.set_ignore_eos(request.ignore_eos);
+  generate.set_tenant(tenant);
+  generate.set_cache_salt(request.cache_salt);
+  generate.set_disable_prefix_cache(request.disable_prefix_cache);
+  generate.set_request_id(request.request_id);
+  if (request.top_logprobs >= 0) {
+    generate.set_logprobs(true);
+    generate.set_top_logprobs(static_cast<uint32_t>(request.top_logprobs));
+  }
+  generate.set_prompt_logprobs(request.prompt_logprobs);
+  return generate;
+}
+
 }  // namespace
 
 WorkerDirectory::WorkerDirectory(scheduler::Scheduler* scheduler, absl::Duration info_timeout,
@@ -244,25 +273,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
     if (w.fingerprint == fingerprint) any = &w;
   }
 
-  proto::GenerateRequest generate;
-  generate.set_model_fingerprint(std::string(fingerprint.begin(), fingerprint.end()));
-  generate.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
-  generate.set_max_new_tokens(request.max_tokens);
-  generate.mutable_sampling()->set_temperature(request.temperature);
-  generate.mutable_sampling()->set_top_k(request.top_k);
-  generate.mutable_sampling()->set_top_p(request.top_p);
-  generate.mutable_sampling()->set_seed(request.seed);
-  generate.mutable_sampling()->set_min_p(request.min_p);
-  generate.mutable_sampling()->set_presence_penalty(request.presence_penalty);
-  generate.mutable_sampling()->set_frequency_penalty(request.frequency_penalty);
-  generate.mutable_sampling()->set_repetition_penalty(request.repetition_penalty);
-  generate.mutable_stop_token_ids()->Assign(request.stop_token_ids.begin(), request.stop_token_ids.end());
-  generate.set_ignore_eos(request.ignore_eos);
-  generate.set_tenant(tenant);
-  generate.set_cache_salt(request.cache_salt);
-  generate.set_disable_prefix_cache(request.disable_prefix_cache);
-  generate.set_request_id(request.request_id);
-
+  const proto::GenerateRequest generate = GenerateRequestOf(request, fingerprint, tenant);
   scheduler::TokenRoute route;
   route.model_fingerprint = fingerprint;
   route.token_ids = request.prompt_ids;
@@ -279,39 +290,12 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
                       StrCat("no worker for model '", request.model, "': ", routed.status().message(), "; retry later"),
                       {}, {}, 503);
     }
-    auto stream = std::unique_ptr<GenerationStream>(new GenerationStream(tokenizer, request.stop));
-    stream->usage_.cache_report = cache_report_;
-    stream->usage_.worker_id = routed->worker_id;
-    stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
-    stream->worker_address_ = routed->worker_address;
-    stream->fingerprint_ = fingerprint;
-    for (int32_t id : request.stop_token_ids) stream->stop_ids_.insert(id);
-    if (!request.ignore_eos) {
-      for (int32_t id : any->eos_token_ids) stream->stop_ids_.insert(id);
-    }
-    stream->stub_ = directory_->Stub(routed->worker_address);
-    // A caller that gives up sooner (its gRPC deadline) takes the worker's call with it: the worker frees
-    // the request's batch slot and KV then, not at --request-timeout-s.
-    SetDeadline(stream->context_, Millis(std::max(absl::ZeroDuration(),
-                                                  std::min(request_timeout_, caller_deadline - absl::Now()))));
-    stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
-    proto::GenerateResponse first;
-    if (stream->reader_->Read(&first)) {
-      directory_->ReportReachable(routed->worker_id, routed->worker_epoch);
-      stream->usage_.ttft_s = absl::ToDoubleSeconds(absl::Now() - arrived);
-      stream->first_ = std::move(first);
-      return stream;
-    }
-    const grpc::Status status = stream->reader_->Finish();
-    stream->reaped_ = true;
-    stream->done_ = true;
-    if (status.ok()) {
-      return ApiError(absl::StatusCode::kUnavailable,
-                      StrCat("worker ", routed->worker_id, " (", routed->worker_address,
-                             ") ended the stream without output; retry"),
-                      {}, {}, 503);
-    }
-    last_error = BeforeOutput(status, routed->worker_id, routed->worker_address);
+    const Target target{routed->worker_id, routed->worker_address, routed->worker_epoch};
+    grpc::Status status;
+    absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
+        Open(target, generate, request, fingerprint, any->eos_token_ids, tokenizer, arrived, caller_deadline, status);
+    if (stream.ok() || status.ok()) return stream;
+    last_error = stream.status();
     const bool retryable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                            status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
     if (!retryable) return last_error;
@@ -322,6 +306,62 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Start(const Prepa
                       " attempt=", attempt + 1, " message=\"", status.error_message(), "\""));
   }
   return last_error;
+}
+
+absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::StartBeside(
+    const GenerationStream& sibling, const PreparedRequest& request, const std::string& tenant,
+    const model::Tokenizer& tokenizer, absl::Time arrived, absl::Time caller_deadline) {
+  const Target target{sibling.worker_id(), sibling.worker_address(), sibling.worker_epoch()};
+  grpc::Status status;
+  absl::StatusOr<std::unique_ptr<GenerationStream>> stream =
+      Open(target, GenerateRequestOf(request, sibling.model_fingerprint(), tenant), request,
+           sibling.model_fingerprint(), sibling.eos_token_ids_, tokenizer, arrived, caller_deadline, status);
+  if (!stream.ok() && status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    directory_->ReportUnreachable(target.worker_id, target.epoch);
+  }
+  return stream;
+}
+
+absl::StatusOr<std::unique_ptr<GenerationStream>> WorkerProxy::Open(
+    const Target& target, const proto::GenerateRequest& generate, const PreparedRequest& request,
+    const Sha256Digest& fingerprint, const std::vector<int32_t>& eos_token_ids, const model::Tokenizer& tokenizer,
+    absl::Time arrived, absl::Time caller_deadline, grpc::Status& worker_status) {
+  auto stream = std::unique_ptr<GenerationStream>(new GenerationStream(tokenizer, request.stop));
+  stream->usage_.cache_report = cache_report_;
+  stream->usage_.worker_id = target.worker_id;
+  stream->usage_.prompt_tokens = static_cast<uint32_t>(request.prompt_ids.size());
+  stream->worker_address_ = target.address;
+  stream->worker_epoch_ = target.epoch;
+  stream->fingerprint_ = fingerprint;
+  stream->eos_token_ids_ = eos_token_ids;
+  if (request.prompt_logprobs) stream->prompt_ids_ = request.prompt_ids;
+  for (int32_t id : request.stop_token_ids) stream->stop_ids_.insert(id);
+  if (!request.ignore_eos) {
+    for (int32_t id : eos_token_ids) stream->stop_ids_.insert(id);
+  }
+  stream->stub_ = directory_->Stub(target.address);
+  // A caller that gives up sooner (its gRPC deadline) takes the worker's call with it: the worker frees
+  // the request's batch slot and KV then, not at --request-timeout-s.
+  SetDeadline(stream->context_,
+              Millis(std::max(absl::ZeroDuration(), std::min(request_timeout_, caller_deadline - absl::Now()))));
+  stream->reader_ = stream->stub_->Generate(&stream->context_, generate);
+  proto::GenerateResponse first;
+  if (stream->reader_->Read(&first)) {
+    directory_->ReportReachable(target.worker_id, target.epoch);
+    stream->usage_.ttft_s = absl::ToDoubleSeconds(absl::Now() - arrived);
+    stream->first_ = std::move(first);
+    return stream;
+  }
+  worker_status = stream->reader_->Finish();
+  stream->reaped_ = true;
+  stream->done_ = true;
+  if (worker_status.ok()) {
+    return ApiError(
+        absl::StatusCode::kUnavailable,
+        StrCat("worker ", target.worker_id, " (", target.address, ") ended the stream without output; retry"), {}, {},
+        503);
+  }
+  return BeforeOutput(worker_status, target.worker_id, target.address);
 }
 
 GenerationStream::~GenerationStream() {
@@ -340,6 +380,23 @@ absl::Status GenerationStream::Reap() {
   return FromGrpcStatus(reader_->Finish());
 }
 
+std::vector<TokenLogprobs> GenerationStream::PromptLogprobsOf(const proto::GenerateResponse& message) {
+  std::vector<TokenLogprobs> out;
+  if (prompt_ids_.empty()) return out;
+  // The worker's list starts at the prompt's second token; the first has no context.
+  out.push_back({prompt_ids_[0], std::nullopt, {}});
+  for (int i = 0; i < message.prompt_logprobs_size() && i + 1 < static_cast<int>(prompt_ids_.size()); ++i) {
+    out.push_back(FromProto(prompt_ids_[i + 1], message.prompt_logprobs(i)));
+  }
+  prompt_ids_.clear();
+  return out;
+}
+
+std::vector<TokenLogprobs> GenerationStream::TakePromptLogprobs() {
+  if (!first_) return {};
+  return PromptLogprobsOf(*first_);
+}
+
 absl::StatusOr<Piece> GenerationStream::Next() {
   if (done_) return absl::FailedPreconditionError("the stream has ended");
   proto::GenerateResponse message;
@@ -356,10 +413,13 @@ absl::StatusOr<Piece> GenerationStream::Next() {
                     {}, {}, 502);
   }
   Piece piece;
-  for (int32_t id : message.token_ids()) {
+  if (!prompt_ids_.empty()) piece.prompt_logprobs = PromptLogprobsOf(message);
+  for (int i = 0; i < message.token_ids_size(); ++i) {
     if (text_.stopped()) break;
+    const int32_t id = message.token_ids(i);
     ++usage_.completion_tokens;
     piece.token_ids.push_back(id);
+    if (i < message.logprobs_size()) piece.logprobs.push_back(FromProto(id, message.logprobs(i)));
     if (!stop_ids_.contains(id)) piece.text += text_.Push(id);
   }
   if (text_.stopped()) {

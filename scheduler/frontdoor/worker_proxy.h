@@ -22,6 +22,7 @@
 #include "common/grpc_security.h"
 #include "common/sha256.h"
 #include "proto/worker.grpc.pb.h"
+#include "scheduler/frontdoor/logprobs.h"
 #include "scheduler/frontdoor/request.h"
 #include "scheduler/frontdoor/text_stream.h"
 #include "scheduler/scheduler.h"
@@ -111,6 +112,8 @@ struct PreparedRequest {
   std::string cache_salt;
   bool disable_prefix_cache = false;
   std::string request_id;  // for the worker's logs; empty: the worker makes one
+  int top_logprobs = -1;   // -1: no logprobs; else each token's with this many alternatives
+  bool prompt_logprobs = false;  // the prompt's too (echo); the worker then skips its prefix cache
 };
 
 // One piece of the output: text never ends inside a character; the last piece has `finished`.
@@ -120,6 +123,11 @@ struct Piece {
   bool finished = false;
   std::string finish_reason;  // "stop" or "length" when finished
   Usage usage;                // complete when finished
+  // With PreparedRequest::top_logprobs >= 0: one per token_ids entry.
+  std::vector<TokenLogprobs> logprobs;
+  // With PreparedRequest::prompt_logprobs, on the first piece: the prompt's tokens, the first without a
+  // logprob (it has no context).
+  std::vector<TokenLogprobs> prompt_logprobs;
 };
 
 // One request's stream from its worker. Not thread-safe (one reader), except Cancel().
@@ -130,17 +138,25 @@ class GenerationStream {
   // The next piece. After a finished piece or an error, nothing more comes. An error is Unavailable (502
   // attached) when the worker died or failed mid-stream.
   absl::StatusOr<Piece> Next();
+  // With PreparedRequest::prompt_logprobs: the prompt's logprobs (the first token's without a value), from
+  // the worker's first message, which Start has read; later calls (and Next's pieces) then have none.
+  std::vector<TokenLogprobs> TakePromptLogprobs();
   // Cancels the worker's call (the client went away).
   void Cancel() { context_.TryCancel(); }
   double ttft_s() const { return usage_.ttft_s; }
   const std::string& worker_id() const { return usage_.worker_id; }
+  const std::string& worker_address() const { return worker_address_; }
+  uint64_t worker_epoch() const { return worker_epoch_; }
   // The fingerprint of the model that answers (the one the request was sent for).
   const Sha256Digest& model_fingerprint() const { return fingerprint_; }
 
  private:
   friend class WorkerProxy;
   GenerationStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops) : text_(tokenizer, std::move(stops)) {}
+  std::vector<int32_t> eos_token_ids_;  // for StartBeside
   absl::Status Reap();  // drains and finishes the call once
+  // The prompt's logprobs in `message` (the first), once; empty afterwards.
+  std::vector<TokenLogprobs> PromptLogprobsOf(const proto::GenerateResponse& message);
 
   grpc::ClientContext context_;
   std::shared_ptr<proto::Worker::Stub> stub_;  // keeps the channel alive for the call
@@ -149,6 +165,8 @@ class GenerationStream {
   TextStream text_;
   absl::flat_hash_set<int32_t> stop_ids_;  // their text is not output
   std::string worker_address_;
+  uint64_t worker_epoch_ = 0;
+  std::vector<int32_t> prompt_ids_;  // for prompt_logprobs
   Sha256Digest fingerprint_{};
   Usage usage_;
   bool done_ = false;
@@ -173,8 +191,29 @@ class WorkerProxy {
   absl::StatusOr<std::unique_ptr<GenerationStream>> Start(const PreparedRequest& request, const std::string& tenant,
                                                           const model::Tokenizer& tokenizer, absl::Time arrived,
                                                           absl::Time caller_deadline = absl::InfiniteFuture());
+  // The same on the worker that serves `sibling`, without routing or retries: a further choice (n > 1) of
+  // one prompt, which finds the prompt's KV there (the worker's prefix cache shares its blocks).
+  absl::StatusOr<std::unique_ptr<GenerationStream>> StartBeside(const GenerationStream& sibling,
+                                                                const PreparedRequest& request,
+                                                                const std::string& tenant,
+                                                                const model::Tokenizer& tokenizer, absl::Time arrived,
+                                                                absl::Time caller_deadline = absl::InfiniteFuture());
 
  private:
+  struct Target {
+    std::string worker_id;
+    std::string address;
+    uint64_t epoch = 0;
+  };
+  // One attempt on `target`: the call, then its first message. The error is the worker's gRPC status
+  // (as BeforeOutput reads it) when it ended without output.
+  absl::StatusOr<std::unique_ptr<GenerationStream>> Open(const Target& target, const proto::GenerateRequest& generate,
+                                                         const PreparedRequest& request,
+                                                         const Sha256Digest& fingerprint,
+                                                         const std::vector<int32_t>& eos_token_ids,
+                                                         const model::Tokenizer& tokenizer, absl::Time arrived,
+                                                         absl::Time caller_deadline, grpc::Status& worker_status);
+
   scheduler::Scheduler* scheduler_;
   WorkerDirectory* directory_;
   absl::Duration request_timeout_;

@@ -207,7 +207,7 @@ TEST_F(LimitsTest, RateLimitIsABurstThen429WithRetryAfterPerKey) {
   EXPECT_EQ(Complete("sk-b")->status, 200);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(Complete("sk-vip")->status, 200) << i;
   EXPECT_THAT(Metrics(), HasSubstr(Refusals("rate_limit", 2)));
-  EXPECT_THAT(Metrics(), HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"429\"} 1"));
+  EXPECT_THAT(Metrics(), HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"429\",model_name=\"llama3-tiny\"} 1"));
 }
 
 // One stream at a time per key: a second request is refused while the first streams, and the slot comes
@@ -315,7 +315,7 @@ TEST_F(LimitsTest, RequestLimitsRefuseBodiesAndTokensWithClearErrors) {
   EXPECT_EQ(ErrorOf(many)["param"], "max_tokens");
   EXPECT_THAT(ErrorOf(many)["message"].get<std::string>(), HasSubstr("at most 8"));
   // Malformed and mistyped bodies: 400s in OpenAI's shape.
-  for (const std::string body : {"{\"model\": ", "[]", "{\"model\": \"llama3-tiny\", \"prompt\": [1], \"n\": 2}",
+  for (const std::string body : {"{\"model\": ", "[]", "{\"model\": \"llama3-tiny\", \"prompt\": [1], \"best_of\": 2}",
                                  "{\"model\": \"llama3-tiny\", \"prompt\": {\"a\": 1}}",
                                  "{\"model\": \"llama3-tiny\", \"prompt\": [1], \"max_tokens\": \"8\"}"}) {
     httplib::Result bad = Post("/v1/completions", body);

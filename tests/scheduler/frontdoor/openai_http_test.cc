@@ -24,7 +24,8 @@ TEST(OpenAiHttp, ParsesACompletionWithEveryField) {
     "model": "m", "prompt": [5, 6, 7], "max_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
     "seed": 17, "stop": ["\n\n", "END"], "stop_token_ids": [3], "ignore_eos": true, "cache_salt": "s1",
     "disable_prefix_cache": true,
-    "stream": true, "stream_options": {"include_usage": true}, "n": 1, "user": "ignored"})");
+    "stream": true, "stream_options": {"include_usage": true}, "n": 3, "best_of": 3, "user": "ignored",
+    "logprobs": 4, "echo": true, "service_tier": "auto"})");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->model, "m");
   EXPECT_THAT(r->prompt_ids, ElementsAre(5, 6, 7));
@@ -41,6 +42,9 @@ TEST(OpenAiHttp, ParsesACompletionWithEveryField) {
   EXPECT_TRUE(r->disable_prefix_cache);
   EXPECT_TRUE(r->stream);
   EXPECT_TRUE(r->include_usage);
+  EXPECT_EQ(r->n, 3u);
+  EXPECT_EQ(r->top_logprobs, 4);
+  EXPECT_TRUE(r->echo);
 
   absl::StatusOr<GenerationRequest> text = ParseCompletionRequest(R"({"model": "m", "prompt": ["hello"], "stop": "x"})");
   ASSERT_TRUE(text.ok()) << text.status();
@@ -64,13 +68,20 @@ TEST(OpenAiHttp, RefusesBadRequestsAsInvalidRequestErrorsNamingTheParam) {
            Case{R"({"model": "m", "prompt": ["a", "b"]})", "prompt", "batched prompts"},
            Case{R"({"model": "m", "prompt": [1, -2]})", "prompt", "token ids"},
            Case{R"({"model": "m", "prompt": {}})", "prompt", "must be a string"},
-           Case{R"({"model": "m", "prompt": "x", "n": 2})", "n", "only n = 1"},
+           Case{R"({"model": "m", "prompt": "x", "n": 200})", "n", "[1, 128]"},
+           Case{R"({"model": "m", "prompt": "x", "n": 2, "best_of": 3})", "best_of", "must equal n (2)"},
            Case{R"({"model": "m", "prompt": "x", "max_tokens": 0})", "max_tokens", "not a valid value"},
            Case{R"({"model": "m", "prompt": "x", "temperature": 3})", "temperature", "[0, 2]"},
            Case{R"({"model": "m", "prompt": "x", "top_p": 0})", "top_p", "(0, 1]"},
            Case{R"({"model": "m", "prompt": "x", "stop": 5})", "stop", "string or an array of strings"},
-           Case{R"({"model": "m", "prompt": "x", "logprobs": 2})", "logprobs", "not supported"},
-           Case{R"({"model": "m", "prompt": "x", "echo": true})", "echo", "not supported"},
+           Case{R"({"model": "m", "prompt": "x", "logprobs": 21})", "logprobs", "[0, 20]"},
+           Case{R"({"model": "m", "prompt": "x", "logprobs": true})", "logprobs", "must be an integer"},
+           Case{R"({"model": "m", "prompt": "x", "top_logprobs": 2})", "top_logprobs", "belongs to /v1/chat"},
+           Case{R"({"model": "m", "prompt": "x", "echo": "yes"})", "echo", "must be a boolean"},
+           Case{R"({"model": "m", "prompt": "x", "prompt_logprobs": 1})", "prompt_logprobs", "come with 'echo'"},
+           Case{R"({"model": "m", "prompt": "x", "suffix": "y"})", "suffix", "insertion"},
+           Case{R"({"model": "m", "prompt": "x", "truncate_prompt_tokens": 3})", "truncate_prompt_tokens",
+                "never truncated"},
            Case{R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}})", "stream_options",
                 "only allowed with 'stream': true"},
        }) {
@@ -86,6 +97,28 @@ TEST(OpenAiHttp, RefusesBadRequestsAsInvalidRequestErrorsNamingTheParam) {
       EXPECT_TRUE(error["error"]["param"].is_null()) << c.body;
     }
   }
+}
+
+TEST(OpenAiHttp, ParsesChatLogprobsAsABooleanAndACount) {
+  const std::string messages = R"("model": "m", "messages": [{"role": "user", "content": "x"}])";
+  auto top_logprobs = [&](const std::string& fields) {
+    absl::StatusOr<GenerationRequest> r = ParseChatRequest("{" + messages + fields + "}");
+    EXPECT_TRUE(r.ok()) << fields << ": " << r.status();
+    return r.ok() ? r->top_logprobs : -100;
+  };
+  EXPECT_EQ(top_logprobs(""), -1);
+  EXPECT_EQ(top_logprobs(R"(, "logprobs": false)"), -1);
+  EXPECT_EQ(top_logprobs(R"(, "logprobs": true)"), 0);
+  EXPECT_EQ(top_logprobs(R"(, "logprobs": true, "top_logprobs": 20)"), 20);
+  EXPECT_EQ(top_logprobs(R"(, "logprobs": true, "top_logprobs": null)"), 0);
+  absl::StatusOr<GenerationRequest> n = ParseChatRequest("{" + messages + R"(, "n": 4})");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->n, 4u);
+  absl::StatusOr<GenerationRequest> completion = ParseCompletionRequest(R"({"model": "m", "prompt": "x"})");
+  ASSERT_TRUE(completion.ok());
+  EXPECT_EQ(completion->top_logprobs, -1);
+  EXPECT_FALSE(completion->echo);
+  EXPECT_EQ(completion->n, 1u);
 }
 
 TEST(OpenAiHttp, ParsesPenaltiesAndMinPAndAcceptsWhatAsksForNothing) {
@@ -119,12 +152,22 @@ TEST(OpenAiHttp, RefusesWhatItDoesNotImplementNamingTheField) {
            Case{"frequency_penalty", R"("frequency_penalty": "a")", "must be a number"},
            Case{"repetition_penalty", R"("repetition_penalty": 0)", "(0, 2]"},
            Case{"min_p", R"("min_p": 1.5)", "[0, 1]"},
-           Case{"response_format", R"("response_format": {"type": "json_object"})", "output is never constrained to JSON"},
-           Case{"response_format", R"("response_format": {"type": "json_schema", "json_schema": {"name": "x"}})", "'json_schema'"},
+           Case{"response_format", R"("response_format": {"type": "json_object"})",
+                "output is never constrained to JSON"},
+           Case{"response_format", R"("response_format": {"type": "json_schema", "json_schema": {"name": "x"}})",
+                "'json_schema'"},
            Case{"response_format", R"("response_format": {"type": "yaml"})", "is unknown"},
            Case{"response_format", R"("response_format": "json")", "must be an object"},
-           Case{"logprobs", R"("logprobs": true)", "log-probabilities"},
-           Case{"top_logprobs", R"("top_logprobs": 3)", "log-probabilities"},
+           Case{"logprobs", R"("logprobs": 3)", "must be a boolean"},
+           Case{"top_logprobs", R"("top_logprobs": 3)", "'logprobs' must be true"},
+           Case{"top_logprobs", R"("logprobs": true, "top_logprobs": 21)", "[0, 20]"},
+           Case{"service_tier", R"("service_tier": "flex")", "one tier"},
+           Case{"return_tokens_as_token_ids", R"("return_tokens_as_token_ids": true)", "by their text"},
+           Case{"priority", R"("priority": 5)", "no priorities"},
+           Case{"functions", R"("functions": [{"name": "f"}])", "tool and function calling"},
+           Case{"function_call", R"("function_call": "auto")", "tool and function calling"},
+           Case{"audio", R"("audio": {"voice": "x"})", "audio output"},
+           Case{"prediction", R"("prediction": {"type": "content"})", "predicted outputs"},
            Case{"logit_bias", R"("logit_bias": {"5": 10})", "token biases"},
            Case{"tools", R"("tools": [{"type": "function"}])", "tool and function calling"},
            Case{"tool_choice", R"("tool_choice": "auto")", "tool and function calling"},
@@ -133,7 +176,7 @@ TEST(OpenAiHttp, RefusesWhatItDoesNotImplementNamingTheField) {
            Case{"use_beam_search", R"("use_beam_search": true)", "beam search"},
            Case{"store", R"("store": true)", "stores no completions"},
            Case{"skip_special_tokens", R"("skip_special_tokens": false)", "special tokens"},
-           Case{"echo", R"("echo": true)", "not echoed"},
+           Case{"echo", R"("echo": true)", "/v1/completions field"},
            Case{"add_special_tokens", R"("add_special_tokens": true)", "chat template writes the special tokens"},
        }) {
     const std::string body =
@@ -174,8 +217,10 @@ TEST(OpenAiHttp, SystemFingerprintNamesTheVersionAndTheModel) {
   EXPECT_EQ(SystemFingerprint(b), "strata-" + std::string(StrataVersion()) + "-ab00000000000000");
   EXPECT_FALSE(StrataVersion().empty());
   ResponseHeader header{"cmpl-1", 1, "m", SystemFingerprint(b)};
-  EXPECT_EQ(CompletionJson(header, Endpoint::kChat, "x", "stop", Usage())["system_fingerprint"], SystemFingerprint(b));
-  EXPECT_EQ(ChunkJson(header, Endpoint::kCompletions, "x", false, "", false)["system_fingerprint"], SystemFingerprint(b));
+  const Choice x{0, "x", "stop"};
+  EXPECT_EQ(CompletionJson(header, Endpoint::kChat, {&x, 1}, Usage())["system_fingerprint"], SystemFingerprint(b));
+  EXPECT_EQ(ChunkJson(header, Endpoint::kCompletions, Choice{0, "x"}, false, false)["system_fingerprint"],
+            SystemFingerprint(b));
 }
 
 TEST(OpenAiHttp, ParsesChatMessagesIncludingTextParts) {
@@ -208,7 +253,8 @@ TEST(OpenAiHttp, ResponseAndChunkShapes) {
   usage.cached_tokens_gpu = 8;
   usage.prefill_tokens = 2;
   usage.ttft_s = 0.25;
-  const Json completion = CompletionJson(header, Endpoint::kCompletions, "abc", "length", usage);
+  const Choice abc{0, "abc", "length"};
+  const Json completion = CompletionJson(header, Endpoint::kCompletions, {&abc, 1}, usage);
   EXPECT_EQ(completion["object"], "text_completion");
   EXPECT_EQ(completion["choices"][0]["text"], "abc");
   EXPECT_EQ(completion["choices"][0]["finish_reason"], "length");
@@ -219,17 +265,18 @@ TEST(OpenAiHttp, ResponseAndChunkShapes) {
   EXPECT_EQ(completion["usage"]["strata"]["prefill_tokens"], 2);
   EXPECT_DOUBLE_EQ(completion["usage"]["strata"]["ttft_s"].get<double>(), 0.25);
 
-  const Json chat = CompletionJson(header, Endpoint::kChat, "hi", "stop", usage);
+  const Choice hi{0, "hi", "stop"};
+  const Json chat = CompletionJson(header, Endpoint::kChat, {&hi, 1}, usage);
   EXPECT_EQ(chat["object"], "chat.completion");
   EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(chat["choices"][0]["message"]["content"], "hi");
 
-  const Json first = ChunkJson(header, Endpoint::kChat, "", true, "", true);
+  const Json first = ChunkJson(header, Endpoint::kChat, Choice{}, true, true);
   EXPECT_EQ(first["object"], "chat.completion.chunk");
   EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
   EXPECT_TRUE(first.contains("usage") && first["usage"].is_null());
-  const Json last = ChunkJson(header, Endpoint::kChat, "", false, "stop", false);
+  const Json last = ChunkJson(header, Endpoint::kChat, Choice{0, "", "stop"}, false, false);
   EXPECT_TRUE(last["choices"][0]["delta"].empty());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
   const Json usage_chunk = UsageChunkJson(header, Endpoint::kCompletions, usage);

@@ -428,6 +428,9 @@ TEST_F(FrontDoorTest, WorkerDyingMidStreamEndsTheStreamWithAnErrorEvent) {
   const Json error = Json::parse(events[events.size() - 2]);
   ASSERT_TRUE(error.contains("error")) << result->body;
   EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr("worker worker-0"));
+  // Before it, the choice ends with finish_reason "abort" (neither stop nor length).
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(Json::parse(events[events.size() - 3])["choices"][0]["finish_reason"], "abort") << result->body;
   // The worker sent two tokens; the second may still be in flight when it dies.
   EXPECT_THAT(error["error"]["message"].get<std::string>(),
               ::testing::ContainsRegex("failed mid-stream after (1 token|2 tokens): "));
@@ -677,8 +680,8 @@ TEST_F(FrontDoorTest, MetricsCountRequestsAndTimeToFirstToken) {
   ASSERT_TRUE(http_->Post("/v1/completions", "nope", "application/json"));
   httplib::Result metrics = http_->Get("/metrics");
   ASSERT_TRUE(metrics);
-  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 1"));
-  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"200\",model_name=\"llama3-tiny\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\",model_name=\"llama3-tiny\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_ttft_seconds_count{model_name=\"llama3-tiny\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("strata_frontdoor_e2e_request_seconds_count{model_name=\"llama3-tiny\"} 1"));
   // Buckets reach an hour: a million-token prefill takes minutes.
@@ -795,7 +798,8 @@ TEST(FrontDoorProcess, SchedulerMetricsPortShowsTheFrontDoorSeries) {
     httplib::Result malformed = http.Post("/v1/completions", "{\"model\": ", "application/json");
     ASSERT_TRUE(malformed);
     EXPECT_EQ(malformed->status, 400);
-    const std::string counted = "strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1";
+    const std::string counted =
+        "strata_frontdoor_requests_total{endpoint=\"/v1/completions\",status=\"400\",model_name=\"tiny\"} 1";
     for (const int port : {metrics_port, http_port}) {
       httplib::Client client("127.0.0.1", port);
       httplib::Result metrics = client.Get("/metrics");

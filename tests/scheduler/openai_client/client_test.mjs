@@ -100,6 +100,66 @@ await check('chat.completions.create, streamed and not', async () => {
   assert.equal(text, reply.choices[0].message.content);
 });
 
+await check('completions.create with logprobs and echo: the legacy logprobs object', async () => {
+  const reply = await client.completions.create({
+    model, prompt, max_tokens: 3, temperature: 0, ignore_eos: true, logprobs: 2, echo: true,
+  });
+  const { logprobs } = reply.choices[0];
+  assert.equal(logprobs.tokens.length, prompt.length + 3);
+  assert.equal(logprobs.token_logprobs[0], null);  // the prompt's first token has no context
+  assert.equal(logprobs.top_logprobs[0], null);
+  for (let i = 1; i < logprobs.tokens.length; i++) {
+    assert.ok(logprobs.token_logprobs[i] <= 0, `token_logprobs[${i}] = ${logprobs.token_logprobs[i]}`);
+    const top = Object.values(logprobs.top_logprobs[i]);
+    assert.ok(top.length >= 1 && top.length <= 3, JSON.stringify(logprobs.top_logprobs[i]));
+    assert.ok(logprobs.text_offset[i] >= logprobs.text_offset[i - 1], `text_offset[${i}]`);
+  }
+  // Greedy: each generated token is the most likely one.
+  for (let i = prompt.length; i < logprobs.tokens.length; i++) {
+    assert.equal(logprobs.token_logprobs[i], Math.max(...Object.values(logprobs.top_logprobs[i])));
+  }
+  // The text starts with the prompt's (its tokens are whole ASCII characters here).
+  const promptText = logprobs.tokens.slice(0, prompt.length).join('');
+  assert.ok(reply.choices[0].text.startsWith(promptText), JSON.stringify([reply.choices[0].text, promptText]));
+});
+
+await check('chat.completions.create with logprobs and top_logprobs, streamed and not', async () => {
+  const messages = [{ role: 'user', content: 'Hello there' }];
+  const request = { model, messages, max_tokens: 4, temperature: 0, ignore_eos: true, logprobs: true, top_logprobs: 3 };
+  const reply = await client.chat.completions.create(request);
+  const content = reply.choices[0].logprobs.content;
+  assert.equal(content.length, 4);
+  for (const token of content) {
+    assert.equal(typeof token.token, 'string');
+    assert.ok(token.logprob <= 0);
+    assert.ok(Array.isArray(token.bytes));
+    assert.equal(token.top_logprobs.length, 3);
+    assert.equal(token.top_logprobs[0].logprob, token.logprob);  // greedy
+  }
+  const stream = await client.chat.completions.create({ ...request, stream: true });
+  const streamed = [];
+  for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+  assert.deepEqual(streamed, content);
+});
+
+await check('n = 3 choices, streamed and not, indexed', async () => {
+  const request = { model, prompt, max_tokens: 4, temperature: 1, seed: 11, ignore_eos: true, n: 3 };
+  const reply = await client.completions.create(request);
+  assert.deepEqual(reply.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(reply.usage.completion_tokens, 12);
+  const stream = await client.completions.create({ ...request, stream: true });
+  const texts = ['', '', ''];
+  for await (const chunk of stream) for (const c of chunk.choices) texts[c.index] += c.text;
+  assert.deepEqual(texts, reply.choices.map((c) => c.text));
+});
+
+await check('response_format json_object: BadRequestError naming the field', async () => {
+  const error = await expectError(client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'x' }], max_tokens: 2, response_format: { type: 'json_object' },
+  }), 400);
+  assert.equal(error.param, 'response_format');
+});
+
 await check('unknown model: NotFoundError model_not_found', async () => {
   const error = await expectError(client.completions.create({ model: 'no-such-model', prompt, max_tokens: 2 }), 404,
     'model_not_found');
