@@ -154,6 +154,18 @@ void MetricsRegistry::AddGaugeCallback(const std::string& name, const std::strin
   series.read = std::move(read);
 }
 
+bool MetricsRegistry::RemoveSeries(const std::string& name, const MetricLabels& labels) {
+  absl::MutexLock lock(&mutex_);
+  for (auto family = families_.begin(); family != families_.end(); ++family) {
+    if ((*family)->name != name) continue;
+    std::vector<Series>& series = (*family)->series;
+    const bool removed = std::erase_if(series, [&](const Series& s) { return s.labels == labels; }) > 0;
+    if (series.empty()) families_.erase(family);
+    return removed;
+  }
+  return false;
+}
+
 std::string MetricsRegistry::RenderText() const {
   static constexpr const char* kTypeNames[] = {"counter", "gauge", "histogram"};
   absl::MutexLock lock(&mutex_);

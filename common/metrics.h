@@ -76,6 +76,13 @@ class MetricsRegistry {
   void AddGaugeCallback(const std::string& name, const std::string& help, MetricLabels labels,
                         std::function<double()> read);
 
+  // Removes the series of `name` with exactly `labels` (a holder's, once it is gone, so that series do not
+  // pile up with every rollout); false when there is none. A family left without series is no longer
+  // rendered. REQUIRES: nobody uses the series any more (its Counter, Gauge or Histogram reference
+  // dangles from here); a callback's `read` is destroyed under the registry's lock, so it must not be
+  // running elsewhere.
+  bool RemoveSeries(const std::string& name, const MetricLabels& labels);
+
   // The whole registry in the text exposition format.
   std::string RenderText() const;
 

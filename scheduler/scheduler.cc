@@ -224,10 +224,30 @@ void Scheduler::RemoveLocked(int slot, std::string_view why) {
 }
 
 absl::Status Scheduler::Deregister(const std::string& holder_id, uint64_t epoch) {
-  absl::MutexLock lock(&mutex_);
-  STRATA_ASSIGN_OR_RETURN(Holder * holder, registry_.Find(holder_id, epoch));
-  RemoveLocked(holder->slot, "deregistered");
+  {
+    absl::MutexLock lock(&mutex_);
+    STRATA_ASSIGN_OR_RETURN(Holder * holder, registry_.Find(holder_id, epoch));
+    RemoveLocked(holder->slot, "deregistered");
+  }
+  DropDepartedSeries();
   return absl::OkStatus();
+}
+
+void Scheduler::DropDepartedSeries() {
+  if (metrics_registry_ == nullptr) return;
+  absl::MutexLock series_lock(&series_mutex_);
+  std::vector<std::string> departed;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (const auto& [id, unused] : silence_series_) {
+      if (registry_.FindById(id) == nullptr) departed.push_back(id);
+    }
+  }
+  // A holder that registers again meanwhile waits on series_mutex_ to add its series back.
+  for (const std::string& id : departed) {
+    metrics_registry_->RemoveSeries("strata_scheduler_seconds_since_kv_event", {{"holder", id}});
+    silence_series_.erase(id);
+  }
 }
 
 absl::Status Scheduler::MarkUnreachable(const std::string& holder_id, uint64_t epoch) {
@@ -412,14 +432,17 @@ absl::StatusOr<std::vector<Estimate>> Scheduler::EstimateAll(const KeyRoute& req
 }
 
 std::vector<std::string> Scheduler::ExpireLeases() {
-  absl::MutexLock lock(&mutex_);
   std::vector<std::string> out;
-  for (int slot : registry_.Expired(clock_->Now())) {
-    out.push_back(registry_.FindBySlot(slot)->registration.holder_id);
-    LogWarning(StrCat("event=lease_expired holder=", out.back()));
-    if (metrics_.lease_expiries) metrics_.lease_expiries->Increment();
-    RemoveLocked(slot, "lease_expired");
+  {
+    absl::MutexLock lock(&mutex_);
+    for (int slot : registry_.Expired(clock_->Now())) {
+      out.push_back(registry_.FindBySlot(slot)->registration.holder_id);
+      LogWarning(StrCat("event=lease_expired holder=", out.back()));
+      if (metrics_.lease_expiries) metrics_.lease_expiries->Increment();
+      RemoveLocked(slot, "lease_expired");
+    }
   }
+  if (!out.empty()) DropDepartedSeries();
   return out;
 }
 

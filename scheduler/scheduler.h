@@ -139,6 +139,9 @@ class Scheduler {
   absl::StatusOr<BlockKeyContext> ModelContextLocked(const Sha256Digest& fingerprint) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void RemoveLocked(int slot, std::string_view why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Removes the per-holder series of holders no longer registered (they would otherwise grow with every
+  // rollout). REQUIRES: neither mutex held.
+  void DropDepartedSeries() ABSL_LOCKS_EXCLUDED(mutex_, series_mutex_);
 
   struct Metrics {
     Gauge* workers = nullptr;
@@ -176,7 +179,9 @@ class Scheduler {
   // Holder ids that have a per-holder silence gauge already (series are never removed).
   // Its own lock: series are added outside mutex_, because rendering /metrics holds the metrics registry's
   // lock while the series' callback takes mutex_.
-  absl::Mutex series_mutex_ ABSL_ACQUIRED_AFTER(mutex_);
+  // Taken before mutex_ (DropDepartedSeries), never while mutex_ is held: the registry calls the series'
+  // callbacks, which take mutex_, under its own lock.
+  absl::Mutex series_mutex_ ABSL_ACQUIRED_BEFORE(mutex_);
   absl::flat_hash_map<std::string, int> silence_series_ ABSL_GUARDED_BY(series_mutex_);
 };
 

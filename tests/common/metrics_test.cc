@@ -55,6 +55,23 @@ TEST(Metrics, ConcurrentIncrementsAreNotLost) {
   EXPECT_EQ(histogram.Count(), 40000u);
 }
 
+TEST(Metrics, RemovedSeriesLeaveTheTextAndMayBeAddedAgain) {
+  MetricsRegistry registry;
+  registry.AddGaugeCallback("strata_seen_seconds", "S.", {{"holder", "a"}}, [] { return 1.0; });
+  registry.AddGaugeCallback("strata_seen_seconds", "S.", {{"holder", "b"}}, [] { return 2.0; });
+  EXPECT_TRUE(registry.RemoveSeries("strata_seen_seconds", {{"holder", "a"}}));
+  EXPECT_FALSE(registry.RemoveSeries("strata_seen_seconds", {{"holder", "a"}}));
+  EXPECT_FALSE(registry.RemoveSeries("strata_other", {}));
+  std::string text = registry.RenderText();
+  EXPECT_EQ(text.find("holder=\"a\""), std::string::npos) << text;
+  EXPECT_NE(text.find("strata_seen_seconds{holder=\"b\"} 2"), std::string::npos) << text;
+  // The last series of a family takes the family (its HELP and TYPE) with it.
+  EXPECT_TRUE(registry.RemoveSeries("strata_seen_seconds", {{"holder", "b"}}));
+  EXPECT_EQ(registry.RenderText().find("strata_seen_seconds"), std::string::npos);
+  registry.AddGaugeCallback("strata_seen_seconds", "S.", {{"holder", "a"}}, [] { return 3.0; });
+  EXPECT_NE(registry.RenderText().find("strata_seen_seconds{holder=\"a\"} 3"), std::string::npos);
+}
+
 TEST(MetricsDeathTest, DuplicateSeriesIsABug) {
   MetricsRegistry registry;
   registry.AddCounter("strata_x_total", "X.", {{"a", "1"}});

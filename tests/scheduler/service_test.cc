@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/rpc.h"
 #include "common/strings.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/scheduler.grpc.pb.h"
 #include "scheduler/block_index.h"
@@ -343,6 +344,33 @@ TEST_F(SchedulerServiceTest, HealthAndMetricsAnswerAndShutdownStopsServing) {
   EXPECT_EQ(health->status, 200);
   server_->Shutdown(absl::Seconds(1));
   EXPECT_NE(testing::HealthStatus(channel_), 1);
+}
+
+// Per-holder series leave /metrics with their holder, so that they do not pile up with every rollout.
+TEST_F(SchedulerServiceTest, ADeregisteredHoldersSeriesLeaveMetrics) {
+  proto::RegisterResponse w0, w1;
+  ASSERT_TRUE(Register(WorkerRequest("w0"), &w0).ok());
+  ASSERT_TRUE(Register(WorkerRequest("w1"), &w1).ok());
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+  auto before = http.Get("/metrics");
+  ASSERT_TRUE(before);
+  EXPECT_THAT(before->body, ::testing::HasSubstr("strata_scheduler_seconds_since_kv_event{holder=\"w0\"}"));
+  proto::DeregisterRequest request;
+  request.set_holder_id("w0");
+  request.set_epoch(w0.epoch());
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(5));
+  proto::DeregisterResponse response;
+  ASSERT_TRUE(stub_->Deregister(&context, request, &response).ok());
+  auto after = http.Get("/metrics");
+  ASSERT_TRUE(after);
+  EXPECT_THAT(after->body, ::testing::Not(::testing::HasSubstr("holder=\"w0\"")));
+  EXPECT_THAT(after->body, ::testing::HasSubstr("strata_scheduler_seconds_since_kv_event{holder=\"w1\"}"));
+  // Registering again brings the series back.
+  ASSERT_TRUE(Register(WorkerRequest("w0"), &w0).ok());
+  auto again = http.Get("/metrics");
+  ASSERT_TRUE(again);
+  EXPECT_THAT(again->body, ::testing::HasSubstr("strata_scheduler_seconds_since_kv_event{holder=\"w0\"}"));
 }
 
 }  // namespace

@@ -78,7 +78,9 @@ struct Deadline : grpc::ClientContext {
 double WorkerRequests(int metrics_port) {
   double total = 0;
   for (const char* outcome : {"ok", "cancelled", "error", "rejected"}) {
-    total += MetricValue(metrics_port, StrCat("strata_worker_requests_total{outcome=\"", outcome, "\"}")).value_or(0);
+    total += MetricValue(metrics_port,
+                         StrCat("strata_worker_requests_total{outcome=\"", outcome, "\",model_name=\"llama3-tiny\"}"))
+                 .value_or(0);
   }
   return total;
 }

@@ -2,13 +2,17 @@
 #ifndef STRATA_WORKER_SERVICE_WORKER_METRICS_H_
 #define STRATA_WORKER_SERVICE_WORKER_METRICS_H_
 
+#include <string>
+
 #include "common/metrics.h"
 #include "worker/prefix/kvstore_tier.h"
 
 namespace strata::worker {
 
+// The request series (outcomes, tokens, latencies) carry a `model_name` label, the served model's name,
+// as vLLM's do; the engine's and the tiers' series are the worker's, whatever it serves.
 struct WorkerMetrics {
-  explicit WorkerMetrics(MetricsRegistry& registry);
+  WorkerMetrics(MetricsRegistry& registry, const std::string& model_name);
 
   Counter& requests_ok;
   Counter& requests_cancelled;

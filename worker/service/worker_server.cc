@@ -73,7 +73,13 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   if (!options.kv_mac_key_file.empty() || options.host_cache_bytes > 0 || !options.kvstores.empty()) {
     STRATA_ASSIGN_OR_RETURN(s.mac_, LoadMacKey(options));
   }
-  s.metrics_ = std::make_unique<WorkerMetrics>(s.registry_);
+  ServedModel served;
+  served.name = options.served_model_name;
+  if (served.name.empty()) {
+    served.name = std::filesystem::path(options.model_dir).lexically_normal().filename().string();
+    if (served.name.empty()) served.name = std::filesystem::path(options.model_dir).parent_path().filename().string();
+  }
+  s.metrics_ = std::make_unique<WorkerMetrics>(s.registry_, served.name);
 
   // Silence is a bug: a large model takes minutes to read, fingerprint and load, so each step is logged
   // as it starts and with its size and rate as it ends.
@@ -118,12 +124,6 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                  " kv_pool_blocks=", s.engine_->pool()->num_blocks()));
   const model::ModelConfig& config = s.engine_->config();
 
-  ServedModel served;
-  served.name = options.served_model_name;
-  if (served.name.empty()) {
-    served.name = std::filesystem::path(options.model_dir).lexically_normal().filename().string();
-    if (served.name.empty()) served.name = std::filesystem::path(options.model_dir).parent_path().filename().string();
-  }
   served.key_context.model_fingerprint = s.model_->fingerprint.digest;
   served.key_context.block_tokens = options.loop.block_tokens;
   served.key_context.kv_dtype = s.engine_->kv_dtype();
@@ -209,6 +209,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                  [raw] { return static_cast<double>(raw->host_cache_->bytes()); });
     s.registry_.AddGaugeCallback("strata_worker_host_cache_blocks", "Blocks in tier H", {},
                                  [raw] { return static_cast<double>(raw->host_cache_->blocks()); });
+    const double host_bytes = static_cast<double>(options.host_cache_bytes);
+    s.registry_.AddGaugeCallback(
+        "strata_worker_host_cache_usage", "Fraction of tier H (--host-cache-bytes) holding blocks", {},
+        [raw, host_bytes] { return static_cast<double>(raw->host_cache_->bytes()) / host_bytes; });
   }
   if (!options.kvstores.empty()) {
     KvStoreTierOptions kv;

@@ -140,8 +140,11 @@ TEST(WorkerProcess, CancelledRequestLeavesTheBatchAndFreesItsSlot) {
                                     context.TryCancel();
                                   });
   EXPECT_EQ(a.status.error_code(), grpc::StatusCode::CANCELLED);
-  ASSERT_TRUE(WaitFor([&] { return worker->Metric("strata_worker_requests_total{outcome=\"cancelled\"}") == 1; },
-                      std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return worker->Metric("strata_worker_requests_total{outcome=\"cancelled\",model_name=\"llama3-tiny\"}") == 1;
+      },
+      std::chrono::seconds(20)));
   EXPECT_EQ(worker->Metric("strata_worker_running_requests"), 0);
   // The only slot is free again: B runs now (with A still running it would wait for 8000 tokens).
   const StreamResult b =
@@ -204,7 +207,7 @@ TEST(WorkerProcess, SharedPrefixIsAttachedFromTierG) {
   const StreamResult again = Generate(worker->stub(), GreedyRequest(first, 8));
   EXPECT_EQ(again.last().prefix().cached_tokens_gpu(), 96u);
   EXPECT_EQ(again.ids, cold.ids);
-  EXPECT_EQ(worker->Metric("strata_worker_cached_tokens_total{tier=\"gpu\"}"), 176);
+  EXPECT_EQ(worker->Metric("strata_worker_cached_tokens_total{tier=\"gpu\",model_name=\"llama3-tiny\"}"), 176);
 
   // With the prefix cache off nothing is read (nor written).
   proto::GenerateRequest uncached = GreedyRequest(first, 8);
@@ -242,6 +245,10 @@ TEST(WorkerProcess, BlocksTierGLetGoAreReadFromTheHostCache) {
   EXPECT_EQ(warm.last().prefix().cached_tokens_gpu(), 0u);
   EXPECT_EQ(warm.last().prefix().cached_tokens_host(), 80u);
   EXPECT_EQ(warm.ids, GenerateAlone(ModelDir("llama3-tiny"), request));
+  // KV usage of tier H: the fraction of --host-cache-bytes (1 GiB by default) its blocks take.
+  const double host_bytes = worker->Metric("strata_worker_host_cache_bytes");
+  EXPECT_GT(host_bytes, 0);
+  EXPECT_NEAR(worker->Metric("strata_worker_host_cache_usage") * (1 << 30), host_bytes, host_bytes * 1e-4);
   // A request larger than the whole pool is refused, and the worker serves on.
   const StreamResult refused = Generate(worker->stub(), GreedyRequest(Prompt(200, 3), 8));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
@@ -262,7 +269,7 @@ TEST(WorkerProcess, RequestsThatDoNotFitThePoolTogetherWaitForItAndGiveTheirIds)
     ASSERT_TRUE(results[i].status.ok()) << "request " << i << ": " << results[i].status.error_message();
     EXPECT_EQ(results[i].ids, GenerateAlone(ModelDir("llama3-tiny"), requests[i])) << "request " << i;
   }
-  EXPECT_EQ(worker->Metric("strata_worker_requests_total{outcome=\"error\"}"), 0);
+  EXPECT_EQ(worker->Metric("strata_worker_requests_total{outcome=\"error\",model_name=\"llama3-tiny\"}"), 0);
 }
 
 TEST(WorkerProcess, TheNextTurnOfAConversationReusesTheGeneratedBlocks) {
