@@ -17,6 +17,7 @@
 #include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/service.h"
 #include "tests/scheduler/frontdoor/engine_worker.h"
+#include "tests/scheduler/frontdoor/frontdoor_testing.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/scratch_dir.h"
 
@@ -74,12 +75,7 @@ class LimitsTest : public ::testing::Test {
   void Start(scheduler::Options options, const std::string& keys = "") {
     door_.reset();
     server_.reset();
-    scheduler::Options base;
-    base.grpc_address = "127.0.0.1:0";
-    base.metrics_host = "127.0.0.1";
-    base.metrics_port = 0;
-    base.lease = absl::Seconds(120);
-    base.heartbeat_interval = absl::Seconds(30);
+    const scheduler::Options base = testing::LoopbackSchedulerOptions();
     absl::StatusOr<std::unique_ptr<scheduler::SchedulerServer>> server = scheduler::SchedulerServer::Start(base);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);

@@ -19,6 +19,7 @@
 #include "scheduler/frontdoor/frontdoor.h"
 #include "scheduler/service.h"
 #include "tests/scheduler/frontdoor/engine_worker.h"
+#include "tests/scheduler/frontdoor/frontdoor_testing.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/loopback.h"
 #include "tests/testing/metrics_scrape.h"
@@ -32,6 +33,7 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 using strata::testing::ChildProcess;
 using strata::testing::WaitFor;
+using testing::SseData;
 
 const std::string kModelDir = std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny";
 constexpr char kModel[] = "llama3-tiny";
@@ -52,15 +54,6 @@ size_t Characters(const std::string& text) {
   return std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
 }
 
-std::vector<std::string> SseData(const std::string& body) {
-  std::vector<std::string> out;
-  std::istringstream lines(body);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind("data: ", 0) == 0) out.push_back(line.substr(6));
-  }
-  return out;
-}
 
 // The engine's own log-softmax (in double) of the rows that predict each token after the first of
 // prompt + generated, computed as a worker computes them: the prompt's rows in one pass, then each
@@ -146,12 +139,7 @@ void ExpectCompletionLogprobs(const Json& logprobs, const model::Tokenizer& toke
 class OpenAiFieldsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    scheduler::Options options;
-    options.grpc_address = "127.0.0.1:0";
-    options.metrics_host = "127.0.0.1";
-    options.metrics_port = 0;
-    options.lease = absl::Seconds(120);
-    options.heartbeat_interval = absl::Seconds(30);
+    scheduler::Options options = testing::LoopbackSchedulerOptions();
     absl::StatusOr<std::unique_ptr<scheduler::SchedulerServer>> server = scheduler::SchedulerServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);

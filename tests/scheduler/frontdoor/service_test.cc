@@ -19,6 +19,7 @@
 #include "scheduler/service.h"
 #include "scheduler/frontdoor/openai_http.h"
 #include "tests/scheduler/frontdoor/engine_worker.h"
+#include "tests/scheduler/frontdoor/frontdoor_testing.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/generate.h"
 #include "tests/testing/child_process.h"
@@ -32,6 +33,7 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 using strata::testing::ChildProcess;
 using strata::testing::WaitFor;
+using testing::SseData;
 
 const std::string kModelDir = std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny";
 constexpr char kModel[] = "llama3-tiny";
@@ -47,16 +49,6 @@ Golden LoadGolden() {
   return {json["prompt_ids"].get<std::vector<int32_t>>(), json["cpu"]["greedy_ids"].get<std::vector<int32_t>>()};
 }
 
-// The `data:` payloads of a server-sent-event body.
-std::vector<std::string> SseData(const std::string& body) {
-  std::vector<std::string> out;
-  std::istringstream lines(body);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind("data: ", 0) == 0) out.push_back(line.substr(6));
-  }
-  return out;
-}
 
 class FrontDoorTest : public ::testing::Test {
  protected:
@@ -66,12 +58,7 @@ class FrontDoorTest : public ::testing::Test {
   void Start(const std::string& api_keys_file, const std::function<void(scheduler::Options&)>& tweak = nullptr) {
     door_.reset();
     server_.reset();
-    scheduler::Options options;
-    options.grpc_address = "127.0.0.1:0";
-    options.metrics_host = "127.0.0.1";
-    options.metrics_port = 0;
-    options.lease = absl::Seconds(120);
-    options.heartbeat_interval = absl::Seconds(30);
+    scheduler::Options options = testing::LoopbackSchedulerOptions();
     absl::StatusOr<std::unique_ptr<scheduler::SchedulerServer>> server = scheduler::SchedulerServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
