@@ -153,6 +153,7 @@ TEST(InternalPlane, AClusterOnMutualTlsAndATokenServesAndRefusesCallersWithoutTh
   }
   {
     const double before = WorkerRequests(cluster.worker_metrics_port(0));
+    EXPECT_GT(before, 0);  // the series are found: the cluster served requests above
     Deadline context;
     proto::GenerateRequest request;
     request.add_prompt_ids(1);
