@@ -13,7 +13,7 @@
 #include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "proto/worker.pb.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace strata::frontdoor {
 

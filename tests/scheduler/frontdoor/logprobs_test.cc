@@ -7,7 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "worker/model/tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace strata::frontdoor {
 namespace {
