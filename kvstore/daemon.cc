@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "absl/strings/str_join.h"
 #include "kvstore/ucx_devices.h"
 
 namespace strata::kvstore {
@@ -46,6 +47,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
         "--writer-identity needs mutual TLS (--tls-cert, --tls-key, --tls-ca): without it no caller has a "
         "certificate identity");
   }
+  STRATA_RETURN_IF_ERROR(scheduler::CheckSchedulerAddresses(options.scheduler_addresses));
   CheckMemlockLimit(options.dram_bytes);
   // UCX listens on the interface of --ucx-host (default --host) only (ucx_devices.h), where it names one.
   const std::optional<std::string> net_devices =
@@ -63,7 +65,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   STRATA_ASSIGN_OR_RETURN(daemon->store_,
                           Store::Create(daemon->options_, daemon->ucx_->arena(), daemon->ucx_->arena_bytes(),
                                         std::move(ssd), daemon->registry_,
-                                        options.scheduler_address.empty() ? nullptr : &daemon->batcher_));
+                                        options.scheduler_addresses.empty() ? nullptr : &daemon->batcher_));
   DataPlane data_plane{daemon->ucx_->worker_address(), daemon->ucx_->rkey(),
                        reinterpret_cast<uint64_t>(daemon->ucx_->arena()), daemon->ucx_->arena_bytes(),
                        daemon->ucx_.get()};
@@ -95,9 +97,9 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
                             HealthPortServer::Start(StrCat(options.host, ":", daemon->grpc_port_), options.health_port));
   }
   daemon->serving_ = true;
-  if (!options.scheduler_address.empty()) {
+  if (!options.scheduler_addresses.empty()) {
     SchedulerLinkOptions link;
-    link.scheduler_address = options.scheduler_address;
+    link.scheduler_addresses = options.scheduler_addresses;
     link.security = security;
     link.advertise_address = options.advertise_address.empty() ? StrCat(options.host, ":", daemon->grpc_port_)
                                                                 : options.advertise_address;
@@ -109,7 +111,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
       link.ssd_blocks = options.ssd_bytes > 0 ? options.ssd_bytes / block_bytes : uint64_t{1} << 32;
       link.ssd_read_bytes_per_s = options.ssd_read_bytes_per_s;
     }
-    LogInfo(StrCat("event=scheduler_link scheduler=", link.scheduler_address, " holder_id=", link.holder_id,
+    LogInfo(StrCat("event=scheduler_link scheduler=", absl::StrJoin(link.scheduler_addresses, ","), " holder_id=", link.holder_id,
                    " address=", link.advertise_address));
     daemon->link_ = std::make_unique<SchedulerLink>(std::move(link), *daemon->store_, daemon->batcher_,
                                                     daemon->registry_);

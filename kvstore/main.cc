@@ -77,8 +77,10 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
       ->capture_default_str();
   app.add_option("--max-batch", options.max_batch, "Most keys in one request")->capture_default_str();
-  app.add_option("--scheduler", options.scheduler_address,
-                 "Register with this strata-scheduler (host:port) and report block events to it");
+  app.add_option("--scheduler", options.scheduler_addresses,
+                 "Register with this strata-scheduler (host:port) and report block events to it (repeat, or "
+                 "comma-separate, for each replica)")
+      ->delimiter(',');
   app.add_option("--advertise-address", options.advertise_address,
                  "Address registered with the scheduler (default: --host and the gRPC port)");
   app.add_option("--holder-id", options.holder_id, "Name in the cluster (default: kvstore-<advertised address>)");

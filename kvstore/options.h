@@ -83,9 +83,9 @@ struct Options {
   // Most keys in one request; larger requests are refused with INVALID_ARGUMENT.
   uint32_t max_batch = 4096;
 
-  // The scheduler to register with (host:port) and report block events to (kvstore/scheduler_link.h);
-  // empty: none. The store serves the same either way.
-  std::string scheduler_address;
+  // The scheduler replicas to register with (host:port each) and report block events to
+  // (kvstore/scheduler_link.h); empty: none. The store serves the same either way.
+  std::vector<std::string> scheduler_addresses;
   // Where workers reach this daemon's gRPC, as registered; empty: host:port (the bound port).
   std::string advertise_address;
   // This kvstore's name in the cluster; empty: "kvstore-" + the advertised address.

@@ -13,7 +13,7 @@ SchedulerLink::SchedulerLink(SchedulerLinkOptions options, Store& store, EventBa
                              MetricsRegistry& metrics)
     : store_(store), batcher_(batcher), flush_interval_(options.flush_interval) {
   scheduler::HolderAgentOptions agent_options;
-  agent_options.scheduler_address = options.scheduler_address;
+  agent_options.scheduler_addresses = options.scheduler_addresses;
   agent_options.security = options.security;
   agent_options.metrics = &metrics;
   proto::RegisterRequest& registration = agent_options.registration;

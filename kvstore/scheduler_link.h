@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -23,7 +24,7 @@
 namespace strata::kvstore {
 
 struct SchedulerLinkOptions {
-  std::string scheduler_address;  // host:port
+  std::vector<std::string> scheduler_addresses;  // host:port of each replica
   std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();  // the channel's certificate and token
   std::string holder_id;          // unique in the cluster
   std::string advertise_address;  // where workers reach this kvstore's gRPC (host:port)

@@ -1,24 +1,23 @@
-// HolderAgent: what a block holder (a worker, a kvstore) runs to stay known to the scheduler
-// (proto/scheduler.proto): Register, a heartbeat that keeps the lease and carries the load, one
-// KvEvents stream that opens with the holder's inventory and then carries numbered STORED / EVICTED
-// events, an inventory again whenever the scheduler asks (resync), and a fresh registration on NotFound
-// (scheduler restart, lapsed lease).
+// HolderAgent: what a block holder (a worker, a kvstore) runs to stay known to the scheduler replicas
+// (proto/scheduler.proto). With each replica, on its own (replica_link.h): Register, a heartbeat that
+// keeps the lease and carries the load, one KvEvents stream that opens with the holder's inventory and then
+// carries numbered STORED / EVICTED events, an inventory again whenever the replica asks (resync), and a
+// fresh registration on NotFound (replica restart, lapsed lease). Every replica thus holds the whole
+// registry and block index as soft state, and a front door may route through any of them; a replica that
+// dies, hangs or is cut off costs only its own session (README, "Replicas").
 //
 //   HolderAgent agent(options, {.inventory = [&] { return cache.Inventory(); }, .load = ...});
 //   agent.Start();
 //   agent.Stored(proto::TIER_HOST, keys);   // from the holder, as its cache changes
 //   agent.Evicted(keys);
 //
-// The scheduler is a hint, never a dependency: while it is unreachable the holder keeps serving, the
-// agent retries with capped exponential backoff and logs once per state change (not per retry). Events
-// produced while no stream is open are dropped: the inventory sent on the next stream replaces them.
-//
-// Consistency of inventory and events: when an inventory is due, the agent first drops the events queued
-// so far, then asks the holder for its inventory, then sends it and every event queued since. An event
-// that raced with the inventory may be sent although the inventory already reflects it; STORED and
-// EVICTED are idempotent per key (the last one for a key wins), so the scheduler ends at the truth.
-// This lets the holder call Stored()/Evicted() under its own lock: the agent never calls the holder's
-// callbacks while holding its own lock.
+// The scheduler is a hint, never a dependency: while a replica is unreachable the holder keeps serving,
+// that replica's session retries with capped exponential backoff and logs once per state change (not per
+// retry). Events produced while a replica's stream is closed are dropped for that replica: the inventory
+// sent on its next stream replaces them. An event that races with an inventory may be sent although the
+// inventory reflects it; STORED and EVICTED are idempotent per key, so every replica ends at the truth.
+// The holder may call Stored()/Evicted() under its own lock: the agent never calls the holder's callbacks
+// while holding a lock of its own. The callbacks are called from each replica's thread, concurrently.
 //
 // Knows nothing of models, engines or KV bytes. Thread-safe.
 #ifndef STRATA_SCHEDULER_CLIENT_HOLDER_AGENT_H_
@@ -28,16 +27,13 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "common/block_key.h"
 #include "common/grpc_security.h"
@@ -47,7 +43,8 @@
 namespace strata::scheduler {
 
 struct HolderAgentOptions {
-  std::string scheduler_address;  // host:port of strata-scheduler
+  // host:port of each strata-scheduler replica (at least one; duplicates are refused by the constructor).
+  std::vector<std::string> scheduler_addresses;
   // The channel's certificate and token (common/grpc_security.h); default: plaintext, no token.
   std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
   // What Register sends: holder_id, kind, key_scheme, address and the kind's info. Required. An
@@ -72,70 +69,48 @@ struct HolderAgentOptions {
 using TierInventory = std::vector<std::pair<proto::Tier, std::vector<BlockKey>>>;
 
 struct HolderAgentCallbacks {
-  // Everything the holder holds. Called from the agent's thread, without the agent's lock. Required.
+  // Everything the holder holds. Called from each replica's thread (concurrently), without the agent's
+  // locks. Required.
   std::function<TierInventory()> inventory;
-  // The load for each heartbeat (workers); unset: heartbeats carry none. Agent thread, no agent lock.
+  // The load for each heartbeat (workers); unset: heartbeats carry none. Same threads as `inventory`.
   std::function<proto::LoadReport()> load;
 };
 
+// OK when `addresses` (the --scheduler flags) has no empty or repeated address; otherwise an
+// INVALID_ARGUMENT naming it (a repeated replica would register the holder twice with one replica).
+absl::Status CheckSchedulerAddresses(const std::vector<std::string>& addresses);
+
+class ReplicaLink;
+
 class HolderAgent {
  public:
+  // REQUIRES: options.scheduler_addresses is not empty and has no duplicate; callbacks.inventory is set.
   HolderAgent(HolderAgentOptions options, HolderAgentCallbacks callbacks);
   ~HolderAgent();  // Stop()
   HolderAgent(const HolderAgent&) = delete;
   HolderAgent& operator=(const HolderAgent&) = delete;
 
-  // Starts the agent's thread (registration happens there; Start never blocks on the scheduler).
+  // Starts one thread per replica (registration happens there; Start never blocks on a scheduler).
   void Start();
-  // Deregisters (best effort, one rpc_timeout) and joins the thread. Idempotent.
+  // Deregisters from each replica (best effort, one rpc_timeout, in parallel) and joins the threads.
+  // Idempotent.
   void Stop();
 
   // The blocks are now (also) in `tier` of this holder / left it entirely. Cheap: queues and returns.
   void Stored(proto::Tier tier, absl::Span<const BlockKey> keys);
   void Evicted(absl::Span<const BlockKey> keys);
 
-  // True while registered with a KvEvents stream open (for health pages and tests).
-  bool connected() const;
-  // The epoch of the current registration (0 when none).
-  uint64_t epoch() const;
+  // Replicas this holder is registered with, a KvEvents stream open (for health pages and tests).
+  int connected_replicas() const;
+  // True while registered with at least one replica.
+  bool connected() const { return connected_replicas() > 0; }
+  // The epoch of the current registration with replica `replica` (0 when none).
+  uint64_t epoch(size_t replica = 0) const;
 
  private:
-  struct PendingEvent {
-    proto::KvEvent::Type type;
-    proto::Tier tier;
-    std::vector<BlockKey> keys;
-  };
-  class Session;  // one registration's stream and heartbeats
-
-  void Run();
-  // Sleeps up to `duration` or until Stop(); false when stopping.
-  bool WaitOrStop(std::chrono::milliseconds duration);
-  void Push(PendingEvent event);
-  void SetState(bool connected, std::string_view state, std::string_view detail);
-
   const HolderAgentOptions options_;
   const HolderAgentCallbacks callbacks_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<proto::Scheduler::Stub> stub_;
-  std::thread thread_;
-
-  mutable absl::Mutex mutex_;
-  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
-  bool started_ ABSL_GUARDED_BY(mutex_) = false;
-  bool accepting_events_ ABSL_GUARDED_BY(mutex_) = false;  // a stream is open (or opening)
-  bool resync_needed_ ABSL_GUARDED_BY(mutex_) = false;     // pending events overflowed
-  std::deque<PendingEvent> pending_ ABSL_GUARDED_BY(mutex_);
-  size_t pending_keys_ ABSL_GUARDED_BY(mutex_) = 0;
-  bool connected_ ABSL_GUARDED_BY(mutex_) = false;
-  uint64_t epoch_ ABSL_GUARDED_BY(mutex_) = 0;
-  grpc::ClientContext* stream_context_ ABSL_GUARDED_BY(mutex_) = nullptr;  // to cancel on Stop()
-  std::string last_state_ ABSL_GUARDED_BY(mutex_);
-
-  Gauge* connected_gauge_ = nullptr;
-  Counter* registrations_ = nullptr;
-  Counter* inventories_ = nullptr;
-  Counter* events_sent_ = nullptr;
-  Counter* events_dropped_ = nullptr;
+  std::vector<std::unique_ptr<ReplicaLink>> links_;  // one per replica, in the order of the addresses
 };
 
 }  // namespace strata::scheduler

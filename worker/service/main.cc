@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
   app.add_option("--kv-mac-key-file", kv_mac_key_file,
                  "Secret (at least 32 bytes) the workers sign KV blocks with; the same on every worker of a cluster "
                  "(default: random per process, so this worker's blocks verify only on itself)");
-  app.add_option("--scheduler", o.scheduler_address, "host:port of strata-scheduler (none: run alone)");
+  app.add_option("--scheduler", o.scheduler_addresses,
+                 "host:port of strata-scheduler (repeat, or comma-separate, for each replica; none: run alone)")
+      ->delimiter(',');
   app.add_option("--prefill-s-per-token", o.prefill_s_per_token, "Prefill rate told to the scheduler (0: measure)")
       ->capture_default_str();
   app.add_option("--decode-tokens-per-s", o.decode_tokens_per_s, "Decode rate told to the scheduler (0: measure)")

@@ -63,7 +63,7 @@ struct WorkerOptions {
   // of a cluster, so one worker's blocks verify on another. Empty: a random secret per process (the
   // worker's blocks then verify only on itself; logged at start).
   std::filesystem::path kv_mac_key_file;
-  std::string scheduler_address;            // empty: run alone (no registration)
+  std::vector<std::string> scheduler_addresses;  // each scheduler replica; empty: run alone (no registration)
   // What registration tells placement. 0: measured at start-up (a short prefill and decode run).
   double prefill_s_per_token = 0;
   double decode_tokens_per_s = 0;

@@ -6,6 +6,8 @@
 #include "common/byte_size.h"
 #include "common/grpc_security.h"
 #include "common/log.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
 #include "common/strings.h"
 #include "worker/engine/cpu_backend.h"
 #include "worker/engine/cuda_backend.h"
@@ -63,6 +65,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   WorkerServer& s = *server;
   s.options_ = options;
   if (options.loop.block_tokens == 0) return absl::InvalidArgumentError("--block-tokens must be > 0");
+  STRATA_RETURN_IF_ERROR(scheduler::CheckSchedulerAddresses(options.scheduler_addresses));
   if (options.loop.prefill_chunk_tokens <= 0 || options.loop.step_token_budget <= 0 ||
       options.loop.max_running_requests <= 0 || options.loop.max_queued_requests < 0) {
     return absl::InvalidArgumentError(
@@ -273,9 +276,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   const std::string advertise = AdvertiseAddress(options, s.grpc_port_);
   const std::string worker_id = options.worker_id.empty() ? StrCat("worker-", advertise) : options.worker_id;
 
-  if (!options.scheduler_address.empty()) {
+  if (!options.scheduler_addresses.empty()) {
     scheduler::HolderAgentOptions agent;
-    agent.scheduler_address = options.scheduler_address;
+    agent.scheduler_addresses = options.scheduler_addresses;
     agent.security = security;
     agent.metrics = &s.registry_;
     proto::RegisterRequest& r = agent.registration;
@@ -340,7 +343,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                  " max_context_tokens=", served_copy.max_context_tokens,
                  " prefill_s_per_token=", s.prefill_s_per_token_, " decode_tokens_per_s=", s.decode_tokens_per_s_,
                  " kvstores=", options.kvstores.size(),
-                 " scheduler=", options.scheduler_address.empty() ? "none" : options.scheduler_address));
+                 " scheduler=", options.scheduler_addresses.empty() ? "none" : absl::StrJoin(options.scheduler_addresses, ",")));
   if (!options.port_file.empty()) {
     std::ofstream out(options.port_file);
     out << "grpc_port=" << s.grpc_port_ << " metrics_port=" << s.metrics_port() << " health_port=" << s.health_port()
