@@ -251,9 +251,15 @@ function guarantees() {
       const ann = workload.spec.template.metadata.annotations ?? {};
       check(ann["prometheus.io/scrape"] === "true" && Number(ann["prometheus.io/port"]) === Number(flagValue(c, "--metrics-port")),
             `${where} scrape annotations ${JSON.stringify(ann)} do not name --metrics-port`);
-      // Peers find the scheduler by its Service's DNS name.
+      // Peers register with every scheduler replica, by its stable DNS name (no single point of failure).
+      const schedulerReplicas = workloads(docs).find((w) => w.metadata.name === "strata-scheduler").spec.replicas;
       if (daemon !== "scheduler") {
-        check(flagValue(c, "--scheduler") === "strata-scheduler.llm.svc.cluster.local:50070", `${where} --scheduler is ${flagValue(c, "--scheduler")}`);
+        const schedulers = c.args.filter((_, i) => c.args[i - 1] === "--scheduler");
+        check(schedulers.length === schedulerReplicas && schedulers.every((a, i) => a === `strata-scheduler-${i}.strata-scheduler-replicas.llm.svc.cluster.local:50070`),
+              `${where} --scheduler list ${schedulers} is not the ${schedulerReplicas} scheduler replicas' DNS names`);
+      } else {
+        check(workload.kind === "StatefulSet" && workload.spec.serviceName === "strata-scheduler-replicas" && schedulerReplicas >= 2,
+              `${where} is not a StatefulSet of at least two replicas behind the headless strata-scheduler-replicas: ${workload.kind} ${schedulerReplicas}`);
       }
       if (daemon === "kvstore") {
         const memory = bytesOf(c.resources.requests.memory);
@@ -271,7 +277,7 @@ function guarantees() {
         const shm = pod.volumes.find((vol) => vol.name === "dshm");
         check(shm?.emptyDir?.medium === "Memory" && bytesOf(shm.emptyDir.sizeLimit) > 0 && c.volumeMounts.some((m) => m.name === "dshm" && m.mountPath === "/dev/shm"),
               `${where} has no memory-backed /dev/shm of a set size`);
-        const replicas = workloads(docs).find((w) => w.kind === "StatefulSet").spec.replicas;
+        const replicas = workloads(docs).find((w) => w.metadata.name === "strata-kvstore").spec.replicas;
         const kvstores = c.args.filter((_, i) => c.args[i - 1] === "--kvstore");
         check(kvstores.length === replicas && kvstores.every((a, i) => a === `strata-kvstore-${i}.strata-kvstore.llm.svc.cluster.local:7480`),
               `${where} --kvstore list ${kvstores} is not the ${replicas} kvstores' DNS names`);
@@ -279,6 +285,10 @@ function guarantees() {
       }
     }
     check(byKind(docs, "PodDisruptionBudget").some((p) => p.metadata.name === "strata-kvstore"), `${tag} no kvstore PodDisruptionBudget`);
+    const schedulerPdb = byKind(docs, "PodDisruptionBudget").find((p) => p.metadata.name === "strata-scheduler");
+    check(schedulerPdb?.spec.maxUnavailable === 1 && schedulerPdb.spec.selector.matchLabels["app.kubernetes.io/component"] === "scheduler",
+          `${tag} no scheduler PodDisruptionBudget that keeps all replicas but one: ${JSON.stringify(schedulerPdb?.spec)}`);
+    check(byKind(docs, "Service").some((s) => s.metadata.name === "strata-scheduler-replicas" && s.spec.clusterIP === "None"), `${tag} no headless scheduler Service`);
     check(byKind(docs, "Service").some((s) => s.metadata.name === "strata-kvstore" && s.spec.clusterIP === "None"), `${tag} no headless kvstore Service`);
     check(byKind(docs, "ConfigMap").some((m) => JSON.parse(m.data["strata.json"]).panels.length > 0), `${tag} no Grafana dashboard`);
   }

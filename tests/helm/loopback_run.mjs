@@ -68,6 +68,8 @@ export async function run(argv) {
   // The defaults (TLS, token and API key on), scaled to one CPU worker, one small kvstore and the tiny Llama.
   const docs = render({ name: "loopback", files: [], set: [
     "model.dir=llama3-tiny", "worker.backend=cpu", "worker.gpus=0", "worker.replicas=1", "kvstore.replicas=1",
+    // One scheduler: on one host two replicas' DNS names would both be 127.0.0.1 (the replicas have their own test).
+    "scheduler.replicas=1",
     "kvstore.dramBytes=67108864", "worker.hostCacheBytes=16777216", "worker.kvstoreStagingBytes=16777216", "worker.drainMs=2000",
     `frontDoor.httpPort=${p.http}`, `scheduler.ports.grpc=${p.sg}`, `scheduler.ports.metrics=${p.sm}`, `scheduler.ports.health=${p.sh}`,
     `kvstore.ports.grpc=${p.kg}`, `kvstore.ports.metrics=${p.km}`, `kvstore.ports.health=${p.kh}`,

@@ -48,6 +48,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "strata.schedulerService" -}}{{ include "strata.fullname" . }}-scheduler{{- end }}
+{{- define "strata.schedulerReplicasService" -}}{{ include "strata.fullname" . }}-scheduler-replicas{{- end }}
 {{- define "strata.kvstoreService" -}}{{ include "strata.fullname" . }}-kvstore{{- end }}
 {{- define "strata.internalSecretName" -}}
 {{- default (printf "%s-internal" (include "strata.fullname" .)) .Values.internalSecurity.existingSecret }}
@@ -62,9 +63,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- if or .Values.internalSecurity.tls.enabled .Values.internalSecurity.token.enabled }}true{{ end }}
 {{- end }}
 
-{{/* The scheduler's gRPC address as workers and kvstores reach it: its Service's DNS name. */}}
-{{- define "strata.schedulerAddress" -}}
-{{ include "strata.schedulerService" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:{{ .Values.scheduler.ports.grpc }}
+{{/* `--scheduler <replica>` for each scheduler replica, as workers and kvstores reach it: its stable DNS
+name through the headless Service. One list item each. */}}
+{{- define "strata.schedulerArgs" -}}
+{{- range $i := until (int .Values.scheduler.replicas) }}
+- --scheduler
+- {{ include "strata.fullname" $ }}-scheduler-{{ $i }}.{{ include "strata.schedulerReplicasService" $ }}.{{ $.Release.Namespace }}.svc.{{ $.Values.clusterDomain }}:{{ $.Values.scheduler.ports.grpc }}
+{{- end }}
 {{- end }}
 
 {{/* Flags of the internal gRPC security contract (common/grpc_security_flags.h), one list item each. */}}
