@@ -26,6 +26,7 @@ packages=(
   gnuplot-nox fio        # replay plots; the SSD baseline of the kvstore benchmark
   unzip                  # helm and kubectl out of the pinned npm kubectl layer (tests/helm)
   curl jq                # the Helm chart's `helm test` script, run by tests/helm against a loopback cluster
+  iproute2               # ip and tc: hosts in network namespaces for the multi-host tests (tests/testing/netns_hosts.h)
   clang libclang-rt-14-dev llvm libomp-dev  # make fuzz (clang 14, libFuzzer), symbolized sanitizer reports
 )
 

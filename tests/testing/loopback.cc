@@ -43,8 +43,8 @@ int FreePort() {
   return TryBind(0);
 }
 
-bool Healthy(int port) {
-  httplib::Client http("127.0.0.1", port);
+bool Healthy(const std::string& host, int port) {
+  httplib::Client http(host, port);
   http.set_connection_timeout(1);
   http.set_read_timeout(2);
   auto response = http.Get("/healthz");

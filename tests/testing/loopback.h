@@ -3,6 +3,8 @@
 #ifndef STRATA_TESTS_TESTING_LOOPBACK_H_
 #define STRATA_TESTS_TESTING_LOOPBACK_H_
 
+#include <string>
+
 namespace strata::testing {
 
 // A port nothing listens on now on 127.0.0.1; 0 if none could be bound. Another process may take it before
@@ -11,8 +13,9 @@ namespace strata::testing {
 // (a client reconnecting to an ephemeral-range port can be handed that very port, a TCP self-connect).
 int FreePort();
 
-// GET 127.0.0.1:`port`/healthz answers 200 (within a 1 s connect and 2 s read timeout).
-bool Healthy(int port);
+// GET `host`:`port`/healthz answers 200 (within a 1 s connect and 2 s read timeout).
+bool Healthy(const std::string& host, int port);
+inline bool Healthy(int port) { return Healthy("127.0.0.1", port); }
 
 }  // namespace strata::testing
 

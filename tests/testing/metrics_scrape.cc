@@ -7,8 +7,8 @@
 
 namespace strata::testing {
 
-std::optional<double> MetricValue(int port, const std::string& series) {
-  httplib::Client http("127.0.0.1", port);
+std::optional<double> MetricValue(const std::string& host, int port, const std::string& series) {
+  httplib::Client http(host, port);
   http.set_connection_timeout(2);
   http.set_read_timeout(5);
   auto response = http.Get("/metrics");

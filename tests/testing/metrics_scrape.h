@@ -1,4 +1,5 @@
-// A daemon's Prometheus text on 127.0.0.1:port/metrics, read by tests that wait on what it reports.
+// A daemon's Prometheus text on host:port/metrics (127.0.0.1 unless said), read by tests that wait on what
+// it reports.
 #ifndef STRATA_TESTS_TESTING_METRICS_SCRAPE_H_
 #define STRATA_TESTS_TESTING_METRICS_SCRAPE_H_
 
@@ -9,7 +10,10 @@ namespace strata::testing {
 
 // The value of the sample `series` (e.g. `strata_kvstore_blocks{tier="dram"}`, labels as rendered);
 // nullopt when the endpoint does not answer 200 or has no such sample.
-std::optional<double> MetricValue(int port, const std::string& series);
+std::optional<double> MetricValue(const std::string& host, int port, const std::string& series);
+inline std::optional<double> MetricValue(int port, const std::string& series) {
+  return MetricValue("127.0.0.1", port, series);
+}
 
 }  // namespace strata::testing
 
