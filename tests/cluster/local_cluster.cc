@@ -64,93 +64,141 @@ std::string LocalCluster::MissingBinaries() {
 
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(ClusterOptions options) {
   setenv("OMP_WAIT_POLICY", "passive", 1);  // several workers on 2 cores: idle OpenMP threads must sleep
+  if (options.schedulers < 1) return absl::InvalidArgumentError("a cluster needs at least one scheduler");
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
   cluster->options_ = std::move(options);
-  STRATA_RETURN_IF_ERROR(cluster->StartScheduler());
-  cluster->kvstore_port_ = FreePort();
-  STRATA_RETURN_IF_ERROR(cluster->StartKvstore());
-  for (int i = 0; i < cluster->options_.workers; ++i) STRATA_RETURN_IF_ERROR(cluster->StartWorker(i));
   LocalCluster* raw = cluster.get();
-  if (!WaitFor([raw] { return raw->Holders("kvstore") == 1 && raw->Holders("worker") == raw->workers(); },
-               kStartTimeout)) {
-    return absl::DeadlineExceededError(StrCat("the scheduler lists ", raw->Holders("worker"), " workers and ",
-                                              raw->Holders("kvstore"), " kvstores, not ", raw->workers(), " and 1"));
+  const ClusterOptions& o = raw->options_;
+  if (o.hosts != nullptr) {
+    auto valid = [&](int host) { return host >= 0 && host < o.hosts->size(); };
+    bool ok = valid(o.kvstore_host) && !o.worker_hosts.empty() &&
+              static_cast<int>(o.scheduler_hosts.size()) >= o.schedulers;
+    for (int host : o.scheduler_hosts) ok = ok && valid(host);
+    for (int host : o.worker_hosts) ok = ok && valid(host);
+    if (!ok) return absl::InvalidArgumentError(StrCat("a daemon placed outside the ", o.hosts->size(), " hosts"));
+  }
+  raw->schedulers_.resize(static_cast<size_t>(o.schedulers));
+  for (int s = 0; s < o.schedulers; ++s) {
+    raw->Place(raw->schedulers_[static_cast<size_t>(s)], o.scheduler_hosts.empty() ? -1 : o.scheduler_hosts[static_cast<size_t>(s)]);
+    raw->schedulers_[static_cast<size_t>(s)].grpc_port = FreePort();
+  }
+  // Every replica's address is known before any holder starts: each holder lists them all.
+  for (int s = 0; s < o.schedulers; ++s) STRATA_RETURN_IF_ERROR(raw->StartScheduler(s));
+  raw->Place(raw->kvstore_, o.kvstore_host);
+  raw->kvstore_.grpc_port = FreePort();
+  STRATA_RETURN_IF_ERROR(raw->StartKvstore());
+  for (int i = 0; i < o.workers; ++i) STRATA_RETURN_IF_ERROR(raw->StartWorker(i));
+  for (int s = 0; s < o.schedulers; ++s) {
+    if (!WaitFor([raw, s] { return raw->Holders("kvstore", s) == 1 && raw->Holders("worker", s) == raw->workers(); },
+                 kStartTimeout)) {
+      return absl::DeadlineExceededError(StrCat("scheduler ", s, " lists ", raw->Holders("worker", s), " workers and ",
+                                                raw->Holders("kvstore", s), " kvstores, not ", raw->workers(), " and 1"));
+    }
   }
   return cluster;
 }
 
 LocalCluster::~LocalCluster() = default;  // each ChildProcess SIGKILLs its process
 
-absl::Status LocalCluster::StartScheduler() {
-  scheduler_port_ = FreePort();
-  scheduler_metrics_port_ = FreePort();
-  http_port_ = FreePort();
-  std::vector<std::string> argv = {STRATA_SCHEDULER_PATH, "serve", "--grpc-address",
-                                   StrCat("127.0.0.1:", scheduler_port_), "--metrics-host", "127.0.0.1", "--metrics-port",
-                                   std::to_string(scheduler_metrics_port_), "--http-host", "127.0.0.1", "--http-port",
-                                   std::to_string(http_port_), "--model-dir", ModelDir(), "--served-model-name",
-                                   "llama3-tiny", "--policy", options_.policy, "--lease-ms",
-                                   std::to_string(options_.lease_ms), "--heartbeat-ms",
+void LocalCluster::Place(Daemon& daemon, int host) const {
+  if (options_.hosts == nullptr) return;
+  daemon.host_index = host;
+  daemon.host = strata::testing::NetnsHosts::Address(host);
+}
+
+std::vector<std::string> LocalCluster::OnHost(const Daemon& daemon, std::vector<std::string> argv) const {
+  if (options_.hosts == nullptr) return argv;
+  // Between hosts UCX runs over TCP, as between machines (on one host it may pick shared memory).
+  argv.insert(argv.begin(), {"/usr/bin/env", "UCX_TLS=tcp"});
+  return options_.hosts->Command(daemon.host_index, argv);
+}
+
+std::vector<std::string> LocalCluster::SchedulerFlags() const {
+  std::vector<std::string> flags;
+  for (const Daemon& scheduler : schedulers_) {
+    flags.push_back("--scheduler");
+    flags.push_back(Address(scheduler));
+  }
+  return flags;
+}
+
+absl::Status LocalCluster::StartScheduler(int s) {
+  Daemon& daemon = schedulers_.at(static_cast<size_t>(s));
+  daemon.metrics_port = FreePort();
+  daemon.http_port = FreePort();
+  std::vector<std::string> argv = {STRATA_SCHEDULER_PATH, "serve", "--grpc-address", Address(daemon), "--metrics-host",
+                                   daemon.host, "--metrics-port", std::to_string(daemon.metrics_port), "--http-host",
+                                   daemon.host, "--http-port", std::to_string(daemon.http_port), "--model-dir",
+                                   ModelDir(), "--served-model-name", "llama3-tiny", "--policy", options_.policy,
+                                   "--lease-ms", std::to_string(options_.lease_ms), "--heartbeat-ms",
                                    std::to_string(options_.heartbeat_ms)};
   // One prefix cache for all of a test's callers, whatever their address or `user` (the front door's
   // default gives each client address its own).
   argv.push_back("--shared-prefix-cache");
   argv.insert(argv.end(), options_.scheduler_args.begin(), options_.scheduler_args.end());
-  scheduler_ = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
-  return WaitServing(*scheduler_, "strata-scheduler",
-                     [this] { return Healthy(scheduler_metrics_port_) && Healthy(http_port_); });
+  daemon.process = std::make_unique<ChildProcess>(OnHost(daemon, argv), ChildOutput::kInherit);
+  return WaitServing(*daemon.process, StrCat("strata-scheduler ", s),
+                     [&] { return Healthy(daemon.host, daemon.metrics_port) && Healthy(daemon.host, daemon.http_port); });
 }
 
 absl::Status LocalCluster::StartKvstore() {
   const std::filesystem::path port_file = dir_.path() / "kvstore.port";
   std::filesystem::remove(port_file);
-  std::vector<std::string> argv = {STRATA_KVSTORE_PATH, "--host", "127.0.0.1", "--port",
-                                   std::to_string(kvstore_port_), "--metrics-port", "0", "--port-file",
+  std::vector<std::string> argv = {STRATA_KVSTORE_PATH, "--host", kvstore_.host, "--port",
+                                   std::to_string(kvstore_.grpc_port), "--metrics-port", "0", "--port-file",
                                    port_file.string(), "--dram-bytes", std::to_string(64 << 20), "--ssd-dir",
-                                   (dir_.path() / "kvstore-ssd").string(), "--scheduler",
-                                   StrCat("127.0.0.1:", scheduler_port_), "--holder-id", "kvstore-0"};
+                                   (dir_.path() / "kvstore-ssd").string(), "--holder-id", "kvstore-0"};
+  const std::vector<std::string> schedulers = SchedulerFlags();
+  argv.insert(argv.end(), schedulers.begin(), schedulers.end());
   argv.insert(argv.end(), options_.kvstore_args.begin(), options_.kvstore_args.end());
-  kvstore_ = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
+  kvstore_.process = std::make_unique<ChildProcess>(OnHost(kvstore_, argv), ChildOutput::kInherit);
   int grpc_port = 0;
-  STRATA_RETURN_IF_ERROR(WaitServing(*kvstore_, "strata-kvstore", [&] {
-    return ReadPortFile(port_file, grpc_port, kvstore_metrics_port_) && Healthy(kvstore_metrics_port_);
+  STRATA_RETURN_IF_ERROR(WaitServing(*kvstore_.process, "strata-kvstore", [&] {
+    return ReadPortFile(port_file, grpc_port, kvstore_.metrics_port) && Healthy(kvstore_.host, kvstore_.metrics_port);
   }));
   return absl::OkStatus();
 }
 
 absl::Status LocalCluster::StartWorker(int index) {
   const std::filesystem::path port_file = dir_.path() / StrCat("worker-", index, ".port");
-  std::vector<std::string> argv = {STRATA_WORKER_PATH, "--model", ModelDir(), "--grpc-address", "127.0.0.1:0",
-                                   "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--port-file",
-                                   port_file.string(), "--scheduler", StrCat("127.0.0.1:", scheduler_port_),
-                                   "--kvstore", StrCat("127.0.0.1:", kvstore_port_), "--block-tokens",
-                                   std::to_string(options_.block_tokens), "--threads", "1", "--served-model-name",
-                                   "llama3-tiny", "--worker-id", StrCat("worker-", index),
+  Daemon daemon;
+  if (!options_.worker_hosts.empty()) {
+    Place(daemon, options_.worker_hosts[static_cast<size_t>(index) % options_.worker_hosts.size()]);
+  }
+  std::vector<std::string> argv = {STRATA_WORKER_PATH, "--model", ModelDir(), "--grpc-address",
+                                   StrCat(daemon.host, ":0"), "--metrics-host", daemon.host, "--metrics-port", "0",
+                                   "--port-file", port_file.string(), "--kvstore", kvstore_address(),
+                                   "--block-tokens", std::to_string(options_.block_tokens), "--threads", "1",
+                                   "--served-model-name", "llama3-tiny", "--worker-id", StrCat("worker-", index),
                                    // A tiny model computes a block sooner than any fetch returns it, so the
                                    // fetch policy would stop fetching: these tests exercise the fetches.
                                    "--kvstore-fetch", "always",
                                    // The cluster's KV MAC secret: one worker's blocks verify on another.
                                    "--kv-mac-key-file", STRATA_TEST_DATA_DIR "/kv_mac.key"};
+  const std::vector<std::string> schedulers = SchedulerFlags();
+  argv.insert(argv.end(), schedulers.begin(), schedulers.end());
   argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
-  Daemon daemon;
-  daemon.process = std::make_unique<ChildProcess>(argv, ChildOutput::kInherit);
+  daemon.process = std::make_unique<ChildProcess>(OnHost(daemon, argv), ChildOutput::kInherit);
   STRATA_RETURN_IF_ERROR(WaitServing(*daemon.process, StrCat("strata-worker ", index), [&] {
-    return ReadPortFile(port_file, daemon.grpc_port, daemon.metrics_port) && Healthy(daemon.metrics_port);
+    return ReadPortFile(port_file, daemon.grpc_port, daemon.metrics_port) && Healthy(daemon.host, daemon.metrics_port);
   }));
   if (static_cast<int>(workers_.size()) <= index) workers_.resize(static_cast<size_t>(index) + 1);
   workers_[static_cast<size_t>(index)] = std::move(daemon);
   return absl::OkStatus();
 }
 
-void LocalCluster::KillKvstore() { kvstore_->Kill(); }
+void LocalCluster::KillKvstore() { kvstore_.process->Kill(); }
 
 void LocalCluster::KillWorker(int i) { workers_.at(static_cast<size_t>(i)).process->Kill(); }
+
+void LocalCluster::KillScheduler(int s) { schedulers_.at(static_cast<size_t>(s)).process->Kill(); }
 
 absl::Status LocalCluster::RestartKvstore(std::chrono::steady_clock::time_point* serving_at) {
   STRATA_RETURN_IF_ERROR(StartKvstore());
   if (serving_at != nullptr) *serving_at = std::chrono::steady_clock::now();
-  // The new incarnation replaces the dead one's registration and sends its inventory.
-  if (!WaitFor([this] { return MetricValue(kvstore_metrics_port_, "strata_holder_agent_connected") == 1.0; },
+  // The new incarnation replaces the dead one's registration and sends its inventory, to every replica.
+  const double replicas = static_cast<double>(schedulers_.size());
+  if (!WaitFor([this, replicas] { return KvstoreMetric("strata_holder_agent_connected") == replicas; },
                kStartTimeout)) {
     return absl::DeadlineExceededError("the restarted kvstore never registered");
   }
@@ -168,12 +216,24 @@ absl::StatusOr<int> LocalCluster::AddWorker() {
   return index;
 }
 
-int LocalCluster::Holders(const std::string& kind) const {
-  const std::optional<double> value =
-      MetricValue(scheduler_metrics_port_, StrCat("strata_scheduler_holders{kind=\"", kind, "\"}"));
-  return value ? static_cast<int>(*value) : -1;
+std::optional<double> LocalCluster::SchedulerMetric(int s, const std::string& series) const {
+  const Daemon& daemon = schedulers_.at(static_cast<size_t>(s));
+  return MetricValue(daemon.host, daemon.metrics_port, series);
 }
 
+std::optional<double> LocalCluster::KvstoreMetric(const std::string& series) const {
+  return MetricValue(kvstore_.host, kvstore_.metrics_port, series);
+}
+
+std::optional<double> LocalCluster::WorkerMetric(int i, const std::string& series) const {
+  const Daemon& daemon = workers_.at(static_cast<size_t>(i));
+  return MetricValue(daemon.host, daemon.metrics_port, series);
+}
+
+int LocalCluster::Holders(const std::string& kind, int s) const {
+  const std::optional<double> value = SchedulerMetric(s, StrCat("strata_scheduler_holders{kind=\"", kind, "\"}"));
+  return value ? static_cast<int>(*value) : -1;
+}
 
 GenerateResult Generate(const std::string& worker_address, const std::vector<int32_t>& prompt_ids,
                         uint32_t max_new_tokens, bool disable_prefix_cache) {

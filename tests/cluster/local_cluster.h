@@ -1,6 +1,8 @@
-// A whole Strata cluster as real processes on loopback, for end-to-end tests: strata-scheduler with its
-// front door, strata-kvstore (SSD tier in a scratch directory) and strata-workers on the tiny Llama of
-// tests/data, each spawned from the build, waited on with deadlines, killable one by one.
+// A whole Strata cluster as real processes, for end-to-end tests: strata-scheduler replicas with their
+// front doors, strata-kvstore (SSD tier in a scratch directory) and strata-workers on the tiny Llama of
+// tests/data, each spawned from the build, waited on with deadlines, killable one by one. On loopback by
+// default; given hosts in network namespaces (tests/testing/netns_hosts.h), each daemon runs on its own
+// host, binds that host's address and reaches the others by theirs (UCX over TCP).
 #ifndef STRATA_TESTS_CLUSTER_LOCAL_CLUSTER_H_
 #define STRATA_TESTS_CLUSTER_LOCAL_CLUSTER_H_
 
@@ -14,12 +16,15 @@
 #include "proto/worker.grpc.pb.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/metrics_scrape.h"
+#include "tests/testing/netns_hosts.h"
 #include "tests/testing/scratch_dir.h"
 
 namespace strata::cluster_testing {
 
 struct ClusterOptions {
   int workers = 2;
+  // Scheduler replicas (each with its front door): every worker and kvstore registers with each.
+  int schedulers = 1;
   std::string policy = "cache-aware";
   int lease_ms = 1500;
   int heartbeat_ms = 300;
@@ -27,6 +32,13 @@ struct ClusterOptions {
   std::vector<std::string> scheduler_args;  // extra flags of each daemon
   std::vector<std::string> kvstore_args;
   std::vector<std::string> worker_args;
+  // Where the daemons run. Null: all on 127.0.0.1 of this process's network namespace. Otherwise each on
+  // a host of `hosts` (which must outlive the cluster): scheduler replica s on scheduler_hosts[s], the
+  // kvstore on kvstore_host, worker i on worker_hosts[i % size].
+  const strata::testing::NetnsHosts* hosts = nullptr;
+  std::vector<int> scheduler_hosts = {0, 1};
+  int kvstore_host = 1;
+  std::vector<int> worker_hosts = {2, 3};
 };
 
 class LocalCluster {
@@ -39,45 +51,65 @@ class LocalCluster {
   ~LocalCluster();  // SIGKILL whatever still runs
 
   static std::string ModelDir();
-  int http_port() const { return http_port_; }
-  std::string scheduler_address() const { return "127.0.0.1:" + std::to_string(scheduler_port_); }
-  std::string kvstore_address() const { return "127.0.0.1:" + std::to_string(kvstore_port_); }
-  int scheduler_metrics_port() const { return scheduler_metrics_port_; }
-  int kvstore_metrics_port() const { return kvstore_metrics_port_; }
-  std::string worker_address(int i) const { return "127.0.0.1:" + std::to_string(workers_.at(i).grpc_port); }
-  int worker_metrics_port(int i) const { return workers_.at(i).metrics_port; }
+  // Scheduler replica `s` (0 unless said): its front door's HTTP port, gRPC address and metrics port, and
+  // the host address all of them are on.
+  int http_port(int s = 0) const { return schedulers_.at(static_cast<size_t>(s)).http_port; }
+  std::string scheduler_host(int s = 0) const { return schedulers_.at(static_cast<size_t>(s)).host; }
+  std::string scheduler_address(int s = 0) const { return Address(schedulers_.at(static_cast<size_t>(s))); }
+  int scheduler_metrics_port(int s = 0) const { return schedulers_.at(static_cast<size_t>(s)).metrics_port; }
+  int schedulers() const { return static_cast<int>(schedulers_.size()); }
+  std::string kvstore_host() const { return kvstore_.host; }
+  std::string kvstore_address() const { return Address(kvstore_); }
+  int kvstore_metrics_port() const { return kvstore_.metrics_port; }
+  std::string worker_host(int i) const { return workers_.at(static_cast<size_t>(i)).host; }
+  std::string worker_address(int i) const { return Address(workers_.at(static_cast<size_t>(i))); }
+  int worker_metrics_port(int i) const { return workers_.at(static_cast<size_t>(i)).metrics_port; }
   std::string worker_id(int i) const { return "worker-" + std::to_string(i); }
   int workers() const { return static_cast<int>(workers_.size()); }
 
-  // kill -9 of the kvstore / a worker.
+  // One sample of a daemon's /metrics (nullopt when it does not answer or lacks the series).
+  std::optional<double> SchedulerMetric(int s, const std::string& series) const;
+  std::optional<double> KvstoreMetric(const std::string& series) const;
+  std::optional<double> WorkerMetric(int i, const std::string& series) const;
+
+  // kill -9 of the kvstore / a worker / a scheduler replica.
   void KillKvstore();
   void KillWorker(int i);
+  void KillScheduler(int s);
   // Starts the kvstore again on the same port and SSD directory; waits until it serves (the time then goes
   // to `serving_at` when given) and is registered.
   absl::Status RestartKvstore(std::chrono::steady_clock::time_point* serving_at = nullptr);
   // Starts one more worker (index workers()); waits until it serves and is registered.
   absl::StatusOr<int> AddWorker();
 
-  // Live holders of `kind` ("worker", "kvstore") per the scheduler's /metrics; -1 when unreadable.
-  int Holders(const std::string& kind) const;
+  // Live holders of `kind` ("worker", "kvstore") per scheduler replica `s`'s /metrics; -1 when unreadable.
+  int Holders(const std::string& kind, int s = 0) const;
 
  private:
   struct Daemon {
     std::unique_ptr<strata::testing::ChildProcess> process;
+    std::string host = "127.0.0.1";
+    int host_index = -1;  // in options_.hosts; -1 on loopback
     int grpc_port = 0;
     int metrics_port = 0;
+    int http_port = 0;  // schedulers: the front door's
   };
   LocalCluster() = default;
-  absl::Status StartScheduler();
+  static std::string Address(const Daemon& daemon) { return daemon.host + ":" + std::to_string(daemon.grpc_port); }
+  // Places `daemon` on `host` of options_.hosts (nothing on loopback).
+  void Place(Daemon& daemon, int host) const;
+  // argv run on the daemon's host.
+  std::vector<std::string> OnHost(const Daemon& daemon, std::vector<std::string> argv) const;
+  // "--scheduler" and each replica's address.
+  std::vector<std::string> SchedulerFlags() const;
+  absl::Status StartScheduler(int s);
   absl::Status StartKvstore();
   absl::Status StartWorker(int index);
 
   ClusterOptions options_;
   strata::testing::ScratchDir dir_ = strata::testing::MakeTempDir("strata-cluster-test");
-  std::unique_ptr<strata::testing::ChildProcess> scheduler_;
-  int scheduler_port_ = 0, scheduler_metrics_port_ = 0, http_port_ = 0;
-  std::unique_ptr<strata::testing::ChildProcess> kvstore_;
-  int kvstore_port_ = 0, kvstore_metrics_port_ = 0;
+  std::vector<Daemon> schedulers_;
+  Daemon kvstore_;
   std::vector<Daemon> workers_;
 };
 

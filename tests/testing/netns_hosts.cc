@@ -199,11 +199,12 @@ absl::Status NetnsHosts::SetQdisc(int host, std::string_view discipline) {
   return absl::OkStatus();
 }
 
-absl::Status NetnsHosts::QdiscSupported(std::string_view kind) {
+absl::Status NetnsHosts::QdiscSupported(std::string_view discipline) {
   if (TcPath().empty()) return absl::FailedPreconditionError("iproute2's `tc` is not installed");
   const std::vector<std::string> tc = {IpPath(), "netns", "exec", Name(0), TcPath(), "qdisc"};
   std::vector<std::string> add = tc;
-  add.insert(add.end(), {"replace", "dev", "lo", "root", std::string(kind)});
+  add.insert(add.end(), {"replace", "dev", "lo", "root"});
+  for (std::string& word : Words(discipline)) add.push_back(std::move(word));
   absl::Status supported = Run(add);
   std::vector<std::string> del = tc;
   del.insert(del.end(), {"del", "dev", "lo", "root"});

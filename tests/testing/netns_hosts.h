@@ -68,8 +68,9 @@ class NetnsHosts {
   // "netem delay 50ms loss 5%"): every packet to and from the host goes through it once. Empty: back to the
   // default.
   absl::Status SetQdisc(int host, std::string_view discipline);
-  // OK when this kernel has the qdisc `kind` (e.g. "netem"); otherwise tc's answer (tests skip with it).
-  absl::Status QdiscSupported(std::string_view kind);
+  // OK when this kernel takes the discipline (e.g. "netem", "tbf rate 1mbit burst 16kb latency 100ms"); otherwise
+  // tc's answer (tests skip with it).
+  absl::Status QdiscSupported(std::string_view discipline);
 
  private:
   NetnsHosts() = default;
