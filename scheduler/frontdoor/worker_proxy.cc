@@ -16,6 +16,11 @@ namespace {
 constexpr absl::Duration kInfoRetry = absl::Seconds(3);
 constexpr absl::Duration kReconnectFirst = absl::Milliseconds(100);
 constexpr absl::Duration kReconnectMax = absl::Seconds(1);
+// HTTP/2 keepalive on the channels to workers: a worker cut off by a partition (no reset, no FIN) fails
+// its streams within time + timeout, not at the request's deadline (600 s by default). Workers accept
+// pings this often (worker_server.cc).
+constexpr absl::Duration kKeepaliveTime = absl::Seconds(2);
+constexpr absl::Duration kKeepaliveTimeout = absl::Seconds(2);
 // Routes tried for a request whose worker is unreachable or full before any output.
 constexpr int kAttempts = 3;
 
@@ -105,6 +110,9 @@ WorkerDirectory::Connection WorkerDirectory::ConnectionTo(const std::string& add
                      static_cast<int>(absl::ToInt64Milliseconds(kReconnectFirst)));
     arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(kReconnectFirst)));
     arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(kReconnectMax)));
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(kKeepaliveTime)));
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(absl::ToInt64Milliseconds(kKeepaliveTimeout)));
+    arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // a long stream sends the worker nothing
     connection.channel = security_->CreateChannel(address, arguments);
     connection.stub = proto::Worker::NewStub(connection.channel);
   }

@@ -263,6 +263,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   builder.AddListeningPort(options.grpc_address, security->ServerCredentials(), &s.grpc_port_);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second worker on this port is an error
   builder.SetMaxReceiveMessageSize(64 << 20);  // a million-token prompt is ~5 MB of ids
+  // The front door pings every 2 s to notice a partition (scheduler/frontdoor/worker_proxy.cc); gRPC's
+  // default would answer that with GOAWAY (too_many_pings) during a long prefill that sends nothing.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.RegisterService(s.service_.get());
   s.server_ = builder.BuildAndStart();
   if (s.server_ == nullptr || s.grpc_port_ == 0) {
