@@ -126,6 +126,8 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
                  " rkey_scope=", options.rkey_scope == RkeyScope::kGrant ? "grant" : "arena",
                  " ssd_dir=", options.ssd_dir.string(),
                  " persist=", options.persist == Persist::kWriteThrough ? "write-through" : "write-back",
+                 " ssd_sync_ms=", options.ssd_sync_ms, " max_client_bytes=",
+                 daemon->store_->max_client_bytes(),
                  " eviction=", EvictionPolicyName(options.eviction)));
   return daemon;
 }
@@ -145,6 +147,8 @@ void KvStoreDaemon::Shutdown(std::chrono::milliseconds drain) {
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   server_->Wait();
   server_.reset();
+  // No more puts: keep the hot set (write-back's DRAM-only blocks) on SSD, within what is left of the drain.
+  store_->PersistDram(deadline);
   LogInfo("event=kvstore_drained");
 }
 

@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->transform(strata::ByteSizeFlag());
   app.add_option("--ssd-dir", ssd_dir, "RocksDB directory of the SSD tier, created when missing (none: DRAM only)");
+  app.add_option("--ssd-sync-ms", options.ssd_sync_ms,
+                 "Blocks written to SSD are made durable at least this often (0: when a memtable fills)")
+      ->capture_default_str();
   std::map<std::string, strata::kvstore::Persist> persist_map{
       {"write-back", strata::kvstore::Persist::kWriteBack}, {"write-through", strata::kvstore::Persist::kWriteThrough}};
   app.add_option("--persist", options.persist, "write-back (on eviction) or write-through (at commit)")
@@ -77,6 +80,10 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms, "Un-ended get leases are freed after this")
       ->capture_default_str();
   app.add_option("--max-batch", options.max_batch, "Most keys in one request")->capture_default_str();
+  app.add_option("--max-client-bytes", options.max_client_bytes,
+                 "Most block bytes one client connection may hold reserved or pinned at once (0: no limit; the chart passes half the arena)")
+      ->capture_default_str()
+      ->transform(strata::ByteSizeFlag());
   app.add_option("--scheduler", options.scheduler_addresses,
                  "Register with this strata-scheduler (host:port) and report block events to it (repeat, or "
                  "comma-separate, for each replica)")

@@ -13,7 +13,7 @@ namespace strata::kvstore {
 
 // When a block reaches the SSD tier.
 enum class Persist {
-  kWriteBack,     // when DRAM evicts it (default): DRAM-only blocks are lost on kill -9
+  kWriteBack,     // when DRAM evicts it (default), and on SIGTERM: DRAM-only blocks are lost on kill -9
   kWriteThrough,  // at commit, before the put is acknowledged: every acknowledged block survives kill -9
 };
 
@@ -22,8 +22,8 @@ enum class EvictionPolicyKind { kLru, kS3Fifo };
 // How the SSD tier reads blocks.
 enum class SsdIo {
   kBuffered,  // through the page cache (default; works on every filesystem)
-  kDirect,    // O_DIRECT reads, flushes and compactions: SSD blocks are not cached twice (the WAL stays
-              // buffered; needs a filesystem with O_DIRECT)
+  kDirect,    // O_DIRECT reads, flushes and compactions: SSD blocks are not cached twice, and blob files
+              // are written past the page cache (needs a filesystem with O_DIRECT)
 };
 
 // What the rkey of a put's or get's grant reaches (kvstore/ucx_server.h).
@@ -68,6 +68,11 @@ struct Options {
   // recently used first (blocks also in DRAM keep their SSD copy).
   uint64_t ssd_bytes = 0;
   SsdIo ssd_io = SsdIo::kBuffered;
+  // Blocks written to the SSD tier are made durable (SsdTier::Sync: the memtables flushed into synced blob
+  // files) at least this often; a crash loses at most the blocks written to SSD since, which are then
+  // misses, never wrong (kvstore/ssd_tier.h). Write-through commits sync before they are acknowledged,
+  // whatever this says. 0: only when RocksDB flushes a full memtable, and at shutdown.
+  uint32_t ssd_sync_ms = 1000;
   // The SSD tier's read rate, reported to the scheduler, which prices a tier-D hit at the lower of this and
   // the worker's network rate. Not measured by the daemon: the default, 1.0 GB/s, is what sequential
   // O_DIRECT reads of whole blocks measured on the GPU machine's disk (dd: 1.0-1.1 GB/s) and on the dev VM's
@@ -82,6 +87,11 @@ struct Options {
   uint32_t lease_ttl_ms = 30'000;
   // Most keys in one request; larger requests are refused with INVALID_ARGUMENT.
   uint32_t max_batch = 4096;
+  // Most block bytes one client connection (gRPC peer) may hold at once, reserved by its uncommitted puts
+  // plus pinned by its get leases, so that one client cannot pin the whole arena; past it BeginPut and
+  // BeginGet are RESOURCE_EXHAUSTED. 0 (default): no limit (a single-client daemon may use its whole
+  // arena); the Helm chart passes half of --dram-bytes.
+  uint64_t max_client_bytes = 0;
 
   // The scheduler replicas to register with (host:port each) and report block events to
   // (kvstore/scheduler_link.h); empty: none. The store serves the same either way.

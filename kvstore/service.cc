@@ -191,7 +191,8 @@ grpc::Status KvStoreService::BeginPut(grpc::ServerContext* context, const proto:
     }
     items.push_back(parsed);
   }
-  absl::StatusOr<PutReservation> reservation = store_.BeginPut(items);
+  // The quota is per connection: gRPC's peer is the client's address and port.
+  absl::StatusOr<PutReservation> reservation = store_.BeginPut(items, context->peer());
   if (!reservation.ok()) return ToGrpcStatus(reservation.status());
   if (reservation->put_id == 0) {  // nothing reserved: the reply tells nothing of the data plane
     for (size_t i = 0; i < items.size(); ++i) response->add_slots()->set_reserved(false);
@@ -242,13 +243,13 @@ grpc::Status KvStoreService::AbortPut(grpc::ServerContext* context, const proto:
   return ToGrpcStatus(store_.AbortPut(request->put_id()));
 }
 
-grpc::Status KvStoreService::BeginGet(grpc::ServerContext*, const proto::BeginGetRequest* request,
+grpc::Status KvStoreService::BeginGet(grpc::ServerContext* context, const proto::BeginGetRequest* request,
                                       proto::BeginGetResponse* response) {
   CallGuard guard(in_flight_);
   Timer timer(*begin_get_seconds_);
   absl::StatusOr<std::vector<BlockKey>> keys = ParseKeys(request->keys(), options_.max_batch, "BeginGet");
   if (!keys.ok()) return ToGrpcStatus(keys.status());
-  absl::StatusOr<GetLease> lease = store_.BeginGet(*keys);
+  absl::StatusOr<GetLease> lease = store_.BeginGet(*keys, context->peer());
   if (!lease.ok()) return ToGrpcStatus(lease.status());
   std::vector<std::string> block_rkeys;
   if (lease->lease_id != 0 && options_.rkey_scope == RkeyScope::kGrant) {

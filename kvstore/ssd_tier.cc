@@ -96,9 +96,9 @@ absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(const std::filesystem::path&
   options.min_blob_size = 4096;  // payloads go to blob files, metadata stays in the LSM
   options.blob_file_size = uint64_t{256} << 20;
   options.enable_blob_garbage_collection = true;
-  // Payloads sit in the memtable until a flush moves them to blob files: memtables bound the daemon's
-  // memory beyond its arena (3 x 64 MiB). A memtable holds a few dozen MiB-sized blocks; writes wait only
-  // when two flushes are behind.
+  // Payloads sit in the memtable until a flush moves them to blob files (there is no WAL: a block is
+  // written once, ssd_tier.h): memtables bound the daemon's memory beyond its arena (3 x 64 MiB). A
+  // memtable holds a few dozen MiB-sized blocks; writes wait only when two flushes are behind.
   options.write_buffer_size = uint64_t{64} << 20;
   options.max_write_buffer_number = 3;
   options.paranoid_checks = true;
@@ -110,6 +110,13 @@ absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(const std::filesystem::path&
   rocksdb::Status status = rocksdb::DB::Open(options, dir.string(), &raw);
   if (!status.ok()) return FromRocks(status, StrCat("open ", dir.string()));
   return std::unique_ptr<rocksdb::DB>(raw);
+}
+
+// Every write of the tier: no WAL (the crash contract in ssd_tier.h; Sync() makes writes durable).
+rocksdb::WriteOptions NoWal() {
+  rocksdb::WriteOptions options;
+  options.disableWAL = true;
+  return options;
 }
 
 // Whether the disk under `dir` takes a small write and its fsync again.
@@ -165,36 +172,89 @@ absl::Status SsdTier::Write(rocksdb::WriteBatch& batch, std::string_view what) {
       if (absl::Now() < next_retry_) return refused;
       next_retry_ = absl::Now() + kRetryEvery;
       if (!Recover()) return refused;
-      LogInfo(StrCat("event=ssd_tier_resumed after=\"", failure_.message(), "\""));
+      LogInfo(StrCat("event=ssd_tier_resumed after=\"", failure_.message(), "\" deletes_replayed=",
+                     deletes_after_recovery_.size()));
       failure_ = absl::OkStatus();
+      if (!deletes_after_recovery_.empty()) {
+        rocksdb::WriteBatch deletes;
+        for (const BlockKey& key : deletes_after_recovery_) {
+          deletes.Delete(MetaKey(key));
+          deletes.Delete(DataKey(key));
+        }
+        absl::ReaderMutexLock db_lock(&db_mutex_);
+        rocksdb::FlushOptions flush;
+        flush.allow_write_stall = true;
+        absl::Status deleted = db_ ? FromRocks(db_->Write(NoWal(), &deletes), "delete after recovery") : Closed();
+        if (deleted.ok()) deleted = FromRocks(db_->Flush(flush), "flush after recovery");
+        if (!deleted.ok()) {
+          failure_ = deleted;
+          LogError(StrCat("event=ssd_tier_failing message=\"", deleted.message(), "\""));
+          return refused;
+        }
+        deletes_after_recovery_.clear();
+      }
     }
   }
   absl::Status written;
+  uint64_t generation;
   {
     absl::ReaderMutexLock lock(&db_mutex_);
-    written = db_ ? FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), what) : Closed();
+    generation = generation_;
+    written = db_ ? FromRocks(db_->Write(NoWal(), &batch), what) : Closed();
   }
   if (!written.ok()) {
-    absl::MutexLock lock(&mutex_);
-    if (failure_.ok()) {
-      failure_ = written;
-      next_retry_ = absl::Now() + kRetryEvery;
-      LogError(StrCat("event=ssd_tier_failing message=\"", written.message(), "\""));
-    }
+    NoteFailure(written, generation);
+  } else {
+    writes_.fetch_add(1, std::memory_order_release);
   }
   return written;
 }
 
+void SsdTier::NoteFailure(const absl::Status& error, uint64_t generation) {
+  absl::MutexLock lock(&mutex_);
+  // An error of an instance that a recovery has replaced since says nothing of the new one.
+  if (!failure_.ok() || generation != generation_) return;
+  failure_ = error;
+  next_retry_ = absl::Now() + absl::Seconds(1);
+  LogError(StrCat("event=ssd_tier_failing message=\"", error.message(), "\""));
+}
+
+absl::StatusOr<bool> SsdTier::Sync() {
+  const uint64_t mine = writes_.load(std::memory_order_acquire);
+  absl::MutexLock lock(&sync_mutex_);
+  if (synced_writes_ >= mine) return false;  // a flush that began after our writes has completed
+  // This flush covers every write that returned before it began, ours and those of callers now waiting.
+  const uint64_t covered = writes_.load(std::memory_order_acquire);
+  absl::Status flushed;
+  uint64_t generation;
+  {
+    absl::ReaderMutexLock db_lock(&db_mutex_);
+    generation = generation_;
+    if (!db_) return Closed();
+    rocksdb::FlushOptions flush;
+    flush.wait = true;
+    flush.allow_write_stall = true;  // now, even past the memtable limit: the caller is waiting on it
+    flushed = FromRocks(db_->Flush(flush), "flush");
+  }
+  if (!flushed.ok()) {
+    NoteFailure(flushed, generation);
+    return flushed;
+  }
+  synced_writes_ = covered;
+  return true;
+}
+
 bool SsdTier::Recover() {
   if (!DiskWritable(dir_)) return false;
-  {
-    absl::ReaderMutexLock lock(&db_mutex_);
-    if (db_ && db_->Resume().ok()) return true;
-  }
-  // RocksDB keeps refusing writes after some errors (an I/O error in its WAL): close it and open it again,
-  // which replays what the WAL holds. Reads wait meanwhile.
+  // Resume() flushes what the failed flush left in memory. Then the instance is replaced all the same:
+  // after an error RocksDB (7.8) runs its own recovery beside ours, and a manual flush of that instance
+  // was seen to return OK before its memtable was committed, which would break Sync()'s promise. A
+  // fresh instance carries no error state. Closing flushes what is left; when the disk still fails,
+  // blocks only in memtables are lost (never synced: the crash contract allows it), and the caller's index
+  // may still list them: their reads fail their checks and they are dropped. Reads wait meanwhile.
   absl::WriterMutexLock lock(&db_mutex_);
   if (db_) {
+    (void)db_->Resume();
     (void)db_->Close();
     db_.reset();
   }
@@ -204,6 +264,7 @@ bool SsdTier::Recover() {
     return false;
   }
   db_ = *std::move(reopened);
+  ++generation_;
   return true;
 }
 
@@ -241,7 +302,12 @@ absl::Status SsdTier::Delete(const BlockKey& key) {
   rocksdb::WriteBatch batch;
   batch.Delete(MetaKey(key));
   batch.Delete(DataKey(key));
-  return Write(batch, StrCat("delete ", key.Hex()));
+  absl::Status deleted = Write(batch, StrCat("delete ", key.Hex()));
+  if (!deleted.ok()) {
+    absl::MutexLock lock(&mutex_);
+    deletes_after_recovery_.insert(key);
+  }
+  return deleted;
 }
 
 absl::Status SsdTier::ForEach(const std::function<void(const BlockKey&, const SsdBlockMeta&)>& visit,
@@ -256,7 +322,7 @@ absl::Status SsdTier::ForEach(const std::function<void(const BlockKey&, const Ss
     auto meta = DecodeMeta(std::string_view(it->value().data(), it->value().size()));
     if (!key.ok() || !meta) {
       ++*dropped;
-      db_->Delete(rocksdb::WriteOptions(), it->key());
+      db_->Delete(NoWal(), it->key());
       continue;
     }
     visit(*key, *meta);

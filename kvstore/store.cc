@@ -25,6 +25,8 @@ struct Store::Block {
   bool deleted = false;  // no longer in the index; memory freed when unpinned
   int dram_children = 0;
   std::shared_ptr<Block> counted_parent;  // the parent whose dram_children counts this block
+  int ssd_children = 0;
+  std::shared_ptr<Block> ssd_counted_parent;  // the parent whose ssd_children counts this block
 };
 
 Store::Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::unique_ptr<SsdTier> ssd,
@@ -36,7 +38,8 @@ Store::Store(const Options& options, uint8_t* arena, uint64_t arena_bytes, std::
       listener_(listener),
       allocator_(arena_bytes),
       policy_(MakeEvictionPolicy(options.eviction)),
-      ssd_policy_(MakeEvictionPolicy(EvictionPolicyKind::kLru)) {
+      ssd_policy_(MakeEvictionPolicy(EvictionPolicyKind::kLru)),
+      max_client_bytes_(options.max_client_bytes) {
   RegisterMetrics(metrics);
 }
 
@@ -47,6 +50,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Create(const Options& options, uin
   STRATA_RETURN_IF_ERROR(store->Recover());
   Store* raw = store.get();
   store->reaper_ = std::thread([raw] { raw->ReaperLoop(); });
+  if (store->ssd_ && options.ssd_sync_ms > 0) store->syncer_ = std::thread([raw] { raw->SyncLoop(); });
   return store;
 }
 
@@ -56,6 +60,7 @@ Store::~Store() {
     stop_ = true;
   }
   if (reaper_.joinable()) reaper_.join();
+  if (syncer_.joinable()) syncer_.join();
 }
 
 absl::Status Store::Recover() {
@@ -70,13 +75,10 @@ absl::Status Store::Recover() {
         block->checksum = meta.checksum;
         block->parent = meta.parent;
         block->state = Block::State::kPublished;
-        block->on_ssd = true;
         index_[key] = std::move(block);
-        ssd_policy_->Insert(key);
-        ++ssd_blocks_;
-        ssd_bytes_ += meta.size_bytes;
       },
       &dropped));
+  for (const auto& [key, block] : index_) MarkOnSsd(block);  // parents first or not: all are indexed now
   LogInfo(StrCat("event=index_rebuilt ssd_blocks=", ssd_blocks_, " ssd_bytes=", ssd_bytes_,
                  " dropped_malformed=", dropped));
   return absl::OkStatus();
@@ -114,10 +116,7 @@ bool Store::EvictOne() {
       if (victim->deleted) {
         (void)ssd_->Delete(victim->key);  // deleted while we wrote it: do not resurrect it
       } else {
-        victim->on_ssd = true;
-        ssd_policy_->Insert(victim->key);
-        ++ssd_blocks_;
-        ssd_bytes_ += victim->size_bytes;
+        MarkOnSsd(victim);
         ssd_metrics_.bytes_in->Increment(static_cast<double>(victim->size_bytes));
       }
     } else {
@@ -197,12 +196,15 @@ void Store::Unpin(Block& block) {
 
 bool Store::ReserveSsd(uint64_t bytes) {
   while (options_.ssd_bytes > 0 && ssd_bytes_ + ssd_inflight_bytes_ + bytes > options_.ssd_bytes) {
-    // Only SSD-only blocks go: dropping the SSD copy of a DRAM block would break write-through.
+    // Only SSD-only blocks go: dropping the SSD copy of a DRAM block would break write-through. Leaves
+    // first, as in DRAM: a block whose children are cached (on SSD or in DRAM) goes only when nothing
+    // else can, since dropping it strands them.
     std::optional<BlockKey> victim_key = ssd_policy_->Evict([this](const BlockKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
       auto it = index_.find(key);
       STRATA_CHECK(it != index_.end());
       const Block& block = *it->second;
-      return block.in_dram || block.moving || block.pins > 0 ? EvictionRank::kPinned : EvictionRank::kLeaf;
+      if (block.in_dram || block.moving || block.pins > 0) return EvictionRank::kPinned;
+      return block.ssd_children > 0 || block.dram_children > 0 ? EvictionRank::kInnerNode : EvictionRank::kLeaf;
     });
     if (!victim_key) return false;
     std::shared_ptr<Block> victim = index_.at(*victim_key);
@@ -216,9 +218,27 @@ bool Store::ReserveSsd(uint64_t bytes) {
   return true;
 }
 
+void Store::MarkOnSsd(const std::shared_ptr<Block>& block) {
+  block->on_ssd = true;
+  ssd_policy_->Insert(block->key);
+  ++ssd_blocks_;
+  ssd_bytes_ += block->size_bytes;
+  if (block->parent && !block->ssd_counted_parent) {
+    auto parent = index_.find(*block->parent);
+    if (parent != index_.end()) {
+      ++parent->second->ssd_children;
+      block->ssd_counted_parent = parent->second;
+    }
+  }
+}
+
 void Store::DropFromSsd(const std::shared_ptr<Block>& block) {
   if (!block->on_ssd) return;
   block->on_ssd = false;
+  if (block->ssd_counted_parent) {
+    --block->ssd_counted_parent->ssd_children;
+    block->ssd_counted_parent.reset();
+  }
   ssd_policy_->Remove(block->key);
   --ssd_blocks_;
   ssd_bytes_ -= block->size_bytes;
@@ -226,9 +246,9 @@ void Store::DropFromSsd(const std::shared_ptr<Block>& block) {
   if (!status.ok()) LogError(StrCat("error=ssd_delete key=", block->key.Hex(), " message=\"", status.message(), "\""));
 }
 
-absl::StatusOr<PutReservation> Store::BeginPut(absl::Span<const PutItem> items) {
+absl::StatusOr<PutReservation> Store::BeginPut(absl::Span<const PutItem> items, std::string_view client) {
   absl::flat_hash_set<BlockKey> seen;
-  uint64_t total_bytes = 0;
+  uint64_t total_bytes = 0, block_bytes = 0;
   for (const PutItem& item : items) {
     if (item.size_bytes == 0) return absl::InvalidArgumentError(StrCat("block ", item.key.Hex(), ": size 0"));
     if (item.size_bytes > options_.max_block_bytes) {
@@ -239,15 +259,18 @@ absl::StatusOr<PutReservation> Store::BeginPut(absl::Span<const PutItem> items) 
       return absl::InvalidArgumentError(StrCat("block ", item.key.Hex(), " appears twice in one put"));
     }
     total_bytes += SizeClassAllocator::ClassBytes(item.size_bytes);
+    block_bytes += item.size_bytes;
   }
   if (total_bytes > arena_bytes_) {
     return absl::ResourceExhaustedError(
         StrCat("put of ", total_bytes, " bytes (size classes) exceeds the DRAM arena of ", arena_bytes_));
   }
   absl::MutexLock lock(&mutex_);
+  STRATA_RETURN_IF_ERROR(CheckQuota(client, block_bytes, "put"));
   PutReservation reservation;
   reservation.offsets.resize(items.size());
   Txn txn;
+  txn.client = std::string(client);
   for (size_t i = 0; i < items.size(); ++i) {
     const PutItem& item = items[i];
     if (index_.contains(item.key)) continue;  // stored, or being written by another put
@@ -272,13 +295,44 @@ absl::StatusOr<PutReservation> Store::BeginPut(absl::Span<const PutItem> items) 
     reservation.offsets[i] = *offset;
   }
   if (txn.blocks.empty()) return reservation;
+  uint64_t reserved = 0;
+  for (const auto& block : txn.blocks) reserved += block->size_bytes;
+  Charge(txn, reserved);
   txn.deadline = Clock::now() + std::chrono::milliseconds(options_.put_ttl_ms);
   reservation.put_id = next_id_++;
   puts_.emplace(reservation.put_id, std::move(txn));
   return reservation;
 }
 
+absl::Status Store::CheckQuota(std::string_view client, uint64_t bytes, std::string_view op) {
+  if (client.empty() || max_client_bytes_ == 0) return absl::OkStatus();
+  auto it = client_bytes_.find(std::string(client));
+  const uint64_t held = it == client_bytes_.end() ? 0 : it->second;
+  if (held + bytes <= max_client_bytes_) return absl::OkStatus();
+  quota_refusals_->Increment();
+  return absl::ResourceExhaustedError(StrCat(
+      op, " of ", bytes, " bytes refused: client ", client, " already holds ", held,
+      " bytes reserved by uncommitted puts or pinned by get leases, and --max-client-bytes is ", max_client_bytes_,
+      " per client connection; commit or abort puts and end leases first, or ask for less at once"));
+}
+
+void Store::Charge(Txn& txn, uint64_t bytes) {
+  if (txn.client.empty() || bytes == 0) return;
+  client_bytes_[txn.client] += bytes;
+  txn.charged_bytes += bytes;
+}
+
+void Store::Uncharge(Txn& txn) {
+  if (txn.charged_bytes == 0) return;
+  auto it = client_bytes_.find(txn.client);
+  STRATA_CHECK(it != client_bytes_.end() && it->second >= txn.charged_bytes);
+  it->second -= txn.charged_bytes;
+  if (it->second == 0) client_bytes_.erase(it);
+  txn.charged_bytes = 0;
+}
+
 void Store::ReleaseTxn(Txn& txn) {
+  Uncharge(txn);
   txn.grant.reset();  // before the blocks can be reused
   for (const std::shared_ptr<Block>& block : txn.blocks) {
     reserved_bytes_ -= block->size_bytes;
@@ -307,6 +361,7 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     txn = std::move(it->second);
     puts_.erase(it);    // ours now: the reaper cannot expire it while we check
     txn.grant.reset();  // no writes from here on: what we check is what we publish
+    Uncharge(txn);      // the reservation ends here, published or freed
   }
   // The blocks are reserved (invisible, never evicted): read them without the lock.
   std::string bad;
@@ -335,6 +390,8 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
       persisted =
           ssd_->Put(block.key, SsdBlockMeta{block.size_bytes, checksums[i], block.parent}, arena_ + block.offset);
     }
+    // Acknowledged means durable (the crash contract, kvstore/ssd_tier.h).
+    if (persisted.ok()) persisted = ssd_->Sync().status();
   }
   absl::MutexLock lock(&mutex_);
   if (write_through) ssd_inflight_bytes_ -= batch_bytes;
@@ -361,10 +418,7 @@ absl::Status Store::CommitPut(uint64_t put_id, absl::Span<const uint64_t> checks
     PublishInDram(block);
     dram_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
     if (write_through) {
-      block->on_ssd = true;
-      ssd_policy_->Insert(block->key);
-      ++ssd_blocks_;
-      ssd_bytes_ += block->size_bytes;
+      MarkOnSsd(block);
       ssd_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
     }
   }
@@ -432,7 +486,7 @@ bool Store::Promote(const std::shared_ptr<Block>& block) {
   return true;
 }
 
-absl::StatusOr<GetLease> Store::BeginGet(absl::Span<const BlockKey> keys) {
+absl::StatusOr<GetLease> Store::BeginGet(absl::Span<const BlockKey> keys, std::string_view client) {
   absl::flat_hash_set<BlockKey> seen;
   for (const BlockKey& key : keys) {
     if (!seen.insert(key).second)
@@ -442,6 +496,8 @@ absl::StatusOr<GetLease> Store::BeginGet(absl::Span<const BlockKey> keys) {
   GetLease lease;
   lease.slots.resize(keys.size());
   Txn pins;
+  pins.client = std::string(client);
+  uint64_t pinned = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
     auto it = index_.find(keys[i]);
     if (it == index_.end() || it->second->state != Block::State::kPublished) {
@@ -470,12 +526,18 @@ absl::StatusOr<GetLease> Store::BeginGet(absl::Span<const BlockKey> keys) {
       ssd_metrics_.hits->Increment();
       tier = Tier::kSsd;
     }
+    if (absl::Status quota = CheckQuota(client, pinned + block->size_bytes, "get"); !quota.ok()) {
+      ReleaseLease(pins);  // nothing of this get stays pinned
+      return quota;
+    }
+    pinned += block->size_bytes;
     Pin(*block);
     dram_metrics_.bytes_out->Increment(static_cast<double>(block->size_bytes));
     lease.slots[i] = GetSlot{true, tier, block->size_bytes, block->offset, block->checksum};
     pins.blocks.push_back(std::move(block));
   }
   if (pins.blocks.empty()) return lease;
+  Charge(pins, pinned);
   pins.deadline = Clock::now() + std::chrono::milliseconds(options_.lease_ttl_ms);
   lease.lease_id = next_id_++;
   leases_.emplace(lease.lease_id, std::move(pins));
@@ -508,6 +570,7 @@ absl::Status Store::AttachGrant(uint64_t id, std::unique_ptr<Grant> grant) {
 }
 
 void Store::ReleaseLease(Txn& lease) {
+  Uncharge(lease);
   lease.grant.reset();  // before the blocks can be evicted or freed
   for (const std::shared_ptr<Block>& block : lease.blocks) Unpin(*block);
   lease.blocks.clear();
@@ -610,6 +673,75 @@ void Store::ReaperLoop() {
     }
     ExpireNow();
   }
+}
+
+void Store::SyncLoop() {
+  const auto period = std::chrono::milliseconds(options_.ssd_sync_ms);
+  for (;;) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (mutex_.AwaitWithTimeout(absl::Condition(&stop_), absl::FromChrono(period))) return;
+    }
+    // A failure is logged (and writes stopped) by the SSD tier; the next period tries again.
+    if (ssd_->Sync().ok()) ssd_syncs_->Increment();
+  }
+}
+
+Store::PersistReport Store::PersistDram(std::chrono::steady_clock::time_point deadline) {
+  PersistReport report;
+  if (!ssd_ || options_.persist != Persist::kWriteBack) return report;
+  const auto start = Clock::now();
+  absl::MutexLock lock(&mutex_);
+  std::vector<std::shared_ptr<Block>> dram_only;
+  for (const auto& [key, block] : index_) {
+    if (block->state == Block::State::kPublished && block->in_dram && !block->on_ssd) dram_only.push_back(block);
+  }
+  for (const std::shared_ptr<Block>& block : dram_only) {
+    auto drop = [&report, &block] {
+      ++report.dropped_blocks;
+      report.dropped_bytes += block->size_bytes;
+    };
+    if (block->deleted || block->on_ssd || !block->in_dram) continue;  // changed while we wrote others
+    if (block->moving || Clock::now() >= deadline || !ReserveSsd(block->size_bytes)) {
+      drop();
+      continue;
+    }
+    block->moving = true;  // stays in DRAM and readable; not evicted or freed meanwhile
+    const SsdBlockMeta meta{block->size_bytes, block->checksum, block->parent};
+    const uint8_t* data = arena_ + block->offset;
+    mutex_.Unlock();
+    const absl::Status written = ssd_->Put(block->key, meta, data);
+    mutex_.Lock();
+    block->moving = false;
+    ssd_inflight_bytes_ -= block->size_bytes;
+    if (block->deleted) {  // deleted while we wrote it: not resurrected; its memory is ours to free
+      if (written.ok()) (void)ssd_->Delete(block->key);
+      if (block->pins == 0) FreeDram(*block);
+      continue;
+    }
+    if (!written.ok()) {
+      ssd_write_errors_->Increment();
+      drop();
+      continue;
+    }
+    MarkOnSsd(block);  // and still in DRAM, the faster tier: no event
+    ssd_metrics_.bytes_in->Increment(static_cast<double>(block->size_bytes));
+    ++report.written_blocks;
+    report.written_bytes += block->size_bytes;
+  }
+  mutex_.Unlock();
+  const absl::Status synced = ssd_->Sync().status();
+  mutex_.Lock();
+  if (!synced.ok()) {  // what it wrote may be lost on a crash now: say so
+    report.dropped_blocks += report.written_blocks;
+    report.dropped_bytes += report.written_bytes;
+    report.written_blocks = report.written_bytes = 0;
+  }
+  LogInfo(StrCat("event=kvstore_persisted_dram blocks=", report.written_blocks, " bytes=", report.written_bytes,
+                 " dropped_blocks=", report.dropped_blocks, " dropped_bytes=", report.dropped_bytes,
+                 " seconds=", std::chrono::duration<double>(Clock::now() - start).count(),
+                 synced.ok() ? "" : StrCat(" error=ssd_sync message=\"", synced.message(), "\"")));
+  return report;
 }
 
 }  // namespace strata::kvstore

@@ -6,8 +6,12 @@
 // publishes them all at once, or none. BeginGet pins published blocks (promoting SSD-only blocks into
 // DRAM first) under a lease; pinned blocks are never evicted or freed until the lease ends or expires.
 // Evicting a DRAM block writes it to the SSD tier first unless it is already there (write-back); with
-// write-through the commit writes it. With --ssd-bytes, a full SSD tier drops its least recently used
-// SSD-only blocks. Delete removes a block from the index at once; a pinned block's memory is freed when its
+// write-through the commit writes it (and syncs it: durable when acknowledged); write-back evictions are
+// synced every --ssd-sync-ms. With --ssd-bytes, a full SSD tier drops its least recently used SSD-only
+// blocks, leaves first: a block whose children are still cached goes only when nothing else can.
+//
+// Each client (a connection, named by the caller) may hold at most --max-client-bytes reserved or pinned
+// at once. Delete removes a block from the index at once; a pinned block's memory is freed when its
 // last lease lets go.
 //
 // Every change of a published block (published, moved between the tiers, gone) goes to the optional
@@ -22,6 +26,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -101,17 +107,20 @@ class Store {
                                                        BlockListener* listener = nullptr);
   ~Store();
 
+  // `client` names the caller's connection for its quota (empty: no quota, in-process callers).
   // InvalidArgument: a size of 0 or above max_block_bytes, a duplicate key. ResourceExhausted: the
-  // arena cannot hold the batch even after evicting every unpinned block.
-  absl::StatusOr<PutReservation> BeginPut(absl::Span<const PutItem> items);
+  // arena cannot hold the batch even after evicting every unpinned block, or the client would hold more
+  // than --max-client-bytes (nothing reserved).
+  absl::StatusOr<PutReservation> BeginPut(absl::Span<const PutItem> items, std::string_view client = {});
   // NotFound: no such put (never begun, committed, aborted or expired). InvalidArgument: not one
   // checksum per reserved block. DataLoss: a checksum differs; nothing of the batch is published.
   absl::Status CommitPut(uint64_t put_id, absl::Span<const uint64_t> checksums);
   absl::Status AbortPut(uint64_t put_id);
 
-  // InvalidArgument: a duplicate key. Blocks that cannot be promoted (no room, a failed SSD read) are
+  // InvalidArgument: a duplicate key. ResourceExhausted: the client would pin more than
+  // --max-client-bytes (nothing pinned). Blocks that cannot be promoted (no room, a failed SSD read) are
   // misses; a block whose SSD copy fails its checks is deleted.
-  absl::StatusOr<GetLease> BeginGet(absl::Span<const BlockKey> keys);
+  absl::StatusOr<GetLease> BeginGet(absl::Span<const BlockKey> keys, std::string_view client = {});
   absl::Status RenewLease(uint64_t lease_id);  // NotFound when ended or expired
   absl::Status EndGet(uint64_t lease_id);      // NotFound when ended or expired
 
@@ -126,8 +135,21 @@ class Store {
   // the listener has then seen exactly the changes the inventory holds (EventBatcher::Cut goes there).
   BlockInventory Inventory(const std::function<void()>& at_cut = {});
 
+  // The quota of each client (Options::max_client_bytes; 0: none).
+  uint64_t max_client_bytes() const { return max_client_bytes_; }
+
   // Expires puts and leases whose deadline passed; the store's own thread calls it periodically.
   void ExpireNow();
+
+  // Graceful stop, write-back: writes every published block that is only in DRAM to the SSD tier (making
+  // room there as an eviction would), stops starting writes at `deadline`, and syncs what it wrote. Call
+  // once no more puts arrive. Returns what it wrote and what it left (also logged); nothing without an
+  // SSD tier or with write-through.
+  struct PersistReport {
+    uint64_t written_blocks = 0, written_bytes = 0;
+    uint64_t dropped_blocks = 0, dropped_bytes = 0;  // out of time, or no room on SSD, or a failed write
+  };
+  PersistReport PersistDram(std::chrono::steady_clock::time_point deadline);
 
  private:
   struct Block;
@@ -135,6 +157,8 @@ class Store {
     std::vector<std::shared_ptr<Block>> blocks;
     std::chrono::steady_clock::time_point deadline;
     std::unique_ptr<Grant> grant;
+    std::string client;         // whose quota it is charged to (empty: none)
+    uint64_t charged_bytes = 0;
   };
   using Clock = std::chrono::steady_clock;
 
@@ -155,12 +179,20 @@ class Store {
   void ReleaseTxn(Txn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ReleaseLease(Txn& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void DropFromSsd(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The block is on SSD now: counted, tracked by the SSD policy, and a child of its parent there.
+  void MarkOnSsd(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // ResourceExhausted when `client` holding `bytes` more would pass its quota.
+  absl::Status CheckQuota(std::string_view client, uint64_t bytes, std::string_view op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void Charge(Txn& txn, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void Uncharge(Txn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Charges `bytes` about to be written to SSD, first evicting SSD-only blocks (least recently used) down
   // to --ssd-bytes; false when only blocks that are also in DRAM or in use are left.
   bool ReserveSsd(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Brings an SSD-only block into DRAM; false (a miss) when it cannot.
   bool Promote(const std::shared_ptr<Block>& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ReaperLoop();
+  void SyncLoop();  // --ssd-sync-ms
   void NotifyStored(Tier tier, absl::Span<const BlockKey> keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
     if (listener_ != nullptr) listener_->OnStored(tier, keys);
   }
@@ -177,7 +209,7 @@ class Store {
   absl::Mutex mutex_;
   SizeClassAllocator allocator_ ABSL_GUARDED_BY(mutex_);
   std::unique_ptr<EvictionPolicy> policy_ ABSL_GUARDED_BY(mutex_);      // DRAM
-  std::unique_ptr<EvictionPolicy> ssd_policy_ ABSL_GUARDED_BY(mutex_);  // every block on SSD, LRU
+  std::unique_ptr<EvictionPolicy> ssd_policy_ ABSL_GUARDED_BY(mutex_);  // every block on SSD, LRU, leaves first
   absl::flat_hash_map<BlockKey, std::shared_ptr<Block>> index_ ABSL_GUARDED_BY(mutex_);
   absl::flat_hash_map<uint64_t, Txn> puts_ ABSL_GUARDED_BY(mutex_);
   absl::flat_hash_map<uint64_t, Txn> leases_ ABSL_GUARDED_BY(mutex_);
@@ -186,6 +218,8 @@ class Store {
   uint64_t ssd_blocks_ ABSL_GUARDED_BY(mutex_) = 0, ssd_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mutex_) = 0, pinned_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t ssd_inflight_bytes_ ABSL_GUARDED_BY(mutex_) = 0;  // being written to SSD
+  absl::flat_hash_map<std::string, uint64_t> client_bytes_ ABSL_GUARDED_BY(mutex_);  // reserved + pinned
+  uint64_t max_client_bytes_ = 0;
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
   LogThrottle write_error_log_, promotion_log_;
 
@@ -201,8 +235,11 @@ class Store {
   Counter* ssd_write_errors_ = nullptr;
   Counter* expired_leases_ = nullptr;
   Counter* expired_puts_ = nullptr;
+  Counter* ssd_syncs_ = nullptr;
+  Counter* quota_refusals_ = nullptr;
 
   std::thread reaper_;
+  std::thread syncer_;  // with an SSD tier and --ssd-sync-ms
 };
 
 }  // namespace strata::kvstore

@@ -21,6 +21,10 @@ void Store::RegisterMetrics(MetricsRegistry& metrics) {
                                           "write-through puts refused");
   expired_leases_ = &metrics.AddCounter("strata_kvstore_expired_leases_total", "Get leases that timed out");
   expired_puts_ = &metrics.AddCounter("strata_kvstore_expired_puts_total", "Puts never committed that timed out");
+  ssd_syncs_ = &metrics.AddCounter("strata_kvstore_ssd_syncs_total",
+                                   "Periodic SSD syncs (--ssd-sync-ms) completed: each made every earlier SSD write durable");
+  quota_refusals_ = &metrics.AddCounter("strata_kvstore_quota_refusals_total",
+                                        "Puts and gets refused: the client would pass --max-client-bytes");
   auto gauge = [this, &metrics](const char* name, const char* help, MetricLabels labels, auto read) {
     metrics.AddGaugeCallback(name, help, std::move(labels), [this, read] {
       absl::MutexLock lock(&mutex_);

@@ -10,6 +10,7 @@
 #include "kvstore/client/client.h"
 #include "tests/faults/fault_processes.h"
 #include "tests/kvstore/daemon_process.h"
+#include "tests/testing/metrics_scrape.h"
 #include "tests/testing/scratch_dir.h"
 
 namespace strata::faults {
@@ -21,6 +22,7 @@ using kvstore::PutBlock;
 using kvstore::testing::FillForKey;
 using kvstore::testing::MatchesKey;
 using kvstore::testing::RandomKey;
+using strata::testing::MetricValue;
 using strata::testing::WaitFor;
 
 constexpr uint64_t kMiB = 1024 * 1024;
@@ -49,7 +51,8 @@ class DiskFaultTest : public ::testing::Test {
   }
 
   void StartDaemon(const std::string& persist, uint64_t dram_bytes) {
-    args_ = {"--dram-bytes", std::to_string(dram_bytes), "--ssd-dir", ssd_dir_.string(), "--persist", persist};
+    args_ = {"--dram-bytes", std::to_string(dram_bytes), "--ssd-dir", ssd_dir_.string(), "--persist", persist,
+             "--ssd-sync-ms", "100"};
     client_.reset();
     auto daemon = StartKvstore(port_, dir_.path() / "ports", args_,
                                {StrCat("LD_PRELOAD=", STRATA_IO_FAULT_SHIM_PATH),
@@ -73,6 +76,14 @@ class DiskFaultTest : public ::testing::Test {
   }
 
   void SetFault(const std::string& line) { SetIoFault(control_, line); }
+
+  // Until two periodic syncs have completed: then every block on SSD before the call is durable
+  // (kvstore/ssd_tier.h's crash contract).
+  bool WaitForSync() {
+    auto syncs = [&] { return MetricValue(daemon_->metrics_port(), "strata_kvstore_ssd_syncs_total").value_or(0); };
+    const double before = syncs();
+    return WaitFor([&] { return syncs() >= before + 2; }, std::chrono::seconds(10));
+  }
 
   absl::Status Put(const std::vector<BlockKey>& keys) {
     std::vector<PutBlock> blocks;
@@ -187,7 +198,7 @@ INSTANTIATE_TEST_SUITE_P(Fault, WriteThroughDiskFault, ::testing::Values("enospc
 
 // Write-back: puts land in DRAM and are acknowledged; evictions that cannot reach SSD drop the block
 // (the daemon logs error=ssd_write_back) instead of failing anything; blocks already on SSD keep being
-// served; once the disk is back, evictions reach SSD again and survive kill -9.
+// served; once the disk is back, evictions reach SSD again and, once synced, survive kill -9.
 TEST_F(DiskFaultTest, WriteBackPutsStayInDramAndEvictionsResumeOnceTheDiskIsBack) {
   StartDaemon("write-back", 4 * kMiB);  // 16 blocks of 256 KiB
   const std::vector<BlockKey> first = Keys(11, 24);
@@ -230,6 +241,7 @@ TEST_F(DiskFaultTest, WriteBackPutsStayInDramAndEvictionsResumeOnceTheDiskIsBack
   all.insert(all.end(), during.begin(), during.end());
   all.insert(all.end(), after.begin(), after.end());
   const std::vector<BlockKey> on_ssd = OnSsd(all);
+  ASSERT_TRUE(WaitForSync()) << "the SSD tier does not sync after the disk recovered";
   daemon_->Kill();
   StartDaemon("write-back", 4 * kMiB);
   EXPECT_EQ(GetAndCheck(on_ssd), on_ssd.size());

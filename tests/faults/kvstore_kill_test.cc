@@ -1,7 +1,7 @@
 // kill -9 of strata-kvstore in the middle of puts and gets, 20 times on one --ssd-dir, under load from
 // several threads on real kvstore clients over UCX (the clients live across every restart, as a
-// worker's do). After each restart: every block whose put was acknowledged and that reached SSD is
-// there with its exact bytes; no get ever returns wrong bytes; reserved and pinned memory is zero once
+// worker's do). After each restart: every block whose put was acknowledged (write-through), or that
+// reached SSD and was synced since (write-back, kvstore/ssd_tier.h), is there with its exact bytes; no get ever returns wrong bytes; reserved and pinned memory is zero once
 // the leases end; the clients' own memory and descriptors do not grow.
 #include <algorithm>
 #include <atomic>
@@ -16,6 +16,7 @@
 #include "kvstore/client/client.h"
 #include "tests/faults/fault_processes.h"
 #include "tests/kvstore/daemon_process.h"
+#include "tests/testing/metrics_scrape.h"
 #include "tests/testing/scratch_dir.h"
 
 namespace strata::faults {
@@ -30,6 +31,7 @@ using kvstore::testing::FillForKey;
 using kvstore::testing::MatchesKey;
 using kvstore::testing::RandomKey;
 using kvstore::testing::SizeForKey;
+using strata::testing::MetricValue;
 using strata::testing::WaitFor;
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * kKiB;
@@ -121,7 +123,9 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
   const std::vector<std::string> args = {
       "--dram-bytes", std::to_string(16 * kMiB), "--ssd-dir", (dir.path() / "ssd").string(),
       "--persist", mode == Mode::kWriteThrough ? "write-through" : "write-back",
-      "--lease-ttl-ms", "1000", "--put-ttl-ms", "1000"};
+      "--lease-ttl-ms", "1000", "--put-ttl-ms", "1000",
+      // Write-back evictions are durable once synced (kvstore/ssd_tier.h): every 50 ms here.
+      "--ssd-sync-ms", "50"};
   auto daemon = StartKvstore(port, dir.path() / "ports", args);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
 
@@ -204,6 +208,7 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
     // Load for a random while, then (write-back) note which acknowledged blocks are on SSD now.
     std::this_thread::sleep_for(std::chrono::milliseconds(150 + random() % 350));  // the load phase's length
     if (mode == Mode::kWriteBack) {
+      const double syncs = MetricValue((*daemon)->metrics_port(), "strata_kvstore_ssd_syncs_total").value_or(0);
       std::vector<BlockKey> acked;
       {
         std::lock_guard lock(ledger.mutex);
@@ -211,6 +216,14 @@ TEST_P(KillNineTest, AcknowledgedBlocksOnSsdSurviveTwentyKillsWithTheirExactByte
       }
       auto lookup = reconnecting([&] { return clients[0]->Lookup(acked); });
       ASSERT_TRUE(lookup.ok()) << lookup.status();
+      // The crash contract: a block on SSD survives kill -9 once a sync that began after it got there has
+      // completed. Two completed syncs after the lookup include one that began after it.
+      ASSERT_TRUE(WaitFor(
+          [&] {
+            return MetricValue((*daemon)->metrics_port(), "strata_kvstore_ssd_syncs_total").value_or(0) >= syncs + 2;
+          },
+          std::chrono::seconds(10)))
+          << "the SSD tier stopped syncing";
       std::lock_guard lock(ledger.mutex);
       for (size_t i = 0; i < acked.size(); ++i) {
         // Nothing deletes and the SSD tier is unbounded: a block once on SSD stays there.
