@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<KvStoreTier>> KvStoreTier::Create(const KvStoreTi
 }
 
 KvStoreTier::KvStoreTier(const KvStoreTierOptions& options, KvStoreTierMetrics metrics)
-    : options_(options), metrics_(metrics) {}
+    : options_(options), metrics_(metrics), placement_(options.addresses) {}
 
 KvStoreTier::~KvStoreTier() {
   {

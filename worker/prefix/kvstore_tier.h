@@ -1,5 +1,7 @@
 // KvStoreTier: tiers S and D as the worker sees them — one or more strata-kvstore daemons, each block
-// on the daemon its key hashes to. Fetches the longest present prefix of a chain (on its fetch threads,
+// on the daemon that rendezvous hashing over their addresses picks for its key (common/rendezvous.h): the
+// same daemon in every worker whatever the order of their `--kvstore` flags, and adding a daemon moves
+// only ~1/N of the blocks. Fetches the longest present prefix of a chain (on its fetch threads,
 // several at once), and writes new blocks back on its own thread, off the path of any token.
 //
 // Memory: the payload pool's region (block_payload.h) is registered with each daemon's client once per
@@ -37,6 +39,7 @@
 #include "common/grpc_security.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/rendezvous.h"
 #include "kvstore/client/client.h"
 #include "worker/prefix/block_mac.h"
 #include "worker/prefix/block_payload.h"
@@ -44,7 +47,9 @@
 namespace strata::worker {
 
 struct KvStoreTierOptions {
-  std::vector<std::string> addresses;  // host:port of each daemon's gRPC endpoint; at least one
+  // host:port of each daemon's gRPC endpoint; at least one. Each is also the daemon's id for hashing, so
+  // every worker (and the scheduler, through the daemon's --advertise-address) must spell it the same.
+  std::vector<std::string> addresses;
   uint64_t block_bytes = 0;            // every block's payload size (the daemons hold it and its MAC trailer)
   // The workers' MAC key: puts carry the payloads' trailers (sealed by the caller), fetches are verified.
   std::shared_ptr<const BlockMac> mac;  // required
@@ -123,7 +128,7 @@ class KvStoreTier {
   // Blocks that will not be written: counted, and logged at most once a second with the cause (queue_full,
   // bad_payload, no_payload_slot, kvstore_unreachable, put_failed, put_rejected) and the daemon's message.
   void CountWriteFailure(double blocks, std::string_view cause, std::string_view kvstore, std::string_view message);
-  size_t ShardOf(const BlockKey& key) const { return key.Low64() % shards_.size(); }
+  size_t ShardOf(const BlockKey& key) const { return placement_.Pick(key); }
   void WriterLoop();
   void FetchLoop();
   // Whether shard `s`'s block `key`, found with `stored_bytes`, is usable: the right size and its MAC
@@ -135,6 +140,7 @@ class KvStoreTier {
   const KvStoreTierOptions options_;
   const KvStoreTierMetrics metrics_;
   LogThrottle write_failure_log_;
+  const RendezvousHash placement_;  // over options_.addresses: shards_[i] is addresses[i]
   std::vector<std::unique_ptr<Shard>> shards_;
   std::shared_ptr<PayloadPool> payloads_;  // registered with every client
   LogThrottle mac_failure_log_;
