@@ -3,13 +3,60 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/container/flat_hash_map.h"
+#include "common/rendezvous.h"
 #include "common/strings.h"
 
 namespace strata::scheduler {
 namespace {
 
-// Where block i can come from for a candidate that does not hold it: the fastest kvstore tier.
+// Where block i can come from for a candidate that does not hold it: the kvstore the candidate would ask
+// for it, and that kvstore's tier.
 enum class Remote : uint8_t { kNone, kDram, kSsd };
+struct RemoteSource {
+  Remote tier = Remote::kNone;
+  double ssd_read_bytes_per_s = 0;  // of the kvstore that has it on SSD (kSsd)
+};
+
+// The live kvstores, by slot and by registered address (their id for rendezvous hashing).
+struct LiveKvstores {
+  HolderSet slots;
+  absl::flat_hash_map<std::string, int> by_address;
+  std::array<double, kMaxHolders> ssd_read_bytes_per_s{};
+};
+
+// Where a worker that fetches from `kvstores` (its --kvstore ids; empty: not said) finds each of the
+// leading blocks of `entries`. A worker that named its kvstores asks only the one rendezvous hashing picks
+// (common/rendezvous.h), so only that kvstore's copy counts, at that kvstore's rates. One that did not
+// say is credited any live kvstore's copy: DRAM first, else the fastest SSD.
+std::vector<RemoteSource> RemoteSources(const std::vector<std::string>& kvstores, const RouteInput& input,
+                                        const std::vector<const IndexEntry*>& entries, const LiveKvstores& live) {
+  std::vector<RemoteSource> out(entries.size());
+  if (kvstores.empty()) {
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const HolderSet in_kvstores = entries[i]->present & live.slots;
+      if (!in_kvstores.AndNot(entries[i]->slow).Empty()) {
+        out[i].tier = Remote::kDram;
+        continue;
+      }
+      for (int slot = 0; slot < kMaxHolders; ++slot) {
+        if (!in_kvstores.Has(slot)) continue;
+        out[i].tier = Remote::kSsd;
+        out[i].ssd_read_bytes_per_s = std::max(out[i].ssd_read_bytes_per_s, live.ssd_read_bytes_per_s[slot]);
+      }
+    }
+    return out;
+  }
+  const RendezvousHash hash(kvstores);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    auto it = live.by_address.find(kvstores[hash.Pick(input.keys[i])]);
+    if (it == live.by_address.end() || !entries[i]->present.Has(it->second)) continue;
+    const int slot = it->second;
+    out[i].tier = entries[i]->slow.Has(slot) ? Remote::kSsd : Remote::kDram;
+    out[i].ssd_read_bytes_per_s = live.ssd_read_bytes_per_s[slot];
+  }
+  return out;
+}
 
 bool Matches(const Holder& holder, const RouteInput& input) {
   const BlockKeyContext& context = holder.registration.key_context;
@@ -33,29 +80,24 @@ double QueueEstimateSeconds(const Holder& holder, absl::Time now) {
 std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registry& registry, const BlockIndex& index,
                                           absl::Time now) const {
   std::vector<Estimate> out;
-  // Live kvstores and the best SSD read rate among them.
-  HolderSet kvstores;
-  double ssd_read_bytes_per_s = 0;
+  LiveKvstores live;
   for (int slot : registry.AllSlots()) {
     const Holder* holder = registry.FindBySlot(slot);
     if (holder->registration.kind != HolderKind::kKvstore || !holder->Routable(now)) continue;
-    kvstores.Set(slot);
-    ssd_read_bytes_per_s = std::max(ssd_read_bytes_per_s, holder->registration.kvstore.ssd_read_bytes_per_s);
+    live.slots.Set(slot);
+    live.by_address.emplace(holder->registration.address, slot);
+    live.ssd_read_bytes_per_s[slot] = holder->registration.kvstore.ssd_read_bytes_per_s;
   }
   // One lookup per block, shared by every candidate. The walk stops at the first block held nowhere.
   std::vector<const IndexEntry*> entries;
-  std::vector<Remote> remote;
   entries.reserve(input.keys.size());
-  remote.reserve(input.keys.size());
   for (const BlockKey& key : input.keys) {
     const IndexEntry* entry = index.Find(key);
     if (entry == nullptr) break;
-    const HolderSet in_kvstores = entry->present & kvstores;
-    remote.push_back(!in_kvstores.AndNot(entry->slow).Empty() ? Remote::kDram
-                     : !in_kvstores.Empty()                   ? Remote::kSsd
-                                                              : Remote::kNone);
     entries.push_back(entry);
   }
+  // Where each block comes from, per distinct set of kvstores the candidates fetch from (usually one).
+  absl::flat_hash_map<std::vector<std::string>, std::vector<RemoteSource>> remote_by_kvstores;
 
   const uint64_t n = input.prompt_tokens;
   for (int slot : registry.WorkerSlots()) {
@@ -65,8 +107,9 @@ std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registr
     const double bytes = static_cast<double>(worker.block_bytes);
     const double host_s = bytes / worker.host_to_gpu_bytes_per_s;
     const double dram_s = bytes / worker.network_bytes_per_s;
-    const double ssd_s = bytes / (ssd_read_bytes_per_s > 0 ? std::min(ssd_read_bytes_per_s, worker.network_bytes_per_s)
-                                                           : worker.network_bytes_per_s);
+    auto [remote_it, inserted] = remote_by_kvstores.try_emplace(worker.kvstores);
+    if (inserted) remote_it->second = RemoteSources(worker.kvstores, input, entries, live);
+    const std::vector<RemoteSource>& remote = remote_it->second;
     Estimate estimate;
     estimate.slot = slot;
     estimate.queue_s = QueueEstimateSeconds(holder, now);
@@ -81,11 +124,12 @@ std::vector<Estimate> Placer::EstimateAll(const RouteInput& input, const Registr
         const bool host = entry.slow.Has(slot);
         fetch_s += host ? host_s : 0.0;
         ++by_tier[static_cast<int>(host ? Tier::kHost : Tier::kGpu)];
-      } else if (remote[i] == Remote::kDram) {
+      } else if (remote[i].tier == Remote::kDram) {
         fetch_s += dram_s;
         ++by_tier[static_cast<int>(Tier::kKvstoreDram)];
-      } else if (remote[i] == Remote::kSsd) {
-        fetch_s += ssd_s;
+      } else if (remote[i].tier == Remote::kSsd) {
+        const double ssd_rate = remote[i].ssd_read_bytes_per_s;
+        fetch_s += bytes / (ssd_rate > 0 ? std::min(ssd_rate, worker.network_bytes_per_s) : worker.network_bytes_per_s);
         ++by_tier[static_cast<int>(Tier::kKvstoreSsd)];
       } else {
         break;

@@ -3,7 +3,8 @@
 // For each candidate worker (live lease, same model, block size and KV dtype) the estimated time to first
 // token is queue wait + fetch of the reusable prefix blocks it does not hold in HBM (priced by the tier
 // they come from: its own host DRAM over host-to-GPU, a kvstore's DRAM over the network, a kvstore's
-// SSD at the slower of SSD read and network) + prefill of the tokens after the prefix it reuses. Only
+// SSD at the slower of that kvstore's SSD read and network; a kvstore's copy counts only on the kvstore
+// the worker would ask, the one rendezvous hashing over the worker's kvstores picks, common/rendezvous.h) + prefill of the tokens after the prefix it reuses. Only
 // a prefix counts: after the first block found nowhere, nothing more is reusable. It reuses the prefix
 // length that minimizes fetch + prefill, so a block is fetched only when that beats recomputing it.
 //

@@ -42,6 +42,10 @@ struct WorkerInfo {
   // The name clients ask for (OpenAI "model"), as the worker reports it; may be empty. Informational: the
   // key scheme (fingerprint) decides which KV a worker may use, never the name.
   std::string model_name;
+  // The kvstores it fetches from, by id: the addresses as given to its --kvstore flags, which are the
+  // kvstores' registered addresses (common/rendezvous.h). Empty: not said (placement credits a block held
+  // by any live kvstore, as before workers said).
+  std::vector<std::string> kvstores;
 };
 
 struct KvstoreInfo {

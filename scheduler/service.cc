@@ -108,6 +108,7 @@ absl::StatusOr<Registration> RegistrationFromProto(const proto::RegisterRequest&
     r.worker.network_bytes_per_s = w.network_bytes_per_s();
     r.worker.decode_tokens_per_s = w.decode_tokens_per_s();
     r.worker.model_name = w.model_name();
+    r.worker.kvstores.assign(w.kvstores().begin(), w.kvstores().end());
   }
   r.kvstore.dram_blocks = request.kvstore().dram_blocks();
   r.kvstore.ssd_blocks = request.kvstore().ssd_blocks();

@@ -3,6 +3,7 @@
 #include <map>
 #include <numeric>
 
+#include "common/rendezvous.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "gtest/gtest.h"
@@ -124,6 +125,59 @@ TEST_F(SchedulerPlacementTest, FetchesFromAKvstoreOnlyWhenThatBeatsRecomputing) 
   // DRAM at the network rate, SSD at the slower of SSD (1 GB/s) and network (10 GB/s).
   EXPECT_NEAR(estimates["w1"].fetch_s, 3 * 1e-4 + 2 * 1e-3, 1e-9);
   EXPECT_EQ(Route(keys, 21)->worker_id, "w1");
+}
+
+TEST_F(SchedulerPlacementTest, AKvstoreCopyCountsOnTheKvstoreTheWorkerAsksAtThatKvstoresRate) {
+  // Two kvstores of different SSD rates; w0 and w1 name them in opposite orders, w2 does not say.
+  Registration w0 = Worker("w0");
+  w0.worker.network_bytes_per_s = 1e10;  // 0.1 ms a block; recomputing one costs 4 ms
+  w0.worker.kvstores = {"kv0:2", "kv1:2"};
+  Registration w1 = w0;
+  w1.holder_id = "w1";
+  w1.address = "w1:1";
+  w1.worker.kvstores = {"kv1:2", "kv0:2"};
+  Registration w2 = w0;
+  w2.holder_id = "w2";
+  w2.address = "w2:1";
+  w2.worker.kvstores.clear();
+  Add(w0);
+  Add(w1);
+  Add(w2);
+  Add(testing::Kvstore("kv0", /*ssd_read_bytes_per_s=*/1e9));  // 1 ms a block
+  Add(testing::Kvstore("kv1", /*ssd_read_bytes_per_s=*/5e8));  // 2 ms a block
+  const RendezvousHash hash({"kv0:2", "kv1:2"});
+
+  // Every block on the SSD of the kvstore that owns it: priced at that kvstore's rate.
+  const auto keys = Keys(8);
+  std::vector<BlockKey> owned[2];
+  double expected_fetch_s = 0;
+  for (const BlockKey& key : keys) {
+    const size_t owner = hash.Pick(key);
+    owned[owner].push_back(key);
+    expected_fetch_s += owner == 0 ? 1e-3 : 2e-3;
+  }
+  ASSERT_FALSE(owned[0].empty());
+  ASSERT_FALSE(owned[1].empty());
+  Hold("kv0", Tier::kKvstoreSsd, owned[0]);
+  Hold("kv1", Tier::kKvstoreSsd, owned[1]);
+  auto estimates = Estimates(keys, 33);
+  for (const char* w : {"w0", "w1"}) {
+    EXPECT_EQ(estimates[w].reused_blocks, 8u) << w;
+    EXPECT_EQ(estimates[w].blocks_by_tier[static_cast<int>(Tier::kKvstoreSsd)], 8u) << w;
+    EXPECT_NEAR(estimates[w].fetch_s, expected_fetch_s, 1e-9) << w;
+  }
+
+  // Blocks all on kv0, whichever owns them: a worker that named its kvstores asks kv1 for kv1's keys and
+  // misses there, so its reusable prefix ends at the first of them; one that did not say counts every copy.
+  const auto other = Keys(8, /*seed=*/2);
+  Hold("kv0", Tier::kKvstoreDram, other);
+  uint32_t leading_on_kv0 = 0;
+  while (leading_on_kv0 < other.size() && hash.Pick(other[leading_on_kv0]) == 0) ++leading_on_kv0;
+  ASSERT_LT(leading_on_kv0, other.size()) << "pick keys with a block that kv1 owns";
+  estimates = Estimates(other, 33);
+  EXPECT_EQ(estimates["w0"].reused_blocks, leading_on_kv0);
+  EXPECT_EQ(estimates["w1"].reused_blocks, leading_on_kv0);
+  EXPECT_EQ(estimates["w2"].reused_blocks, 8u);
 }
 
 TEST_F(SchedulerPlacementTest, AMixedPrefixOfLocalAndKvstoreBlocksIsReused) {

@@ -305,6 +305,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     info->set_network_bytes_per_s(options.network_bytes_per_s);
     info->set_decode_tokens_per_s(s.decode_tokens_per_s_);
     info->set_model_name(served_copy.name);
+    for (const std::string& kvstore : options.kvstores) info->add_kvstores(kvstore);
     scheduler::HolderAgentCallbacks callbacks;
     callbacks.inventory = [raw] {
       scheduler::TierInventory inventory;
