@@ -366,6 +366,35 @@ TEST(Tiers, AFullSsdTierDropsItsLeastRecentlyUsedBlocks) {
   EXPECT_EQ(TierOf(StatsOf(*client), proto::TIER_KVSTORE_SSD).hits(), 1u);
 }
 
+// Leaves first on SSD too: the oldest block stays while a child of it is cached (plain LRU would drop it
+// first, stranding the child), and unrelated leaves go instead.
+TEST(Tiers, AFullSsdTierDropsLeavesBeforeABlockWhoseChildIsCached) {
+  ScratchDir ssd = MakeTempDir("strata-kvstore-ssd");
+  auto daemon = StartDaemon({"--dram-bytes", std::to_string(4 * kMiB), "--ssd-dir", ssd.path().string(), "--ssd-bytes",
+                             std::to_string(8 * kMiB), "--eviction", "lru"});
+  ASSERT_NE(daemon, nullptr);
+  auto client = ConnectTo(*daemon);
+  ASSERT_NE(client, nullptr);
+  RegisteredBuffer buffer(*client, 1 * kMiB);
+  const std::vector<BlockKey> chain = Keys(35, 2), others = Keys(36, 18);
+  std::memset(buffer.data(), 7, 1 * kMiB);
+  ASSERT_TRUE(client->Put({{chain[0], buffer.data(), 1 * kMiB, std::nullopt}}).ok());
+  ASSERT_TRUE(client->Put({{chain[1], buffer.data(), 1 * kMiB, chain[0]}}).ok());
+  for (size_t i = 0; i < others.size(); ++i) {
+    if (i % 3 == 2) {  // the child is read again and again: recently used, unlike its parent
+      GetBlock get{chain[1], buffer.data(), 1 * kMiB};
+      auto got = client->Get({&get, 1});
+      ASSERT_TRUE(got.ok() && (*got)[0].found) << "the child should still be cached";
+    }
+    PutKeys(*client, buffer, {others[i]}, 1 * kMiB, 1 * kMiB);
+  }
+  EXPECT_GE(TierOf(StatsOf(*client), proto::TIER_KVSTORE_SSD).evictions(), 6u);
+  auto lookup = client->Lookup(chain);
+  ASSERT_TRUE(lookup.ok());
+  EXPECT_TRUE(lookup->blocks(0).present()) << "the least recently used block went although its child is cached";
+  EXPECT_TRUE(lookup->blocks(1).present());
+}
+
 TEST(Tiers, WithoutAnSsdTierEvictedBlocksAreMisses) {
   auto daemon = StartDaemon({"--dram-bytes", std::to_string(4 * kMiB), "--eviction", "lru"});
   ASSERT_NE(daemon, nullptr);
