@@ -267,6 +267,15 @@ function guarantees() {
         check(memory > Number(flagValue(c, "--dram-bytes")), `${where} memory ${memory} does not cover --dram-bytes ${flagValue(c, "--dram-bytes")}`);
         check(workload.kind === "StatefulSet" && workload.spec.volumeClaimTemplates?.[0]?.metadata.name === "ssd", `${where} has no SSD PVC`);
         check(c.volumeMounts.some((m) => m.name === "ssd" && flagValue(c, "--ssd-dir").startsWith(m.mountPath + "/")), `${where} --ssd-dir is not on the PVC`);
+        check(Number(flagValue(c, "--max-client-bytes")) === Math.floor(Number(flagValue(c, "--dram-bytes")) / 2),
+              `${where} --max-client-bytes ${flagValue(c, "--max-client-bytes")} is not half of --dram-bytes`);
+        // A real SSD capacity below the volume (0 never evicts, and a full volume fails every write-back):
+        // by default 80% of the PVC, or what the values set.
+        const pvcBytes = bytesOf(workload.spec.volumeClaimTemplates[0].spec.resources.requests.storage);
+        const ssdBytes = Number(flagValue(c, "--ssd-bytes"));
+        check(ssdBytes > 0 && ssdBytes < pvcBytes, `${where} --ssd-bytes ${ssdBytes} is no capacity within its ${pvcBytes}-byte volume`);
+        check(v.files.length > 0 || ssdBytes === Math.floor(0.8 * pvcBytes),
+              `${where} --ssd-bytes ${ssdBytes} is not 80% of its ${pvcBytes}-byte volume by default`);
         check(/^\$\(POD_NAME\)\.strata-kvstore\.\$\(POD_NAMESPACE\)\.svc\.cluster\.local:7480$/.test(flagValue(c, "--advertise-address")),
               `${where} does not advertise its stable DNS name: ${flagValue(c, "--advertise-address")}`);
         // Per-grant rkeys: a worker's rkey reaches its granted blocks only, until its put or lease ends (RDMA).

@@ -239,3 +239,25 @@ prometheus.io/path: /metrics
 {{- define "strata.servedModelName" -}}
 {{- default (base .Values.model.dir) .Values.model.servedName }}
 {{- end }}
+
+{{/*
+--ssd-bytes: kvstore.ssd.capacityBytes when set (> 0); else 80% of the PVC (kvstore.ssd.size, a Kubernetes
+quantity). The 20% left is RocksDB's: blob files keep an evicted block's bytes until blob garbage collection
+rewrites them (kvstore/ssd_tier.cc), and flushes and compactions write new files before old ones go. A
+capacity of the whole volume would fill it and fail every write-back (the tier then drops evictions).
+*/}}
+{{- define "strata.kvstoreSsdBytes" -}}
+{{- $ssd := .Values.kvstore.ssd -}}
+{{- if gt (int64 $ssd.capacityBytes) 0 -}}
+{{- int64 $ssd.capacityBytes -}}
+{{- else -}}
+{{- $size := toString $ssd.size -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $size -}}
+{{- $suffix := trimPrefix $number $size -}}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- if or (eq $number "") (not (hasKey $units $suffix)) -}}
+{{- fail (printf "kvstore.ssd.size %q: not a quantity this chart can size --ssd-bytes from (set kvstore.ssd.capacityBytes)" $size) -}}
+{{- end -}}
+{{- printf "%.0f" (floor (mulf (mulf (float64 $number) (get $units $suffix)) 0.8)) -}}
+{{- end -}}
+{{- end }}
