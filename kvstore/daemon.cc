@@ -58,7 +58,7 @@ absl::StatusOr<std::unique_ptr<KvStoreDaemon>> KvStoreDaemon::Start(const Option
   std::unique_ptr<SsdTier> ssd;
   if (!options.ssd_dir.empty()) {
     STRATA_RETURN_IF_ERROR(CreateDirectories(options.ssd_dir, "--ssd-dir"));
-    STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir, options.ssd_io));
+    STRATA_ASSIGN_OR_RETURN(ssd, SsdTier::Open(options.ssd_dir, options.ssd_io, options.persist));
   } else if (options.persist == Persist::kWriteThrough) {
     return absl::InvalidArgumentError("--persist=write-through needs --ssd-dir");
   }

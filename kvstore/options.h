@@ -14,7 +14,8 @@ namespace strata::kvstore {
 // When a block reaches the SSD tier.
 enum class Persist {
   kWriteBack,     // when DRAM evicts it (default), and on SIGTERM: DRAM-only blocks are lost on kill -9
-  kWriteThrough,  // at commit, before the put is acknowledged: every acknowledged block survives kill -9
+  kWriteThrough,  // at commit, through the WAL, before the put is acknowledged: every acknowledged block
+                  // survives kill -9
 };
 
 enum class EvictionPolicyKind { kLru, kS3Fifo };
@@ -68,10 +69,11 @@ struct Options {
   // recently used first (blocks also in DRAM keep their SSD copy).
   uint64_t ssd_bytes = 0;
   SsdIo ssd_io = SsdIo::kBuffered;
-  // Blocks written to the SSD tier are made durable (SsdTier::Sync: the memtables flushed into synced blob
-  // files) at least this often; a crash loses at most the blocks written to SSD since, which are then
-  // misses, never wrong (kvstore/ssd_tier.h). Write-through commits sync before they are acknowledged,
-  // whatever this says. 0: only when RocksDB flushes a full memtable, and at shutdown.
+  // Write-back: blocks written to the SSD tier are made durable (SsdTier::Sync: the memtables flushed into
+  // synced blob files) at least this often; a crash loses at most the blocks written to SSD since, which are then
+  // misses, never wrong (kvstore/ssd_tier.h). Write-through ignores it: its commits go through the WAL,
+  // so they survive kill -9 at once (power loss once RocksDB flushes a full memtable). 0: only when RocksDB
+  // flushes a full memtable, and at shutdown.
   uint32_t ssd_sync_ms = 1000;
   // The SSD tier's read rate, reported to the scheduler, which prices a tier-D hit at the lower of this and
   // the worker's network rate. Not measured by the daemon: the default, 1.0 GB/s, is what sequential

@@ -112,10 +112,10 @@ absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(const std::filesystem::path&
   return std::unique_ptr<rocksdb::DB>(raw);
 }
 
-// Every write of the tier: no WAL (the crash contract in ssd_tier.h; Sync() makes writes durable).
-rocksdb::WriteOptions NoWal() {
+// The tier's writes: through the WAL or not (the crash contract in ssd_tier.h; Sync() makes writes durable).
+rocksdb::WriteOptions WriteOptionsFor(bool wal) {
   rocksdb::WriteOptions options;
-  options.disableWAL = true;
+  options.disableWAL = !wal;
   return options;
 }
 
@@ -133,8 +133,8 @@ bool DiskWritable(const std::filesystem::path& dir) {
 
 }  // namespace
 
-SsdTier::SsdTier(std::filesystem::path dir, SsdIo io, std::unique_ptr<rocksdb::DB> db)
-    : dir_(std::move(dir)), io_(io), db_(std::move(db)) {}
+SsdTier::SsdTier(std::filesystem::path dir, SsdIo io, bool wal, std::unique_ptr<rocksdb::DB> db)
+    : dir_(std::move(dir)), io_(io), wal_(wal), db_(std::move(db)) {}
 
 SsdTier::~SsdTier() {
   absl::WriterMutexLock lock(&db_mutex_);
@@ -146,12 +146,12 @@ SsdTier::~SsdTier() {
   (void)db_->Close();
 }
 
-absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::path& dir, SsdIo io) {
+absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const std::filesystem::path& dir, SsdIo io, Persist persist) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) return absl::InvalidArgumentError(StrCat("--ssd-dir ", dir.string(), ": ", error.message()));
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<rocksdb::DB> db, OpenDb(dir, io));
-  return std::unique_ptr<SsdTier>(new SsdTier(dir, io, std::move(db)));
+  return std::unique_ptr<SsdTier>(new SsdTier(dir, io, persist == Persist::kWriteThrough, std::move(db)));
 }
 
 absl::Status SsdTier::Put(const BlockKey& key, const SsdBlockMeta& meta, const uint8_t* data) {
@@ -184,7 +184,7 @@ absl::Status SsdTier::Write(rocksdb::WriteBatch& batch, std::string_view what) {
         absl::ReaderMutexLock db_lock(&db_mutex_);
         rocksdb::FlushOptions flush;
         flush.allow_write_stall = true;
-        absl::Status deleted = db_ ? FromRocks(db_->Write(NoWal(), &deletes), "delete after recovery") : Closed();
+        absl::Status deleted = db_ ? FromRocks(db_->Write(WriteOptionsFor(wal_), &deletes), "delete after recovery") : Closed();
         if (deleted.ok()) deleted = FromRocks(db_->Flush(flush), "flush after recovery");
         if (!deleted.ok()) {
           failure_ = deleted;
@@ -200,7 +200,7 @@ absl::Status SsdTier::Write(rocksdb::WriteBatch& batch, std::string_view what) {
   {
     absl::ReaderMutexLock lock(&db_mutex_);
     generation = generation_;
-    written = db_ ? FromRocks(db_->Write(NoWal(), &batch), what) : Closed();
+    written = db_ ? FromRocks(db_->Write(WriteOptionsFor(wal_), &batch), what) : Closed();
   }
   if (!written.ok()) {
     NoteFailure(written, generation);
@@ -322,7 +322,7 @@ absl::Status SsdTier::ForEach(const std::function<void(const BlockKey&, const Ss
     auto meta = DecodeMeta(std::string_view(it->value().data(), it->value().size()));
     if (!key.ok() || !meta) {
       ++*dropped;
-      db_->Delete(NoWal(), it->key());
+      db_->Delete(WriteOptionsFor(wal_), it->key());
       continue;
     }
     visit(*key, *meta);

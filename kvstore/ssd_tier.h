@@ -6,14 +6,17 @@
 // metadata's checksum (xxh3; RocksDB's slower blob CRC is skipped on reads); a block that fails is
 // reported as DataLoss, and the caller deletes it.
 //
-// Crash contract. Writes skip RocksDB's WAL (WriteOptions::disableWAL): a payload is written once, into
-// a blob file, not first into the WAL and again at flush. A block is durable once a flush that began
-// after its Put returned has completed: its memtable is then in a blob file and an SST, both synced,
-// named by the synced MANIFEST (this survives power loss too). Sync() is that flush; RocksDB also
-// flushes on its own when a memtable fills (64 MiB). After a crash (kill -9, power loss) a block not yet
-// synced is missing, never wrong: its payload and metadata are one WriteBatch in one memtable of the one
-// column family, flushed together or not at all, and every read is checked against the metadata's
-// xxh3. A Delete not yet synced may be undone by a crash: the block comes back as it was (intact).
+// Crash contract. With write-back (the default) writes skip RocksDB's WAL (WriteOptions::disableWAL): a
+// payload is written once, into a blob file, not first into the WAL and again at flush. A block is
+// durable once a flush that began after its Put returned has completed: its memtable is then in a blob
+// file and an SST, both synced, named by the synced MANIFEST (this survives power loss too). Sync() is
+// that flush; RocksDB also flushes on its own when a memtable fills (64 MiB). After a crash (kill -9,
+// power loss) a block not yet synced is missing, never wrong: its payload and metadata are one WriteBatch
+// in one memtable of the one column family, flushed together or not at all, and every read is checked
+// against the metadata's xxh3. A Delete not yet synced may be undone by a crash: the block comes back as
+// it was (intact). With write-through, writes also go to the WAL (not fsynced), so a Put that returned
+// survives kill -9 at once (not power loss until synced): a flush per commit instead was measured at
+// 0.4x the throughput for 2 MiB commits, with 3x the disk writes (docs/BENCHMARKS.md).
 //
 // A failed write (disk full, I/O error) stops RocksDB's writes until it is resumed. From then on a write
 // fails at once with that first error, without touching the disk; at most once a second a write first
@@ -52,7 +55,9 @@ struct SsdBlockMeta {
 
 class SsdTier {
  public:
-  static absl::StatusOr<std::unique_ptr<SsdTier>> Open(const std::filesystem::path& dir, SsdIo io);
+  // `persist`: kWriteThrough writes through the WAL as well (the crash contract above).
+  static absl::StatusOr<std::unique_ptr<SsdTier>> Open(const std::filesystem::path& dir, SsdIo io,
+                                                       Persist persist = Persist::kWriteBack);
   ~SsdTier();
 
   // REQUIRES: `data` holds meta.size_bytes bytes whose xxh3-64 is meta.checksum.
@@ -70,7 +75,7 @@ class SsdTier {
   absl::Status ForEach(const std::function<void(const BlockKey&, const SsdBlockMeta&)>& visit, uint64_t* dropped);
 
  private:
-  SsdTier(std::filesystem::path dir, SsdIo io, std::unique_ptr<rocksdb::DB> db);
+  SsdTier(std::filesystem::path dir, SsdIo io, bool wal, std::unique_ptr<rocksdb::DB> db);
   // Writes `batch` (no WAL), or fails fast while the tier is failing (see above).
   absl::Status Write(rocksdb::WriteBatch& batch, std::string_view what);
   // Records the first error of a write or flush: writes are refused until Recover().
@@ -82,6 +87,7 @@ class SsdTier {
 
   const std::filesystem::path dir_;
   const SsdIo io_;
+  const bool wal_;  // write-through: writes go through the WAL too
   absl::Mutex db_mutex_;  // readers: every use of db_; writer: closing and reopening it
   std::unique_ptr<rocksdb::DB> db_ ABSL_GUARDED_BY(db_mutex_);  // null only after a reopen failed
   // Instances opened since start (written under both mutexes, read under either).

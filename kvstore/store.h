@@ -6,8 +6,8 @@
 // publishes them all at once, or none. BeginGet pins published blocks (promoting SSD-only blocks into
 // DRAM first) under a lease; pinned blocks are never evicted or freed until the lease ends or expires.
 // Evicting a DRAM block writes it to the SSD tier first unless it is already there (write-back); with
-// write-through the commit writes it (and syncs it: durable when acknowledged); write-back evictions are
-// synced every --ssd-sync-ms. With --ssd-bytes, a full SSD tier drops its least recently used SSD-only
+// write-through the commit writes it (through the WAL: it survives kill -9 when acknowledged); writes
+// to SSD are synced every --ssd-sync-ms (kvstore/ssd_tier.h's crash contract). With --ssd-bytes, a full SSD tier drops its least recently used SSD-only
 // blocks, leaves first: a block whose children are still cached goes only when nothing else can.
 //
 // Each client (a connection, named by the caller) may hold at most --max-client-bytes reserved or pinned
