@@ -26,8 +26,15 @@ uint64_t SplitMix(uint64_t& state) {
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(std::vector<std::string> args) {
   std::unique_ptr<DaemonProcess> daemon(new DaemonProcess());
   const std::filesystem::path port_file = daemon->dir_.path() / "ports";
-  std::vector<std::string> argv_strings = {STRATA_KVSTORE_PATH, "--port",          "0", "--metrics-port", "0",
-                                           "--port-file",       port_file.string()};
+  // STRATA_KVSTORE_BINARY: another build's daemon (benchmarks compare two builds with one harness).
+  const char* binary = std::getenv("STRATA_KVSTORE_BINARY");
+  std::vector<std::string> argv_strings = {binary != nullptr ? binary : STRATA_KVSTORE_PATH,
+                                           "--port",
+                                           "0",
+                                           "--metrics-port",
+                                           "0",
+                                           "--port-file",
+                                           port_file.string()};
   // The whole suite can run with per-grant rkeys (tests/kvstore/CMakeLists.txt); a test that names a scope keeps it.
   const char* rkey_scope = std::getenv("STRATA_KVSTORE_TEST_RKEY_SCOPE");
   if (rkey_scope != nullptr && std::find(args.begin(), args.end(), "--rkey-scope") == args.end()) {
