@@ -108,14 +108,7 @@ bool Store::EvictOne() {
                       " hint=\"every SSD block is also in DRAM or in use; raise --ssd-bytes\""));
   } else if (ssd_ && !victim->on_ssd) {
     // Write-back. The block stays readable in DRAM meanwhile; `moving` keeps it from being freed.
-    victim->moving = true;
-    const SsdBlockMeta meta{victim->size_bytes, victim->checksum, victim->parent};
-    const uint8_t* data = arena_ + victim->offset;
-    mutex_.Unlock();
-    const absl::Status written = ssd_->Put(victim->key, meta, data);
-    mutex_.Lock();
-    victim->moving = false;
-    ssd_inflight_bytes_ -= victim->size_bytes;
+    const absl::Status written = WriteToSsd(*victim);
     if (written.ok()) {
       if (victim->deleted) {
         (void)ssd_->Delete(victim->key);  // deleted while we wrote it: do not resurrect it
@@ -145,6 +138,18 @@ bool Store::EvictOne() {
     NotifyStored(Tier::kSsd, {&victim->key, 1});
   }
   return true;
+}
+
+absl::Status Store::WriteToSsd(Block& block) {
+  block.moving = true;
+  const SsdBlockMeta meta{block.size_bytes, block.checksum, block.parent};
+  const uint8_t* data = arena_ + block.offset;
+  mutex_.Unlock();
+  const absl::Status written = ssd_->Put(block.key, meta, data);
+  mutex_.Lock();
+  block.moving = false;
+  ssd_inflight_bytes_ -= block.size_bytes;
+  return written;
 }
 
 absl::StatusOr<uint64_t> Store::AllocateDram(uint64_t bytes) {
@@ -708,14 +713,7 @@ Store::PersistReport Store::PersistDram(std::chrono::steady_clock::time_point de
       drop();
       continue;
     }
-    block->moving = true;  // stays in DRAM and readable; not evicted or freed meanwhile
-    const SsdBlockMeta meta{block->size_bytes, block->checksum, block->parent};
-    const uint8_t* data = arena_ + block->offset;
-    mutex_.Unlock();
-    const absl::Status written = ssd_->Put(block->key, meta, data);
-    mutex_.Lock();
-    block->moving = false;
-    ssd_inflight_bytes_ -= block->size_bytes;
+    const absl::Status written = WriteToSsd(*block);  // stays in DRAM and readable meanwhile
     if (block->deleted) {  // deleted while we wrote it: not resurrected; its memory is ours to free
       if (written.ok()) (void)ssd_->Delete(block->key);
       if (block->pins == 0) FreeDram(*block);

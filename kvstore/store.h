@@ -169,6 +169,10 @@ class Store {
 
   // Space for `bytes`, evicting as needed. May release and retake mutex_.
   absl::StatusOr<uint64_t> AllocateDram(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Writes the block's DRAM bytes to the SSD tier, releasing mutex_ meanwhile (`moving` keeps the block
+  // in DRAM, readable, not evicted or freed), and returns the SSD tier's answer. REQUIRES: ReserveSsd
+  // charged its bytes, which this gives back.
+  absl::Status WriteToSsd(Block& block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Evicts one block; false when nothing is evictable. May release and retake mutex_.
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   EvictionRank Rank(const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
