@@ -158,6 +158,25 @@ int main(int argc, char** argv) {
   serve->add_option("--http-host", options.http_host, "front door: HTTP host")->capture_default_str();
   serve->add_option("--http-port", options.http_port, "front door: OpenAI-compatible HTTP port (0: off)")
       ->capture_default_str();
+  serve
+      ->add_option("--http-max-connections", options.http_max_connections,
+                   "front door: open HTTP connections at most (each holds a thread; 503 beyond)")
+      ->capture_default_str();
+  serve
+      ->add_option("--http-max-connections-per-address", options.http_max_connections_per_address,
+                   "front door: open HTTP connections at most from one client address (503 beyond; 0: no cap)")
+      ->capture_default_str();
+  double http_header_timeout_s = 10, http_read_timeout_s = 10, http_keep_alive_timeout_s = 5;
+  serve->add_option("--http-header-timeout-s", http_header_timeout_s, "front door: deadline of a request's head")
+      ->capture_default_str();
+  serve
+      ->add_option("--http-read-timeout-s", http_read_timeout_s,
+                   "front door: longest silence while a request's body arrives")
+      ->capture_default_str();
+  serve
+      ->add_option("--http-keep-alive-timeout-s", http_keep_alive_timeout_s,
+                   "front door: longest idle time of a kept-alive HTTP connection")
+      ->capture_default_str();
   serve->add_option("--frontdoor-grpc-address", options.frontdoor_grpc_address,
                     "front door: FrontDoor gRPC service address (default: off)");
   serve->add_option("--api-keys", options.api_keys_file,
@@ -266,6 +285,15 @@ int main(int argc, char** argv) {
   if (options.http_port < 0 || options.http_port > 65535 || request_timeout_s <= 0) {
     return Fail(absl::InvalidArgumentError("--http-port must be in [0, 65535] and --request-timeout-s > 0"));
   }
+  if (options.http_max_connections <= 0 || options.http_max_connections_per_address < 0 ||
+      !(http_header_timeout_s > 0) || !(http_read_timeout_s > 0) || !(http_keep_alive_timeout_s > 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--http-max-connections and the --http-*-timeout-s flags must be > 0, --http-max-connections-per-address "
+        ">= 0 (0: no cap)"));
+  }
+  options.http_header_timeout = absl::Seconds(http_header_timeout_s);
+  options.http_read_timeout = absl::Seconds(http_read_timeout_s);
+  options.http_keep_alive_timeout = absl::Seconds(http_keep_alive_timeout_s);
   if (options.http_port == 0) options.http_port = -1;  // the flag's 0 is "off"; Options' 0 is "any port"
   options.request_timeout = absl::Seconds(request_timeout_s);
   if (!options.model_dir.empty()) {

@@ -77,6 +77,15 @@ struct Options {
   std::string http_host = "127.0.0.1";
   // -1: no HTTP front door; 0: any free port (tests). Default 8000.
   int http_port = 8000;
+  // HTTP connections (scheduler/frontdoor/http_server.h): open ones at most (each holds a thread: a stream
+  // for its whole life) and per client address (0: no cap); past either a new one is answered 503 with
+  // Retry-After at once. A request's head must arrive within the header timeout; its body may fall silent
+  // for at most the read timeout; a kept-alive connection may idle for the keep-alive timeout.
+  int http_max_connections = 1024;
+  int http_max_connections_per_address = 256;
+  absl::Duration http_header_timeout = absl::Seconds(10);
+  absl::Duration http_read_timeout = absl::Seconds(10);
+  absl::Duration http_keep_alive_timeout = absl::Seconds(5);
   // Listen address of the FrontDoor gRPC service (proto/frontdoor.proto). Empty: off.
   std::string frontdoor_grpc_address;
   // Lines `key tenant [rps=R burst=B concurrency=C models=a,b]` (scheduler/frontdoor/api_keys.h):

@@ -13,12 +13,10 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "scheduler/frontdoor/grpc_service.h"
+#include "scheduler/frontdoor/http_server.h"
 
 namespace strata::frontdoor {
 namespace {
-
-// Each open stream holds one HTTP thread for its whole life.
-constexpr size_t kHttpThreads = 128;
 
 // 5 ms to an hour: a million-token prefill takes many minutes, and a histogram whose last bucket is below
 // it says only "more than that".
@@ -69,25 +67,19 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
       "Server-sent-event streams that ended with an error event after their 200 (a worker died mid-stream)");
 
   if (options.http_port >= 0) {
-    door->http_ = std::make_unique<httplib::Server>();
-    door->http_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
-    // SO_REUSEADDR only (common/daemon.cc says why: no silent port sharing).
-    door->http_->set_socket_options([](int socket) {
-      const int yes = 1;
-      ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    });
+    ConnectionPolicy policy;
+    policy.max_connections = options.http_max_connections;
+    policy.max_connections_per_address = options.http_max_connections_per_address;
+    policy.header_timeout = options.http_header_timeout;
+    policy.read_timeout = options.http_read_timeout;
+    policy.keep_alive_timeout = options.http_keep_alive_timeout;
+    auto server = std::make_unique<HttpServer>(policy, door->metrics_);
     // Bodies are read by the routes themselves, counted as they arrive (chunked and compressed ones too);
     // this bounds a declared Content-Length before anything is read.
-    if (options.max_request_bytes > 0) door->http_->set_payload_max_length(options.max_request_bytes);
+    if (options.max_request_bytes > 0) server->set_payload_max_length(options.max_request_bytes);
+    STRATA_ASSIGN_OR_RETURN(door->http_port_, server->Bind(options.http_host, options.http_port));
+    door->http_ = std::move(server);
     door->InstallHttpRoutes();
-    door->http_port_ = options.http_port == 0 ? door->http_->bind_to_any_port(options.http_host)
-                                              : (door->http_->bind_to_port(options.http_host, options.http_port)
-                                                     ? options.http_port
-                                                     : -1);
-    if (door->http_port_ <= 0) {
-      return absl::UnavailableError(StrCat("front door: cannot listen for HTTP on ", options.http_host, ":",
-                                           options.http_port, " (address in use or not local?)"));
-    }
     httplib::Server* raw = door->http_.get();
     std::atomic<bool>* done = &door->http_listen_done_;
     door->http_thread_ = std::thread([raw, done] {
@@ -121,7 +113,10 @@ absl::StatusOr<std::unique_ptr<FrontDoor>> FrontDoor::Start(const scheduler::Opt
                  " http_metrics=", options.http_metrics == scheduler::HttpMetrics::kOn ? "on" : "off",
                  " max_request_bytes=", options.max_request_bytes, " max_json_depth=", options.max_json_depth,
                  " max_json_elements=", options.max_json_elements, " max_prompt_tokens=", options.max_prompt_tokens,
-                 " max_completion_tokens=", options.max_completion_tokens, " rate_limit_rps=", options.rate_limit_rps,
+                 " max_completion_tokens=", options.max_completion_tokens, " http_max_connections=",
+                 options.http_max_connections, " http_max_connections_per_address=",
+                 options.http_max_connections_per_address, " http_header_timeout=",
+                 absl::FormatDuration(options.http_header_timeout), " rate_limit_rps=", options.rate_limit_rps,
                  " rate_limit_burst=", options.rate_limit_burst, " max_concurrent_requests_per_key=",
                  options.max_concurrent_requests_per_key, " context_tokens=", door->model_->context_tokens()));
   return door;
