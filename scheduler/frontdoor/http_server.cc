@@ -86,12 +86,14 @@ class DeadlineStream : public httplib::Stream {
 
   ssize_t read(char* ptr, size_t size) override {
     if (!buffered()) {
-      if (!WaitFor(fd_, POLLIN, ReadDeadline(), server_socket_)) return -1;
-      ssize_t n;
-      do {
-        n = ::recv(fd_, buffer_, sizeof(buffer_), 0);
-      } while (n < 0 && errno == EINTR);
+      // A large read (a body) goes straight to the caller; a head is read a byte at a time, from the buffer.
+      const bool direct = size >= sizeof(buffer_);
+      const ssize_t n = Receive(direct ? ptr : buffer_, direct ? size : sizeof(buffer_));
       if (n <= 0) return n;
+      if (direct) {
+        if (in_head_) SeeHeadBytes(ptr, static_cast<size_t>(n));
+        return n;
+      }
       begin_ = 0;
       end_ = static_cast<size_t>(n);
     }
@@ -103,12 +105,15 @@ class DeadlineStream : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
-    if (!WaitFor(fd_, POLLOUT, absl::Now() + policy_.write_timeout, server_socket_)) return -1;
-    ssize_t n;
-    do {
-      n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    return n;
+    while (true) {
+      const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0 || errno == EINTR) {
+        if (n >= 0) return n;
+        continue;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      if (!WaitFor(fd_, POLLOUT, absl::Now() + policy_.write_timeout, server_socket_)) return -1;
+    }
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override { ip = PeerAddress(fd_, &port); }
@@ -120,6 +125,16 @@ class DeadlineStream : public httplib::Stream {
   socket_t socket() const override { return fd_; }
 
  private:
+  // recv(2) without waiting when bytes are there; else waits up to the read deadline (-1 past it).
+  ssize_t Receive(char* into, size_t size) {
+    while (true) {
+      const ssize_t n = ::recv(fd_, into, size, MSG_DONTWAIT);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      if (!WaitFor(fd_, POLLIN, ReadDeadline(), server_socket_)) return -1;
+    }
+  }
   absl::Time ReadDeadline() const {
     const absl::Time idle = absl::Now() + policy_.read_timeout;
     return in_head_ ? std::min(idle, head_deadline_) : idle;
