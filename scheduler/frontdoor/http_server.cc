@@ -9,7 +9,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <string_view>
+#include <thread>
 
 #include "common/strings.h"
 
@@ -19,6 +22,9 @@ namespace {
 // Set on the accept thread while it runs a connection that no thread could take: that connection is
 // refused there, at once (ConnectionThreads::enqueue).
 thread_local bool refuse_on_this_thread = false;
+
+// Threads past the connection cap, which serve only /health and /healthz (HttpServer::ServesHealthOnly).
+constexpr int kHealthThreads = 8;
 
 int PollMs(absl::Duration left) {
   if (left <= absl::ZeroDuration()) return 0;
@@ -227,7 +233,7 @@ class HttpServer::ConnectionThreads : public httplib::TaskQueue {
 };
 
 HttpServer::HttpServer(ConnectionPolicy policy, MetricsRegistry* metrics) : policy_(policy) {
-  const size_t max_threads = static_cast<size_t>(std::max(1, policy_.max_connections));
+  const size_t max_threads = static_cast<size_t>(std::max(1, policy_.max_connections) + kHealthThreads);
   new_task_queue = [max_threads] { return new ConnectionThreads(max_threads); };
   // SO_REUSEADDR only (common/daemon.cc says why: no silent port sharing); TCP_NODELAY, inherited by
   // accepted sockets and set on each again below.
@@ -305,6 +311,29 @@ void HttpServer::Refuse(socket_t sock, std::string_view reason, absl::Duration d
   ::close(sock);
 }
 
+bool HttpServer::AsksForHealth(socket_t sock) {
+  static constexpr std::string_view kPaths[] = {"GET /health ", "GET /health?", "GET /healthz ", "GET /healthz?"};
+  const absl::Time deadline = absl::Now() + absl::Seconds(1);
+  char start[16];
+  while (true) {
+    const ssize_t n = ::recv(sock, start, sizeof(start), MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return false;
+    const std::string_view seen(start, n > 0 ? static_cast<size_t>(n) : 0);
+    bool could_be = false;
+    for (const std::string_view path : kPaths) {
+      if (seen.size() >= path.size() && seen.substr(0, path.size()) == path) return true;
+      if (path.substr(0, std::min(path.size(), seen.size())) == seen.substr(0, std::min(path.size(), seen.size()))) {
+        could_be = true;
+      }
+    }
+    if (!could_be || !WaitFor(sock, POLLIN, deadline, &svr_sock_)) return false;
+    if (seen.size() == sizeof(start)) return false;
+    // More bytes may have come: peek again (a trickle is bounded by the deadline).
+    if (absl::Now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 bool HttpServer::process_and_close_socket(socket_t sock) {
   const int yes = 1;
   ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
@@ -319,11 +348,21 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     Refuse(sock, " from this client address", absl::Milliseconds(200));
     return false;
   }
-  ++open_;
+  // Past the cap, on one of the few threads kept for it: a health check is served (one request), anything
+  // else refused.
+  const bool health_only = open_.fetch_add(1) >= policy_.max_connections;
+  if (health_only && !AsksForHealth(sock)) {
+    --open_;
+    ReleaseAddressSlot(address);
+    if (refused_total_ != nullptr) refused_total_->Increment();
+    Refuse(sock, "", absl::Milliseconds(200));
+    return false;
+  }
+  const int max_requests = health_only ? 1 : policy_.keep_alive_max_requests;
   if (connections_gauge_ != nullptr) connections_gauge_->Add(1);
   DeadlineStream stream(sock, policy_, &svr_sock_);
   bool ok = true;
-  for (int served = 0; served < policy_.keep_alive_max_requests; ++served) {
+  for (int served = 0; served < max_requests; ++served) {
     // The first request may take the header timeout to start; a kept-alive one the idle timeout, then its own.
     if (served > 0 && !stream.buffered() &&
         !WaitFor(sock, POLLIN, absl::Now() + policy_.keep_alive_timeout, &svr_sock_)) {
@@ -331,7 +370,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     }
     stream.BeginRequest();
     bool closed = false;
-    ok = process_request(stream, served + 1 == policy_.keep_alive_max_requests, closed, nullptr);
+    ok = process_request(stream, served + 1 == max_requests, closed, nullptr);
     if (!ok || closed || svr_sock_.load() == INVALID_SOCKET) break;
   }
   ::shutdown(sock, SHUT_RDWR);

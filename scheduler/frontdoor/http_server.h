@@ -31,7 +31,9 @@ struct ConnectionPolicy {
   // resets.
   int listen_backlog = 4096;
   // Open connections at most. Each holds a thread while open (a stream for its whole life: the server is
-  // thread-per-connection), so this is also the thread cap. Past it a connection is answered 503.
+  // thread-per-connection), so this is also the thread cap. Past it a connection is answered 503, except
+  // GET /health and /healthz, which 8 more threads serve (one request a connection) so that a full server
+  // still answers its health checks.
   int max_connections = 1024;
   // Open connections at most from one client address (0: no cap), so that one address cannot take them
   // all. Behind a proxy every client has the proxy's address: raise it or set 0.
@@ -71,6 +73,9 @@ class HttpServer : public httplib::Server {
   // Runs on a connection thread (or, refusing, on the accept thread): admission, then the kept-alive
   // loop of cpp-httplib's process_request.
   bool process_and_close_socket(socket_t sock) override;
+  // Whether the request starting on `sock` is GET /health or /healthz (peeked, nothing consumed; waits up
+  // to 1 s for its first bytes).
+  bool AsksForHealth(socket_t sock);
   bool TakeAddressSlot(const std::string& address);
   void ReleaseAddressSlot(const std::string& address);
   // Writes the 503, half-closes, reads what the client already sent (up to `drain_for`) and closes, so

@@ -31,6 +31,7 @@ namespace {
 
 using strata::testing::ChildProcess;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kHealthz[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
@@ -162,7 +163,8 @@ TEST_F(HttpConnections, ABurstOf500ConnectionsIsAnsweredWithoutResets) {
   for (Exchange& exchange : burst) {
     exchange.fd = Connect(port_);
     ASSERT_GE(exchange.fd, 0) << "connect: " << std::strerror(errno);
-    exchange.request = kHealthz;
+    // Not a health check: those have threads of their own past the cap.
+    exchange.request = "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   }
   RunExchanges(burst, Clock::now() + std::chrono::seconds(30));
   std::map<int, int> by_status;
@@ -261,6 +263,29 @@ TEST_F(HttpConnections, OneAddressPastItsCapIsRefusedWhileAnotherIsServed) {
   EXPECT_THAT(refused.response, HasSubstr("too_many_connections"));
   const Exchange other = Ask(kHealthz);
   EXPECT_EQ(other.Status(), 200) << other.response;
+  for (const int fd : held) ::close(fd);
+}
+
+TEST_F(HttpConnections, AFullServerStillAnswersItsHealthChecks) {
+  Start({"--http-max-connections", "16"});
+  // 16 idle connections from 127.0.0.2 hold every connection (their heads never come within the test).
+  std::vector<int> held;
+  for (int i = 0; i < 16; ++i) held.push_back(Connect(port_, "127.0.0.2"));
+  // Wait until the server holds all sixteen: a request is then refused.
+  Exchange refused;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  do {
+    refused = Ask("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  } while (refused.Status() != 503 && Clock::now() < deadline);
+  EXPECT_EQ(refused.Status(), 503) << refused.response;
+  EXPECT_THAT(refused.response, HasSubstr("too_many_connections"));
+  const Exchange liveness = Ask(kHealthz);
+  EXPECT_EQ(liveness.Status(), 200) << liveness.response;
+  // No worker: /health answers, and says not ready.
+  const Exchange readiness = Ask("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(readiness.Status(), 503) << readiness.response;
+  EXPECT_THAT(readiness.response, HasSubstr("reason"));
+  EXPECT_THAT(readiness.response, Not(HasSubstr("too_many_connections")));
   for (const int fd : held) ::close(fd);
 }
 
