@@ -7,7 +7,7 @@ For each binary given (the baseline first, then the change, in the same run):
                the first request apart), and how many the server served before closing the connection
   burst        500 connections opened at once, each sending GET /healthz: answered 200, 503, or lost
                (reset, refused or closed without an answer)
-  slow heads   300 connections sending one header byte a second from 127.0.0.2, then GET /healthz from
+  slow heads   1000 connections sending one header byte a second from 127.0.0.2-5 (250 each), then GET /healthz from
                127.0.0.1: its latency (or 'timeout' past 30 s)
 
 usage: bench/frontdoor/connections.py BASELINE_SCHEDULER [CHANGED_SCHEDULER ...]
@@ -169,9 +169,9 @@ def burst(port, count=500):
 
 def slow_heads(port, count):
     slow = []
-    for _ in range(count):
+    for i in range(count):
         s = socket.socket()
-        s.bind(("127.0.0.2", 0))
+        s.bind((f"127.0.0.{2 + i % 4}", 0))
         try:
             s.connect(("127.0.0.1", port))
             slow.append(s)
@@ -229,7 +229,7 @@ def main():
             outcome = burst(port)
             print(f"  burst of 500 connections: {outcome}, listen overflows (whole host) "
                   f"{listen_overflows() - overflows}")
-            print(f"  GET /healthz with 300 slow-header connections open: {slow_heads(port, 300)}")
+            print(f"  GET /healthz with 1000 slow-header connections open: {slow_heads(port, 1000)}")
         finally:
             proc.terminate()
             proc.wait()
