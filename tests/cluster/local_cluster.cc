@@ -65,6 +65,7 @@ std::string LocalCluster::MissingBinaries() {
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(ClusterOptions options) {
   setenv("OMP_WAIT_POLICY", "passive", 1);  // several workers on 2 cores: idle OpenMP threads must sleep
   if (options.schedulers < 1) return absl::InvalidArgumentError("a cluster needs at least one scheduler");
+  if (options.kvstores < 1) return absl::InvalidArgumentError("a cluster needs at least one kvstore");
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
   cluster->options_ = std::move(options);
   LocalCluster* raw = cluster.get();
@@ -84,15 +85,23 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(ClusterOptions
   }
   // Every replica's address is known before any holder starts: each holder lists them all.
   for (int s = 0; s < o.schedulers; ++s) STRATA_RETURN_IF_ERROR(raw->StartScheduler(s));
-  raw->Place(raw->kvstore_, o.kvstore_host);
-  raw->kvstore_.grpc_port = FreePort();
-  STRATA_RETURN_IF_ERROR(raw->StartKvstore());
+  raw->kvstores_.resize(static_cast<size_t>(o.kvstores));
+  for (int k = 0; k < o.kvstores; ++k) {
+    Daemon& kvstore = raw->kvstores_[static_cast<size_t>(k)];
+    raw->Place(kvstore, o.kvstore_host);
+    kvstore.grpc_port = FreePort();
+    STRATA_RETURN_IF_ERROR(raw->StartKvstore(k));
+  }
   for (int i = 0; i < o.workers; ++i) STRATA_RETURN_IF_ERROR(raw->StartWorker(i));
   for (int s = 0; s < o.schedulers; ++s) {
-    if (!WaitFor([raw, s] { return raw->Holders("kvstore", s) == 1 && raw->Holders("worker", s) == raw->workers(); },
-                 kStartTimeout)) {
+    if (!WaitFor(
+            [raw, s] {
+              return raw->Holders("kvstore", s) == raw->kvstores() && raw->Holders("worker", s) == raw->workers();
+            },
+            kStartTimeout)) {
       return absl::DeadlineExceededError(StrCat("scheduler ", s, " lists ", raw->Holders("worker", s), " workers and ",
-                                                raw->Holders("kvstore", s), " kvstores, not ", raw->workers(), " and 1"));
+                                                raw->Holders("kvstore", s), " kvstores, not ", raw->workers(), " and ",
+                                                raw->kvstores()));
     }
   }
   return cluster;
@@ -141,25 +150,38 @@ absl::Status LocalCluster::StartScheduler(int s) {
                      [&] { return Healthy(daemon.host, daemon.metrics_port) && Healthy(daemon.host, daemon.http_port); });
 }
 
-absl::Status LocalCluster::StartKvstore() {
-  const std::filesystem::path port_file = dir_.path() / "kvstore.port";
+absl::Status LocalCluster::StartKvstore(int k) {
+  Daemon& kvstore = kvstores_.at(static_cast<size_t>(k));
+  // Kvstore 0 keeps the file names it had when a cluster had one kvstore.
+  const std::string suffix = k == 0 ? "" : StrCat("-", k);
+  const std::filesystem::path port_file = dir_.path() / StrCat("kvstore", suffix, ".port");
   std::filesystem::remove(port_file);
-  std::vector<std::string> argv = {STRATA_KVSTORE_PATH, "--host", kvstore_.host, "--port",
-                                   std::to_string(kvstore_.grpc_port), "--metrics-port", "0", "--port-file",
+  std::vector<std::string> argv = {STRATA_KVSTORE_PATH, "--host", kvstore.host, "--port",
+                                   std::to_string(kvstore.grpc_port), "--metrics-port", "0", "--port-file",
                                    port_file.string(), "--dram-bytes", std::to_string(64 << 20), "--ssd-dir",
-                                   (dir_.path() / "kvstore-ssd").string(), "--holder-id", "kvstore-0"};
+                                   (dir_.path() / StrCat("kvstore-ssd", suffix)).string(), "--holder-id",
+                                   StrCat("kvstore-", k)};
   const std::vector<std::string> schedulers = SchedulerFlags();
   argv.insert(argv.end(), schedulers.begin(), schedulers.end());
   argv.insert(argv.end(), options_.kvstore_args.begin(), options_.kvstore_args.end());
-  kvstore_.process = std::make_unique<ChildProcess>(OnHost(kvstore_, argv), ChildOutput::kInherit);
+  kvstore.process = std::make_unique<ChildProcess>(OnHost(kvstore, argv), ChildOutput::kInherit);
   int grpc_port = 0;
-  STRATA_RETURN_IF_ERROR(WaitServing(*kvstore_.process, "strata-kvstore", [&] {
-    return ReadPortFile(port_file, grpc_port, kvstore_.metrics_port) && Healthy(kvstore_.host, kvstore_.metrics_port);
+  STRATA_RETURN_IF_ERROR(WaitServing(*kvstore.process, StrCat("strata-kvstore ", k), [&] {
+    return ReadPortFile(port_file, grpc_port, kvstore.metrics_port) && Healthy(kvstore.host, kvstore.metrics_port);
   }));
   return absl::OkStatus();
 }
 
-absl::Status LocalCluster::StartWorker(int index) {
+absl::Status LocalCluster::StartWorker(int index, const std::vector<int>& kvstores) {
+  std::vector<int> order = kvstores;
+  if (order.empty()) {
+    for (int k = 0; k < this->kvstores(); ++k) order.push_back(k);
+  }
+  for (int k : order) {
+    if (k < 0 || k >= this->kvstores()) {
+      return absl::InvalidArgumentError(StrCat("worker ", index, " given kvstore ", k, " of ", this->kvstores()));
+    }
+  }
   const std::filesystem::path port_file = dir_.path() / StrCat("worker-", index, ".port");
   Daemon daemon;
   if (!options_.worker_hosts.empty()) {
@@ -167,14 +189,18 @@ absl::Status LocalCluster::StartWorker(int index) {
   }
   std::vector<std::string> argv = {STRATA_WORKER_PATH, "--model", ModelDir(), "--grpc-address",
                                    StrCat(daemon.host, ":0"), "--metrics-host", daemon.host, "--metrics-port", "0",
-                                   "--port-file", port_file.string(), "--kvstore", kvstore_address(),
-                                   "--block-tokens", std::to_string(options_.block_tokens), "--threads", "1",
+                                   "--port-file", port_file.string(), "--block-tokens",
+                                   std::to_string(options_.block_tokens), "--threads", "1",
                                    "--served-model-name", "llama3-tiny", "--worker-id", StrCat("worker-", index),
                                    // A tiny model computes a block sooner than any fetch returns it, so the
                                    // fetch policy would stop fetching: these tests exercise the fetches.
                                    "--kvstore-fetch", "always",
                                    // The cluster's KV MAC secret: one worker's blocks verify on another.
                                    "--kv-mac-key-file", STRATA_TEST_DATA_DIR "/kv_mac.key"};
+  for (int k : order) {
+    argv.push_back("--kvstore");
+    argv.push_back(kvstore_address(k));
+  }
   const std::vector<std::string> schedulers = SchedulerFlags();
   argv.insert(argv.end(), schedulers.begin(), schedulers.end());
   argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
@@ -187,27 +213,42 @@ absl::Status LocalCluster::StartWorker(int index) {
   return absl::OkStatus();
 }
 
-void LocalCluster::KillKvstore() { kvstore_.process->Kill(); }
+void LocalCluster::KillKvstore(int k) { kvstores_.at(static_cast<size_t>(k)).process->Kill(); }
 
 void LocalCluster::KillWorker(int i) { workers_.at(static_cast<size_t>(i)).process->Kill(); }
 
 void LocalCluster::KillScheduler(int s) { schedulers_.at(static_cast<size_t>(s)).process->Kill(); }
 
-absl::Status LocalCluster::RestartKvstore(std::chrono::steady_clock::time_point* serving_at) {
-  STRATA_RETURN_IF_ERROR(StartKvstore());
-  if (serving_at != nullptr) *serving_at = std::chrono::steady_clock::now();
-  // The new incarnation replaces the dead one's registration and sends its inventory, to every replica.
+absl::Status LocalCluster::WaitKvstoreRegistered(int k, const std::string& what) const {
   const double replicas = static_cast<double>(schedulers_.size());
-  if (!WaitFor([this, replicas] { return KvstoreMetric("strata_holder_agent_connected") == replicas; },
+  if (!WaitFor([this, k, replicas] { return KvstoreMetric(k, "strata_holder_agent_connected") == replicas; },
                kStartTimeout)) {
-    return absl::DeadlineExceededError("the restarted kvstore never registered");
+    return absl::DeadlineExceededError(StrCat("the ", what, " kvstore ", k, " never registered with all ",
+                                              schedulers_.size(), " scheduler replicas"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> LocalCluster::AddWorker() {
+absl::Status LocalCluster::RestartKvstore(int k, std::chrono::steady_clock::time_point* serving_at) {
+  STRATA_RETURN_IF_ERROR(StartKvstore(k));
+  if (serving_at != nullptr) *serving_at = std::chrono::steady_clock::now();
+  // The new incarnation replaces the dead one's registration and sends its inventory, to every replica.
+  return WaitKvstoreRegistered(k, "restarted");
+}
+
+absl::StatusOr<int> LocalCluster::AddKvstore() {
+  const int k = kvstores();
+  Daemon& kvstore = kvstores_.emplace_back();
+  Place(kvstore, options_.kvstore_host);
+  kvstore.grpc_port = FreePort();
+  STRATA_RETURN_IF_ERROR(StartKvstore(k));
+  STRATA_RETURN_IF_ERROR(WaitKvstoreRegistered(k, "added"));
+  return k;
+}
+
+absl::StatusOr<int> LocalCluster::AddWorker(const std::vector<int>& kvstores) {
   const int index = workers();
-  STRATA_RETURN_IF_ERROR(StartWorker(index));
+  STRATA_RETURN_IF_ERROR(StartWorker(index, kvstores));
   int live = 0;
   for (Daemon& worker : workers_) live += worker.process->Wait(std::chrono::milliseconds(0)).has_value() ? 0 : 1;
   if (!WaitFor([this, live] { return Holders("worker") >= live; }, kStartTimeout)) {
@@ -221,8 +262,9 @@ std::optional<double> LocalCluster::SchedulerMetric(int s, const std::string& se
   return MetricValue(daemon.host, daemon.metrics_port, series);
 }
 
-std::optional<double> LocalCluster::KvstoreMetric(const std::string& series) const {
-  return MetricValue(kvstore_.host, kvstore_.metrics_port, series);
+std::optional<double> LocalCluster::KvstoreMetric(int k, const std::string& series) const {
+  const Daemon& daemon = kvstores_.at(static_cast<size_t>(k));
+  return MetricValue(daemon.host, daemon.metrics_port, series);
 }
 
 std::optional<double> LocalCluster::WorkerMetric(int i, const std::string& series) const {
