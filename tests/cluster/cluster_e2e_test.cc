@@ -30,7 +30,8 @@ std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& 
   return a;
 }
 
-double Metric(int port, const std::string& series) { return MetricValue(port, series).value_or(-1); }
+// A worker metric summed over its label sets (its request series carry model_name).
+double Metric(int port, const std::string& name) { return strata::testing::MetricSum(port, name).value_or(-1); }
 
 TEST(ClusterE2E, APrefixComputedOnOneWorkerIsFetchedFromTheKvstoreByTheOther) {
   SKIP_WITHOUT_BINARIES();

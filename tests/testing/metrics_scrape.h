@@ -15,6 +15,11 @@ inline std::optional<double> MetricValue(int port, const std::string& series) {
   return MetricValue("127.0.0.1", port, series);
 }
 
+// The sum of every sample of the metric `name` over all its label sets (e.g. the worker's request series,
+// labelled by model_name); nullopt when the endpoint does not answer 200 or has no sample of it.
+std::optional<double> MetricSum(const std::string& host, int port, const std::string& name);
+inline std::optional<double> MetricSum(int port, const std::string& name) { return MetricSum("127.0.0.1", port, name); }
+
 }  // namespace strata::testing
 
 #endif  // STRATA_TESTS_TESTING_METRICS_SCRAPE_H_
