@@ -372,9 +372,12 @@ absl::StatusOr<std::vector<std::vector<float>>> LlamaModel::Forward(Backend& bac
     if (n >= kProgressLogTokens) {  // a long prefill says how far it is, once its layer has run
       STRATA_ASSIGN_OR_RETURN(Fence layer_done, backend.Record(Queue::kCompute));
       STRATA_RETURN_IF_ERROR(backend.Synchronize(layer_done));
-      LogInfo(StrCat("event=prefill_progress layer=", layer + 1, "/", c.num_layers, " tokens=", n, " elapsed_s=",
-                     absl::StrFormat("%.1f", std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                                            forward_start).count())));
+      // Layers cost the same, so the time left is the elapsed time per layer times the layers left.
+      const double elapsed_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();
+      const double eta_s = elapsed_s / static_cast<double>(layer + 1) * static_cast<double>(c.num_layers - layer - 1);
+      LogInfo(StrCat("event=prefill_progress layer=", layer + 1, "/", c.num_layers, " tokens=", n,
+                     " elapsed_s=", absl::StrFormat("%.1f", elapsed_s), " eta_s=", absl::StrFormat("%.1f", eta_s)));
     }
   }
 
