@@ -14,6 +14,7 @@
 #include "proto/scheduler.grpc.pb.h"
 #include "scheduler/service.h"
 #include "tests/kvstore/test_util.h"
+#include "tests/testing/metrics_scrape.h"
 
 namespace strata::kvstore::testing {
 namespace {
@@ -74,7 +75,8 @@ class SchedulerLinkTest : public ::testing::Test {
                                               const std::vector<std::string>& more_args = {}) {
     std::vector<std::string> args = {"--scheduler", address_, "--holder-id", "kvstore-t", "--dram-bytes",
                                      std::to_string(8 * kBlockBytes), "--max-block-bytes",
-                                     std::to_string(kBlockBytes), "--ssd-dir", ssd_dir.string()};
+                                     std::to_string(kBlockBytes), "--ssd-dir", ssd_dir.string(),
+                                     "--ssd-sync-ms", "50"};
     args.insert(args.end(), more_args.begin(), more_args.end());
     auto daemon = DaemonProcess::Start(args);
     EXPECT_TRUE(daemon.ok()) << daemon.status();
@@ -159,8 +161,14 @@ TEST_F(SchedulerLinkTest, TheIndexFollowsPutsEvictionsToSsdDeletesAndARestart) {
   ASSERT_TRUE(WaitFor([&] { return KvstoreBlocks() == 14; }, std::chrono::seconds(10))) << KvstoreBlocks();
 
   // kill -9: DRAM-only blocks are gone (write-back), SSD blocks come back with the restarted daemon's
-  // inventory, all at the SSD tier.
+  // inventory, all at the SSD tier. Write-back makes SSD blocks durable at its next sync (the crash
+  // contract, kvstore/README.md): wait for two before the kill.
   client->reset();
+  auto syncs = [&] {
+    return strata::testing::MetricValue(daemon->metrics_port(), "strata_kvstore_ssd_syncs_total").value_or(0);
+  };
+  const double syncs_before = syncs();
+  ASSERT_TRUE(WaitFor([&] { return syncs() >= syncs_before + 2; }, std::chrono::seconds(10)));
   daemon->Kill();
   daemon = StartKvstore(ssd.path() / "ssd");
   ASSERT_NE(daemon, nullptr);
