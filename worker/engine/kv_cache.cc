@@ -354,7 +354,19 @@ absl::Status KvCache::SetSparseBudget(int64_t budget_tokens) {
         "sparse decode: this sequence keeps no chunk bounds (created without sparse decode, or no layer is offloaded)");
   }
   if (budget_tokens < 0) return absl::InvalidArgumentError(StrCat("sparse decode: a budget of ", budget_tokens));
-  sparse_.budget_tokens = budget_tokens;
+  SparseDecode next = sparse_;
+  next.budget_tokens = budget_tokens;
+  // A larger budget gathers more keys: the buffer they land in grows with it (it never shrinks).
+  const int64_t rows = next.GatherRows(shape_.capacity_tokens);
+  if (rows > gathered_.capacity_tokens) {
+    const int64_t heads = shape_.num_kv_heads;
+    STRATA_ASSIGN_OR_RETURN(Tensor k, backend_.Allocate(shape_.dtype, heads * rows, shape_.head_dim));
+    STRATA_ASSIGN_OR_RETURN(Tensor v, backend_.Allocate(shape_.dtype, heads * rows, shape_.head_dim));
+    gathered_.k = std::move(k);
+    gathered_.v = std::move(v);
+    gathered_.capacity_tokens = rows;
+  }
+  sparse_ = next;
   return absl::OkStatus();
 }
 

@@ -123,6 +123,33 @@ TEST_P(SparseDecodeTest, ASmallBudgetReadsFewerKeysAndReportsApproximateAttentio
   EXPECT_GT(testing::RelativeL2(sparse.logits, exact.logits), 0.0) << "leaving keys out changed nothing";
 }
 
+// The budget of a live sequence can change (the benchmark compares budgets on one sequence): raised past
+// what the sequence was created with, it reads every chunk and is exact again; 0 is exact decode.
+TEST_P(SparseDecodeTest, ABudgetRaisedOnALiveSequenceCoversTheContext) {
+  constexpr int kSteps = 3;
+  auto engine = MakeEngine();
+  const Run exact = Decode(*engine, Placement({}), kSteps);
+  const int64_t n = static_cast<int64_t>(prompt_.size());
+  auto sequence =
+      engine->NewSequence(n + kSteps, Placement({.budget_tokens = 1, .chunk_tokens = 4, .sink_tokens = 4,
+                                                 .recent_tokens = 5}));
+  ASSERT_TRUE(sequence.ok()) << sequence.status();
+  const int64_t last = n - 1, zero = 0;
+  auto logits = engine->Forward(*sequence, prompt_, {&last, 1});
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  ASSERT_TRUE(sequence->SetSparseDecodeBudget(n + kSteps).ok());
+  std::vector<float> all = *logits;
+  for (int step = 0; step < kSteps; ++step) {
+    const int32_t token = exact.ids[step];
+    logits = engine->Forward(*sequence, {&token, 1}, {&zero, 1});
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    all.insert(all.end(), logits->begin(), logits->end());
+  }
+  EXPECT_EQ(testing::RelativeL2(all, exact.logits), 0.0);
+  EXPECT_EQ(sequence->transfer_stats().approximate_attentions, 0);
+  EXPECT_FALSE(sequence->SetSparseDecodeBudget(-1).ok());
+}
+
 TEST_P(SparseDecodeTest, InvalidOptionsAreRefused) {
   auto engine = MakeEngine();
   for (const SparseDecode& bad : {SparseDecode{.budget_tokens = 8, .chunk_tokens = 0},
