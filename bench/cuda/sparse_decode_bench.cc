@@ -31,6 +31,7 @@
 #include "worker/engine/chunk_selection.h"
 #include "worker/engine/cuda_backend.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/kv_cache.h"
 
 namespace strata::bench {
 namespace {
@@ -143,14 +144,10 @@ absl::Status RunAttention(const Options& o) {
       for (int64_t i = 0; i < kTopK; ++i) top[head].push_back(dots[i].second);
     }
     for (const int64_t budget : o.budgets) {
-      const int64_t tail_first = std::max<int64_t>(0, (context - kRecent) / o.chunk_tokens * o.chunk_tokens);
-      engine::SparseGather gather;
-      gather.chunk_tokens = o.chunk_tokens;
-      gather.num_chunks = chunks;
-      gather.candidates = tail_first / o.chunk_tokens;
-      gather.sink_chunks = std::min(gather.candidates, (kSink + o.chunk_tokens - 1) / o.chunk_tokens);
-      gather.tail_rows = context - tail_first;
-      gather.select = std::min(gather.candidates, std::max(gather.sink_chunks, std::max<int64_t>(0, budget - gather.tail_rows) / o.chunk_tokens));
+      const engine::SparseDecode options{.budget_tokens = budget, .chunk_tokens = o.chunk_tokens,
+                                        .sink_tokens = kSink, .recent_tokens = kRecent};
+      engine::SparseGather gather = options.Layout(context - 1, context);
+      const int64_t tail_first = context - gather.tail_rows;
       for (int64_t h = 0; h < kKvHeads; ++h) {
         gather.k_homes.push_back(layer.k.Rows(h * context, context));
         gather.v_homes.push_back(layer.v.Rows(h * context, context));

@@ -190,6 +190,24 @@ int64_t SparseDecode::GatherRows(int64_t capacity_tokens) const {
   return std::min(capacity_tokens, std::max(budget_tokens, sink_rows + recent_tokens + chunk_tokens));
 }
 
+int64_t SparseDecode::TailFirst(int64_t position) const {
+  const int64_t first = position + 1 - recent_tokens;
+  return first <= 0 ? 0 : first / chunk_tokens * chunk_tokens;
+}
+
+SparseGather SparseDecode::Layout(int64_t position, int64_t capacity_tokens) const {
+  SparseGather gather;
+  const int64_t chunk = chunk_tokens, tail_first = TailFirst(position);
+  gather.chunk_tokens = chunk;
+  gather.num_chunks = (capacity_tokens + chunk - 1) / chunk;
+  gather.candidates = tail_first / chunk;
+  gather.sink_chunks = std::min(gather.candidates, (sink_tokens + chunk - 1) / chunk);
+  gather.tail_rows = position + 1 - tail_first;
+  const int64_t budget_chunks = std::max<int64_t>(0, budget_tokens - gather.tail_rows) / chunk;
+  gather.select = std::min(gather.candidates, std::max(gather.sink_chunks, budget_chunks));
+  return gather;
+}
+
 int64_t SparseDecode::DeviceBytes(const KvShape& shape, const ResidencyPlan& plan) const {
   if (!enabled()) return 0;
   int64_t layers = 0;
@@ -375,15 +393,10 @@ void KvCache::BeginPass(int64_t first_position, int64_t rows) {
   pass_rows_ = rows;
 }
 
-int64_t KvCache::TailFirst(int64_t position) const {
-  const int64_t c = sparse_.chunk_tokens;
-  const int64_t first = position + 1 - sparse_.recent_tokens;
-  return first <= 0 ? 0 : first / c * c;
-}
 
 int64_t KvCache::FirstRowToFetch(int64_t layer, int64_t valid_tokens) const {
   // A sparse step reads the recent window from the slot and everything else from home.
-  return SparsePass() && SparseLayer(layer) ? std::min(TailFirst(valid_tokens), valid_tokens) : 0;
+  return SparsePass() && SparseLayer(layer) ? std::min(sparse_.TailFirst(valid_tokens), valid_tokens) : 0;
 }
 
 absl::Status KvCache::Prefetch(int64_t layer, int64_t valid_tokens) {
@@ -458,16 +471,8 @@ absl::Status KvCache::Attend(Backend& backend, int64_t layer, const Tensor& q, c
     return backend.Attention(q, view, params, out);
   }
   const int64_t position = params.first_position, chunk = sparse_.chunk_tokens, heads = shape_.num_kv_heads;
-  const int64_t tail_first = TailFirst(position);
-  SparseGather gather;
-  gather.chunk_tokens = chunk;
-  gather.num_chunks = NumChunks();
-  gather.candidates = tail_first / chunk;
-  gather.sink_chunks = std::min(gather.candidates, (sparse_.sink_tokens + chunk - 1) / chunk);
-  gather.tail_rows = position + 1 - tail_first;
-  // Whole chunks that fit the budget beside the window; all of them when the budget covers the context.
-  const int64_t budget_chunks = std::max<int64_t>(0, sparse_.budget_tokens - gather.tail_rows) / chunk;
-  gather.select = std::min(gather.candidates, std::max(gather.sink_chunks, budget_chunks));
+  SparseGather gather = sparse_.Layout(position, shape_.capacity_tokens);
+  const int64_t tail_first = position + 1 - gather.tail_rows;
   int64_t host_heads = 0;
   for (int64_t h = 0; h < heads; ++h) {
     const Home& home = homes_[layer * heads + h];

@@ -109,6 +109,12 @@ struct SparseDecode {
   int64_t DeviceBytes(const KvShape& shape, const ResidencyPlan& plan) const;
   // Rows per KV head of the buffer the chosen keys are gathered into.
   int64_t GatherRows(int64_t capacity_tokens) const;
+  // The first key of the recent window that a step at `position` reads (a chunk boundary).
+  int64_t TailFirst(int64_t position) const;
+  // The counts of the gather for a query at `position` in a cache of `capacity_tokens` (SparseGather's
+  // sources left empty): whole chunks before the window compete, the sinks and as many of the best as the
+  // budget allows beside the window are kept; all of them when the budget covers the context.
+  SparseGather Layout(int64_t position, int64_t capacity_tokens) const;
 };
 
 // Transfer counters of one cache, cumulative.
@@ -238,7 +244,6 @@ class KvCache final : public SequenceKv {
   bool SparseLayer(int64_t layer) const { return !bounds_.empty() && !bounds_[layer].empty(); }
   bool SparsePass() const { return pass_rows_ == 1 && sparse_.budget_tokens > 0; }
   int64_t FirstRowToFetch(int64_t layer, int64_t valid_tokens) const;
-  int64_t TailFirst(int64_t position) const;
   int64_t NumChunks() const { return (shape_.capacity_tokens + sparse_.chunk_tokens - 1) / sparse_.chunk_tokens; }
   absl::Status FlushSsdWrites(int64_t keep_layer);
 
