@@ -79,6 +79,20 @@ float FromBf16(uint16_t h) {
 // ---------------------------------------------------------------------------------------------------
 // Attention-level accuracy.
 
+// `values` (already BF16-representable) as a BF16 tensor in the backend's memory: the CUDA backend's
+// kernels take its activation dtype only (Backend::Upload gives F32).
+absl::StatusOr<engine::Tensor> UploadBf16(engine::Backend& backend, const std::vector<float>& values, int64_t rows,
+                                          int64_t cols) {
+  STRATA_ASSIGN_OR_RETURN(engine::Tensor host, backend.AllocateHost(DType::kBF16, rows, cols));
+  uint16_t* bits = host.data<uint16_t>();
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = ToBf16(values[i]);
+  STRATA_ASSIGN_OR_RETURN(engine::Tensor device, backend.Allocate(DType::kBF16, rows, cols));
+  STRATA_RETURN_IF_ERROR(backend.CopyRows(host, 0, device, 0, rows, engine::Queue::kCompute));
+  STRATA_ASSIGN_OR_RETURN(engine::Fence done, backend.Record(engine::Queue::kCompute));
+  STRATA_RETURN_IF_ERROR(backend.Synchronize(done));
+  return device;
+}
+
 absl::Status RunAttention(const Options& o) {
   constexpr int64_t kKvHeads = 8, kHeads = 32, kHeadDim = 128, kNeedles = 8, kTopK = 64;
   constexpr int64_t kRecent = 256, kSink = 32;
@@ -112,9 +126,9 @@ absl::Status RunAttention(const Options& o) {
     }
     // On the device: the layer, its bounds, the query.
     engine::KvLayer layer{.num_kv_heads = kKvHeads, .capacity_tokens = context};
-    STRATA_ASSIGN_OR_RETURN(layer.k, backend->Upload(keys, kKvHeads * context, kHeadDim));
-    STRATA_ASSIGN_OR_RETURN(layer.v, backend->Upload(values, kKvHeads * context, kHeadDim));
-    STRATA_ASSIGN_OR_RETURN(engine::Tensor device_q, backend->Upload(q, 1, kHeads * kHeadDim));
+    STRATA_ASSIGN_OR_RETURN(layer.k, UploadBf16(*backend, keys, kKvHeads * context, kHeadDim));
+    STRATA_ASSIGN_OR_RETURN(layer.v, UploadBf16(*backend, values, kKvHeads * context, kHeadDim));
+    STRATA_ASSIGN_OR_RETURN(engine::Tensor device_q, UploadBf16(*backend, q, 1, kHeads * kHeadDim));
     const int64_t chunks = (context + o.chunk_tokens - 1) / o.chunk_tokens;
     STRATA_ASSIGN_OR_RETURN(engine::Tensor bounds, backend->Allocate(DType::kBF16, kKvHeads * chunks, 2 * kHeadDim));
     STRATA_RETURN_IF_ERROR(backend->UpdateKeyBounds(layer, 0, context, o.chunk_tokens, bounds));

@@ -1,0 +1,277 @@
+// Concurrent streams through the front door (issue 23): a strata-scheduler process with its front door,
+// stand-in workers that stream tokens on a fixed schedule and compute nothing (so that what is measured is
+// the front door, not an engine), and N streaming `/v1/completions` clients started together from several
+// loopback addresses. Reported: streams held at once (counted by the stand-ins), streams completed and
+// failed, TTFT (the stand-in sends its first token at once, so TTFT is the front door's own latency: HTTP,
+// tokenization, placement, the worker call) and the added lateness of the last token against the
+// stand-in's schedule, p50 and p99, and the front door's threads and RSS while every stream is open.
+//
+//   build/bin/strata_frontdoor_streams_bench [--streams 1000] [--tokens 64] [--token-interval-ms 100]
+//                                            [--stand-ins 2] [--addresses 5] [--json FILE]
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "bench/cluster/completion_client.h"
+#include "bench/cluster/report.h"
+#include "common/block_key.h"
+#include "common/dtype.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "model/model.h"
+#include "nlohmann/json.hpp"
+#include "proto/worker.grpc.pb.h"
+#include "scheduler/client/holder_agent.h"
+#include "tests/testing/child_process.h"
+#include "tests/testing/loopback.h"
+
+namespace strata::frontdoor_bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int streams = 1000;
+  uint32_t tokens = 64;
+  int token_interval_ms = 100;
+  int stand_ins = 2;
+  int addresses = 5;  // client source addresses 127.0.0.2 ... (the front door caps connections per address)
+  std::string scheduler_binary;
+  std::string model = std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny";
+  std::string json_path;
+};
+
+// A Worker service that streams `max_new_tokens` tokens, the first at once and then one every interval,
+// and counts the streams it holds open. Sync gRPC: a sleeping server thread per stream (cheap here; the
+// front door's threads are what is measured).
+class StandInWorker final : public proto::Worker::Service {
+ public:
+  StandInWorker(const model::Model& model, std::string name, std::chrono::milliseconds interval)
+      : model_(model), name_(std::move(name)), interval_(interval) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    STRATA_CHECK(server_ != nullptr && port_ != 0);
+  }
+  ~StandInWorker() override { server_->Shutdown(std::chrono::system_clock::now()); }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int max_open() const { return max_open_.load(); }
+
+  grpc::Status Info(grpc::ServerContext*, const proto::InfoRequest*, proto::InfoResponse* response) override {
+    response->set_model_name(name_);
+    FillScheme(*response->mutable_key_scheme());
+    response->set_max_context_tokens(static_cast<uint32_t>(model_.config.max_position_embeddings));
+    response->set_backend("stand-in");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Generate(grpc::ServerContext* context, const proto::GenerateRequest* request,
+                        grpc::ServerWriter<proto::GenerateResponse>* writer) override {
+    const int open = ++open_;
+    for (int seen = max_open_.load(); open > seen && !max_open_.compare_exchange_weak(seen, open);) {
+    }
+    const auto start = Clock::now();
+    uint32_t sent = 0;
+    for (; sent < request->max_new_tokens() && !context->IsCancelled(); ++sent) {
+      std::this_thread::sleep_until(start + sent * interval_);
+      proto::GenerateResponse message;
+      message.add_token_ids(static_cast<int32_t>(3 + sent % 200));
+      if (!writer->Write(message)) break;
+    }
+    --open_;
+    if (sent < request->max_new_tokens()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    proto::GenerateResponse last;
+    last.set_finished(true);
+    last.set_finish_reason(proto::FINISH_REASON_LENGTH);
+    last.set_completion_tokens(sent);
+    last.mutable_prefix()->set_prompt_tokens(static_cast<uint32_t>(request->prompt_ids_size()));
+    last.mutable_prefix()->set_prefill_tokens(static_cast<uint32_t>(request->prompt_ids_size()));
+    writer->Write(last);
+    return grpc::Status::OK;
+  }
+
+  void FillScheme(proto::KeyScheme& scheme) const {
+    scheme.set_version(kBlockKeySchemeVersion);
+    scheme.set_block_tokens(16);
+    scheme.set_model_fingerprint(
+        std::string(model_.fingerprint.digest.begin(), model_.fingerprint.digest.end()));
+    scheme.set_kv_dtype(std::string(DTypeName(DType::kF32)));
+  }
+
+ private:
+  const model::Model& model_;
+  const std::string name_;
+  const std::chrono::milliseconds interval_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::atomic<int> open_{0}, max_open_{0};
+};
+
+// Registers `worker` with the scheduler as a worker with room for every request.
+std::unique_ptr<scheduler::HolderAgent> Register(const StandInWorker& worker, const std::string& scheduler,
+                                                 const std::string& id, const std::string& name) {
+  scheduler::HolderAgentOptions options;
+  options.scheduler_addresses = {scheduler};
+  proto::RegisterRequest& r = options.registration;
+  r.set_holder_id(id);
+  r.set_kind(proto::HOLDER_KIND_WORKER);
+  r.set_address(worker.address());
+  worker.FillScheme(*r.mutable_key_scheme());
+  proto::WorkerInfo& info = *r.mutable_worker();
+  info.set_gpu_kv_blocks(1 << 20);
+  info.set_host_kv_blocks(0);
+  info.set_block_bytes(1 << 16);
+  info.set_prefill_linear_s_per_token(1e-6);
+  info.set_host_to_gpu_bytes_per_s(1e10);
+  info.set_network_bytes_per_s(1e9);
+  info.set_decode_tokens_per_s(1000);
+  info.set_model_name(name);
+  auto agent = std::make_unique<scheduler::HolderAgent>(
+      std::move(options), scheduler::HolderAgentCallbacks{.inventory = [] { return scheduler::TierInventory{}; }});
+  agent->Start();
+  return agent;
+}
+
+// A field of /proc/PID/status ("Threads", "VmRSS": its number).
+long ProcStatus(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+int Run(const Options& o) {
+  absl::StatusOr<model::Model> model = model::OpenModel(o.model);
+  if (!model.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  const std::string name = "tiny";
+  std::vector<std::unique_ptr<StandInWorker>> stand_ins;
+  for (int i = 0; i < o.stand_ins; ++i) {
+    stand_ins.push_back(
+        std::make_unique<StandInWorker>(*model, name, std::chrono::milliseconds(o.token_interval_ms)));
+  }
+
+  const int grpc_port = testing::FreePort(), http_port = testing::FreePort(), metrics_port = testing::FreePort();
+  const std::string scheduler = "127.0.0.1:" + std::to_string(grpc_port);
+  testing::ChildProcess door(
+      {o.scheduler_binary, "serve", "--grpc-address", scheduler, "--metrics-host", "127.0.0.1", "--metrics-port",
+       std::to_string(metrics_port), "--http-host", "127.0.0.1", "--http-port", std::to_string(http_port),
+       "--model-dir", o.model, "--served-model-name", name},
+      testing::ChildOutput::kInherit);
+  if (!testing::WaitFor([&] { return testing::Healthy(http_port); }, std::chrono::seconds(30))) {
+    std::fprintf(stderr, "error: the front door did not answer /health within 30 s\n");
+    return 1;
+  }
+  std::vector<std::unique_ptr<scheduler::HolderAgent>> agents;
+  for (int i = 0; i < o.stand_ins; ++i) {
+    agents.push_back(Register(*stand_ins[i], scheduler, StrCat("stand-in-", i), name));
+  }
+  if (!testing::WaitFor([&] { return std::all_of(agents.begin(), agents.end(), [](auto& a) { return a->connected(); }); },
+                        std::chrono::seconds(30))) {
+    std::fprintf(stderr, "error: the stand-in workers did not register within 30 s\n");
+    return 1;
+  }
+  const long threads_idle = ProcStatus(door.pid(), "Threads"), rss_idle = ProcStatus(door.pid(), "VmRSS");
+
+  // Every client connects at once; each its own connection, from one of the addresses in turn.
+  std::vector<cluster_bench::CompletionResult> results(o.streams);
+  std::barrier start(o.streams + 1);
+  std::vector<std::jthread> clients;
+  for (int i = 0; i < o.streams; ++i) {
+    clients.emplace_back([&, i] {
+      cluster_bench::CompletionClient client({.host = "127.0.0.1",
+                                              .port = http_port,
+                                              .timeout_s = 120,
+                                              .local_address = StrCat("127.0.0.", 2 + i % o.addresses)});
+      cluster_bench::CompletionRequest request{.model = name, .max_tokens = o.tokens};
+      for (int t = 0; t < 16; ++t) request.prompt_ids.push_back(10 + (i * 16 + t) % 400);
+      start.arrive_and_wait();
+      results[i] = client.Complete(request);
+    });
+  }
+  start.arrive_and_wait();
+  const auto began = Clock::now();
+  // While every stream should be open (mid-schedule): the front door's threads and memory.
+  std::this_thread::sleep_for(std::chrono::milliseconds(o.tokens * o.token_interval_ms / 2));
+  const long threads_busy = ProcStatus(door.pid(), "Threads"), rss_busy = ProcStatus(door.pid(), "VmRSS");
+  clients.clear();
+  const double wall_s = std::chrono::duration<double>(Clock::now() - began).count();
+
+  int completed = 0, failed = 0;
+  std::string first_error;
+  std::vector<double> ttft_ms, late_ms;
+  const double schedule_s = (o.tokens - 1) * o.token_interval_ms / 1000.0;
+  for (const cluster_bench::CompletionResult& r : results) {
+    if (!r.ok) {
+      ++failed;
+      if (first_error.empty()) first_error = r.error;
+      continue;
+    }
+    ++completed;
+    ttft_ms.push_back(r.ttft_s * 1000);
+    late_ms.push_back((r.total_s - r.ttft_s - schedule_s) * 1000);
+  }
+  int held = 0;
+  for (const auto& s : stand_ins) held += s->max_open();
+  const nlohmann::json row = {{"streams", o.streams},
+                              {"tokens", o.tokens},
+                              {"token_interval_ms", o.token_interval_ms},
+                              {"held_at_once", held},
+                              {"completed", completed},
+                              {"failed", failed},
+                              {"first_error", first_error},
+                              {"ttft_p50_ms", cluster_bench::Percentile(ttft_ms, 0.50)},
+                              {"ttft_p99_ms", cluster_bench::Percentile(ttft_ms, 0.99)},
+                              {"last_token_late_p50_ms", cluster_bench::Percentile(late_ms, 0.50)},
+                              {"last_token_late_p99_ms", cluster_bench::Percentile(late_ms, 0.99)},
+                              {"wall_s", wall_s},
+                              {"frontdoor_threads_idle", threads_idle},
+                              {"frontdoor_threads_busy", threads_busy},
+                              {"frontdoor_rss_kib_idle", rss_idle},
+                              {"frontdoor_rss_kib_busy", rss_busy}};
+  std::printf("%s\n", row.dump(2).c_str());
+  if (!o.json_path.empty()) std::ofstream(o.json_path) << row.dump() << "\n";
+  agents.clear();
+  door.Signal(SIGTERM);
+  door.Wait(std::chrono::seconds(10));
+  return failed == 0 ? 0 : 2;
+}
+
+}  // namespace
+}  // namespace strata::frontdoor_bench
+
+int main(int argc, char** argv) {
+  strata::frontdoor_bench::Options o;
+  o.scheduler_binary = (std::filesystem::path(argv[0]).parent_path() / "strata-scheduler").string();
+  CLI::App app("Concurrent streams through the front door, against stand-in workers");
+  app.add_option("--streams", o.streams, "concurrent streaming requests")->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--tokens", o.tokens, "tokens per stream")->capture_default_str()->check(CLI::Range(2, 100000));
+  app.add_option("--token-interval-ms", o.token_interval_ms, "the stand-ins' time between tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 60000));
+  app.add_option("--stand-ins", o.stand_ins, "stand-in workers")->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--addresses", o.addresses, "client source addresses (127.0.0.2 on)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 250));
+  app.add_option("--scheduler", o.scheduler_binary, "the strata-scheduler binary")->capture_default_str();
+  app.add_option("--model", o.model, "model directory (its tokenizer and fingerprint)")->capture_default_str();
+  app.add_option("--json", o.json_path, "also write the result here");
+  CLI11_PARSE(app, argc, argv);
+  return strata::frontdoor_bench::Run(o);
+}
