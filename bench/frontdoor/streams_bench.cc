@@ -3,8 +3,10 @@
 // the front door, not an engine), and N streaming `/v1/completions` clients started together from several
 // loopback addresses. Reported: streams held at once (counted by the stand-ins), streams completed and
 // failed, TTFT (the stand-in sends its first token at once, so TTFT is the front door's own latency: HTTP,
-// tokenization, placement, the worker call) and the added lateness of the last token against the
-// stand-in's schedule, p50 and p99, and the front door's threads and RSS while every stream is open.
+// tokenization, placement, the worker call) and the stream's lag: the time from its first token to its
+// last minus the stand-in's schedule for them (what the front door added to the pace; negative when the
+// first token came later than the rest), p50 and p99; and the front door's threads and RSS while every
+// stream is open.
 //
 //   build/bin/strata_frontdoor_streams_bench [--streams 1000] [--tokens 64] [--token-interval-ms 100]
 //                                            [--stand-ins 2] [--addresses 5] [--json FILE]
@@ -12,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <barrier>
 #include <chrono>
 #include <cstdio>
@@ -215,7 +218,7 @@ int Run(const Options& o) {
 
   int completed = 0, failed = 0;
   std::string first_error;
-  std::vector<double> ttft_ms, late_ms;
+  std::vector<double> ttft_ms, lag_ms;
   const double schedule_s = (o.tokens - 1) * o.token_interval_ms / 1000.0;
   for (const cluster_bench::CompletionResult& r : results) {
     if (!r.ok) {
@@ -225,7 +228,7 @@ int Run(const Options& o) {
     }
     ++completed;
     ttft_ms.push_back(r.ttft_s * 1000);
-    late_ms.push_back((r.total_s - r.ttft_s - schedule_s) * 1000);
+    lag_ms.push_back((r.total_s - r.ttft_s - schedule_s) * 1000);
   }
   int held = 0;
   for (const auto& s : stand_ins) held += s->max_open();
@@ -238,8 +241,8 @@ int Run(const Options& o) {
                               {"first_error", first_error},
                               {"ttft_p50_ms", cluster_bench::Percentile(ttft_ms, 0.50)},
                               {"ttft_p99_ms", cluster_bench::Percentile(ttft_ms, 0.99)},
-                              {"last_token_late_p50_ms", cluster_bench::Percentile(late_ms, 0.50)},
-                              {"last_token_late_p99_ms", cluster_bench::Percentile(late_ms, 0.99)},
+                              {"stream_lag_p50_ms", cluster_bench::Percentile(lag_ms, 0.50)},
+                              {"stream_lag_p99_ms", cluster_bench::Percentile(lag_ms, 0.99)},
                               {"wall_s", wall_s},
                               {"frontdoor_threads_idle", threads_idle},
                               {"frontdoor_threads_busy", threads_busy},

@@ -202,6 +202,19 @@ std::vector<WorkerModel> WorkerDirectory::Refresh() {
     // worker that comes back at the address gets a fresh channel, not one in reconnect backoff.
     absl::erase_if(connections_, [&](const auto& entry) { return !live_addresses.contains(entry.first); });
   }
+  // One caller asks at a time; the others wait for its answers instead of asking the same workers again (a
+  // burst of requests to a worker the front door has not met yet sent one Info call, and logged a line, each).
+  std::optional<absl::MutexLock> asking;
+  if (!ask.empty()) {
+    asking.emplace(&info_mutex_);
+    absl::MutexLock lock(&mutex_);
+    const absl::Time after_wait = absl::Now();
+    std::erase_if(ask, [&](const scheduler::HolderSnapshot* h) {
+      auto it = known_.find(h->holder_id);
+      return it != known_.end() && it->second.epoch == h->epoch &&
+             (it->second.model || after_wait < it->second.retry_after);
+    });
+  }
   for (const scheduler::HolderSnapshot* h : ask) {
     std::shared_ptr<proto::Worker::Stub> stub = Stub(h->address);
     grpc::ClientContext context;

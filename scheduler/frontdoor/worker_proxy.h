@@ -86,6 +86,7 @@ class WorkerDirectory {
   absl::Duration info_timeout_;
   const std::shared_ptr<const RpcSecurity> security_;
   const absl::Duration watch_interval_;
+  absl::Mutex info_mutex_ ABSL_ACQUIRED_BEFORE(mutex_);  // held by the one caller asking workers for Info
   absl::Mutex mutex_;
   absl::flat_hash_map<std::string, Known> known_ ABSL_GUARDED_BY(mutex_);  // by holder id
   absl::flat_hash_map<std::string, Connection> connections_ ABSL_GUARDED_BY(mutex_);  // by address
