@@ -6,11 +6,13 @@
 // tokenization, placement, the worker call) and the stream's lag: the time from its first token to its
 // last minus the stand-in's schedule for them (what the front door added to the pace; negative when the
 // first token came later than the rest), p50 and p99; and the front door's threads and RSS while every
-// stream is open.
+// stream is open. The baseline, in the same run: the same streams straight to the stand-ins over gRPC (the
+// clients' and stand-ins' own cost on the same cores); "added" is the front door's pass minus it.
 //
 //   build/bin/strata_frontdoor_streams_bench [--streams 1000] [--tokens 64] [--token-interval-ms 100]
 //                                            [--stand-ins 2] [--addresses 5] [--json FILE]
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -72,6 +75,7 @@ class StandInWorker final : public proto::Worker::Service {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int max_open() const { return max_open_.load(); }
+  void ResetMaxOpen() { max_open_ = 0; }
 
   grpc::Status Info(grpc::ServerContext*, const proto::InfoRequest*, proto::InfoResponse* response) override {
     response->set_model_name(name_);
@@ -157,7 +161,72 @@ long ProcStatus(pid_t pid, const std::string& field) {
   return -1;
 }
 
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+
+struct Pass {
+  std::string name;
+  int held = 0, completed = 0, failed = 0;
+  std::string first_error;
+  double ttft_p50_ms = 0, ttft_p99_ms = 0, lag_p50_ms = 0, lag_p99_ms = 0, wall_s = 0;
+};
+
+nlohmann::json ToJson(const Pass& p) {
+  return {{"name", p.name},           {"held_at_once", p.held},     {"completed", p.completed},
+          {"failed", p.failed},       {"first_error", p.first_error}, {"ttft_p50_ms", p.ttft_p50_ms},
+          {"ttft_p99_ms", p.ttft_p99_ms}, {"stream_lag_p50_ms", p.lag_p50_ms}, {"stream_lag_p99_ms", p.lag_p99_ms},
+          {"wall_s", p.wall_s}};
+}
+
+// Runs o.streams streams at once: make_call(i) prepares stream i's call on its own thread (connections
+// made before the start), the calls start together; `midway` runs while every stream should be open.
+template <typename MakeCall>
+Pass RunPass(std::string name, const Options& o, MakeCall make_call,
+             const std::vector<std::unique_ptr<StandInWorker>>& stand_ins, const std::function<void()>& midway = {}) {
+  for (const auto& s : stand_ins) s->ResetMaxOpen();
+  std::vector<cluster_bench::CompletionResult> results(o.streams);
+  std::barrier start(o.streams + 1);
+  std::vector<std::jthread> clients;
+  for (int i = 0; i < o.streams; ++i) {
+    clients.emplace_back([&, i] {
+      auto call = make_call(i);
+      start.arrive_and_wait();
+      results[i] = call();
+    });
+  }
+  start.arrive_and_wait();
+  const auto began = Clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(o.tokens * o.token_interval_ms / 2));
+  if (midway) midway();
+  clients.clear();
+  Pass pass{.name = std::move(name), .wall_s = Seconds(began)};
+  std::vector<double> ttft_ms, lag_ms;
+  const double schedule_s = (o.tokens - 1) * o.token_interval_ms / 1000.0;
+  for (const cluster_bench::CompletionResult& r : results) {
+    if (!r.ok) {
+      ++pass.failed;
+      if (pass.first_error.empty()) pass.first_error = r.error;
+      continue;
+    }
+    ++pass.completed;
+    ttft_ms.push_back(r.ttft_s * 1000);
+    lag_ms.push_back((r.total_s - r.ttft_s - schedule_s) * 1000);
+  }
+  for (const auto& s : stand_ins) pass.held += s->max_open();
+  pass.ttft_p50_ms = cluster_bench::Percentile(ttft_ms, 0.50);
+  pass.ttft_p99_ms = cluster_bench::Percentile(ttft_ms, 0.99);
+  pass.lag_p50_ms = cluster_bench::Percentile(lag_ms, 0.50);
+  pass.lag_p99_ms = cluster_bench::Percentile(lag_ms, 0.99);
+  return pass;
+}
+
 int Run(const Options& o) {
+  // Each stream is a socket here and one in the front door (which inherits this limit): 1,000 pass the
+  // usual soft limit of 1,024 descriptors.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   absl::StatusOr<model::Model> model = model::OpenModel(o.model);
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
@@ -192,64 +261,60 @@ int Run(const Options& o) {
   }
   const long threads_idle = ProcStatus(door.pid(), "Threads"), rss_idle = ProcStatus(door.pid(), "VmRSS");
 
-  // Every client connects at once; each its own connection, from one of the addresses in turn.
-  std::vector<cluster_bench::CompletionResult> results(o.streams);
-  std::barrier start(o.streams + 1);
-  std::vector<std::jthread> clients;
-  for (int i = 0; i < o.streams; ++i) {
-    clients.emplace_back([&, i] {
+  // The baseline first: the same streams straight to the stand-ins over gRPC (what the clients and the
+  // stand-ins cost on these cores without a front door), then through the front door's HTTP.
+  const Pass direct = RunPass("direct", o, [&](int i) {
+    auto channel = grpc::CreateChannel(stand_ins[i % o.stand_ins]->address(), grpc::InsecureChannelCredentials());
+    auto stub = proto::Worker::NewStub(channel);
+    channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return [stub = std::shared_ptr<proto::Worker::Stub>(std::move(stub)), &o, i]() {
+      proto::GenerateRequest request;
+      for (int t = 0; t < 16; ++t) request.add_prompt_ids(10 + (i * 16 + t) % 400);
+      request.set_max_new_tokens(o.tokens);
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+      const auto sent = Clock::now();
+      auto reader = stub->Generate(&context, request);
+      cluster_bench::CompletionResult result;
+      proto::GenerateResponse message;
+      while (reader->Read(&message)) {
+        if (message.token_ids_size() > 0 && result.chunks++ == 0) result.ttft_s = Seconds(sent);
+      }
+      const grpc::Status status = reader->Finish();
+      result.total_s = Seconds(sent);
+      result.ok = status.ok();
+      if (!status.ok()) result.error = status.error_message();
+      return result;
+    };
+  }, stand_ins);
+  long threads_busy = 0, rss_busy = 0;
+  const Pass door_pass = RunPass("front door", o, [&](int i) {
+    return [&o, i, http_port, &name]() {
       cluster_bench::CompletionClient client({.host = "127.0.0.1",
                                               .port = http_port,
                                               .timeout_s = 120,
                                               .local_address = StrCat("127.0.0.", 2 + i % o.addresses)});
       cluster_bench::CompletionRequest request{.model = name, .max_tokens = o.tokens};
       for (int t = 0; t < 16; ++t) request.prompt_ids.push_back(10 + (i * 16 + t) % 400);
-      start.arrive_and_wait();
-      results[i] = client.Complete(request);
-    });
-  }
-  start.arrive_and_wait();
-  const auto began = Clock::now();
-  // While every stream should be open (mid-schedule): the front door's threads and memory.
-  std::this_thread::sleep_for(std::chrono::milliseconds(o.tokens * o.token_interval_ms / 2));
-  const long threads_busy = ProcStatus(door.pid(), "Threads"), rss_busy = ProcStatus(door.pid(), "VmRSS");
-  clients.clear();
-  const double wall_s = std::chrono::duration<double>(Clock::now() - began).count();
-
-  int completed = 0, failed = 0;
-  std::string first_error;
-  std::vector<double> ttft_ms, lag_ms;
-  const double schedule_s = (o.tokens - 1) * o.token_interval_ms / 1000.0;
-  for (const cluster_bench::CompletionResult& r : results) {
-    if (!r.ok) {
-      ++failed;
-      if (first_error.empty()) first_error = r.error;
-      continue;
-    }
-    ++completed;
-    ttft_ms.push_back(r.ttft_s * 1000);
-    lag_ms.push_back((r.total_s - r.ttft_s - schedule_s) * 1000);
-  }
-  int held = 0;
-  for (const auto& s : stand_ins) held += s->max_open();
-  const nlohmann::json row = {{"streams", o.streams},
-                              {"tokens", o.tokens},
-                              {"token_interval_ms", o.token_interval_ms},
-                              {"held_at_once", held},
-                              {"completed", completed},
-                              {"failed", failed},
-                              {"first_error", first_error},
-                              {"ttft_p50_ms", cluster_bench::Percentile(ttft_ms, 0.50)},
-                              {"ttft_p99_ms", cluster_bench::Percentile(ttft_ms, 0.99)},
-                              {"stream_lag_p50_ms", cluster_bench::Percentile(lag_ms, 0.50)},
-                              {"stream_lag_p99_ms", cluster_bench::Percentile(lag_ms, 0.99)},
-                              {"wall_s", wall_s},
-                              {"frontdoor_threads_idle", threads_idle},
-                              {"frontdoor_threads_busy", threads_busy},
-                              {"frontdoor_rss_kib_idle", rss_idle},
-                              {"frontdoor_rss_kib_busy", rss_busy}};
-  std::printf("%s\n", row.dump(2).c_str());
-  if (!o.json_path.empty()) std::ofstream(o.json_path) << row.dump() << "\n";
+      return client.Complete(request);
+    };
+  }, stand_ins, [&] {
+    threads_busy = ProcStatus(door.pid(), "Threads");
+    rss_busy = ProcStatus(door.pid(), "VmRSS");
+  });
+  nlohmann::json out = {{"streams", o.streams},
+                        {"tokens", o.tokens},
+                        {"token_interval_ms", o.token_interval_ms},
+                        {"passes", {ToJson(direct), ToJson(door_pass)}},
+                        {"added_ttft_p50_ms", door_pass.ttft_p50_ms - direct.ttft_p50_ms},
+                        {"added_ttft_p99_ms", door_pass.ttft_p99_ms - direct.ttft_p99_ms},
+                        {"frontdoor_threads_idle", threads_idle},
+                        {"frontdoor_threads_busy", threads_busy},
+                        {"frontdoor_rss_kib_idle", rss_idle},
+                        {"frontdoor_rss_kib_busy", rss_busy}};
+  std::printf("%s\n", out.dump(2).c_str());
+  if (!o.json_path.empty()) std::ofstream(o.json_path) << out.dump() << "\n";
+  const int failed = direct.failed + door_pass.failed;
   agents.clear();
   door.Signal(SIGTERM);
   door.Wait(std::chrono::seconds(10));
