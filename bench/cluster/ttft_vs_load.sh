@@ -3,12 +3,13 @@
 # each concurrency, on a fresh cluster each time (cold caches, so every level starts alike), then one plot.
 #
 #   bash bench/cluster/ttft_vs_load.sh [--backend cpu|cuda] [--model DIR] [--concurrencies 1,2,4,8]
-#                                      [--out DIR] [--plot FILE] [-- BENCH FLAGS...]
+#                                      [--out DIR] [--plot FILE] [--plot-only] [-- BENCH FLAGS...]
 #
 # BIN_DIR as for gpu_cluster.sh (default: build/bin for cpu, .gpu/bin for cuda). --out (default
 # .cluster/load-DATE) gets one gpu_cluster.sh output folder per concurrency (c1/, c2/, ...), load.dat (a row
 # per concurrency: TTFT p50 and p90 in seconds and output tokens/s, cache off then on) and setup.txt.
 # --plot (default OUT/ttft_vs_load.svg) is the SVG: TTFT p50/p90 and throughput against concurrency.
+# --plot-only: no runs; load.dat and the plot again from an earlier --out.
 # Flags after -- go to strata_cluster_bench (gpu_cluster.sh's defaults otherwise; --passes is off,on here).
 set -euo pipefail
 
@@ -18,6 +19,7 @@ MODEL=""
 CONCURRENCIES=1,2,4,8
 OUT=""
 PLOT=""
+PLOT_ONLY=0
 BENCH_EXTRA=()
 
 die() {
@@ -32,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --concurrencies) CONCURRENCIES="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --plot) PLOT="$2"; shift 2 ;;
+    --plot-only) PLOT_ONLY=1; shift ;;
     --) shift; BENCH_EXTRA=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (--help lists them; bench flags go after --)" ;;
@@ -52,18 +55,20 @@ mkdir -p "$OUT"
 model_flag=()
 [[ -n "$MODEL" ]] && model_flag=(--model "$MODEL")
 IFS=, read -r -a levels <<<"$CONCURRENCIES"
-for c in "${levels[@]}"; do
-  echo "ttft_vs_load: concurrency $c"
-  bash "$ROOT/bench/cluster/gpu_cluster.sh" --backend "$BACKEND" "${model_flag[@]}" --out "$OUT/c$c" \
-    -- --concurrency "$c" --passes off,on "${BENCH_EXTRA[@]}"
-done
+if [[ "$PLOT_ONLY" == 0 ]]; then
+  for c in "${levels[@]}"; do
+    echo "ttft_vs_load: concurrency $c"
+    bash "$ROOT/bench/cluster/gpu_cluster.sh" --backend "$BACKEND" "${model_flag[@]}" --out "$OUT/c$c" \
+      -- --concurrency "$c" --passes off,on "${BENCH_EXTRA[@]}"
+  done
+fi
 cp "$OUT/c${levels[0]}/setup.txt" "$OUT/setup.txt"
 
 # A row per concurrency: c, then TTFT p50, TTFT p90, output tokens/s for cache off, then for cache on.
 {
   echo "# concurrency off_ttft_p50_s off_ttft_p90_s off_tokens_per_s on_ttft_p50_s on_ttft_p90_s on_tokens_per_s"
   for c in "${levels[@]}"; do
-    jq -r --arg c "$c" '[$c] + ([.passes[] | select(.name == "off" or .name == "on")] | sort_by(.name) | reverse
+    jq -r --arg c "$c" '[$c] + ([.passes[] | select(.name == "cache off" or .name == "cache on")] | sort_by(.name)
         | map(.ttft_p50_s, .ttft_p90_s, .output_tokens_per_s)) | map(tostring) | join(" ")' "$OUT/c$c/result.json"
   done
 } >"$OUT/load.dat"
