@@ -33,6 +33,7 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 using strata::testing::ChildProcess;
 using strata::testing::WaitFor;
+using testing::FieldAfter;
 using testing::SseData;
 
 const std::string kModelDir = std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny";
@@ -368,11 +369,6 @@ TEST_F(OpenAiFieldsTest, UnimplementedFieldsAreRefusedOverHttpNamingThem) {
   EXPECT_EQ(worker_->generate_calls(), 0);
 }
 
-int FieldAfter(const std::string& text, const std::string& key) {
-  const size_t at = text.find(key);
-  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + key.size());
-}
-
 // The real strata-worker (engine loop, batched prefill with every prompt row's logits, continuous
 // batching of n choices) gives the same logprobs. Skips where strata-worker is not built.
 TEST_F(OpenAiFieldsTest, RealWorkerLogprobsMatchTheEnginesLogSoftmax) {
@@ -396,13 +392,7 @@ TEST_F(OpenAiFieldsTest, RealWorkerLogprobsMatchTheEnginesLogSoftmax) {
   ASSERT_GT(metrics_port, 0) << worker.err();
   httplib::Client http("127.0.0.1", http_port);
   http.set_read_timeout(30, 0);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        httplib::Result models = http.Get("/v1/models");
-        return models && models->status == 200 && Json::parse(models->body)["data"][0]["workers"] == 1;
-      },
-      std::chrono::seconds(30)))
-      << "strata-worker did not register";
+  ASSERT_TRUE(testing::WaitForWorkers(http_port, 1)) << "strata-worker did not register";
   const Json request = {{"model", "tiny"},    {"prompt", prompt_}, {"max_tokens", 4}, {"temperature", 0},
                         {"ignore_eos", true}, {"logprobs", 2},     {"echo", true},    {"n", 2}};
   httplib::Result result = http.Post("/v1/completions", request.dump(), "application/json");

@@ -33,6 +33,7 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 using strata::testing::ChildProcess;
 using strata::testing::WaitFor;
+using testing::FieldAfter;
 using testing::SseData;
 
 const std::string kModelDir = std::string(STRATA_TEST_DATA_DIR) + "/models/llama3-tiny";
@@ -697,11 +698,6 @@ TEST_F(FrontDoorTest, OfficialOpenAiNodeClient) {
 
 using strata::testing::FreePort;
 
-int FieldAfter(const std::string& text, const std::string& key) {
-  const size_t at = text.find(key);
-  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + key.size());
-}
-
 // strata-scheduler serve with the front-door flags the local cluster uses; a worker registers over gRPC.
 TEST(FrontDoorProcess, ServeWithModelDirAnswersOpenAiRequests) {
   absl::StatusOr<std::unique_ptr<testing::EngineWorker>> worker = testing::EngineWorker::Start(kModelDir, "tiny");
@@ -829,13 +825,7 @@ TEST(FrontDoorProcess, RealWorkerServesGreedyTokensAndReusesThePrefix) {
                       strata::testing::ChildOutput::kInherit);
   httplib::Client http("127.0.0.1", http_port);
   http.set_read_timeout(30, 0);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        httplib::Result models = http.Get("/v1/models");
-        return models && models->status == 200 && Json::parse(models->body)["data"][0]["workers"] == 1;
-      },
-      std::chrono::seconds(30)))
-      << "strata-worker did not register";
+  ASSERT_TRUE(testing::WaitForWorkers(http_port, 1)) << "strata-worker did not register";
 
   const Golden golden = LoadGolden();
   const Json body = {{"model", "tiny"}, {"prompt", golden.prompt}, {"max_tokens", 8}, {"temperature", 0},
