@@ -74,13 +74,14 @@ cp "$OUT/c${levels[0]}/setup.txt" "$OUT/setup.txt"
 } >"$OUT/load.dat"
 cat "$OUT/load.dat"
 
-title="$(basename "$(awk '/^cluster:/ {for (i = 1; i <= NF; ++i) if ($i == "--model") print $(i + 1)}' "$OUT/setup.txt")")"
-machine="$(awk -F': ' '/^gpu:/ {print $2; found = 1} END {if (!found) print ""}' "$OUT/setup.txt")"
+model="$(awk '/^cluster:/ {for (i = 1; i <= NF; ++i) if ($i == "--model") print $(i + 1)}' "$OUT/setup.txt")"
+machine="$(awk -F': ' '/^gpu:/ {print $2}' "$OUT/setup.txt")"
 [[ -n "$machine" ]] || machine="$(awk -F': ' '/^host:/ {print $2}' "$OUT/setup.txt")"
 gnuplot <<EOF
 set terminal svg size 960,420 dynamic font "sans,12" background "white"
 set output "$PLOT"
-set multiplot layout 1,2 title "Strata, $title ($BACKEND backend; $machine): Mooncake trace burst, prefix cache off and on"
+set multiplot layout 1,2 title "Strata, $(basename "$model") ($BACKEND backend; $machine): Mooncake trace burst, \
+prefix cache off and on"
 set xlabel "requests in flight"
 set logscale x 2
 set key top left

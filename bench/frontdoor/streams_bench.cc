@@ -16,9 +16,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <csignal>
 #include <barrier>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -113,8 +113,7 @@ class StandInWorker final : public proto::Worker::Service {
   void FillScheme(proto::KeyScheme& scheme) const {
     scheme.set_version(kBlockKeySchemeVersion);
     scheme.set_block_tokens(16);
-    scheme.set_model_fingerprint(
-        std::string(model_.fingerprint.digest.begin(), model_.fingerprint.digest.end()));
+    scheme.set_model_fingerprint(std::string(model_.fingerprint.digest.begin(), model_.fingerprint.digest.end()));
     scheme.set_kv_dtype(std::string(DTypeName(DType::kF32)));
   }
 
@@ -171,9 +170,15 @@ struct Pass {
 };
 
 nlohmann::json ToJson(const Pass& p) {
-  return {{"name", p.name},           {"held_at_once", p.held},     {"completed", p.completed},
-          {"failed", p.failed},       {"first_error", p.first_error}, {"ttft_p50_ms", p.ttft_p50_ms},
-          {"ttft_p99_ms", p.ttft_p99_ms}, {"stream_lag_p50_ms", p.lag_p50_ms}, {"stream_lag_p99_ms", p.lag_p99_ms},
+  return {{"name", p.name},
+          {"held_at_once", p.held},
+          {"completed", p.completed},
+          {"failed", p.failed},
+          {"first_error", p.first_error},
+          {"ttft_p50_ms", p.ttft_p50_ms},
+          {"ttft_p99_ms", p.ttft_p99_ms},
+          {"stream_lag_p50_ms", p.lag_p50_ms},
+          {"stream_lag_p99_ms", p.lag_p99_ms},
           {"wall_s", p.wall_s}};
 }
 
@@ -235,17 +240,15 @@ int Run(const Options& o) {
   const std::string name = "tiny";
   std::vector<std::unique_ptr<StandInWorker>> stand_ins;
   for (int i = 0; i < o.stand_ins; ++i) {
-    stand_ins.push_back(
-        std::make_unique<StandInWorker>(*model, name, std::chrono::milliseconds(o.token_interval_ms)));
+    stand_ins.push_back(std::make_unique<StandInWorker>(*model, name, std::chrono::milliseconds(o.token_interval_ms)));
   }
 
   const int grpc_port = testing::FreePort(), http_port = testing::FreePort(), metrics_port = testing::FreePort();
   const std::string scheduler = "127.0.0.1:" + std::to_string(grpc_port);
-  testing::ChildProcess door(
-      {o.scheduler_binary, "serve", "--grpc-address", scheduler, "--metrics-host", "127.0.0.1", "--metrics-port",
-       std::to_string(metrics_port), "--http-host", "127.0.0.1", "--http-port", std::to_string(http_port),
-       "--model-dir", o.model, "--served-model-name", name},
-      testing::ChildOutput::kInherit);
+  testing::ChildProcess door({o.scheduler_binary, "serve", "--grpc-address", scheduler, "--metrics-host", "127.0.0.1",
+                              "--metrics-port", std::to_string(metrics_port), "--http-host", "127.0.0.1", "--http-port",
+                              std::to_string(http_port), "--model-dir", o.model, "--served-model-name", name},
+                             testing::ChildOutput::kInherit);
   if (!testing::WaitFor([&] { return testing::Healthy(http_port); }, std::chrono::seconds(30))) {
     std::fprintf(stderr, "error: the front door did not answer /health within 30 s\n");
     return 1;
@@ -254,8 +257,9 @@ int Run(const Options& o) {
   for (int i = 0; i < o.stand_ins; ++i) {
     agents.push_back(Register(*stand_ins[i], scheduler, StrCat("stand-in-", i), name));
   }
-  if (!testing::WaitFor([&] { return std::all_of(agents.begin(), agents.end(), [](auto& a) { return a->connected(); }); },
-                        std::chrono::seconds(30))) {
+  if (!testing::WaitFor(
+          [&] { return std::all_of(agents.begin(), agents.end(), [](auto& a) { return a->connected(); }); },
+          std::chrono::seconds(30))) {
     std::fprintf(stderr, "error: the stand-in workers did not register within 30 s\n");
     return 1;
   }
@@ -263,45 +267,52 @@ int Run(const Options& o) {
 
   // The baseline first: the same streams straight to the stand-ins over gRPC (what the clients and the
   // stand-ins cost on these cores without a front door), then through the front door's HTTP.
-  const Pass direct = RunPass("direct", o, [&](int i) {
-    auto channel = grpc::CreateChannel(stand_ins[i % o.stand_ins]->address(), grpc::InsecureChannelCredentials());
-    auto stub = proto::Worker::NewStub(channel);
-    channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    return [stub = std::shared_ptr<proto::Worker::Stub>(std::move(stub)), &o, i]() {
-      proto::GenerateRequest request;
-      for (int t = 0; t < 16; ++t) request.add_prompt_ids(10 + (i * 16 + t) % 400);
-      request.set_max_new_tokens(o.tokens);
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-      const auto sent = Clock::now();
-      auto reader = stub->Generate(&context, request);
-      cluster_bench::CompletionResult result;
-      proto::GenerateResponse message;
-      while (reader->Read(&message)) {
-        if (message.token_ids_size() > 0 && result.chunks++ == 0) result.ttft_s = Seconds(sent);
-      }
-      const grpc::Status status = reader->Finish();
-      result.total_s = Seconds(sent);
-      result.ok = status.ok();
-      if (!status.ok()) result.error = status.error_message();
-      return result;
-    };
-  }, stand_ins);
+  const Pass direct = RunPass(
+      "direct", o,
+      [&](int i) {
+        auto channel = grpc::CreateChannel(stand_ins[i % o.stand_ins]->address(), grpc::InsecureChannelCredentials());
+        auto stub = proto::Worker::NewStub(channel);
+        channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        return [stub = std::shared_ptr<proto::Worker::Stub>(std::move(stub)), &o, i]() {
+          proto::GenerateRequest request;
+          for (int t = 0; t < 16; ++t) request.add_prompt_ids(10 + (i * 16 + t) % 400);
+          request.set_max_new_tokens(o.tokens);
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+          const auto sent = Clock::now();
+          auto reader = stub->Generate(&context, request);
+          cluster_bench::CompletionResult result;
+          proto::GenerateResponse message;
+          while (reader->Read(&message)) {
+            if (message.token_ids_size() > 0 && result.chunks++ == 0) result.ttft_s = Seconds(sent);
+          }
+          const grpc::Status status = reader->Finish();
+          result.total_s = Seconds(sent);
+          result.ok = status.ok();
+          if (!status.ok()) result.error = status.error_message();
+          return result;
+        };
+      },
+      stand_ins);
   long threads_busy = 0, rss_busy = 0;
-  const Pass door_pass = RunPass("front door", o, [&](int i) {
-    return [&o, i, http_port, &name]() {
-      cluster_bench::CompletionClient client({.host = "127.0.0.1",
-                                              .port = http_port,
-                                              .timeout_s = 120,
-                                              .local_address = StrCat("127.0.0.", 2 + i % o.addresses)});
-      cluster_bench::CompletionRequest request{.model = name, .max_tokens = o.tokens};
-      for (int t = 0; t < 16; ++t) request.prompt_ids.push_back(10 + (i * 16 + t) % 400);
-      return client.Complete(request);
-    };
-  }, stand_ins, [&] {
-    threads_busy = ProcStatus(door.pid(), "Threads");
-    rss_busy = ProcStatus(door.pid(), "VmRSS");
-  });
+  const Pass door_pass = RunPass(
+      "front door", o,
+      [&](int i) {
+        return [&o, i, http_port, &name]() {
+          cluster_bench::CompletionClient client({.host = "127.0.0.1",
+                                                  .port = http_port,
+                                                  .timeout_s = 120,
+                                                  .local_address = StrCat("127.0.0.", 2 + i % o.addresses)});
+          cluster_bench::CompletionRequest request{.model = name, .max_tokens = o.tokens};
+          for (int t = 0; t < 16; ++t) request.prompt_ids.push_back(10 + (i * 16 + t) % 400);
+          return client.Complete(request);
+        };
+      },
+      stand_ins,
+      [&] {
+        threads_busy = ProcStatus(door.pid(), "Threads");
+        rss_busy = ProcStatus(door.pid(), "VmRSS");
+      });
   nlohmann::json out = {{"streams", o.streams},
                         {"tokens", o.tokens},
                         {"token_interval_ms", o.token_interval_ms},
@@ -328,7 +339,9 @@ int main(int argc, char** argv) {
   strata::frontdoor_bench::Options o;
   o.scheduler_binary = (std::filesystem::path(argv[0]).parent_path() / "strata-scheduler").string();
   CLI::App app("Concurrent streams through the front door, against stand-in workers");
-  app.add_option("--streams", o.streams, "concurrent streaming requests")->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--streams", o.streams, "concurrent streaming requests")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   app.add_option("--tokens", o.tokens, "tokens per stream")->capture_default_str()->check(CLI::Range(2, 100000));
   app.add_option("--token-interval-ms", o.token_interval_ms, "the stand-ins' time between tokens")
       ->capture_default_str()
